@@ -1,0 +1,334 @@
+"""Typed configuration shared by every part of the engine.
+
+Each dataclass carries the defaults of ``docs/METHOD.md``; values the source paper leaves
+open are marked *(chosen)* there. Every dataclass converts to and from plain JSON-able
+dicts so that it can be stored next to a checkpoint and read back without pickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+
+IGNORE_INDEX = 255
+"""Label value for unlabelled pixels: excluded from every loss and metric."""
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """Convert a (nested) dataclass to JSON-able builtins (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: Type[T], data: Dict[str, Any]) -> T:
+    """Build dataclass ``cls`` from a dict, recursing into nested dataclass fields.
+
+    Unknown keys raise ``ValueError`` naming them, so a typo in a config file is not
+    silently ignored.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(names)}")
+    hints = _resolved_hints(cls)
+    kwargs: Dict[str, Any] = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value)
+    return cls(**kwargs)
+
+
+def _resolved_hints(cls: type) -> Dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    import typing
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value)
+    if origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value) if len(inner) == 1 else value
+    if origin in (tuple, Tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        return tuple(_coerce(a, v) for a, v in zip(args, value))
+    if origin in (list, List):
+        return [_coerce(args[0], v) for v in value] if args else list(value)
+    if origin in (dict, Dict):
+        return {k: _coerce(args[1], v) for k, v in value.items()} if args else dict(value)
+    return value
+
+
+def save_json(obj: Any, path: Path) -> None:
+    """Write a dataclass (or builtins) as indented JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_dict(obj), indent=2, sort_keys=False))
+    tmp.replace(path)
+
+
+@dataclass
+class ClassSchema:
+    """Land-cover classes: names, IDs, display colours and which class is water.
+
+    The schema is data stored with every model; no logic hard-codes class numbers.
+    """
+
+    names: Tuple[str, ...] = ("farmland", "city", "village", "water", "forest", "road")
+    ids: Tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    colors: Tuple[str, ...] = ("#e8d170", "#d7301f", "#fc8d59", "#2b83ba", "#1a9641", "#636363")
+    water_class: int = 3
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        self.names, self.ids, self.colors = tuple(self.names), tuple(self.ids), tuple(self.colors)
+        if not (len(self.names) == len(self.ids) == len(self.colors)):
+            raise ValueError("ClassSchema: names, ids and colors must have the same length")
+        if sorted(self.ids) != list(range(len(self.ids))):
+            raise ValueError(f"ClassSchema: ids must be 0..{len(self.ids) - 1}, got {self.ids}")
+        if self.water_class not in self.ids:
+            raise ValueError(f"ClassSchema: water_class {self.water_class} is not one of {self.ids}")
+        if self.ignore_index in self.ids:
+            raise ValueError("ClassSchema: ignore_index must not be a class id")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.ids)
+
+    def id_of(self, value: Any) -> int:
+        """Return the class id for an id (int or numeric string) or a class name (any case).
+
+        Raises:
+            ValueError: naming the value and the accepted names/ids.
+        """
+        if isinstance(value, str):
+            text = value.strip()
+            lowered = [n.lower() for n in self.names]
+            if text.lower() in lowered:
+                return self.ids[lowered.index(text.lower())]
+            try:
+                value = int(float(text))
+            except ValueError:
+                value = text
+        if isinstance(value, (int, float)) and int(value) == value and int(value) in self.ids:
+            return int(value)
+        raise ValueError(
+            f"{value!r} is not a class of the schema; use one of the ids {list(self.ids)} "
+            f"or names {list(self.names)}"
+        )
+
+    def rgb(self, class_id: int) -> Tuple[int, int, int]:
+        h = self.colors[self.ids.index(class_id)].lstrip("#")
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+@dataclass
+class BandMapping:
+    """Which bands (1-based, as GDAL numbers them) of each input feed the networks."""
+
+    optical_bands: Tuple[int, ...] = (1, 2, 3)
+    sar_bands: Tuple[int, ...] = (1,)
+    optical_names: Tuple[str, ...] = ("red", "green", "blue")
+    sar_names: Tuple[str, ...] = ("sar",)
+
+    @property
+    def optical_channels(self) -> int:
+        return len(self.optical_bands)
+
+    @property
+    def sar_channels(self) -> int:
+        return len(self.sar_bands)
+
+
+@dataclass
+class SarPreprocessConfig:
+    """SAR chain; each step can be switched off (METHOD.md, Preprocessing)."""
+
+    calibrate: bool = False
+    calibration_constant: float = 1.0  # sigma0 = DN**2 / constant (product-specific)
+    incidence_normalize: bool = False
+    incidence_angle_deg: Optional[float] = None  # constant angle when no angle band is given
+    incidence_band: Optional[int] = None  # 1-based band holding the angle in degrees
+    lee_filter: bool = True
+    lee_window: int = 7  # (chosen)
+    lee_looks: float = 1.0  # (chosen)
+    to_db: bool = True
+    db_floor: float = 1e-6  # linear floor before log10, so zeros do not become -inf
+    input_is_db: bool = False  # input already in dB: Lee runs on linear power, then back
+    robust_normalize: bool = True
+    low_percentile: float = 2.0
+    high_percentile: float = 98.0
+    sample_size: int = 1_000_000  # pixels sampled per band for the percentiles
+
+
+@dataclass
+class OpticalPreprocessConfig:
+    """Optical chain: linear scaling, then robust 2-98 % normalisation per band."""
+
+    scale: float = 1.0  # e.g. 1/10000 for Sentinel-2 L2A reflectance
+    offset: float = 0.0
+    robust_normalize: bool = True
+    low_percentile: float = 2.0
+    high_percentile: float = 98.0
+    sample_size: int = 1_000_000
+
+
+@dataclass
+class BandNormalization:
+    """The robust scaling of one band: out = clip((x - p_low) / (p_high - p_low), 0, 1)."""
+
+    band: int
+    p_low: float
+    p_high: float
+    steps: Tuple[str, ...] = ()
+    nodata: Optional[float] = None
+
+
+@dataclass
+class NormalizationRecord:
+    """Per-band scaling of one input, stored with data sets and every model."""
+
+    modality: str = "optical"  # "optical" or "sar"
+    bands: Tuple[BandNormalization, ...] = ()
+    source: str = ""
+
+
+@dataclass
+class StudentConfig:
+    """LightMCANet (METHOD.md, Student)."""
+
+    name: str = "lightmcanet"
+    optical_channels: int = 3
+    sar_channels: int = 1
+    num_classes: int = 6
+    widths: Tuple[int, ...] = (32, 64, 128, 256)  # (chosen)
+    blocks_per_stage: Tuple[int, ...] = (2, 2, 2, 2)
+    fusion: str = "lightmcam"
+    attention_stages: Tuple[int, ...] = (3,)  # 0-based stages fused by cross-attention
+    pool_size: int = 8  # (chosen) SAR key/value grid
+    attention_dim: int = 64
+    decoder: str = "fpn"
+    decoder_channels: int = 64
+    segm: bool = True
+    segm_residual: bool = True  # F + F*G rather than F*G (measure before changing)
+
+
+@dataclass
+class TeacherConfig:
+    """SAR-only HRNet water expert (METHOD.md, Teacher)."""
+
+    name: str = "hrnet_w18_small"
+    sar_channels: int = 1
+    num_classes: int = 2  # non-water, water
+    widths: Tuple[int, ...] = (18, 36, 72, 144)  # (chosen) W18-small v2
+    blocks_per_branch: Tuple[int, ...] = (2, 2, 2, 2)
+    modules_per_stage: Tuple[int, ...] = (1, 1, 3, 2)
+    segm: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Loss weights of every stage (METHOD.md, Training stages)."""
+
+    ce_weight: float = 1.0  # (chosen)
+    dice_weight: float = 0.5  # (chosen)
+    lovasz_weight: float = 0.5  # (chosen)
+    inverse_frequency_weights: bool = True
+    teacher_edge_weight: float = 0.3
+    teacher_edge_beta: float = 0.5
+
+
+@dataclass
+class DistillConfig:
+    """Confidence-gated, water-only distillation of stage 2."""
+
+    lambda_kd: float = 0.1  # (chosen)
+    water_threshold: float = 0.95
+    non_water_threshold: float = 0.15
+    warmup_epochs: int = 10
+    gated: bool = True  # False: dense (ungated) distillation, for ablation
+
+
+@dataclass
+class PatchConfig:
+    """Split-first-crop-later patching (METHOD.md, Preprocessing)."""
+
+    tile_size: int = 4096
+    patch_size: int = 256
+    split_ratios: Tuple[float, float, float] = (0.70, 0.15, 0.15)
+    seed: int = 42
+    rare_classes: Tuple[str, ...] = ("road", "village", "city")
+    rare_window: int = 256
+    rare_stride: int = 128
+    rare_min_pixels: int = 10
+    rare_min_fraction: float = 0.03
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by teacher, stage 1 and stage 2."""
+
+    epochs: int = 150
+    batch_size: int = 16
+    lr: float = 1e-3  # (chosen); stage 2 uses lr * stage2_lr_factor
+    weight_decay: float = 1e-4  # (chosen)
+    poly_power: float = 0.9
+    stage2_lr_factor: float = 0.1  # (chosen)
+    early_stopping_patience: int = 20
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True  # mixed precision, CUDA only
+    num_workers: int = 0
+    threads: int = 0  # 0: torch's default
+    augment: bool = True
+    max_batches_per_epoch: int = 0  # 0: whole split
+
+
+@dataclass
+class InferenceConfig:
+    """Large-scene segmentation."""
+
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    device: str = "auto"
+    backend: str = "auto"  # "torch", "onnx" or "auto"
+    amp: bool = True
+    threads: int = 0
+
+
+@dataclass
+class ModelMetadata:
+    """Everything a checkpoint carries beside its weights."""
+
+    kind: str = "student"  # "student" or "teacher"
+    model: Dict[str, Any] = field(default_factory=dict)  # StudentConfig or TeacherConfig dict
+    schema: ClassSchema = field(default_factory=ClassSchema)
+    bands: BandMapping = field(default_factory=BandMapping)
+    optical_normalization: Optional[NormalizationRecord] = None
+    sar_normalization: Optional[NormalizationRecord] = None
+    sar_preprocess: SarPreprocessConfig = field(default_factory=SarPreprocessConfig)
+    optical_preprocess: OpticalPreprocessConfig = field(default_factory=OpticalPreprocessConfig)
+    train: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    engine_version: str = ""
+    created: str = ""

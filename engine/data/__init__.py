@@ -1,0 +1,1 @@
+"""Data: synthetic scenes, split-first-crop-later patches, datasets and augmentation."""

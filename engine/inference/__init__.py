@@ -1,0 +1,1 @@
+"""Large-scene inference: tiling, blending, streaming pipeline, backends."""

@@ -1,0 +1,1 @@
+"""Losses: segmentation losses, teacher edge loss, confidence-gated distillation."""

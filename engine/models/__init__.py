@@ -1,0 +1,1 @@
+"""Networks: registry, LightMCANet student, HRNet teacher, shared blocks."""

@@ -1,0 +1,1 @@
+"""SAR and optical preprocessing chains and the robust normalisation record."""

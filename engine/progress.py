@@ -1,0 +1,108 @@
+"""Progress reporting and cancellation shared by the command line and the QGIS plugin."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional
+
+
+class Canceled(Exception):
+    """Raised inside a long run when the user asked to stop."""
+
+
+class Progress:
+    """Callback object every long-running engine function accepts.
+
+    The base class reports nothing and never cancels. The plugin subclasses it to forward
+    to ``QgsProcessingFeedback``; the command line uses :class:`ConsoleProgress`.
+    """
+
+    def report(self, fraction: float, message: str = "") -> None:
+        """Report progress as a fraction in [0, 1] with an optional message."""
+
+    def info(self, message: str) -> None:
+        """Report a line of information (device used, timings, warnings)."""
+
+    def is_canceled(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        """Raise :class:`Canceled` if cancellation was requested."""
+        if self.is_canceled():
+            raise Canceled("canceled by the user")
+
+    def sub(self, start: float, end: float) -> Progress:
+        """A view of this progress mapped onto the sub-range [start, end]."""
+        return _SubProgress(self, start, end)
+
+
+class _SubProgress(Progress):
+    def __init__(self, parent: Progress, start: float, end: float) -> None:
+        self.parent, self.start, self.end = parent, start, end
+
+    def report(self, fraction: float, message: str = "") -> None:
+        f = min(max(fraction, 0.0), 1.0)
+        self.parent.report(self.start + (self.end - self.start) * f, message)
+
+    def info(self, message: str) -> None:
+        self.parent.info(message)
+
+    def is_canceled(self) -> bool:
+        return self.parent.is_canceled()
+
+
+class CallbackProgress(Progress):
+    """Adapter from plain callables (``report(fraction, message)``, ``is_canceled()``)."""
+
+    def __init__(
+        self,
+        report: Optional[Callable[[float, str], None]] = None,
+        is_canceled: Optional[Callable[[], bool]] = None,
+        info: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self._report, self._cancel, self._info = report, is_canceled, info
+
+    def report(self, fraction: float, message: str = "") -> None:
+        if self._report:
+            self._report(fraction, message)
+
+    def info(self, message: str) -> None:
+        if self._info:
+            self._info(message)
+
+    def is_canceled(self) -> bool:
+        return bool(self._cancel and self._cancel())
+
+
+class ConsoleProgress(Progress):
+    """Progress on stderr with percentage and ETA, throttled to a few updates per second."""
+
+    def __init__(self, stream=None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def report(self, fraction: float, message: str = "") -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.5 and fraction < 1.0:
+            return
+        self._last = now
+        elapsed = now - self.t0
+        eta = elapsed * (1 - fraction) / fraction if fraction > 1e-6 else float("nan")
+        eta_text = f"ETA {eta:5.0f}s" if eta == eta else "ETA    ?"
+        self.stream.write(f"\r[{fraction * 100:5.1f}%] {eta_text} {message[:60]:<60}")
+        if fraction >= 1.0:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.stream.write(f"\n{message}\n" if self._last else f"{message}\n")
+            self.stream.flush()
+
+
+NULL_PROGRESS = Progress()

@@ -1,0 +1,1 @@
+"""Raster I/O: windows, target grids, on-the-fly alignment, label rasterisation, atomic GeoTIFF writing."""

@@ -1,0 +1,1 @@
+"""Training: one loop for all stages, schedules, checkpoints, reports."""

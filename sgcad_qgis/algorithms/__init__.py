@@ -1,0 +1,1 @@
+"""Processing algorithms, one module each; the provider discovers them (see provider.py)."""

@@ -1,0 +1,56 @@
+"""Fixtures for plugin tests: an iface that records menus, and Processing initialised."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class RecordingIface:
+    """Wraps pytest-qgis's stand-in iface and records plugin menu entries and docks."""
+
+    def __init__(self, iface) -> None:
+        self._iface = iface
+        self.menu_actions = []
+        self.docks = []
+
+    def __getattr__(self, name):
+        return getattr(self._iface, name)
+
+    def addPluginToMenu(self, name, action):
+        self.menu_actions.append((name, action))
+
+    def removePluginMenu(self, name, action):
+        self.menu_actions.remove((name, action))
+
+    def addDockWidget(self, area, dock):
+        self.docks.append(dock)
+
+    def removeDockWidget(self, dock):
+        self.docks.remove(dock)
+
+    def browserModel(self):  # processing.createAlgorithmDialog needs it (PLATFORM notes)
+        from qgis.core import QgsBrowserModel
+
+        if not hasattr(self, "_browser"):
+            self._browser = QgsBrowserModel()
+        return self._browser
+
+
+@pytest.fixture()
+def recording_iface(qgis_iface):
+    return RecordingIface(qgis_iface)
+
+
+@pytest.fixture(scope="session")
+def sgcad_provider(qgis_processing):
+    """The SGCAD provider registered in QGIS's Processing registry for the session."""
+    from qgis.core import QgsApplication
+
+    from sgcad_qgis.provider import SgcadProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("sgcad")
+    if provider is None:
+        provider = SgcadProvider()
+        assert registry.addProvider(provider)
+    yield provider

@@ -1,0 +1,129 @@
+"""The plugin loads as QGIS loads it, registers its provider, and unloads cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import qgis.utils
+from qgis.core import QgsApplication
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_PARENT = ROOT / "build" / "plugins"
+
+
+def test_plugin_loads_from_plugin_folder_and_unloads_cleanly(recording_iface, qgis_processing):
+    qgis.utils.iface = recording_iface
+    qgis.utils.plugin_paths = [str(PLUGIN_PARENT)]
+    qgis.utils.updateAvailablePlugins()
+    assert "sgcad_qgis" in qgis.utils.available_plugins
+    registry = QgsApplication.processingRegistry()
+    previous = registry.providerById("sgcad")
+    if previous is not None:  # another test registered it directly
+        registry.removeProvider(previous)
+
+    assert qgis.utils.loadPlugin("sgcad_qgis")
+    assert qgis.utils.startPlugin("sgcad_qgis")
+    plugin = qgis.utils.plugins["sgcad_qgis"]
+    provider = registry.providerById("sgcad")
+    assert provider is not None and provider.name() == "SGCAD"
+    assert "sgcad:checkenvironment" in [a.id() for a in provider.algorithms()]
+    labels = [action.text() for _, action in recording_iface.menu_actions]
+    assert "SGCAD segmentation…" in labels and all(m == "&SGCAD" for m, _ in recording_iface.menu_actions)
+    assert plugin.toolbar is not None and plugin.toolbar.actions()
+
+    assert qgis.utils.unloadPlugin("sgcad_qgis")
+    assert registry.providerById("sgcad") is None
+    assert recording_iface.menu_actions == []
+    assert plugin.actions == [] and plugin.toolbar is None
+
+
+def test_algorithm_ids_are_lowercase_and_stable(sgcad_provider):
+    for alg in sgcad_provider.algorithms():
+        assert alg.name() == alg.name().lower() and " " not in alg.name()
+        assert alg.groupId() == alg.groupId().lower()
+        assert alg.displayName() and alg.shortHelpString()
+
+
+def test_metadata_is_complete():
+    import configparser
+
+    meta = configparser.ConfigParser()
+    meta.read(ROOT / "metadata.txt")
+    general = meta["general"]
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author",
+                "license", "category", "tags", "icon"):
+        assert general.get(key, "").strip(), key
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["hasProcessingProvider"] == "yes"
+    assert "torch" in general["about"] and "safetensors" in general["about"]
+    assert (ROOT / general["icon"]).is_file()
+    assert "http" not in general.get("homepage", "") + general.get("repository", "")
+
+
+def test_built_zip_loads_in_a_fresh_profile_without_a_top_level_engine(tmp_path):
+    """Package, unpack into a temporary profile, and load it with a rival ``engine`` module."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_plugin
+
+    target = build_plugin.build_zip(tmp_path / "dist")
+    assert target.stat().st_size < 25 * 1024 * 1024
+    profile = tmp_path / "profile"
+    plugins = profile / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+        assert all(n.startswith("sgcad_qgis/") for n in names)
+        assert "sgcad_qgis/engine/__init__.py" in names and "sgcad_qgis/metadata.txt" in names
+        assert not any(n.startswith("engine/") for n in names)
+        zf.extractall(plugins)
+
+    # Another plugin's top-level ``engine`` must neither shadow ours nor be replaced by it.
+    rival = tmp_path / "rival" / "engine"
+    rival.mkdir(parents=True)
+    (rival / "__init__.py").write_text("RIVAL = True\n")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(tmp_path / 'rival')!r}, {str(plugins)!r}]
+        from qgis.core import QgsApplication
+        app = QgsApplication([], False)
+        app.initQgis()
+        import engine
+        from sgcad_qgis.provider import SgcadProvider, algorithm_classes
+        import sgcad_qgis.engine.config as cfg
+        assert engine.RIVAL and sys.modules["engine"] is engine
+        assert cfg.__file__.startswith({str(plugins)!r}), cfg.__file__
+        print("ALGS", sorted(c.ALG_ID for c in algorithm_classes()))
+        import os; os._exit(0)
+        """
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "checkenvironment" in out.stdout
+
+    # And QGIS's own processing runner finds the provider in that profile.
+    env["QGIS_PLUGINPATH"] = ""
+    subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "sgcad_qgis"], env=env,
+                   capture_output=True, timeout=300)
+    listing = subprocess.run(["/usr/bin/qgis_process.bin", "list"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert "sgcad:checkenvironment" in listing.stdout, listing.stdout[-2000:] + listing.stderr[-2000:]
+
+
+def test_scripts_qgis_process_runs_an_algorithm_with_json(tmp_path):
+    import json
+
+    env = dict(os.environ, SGCAD_QGIS_PROFILE=str(tmp_path / "profile"))
+    out = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "run", "sgcad:checkenvironment",
+                          "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    assert result["results"]["MISSING"] == 0
+    assert result["results"]["DEVICE"].startswith(("CPU", "GPU"))
