@@ -222,6 +222,7 @@ class StudentConfig:
     num_classes: int = 6
     widths: Tuple[int, ...] = (32, 64, 128, 256)  # (chosen)
     blocks_per_stage: Tuple[int, ...] = (2, 2, 2, 2)
+    encoder: str = "resnet"  # registered encoder (engine.models.registry.ENCODERS)
     fusion: str = "lightmcam"
     attention_stages: Tuple[int, ...] = (3,)  # 0-based stages fused by cross-attention
     pool_size: int = 8  # (chosen) SAR key/value grid
@@ -243,6 +244,7 @@ class TeacherConfig:
     blocks_per_branch: Tuple[int, ...] = (2, 2, 2, 2)
     modules_per_stage: Tuple[int, ...] = (1, 1, 3, 2)
     segm: bool = True
+    segm_residual: bool = True  # F + F*G in the head, as in the student
 
 
 @dataclass
@@ -314,6 +316,10 @@ class InferenceConfig:
     backend: str = "auto"  # "torch", "onnx" or "auto"
     amp: bool = True
     threads: int = 0
+    blend: str = "cosine"  # overlap weight ramp: "cosine", "linear" or "none"
+    water_threshold: float = 0.95  # teacher gate: confident water above
+    non_water_threshold: float = 0.15  # teacher gate: confident non-water below
+    queue_size: int = 2  # batches buffered between reader, network and writer threads
 
 
 @dataclass

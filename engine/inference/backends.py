@@ -1,0 +1,280 @@
+"""Inference backends: torch (CPU/CUDA) and ONNX Runtime, behind one small interface.
+
+A backend maps a batch of normalised tiles to probabilities:
+``predict(optical (B,Co,h,w), sar (B,Cs,h,w)) -> (class probs (B,K,h,w), water (B,h,w) | None)``,
+all float32 numpy arrays. The student gives the class probabilities, the optional SAR-only
+teacher the water probability. Softmax is part of the exported graph, so every backend
+returns the same quantities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+Output = Tuple[np.ndarray, Optional[np.ndarray]]
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def describe_device(device: torch.device) -> str:
+    """Human-readable device name (GPU model for CUDA)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+class StudentProbabilities(nn.Module):
+    """Student logits -> class probabilities (softmax over classes)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(optical, sar).float(), dim=1)
+
+
+class TeacherWater(nn.Module):
+    """Teacher logits -> water probability (channel 1 of the 2-class softmax)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sar: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(sar).float(), dim=1)[:, 1]
+
+
+class CallableBackend:
+    """Wraps a plain function ``fn(optical, sar) -> (probs, water|None)`` (tests, custom models)."""
+
+    name = "callable"
+
+    def __init__(self, fn: Callable[[np.ndarray, np.ndarray], Output], num_classes: int, has_teacher: bool) -> None:
+        self.fn, self.num_classes, self.has_teacher = fn, num_classes, has_teacher
+        self.device = torch.device("cpu")
+
+    def predict(self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None) -> Output:
+        return self.fn(optical, sar)
+
+
+class TorchBackend:
+    """Student (and teacher) in torch; on CUDA with pinned-memory, non-blocking copies and AMP.
+
+    Args:
+        student: network ``(optical, sar) -> logits``.
+        teacher: optional network ``sar -> 2-class logits``.
+        num_classes: K.
+        device: torch device.
+        amp: float16 autocast on CUDA (ignored on CPU, where it is slower).
+    """
+
+    name = "torch"
+
+    def __init__(
+        self, student: nn.Module, teacher: Optional[nn.Module], num_classes: int,
+        device: torch.device = torch.device("cpu"), amp: bool = True,
+    ) -> None:
+        self.device, self.num_classes = device, num_classes
+        self.student = StudentProbabilities(student).to(device).eval()
+        self.teacher = TeacherWater(teacher).to(device).eval() if teacher is not None else None
+        self.has_teacher = teacher is not None
+        self.amp = bool(amp and device.type == "cuda")
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def predict(self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None) -> Output:
+        o, s = self._to_device(optical), self._to_device(sar)
+        ts = s if teacher_sar is None else self._to_device(teacher_sar)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            probs = self.student(o, s)
+            water = self.teacher(ts) if self.teacher is not None else None
+        probs_np = probs.float().cpu().numpy()  # .cpu() synchronises the stream
+        water_np = water.float().cpu().numpy() if water is not None else None
+        return probs_np, water_np
+
+
+class OnnxBackend:
+    """The exported student (and teacher) run by ONNX Runtime on CPU.
+
+    Args:
+        student_path: ONNX file of :class:`StudentProbabilities`.
+        teacher_path: ONNX file of :class:`TeacherWater`, or None.
+        num_classes: K.
+        threads: intra-op threads (0: ONNX Runtime's default).
+    """
+
+    name = "onnx"
+
+    def __init__(self, student_path: Path, teacher_path: Optional[Path], num_classes: int, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+
+        def session(path: Path) -> ort.InferenceSession:
+            return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+        self.student = session(student_path)
+        self.teacher = session(teacher_path) if teacher_path is not None else None
+        self.num_classes, self.has_teacher = num_classes, teacher_path is not None
+        self.device = torch.device("cpu")
+
+    def predict(self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None) -> Output:
+        o = np.ascontiguousarray(optical, dtype=np.float32)
+        s = np.ascontiguousarray(sar, dtype=np.float32)
+        ts = s if teacher_sar is None else np.ascontiguousarray(teacher_sar, dtype=np.float32)
+        probs = self.student.run(None, {"optical": o, "sar": s})[0]
+        water = self.teacher.run(None, {"sar": ts})[0] if self.teacher is not None else None
+        return probs, water
+
+
+def export_onnx(
+    module: nn.Module, inputs: Sequence[torch.Tensor], names: Sequence[str], output: str, path: Path,
+) -> Path:
+    """Export a probability module to ONNX with a dynamic batch axis, atomically.
+
+    Height and width are fixed to the example's: the networks pad internally to their stride,
+    which traces to shape-specific ops; a scene uses one tile shape, so one export serves it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), _native_output_silenced():
+            warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is legacy
+            try:
+                torch.onnx.export(
+                    module.eval(), tuple(inputs), tmp, dynamo=False, input_names=list(names),
+                    output_names=[output], dynamic_axes={n: {0: "batch"} for n in [*names, output]},
+                    opset_version=17, do_constant_folding=True,
+                )
+            except Exception as exc:
+                text = str(exc).strip() or type(exc).__name__
+                first = text.splitlines()[0].split(" Please feel free")[0].split(" [Caused by")[0][:300]
+                raise OnnxExportError(f"ONNX export failed: {first}") from None
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+class OnnxExportError(ValueError):
+    """The network cannot be exported to ONNX (e.g. an operator the exporter lacks)."""
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    # On failure the exporter prints the whole graph from C++ (thousands of lines); keep it out
+    # of the user's console. Runs before any worker thread starts, so nothing else is diverted.
+    streams = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            streams.append(stream.fileno())
+        except (AttributeError, ValueError, OSError):  # embedded interpreters may lack the fds
+            continue
+    saved = [os.dup(fd) for fd in streams]
+    with tempfile.TemporaryFile() as sink:
+        for fd in streams:
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in zip(streams, saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def cache_dir() -> Path:
+    """Folder for exported ONNX models: ``$SGCAD_CACHE_DIR`` or the user cache folder."""
+    root = os.environ.get("SGCAD_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / ("sgcad" if "SGCAD_CACHE_DIR" not in os.environ else "")
+
+
+def _state_digest(module: nn.Module, shape: Tuple[int, int], extra: str) -> str:
+    h = hashlib.sha256(f"{shape}{extra}{torch.__version__}".encode())
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def onnx_models(
+    student: nn.Module, teacher: Optional[nn.Module], optical_channels: int, sar_channels: int,
+    tile_shape: Tuple[int, int], folder: Optional[Path] = None,
+) -> Tuple[Path, Optional[Path]]:
+    """ONNX files of the student and teacher for a tile shape, exported once and cached by
+    the weights' digest (a retrained model gets a new file)."""
+    folder = Path(folder) if folder is not None else cache_dir() / "onnx"
+    h, w = tile_shape
+    o, s = torch.rand(1, optical_channels, h, w), torch.rand(1, sar_channels, h, w)
+    sp = folder / f"student-{_state_digest(student, tile_shape, 'student')}.onnx"
+    if not sp.exists():
+        export_onnx(StudentProbabilities(student), (o, s), ("optical", "sar"), "probs", sp)
+    tp = None
+    if teacher is not None:
+        tp = folder / f"teacher-{_state_digest(teacher, tile_shape, 'teacher')}.onnx"
+        if not tp.exists():
+            export_onnx(TeacherWater(teacher), (s,), ("sar",), "water", tp)
+    return sp, tp
+
+
+def make_backend(
+    backend: str, student: nn.Module, teacher: Optional[nn.Module], num_classes: int,
+    optical_channels: int, sar_channels: int, tile_shape: Tuple[int, int],
+    device: Union[str, torch.device] = "auto", amp: bool = True, threads: int = 0,
+    info: Callable[[str], None] = lambda message: None,
+):
+    """Build the backend asked for; ``"auto"`` is torch on CUDA and ONNX Runtime on CPU
+    (the faster one on CPU in ``docs/benchmarks.md``).
+
+    Raises:
+        ValueError: unknown backend, or ONNX asked for with a CUDA device.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if backend == "onnx" and dev.type != "cpu":
+        raise ValueError("the ONNX backend runs on CPU only; use --backend torch for a GPU")
+    if backend == "torch" or (backend == "auto" and dev.type != "cpu"):
+        return TorchBackend(student, teacher, num_classes, dev, amp)
+    student.eval()
+    if teacher is not None:
+        teacher.eval()
+    try:
+        sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape)
+    except OnnxExportError as exc:
+        if backend == "onnx":
+            raise ValueError(f"{exc}; use --backend torch (or another --tile-size)") from None
+        info(f"{exc}; running with torch instead")
+        return TorchBackend(student, teacher, num_classes, dev, amp)
+    return OnnxBackend(sp, tp, num_classes, threads)

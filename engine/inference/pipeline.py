@@ -1,0 +1,194 @@
+"""Large-scene segmentation: ``segment_scene`` from rasters and checkpoints to GeoTIFFs.
+
+The scene is never loaded whole: tiles are read onto the model grid on the fly, run through
+the student (and the SAR-only teacher), blended without seams, and written block by block
+(:mod:`.streaming`). All outputs are committed together at the end (:mod:`.outputs`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from rasterio.windows import Window
+
+from .. import __version__
+from ..config import InferenceConfig, ModelMetadata
+from ..preprocess.pipeline import InputPreprocessor
+from ..progress import NULL_PROGRESS, Progress
+from ..raster.grid import Grid, default_grid, grid_of
+from .aoi import AoiLike, load_aoi
+from .backends import describe_device, make_backend, resolve_device
+from .outputs import OutputSet
+from .products import Thresholds
+from .reader import TileReader
+from .streaming import stream_segmentation
+from .tiling import plan_tiles
+
+PathLike = Union[str, Path]
+GRIDS = ("sar", "optical")
+
+
+def _preprocessor(meta: ModelMetadata, path: PathLike) -> InputPreprocessor:
+    try:
+        return InputPreprocessor(meta.sar_preprocess, meta.optical_preprocess,
+                                 meta.sar_normalization, meta.optical_normalization)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _bands(given: Optional[Sequence[int]], stored: Sequence[int], what: str, path: PathLike) -> Tuple[int, ...]:
+    if not given:
+        return tuple(stored)
+    if len(given) != len(stored):
+        raise ValueError(
+            f"{len(given)} {what} band(s) {list(given)} given, but the model {path} takes "
+            f"{len(stored)} {what} band(s) (trained on bands {list(stored)})"
+        )
+    return tuple(int(b) for b in given)
+
+
+def scene_grid(optical_path: PathLike, sar_path: PathLike, grid: str = "sar", resolution: Optional[float] = None) -> Grid:
+    """The model grid: the SAR's (default) or the optical's native grid, or both footprints'
+    intersection at ``resolution`` when one is given."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    if resolution:
+        return default_grid(optical_path, sar_path, resolution=resolution)
+    return grid_of(sar_path if grid == "sar" else optical_path)
+
+
+def segment_scene(
+    optical_path: PathLike,
+    sar_path: PathLike,
+    model_path: PathLike,
+    out_dir: PathLike,
+    teacher_path: Optional[PathLike] = None,
+    cfg: Optional[InferenceConfig] = None,
+    aoi: Optional[AoiLike] = None,
+    progress: Optional[Progress] = None,
+    overwrite: bool = False,
+    *,
+    optical_bands: Optional[Sequence[int]] = None,
+    sar_bands: Optional[Sequence[int]] = None,
+    cloud_mask: Optional[PathLike] = None,
+    grid: str = "sar",
+    resolution: Optional[float] = None,
+    backend: Any = None,
+) -> Dict[str, Any]:
+    """Segment a scene with a student (and optional teacher) checkpoint.
+
+    Args:
+        optical_path, sar_path: input rasters (any CRS/resolution; aligned per tile).
+        model_path: student checkpoint (``.safetensors`` with metadata).
+        out_dir: folder for ``classes.tif``, ``confidence.tif`` and, with a teacher,
+            ``water_probability.tif`` and ``gates.tif``.
+        teacher_path: SAR-only water teacher; enables the water probability, the gates and
+            water/non-water answers where the optical input is missing.
+        cfg: tiling, batching, device and backend settings.
+        aoi: polygon file or box (see :func:`.aoi.load_aoi`); only tiles touching it are run.
+        progress: reporting and cancellation.
+        overwrite: replace existing outputs.
+        optical_bands, sar_bands: 1-based bands of these files to feed the model, when they
+            differ from the bands the model was trained on (same counts).
+        cloud_mask: raster whose non-zero pixels mark the optical input as missing.
+        grid: ``"sar"`` or ``"optical"``: whose native grid the outputs use.
+        resolution: output pixel size instead (grid over both footprints).
+        backend: an object with ``predict``/``num_classes``/``has_teacher`` to use instead of
+            the checkpoints' networks (custom models, tests); ``model_path`` is then only read
+            for its metadata.
+
+    Returns:
+        written paths and run figures (tiles, timings, throughput, device, class pixels).
+
+    Raises:
+        ValueError: unreadable inputs, bands or checkpoints that do not fit, an AOI outside the
+            scene, or existing outputs without ``overwrite``.
+        Canceled: on cancel; no output or temporary file is left.
+    """
+    from ..train.checkpoint import load_model, read_metadata
+
+    cfg = cfg or InferenceConfig()
+    progress = progress or NULL_PROGRESS
+    t0 = time.perf_counter()
+    for p, what in ((optical_path, "optical"), (sar_path, "SAR"), (model_path, "model")):
+        if not Path(p).exists():
+            raise FileNotFoundError(f"{what} input {p} does not exist")
+    meta = read_metadata(model_path)
+    if meta.kind != "student":
+        raise ValueError(f"{model_path} is a {meta.kind} checkpoint; segment needs a student (--model)")
+    o_bands = _bands(optical_bands, meta.bands.optical_bands, "optical", model_path)
+    s_bands = _bands(sar_bands, meta.bands.sar_bands, "SAR", model_path)
+    pre = _preprocessor(meta, model_path)
+    teacher_meta = read_metadata(teacher_path) if teacher_path else None
+    teacher_pre = None
+    if teacher_meta is not None:
+        if teacher_meta.kind != "teacher":
+            raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
+        if (teacher_meta.sar_preprocess, teacher_meta.sar_normalization) != (meta.sar_preprocess, meta.sar_normalization):
+            teacher_pre = InputPreprocessor(teacher_meta.sar_preprocess, meta.optical_preprocess,
+                                            teacher_meta.sar_normalization, meta.optical_normalization)
+
+    full = scene_grid(optical_path, sar_path, grid, resolution)
+    region, keep, mask = full, None, None
+    if aoi is not None:
+        area = load_aoi(aoi, full)
+        x0, y0, x1, y1 = area.pixel_window()
+        region = full.window_grid(Window(x0, y0, x1 - x0, y1 - y0))
+        keep = lambda a, b, c, d: area.intersects(region, a, b, c, d)  # noqa: E731
+        mask = None if area.is_box else (lambda a, b, w, h: area.mask(region, a, b, w, h))
+    plan = plan_tiles(region.width, region.height, cfg.tile_size, cfg.overlap, keep)
+    if not plan.tiles:
+        raise ValueError(f"no tile of the {region.width}x{region.height} grid touches the AOI {aoi!r}")
+
+    keys = ["classes", "confidence"] + (["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else [])
+    tags = {"sgcad_engine": __version__, "model": Path(model_path).name,
+            "teacher": Path(teacher_path).name if teacher_path else "", "optical": str(optical_path),
+            "sar": str(sar_path)}
+    outputs = OutputSet(out_dir, keys, region, meta.schema, overwrite=overwrite, tags=tags)
+
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)  # per calling thread: this is the compute thread
+    if backend is None:
+        progress.info(f"loading {model_path}" + (f" and {teacher_path}" if teacher_path else ""))
+        student, _ = load_model(model_path, "student")
+        teacher = load_model(teacher_path, "teacher")[0] if teacher_path else None
+        backend = make_backend(cfg.backend, student, teacher, meta.schema.num_classes,
+                               len(o_bands), len(s_bands), plan.tile_shape, device, cfg.amp, cfg.threads,
+                               info=progress.info)
+    progress.info(f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
+                  f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}")
+    reader = TileReader(optical_path, sar_path, region, o_bands, s_bands, pre, teacher_pre, cloud_mask,
+                        meta.sar_preprocess.incidence_band if meta.sar_preprocess.incidence_normalize else None)
+    thresholds = Thresholds(cfg.water_threshold, cfg.non_water_threshold)
+    with outputs:
+        stats = stream_segmentation(
+            plan, reader.read, backend, outputs, meta.schema.water_class, cfg.batch_size,
+            thresholds, mask, cfg.blend, progress.sub(0.0, 0.95), cfg.queue_size,
+        )
+        progress.check()
+        progress.report(0.96, "overviews and colour table")
+        paths = outputs.commit()
+    progress.report(1.0, "done")
+    wall = time.perf_counter() - t0
+    names = dict(zip(meta.schema.ids, meta.schema.names))
+    return {
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "grid": {"width": region.width, "height": region.height, "res": list(region.res),
+                 "crs": region.crs.to_string()},
+        "tiles": len(plan.tiles),
+        "tiles_total": plan.total,
+        "device": describe_device(device),
+        "backend": getattr(backend, "name", "custom"),
+        "threads": torch.get_num_threads(),
+        "seconds": round(wall, 3),
+        "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
+        "timings": {"read_s": round(stats.read_s, 3), "network_s": round(stats.compute_s, 3),
+                    "blend_write_s": round(stats.write_s, 3), "network_waited_for_input_s": round(stats.wait_input_s, 3),
+                    "stream_s": round(stats.wall_s, 3)},
+        "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
+        "sar_only_pixels": stats.sar_only_pixels,
+    }

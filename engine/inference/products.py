@@ -1,0 +1,88 @@
+"""Per-pixel products of a blended cell: class map, confidence, water probability, gates.
+
+Encodings (also written into each file's metadata):
+
+* class map (uint8): class ids of the schema; :data:`SAR_ONLY_NON_WATER` (254) where only SAR
+  is available and the teacher says "not water"; :data:`NODATA_U8` (255) where there is no
+  answer (no SAR, outside the AOI or the inputs).
+* confidence (float32, NaN nodata): the student's maximum class probability where optical and
+  SAR are present; **negative** where the pixel is SAR-only, its magnitude being the
+  teacher's confidence ``max(p, 1 - p)``.
+* water probability (float32, NaN nodata): the teacher's water probability wherever SAR is.
+* gates (uint8, 3 bands, 255 nodata): 1) teacher confident water (p > water threshold),
+  2) teacher confident non-water (p < non-water threshold), 3) teacher and student agree on
+  water vs non-water (255 where there is no student answer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from .blending import Cell
+
+OPTICAL_VALID = 1
+"""Flag bit: every optical band is present and not masked as cloud."""
+SAR_VALID = 2
+"""Flag bit: every SAR band is present."""
+NODATA_U8 = 255
+SAR_ONLY_NON_WATER = 254
+"""Class-map value for SAR-only pixels the teacher calls non-water (land class unknown)."""
+
+AoiMask = Callable[[int, int, int, int], Optional[np.ndarray]]
+"""``mask(x0, y0, width, height) -> bool (h, w)`` (True inside), or None for all inside."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Teacher confidence gates (METHOD.md, confidence gates)."""
+
+    water: float = 0.95
+    non_water: float = 0.15
+
+
+def cell_products(
+    cell: Cell,
+    water_class: int,
+    thresholds: Thresholds = Thresholds(),
+    aoi: Optional[AoiMask] = None,
+) -> Dict[str, np.ndarray]:
+    """Turn blended probabilities of one cell into output arrays.
+
+    Returns:
+        dict with ``classes`` (1, h, w) uint8, ``confidence`` (1, h, w) float32, and when a
+        teacher was blended ``water`` (1, h, w) float32 and ``gates`` (3, h, w) uint8.
+    """
+    h, w = cell.height, cell.width
+    inside = np.ones((h, w), dtype=bool)
+    if aoi is not None:
+        m = aoi(cell.x0, cell.y0, w, h)
+        if m is not None:
+            inside = m
+    sar = inside & ((cell.flags & SAR_VALID) > 0)
+    both = sar & ((cell.flags & OPTICAL_VALID) > 0)
+    sar_only = sar & ~both
+
+    classes = np.full((h, w), NODATA_U8, dtype=np.uint8)
+    confidence = np.full((h, w), np.nan, dtype=np.float32)
+    classes[both] = np.argmax(cell.probs, axis=0).astype(np.uint8)[both]
+    confidence[both] = cell.probs.max(axis=0)[both]
+    out = {"classes": classes[None], "confidence": confidence[None]}
+    if cell.water is None:
+        return out
+
+    p = cell.water
+    teacher_water = p >= 0.5
+    classes[sar_only] = np.where(teacher_water[sar_only], water_class, SAR_ONLY_NON_WATER)
+    confidence[sar_only] = -np.maximum(p, 1.0 - p)[sar_only]
+    water = np.where(sar, p, np.nan).astype(np.float32)
+    gates = np.full((3, h, w), NODATA_U8, dtype=np.uint8)
+    gates[0][sar] = (p > thresholds.water)[sar]
+    gates[1][sar] = (p < thresholds.non_water)[sar]
+    student_water = classes == water_class
+    gates[2][both] = (student_water == teacher_water)[both]
+    out["water"] = water[None]
+    out["gates"] = gates
+    return out

@@ -1,0 +1,112 @@
+"""Reads tiles of an optical + SAR pair onto the model grid, preprocessed and flagged.
+
+Each tile window is grown by the preprocessor's halo, warped onto the grid on the fly
+(``read_on_grid``; no resampled copy of a scene is written), normalised with the record stored
+in the model, and cropped back. Missing values become 0 for the networks; which inputs were
+present is kept per pixel in validity flags (:mod:`.products`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..preprocess.pipeline import InputPreprocessor
+from ..raster.grid import Grid, read_on_grid
+from .products import OPTICAL_VALID, SAR_VALID
+from .tiling import Tile
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class TileBatch:
+    """Network inputs of a batch of tiles (float32, no NaN) and their validity flags (uint8)."""
+
+    tiles: List[Tile]
+    optical: np.ndarray  # (B, Co, h, w)
+    sar: np.ndarray  # (B, Cs, h, w) for the student
+    teacher_sar: Optional[np.ndarray]  # (B, Cs, h, w) when the teacher is normalised differently
+    flags: np.ndarray  # (B, h, w)
+
+
+class TileReader:
+    """Reads, aligns and normalises tiles of a scene.
+
+    Args:
+        optical_path, sar_path: input rasters (any CRS/resolution; warped onto ``grid``).
+        grid: the model grid.
+        optical_bands, sar_bands: 1-based bands feeding the networks.
+        preprocessor: the student's preprocessing (normalisation records from the model).
+        teacher_preprocessor: the teacher's, when it differs from the student's SAR chain.
+        cloud_mask: optional raster; non-zero pixels mark the optical input as missing.
+        incidence_band: SAR band holding the incidence angle, if the chain uses one.
+    """
+
+    def __init__(
+        self,
+        optical_path: PathLike,
+        sar_path: PathLike,
+        grid: Grid,
+        optical_bands: Sequence[int],
+        sar_bands: Sequence[int],
+        preprocessor: InputPreprocessor,
+        teacher_preprocessor: Optional[InputPreprocessor] = None,
+        cloud_mask: Optional[PathLike] = None,
+        incidence_band: Optional[int] = None,
+    ) -> None:
+        self.optical_path, self.sar_path, self.grid = Path(optical_path), Path(sar_path), grid
+        self.optical_bands, self.sar_bands = list(optical_bands), list(sar_bands)
+        self.pre, self.teacher_pre = preprocessor, teacher_preprocessor
+        self.cloud_mask = Path(cloud_mask) if cloud_mask else None
+        self.incidence_band = incidence_band
+        self.halo = max(preprocessor.halo, teacher_preprocessor.halo if teacher_preprocessor else 0)
+
+    def read_tile(self, tile: Tile) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]:
+        """(optical, sar, teacher_sar or None, flags) of one tile."""
+        h = self.halo
+        win = Window(tile.x0 - h, tile.y0 - h, tile.width + 2 * h, tile.height + 2 * h)
+        opt_raw = read_on_grid(self.optical_path, self.optical_bands, self.grid, win)
+        sar_raw = read_on_grid(self.sar_path, self.sar_bands, self.grid, win)
+        if self.cloud_mask is not None:
+            cloud = read_on_grid(self.cloud_mask, [1], self.grid, win, resampling="nearest")[0]
+            opt_raw[:, np.isfinite(cloud) & (cloud != 0)] = np.nan
+        incidence = None
+        if self.incidence_band:
+            incidence = read_on_grid(self.sar_path, [self.incidence_band], self.grid, win)[0]
+        optical, sar = self._run(self.pre, opt_raw, sar_raw, incidence)
+        teacher_sar = None
+        if self.teacher_pre is not None:
+            teacher_sar = self._run(self.teacher_pre, opt_raw, sar_raw, incidence)[1]
+        flags = np.where(np.isfinite(optical).all(axis=0), OPTICAL_VALID, 0).astype(np.uint8)
+        flags |= np.where(np.isfinite(sar).all(axis=0), SAR_VALID, 0).astype(np.uint8)
+        for a in (optical, sar, teacher_sar):
+            if a is not None:
+                np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return optical, sar, teacher_sar, flags
+
+    def _run(self, pre: InputPreprocessor, opt_raw: np.ndarray, sar_raw: np.ndarray, incidence) -> Tuple:
+        # crop the shared halo down to what this preprocessor needs
+        d = self.halo - pre.halo
+        if d:
+            opt_raw, sar_raw = opt_raw[:, d:-d, d:-d], sar_raw[:, d:-d, d:-d]
+            incidence = incidence[d:-d, d:-d] if incidence is not None else None
+        optical = pre.optical(opt_raw)
+        sar = pre.sar(sar_raw, incidence)
+        return optical.astype(np.float32, copy=False), sar.astype(np.float32, copy=False)
+
+    def read(self, tiles: Sequence[Tile]) -> TileBatch:
+        """Read a batch of equally sized tiles."""
+        parts = [self.read_tile(t) for t in tiles]
+        teacher = np.stack([p[2] for p in parts]) if self.teacher_pre is not None else None
+        return TileBatch(
+            list(tiles),
+            np.stack([p[0] for p in parts]),
+            np.stack([p[1] for p in parts]),
+            teacher,
+            np.stack([p[3] for p in parts]),
+        )

@@ -1,0 +1,175 @@
+"""Robust 2-98 % normalisation with percentiles from a bounded sample of the whole raster.
+
+The percentiles are computed once per raster and kept in a :class:`NormalizationRecord`
+(saved as JSON and stored with every model), so every tile of a scene, in training and in
+inference, is scaled identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import rasterio
+
+from ..config import (
+    BandNormalization,
+    NormalizationRecord,
+    OpticalPreprocessConfig,
+    SarPreprocessConfig,
+    from_dict,
+    save_json,
+)
+from ..progress import NULL_PROGRESS, Progress
+from ..raster.grid import Grid, read_on_grid
+from ..raster.io import iter_windows, read_bands
+from .optical import optical_steps, optical_to_features
+from .sar import sar_steps, sar_to_features
+
+PreprocessConfig = Union[SarPreprocessConfig, OpticalPreprocessConfig]
+SAMPLE_BLOCK = 256
+
+
+def modality_of(cfg: PreprocessConfig) -> str:
+    return "sar" if isinstance(cfg, SarPreprocessConfig) else "optical"
+
+
+def features(arr: np.ndarray, cfg: PreprocessConfig, incidence: Optional[np.ndarray] = None) -> np.ndarray:
+    """The modality's feature chain (no normalisation) on a (C, H, W) array."""
+    if isinstance(cfg, SarPreprocessConfig):
+        return sar_to_features(arr, cfg, incidence)
+    return optical_to_features(arr, cfg)
+
+
+def feature_halo(cfg: PreprocessConfig) -> int:
+    """Context pixels the feature chain needs around a window (Lee window radius)."""
+    return cfg.lee_window // 2 if isinstance(cfg, SarPreprocessConfig) and cfg.lee_filter else 0
+
+
+def steps_of(cfg: PreprocessConfig) -> list:
+    steps = sar_steps(cfg) if isinstance(cfg, SarPreprocessConfig) else optical_steps(cfg)
+    if cfg.robust_normalize:
+        steps.append(f"robust({cfg.low_percentile:g},{cfg.high_percentile:g})")
+    return steps
+
+
+def record_from_features(
+    feats: np.ndarray,
+    cfg: PreprocessConfig,
+    bands: Sequence[int],
+    nodata: Optional[float] = None,
+    source: str = "",
+    seed: int = 0,
+) -> NormalizationRecord:
+    """Percentiles of feature values (C, N) or (C, H, W), NaN excluded, at most ``cfg.sample_size`` each."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, band in enumerate(bands):
+        values = feats[i].ravel()
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise ValueError(
+                f"{source or 'input'}: band {band} has no valid pixels (all nodata/NaN) "
+                "in the sampled area; check the band choice and the nodata value"
+            )
+        if values.size > cfg.sample_size:
+            values = rng.choice(values, cfg.sample_size, replace=False)
+        p_low, p_high = np.percentile(values, [cfg.low_percentile, cfg.high_percentile])
+        out.append(
+            BandNormalization(
+                band=int(band), p_low=float(p_low), p_high=float(p_high), steps=tuple(steps_of(cfg)), nodata=nodata
+            )
+        )
+    return NormalizationRecord(modality=modality_of(cfg), bands=tuple(out), source=source)
+
+
+def compute_normalization(
+    path: Union[str, Path],
+    bands: Sequence[int],
+    cfg: PreprocessConfig,
+    grid: Optional[Grid] = None,
+    progress: Progress = NULL_PROGRESS,
+    seed: int = 0,
+) -> NormalizationRecord:
+    """Per-band 2-98 % percentiles of a raster's features from a bounded, seeded sample.
+
+    Windows of 256 x 256 spread over the whole raster (or over ``grid`` when given, read
+    through :func:`read_on_grid`) are read with the halo the feature chain needs, run
+    through it, and pooled; at most about ``2 * cfg.sample_size`` values per band are held.
+
+    Args:
+        path: the raster.
+        bands: 1-based bands, in the order the network sees them.
+        cfg: the modality's preprocessing configuration (its type selects the chain).
+        grid: read the raster warped onto this grid; default its own grid.
+        progress: progress and cancellation.
+        seed: seeds the choice of windows and the subsample.
+
+    Raises:
+        ValueError: a band is missing, or the sampled bands hold no valid pixel.
+    """
+    path = Path(path)
+    with rasterio.open(path) as src:
+        width, height = (grid.width, grid.height) if grid else (src.width, src.height)
+        nodatas = [src.nodatavals[b - 1] for b in bands] if all(1 <= b <= src.count for b in bands) else []
+    nodata = next((float(v) for v in nodatas if v is not None), None)
+    halo = feature_halo(cfg)
+    incidence_band = getattr(cfg, "incidence_band", None) if getattr(cfg, "incidence_normalize", False) else None
+    read_list = list(bands) + ([incidence_band] if incidence_band else [])
+    windows = [p for _, p in iter_windows(width, height, SAMPLE_BLOCK, halo)]
+    wanted = max(1, math.ceil(2 * cfg.sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
+    if len(windows) > wanted:
+        rng = np.random.default_rng(seed)
+        windows = [windows[i] for i in sorted(rng.choice(len(windows), wanted, replace=False))]
+    pooled = [[] for _ in bands]
+    for k, window in enumerate(windows):
+        progress.check()
+        raw = read_on_grid(path, read_list, grid, window) if grid else read_bands(path, read_list, window)
+        inc = raw[len(bands)] if incidence_band else None
+        feats = features(raw[: len(bands)], cfg, inc)
+        if halo:
+            feats = feats[:, halo:-halo, halo:-halo]
+        for i in range(len(bands)):
+            v = feats[i][np.isfinite(feats[i])]
+            pooled[i].append(v)
+        progress.report((k + 1) / len(windows), f"sampling {path.name}")
+    stacked = [np.concatenate(p) if p else np.empty(0, np.float32) for p in pooled]
+    longest = max(s.size for s in stacked)
+    table = np.full((len(bands), longest), np.nan, dtype=np.float32)
+    for i, s in enumerate(stacked):
+        table[i, : s.size] = s
+    return record_from_features(table, cfg, bands, nodata, source=str(path), seed=seed)
+
+
+def apply_normalization(arr: np.ndarray, record: NormalizationRecord) -> np.ndarray:
+    """Scale each band to [0, 1] by its record: clip((x - p_low) / (p_high - p_low), 0, 1); NaN kept."""
+    x = np.asarray(arr, dtype=np.float32)
+    if x.ndim != 3 or x.shape[0] != len(record.bands):
+        raise ValueError(
+            f"{record.modality} normalisation record has {len(record.bands)} band(s) "
+            f"but the array has shape {x.shape} (expected ({len(record.bands)}, H, W))"
+        )
+    out = np.empty_like(x)
+    for i, b in enumerate(record.bands):
+        span = max(b.p_high - b.p_low, 1e-12)  # constant band: everything maps to 0
+        out[i] = np.clip((x[i] - np.float32(b.p_low)) / np.float32(span), 0.0, 1.0)
+    return out
+
+
+def save_record(record: NormalizationRecord, path: Union[str, Path]) -> Path:
+    """Save a record as JSON (atomically)."""
+    save_json(record, Path(path))
+    return Path(path)
+
+
+def load_record(path: Union[str, Path]) -> NormalizationRecord:
+    """Load a record saved by :func:`save_record`; a malformed file raises ``ValueError``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return from_dict(NormalizationRecord, data)
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a normalisation record ({exc})") from exc

@@ -1,0 +1,138 @@
+"""SAR feature chain: calibration, incidence-angle normalisation, Lee filter, decibels.
+
+Robust normalisation is separate (:mod:`.normalize`) because its percentiles come from the
+whole raster, not from the array at hand.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+from ..config import SarPreprocessConfig
+
+
+def box_sum(values: np.ndarray, size: int) -> np.ndarray:
+    """Sum over a ``size`` x ``size`` window centred on each pixel; zeros outside the array.
+
+    Sums shifted slices in a fixed order per pixel instead of a running sum, so a pixel's
+    result depends only on its own neighbourhood and is bit-identical whether the array is
+    processed whole or in windows with a halo.
+    """
+    r = size // 2
+    padded = np.pad(values, ((r, r), (r, r)))
+    h, w = values.shape
+    rows = padded[0:h, :].copy()
+    for k in range(1, size):
+        rows += padded[k : k + h, :]
+    out = rows[:, 0:w].copy()
+    for k in range(1, size):
+        out += rows[:, k : k + w]
+    return out
+
+
+def lee_filter(img: np.ndarray, window: int = 7, looks: float = 1.0) -> np.ndarray:
+    """Lee speckle filter on linear intensity, ignoring NaN in the window statistics.
+
+    With local mean m and variance v over the valid pixels of the window,
+    Ci = sqrt(v) / m and Cu = 1 / sqrt(looks), the weight W = clip(1 - Cu^2 / Ci^2, 0, 1)
+    blends the local mean (W = 0, homogeneous area) with the pixel itself (W = 1, edges,
+    point targets). NaN pixels stay NaN; pixels outside the array count as missing.
+
+    Args:
+        img: (H, W) or (C, H, W) linear intensity; NaN marks nodata.
+        window: odd window size.
+        looks: equivalent number of looks L of the data.
+
+    Returns:
+        float32 array of the input's shape.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"Lee window must be an odd positive size, got {window}")
+    if looks <= 0:
+        raise ValueError(f"number of looks must be positive, got {looks}")
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 3:
+        return np.stack([lee_filter(b, window, looks) for b in arr])
+    if arr.ndim != 2:
+        raise ValueError(f"Lee filter expects a (H, W) or (C, H, W) array, got shape {arr.shape}")
+    x = arr.astype(np.float64)
+    valid = np.isfinite(x)
+    x0 = np.where(valid, x, 0.0)
+    n = box_sum(valid.astype(np.float64), window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = box_sum(x0, window) / n
+        var = np.maximum(box_sum(x0 * x0, window) / n - mean * mean, 0.0)
+        ci2 = var / (mean * mean)
+        weight = np.clip(1.0 - (1.0 / looks) / ci2, 0.0, 1.0)
+    weight = np.where(np.isfinite(weight), weight, 0.0)  # flat or zero-mean window: keep the mean
+    out = mean + weight * (x0 - mean)
+    out[~valid] = np.nan
+    return out.astype(np.float32)
+
+
+def _needs_linear(cfg: SarPreprocessConfig) -> bool:
+    """dB input must go back to linear power for any step other than staying in dB."""
+    return cfg.lee_filter or cfg.calibrate or cfg.incidence_normalize or not cfg.to_db
+
+
+def sar_steps(cfg: SarPreprocessConfig) -> List[str]:
+    """Names of the feature steps ``cfg`` applies, as stored in a normalisation record."""
+    steps = []
+    if cfg.input_is_db and _needs_linear(cfg):
+        steps.append("from_db")
+    if cfg.calibrate:
+        steps.append(f"calibrate(k={cfg.calibration_constant:g})")
+    if cfg.incidence_normalize:
+        src = f"band {cfg.incidence_band}" if cfg.incidence_band else f"{cfg.incidence_angle_deg} deg"
+        steps.append(f"incidence({src})")
+    if cfg.lee_filter:
+        steps.append(f"lee(window={cfg.lee_window},looks={cfg.lee_looks:g})")
+    if cfg.to_db:
+        steps.append("db")
+    return steps
+
+
+def sar_to_features(
+    arr: np.ndarray, cfg: SarPreprocessConfig, incidence: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Apply the SAR feature chain (everything except robust normalisation).
+
+    Args:
+        arr: (C, H, W) raw SAR values (DN, linear sigma0 or dB, as ``cfg`` says); NaN nodata.
+        cfg: which steps run and their parameters.
+        incidence: (H, W) incidence angle in degrees, when ``cfg.incidence_band`` is used.
+
+    Returns:
+        float32 (C, H, W) features (dB when ``cfg.to_db``), NaN kept.
+    """
+    x = np.asarray(arr, dtype=np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"SAR array must be (C, H, W), got shape {x.shape}")
+    db_in = cfg.input_is_db
+    if db_in and _needs_linear(cfg):
+        x = np.power(np.float32(10.0), x / np.float32(10.0))
+        db_in = False
+    if cfg.calibrate:
+        if cfg.calibration_constant <= 0:
+            raise ValueError(f"calibration constant must be positive, got {cfg.calibration_constant}")
+        x = x * x / np.float32(cfg.calibration_constant)
+    if cfg.incidence_normalize:
+        if incidence is None:
+            if cfg.incidence_angle_deg is None:
+                raise ValueError(
+                    "incidence-angle normalisation needs an angle band (incidence_band) "
+                    "or a constant angle (incidence_angle_deg)"
+                )
+            incidence = np.float32(cfg.incidence_angle_deg)
+        cos = np.cos(np.deg2rad(np.asarray(incidence, dtype=np.float32)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(cos > 1e-3, x / cos, np.nan).astype(np.float32)
+    if cfg.lee_filter:
+        x = lee_filter(x, cfg.lee_window, cfg.lee_looks)
+    if cfg.to_db and not db_in:
+        nan = ~np.isfinite(x)
+        x = np.float32(10.0) * np.log10(np.maximum(x, np.float32(cfg.db_floor)))
+        x[nan] = np.nan
+    return x.astype(np.float32, copy=False)

@@ -1,0 +1,271 @@
+"""Target grids: one CRS, transform and size on which optical, SAR and labels are read.
+
+Alignment never writes resampled copies unless asked: :func:`read_on_grid` warps any window
+of any raster onto a :class:`Grid` on the fly (GDAL warper through a ``WarpedVRT``), so
+large scenes stream and every tile of a scene sees the same geometry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.windows import Window
+
+from .io import check_bands, read_bands
+
+PathLike = Union[str, Path]
+Bounds = Tuple[float, float, float, float]
+
+_RESAMPLING = {
+    "nearest": Resampling.nearest,
+    "bilinear": Resampling.bilinear,
+    "cubic": Resampling.cubic,
+    "average": Resampling.average,
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS (WKT), affine transform (pixel corner -> map) and size in pixels."""
+
+    crs_wkt: str
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def crs(self) -> CRS:
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def res(self) -> Tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def bounds(self) -> Bounds:
+        """(left, bottom, right, top) in the grid CRS."""
+        t = self.transform
+        xs = (t.c, t.c + t.a * self.width)
+        ys = (t.f, t.f + t.e * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def window_grid(self, window: Window) -> Grid:
+        """The grid of a window of this grid (the window may reach outside it)."""
+        col, row = int(window.col_off), int(window.row_off)
+        return Grid(
+            self.crs_wkt,
+            self.transform * Affine.translation(col, row),
+            int(window.width),
+            int(window.height),
+        )
+
+    def same_as(self, other: Grid, tol: float = 1e-6) -> bool:
+        """True when both grids have the same CRS, size and (within ``tol`` pixels) transform."""
+        if (self.width, self.height) != (other.width, other.height) or self.crs != other.crs:
+            return False
+        a, b = self.transform, other.transform
+        px = max(self.res)
+        return all(abs(x - y) <= tol * px for x, y in zip(a[:6], b[:6]))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "crs_wkt": self.crs_wkt,
+            "transform": list(self.transform)[:6],
+            "width": self.width,
+            "height": self.height,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Grid:
+        return cls(data["crs_wkt"], Affine(*data["transform"][:6]), int(data["width"]), int(data["height"]))
+
+
+def _open_georeferenced(path: PathLike):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    src = rasterio.open(path)
+    if src.crs is None or src.transform == Affine.identity():
+        src.close()
+        raise ValueError(
+            f"{path}: no georeferencing (CRS and geotransform are required; "
+            "georeference the raster, e.g. with QGIS's Georeferencer, first)"
+        )
+    return src
+
+
+def grid_of(path: PathLike) -> Grid:
+    """The native grid of a georeferenced raster.
+
+    Raises:
+        ValueError: when the raster has no CRS or no geotransform.
+    """
+    with _open_georeferenced(path) as src:
+        return Grid(src.crs.to_wkt(), src.transform, src.width, src.height)
+
+
+def utm_crs_for(lon: float, lat: float) -> CRS:
+    """The WGS 84 / UTM zone CRS containing a longitude/latitude."""
+    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def _footprint(path: PathLike, crs: CRS) -> Bounds:
+    with _open_georeferenced(path) as src:
+        return tuple(transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+
+
+def _resolution_in(path: PathLike, crs: CRS) -> float:
+    with _open_georeferenced(path) as src:
+        if src.crs == crs:
+            return float((abs(src.transform.a) + abs(src.transform.e)) / 2)
+        t, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds)
+        return float((abs(t.a) + abs(t.e)) / 2)
+
+
+def default_grid(
+    optical_path: PathLike,
+    sar_path: PathLike,
+    resolution: Optional[float] = None,
+    crs: Optional[Union[str, CRS]] = None,
+    bounds: Optional[Bounds] = None,
+    min_size: int = 1,
+) -> Grid:
+    """The common grid of an optical and a SAR raster.
+
+    Defaults follow the method: the SAR resolution, in the optical CRS when it is projected,
+    else in the UTM zone of the scene centre; the extent is the intersection of both
+    footprints (and of ``bounds`` when given, in the target CRS). When the SAR already lies
+    in the target CRS at the target resolution the grid is snapped to its pixels, so the SAR
+    is read without resampling.
+
+    Args:
+        optical_path: optical raster.
+        sar_path: SAR raster.
+        resolution: pixel size in target CRS units; default the SAR's.
+        crs: target CRS (anything ``rasterio.crs.CRS.from_user_input`` accepts).
+        bounds: (left, bottom, right, top) in the target CRS to restrict the extent.
+        min_size: smallest acceptable width and height in pixels (e.g. one patch).
+
+    Raises:
+        ValueError: no georeferencing, no overlap, or an overlap smaller than ``min_size``.
+    """
+    if crs is not None:
+        target = CRS.from_user_input(crs)
+        if not target.is_projected:
+            raise ValueError(f"target CRS {target.to_string()} is not projected; give a metric CRS")
+    else:
+        with _open_georeferenced(optical_path) as opt:
+            if opt.crs.is_projected:
+                target = opt.crs
+            else:
+                lon0, lat0, lon1, lat1 = transform_bounds(opt.crs, "EPSG:4326", *opt.bounds)
+                target = utm_crs_for((lon0 + lon1) / 2, (lat0 + lat1) / 2)
+    res = float(resolution) if resolution else _resolution_in(sar_path, target)
+    if res <= 0:
+        raise ValueError(f"resolution must be positive, got {res}")
+    a, b = _footprint(optical_path, target), _footprint(sar_path, target)
+    box = [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])]
+    if bounds is not None:
+        box = [max(box[0], bounds[0]), max(box[1], bounds[1]), min(box[2], bounds[2]), min(box[3], bounds[3])]
+    if box[0] >= box[2] or box[1] >= box[3]:
+        raise ValueError(
+            f"{optical_path} and {sar_path} do not overlap"
+            + (f" inside bounds {tuple(bounds)}" if bounds is not None else "")
+            + f" (optical extent {a}, SAR extent {b} in {target.to_string()})"
+        )
+    left, top = box[0], box[3]
+    with _open_georeferenced(sar_path) as sar:
+        snap = sar.crs == target and abs(abs(sar.transform.a) - res) < 1e-9 * res
+        if snap:  # align to the SAR pixel lattice
+            ox, oy = sar.transform.c, sar.transform.f
+            left = ox + math.ceil((box[0] - ox) / res - 1e-6) * res
+            top = oy - math.ceil((oy - box[3]) / res - 1e-6) * res
+    width = int(math.floor((box[2] - left) / res + 1e-6))
+    height = int(math.floor((top - box[1]) / res + 1e-6))
+    if width < max(min_size, 1) or height < max(min_size, 1):
+        raise ValueError(
+            f"the overlap of {optical_path} and {sar_path} is {max(width, 0)}x{max(height, 0)} pixels at "
+            f"{res:g} m, smaller than the {min_size}x{min_size} needed (one patch); "
+            "use a finer resolution or inputs that overlap more"
+        )
+    return Grid(target.to_wkt(), Affine(res, 0.0, left, 0.0, -res, top), width, height)
+
+
+def read_on_grid(
+    path: PathLike,
+    bands: Sequence[int],
+    grid: Grid,
+    window: Optional[Window] = None,
+    resampling: str = "bilinear",
+) -> np.ndarray:
+    """Read bands of a raster warped onto ``grid`` (or a window of it).
+
+    The window may reach outside the grid; pixels without source data are NaN. A raster
+    already on the grid is read directly, without resampling.
+
+    Args:
+        path: source raster (any CRS and resolution).
+        bands: 1-based band numbers.
+        grid: target grid.
+        window: window of the grid to read; default the whole grid.
+        resampling: ``"bilinear"`` for imagery, ``"nearest"`` for labels and masks.
+
+    Returns:
+        float32 array (C, h, w), NaN where nodata, NaN or outside the source.
+    """
+    if resampling not in _RESAMPLING:
+        raise ValueError(f"resampling must be one of {sorted(_RESAMPLING)}, got {resampling!r}")
+    window = window or Window(0, 0, grid.width, grid.height)
+    sub = grid.window_grid(window)
+    with _open_georeferenced(path) as src:
+        check_bands(src, bands, path)
+        if src.crs == grid.crs and _same_lattice(src.transform, grid.transform):
+            col = int(round((sub.transform.c - src.transform.c) / src.transform.a))
+            row = int(round((sub.transform.f - src.transform.f) / src.transform.e))
+            return read_bands(path, bands, Window(col, row, sub.width, sub.height))
+        src_nodata = src.nodata
+        if src_nodata is None and np.dtype(src.dtypes[0]).kind == "f":
+            src_nodata = float("nan")
+        vrt_kwargs = dict(
+            crs=sub.crs,
+            transform=sub.transform,
+            width=sub.width,
+            height=sub.height,
+            resampling=_RESAMPLING[resampling],
+            dtype="float32",
+            nodata=float("nan"),
+            tolerance=1e-9,  # (near) exact transformer: window reads equal whole-grid reads
+        )
+        if src_nodata is not None:
+            vrt_kwargs["src_nodata"] = src_nodata
+        with WarpedVRT(src, **vrt_kwargs) as vrt:
+            data = vrt.read(list(bands), masked=False).astype(np.float32, copy=False)
+            mask = vrt.read_masks(list(bands)) if src_nodata is None else None
+    if mask is not None:
+        data[mask == 0] = np.nan  # outside the source footprint
+    return data
+
+
+def _same_lattice(a: Affine, b: Affine, tol: float = 1e-6) -> bool:
+    """Same pixel size and orientation, origins an integer number of pixels apart."""
+    if a.b != 0 or a.d != 0 or b.b != 0 or b.d != 0:
+        return False
+    if abs(a.a - b.a) > tol * abs(a.a) or abs(a.e - b.e) > tol * abs(a.e):
+        return False
+    dx, dy = (b.c - a.c) / a.a, (b.f - a.f) / a.e
+    return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3

@@ -1,0 +1,370 @@
+"""Model checkpoints and resumable training states, in safetensors, without pickle.
+
+A model checkpoint is one safetensors file whose header carries the
+:class:`~engine.config.ModelMetadata` as JSON, plus a readable copy of that JSON in
+``<path>.json``. A training state (``state.safetensors``) holds everything needed to resume
+a run exactly: weights, optimizer moments, scheduler, epoch, RNG states and the run's
+book-keeping; tensors go in the safetensors body and every other value in JSON in its header.
+All files are written to a temporary name in the target folder and renamed when complete,
+so a run killed while writing leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_tensors_to_bytes
+
+from .. import __version__
+from ..config import (
+    BandMapping,
+    ClassSchema,
+    ModelMetadata,
+    StudentConfig,
+    TeacherConfig,
+    from_dict,
+    to_dict,
+)
+
+FORMAT = "sgcad-checkpoint"
+STATE_FORMAT = "sgcad-train-state"
+FORMAT_VERSION = "1"
+_MAX_HEADER = 100 * 1024 * 1024  # a real header is kilobytes; anything huge is not ours
+
+PathLike = Union[str, Path]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    Raises:
+        ValueError: ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _tensor_dict(state: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage (tied weights, views)
+    return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def _read_header(path: Path) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Parse and check a safetensors header without reading the tensors.
+
+    Returns:
+        (tensor entries, ``__metadata__`` strings)
+
+    Raises:
+        ValueError: the file is not safetensors or is shorter than its header promises.
+    """
+    size = path.stat().st_size
+    what = f"{path} is not a SGCAD checkpoint"
+    if size < 8:
+        raise ValueError(f"{what}: the file has only {size} bytes")
+    with open(path, "rb") as handle:
+        (n,) = struct.unpack("<Q", handle.read(8))
+        if n > _MAX_HEADER:
+            raise ValueError(f"{what}: it does not start with a safetensors header")
+        if 8 + n > size:
+            raise ValueError(
+                f"{path} is truncated: its header needs {8 + n} bytes, the file has {size}"
+            )
+        raw = handle.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{what}: its header is not valid safetensors JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{what}: its header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    end = max((int(e["data_offsets"][1]) for e in header.values()), default=0)
+    if 8 + n + end > size:
+        raise ValueError(
+            f"{path} is truncated: {8 + n + end} bytes expected, {size} found "
+            "(interrupted copy or download?)"
+        )
+    return header, meta
+
+
+def _checked_meta(path: Path, fmt: str) -> Dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    _, meta = _read_header(path)
+    if meta.get("format") != fmt:
+        found = meta.get("format")
+        if found in (FORMAT, STATE_FORMAT):
+            raise ValueError(f"{path} is a {found} file; expected a {fmt} file")
+        raise ValueError(
+            f"{path} is a safetensors file but not a {fmt} file (no SGCAD metadata in its header)"
+        )
+    return meta
+
+
+def read_metadata(path: PathLike) -> ModelMetadata:
+    """The :class:`ModelMetadata` of a model checkpoint, without building the model."""
+    path = Path(path)
+    meta = _checked_meta(path, FORMAT)
+    try:
+        return from_dict(ModelMetadata, json.loads(meta["metadata"]))
+    except (KeyError, json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: the checkpoint's metadata is unreadable: {exc}") from None
+
+
+def save_model(
+    path: PathLike, model: torch.nn.Module, metadata: ModelMetadata, overwrite: bool = True
+) -> Path:
+    """Write the model's weights and metadata to ``path`` and ``path`` + ``.json``.
+
+    Args:
+        path: target file, conventionally ``*.safetensors``.
+        model: the network; its ``state_dict`` is stored.
+        metadata: stored in the safetensors header and in the JSON sidecar.
+        overwrite: replace existing files (a training run updates its best model).
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    if not metadata.engine_version:
+        metadata.engine_version = __version__
+    text = json.dumps(to_dict(metadata))
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": metadata.kind, "metadata": text}
+    data = save_tensors_to_bytes(_tensor_dict(model.state_dict()), metadata=header)
+    sidecar = path.with_name(path.name + ".json")
+    if not overwrite:
+        for p in (path, sidecar):
+            if p.exists():
+                raise ValueError(f"{p} already exists; pass overwrite=True to replace it")
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar, json.dumps(to_dict(metadata), indent=2).encode("utf-8"))
+    return path
+
+
+def _model_config(metadata: ModelMetadata, path: Path) -> Union[StudentConfig, TeacherConfig]:
+    cls = {"student": StudentConfig, "teacher": TeacherConfig}.get(metadata.kind)
+    if cls is None:
+        raise ValueError(f"{path}: unknown model kind {metadata.kind!r}; expected student or teacher")
+    try:
+        return from_dict(cls, metadata.model)
+    except ValueError as exc:
+        raise ValueError(f"{path}: model configuration unreadable: {exc}") from None
+
+
+def check_fits(
+    metadata: ModelMetadata,
+    path: PathLike,
+    expected_kind: Optional[str] = None,
+    schema: Optional[ClassSchema] = None,
+    bands: Optional[BandMapping] = None,
+) -> None:
+    """Raise ``ValueError`` when a checkpoint does not fit the intended use.
+
+    Args:
+        metadata: what the checkpoint holds.
+        path: named in the messages.
+        expected_kind: "student" or "teacher".
+        schema: classes the caller works with (students only; a teacher is water/non-water).
+        bands: input bands the caller will feed; only the channel counts must agree.
+    """
+    if expected_kind and metadata.kind != expected_kind:
+        raise ValueError(
+            f"{path} is a {metadata.kind} checkpoint, but a {expected_kind} checkpoint is expected here"
+        )
+    if schema is not None and metadata.kind == "student" and tuple(metadata.schema.names) != tuple(
+        schema.names
+    ):
+        raise ValueError(
+            f"{path} was trained for classes {list(metadata.schema.names)}, "
+            f"but this run uses {list(schema.names)}"
+        )
+    if bands is not None:
+        pairs = [("SAR", metadata.bands.sar_channels, bands.sar_channels)]
+        if metadata.kind == "student":
+            pairs.insert(0, ("optical", metadata.bands.optical_channels, bands.optical_channels))
+        for name, have, want in pairs:
+            if have != want:
+                raise ValueError(
+                    f"{path} expects {have} {name} band(s), but {want} {name} band(s) are given"
+                )
+
+
+def load_model(
+    path: PathLike,
+    expected_kind: Optional[str] = None,
+    schema: Optional[ClassSchema] = None,
+    bands: Optional[BandMapping] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> Tuple[torch.nn.Module, ModelMetadata]:
+    """Build the network a checkpoint describes and load its weights; nothing is unpickled.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a checkpoint, truncated, wrong kind, other classes or band counts,
+            or weights that do not fit the stored model configuration.
+    """
+    from ..models import build_model  # imported late: models import torch-heavy modules
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    check_fits(metadata, path, expected_kind, schema, bands)
+    model = build_model(_model_config(metadata, path))
+    state = {}
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        for key in handle.keys():
+            state[key] = handle.get_tensor(key)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:3]
+        raise ValueError(f"{path}: weights do not fit the stored model configuration: {first}") from None
+    return model.to(device), metadata
+
+
+# ---------------------------------------------------------------- resumable training state
+
+
+def _rng_state() -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    np_state = np.random.get_state()
+    tensors = {
+        "rng.torch": torch.get_rng_state(),
+        "rng.numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+    }
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    py = random.getstate()
+    info = {
+        "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py[0], list(py[1]), py[2]],
+    }
+    return tensors, info
+
+
+def _set_rng_state(tensors: Dict[str, torch.Tensor], info: Dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    name, pos, has_gauss, cached = info["numpy"]
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = info["python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _split_optimizer(state: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    tensors: Dict[str, torch.Tensor] = {}
+    plain: Dict[str, Dict[str, Any]] = {}
+    for idx, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                plain.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+
+
+def _join_optimizer(tensors: Dict[str, torch.Tensor], info: Dict[str, Any]) -> Dict[str, Any]:
+    state: Dict[int, Dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    for idx, entries in info["plain"].items():
+        state.setdefault(int(idx), {}).update(entries)
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_training_state(
+    path: PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    extra: Dict[str, Any],
+    scaler: Optional[Any] = None,
+) -> Path:
+    """Write everything a run needs to continue after ``epoch`` (completed epochs).
+
+    Args:
+        path: target file (``state.safetensors`` in the run folder).
+        model, optimizer, scheduler: their states; the scheduler state must be JSON-able
+            (true of :class:`~engine.train.schedule.PolyLR`).
+        epoch: number of completed epochs.
+        extra: JSON-able book-keeping (history, best score, early-stopping counter ...).
+        scaler: the AMP grad scaler, if any.
+    """
+    rng_tensors, rng_info = _rng_state()
+    opt_tensors, opt_info = _split_optimizer(optimizer.state_dict())
+    tensors = _tensor_dict(model.state_dict(), "model.")
+    tensors.update(_tensor_dict(opt_tensors))
+    tensors.update(_tensor_dict(rng_tensors))
+    info = {
+        "epoch": int(epoch),
+        "optimizer": opt_info,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_info,
+        "extra": extra,
+        "engine_version": __version__,
+    }
+    header = {"format": STATE_FORMAT, "format_version": FORMAT_VERSION, "state": json.dumps(info)}
+    return atomic_write_bytes(path, save_tensors_to_bytes(tensors, metadata=header))
+
+
+def load_training_state(
+    path: PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Optional[Any] = None,
+) -> Tuple[int, Dict[str, Any]]:
+    """Restore a state written by :func:`save_training_state` into live objects.
+
+    Returns:
+        (completed epochs, the ``extra`` book-keeping dict)
+
+    Raises:
+        ValueError: not a training state, truncated, or made for another network.
+    """
+    path = Path(path)
+    meta = _checked_meta(path, STATE_FORMAT)
+    info = json.loads(meta["state"])
+    groups: Dict[str, Dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}}
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        for key in handle.keys():
+            head, rest = key.split(".", 1)
+            groups[head][rest if head == "model" else key] = handle.get_tensor(key)
+    try:
+        model.load_state_dict(groups["model"], strict=True)
+        optimizer.load_state_dict(_join_optimizer(groups["optim"], info["optimizer"]))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} was saved for a different network or optimizer: {exc}") from None
+    if scheduler is not None and info["scheduler"] is not None:
+        scheduler.load_state_dict(info["scheduler"])
+    if scaler is not None and info.get("scaler"):
+        scaler.load_state_dict(info["scaler"])
+    _set_rng_state(groups["rng"], info["rng"])
+    return int(info["epoch"]), info["extra"]

@@ -1,0 +1,223 @@
+"""Input pickers: a raster layer with its bands, the model, the device and the area."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.gui import QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..environment import available_devices, device_summary
+
+RECENT_KEY = "sgcad/recent_models"
+MAX_RECENT = 8
+MODEL_SUFFIXES = ("*.safetensors",)
+
+
+def shrinkable(combo: QComboBox, chars: int = 12) -> QComboBox:
+    """Let a combo shrink with a narrow dock instead of forcing the dock wider."""
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
+def _is_sar_like(layer: QgsRasterLayer) -> bool:
+    """Guess SAR: a float raster, or 'sar'/'s1'/'vv' in its name (used only for defaults)."""
+    name = layer.name().lower()
+    if any(key in name for key in ("sar", "s1", "_vv", "_vh", "hh", "radar")):
+        return True
+    return layer.dataProvider().dataType(1) in (6, 7)  # Qgis.Float32, Qgis.Float64
+
+
+class RasterBandPicker(QWidget):
+    """A raster layer combo and a checkable list of its bands.
+
+    Args:
+        default_bands: how many leading bands are checked when a layer is chosen.
+        prefer_sar: which layer to pick by default (SAR-like or not, see :func:`_is_sar_like`).
+    """
+
+    changed = pyqtSignal()
+
+    def __init__(self, default_bands: int, prefer_sar: bool, parent=None) -> None:
+        super().__init__(parent)
+        self.default_bands = default_bands
+        self.prefer_sar = prefer_sar
+        self.layer_combo = QgsMapLayerComboBox(self)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setAllowEmptyLayer(True)
+        shrinkable(self.layer_combo)
+        self.bands = QListWidget(self)
+        self.bands.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.bands.setToolTip("Tick the bands the model reads, in order (top to bottom).")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.layer_combo)
+        layout.addWidget(self.bands)
+        self.layer_combo.layerChanged.connect(self._fill_bands)
+        self.bands.itemChanged.connect(lambda _item: self.changed.emit())
+        self.pick_default()
+
+    def pick_default(self) -> None:
+        """Choose the first raster that looks like this input (SAR or optical)."""
+        rasters = [lyr for lyr in QgsProject.instance().mapLayers().values()
+                   if isinstance(lyr, QgsRasterLayer) and lyr.isValid()]
+        matching = [lyr for lyr in rasters if _is_sar_like(lyr) == self.prefer_sar]
+        if matching:
+            self.layer_combo.setLayer(matching[0])
+        self._fill_bands(self.layer())
+
+    def layer(self) -> Optional[QgsRasterLayer]:
+        return self.layer_combo.currentLayer()
+
+    def set_layer(self, layer: QgsRasterLayer, bands: Optional[Sequence[int]] = None) -> None:
+        self.layer_combo.setLayer(layer)
+        if bands is not None:
+            self.set_bands(bands)
+
+    def _fill_bands(self, layer) -> None:
+        self.bands.blockSignals(True)
+        self.bands.clear()
+        if isinstance(layer, QgsRasterLayer):
+            for band in range(1, layer.bandCount() + 1):
+                name = layer.bandName(band)
+                item = QListWidgetItem(name)
+                item.setData(Qt.UserRole, band)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if band <= self.default_bands else Qt.Unchecked)
+                self.bands.addItem(item)
+        self.bands.blockSignals(False)
+        rows = min(max(self.bands.count(), 1), 4)  # up to four bands visible, then scroll
+        row_height = self.bands.sizeHintForRow(0) if self.bands.count() else 18
+        self.bands.setFixedHeight(rows * row_height + 2 * self.bands.frameWidth() + 2)
+        self.changed.emit()
+
+    def selected_bands(self) -> List[int]:
+        """1-based band numbers that are ticked, in list order."""
+        return [self.bands.item(i).data(Qt.UserRole) for i in range(self.bands.count())
+                if self.bands.item(i).checkState() == Qt.Checked]
+
+    def set_bands(self, bands: Sequence[int]) -> None:
+        wanted = set(int(b) for b in bands)
+        for i in range(self.bands.count()):
+            item = self.bands.item(i)
+            item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in wanted else Qt.Unchecked)
+
+
+def bundled_models(folder: Path) -> List[Path]:
+    """Model files shipped under ``resources/models`` (empty when none are bundled)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for pattern in MODEL_SUFFIXES for p in folder.glob(pattern))
+
+
+def recent_models() -> List[str]:
+    value = QgsSettings().value(RECENT_KEY, "[]")
+    try:
+        paths = json.loads(value) if isinstance(value, str) else list(value or [])
+    except ValueError:
+        paths = []
+    return [p for p in paths if Path(p).is_file()]
+
+
+def remember_model(path: str) -> None:
+    """Put ``path`` first in the recent-models list kept in QGIS's settings."""
+    paths = [str(path)] + [p for p in recent_models() if p != str(path)]
+    QgsSettings().setValue(RECENT_KEY, json.dumps(paths[:MAX_RECENT]))
+
+
+class ModelPicker(QWidget):
+    """Bundled default model, recent models and a file browser in one combo."""
+
+    changed = pyqtSignal(str)
+
+    def __init__(self, bundled_folder: Path, parent=None) -> None:
+        super().__init__(parent)
+        self.bundled_folder = Path(bundled_folder)
+        self.combo = shrinkable(QComboBox(self))
+        self.browse = QToolButton(self)
+        self.browse.setText("…")
+        self.browse.setToolTip("Choose a model file (.safetensors)")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.browse)
+        self.browse.clicked.connect(self._browse)
+        self.combo.currentIndexChanged.connect(lambda _i: self.changed.emit(self.current_path()))
+        self.refresh()
+
+    def refresh(self, select: Optional[str] = None) -> None:
+        select = select or self.current_path()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        seen = set()
+        for path in bundled_models(self.bundled_folder):
+            self.combo.addItem(f"{path.stem} (bundled)", str(path))
+            seen.add(str(path))
+        for path in recent_models():
+            if path not in seen:
+                self.combo.addItem(Path(path).name, path)
+                self.combo.setItemData(self.combo.count() - 1, path, Qt.ToolTipRole)
+                seen.add(path)
+        if self.combo.count() == 0:
+            self.combo.addItem("No model yet: choose a file with …", "")
+        index = self.combo.findData(select) if select else -1
+        self.combo.setCurrentIndex(max(index, 0))
+        self.combo.blockSignals(False)
+        self.changed.emit(self.current_path())
+
+    def current_path(self) -> str:
+        if self.combo.count() == 0:
+            return ""
+        return self.combo.currentData() or ""
+
+    def set_path(self, path: str) -> None:
+        """Select ``path`` (added to the recent list so it stays in the combo)."""
+        remember_model(path)
+        self.refresh(select=str(path))
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an SGCAD model", "",
+                                              "SGCAD models (*.safetensors)")
+        if path:
+            self.set_path(path)
+
+
+class DevicePicker(QWidget):
+    """Device combo (automatic, CPU, each GPU by name) and a line saying what 'automatic' means."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.devices = available_devices()
+        self.combo = shrinkable(QComboBox(self))
+        for value, label in self.devices:
+            self.combo.addItem(label, value)
+        self.summary = QLabel(f"Automatic runs on: {device_summary()}", self)
+        self.summary.setWordWrap(True)
+        self.summary.setStyleSheet("font-style: italic;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.summary)
+
+    def index(self) -> int:
+        """Index into :func:`available_devices`, which is what the algorithms' DEVICE enum takes."""
+        return max(self.combo.currentIndex(), 0)
+
+    def value(self) -> str:
+        return self.combo.currentData()

@@ -1,0 +1,245 @@
+"""Dock choices -> Processing parameters, and algorithm results -> layers to show.
+
+Kept apart from the widgets so that the contract with the ``sgcad`` algorithms (parameter
+and output names) lives in one short module.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+
+from .. import layers as styles
+from .results import ResultLayer
+
+SEGMENT = "sgcad:segment"
+FINETUNE = "sgcad:finetune"
+
+
+@dataclass
+class Choice:
+    """Everything the user chose in the dock, checked and as plain values."""
+
+    optical: QgsRasterLayer
+    optical_bands: List[int]
+    sar: QgsRasterLayer
+    sar_bands: List[int]
+    model: str
+    teacher: str
+    device: int
+    folder: Path
+    area: Optional[QgsRectangle] = None
+    area_crs: QgsCoordinateReferenceSystem = field(default_factory=QgsCoordinateReferenceSystem)
+    model_stem: str = ""
+
+
+def read_model(path: str):
+    """The model's metadata (classes, colours, bands), without loading its weights.
+
+    Raises:
+        ValueError: the file is missing or not an SGCAD model; the message names it.
+    """
+    from ..engine.train.checkpoint import read_metadata
+
+    try:
+        metadata = read_metadata(path)
+    except FileNotFoundError:
+        raise ValueError(f"Model file {path} does not exist.") from None
+    if metadata.kind != "student":
+        raise ValueError(f"{Path(path).name} is a {metadata.kind} model; choose a student (segmentation) "
+                         "model here and put a water expert under 'Water expert'.")
+    return metadata
+
+
+def describe_model(metadata) -> str:
+    bands = metadata.bands
+    names = ", ".join(metadata.schema.names)
+    return (f"{metadata.schema.num_classes} classes ({names}); reads {bands.optical_channels} optical "
+            f"+ {bands.sar_channels} SAR band(s).")
+
+
+def gather(dock, model_path: Optional[str] = None) -> Choice:
+    """Collect and check the dock's inputs.
+
+    Raises:
+        ValueError: one sentence naming what is missing or does not fit.
+    """
+    optical, sar = dock.optical.layer(), dock.sar.layer()
+    if optical is None or sar is None:
+        raise ValueError("Choose both an optical and a SAR raster layer under 'Imagery and model'.")
+    if optical.id() == sar.id():
+        raise ValueError("The optical and the SAR layer are the same layer; choose two different ones.")
+    model = model_path or dock.model_picker.current_path()
+    if not model:
+        raise ValueError("Choose a model (…) under 'Imagery and model'.")
+    metadata = read_model(model)
+    choice = Choice(optical, dock.optical.selected_bands(), sar, dock.sar.selected_bands(), model,
+                    dock.teacher.filePath().strip(), dock.device.index(), Path(dock.output.filePath()),
+                    model_stem=Path(model).stem)
+    for label, layer, bands, want in (
+        ("optical", optical, choice.optical_bands, metadata.bands.optical_channels),
+        ("SAR", sar, choice.sar_bands, metadata.bands.sar_channels),
+    ):
+        if len(bands) != want:
+            raise ValueError(f"The model reads {want} {label} band(s), but {len(bands)} are ticked for "
+                             f"{layer.name()!r}; tick exactly {want}.")
+    if choice.teacher and not Path(choice.teacher).is_file():
+        raise ValueError(f"Water expert file {choice.teacher} does not exist.")
+    if not str(choice.folder).strip() or str(choice.folder) == ".":
+        raise ValueError("Choose a folder to save runs in ('Save runs in').")
+    choice.area, choice.area_crs = dock.area.area()
+    overlap = imagery_extent(choice)[0]
+    if overlap.isEmpty():
+        raise ValueError(f"The optical layer {optical.name()!r} and the SAR layer {sar.name()!r} do not "
+                         "overlap; choose layers that cover the same place.")
+    if choice.area is not None:
+        area = _to_crs(choice.area, choice.area_crs, optical.crs())
+        if not area.intersects(overlap):
+            raise ValueError("The chosen area does not touch the imagery; pan to the layers or pick "
+                             "another area.")
+    return choice
+
+
+def _to_crs(rect: QgsRectangle, source, target) -> QgsRectangle:
+    if not source.isValid() or source == target:
+        return QgsRectangle(rect)
+    return QgsCoordinateTransform(source, target, QgsProject.instance()).transformBoundingBox(rect)
+
+
+def imagery_extent(choice: Choice) -> Tuple[QgsRectangle, QgsCoordinateReferenceSystem]:
+    """Overlap of the optical and SAR layers, in the optical layer's CRS."""
+    crs = choice.optical.crs()
+    sar = _to_crs(choice.sar.extent(), choice.sar.crs(), crs)
+    return choice.optical.extent().intersect(sar), crs
+
+
+def _source(layer: QgsRasterLayer) -> str:
+    # a file name is safe to hand to a worker thread; a layer object is not
+    return layer.source()
+
+
+def _run(kind: str, choice: Choice) -> Dict[str, Any]:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = choice.folder / f"{kind}-{stamp}"
+    suffix = 1
+    while folder.exists():
+        suffix += 1
+        folder = choice.folder / f"{kind}-{stamp}-{suffix}"
+    label = {"segment": "Segmentation", "finetune": "Fine-tune"}[kind]
+    name = f"{label} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}"
+    return {"name": name, "group": f"SGCAD {name} · {choice.model_stem}", "folder": folder}
+
+
+def _extent_string(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> str:
+    text = f"{rect.xMinimum()!r},{rect.xMaximum()!r},{rect.yMinimum()!r},{rect.yMaximum()!r}"
+    return f"{text} [{crs.authid()}]" if crs.isValid() and crs.authid() else text
+
+
+def _common(choice: Choice) -> Dict[str, Any]:
+    params = {
+        "OPTICAL": _source(choice.optical),
+        "OPTICAL_BANDS": choice.optical_bands,
+        "SAR": _source(choice.sar),
+        "SAR_BANDS": choice.sar_bands,
+        "MODEL": choice.model,
+        "DEVICE": choice.device,
+    }
+    if choice.teacher:
+        params["TEACHER"] = choice.teacher
+    return params
+
+
+def segment_parameters(choice: Choice) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Parameters of ``sgcad:segment`` and the run's name, group and folder."""
+    run = _run("segment", choice)
+    params = _common(choice)
+    params["OUTPUT_FOLDER"] = str(run["folder"])
+    if choice.area is not None:
+        params["AOI_EXTENT"] = _extent_string(choice.area, choice.area_crs)
+    return params, run
+
+
+def finetune_parameters(choice: Choice, label_layer, epochs: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Parameters of ``sgcad:finetune`` on the drawn polygons."""
+    run = _run("finetune", choice)
+    params = _common(choice)
+    params.update({
+        "LABELS": label_layer.source(),
+        "CLASS_FIELD": "class",
+        "EPOCHS": int(epochs),
+        "OUTPUT_FOLDER": str(run["folder"]),
+    })
+    return params, run
+
+
+# ---------------------------------------------------------------------- results
+GATE_BANDS = (
+    ("gate_water", 1, "Teacher gate: confident water", "#1f78b4",
+     "Pixels where the SAR water expert's water probability is above the water threshold."),
+    ("gate_non_water", 2, "Teacher gate: confident non-water", "#ff7f00",
+     "Pixels where the water expert's water probability is below the non-water threshold."),
+    ("agreement", 3, "Teacher/student agree on water", "#33a02c",
+     "Pixels where the water expert and the segmentation model agree on water vs non-water."),
+)
+
+
+def segment_layers(results: Dict[str, Any]) -> List[ResultLayer]:
+    """The layers to show after ``sgcad:segment``: class map, then gates and agreement."""
+    items = [ResultLayer("classes", results.get("CLASSES", ""), "Land cover (classes)", styles.KIND_CLASSES,
+                         "Class of each pixel; 254 = non-water seen only by SAR; transparent = no data.")]
+    gates = results.get("GATES", "")
+    for role, band, name, color, abstract in GATE_BANDS:
+        items.append(ResultLayer(role, gates, name, "band", abstract, band=band,
+                                 classes=((1, color, name),)))
+    return [i for i in items if i.path]
+
+
+def finetuned_model(results: Dict[str, Any]) -> str:
+    path = results.get("OUTPUT_MODEL") or results.get("MODEL") or ""
+    if not path or not Path(path).is_file():
+        raise ValueError("the fine-tune finished but wrote no model file; see the log.")
+    return str(path)
+
+
+def report_path(results: Dict[str, Any]) -> str:
+    return str(results.get("REPORT") or "")
+
+
+def kd_series(results: Dict[str, Any]) -> Tuple[List[int], Dict[str, List[float]]]:
+    """Epochs and KD-region ratios (all, water, non-water) from the run's ``history.json``."""
+    history = results.get("HISTORY") or ""
+    if not history or not Path(history).is_file():
+        return [], {}
+    records = json.loads(Path(history).read_text())
+    records = records.get("epochs", records) if isinstance(records, dict) else records
+    rows = [r for r in records if "kd_ratio" in r]
+    epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+    series = {"all": [float(r["kd_ratio"]) for r in rows]}
+    for key, name in (("kd_ratio_water", "water"), ("kd_ratio_non_water", "non-water")):
+        if rows and all(key in r for r in rows):
+            series[name] = [float(r[key]) for r in rows]
+    return epochs, series
+
+
+def finetune_layers(results: Dict[str, Any]) -> List[ResultLayer]:
+    """Gate masks and the KD-region-ratio raster written by ``sgcad:finetune``."""
+    items = [
+        ResultLayer("kd_gates", results.get("GATES", ""), "KD gates (reliable water / non-water)",
+                    styles.KIND_GATES, "Pixels where distillation was applied: the water expert is "
+                    "confident and the labels agree."),
+        ResultLayer("kd_ratio", results.get("KD_RATIO", ""),
+                    "KD region ratio (share of gated pixels per block)",
+                    styles.KIND_KD_RATIO, "Fraction of pixels in each block that passed a confidence gate."),
+    ]
+    return [i for i in items if i.path]

@@ -1,0 +1,374 @@
+"""QGIS layers <-> files the engine reads and writes.
+
+Inputs: the engine streams plain raster files, so a file-based layer is handed over as its path.
+Layers with real pixels that are not plain files (GeoPackage rasters, /vsi paths, WCS, PostGIS
+rasters, virtual rasters) are exported, only over the window needed, to a temporary GeoTIFF; rendered web maps
+(WMS/WMTS/XYZ, ArcGIS map services) hold pictures rather than measurements and are refused.
+
+Outputs: every raster the algorithms write gets a style that says what it is: the class map as a
+paletted raster with the model's class names and colours, probabilities and the KD-region
+ratio with a colour ramp, gate masks half transparent. The style is applied when Processing
+loads the layer (a post-processor) and is also saved as a ``.qml`` beside the file, which QGIS
+reads as the default style whenever the file is opened later.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Tuple
+
+from qgis.core import (
+    QgsColorRampShader,
+    QgsContrastEnhancement,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGradientColorRamp,
+    QgsMultiBandColorRenderer,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingUtils,
+    QgsProject,
+    QgsRasterBlockFeedback,
+    QgsRasterDataProvider,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+    QgsRasterShader,
+    QgsRasterTransparency,
+    QgsRectangle,
+    QgsSingleBandPseudoColorRenderer,
+)
+from qgis.PyQt.QtGui import QColor
+
+#: Providers whose pixels are rendered pictures, never the measurements a network needs.
+RENDERED_PROVIDERS = {"wms", "arcgismapserver", "vectortile"}
+
+#: Output kinds and their styles.
+KIND_CLASSES = "classes"
+KIND_PROBABILITY = "probability"
+KIND_GATES = "gates"
+KIND_KD_RATIO = "kd_ratio"
+KIND_CONFIDENCE = "confidence"
+KIND_GATE_BANDS = "gate_bands"
+KINDS = (KIND_CLASSES, KIND_PROBABILITY, KIND_GATES, KIND_KD_RATIO, KIND_CONFIDENCE, KIND_GATE_BANDS)
+
+#: Gate-mask values written by the distillation algorithms (0 = outside both gates).
+GATE_CLASSES = ((1, "#1f78b4", "KD gate: confident water"), (2, "#ff7f00", "KD gate: confident non-water"))
+GATE_OPACITY = 0.55
+#: Class-map value of segmentation outputs where only SAR was available and it is not water.
+SAR_ONLY_NON_WATER = (254, "#a0a0a0", "non-water (SAR only)")
+
+
+# --------------------------------------------------------------------------- inputs
+def raster_source(
+    layer: Optional[QgsRasterLayer],
+    label: str,
+    feedback=None,
+    extent: Optional[QgsRectangle] = None,
+    extent_crs: Optional[QgsCoordinateReferenceSystem] = None,
+    temp_dir: Optional[str] = None,
+) -> str:
+    """A plain raster file holding ``layer``'s pixels, exporting a window if needed.
+
+    Args:
+        layer: the raster layer chosen by the user.
+        label: what the layer is for ("optical raster"), used in messages.
+        feedback: Processing feedback; reports the export and lets the user cancel it.
+        extent: only this area is needed (exports are clipped to it); ``None`` = whole layer.
+        extent_crs: CRS of ``extent`` (default: the layer's CRS).
+        temp_dir: folder for exported windows (default: Processing's temporary folder).
+
+    Raises:
+        QgsProcessingException: the layer is missing, invalid, a rendered web map, or cannot
+            be exported; the message names the layer and what to do instead.
+    """
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(f"The {label} is missing or is not a valid raster layer.")
+    provider = layer.providerType()
+    if provider == "gdal" and Path(layer.source()).is_file():
+        return layer.source()  # a plain file: the engine streams it itself
+    if provider in RENDERED_PROVIDERS:
+        raise QgsProcessingException(
+            f"The {label} '{layer.name()}' is a web map ({provider} provider: WMS/WMTS/XYZ or a "
+            "map service) that serves rendered pictures, not sensor values, which SGCAD cannot "
+            "use. Choose the original image file, or a layer from a data source such as a "
+            "GeoTIFF, WCS or PostGIS raster."
+        )
+    data = layer.dataProvider()
+    if data is None or not (int(data.capabilities()) & int(QgsRasterDataProvider.Size)):
+        raise QgsProcessingException(
+            f"The {label} '{layer.name()}' ({provider}) has no fixed pixel grid to read; save it "
+            "as a GeoTIFF (Export > Save As…) and select that file."
+        )
+    return export_window(layer, label, feedback, extent, extent_crs, temp_dir)
+
+
+def export_window(
+    layer: QgsRasterLayer,
+    label: str,
+    feedback=None,
+    extent: Optional[QgsRectangle] = None,
+    extent_crs: Optional[QgsCoordinateReferenceSystem] = None,
+    temp_dir: Optional[str] = None,
+) -> str:
+    """Write the layer's raw values over ``extent`` (snapped to its pixels) to a temporary GeoTIFF."""
+    window = QgsRectangle(layer.extent())
+    if extent is not None and not extent.isEmpty():
+        wanted = QgsRectangle(extent)
+        if extent_crs is not None and extent_crs.isValid() and extent_crs != layer.crs():
+            transform = QgsCoordinateTransform(extent_crs, layer.crs(), QgsProject.instance())
+            wanted = transform.transformBoundingBox(wanted)
+        window = window.intersect(wanted)
+        if window.isEmpty():
+            raise QgsProcessingException(f"The {label} '{layer.name()}' does not cover the area of interest.")
+    window = _snap(window, layer)
+    xres, yres = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    cols, rows = round(window.width() / xres), round(window.height() / yres)
+    folder = Path(temp_dir or QgsProcessingUtils.tempFolder())
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"sgcad_{_safe(layer.name())}_{uuid.uuid4().hex[:8]}.tif"
+    tmp = target.with_name(target.stem + ".part.tif")
+    if feedback is not None:
+        feedback.pushInfo(f"Exporting {cols}×{rows} pixels of the {label} '{layer.name()}' to {target}")
+    pipe = QgsRasterPipe()
+    if not pipe.set(layer.dataProvider().clone()):
+        raise QgsProcessingException(f"Cannot read the pixels of the {label} '{layer.name()}'.")
+    writer = QgsRasterFileWriter(str(tmp))
+    writer.setOutputFormat("GTiff")
+    block_feedback = QgsRasterBlockFeedback()
+    if feedback is not None:
+        feedback.canceled.connect(block_feedback.cancel)
+    transform_context = QgsProject.instance().transformContext()
+    error = writer.writeRaster(pipe, cols, rows, window, layer.crs(), transform_context, block_feedback)
+    if error != QgsRasterFileWriter.NoError or block_feedback.isCanceled():
+        _remove(tmp)
+        reason = "canceled" if block_feedback.isCanceled() else f"GDAL writer error {int(error)}"
+        raise QgsProcessingException(f"Exporting the {label} '{layer.name()}' failed ({reason}).")
+    os.replace(tmp, target)
+    return str(target)
+
+
+def _snap(rect: QgsRectangle, layer: QgsRasterLayer) -> QgsRectangle:
+    """Grow ``rect`` outwards to the layer's pixel edges, so exported pixels are not resampled."""
+    import math
+
+    full = layer.extent()
+    xres, yres = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    x0 = full.xMinimum() + math.floor((rect.xMinimum() - full.xMinimum()) / xres + 1e-9) * xres
+    x1 = full.xMinimum() + math.ceil((rect.xMaximum() - full.xMinimum()) / xres - 1e-9) * xres
+    y1 = full.yMaximum() - math.floor((full.yMaximum() - rect.yMaximum()) / yres + 1e-9) * yres
+    y0 = full.yMaximum() - math.ceil((full.yMaximum() - rect.yMinimum()) / yres - 1e-9) * yres
+    return QgsRectangle(x0, y0, x1, y1)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)[:40] or "layer"
+
+
+def _remove(path: Path) -> None:
+    for candidate in (path, Path(str(path) + ".aux.xml")):
+        if candidate.exists():
+            candidate.unlink()
+
+
+# --------------------------------------------------------------------------- styles
+def _ramp(stops: Sequence[str]) -> QgsGradientColorRamp:
+    return QgsGradientColorRamp(QColor(stops[0]), QColor(stops[-1]))
+
+
+def paletted_renderer(layer: QgsRasterLayer, classes: Iterable[Tuple[int, str, str]], band: int = 1):
+    """A paletted renderer of ``(value, colour, label)`` classes; other values stay transparent."""
+    items = [QgsPalettedRasterRenderer.Class(int(v), QColor(c), str(lbl)) for v, c, lbl in classes]
+    return QgsPalettedRasterRenderer(layer.dataProvider(), band, items)
+
+
+def ramp_renderer(layer: QgsRasterLayer, low: float, high: float, colors: Sequence[str], band: int = 1):
+    """A continuous colour ramp from ``low`` to ``high`` over ``band``."""
+    ramp_shader = QgsColorRampShader(low, high)
+    ramp_shader.setColorRampType(QgsColorRampShader.Interpolated)
+    n = len(colors)
+    values = [low + (high - low) * i / (n - 1) for i in range(n)]
+    ramp_shader.setColorRampItemList(
+        [QgsColorRampShader.ColorRampItem(v, QColor(c), f"{v:.2f}") for v, c in zip(values, colors)]
+    )
+    ramp_shader.setSourceColorRamp(_ramp(colors))
+    shader = QgsRasterShader(low, high)
+    shader.setRasterShaderFunction(ramp_shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    renderer.setClassificationMin(low)
+    renderer.setClassificationMax(high)
+    return renderer
+
+
+PROBABILITY_COLORS = ("#f7fbff", "#6baed6", "#08306b")  # white -> deep blue: more likely
+KD_RATIO_COLORS = ("#fcfbfd", "#9e9ac8", "#3f007d")  # white -> purple: more transferred
+# negative = SAR-only pixel (teacher's confidence), positive = student's confidence
+CONFIDENCE_COLORS = ("#e66101", "#ffffff", "#2c7bb6")
+
+
+def gate_bands_renderer(layer: QgsRasterLayer):
+    """Three 0/1 gate bands (water, non-water, agreement): water blue, non-water red, rest clear."""
+    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 2, -1, 1)
+    for band, setter in ((2, renderer.setRedContrastEnhancement), (1, renderer.setBlueContrastEnhancement)):
+        enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        enhancement.setMinimumValue(0)
+        enhancement.setMaximumValue(1)
+        setter(enhancement)
+    transparency = QgsRasterTransparency()
+    clear = QgsRasterTransparency.TransparentThreeValuePixel()
+    clear.red = clear.green = clear.blue = 0.0
+    clear.percentTransparent = 100.0
+    transparency.setTransparentThreeValuePixelList([clear])
+    renderer.setRasterTransparency(transparency)
+    return renderer
+
+
+def apply_style(layer: QgsRasterLayer, kind: str, schema=None, band: int = 1, extra_classes=()) -> None:
+    """Style ``layer`` as output ``kind`` (one of :data:`KINDS`).
+
+    Args:
+        layer: the loaded output raster.
+        kind: ``classes`` (needs ``schema``), ``probability``, ``gates`` (one band, values
+            of :data:`GATE_CLASSES`), ``gate_bands`` (segmentation's three 0/1 bands),
+            ``confidence`` (-1..1) or ``kd_ratio``.
+        schema: the model's ``ClassSchema`` (names, ids, colours) for class maps.
+        band: band to show for single-band styles.
+        extra_classes: ``(value, colour, label)`` entries a class map holds beyond the schema.
+    """
+    if kind == KIND_CLASSES:
+        if schema is None:
+            raise ValueError("a class map needs the class schema to be styled")
+        classes = [(i, schema.colors[n], f"{i} {schema.names[n]}") for n, i in enumerate(schema.ids)]
+        layer.setRenderer(paletted_renderer(layer, classes + list(extra_classes), band))
+    elif kind == KIND_GATES:
+        layer.setRenderer(paletted_renderer(layer, GATE_CLASSES, band))
+        layer.renderer().setOpacity(GATE_OPACITY)
+    elif kind == KIND_PROBABILITY:
+        layer.setRenderer(ramp_renderer(layer, 0.0, 1.0, PROBABILITY_COLORS, band))
+    elif kind == KIND_KD_RATIO:
+        layer.setRenderer(ramp_renderer(layer, 0.0, 1.0, KD_RATIO_COLORS, band))
+    elif kind == KIND_CONFIDENCE:
+        layer.setRenderer(ramp_renderer(layer, -1.0, 1.0, CONFIDENCE_COLORS, band))
+    elif kind == KIND_GATE_BANDS:
+        layer.setRenderer(gate_bands_renderer(layer))
+        layer.renderer().setOpacity(GATE_OPACITY)
+    else:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {KINDS}")
+    layer.triggerRepaint()
+
+
+def save_style_sidecar(path: str, kind: str, schema=None, band: int = 1, extra_classes=()) -> Optional[str]:
+    """Save the style of output ``kind`` as ``<file>.qml``, QGIS's default style for that file."""
+    layer = QgsRasterLayer(str(path), "style", "gdal")
+    try:
+        if not layer.isValid():
+            return None
+        apply_style(layer, kind, schema, band, extra_classes)
+        qml = str(Path(path).with_suffix(".qml"))
+        tmp = str(Path(path).with_name(f".{Path(path).stem}.part.qml"))  # QGIS wants the .qml suffix
+        message, ok = layer.saveNamedStyle(tmp)
+        if not ok:
+            _remove(Path(tmp))
+            return None
+        os.replace(tmp, qml)
+        return qml
+    finally:
+        del layer  # no layer may outlive QGIS (PLATFORM notes)
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Names and styles an output layer once Processing has loaded it."""
+
+    def __init__(self, name: str, kind: str, schema=None, band: int = 1, extra_classes=()) -> None:
+        super().__init__()
+        self.name, self.kind, self.schema, self.band = name, kind, schema, band
+        self.extra_classes = tuple(extra_classes)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
+        if isinstance(layer, QgsRasterLayer):
+            layer.setName(self.name)
+            apply_style(layer, self.kind, self.schema, self.band, self.extra_classes)
+
+
+# Processing does not own post-processors: keep them alive until their layer has loaded.
+_ALIVE: deque = deque(maxlen=512)
+
+
+def publish_output(
+    context: QgsProcessingContext,
+    path: str,
+    name: str,
+    kind: str,
+    output_name: str = "",
+    schema=None,
+    band: int = 1,
+    add_to_load: bool = False,
+    extra_classes=(),
+) -> StylePostProcessor:
+    """Style an output file: ``.qml`` sidecar + name/style when Processing loads it.
+
+    Args:
+        context: the running algorithm's context.
+        path: the written raster.
+        name: layer name that says what the layer is.
+        kind: one of :data:`KINDS`.
+        output_name: the algorithm output the file belongs to.
+        schema: class schema for class maps.
+        band: band shown by single-band styles.
+        add_to_load: also ask Processing to load a file that is not a destination parameter
+            (e.g. gate masks written into an output folder).
+        extra_classes: class-map values beyond the schema, see :func:`apply_style`.
+    """
+    save_style_sidecar(path, kind, schema, band, extra_classes)
+    processor = StylePostProcessor(name, kind, schema, band, extra_classes)
+    _ALIVE.append(processor)
+    if add_to_load:
+        load_on_completion(context, path, name, output_name)
+    if context.willLoadLayerOnCompletion(path):
+        details = context.layerToLoadOnCompletionDetails(path)
+        details.name = name
+        details.setPostProcessor(processor)
+    return processor
+
+
+def load_on_completion(context: QgsProcessingContext, path: str, name: str, output_name: str = "") -> None:
+    """Ask Processing to load a file that is not a destination parameter (when a project is open)."""
+    if path and not context.willLoadLayerOnCompletion(path) and context.project() is not None:
+        context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(name, context.project(),
+                                                                                   output_name))
+
+
+# --------------------------------------------------------------------------- vectors
+def features_to_file(source, label: str, context, feedback=None, temp_dir: Optional[str] = None) -> str:
+    """Write every feature of a feature source (any provider, memory included) to a GeoPackage.
+
+    The engine reads the first layer of a vector file, so a layer inside a multi-layer
+    GeoPackage, a memory layer or a database table is handed over as its own small file.
+    """
+    from qgis.core import QgsFeatureRequest, QgsVectorFileWriter
+
+    if source is None:
+        raise QgsProcessingException(f"The {label} is missing or cannot be read.")
+    folder = Path(temp_dir or QgsProcessingUtils.tempFolder())
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"sgcad_{_safe(label)}_{uuid.uuid4().hex[:8]}.gpkg"
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", _safe(label)
+    writer = QgsVectorFileWriter.create(str(target), source.fields(), source.wkbType(), source.sourceCrs(),
+                                        context.transformContext(), options)
+    if writer.hasError() != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(f"Cannot write the {label} to {target}: {writer.errorMessage()}")
+    for feature in source.getFeatures(QgsFeatureRequest()):
+        if feedback is not None and feedback.isCanceled():
+            del writer
+            _remove(target)
+            raise QgsProcessingException(f"Canceled while copying the {label}.")
+        writer.addFeature(feature)
+    del writer  # closes the file
+    return str(target)

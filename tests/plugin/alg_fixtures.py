@@ -1,0 +1,75 @@
+"""Session fixtures shared by the algorithm and Modeler tests (imported by ``conftest.py``).
+
+Data are a seeded synthetic scene made by the engine's generator, copied per test where a test
+writes beside its inputs. Models are tiny networks so that a test file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_STUDENT = {"widths": [8, 8, 16, 16], "blocks_per_stage": [1, 1, 1, 1], "decoder_channels": 8,
+                "attention_dim": 8, "pool_size": 4}
+TINY_TEACHER = {"widths": [4, 8, 8, 8], "blocks_per_branch": [1, 1, 1, 1], "modules_per_stage": [1, 1, 1, 1]}
+SCENE_SIZE = 192
+
+
+@pytest.fixture(scope="session")
+def synthetic_scene(tmp_path_factory, sgcad_provider) -> dict:
+    """A 192 x 192 synthetic scene (optical, SAR, label raster and polygons), written once."""
+    from sgcad_qgis.engine.data.synthetic import generate_scene
+
+    folder = tmp_path_factory.mktemp("scene")
+    result = generate_scene(folder, size=SCENE_SIZE, seed=5)
+    return {k: result[k] for k in ("optical", "sar", "label", "label_vector")}
+
+
+@pytest.fixture()
+def scene(synthetic_scene, tmp_path) -> dict:
+    """A private copy of the synthetic scene (tests may write beside it)."""
+    out = {}
+    for key, path in synthetic_scene.items():
+        target = tmp_path / "inputs" / Path(path).name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(path, target)
+        out[key] = str(target)
+    return out
+
+
+@pytest.fixture(scope="session")
+def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
+    """A tiny student and teacher with the scene's real normalisation but random weights.
+
+    Enough for tests of wrappers whose behaviour does not depend on accuracy (inference paths,
+    band and class checks).
+    """
+    import torch
+
+    from sgcad_qgis.engine.config import (
+        ModelMetadata,
+        OpticalPreprocessConfig,
+        SarPreprocessConfig,
+        StudentConfig,
+        TeacherConfig,
+        from_dict,
+        to_dict,
+    )
+    from sgcad_qgis.engine.models import build_model
+    from sgcad_qgis.engine.preprocess.normalize import compute_normalization
+    from sgcad_qgis.engine.train.checkpoint import save_model
+
+    folder = tmp_path_factory.mktemp("untrained")
+    sar_cfg, opt_cfg = SarPreprocessConfig(lee_window=3), OpticalPreprocessConfig()
+    sar_rec = compute_normalization(synthetic_scene["sar"], [1], sar_cfg)
+    opt_rec = compute_normalization(synthetic_scene["optical"], [1, 2, 3], opt_cfg)
+    out = {}
+    for kind, cls, tiny in (("student", StudentConfig, TINY_STUDENT), ("teacher", TeacherConfig, TINY_TEACHER)):
+        torch.manual_seed(0)
+        config = from_dict(cls, tiny)
+        meta = ModelMetadata(kind=kind, model=to_dict(config), sar_preprocess=sar_cfg, optical_preprocess=opt_cfg,
+                             sar_normalization=sar_rec, optical_normalization=opt_rec)
+        out[kind] = str(save_model(folder / f"{kind}.safetensors", build_model(config), meta))
+    return out

@@ -1,0 +1,125 @@
+"""Layers -> engine files (plain files, exported windows, refused web maps) and styled outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterDataProvider,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSingleBandPseudoColorRenderer,
+)
+from rasterio.transform import from_origin
+
+from sgcad_qgis import layers
+from sgcad_qgis.engine.config import ClassSchema
+
+
+def _write(path: Path, array: np.ndarray, dtype: str = "float32") -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1],
+                       count=array.shape[0], dtype=dtype, crs="EPSG:32631",
+                       transform=from_origin(500000, 5700000, 10, 10)) as dst:
+        dst.write(array.astype(dtype))
+    return path
+
+
+@pytest.fixture()
+def raster(tmp_path):
+    return _write(tmp_path / "two_bands.tif", np.arange(2 * 30 * 40).reshape(2, 30, 40))
+
+
+def _virtual(path: Path) -> QgsRasterLayer:
+    """A virtual-raster layer (no file behind it) computing 2 x band 1 of ``path``."""
+    source = QgsRasterLayer(str(path), "src")
+    params = QgsRasterDataProvider.VirtualRasterParameters()
+    params.crs, params.extent, params.width, params.height = source.crs(), source.extent(), 40, 30
+    params.formula = '"src@1" * 2'
+    item = QgsRasterDataProvider.VirtualRasterInputLayers()
+    item.name, item.provider, item.uri = "src", "gdal", str(path)
+    params.rInputLayers = [item]
+    return QgsRasterLayer(QgsRasterDataProvider.encodeVirtualRasterProviderUri(params), "doubled", "virtualraster")
+
+
+def test_plain_file_is_used_in_place_and_web_maps_are_refused(qgis_app, raster):
+    layer = QgsRasterLayer(str(raster), "optical")
+    assert layers.raster_source(layer, "optical raster") == str(raster)
+
+    xyz = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0",
+                         "OSM tiles", "wms")
+    assert xyz.isValid()
+    with pytest.raises(QgsProcessingException, match="'OSM tiles' is a web map.*not sensor values"):
+        layers.raster_source(xyz, "optical raster")
+    with pytest.raises(QgsProcessingException, match="SAR raster is missing"):
+        layers.raster_source(None, "SAR raster")
+
+
+def test_layer_without_a_file_is_exported_over_the_needed_window_only(qgis_app, raster, tmp_path):
+    virtual = _virtual(raster)
+    assert virtual.isValid() and virtual.providerType() == "virtualraster"
+    feedback = QgsProcessingFeedback()
+    # a window that is not on pixel edges: it grows to whole pixels, values are not resampled
+    window = QgsRectangle(500100, 5699800, 500205, 5699905)
+    out = layers.raster_source(virtual, "optical raster", feedback, window, temp_dir=str(tmp_path / "t"))
+    assert out != str(raster) and Path(out).is_file()
+    with rasterio.open(out) as src:
+        assert src.shape == (11, 11)
+        assert src.transform.c == 500100 and src.transform.f == 5699910
+        values = src.read(1)
+    expected = 2 * np.arange(30 * 40).reshape(30, 40)[9:20, 10:21]
+    np.testing.assert_array_equal(values, expected)
+    assert not list((tmp_path / "t").glob("*.part*"))  # nothing half-written left behind
+
+    outside = QgsRectangle(0, 0, 10, 10)
+    with pytest.raises(QgsProcessingException, match="does not cover the area of interest"):
+        layers.raster_source(virtual, "optical raster", feedback, outside, temp_dir=str(tmp_path / "t"))
+
+
+def test_class_map_is_paletted_with_schema_names_and_colours_also_from_its_sidecar(qgis_app, tmp_path):
+    schema = ClassSchema(names=("land", "water", "urban"), ids=(0, 1, 2),
+                         colors=("#00ff00", "#0000ff", "#ff0000"), water_class=1)
+    path = _write(tmp_path / "classes.tif", np.array([[[0, 1], [2, 255]]]), "uint8")
+    qml = layers.save_style_sidecar(str(path), layers.KIND_CLASSES, schema)
+    assert qml == str(tmp_path / "classes.qml")
+    reopened = QgsRasterLayer(str(path), "reopened")  # QGIS reads <name>.qml as default style
+    renderer = reopened.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    classes = {c.value: (c.label, c.color.name()) for c in renderer.classes()}
+    assert classes[1] == ("1 water", "#0000ff") and classes[2] == ("2 urban", "#ff0000")
+    assert 255 not in classes  # nodata stays transparent
+    with pytest.raises(ValueError, match="needs the class schema"):
+        layers.apply_style(reopened, layers.KIND_CLASSES)
+
+
+def test_post_processor_names_and_styles_loaded_outputs(qgis_app, tmp_path):
+    probability = _write(tmp_path / "water_probability.tif", np.random.default_rng(0).random((1, 8, 8)))
+    gates = _write(tmp_path / "gates.tif", np.array([[[0, 1], [2, 1]]]), "uint8")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    context.addLayerToLoadOnCompletion(str(probability), QgsProcessingContext.LayerDetails(
+        "x", QgsProject.instance(), "WATER"))
+    layers.publish_output(context, str(probability), "Water probability (teacher)", layers.KIND_PROBABILITY)
+    layers.publish_output(context, str(gates), "KD gate masks", layers.KIND_GATES, "GATES", add_to_load=True)
+    assert context.willLoadLayerOnCompletion(str(gates))
+
+    loaded = {}
+    for path, details in context.layersToLoadOnCompletion().items():
+        layer = QgsRasterLayer(path, "unnamed")
+        details.postProcessor().postProcessLayer(layer, context, QgsProcessingFeedback())
+        loaded[Path(path).name] = layer
+    prob, gate = loaded["water_probability.tif"], loaded["gates.tif"]
+    assert prob.name() == "Water probability (teacher)"
+    assert isinstance(prob.renderer(), QgsSingleBandPseudoColorRenderer)
+    assert (prob.renderer().classificationMin(), prob.renderer().classificationMax()) == (0.0, 1.0)
+    assert gate.name() == "KD gate masks"
+    assert gate.renderer().opacity() == pytest.approx(layers.GATE_OPACITY)
+    assert {c.value for c in gate.renderer().classes()} == {1, 2}
+    del loaded, prob, gate
