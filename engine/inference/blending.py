@@ -1,8 +1,8 @@
 """Seamless blending of overlapping tile probabilities with bounded memory.
 
 Each tile's probabilities are multiplied by a smooth weight that ramps from ~0 to 1 across
-the overlap on every side that has a neighbour (a raised-cosine ramp: two facing ramps sum
-to one, so the blend is a partition of unity). Accumulation is kept per *cell*: the grid is
+the overlap on every side that has a neighbour (the outer quarter of the overlap is dropped,
+then a raised-cosine rise: two facing ramps sum to one, so the blend is a partition of unity). Accumulation is kept per *cell*: the grid is
 cut at every tile edge, so each cell is covered by a fixed set of tiles. A cell is released
 as soon as its last tile has been added, which keeps only a thin band of pixels in memory.
 """
@@ -20,16 +20,25 @@ RAMPS = ("cosine", "linear", "none")
 
 
 def ramp(length: int, width: int, kind: str = "cosine") -> np.ndarray:
-    """Rising ramp of ``width`` samples (then ones), strictly positive, ``length`` long."""
+    """Rising weight profile of ``length`` samples that reaches one after ``width`` samples.
+
+    The first quarter of ``width`` is (almost) zero: a network sees zero padding near a tile
+    edge, so those pixels are taken from the neighbour instead. The middle half rises
+    (raised cosine or linear), the last quarter is one. Mirrored profiles of two tiles that
+    overlap by ``width`` sum to one. Weights stay strictly positive so a pixel that only one
+    tile covers (e.g. next to a skipped tile) keeps that tile's value.
+    """
     if kind not in RAMPS:
         raise ValueError(f"blend ramp must be one of {RAMPS}, got {kind!r}")
     out = np.ones(length, dtype=np.float32)
     width = min(width, length)
     if width <= 0 or kind == "none":
         return out
-    t = (np.arange(width, dtype=np.float64) + 0.5) / width  # pixel centres, never 0 or 1
-    out[:width] = np.sin(0.5 * np.pi * t) ** 2 if kind == "cosine" else t
-    return out
+    margin, rise = width // 4, width - 2 * (width // 4)
+    t = (np.arange(rise, dtype=np.float64) + 0.5) / rise  # pixel centres, never 0 or 1
+    out[:margin] = 0.0
+    out[margin : margin + rise] = np.sin(0.5 * np.pi * t) ** 2 if kind == "cosine" else t
+    return np.maximum(out, 1e-6)
 
 
 def tile_weight(tile: Tile, plan: TilePlan, kind: str = "cosine") -> np.ndarray:

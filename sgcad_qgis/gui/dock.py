@@ -130,7 +130,7 @@ class SgcadDock(QDockWidget):
         layout.addWidget(self.tabs)
         layout.addStretch(1)
 
-        scroll = QScrollArea(self)
+        scroll = self.scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setFrameShape(QFrame.NoFrame)
@@ -234,6 +234,12 @@ class SgcadDock(QDockWidget):
         layout.addStretch(1)
         return tab
 
+    def show_tab(self, index: int) -> None:
+        """Select tab ``index`` and scroll so that the whole tab is in view."""
+        self.tabs.setCurrentIndex(index)
+        self.scroll.widget().adjustSize()
+        self.scroll.ensureWidgetVisible(self.tabs, 0, 0)
+
     # ------------------------------------------------------------------ feedback
     def notify(self, text: str, level: int = 0) -> None:
         """Show ``text`` in the dock and in QGIS's message bar (level 0 info … 3 success)."""
@@ -280,7 +286,7 @@ class SgcadDock(QDockWidget):
         self.model_info.setStyleSheet("")
         self.model_info.setText(wiring.describe_model(self.metadata))
         if self.history.current() is None or self.history.current().path != path:
-            self.history.push(path, Path(path).name)
+            self.history.push(path, f"{Path(path).parent.name}/{Path(path).name}")
             self._refresh_history()
 
     # ------------------------------------------------------------------ actions
@@ -386,6 +392,7 @@ class SgcadDock(QDockWidget):
         self.last_finetune = dict(results, report=wiring.report_path(results))
         epochs, series = wiring.kd_series(results)
         self.chart.set_series(epochs, series)
+        self.show_tab(2)
         self.report_button.setEnabled(bool(self.last_finetune["report"]))
         group = find_or_make_group(run["group"])
         show_results(group, wiring.finetune_layers(results), self.schema, {})

@@ -102,7 +102,7 @@ class RasterBandPicker(QWidget):
                 item.setCheckState(Qt.Checked if band <= self.default_bands else Qt.Unchecked)
                 self.bands.addItem(item)
         self.bands.blockSignals(False)
-        rows = min(max(self.bands.count(), 1), 4)  # up to four bands visible, then scroll
+        rows = min(max(self.bands.count(), 1), 3)  # up to three bands visible, then scroll
         row_height = self.bands.sizeHintForRow(0) if self.bands.count() else 18
         self.bands.setFixedHeight(rows * row_height + 2 * self.bands.frameWidth() + 2)
         self.changed.emit()

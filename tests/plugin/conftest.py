@@ -54,3 +54,7 @@ def sgcad_provider(qgis_processing):
         provider = SgcadProvider()
         assert registry.addProvider(provider)
     yield provider
+
+
+# Session fixtures of the algorithm and Modeler tests (synthetic scene, tiny models).
+from alg_fixtures import scene, synthetic_scene, untrained_models  # noqa: E402,F401

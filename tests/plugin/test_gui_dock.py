@@ -67,6 +67,9 @@ def dock(rotterdam, recording_iface, tmp_path):
 
 
 def shot(widget, name: str) -> Path:
+    from qgis.PyQt.QtWidgets import QApplication
+
+    QApplication.processEvents()  # let layouts settle before grabbing
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     assert widget.grab().save(str(path))
@@ -106,7 +109,7 @@ def canvas_pixel(canvas, x_map: float, y_map: float):
 
 def test_map_tool_draws_labelled_polygons_with_mouse_clicks(dock, rotterdam):
     canvas = dock.canvas
-    dock.tabs.setCurrentIndex(1)
+    dock.show_tab(1)
     layer = dock.labels.create_layer(None)
     assert layer is not None and layer.crs() == rotterdam["optical"].crs()
     assert dock.labels.layer() is layer

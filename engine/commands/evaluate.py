@@ -1,0 +1,56 @@
+"""``python -m engine evaluate``: accuracy of a class raster against reference labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+from ..cli import add_json_flag
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare a class raster with a reference raster or polygon layer (OA, Kappa, IoU ...)",
+        description="Stream both inputs by windows on the prediction's grid and report OA, Cohen's "
+        "Kappa, per-class IoU, mIoU, user's/producer's accuracy and F1; 255 in the reference is ignored.",
+    )
+    parser.add_argument("--prediction", required=True, help="single-band class raster (e.g. classes.tif)")
+    parser.add_argument("--reference", required=True, help="label raster, or polygon layer with --class-field")
+    parser.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
+    parser.add_argument("--layer", help="layer name inside a multi-layer vector file")
+    parser.add_argument("--model", help="take the class schema from this checkpoint (default: the six classes)")
+    parser.add_argument("--out", help="write the metrics as JSON here")
+    parser.add_argument("--plot", help="write the confusion matrix as PNG here")
+    parser.add_argument("--block", type=int, default=1024, help="window size in pixels (1024)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --out/--plot files")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_json_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    from ..config import ClassSchema
+    from ..progress import ConsoleProgress
+    from ..train.checkpoint import atomic_write_bytes, read_metadata
+    from ..train.evaluate import evaluate_rasters
+
+    if args.block < 16:
+        raise ValueError(f"--block must be at least 16 pixels, got {args.block}")
+    schema = read_metadata(args.model).schema if args.model else ClassSchema()
+    for target in (args.out, args.plot):
+        if target and Path(target).exists() and not args.overwrite:
+            raise ValueError(f"{target} already exists; pass --overwrite to replace it")
+    result = evaluate_rasters(args.prediction, args.reference, schema, args.class_field, args.layer,
+                              args.block, ConsoleProgress(quiet=args.quiet))
+    if args.out:
+        atomic_write_bytes(args.out, json.dumps(result, indent=2).encode("utf-8"))
+        result["metrics_file"] = str(args.out)
+    if args.plot:
+        from ..train.report import plot_confusion
+
+        plot_confusion(result["matrix"], schema.names, Path(args.plot), title="prediction vs reference")
+        result["plot"] = str(args.plot)
+    return {"ok": True, **result}

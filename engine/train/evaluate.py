@@ -1,0 +1,119 @@
+"""Accuracy of a classified raster against a reference raster or polygon layer, by windows.
+
+The prediction's grid is the frame: a reference raster is read onto it with nearest
+resampling, a polygon layer is rasterised window by window, so memory stays bounded by
+the window size whatever the scene size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import rasterio
+
+from ..config import ClassSchema
+from ..metrics import ConfusionMatrix
+from ..progress import NULL_PROGRESS, Progress
+from ..raster.grid import grid_of, read_on_grid
+from ..raster.io import iter_windows, read_bands
+
+PathLike = Union[str, Path]
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc"}
+
+
+def is_raster(path: PathLike) -> bool:
+    """True for a raster GDAL opens, False for a vector layer (GeoPackage, shapefile ...)."""
+    path = Path(path)
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return True
+    try:
+        with rasterio.open(path) as src:
+            return src.count > 0
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+def _check_prediction(path: Path, schema: ClassSchema) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"prediction raster {path} does not exist")
+    with rasterio.open(path) as src:
+        if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "ui":
+            raise ValueError(
+                f"{path}: expected a single-band integer class raster (values {list(schema.ids)}), "
+                f"got {src.count} band(s) of {src.dtypes[0]}"
+            )
+
+
+def evaluate_rasters(
+    prediction: PathLike,
+    reference: PathLike,
+    schema: Optional[ClassSchema] = None,
+    class_field: Optional[str] = None,
+    layer: Optional[str] = None,
+    block: int = 1024,
+    progress: Progress = NULL_PROGRESS,
+) -> Dict[str, Any]:
+    """Confusion-matrix metrics of ``prediction`` against ``reference``.
+
+    Args:
+        prediction: single-band class raster (its nodata pixels are not evaluated).
+        reference: label raster (255 = unlabelled), or a polygon layer with ``class_field``.
+        schema: the classes; default the six of the method.
+        class_field: attribute holding class ids or names (polygon reference only).
+        layer: layer name inside a multi-layer vector file.
+        block: window size in pixels.
+        progress: progress and cancellation.
+
+    Returns:
+        the :meth:`ConfusionMatrix.compute` dict plus ``water_iou``, ``class_names``,
+        ``unpredicted_pixels`` (labelled but without prediction) and the inputs.
+    """
+    schema = schema or ClassSchema()
+    prediction, reference = Path(prediction), Path(reference)
+    _check_prediction(prediction, schema)
+    if not reference.exists():
+        raise FileNotFoundError(f"reference {reference} does not exist")
+    raster_ref = is_raster(reference)
+    if not raster_ref and not class_field:
+        raise ValueError(f"{reference} is a polygon layer: give the attribute holding the classes (class_field)")
+    grid = grid_of(prediction)
+    cm = ConfusionMatrix(schema.num_classes, schema.ignore_index)
+    unpredicted = 0
+    windows = list(iter_windows(grid.width, grid.height, block))
+    for i, (window, _) in enumerate(windows):
+        progress.check()
+        pred = read_bands(prediction, [1], window)[0]
+        if raster_ref:
+            ref = read_on_grid(reference, [1], grid, window, resampling="nearest")[0]
+            ref = np.where(np.isfinite(ref), ref, schema.ignore_index).astype(np.int64)
+        else:
+            from ..raster.labels import rasterize_labels
+
+            ref, _ = rasterize_labels(reference, class_field, grid.window_grid(window), schema, layer=layer)
+            ref = ref.astype(np.int64)
+        missing = ~np.isfinite(pred)
+        unpredicted += int((missing & (ref != schema.ignore_index)).sum())
+        ref[missing] = schema.ignore_index
+        pred = np.where(missing, 0, pred).astype(np.int64)
+        try:
+            cm.update(pred, ref)
+        except ValueError as exc:
+            raise ValueError(f"{prediction} against {reference}, window at row {window.row_off}, "
+                             f"column {window.col_off}: {exc}") from None
+        progress.report((i + 1) / len(windows), f"evaluating window {i + 1}/{len(windows)}")
+    result = cm.compute()
+    if result["pixels"] == 0:
+        raise ValueError(
+            f"{reference} and {prediction} share no labelled pixel: check that they overlap "
+            "and that the reference holds class ids of the schema"
+        )
+    result.update(
+        water_iou=result["iou"][schema.water_class],
+        class_names=list(schema.names),
+        unpredicted_pixels=unpredicted,
+        prediction=str(prediction),
+        reference=str(reference),
+    )
+    return result

@@ -1,0 +1,111 @@
+"""sgcad:segment through processing.run and qgis_process: outputs, styling, AOI and early errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(params, context=None):
+    import processing
+
+    return processing.run("sgcad:segment", params, context=context, feedback=QgsProcessingFeedback())
+
+
+def _params(scene, models, out, **extra):
+    params = {"OPTICAL": scene["optical"], "SAR": scene["sar"], "MODEL": models["student"],
+              "TEACHER": models["teacher"], "DEVICE": 1, "TILE_SIZE": 96, "OVERLAP": 16,
+              "BATCH_SIZE": 2, "THREADS": 2, "OUTPUT_FOLDER": str(out)}
+    params.update(extra)
+    return params
+
+
+def test_segment_writes_styled_outputs_equal_to_the_engine_over_the_aoi(scene, untrained_models, tmp_path):
+    from sgcad_qgis.engine.config import InferenceConfig
+    from sgcad_qgis.engine.inference.pipeline import segment_scene
+
+    with rasterio.open(scene["sar"]) as src:
+        left, top = src.transform.c, src.transform.f
+    # AOI: 100 x 60 pixels (2 m) in the scene's corner, given with its CRS as Processing does
+    aoi = f"{left + 20},{left + 220},{top - 140},{top - 20} [EPSG:32631]"
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    result = _run(_params(scene, untrained_models, tmp_path / "out", AOI_EXTENT=aoi), context)
+
+    assert result["TILES"] >= 1 and result["DEVICE_USED"] == "cpu"
+    for key in ("CLASSES", "CONFIDENCE", "WATER_PROBABILITY", "GATES"):
+        assert Path(result[key]).is_file(), key
+    with rasterio.open(result["CLASSES"]) as src:
+        classes = src.read(1)
+        assert src.shape == (60, 100) and src.transform.c == left + 20 and src.transform.f == top - 20
+
+    direct = segment_scene(scene["optical"], scene["sar"], untrained_models["student"], tmp_path / "direct",
+                           teacher_path=untrained_models["teacher"],
+                           cfg=InferenceConfig(tile_size=96, overlap=16, batch_size=2, device="cpu", threads=2),
+                           aoi=(left + 20, top - 140, left + 220, top - 20))
+    with rasterio.open(direct["outputs"]["classes"]) as src:
+        np.testing.assert_array_equal(classes, src.read(1))
+
+    names = {Path(p).name: d.name for p, d in context.layersToLoadOnCompletion().items()}
+    assert names["classes.tif"] == "Land cover (student)"
+    assert names["water_probability.tif"] == "Water probability (SAR teacher)"
+    reopened = QgsRasterLayer(result["CLASSES"], "reopened")  # its .qml sidecar styles it
+    assert isinstance(reopened.renderer(), QgsPalettedRasterRenderer)
+    labels = {c.value: c.label for c in reopened.renderer().classes()}
+    assert labels[3] == "3 water" and labels[254] == "non-water (SAR only)"
+    del reopened
+
+
+def test_segment_refuses_before_running(scene, untrained_models, tmp_path):
+    with pytest.raises(QgsProcessingException, match=r"gives the 2 chosen band\(s\) \[1, 2\], but 3 band"):
+        _run(_params(scene, untrained_models, tmp_path / "a", OPTICAL_BANDS=[1, 2]))
+    with pytest.raises(QgsProcessingException, match="is a teacher checkpoint, but a student checkpoint"):
+        _run(_params(scene, untrained_models, tmp_path / "b", MODEL=untrained_models["teacher"]))
+
+    far = tmp_path / "far_sar.tif"  # the same SAR, 100 km away
+    with rasterio.open(scene["sar"]) as src:
+        profile, data = src.profile, src.read()
+    profile["transform"] = profile["transform"] * profile["transform"].translation(50000, 0)
+    with rasterio.open(far, "w", **profile) as dst:
+        dst.write(data)
+    with pytest.raises(QgsProcessingException, match="do not overlap"):
+        _run(_params(scene, untrained_models, tmp_path / "c", SAR=str(far)))
+
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "classes.tif").write_bytes(b"keep me")
+    with pytest.raises(QgsProcessingException, match="already exists.*OVERWRITE=true"):
+        _run(_params(scene, untrained_models, out))
+    assert (out / "classes.tif").read_bytes() == b"keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["classes.tif"]  # nothing else written
+
+
+def test_segment_through_qgis_process_json(scene, untrained_models, tmp_path):
+    env = dict(os.environ, SGCAD_QGIS_PROFILE=str(tmp_path / "profile"))
+    out = tmp_path / "cli"
+    command = [str(ROOT / "scripts" / "qgis_process"), "run", "sgcad:segment", "--json", "--",
+               f"OPTICAL={scene['optical']}", f"SAR={scene['sar']}", f"MODEL={untrained_models['student']}",
+               "DEVICE=1", "TILE_SIZE=96", "OVERLAP=16", "THREADS=1", f"OUTPUT_FOLDER={out}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert Path(result["CLASSES"]).is_file() and result["WATER_PROBABILITY"] == ""
+    with rasterio.open(result["CLASSES"]) as src:
+        assert src.shape == (192, 192)
+        assert set(np.unique(src.read(1))) <= set(range(6))
