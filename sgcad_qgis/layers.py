@@ -340,8 +340,9 @@ def publish_output(
 def load_on_completion(context: QgsProcessingContext, path: str, name: str, output_name: str = "") -> None:
     """Ask Processing to load a file that is not a destination parameter (when a project is open)."""
     if path and not context.willLoadLayerOnCompletion(path) and context.project() is not None:
-        context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(name, context.project(),
-                                                                                   output_name))
+        context.addLayerToLoadOnCompletion(
+            path, QgsProcessingContext.LayerDetails(name, context.project(), output_name)
+        )
 
 
 # --------------------------------------------------------------------------- vectors
@@ -360,8 +361,14 @@ def features_to_file(source, label: str, context, feedback=None, temp_dir: Optio
     target = folder / f"sgcad_{_safe(label)}_{uuid.uuid4().hex[:8]}.gpkg"
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName, options.layerName = "GPKG", _safe(label)
-    writer = QgsVectorFileWriter.create(str(target), source.fields(), source.wkbType(), source.sourceCrs(),
-                                        context.transformContext(), options)
+    writer = QgsVectorFileWriter.create(
+        str(target),
+        source.fields(),
+        source.wkbType(),
+        source.sourceCrs(),
+        context.transformContext(),
+        options,
+    )
     if writer.hasError() != QgsVectorFileWriter.NoError:
         raise QgsProcessingException(f"Cannot write the {label} to {target}: {writer.errorMessage()}")
     for feature in source.getFeatures(QgsFeatureRequest()):

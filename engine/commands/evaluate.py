@@ -18,10 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Kappa, per-class IoU, mIoU, user's/producer's accuracy and F1; 255 in the reference is ignored.",
     )
     parser.add_argument("--prediction", required=True, help="single-band class raster (e.g. classes.tif)")
-    parser.add_argument("--reference", required=True, help="label raster, or polygon layer with --class-field")
+    parser.add_argument(
+        "--reference", required=True, help="label raster, or polygon layer with --class-field"
+    )
     parser.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
     parser.add_argument("--layer", help="layer name inside a multi-layer vector file")
-    parser.add_argument("--model", help="take the class schema from this checkpoint (default: the six classes)")
+    parser.add_argument(
+        "--model", help="take the class schema from this checkpoint (default: the six classes)"
+    )
     parser.add_argument("--out", help="write the metrics as JSON here")
     parser.add_argument("--plot", help="write the confusion matrix as PNG here")
     parser.add_argument("--block", type=int, default=1024, help="window size in pixels (1024)")
@@ -43,8 +47,15 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for target in (args.out, args.plot):
         if target and Path(target).exists() and not args.overwrite:
             raise ValueError(f"{target} already exists; pass --overwrite to replace it")
-    result = evaluate_rasters(args.prediction, args.reference, schema, args.class_field, args.layer,
-                              args.block, ConsoleProgress(quiet=args.quiet))
+    result = evaluate_rasters(
+        args.prediction,
+        args.reference,
+        schema,
+        args.class_field,
+        args.layer,
+        args.block,
+        ConsoleProgress(quiet=args.quiet),
+    )
     if args.out:
         atomic_write_bytes(args.out, json.dumps(result, indent=2).encode("utf-8"))
         result["metrics_file"] = str(args.out)

@@ -92,13 +92,13 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
     else:
         parts = [p.strip() for p in aoi.split(",")] if isinstance(aoi, str) else list(aoi)
         if len(parts) not in (4, 5):
-            raise ValueError(
-                f"AOI {aoi!r}: expected a polygon file or a box 'minx,miny,maxx,maxy[,CRS]'"
-            )
+            raise ValueError(f"AOI {aoi!r}: expected a polygon file or a box 'minx,miny,maxx,maxy[,CRS]'")
         try:
             minx, miny, maxx, maxy = (float(v) for v in parts[:4])
         except ValueError:
-            raise ValueError(f"AOI {aoi!r}: the box coordinates must be numbers (or the file does not exist)") from None
+            raise ValueError(
+                f"AOI {aoi!r}: the box coordinates must be numbers (or the file does not exist)"
+            ) from None
         if not (minx < maxx and miny < maxy):
             raise ValueError(f"AOI box {aoi!r}: needs minx < maxx and miny < maxy")
         geom = ogr.CreateGeometryFromWkt(

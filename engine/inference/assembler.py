@@ -25,7 +25,11 @@ class BlockAssembler:
     """
 
     def __init__(
-        self, width: int, height: int, block: int, cells: Iterable[Rect],
+        self,
+        width: int,
+        height: int,
+        block: int,
+        cells: Iterable[Rect],
         layout: Dict[str, Tuple[int, str, float]],
     ) -> None:
         self.width, self.height, self.block, self.layout = width, height, block, layout
@@ -52,7 +56,9 @@ class BlockAssembler:
         b = self.block
         return bx * b, by * b, min((bx + 1) * b, self.width), min((by + 1) * b, self.height)
 
-    def add(self, x0: int, y0: int, arrays: Dict[str, np.ndarray]) -> List[Tuple[int, int, Dict[str, np.ndarray]]]:
+    def add(
+        self, x0: int, y0: int, arrays: Dict[str, np.ndarray]
+    ) -> List[Tuple[int, int, Dict[str, np.ndarray]]]:
         """Add one cell's products (arrays (bands, h, w)) placed at (x0, y0).
 
         Returns:

@@ -70,11 +70,15 @@ class CallableBackend:
 
     name = "callable"
 
-    def __init__(self, fn: Callable[[np.ndarray, np.ndarray], Output], num_classes: int, has_teacher: bool) -> None:
+    def __init__(
+        self, fn: Callable[[np.ndarray, np.ndarray], Output], num_classes: int, has_teacher: bool
+    ) -> None:
         self.fn, self.num_classes, self.has_teacher = fn, num_classes, has_teacher
         self.device = torch.device("cpu")
 
-    def predict(self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None) -> Output:
+    def predict(
+        self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None
+    ) -> Output:
         return self.fn(optical, sar)
 
 
@@ -92,8 +96,12 @@ class TorchBackend:
     name = "torch"
 
     def __init__(
-        self, student: nn.Module, teacher: Optional[nn.Module], num_classes: int,
-        device: torch.device = torch.device("cpu"), amp: bool = True,
+        self,
+        student: nn.Module,
+        teacher: Optional[nn.Module],
+        num_classes: int,
+        device: torch.device = torch.device("cpu"),
+        amp: bool = True,
     ) -> None:
         self.device, self.num_classes = device, num_classes
         self.student = StudentProbabilities(student).to(device).eval()
@@ -107,7 +115,9 @@ class TorchBackend:
             return t.pin_memory().to(self.device, non_blocking=True)
         return t
 
-    def predict(self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None) -> Output:
+    def predict(
+        self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None
+    ) -> Output:
         o, s = self._to_device(optical), self._to_device(sar)
         ts = s if teacher_sar is None else self._to_device(teacher_sar)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -130,7 +140,9 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, student_path: Path, teacher_path: Optional[Path], num_classes: int, threads: int = 0) -> None:
+    def __init__(
+        self, student_path: Path, teacher_path: Optional[Path], num_classes: int, threads: int = 0
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -138,6 +150,8 @@ class OnnxBackend:
         if threads > 0:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # idle worker threads must not spin: the reader and writer threads need those cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
         def session(path: Path) -> ort.InferenceSession:
             return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -147,7 +161,9 @@ class OnnxBackend:
         self.num_classes, self.has_teacher = num_classes, teacher_path is not None
         self.device = torch.device("cpu")
 
-    def predict(self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None) -> Output:
+    def predict(
+        self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None
+    ) -> Output:
         o = np.ascontiguousarray(optical, dtype=np.float32)
         s = np.ascontiguousarray(sar, dtype=np.float32)
         ts = s if teacher_sar is None else np.ascontiguousarray(teacher_sar, dtype=np.float32)
@@ -157,7 +173,11 @@ class OnnxBackend:
 
 
 def export_onnx(
-    module: nn.Module, inputs: Sequence[torch.Tensor], names: Sequence[str], output: str, path: Path,
+    module: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    names: Sequence[str],
+    output: str,
+    path: Path,
 ) -> Path:
     """Export a probability module to ONNX with a dynamic batch axis, atomically.
 
@@ -173,9 +193,15 @@ def export_onnx(
             warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is legacy
             try:
                 torch.onnx.export(
-                    module.eval(), tuple(inputs), tmp, dynamo=False, input_names=list(names),
-                    output_names=[output], dynamic_axes={n: {0: "batch"} for n in [*names, output]},
-                    opset_version=17, do_constant_folding=True,
+                    module.eval(),
+                    tuple(inputs),
+                    tmp,
+                    dynamo=False,
+                    input_names=list(names),
+                    output_names=[output],
+                    dynamic_axes={n: {0: "batch"} for n in [*names, output]},
+                    opset_version=17,
+                    do_constant_folding=True,
                 )
             except Exception as exc:
                 text = str(exc).strip() or type(exc).__name__
@@ -216,7 +242,9 @@ def _native_output_silenced() -> Iterator[None]:
 
 def cache_dir() -> Path:
     """Folder for exported ONNX models: ``$SGCAD_CACHE_DIR`` or the user cache folder."""
-    root = os.environ.get("SGCAD_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    root = (
+        os.environ.get("SGCAD_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    )
     return Path(root) / ("sgcad" if "SGCAD_CACHE_DIR" not in os.environ else "")
 
 
@@ -229,8 +257,12 @@ def _state_digest(module: nn.Module, shape: Tuple[int, int], extra: str) -> str:
 
 
 def onnx_models(
-    student: nn.Module, teacher: Optional[nn.Module], optical_channels: int, sar_channels: int,
-    tile_shape: Tuple[int, int], folder: Optional[Path] = None,
+    student: nn.Module,
+    teacher: Optional[nn.Module],
+    optical_channels: int,
+    sar_channels: int,
+    tile_shape: Tuple[int, int],
+    folder: Optional[Path] = None,
 ) -> Tuple[Path, Optional[Path]]:
     """ONNX files of the student and teacher for a tile shape, exported once and cached by
     the weights' digest (a retrained model gets a new file)."""
@@ -249,9 +281,16 @@ def onnx_models(
 
 
 def make_backend(
-    backend: str, student: nn.Module, teacher: Optional[nn.Module], num_classes: int,
-    optical_channels: int, sar_channels: int, tile_shape: Tuple[int, int],
-    device: Union[str, torch.device] = "auto", amp: bool = True, threads: int = 0,
+    backend: str,
+    student: nn.Module,
+    teacher: Optional[nn.Module],
+    num_classes: int,
+    optical_channels: int,
+    sar_channels: int,
+    tile_shape: Tuple[int, int],
+    device: Union[str, torch.device] = "auto",
+    amp: bool = True,
+    threads: int = 0,
     info: Callable[[str], None] = lambda message: None,
 ):
     """Build the backend asked for; ``"auto"`` is torch on CUDA and ONNX Runtime on CPU

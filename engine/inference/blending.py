@@ -2,9 +2,10 @@
 
 Each tile's probabilities are multiplied by a smooth weight that ramps from ~0 to 1 across
 the overlap on every side that has a neighbour (the outer quarter of the overlap is dropped,
-then a raised-cosine rise: two facing ramps sum to one, so the blend is a partition of unity). Accumulation is kept per *cell*: the grid is
-cut at every tile edge, so each cell is covered by a fixed set of tiles. A cell is released
-as soon as its last tile has been added, which keeps only a thin band of pixels in memory.
+then a raised-cosine rise: two facing ramps sum to one, so the blend is a partition of
+unity). Accumulation is kept per *cell*: the grid is cut at every tile edge, so each cell
+is covered by a fixed set of tiles. A cell is released as soon as its last tile has been
+added, which keeps only a thin band of pixels in memory.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def ramp(length: int, width: int, kind: str = "cosine") -> np.ndarray:
 
 def tile_weight(tile: Tile, plan: TilePlan, kind: str = "cosine") -> np.ndarray:
     """Weight (h, w) of a tile: ramps on sides facing another tile, flat at the scene border."""
+
     def profile(start: int, size: int, total: int) -> np.ndarray:
         w = np.ones(size, dtype=np.float32)
         if start > 0:
@@ -136,7 +138,9 @@ class BlendAccumulator:
         """(x0, y0, x1, y1) of every cell some tile covers: what :meth:`add` will release."""
         return [(self.xc[i], self.yc[j], self.xc[i + 1], self.yc[j + 1]) for i, j in self._pending]
 
-    def add(self, tile: Tile, probs: np.ndarray, water: Optional[np.ndarray], flags: np.ndarray) -> List[Cell]:
+    def add(
+        self, tile: Tile, probs: np.ndarray, water: Optional[np.ndarray], flags: np.ndarray
+    ) -> List[Cell]:
         """Add one tile's outputs; return the cells this tile completed.
 
         Args:

@@ -7,9 +7,10 @@ the student (and the SAR-only teacher), blended without seams, and written block
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from rasterio.windows import Window
@@ -33,13 +34,16 @@ GRIDS = ("sar", "optical")
 
 def _preprocessor(meta: ModelMetadata, path: PathLike) -> InputPreprocessor:
     try:
-        return InputPreprocessor(meta.sar_preprocess, meta.optical_preprocess,
-                                 meta.sar_normalization, meta.optical_normalization)
+        return InputPreprocessor(
+            meta.sar_preprocess, meta.optical_preprocess, meta.sar_normalization, meta.optical_normalization
+        )
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def _bands(given: Optional[Sequence[int]], stored: Sequence[int], what: str, path: PathLike) -> Tuple[int, ...]:
+def _bands(
+    given: Optional[Sequence[int]], stored: Sequence[int], what: str, path: PathLike
+) -> Tuple[int, ...]:
     if not given:
         return tuple(stored)
     if len(given) != len(stored):
@@ -50,7 +54,9 @@ def _bands(given: Optional[Sequence[int]], stored: Sequence[int], what: str, pat
     return tuple(int(b) for b in given)
 
 
-def scene_grid(optical_path: PathLike, sar_path: PathLike, grid: str = "sar", resolution: Optional[float] = None) -> Grid:
+def scene_grid(
+    optical_path: PathLike, sar_path: PathLike, grid: str = "sar", resolution: Optional[float] = None
+) -> Grid:
     """The model grid: the SAR's (default) or the optical's native grid, or both footprints'
     intersection at ``resolution`` when one is given."""
     if grid not in GRIDS:
@@ -58,6 +64,25 @@ def scene_grid(optical_path: PathLike, sar_path: PathLike, grid: str = "sar", re
     if resolution:
         return default_grid(optical_path, sar_path, resolution=resolution)
     return grid_of(sar_path if grid == "sar" else optical_path)
+
+
+@contextlib.contextmanager
+def bounded_gdal_cache(limit: int = 64 * 1024 * 1024) -> Iterator[None]:
+    """Cap GDAL's block cache during a run, then restore it.
+
+    GDAL keeps written blocks in its cache (default 5 % of RAM) and compresses them only
+    when they are evicted or the file is closed: uncapped, a large scene would sit in memory
+    uncompressed until the end. With a cap, finished blocks are compressed and written while
+    the network runs and memory stays flat whatever the scene size.
+    """
+    from osgeo import gdal
+
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(previous, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
 
 
 def segment_scene(
@@ -127,9 +152,16 @@ def segment_scene(
     if teacher_meta is not None:
         if teacher_meta.kind != "teacher":
             raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
-        if (teacher_meta.sar_preprocess, teacher_meta.sar_normalization) != (meta.sar_preprocess, meta.sar_normalization):
-            teacher_pre = InputPreprocessor(teacher_meta.sar_preprocess, meta.optical_preprocess,
-                                            teacher_meta.sar_normalization, meta.optical_normalization)
+        if (teacher_meta.sar_preprocess, teacher_meta.sar_normalization) != (
+            meta.sar_preprocess,
+            meta.sar_normalization,
+        ):
+            teacher_pre = InputPreprocessor(
+                teacher_meta.sar_preprocess,
+                meta.optical_preprocess,
+                teacher_meta.sar_normalization,
+                meta.optical_normalization,
+            )
 
     full = scene_grid(optical_path, sar_path, grid, resolution)
     region, keep, mask = full, None, None
@@ -143,10 +175,16 @@ def segment_scene(
     if not plan.tiles:
         raise ValueError(f"no tile of the {region.width}x{region.height} grid touches the AOI {aoi!r}")
 
-    keys = ["classes", "confidence"] + (["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else [])
-    tags = {"sgcad_engine": __version__, "model": Path(model_path).name,
-            "teacher": Path(teacher_path).name if teacher_path else "", "optical": str(optical_path),
-            "sar": str(sar_path)}
+    keys = ["classes", "confidence"] + (
+        ["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else []
+    )
+    tags = {
+        "sgcad_engine": __version__,
+        "model": Path(model_path).name,
+        "teacher": Path(teacher_path).name if teacher_path else "",
+        "optical": str(optical_path),
+        "sar": str(sar_path),
+    }
     outputs = OutputSet(out_dir, keys, region, meta.schema, overwrite=overwrite, tags=tags)
 
     device = resolve_device(cfg.device)
@@ -156,29 +194,65 @@ def segment_scene(
         progress.info(f"loading {model_path}" + (f" and {teacher_path}" if teacher_path else ""))
         student, _ = load_model(model_path, "student")
         teacher = load_model(teacher_path, "teacher")[0] if teacher_path else None
-        backend = make_backend(cfg.backend, student, teacher, meta.schema.num_classes,
-                               len(o_bands), len(s_bands), plan.tile_shape, device, cfg.amp, cfg.threads,
-                               info=progress.info)
-    progress.info(f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
-                  f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}")
-    reader = TileReader(optical_path, sar_path, region, o_bands, s_bands, pre, teacher_pre, cloud_mask,
-                        meta.sar_preprocess.incidence_band if meta.sar_preprocess.incidence_normalize else None)
+        backend = make_backend(
+            cfg.backend,
+            student,
+            teacher,
+            meta.schema.num_classes,
+            len(o_bands),
+            len(s_bands),
+            plan.tile_shape,
+            device,
+            cfg.amp,
+            cfg.threads,
+            info=progress.info,
+        )
+    progress.info(
+        f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
+        f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
+    )
+    reader = TileReader(
+        optical_path,
+        sar_path,
+        region,
+        o_bands,
+        s_bands,
+        pre,
+        teacher_pre,
+        cloud_mask,
+        meta.sar_preprocess.incidence_band if meta.sar_preprocess.incidence_normalize else None,
+    )
     thresholds = Thresholds(cfg.water_threshold, cfg.non_water_threshold)
-    with outputs:
+    with outputs, bounded_gdal_cache():
         stats = stream_segmentation(
-            plan, reader.read, backend, outputs, meta.schema.water_class, cfg.batch_size,
-            thresholds, mask, cfg.blend, progress.sub(0.0, 0.95), cfg.queue_size,
+            plan,
+            reader.read,
+            backend,
+            outputs,
+            meta.schema.water_class,
+            cfg.batch_size,
+            thresholds,
+            mask,
+            cfg.blend,
+            progress.sub(0.0, 0.95),
+            cfg.queue_size,
         )
         progress.check()
         progress.report(0.96, "overviews and colour table")
+        t_commit = time.perf_counter()
         paths = outputs.commit()
+        commit_s = time.perf_counter() - t_commit
     progress.report(1.0, "done")
     wall = time.perf_counter() - t0
     names = dict(zip(meta.schema.ids, meta.schema.names))
     return {
         "outputs": {k: str(v) for k, v in paths.items()},
-        "grid": {"width": region.width, "height": region.height, "res": list(region.res),
-                 "crs": region.crs.to_string()},
+        "grid": {
+            "width": region.width,
+            "height": region.height,
+            "res": list(region.res),
+            "crs": region.crs.to_string(),
+        },
         "tiles": len(plan.tiles),
         "tiles_total": plan.total,
         "device": describe_device(device),
@@ -186,9 +260,15 @@ def segment_scene(
         "threads": torch.get_num_threads(),
         "seconds": round(wall, 3),
         "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
-        "timings": {"read_s": round(stats.read_s, 3), "network_s": round(stats.compute_s, 3),
-                    "blend_write_s": round(stats.write_s, 3), "network_waited_for_input_s": round(stats.wait_input_s, 3),
-                    "stream_s": round(stats.wall_s, 3)},
+        "timings": {
+            "read_s": round(stats.read_s, 3),
+            "network_s": round(stats.compute_s, 3),
+            "blend_write_s": round(stats.write_s, 3),
+            "network_waited_for_input_s": round(stats.wait_input_s, 3),
+            "stream_s": round(stats.wall_s, 3),
+            "commit_s": round(commit_s, 3),
+        },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
         "sar_only_pixels": stats.sar_only_pixels,
+        "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
     }

@@ -150,8 +150,10 @@ def stream_segmentation(
             errors.append(exc)
             stop.set()
 
-    threads = [threading.Thread(target=reader, name="sgcad-reader", daemon=True),
-               threading.Thread(target=writer, name="sgcad-writer", daemon=True)]
+    threads = [
+        threading.Thread(target=reader, name="sgcad-reader", daemon=True),
+        threading.Thread(target=writer, name="sgcad-writer", daemon=True),
+    ]
     for t in threads:
         t.start()
     total = max(len(plan.tiles), 1)

@@ -89,9 +89,7 @@ def _read_header(path: Path) -> Tuple[Dict[str, Any], Dict[str, str]]:
         if n > _MAX_HEADER:
             raise ValueError(f"{what}: it does not start with a safetensors header")
         if 8 + n > size:
-            raise ValueError(
-                f"{path} is truncated: its header needs {8 + n} bytes, the file has {size}"
-            )
+            raise ValueError(f"{path} is truncated: its header needs {8 + n} bytes, the file has {size}")
         raw = handle.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -103,8 +101,7 @@ def _read_header(path: Path) -> Tuple[Dict[str, Any], Dict[str, str]]:
     end = max((int(e["data_offsets"][1]) for e in header.values()), default=0)
     if 8 + n + end > size:
         raise ValueError(
-            f"{path} is truncated: {8 + n + end} bytes expected, {size} found "
-            "(interrupted copy or download?)"
+            f"{path} is truncated: {8 + n + end} bytes expected, {size} found (interrupted copy or download?)"
         )
     return header, meta
 
@@ -194,8 +191,10 @@ def check_fits(
         raise ValueError(
             f"{path} is a {metadata.kind} checkpoint, but a {expected_kind} checkpoint is expected here"
         )
-    if schema is not None and metadata.kind == "student" and tuple(metadata.schema.names) != tuple(
-        schema.names
+    if (
+        schema is not None
+        and metadata.kind == "student"
+        and tuple(metadata.schema.names) != tuple(schema.names)
     ):
         raise ValueError(
             f"{path} was trained for classes {list(metadata.schema.names)}, "
@@ -207,9 +206,7 @@ def check_fits(
             pairs.insert(0, ("optical", metadata.bands.optical_channels, bands.optical_channels))
         for name, have, want in pairs:
             if have != want:
-                raise ValueError(
-                    f"{path} expects {have} {name} band(s), but {want} {name} band(s) are given"
-                )
+                raise ValueError(f"{path} expects {have} {name} band(s), but {want} {name} band(s) are given")
 
 
 def load_model(

@@ -77,7 +77,9 @@ def evaluate_rasters(
         raise FileNotFoundError(f"reference {reference} does not exist")
     raster_ref = is_raster(reference)
     if not raster_ref and not class_field:
-        raise ValueError(f"{reference} is a polygon layer: give the attribute holding the classes (class_field)")
+        raise ValueError(
+            f"{reference} is a polygon layer: give the attribute holding the classes (class_field)"
+        )
     grid = grid_of(prediction)
     cm = ConfusionMatrix(schema.num_classes, schema.ignore_index)
     unpredicted = 0
@@ -100,8 +102,10 @@ def evaluate_rasters(
         try:
             cm.update(pred, ref)
         except ValueError as exc:
-            raise ValueError(f"{prediction} against {reference}, window at row {window.row_off}, "
-                             f"column {window.col_off}: {exc}") from None
+            raise ValueError(
+                f"{prediction} against {reference}, window at row {window.row_off}, "
+                f"column {window.col_off}: {exc}"
+            ) from None
         progress.report((i + 1) / len(windows), f"evaluating window {i + 1}/{len(windows)}")
     result = cm.compute()
     if result["pixels"] == 0:

@@ -27,7 +27,14 @@ from ..config import ModelMetadata, TrainConfig, to_dict
 from ..metrics import ConfusionMatrix, format_metrics
 from ..progress import NULL_PROGRESS, Progress
 from .checkpoint import atomic_write_bytes, load_training_state, save_model, save_training_state
-from .report import EpochLog, metrics_table, plot_confusion, plot_kd_ratio, plot_learning_curves, write_html_report
+from .report import (
+    EpochLog,
+    metrics_table,
+    plot_confusion,
+    plot_kd_ratio,
+    plot_learning_curves,
+    write_html_report,
+)
 from .schedule import PolyLR
 
 BEST = "best.safetensors"
@@ -61,7 +68,9 @@ class StageTask:
         """First epoch (0-based) from which early stopping may count epochs without progress."""
         return 0
 
-    def test_extras(self, model: torch.nn.Module, loader: Any, device: torch.device, amp: bool) -> Dict[str, Any]:
+    def test_extras(
+        self, model: torch.nn.Module, loader: Any, device: torch.device, amp: bool
+    ) -> Dict[str, Any]:
         """Additional figures computed on the test split with the best model."""
         return {}
 
@@ -186,20 +195,35 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=cfg.weight_decay)
         self.scheduler = PolyLR(self.optimizer, total_iters=max(1, cfg.epochs * iters), power=cfg.poly_power)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        book: Dict[str, Any] = {"history": [], "best_miou": -1.0, "best_epoch": -1, "best_kappa": -1.0,
-                                "best_score": -1.0, "bad_epochs": 0, "stopped_early": False}
+        book: Dict[str, Any] = {
+            "history": [],
+            "best_miou": -1.0,
+            "best_epoch": -1,
+            "best_kappa": -1.0,
+            "best_score": -1.0,
+            "bad_epochs": 0,
+            "stopped_early": False,
+        }
         start = 0
         if resume:
-            start, book = load_training_state(self.out_dir / STATE, self.model, self.optimizer, self.scheduler,
-                                              self.scaler if self.amp else None)
+            start, book = load_training_state(
+                self.out_dir / STATE,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.scaler if self.amp else None,
+            )
             self.progress.info(f"resuming {self.task.stage} after epoch {start} from {self.out_dir / STATE}")
         self.progress.info(
-            f"{self.task.stage}: device {self._device_text()}, {len(self.datasets['train'])} training patches, "
+            f"{self.task.stage}: device {self._device_text()}, "
+            f"{len(self.datasets['train'])} training patches, "
             f"{iters} batches of {cfg.batch_size} per epoch, {cfg.epochs} epochs"
         )
         self.log = EpochLog(self.out_dir, self.task.class_names, book["history"])
         val_batches = len(self.val_loader)
-        self._units = cfg.epochs * (iters + val_batches) + len(self.datasets.get("test", [])) // cfg.batch_size + 1
+        self._units = (
+            cfg.epochs * (iters + val_batches) + len(self.datasets.get("test", [])) // cfg.batch_size + 1
+        )
         self._done = start * (iters + val_batches)
         for epoch in range(start, cfg.epochs):
             if book["stopped_early"]:
@@ -212,8 +236,15 @@ class Trainer:
             book["history"] = self.log.records
             # order matters for a kill at any moment: the best model first, the state last,
             # so a resume from the previous state redoes this epoch and rewrites both
-            save_training_state(self.out_dir / STATE, self.model, self.optimizer, self.scheduler, epoch + 1,
-                                book, self.scaler if self.amp else None)
+            save_training_state(
+                self.out_dir / STATE,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                epoch + 1,
+                book,
+                self.scaler if self.amp else None,
+            )
             self.progress.info(
                 f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
                 + format_metrics(val, self.task.class_names)
@@ -255,12 +286,15 @@ class Trainer:
             self._done += 1
             self.progress.report(
                 self._done / self._units,
-                f"{self.task.stage} epoch {epoch + 1}/{self.cfg.epochs} batch {i + 1}/{iters} loss {float(loss.detach()):.3f}",
+                f"{self.task.stage} epoch {epoch + 1}/{self.cfg.epochs} batch {i + 1}/{iters} "
+                f"loss {float(loss.detach()):.3f}",
             )
         return {k: sums[k] / sums[f"n_{k}"] for k in sums if not k.startswith("n_")}
 
     @torch.no_grad()
-    def _evaluate(self, loader: DataLoader, message: str, model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    def _evaluate(
+        self, loader: DataLoader, message: str, model: Optional[torch.nn.Module] = None
+    ) -> Dict[str, Any]:
         model = model or self.model
         model.eval()
         cm = ConfusionMatrix(len(self.task.class_names))
@@ -282,9 +316,14 @@ class Trainer:
         metrics["score"] = (metrics["oa"] or 0.0) + (metrics["miou"] or 0.0)
         return metrics
 
-    def _record(self, epoch: int, train: Dict[str, float], val: Dict[str, Any], seconds: float) -> Dict[str, Any]:
-        record: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "seconds": round(seconds, 3)}
+    def _record(
+        self, epoch: int, train: Dict[str, float], val: Dict[str, Any], seconds: float
+    ) -> Dict[str, Any]:
+        record: Dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 3),
+        }
         record.update({f"train_{k}": v for k, v in train.items()})
         for key in ("loss", "oa", "kappa", "miou", "water_iou", "score"):
             record[f"val_{key}"] = val[key]
@@ -301,7 +340,10 @@ class Trainer:
             save_model(self.out_dir / BEST, self.model, self.metadata)
         # early stopping: patience counts epochs in which neither Kappa nor OA + mIoU improved
         improved = kappa > book["best_kappa"] or score > book["best_score"]
-        book["best_kappa"], book["best_score"] = max(book["best_kappa"], kappa), max(book["best_score"], score)
+        book["best_kappa"], book["best_score"] = (
+            max(book["best_kappa"], kappa),
+            max(book["best_score"], score),
+        )
         if epoch < self.task.stopping_starts() or improved:
             book["bad_epochs"] = 0
         else:
@@ -309,13 +351,20 @@ class Trainer:
         patience = self.cfg.early_stopping_patience
         if patience > 0 and book["bad_epochs"] >= patience:
             book["stopped_early"] = True
-            self.progress.info(f"early stop after epoch {epoch + 1}: no gain in Kappa or OA + mIoU for {patience} epochs")
+            self.progress.info(
+                f"early stop after epoch {epoch + 1}: no gain in Kappa or OA + mIoU for {patience} epochs"
+            )
         record["bad_epochs"] = book["bad_epochs"]
         self.log.append(record)
 
     def _train_record(self) -> Dict[str, Any]:
-        return {"stage": self.task.stage, "config": to_dict(self.cfg), "lr": self.lr,
-                "train_patches": len(self.datasets["train"]), **getattr(self.task, "record", {})}
+        return {
+            "stage": self.task.stage,
+            "config": to_dict(self.cfg),
+            "lr": self.lr,
+            "train_patches": len(self.datasets["train"]),
+            **getattr(self.task, "record", {}),
+        }
 
     # ----------------------------------------------------------------- end of run
     def _finish(self, book: Dict[str, Any]) -> Dict[str, Any]:
@@ -324,8 +373,13 @@ class Trainer:
 
         self.model.load_state_dict(load_file(str(best_path)))
         self.model.to(self.device)
-        result: Dict[str, Any] = {"stage": self.task.stage, "model": str(best_path), "best_epoch": book["best_epoch"],
-                                  "epochs_run": len(self.log.records), "stopped_early": book["stopped_early"]}
+        result: Dict[str, Any] = {
+            "stage": self.task.stage,
+            "model": str(best_path),
+            "best_epoch": book["best_epoch"],
+            "epochs_run": len(self.log.records),
+            "stopped_early": book["stopped_early"],
+        }
         best_val = next(r for r in self.log.records if r["epoch"] == book["best_epoch"])
         result["validation"] = {k[4:]: best_val[k] for k in best_val if k.startswith("val_")}
         test_set = self.datasets.get("test")
@@ -336,8 +390,11 @@ class Trainer:
             result["test"].update(self.task.test_extras(self.model, loader, self.device, self.amp))
         else:
             self.progress.info("no test patches: test metrics are not reported")
-        self.metadata.metrics = {"best_epoch": book["best_epoch"], "validation": result["validation"],
-                                 "test": result.get("test")}
+        self.metadata.metrics = {
+            "best_epoch": book["best_epoch"],
+            "validation": result["validation"],
+            "test": result.get("test"),
+        }
         self.metadata.train = self._train_record()
         save_model(best_path, self.model, self.metadata)
         atomic_write_bytes(self.out_dir / "metrics.json", json.dumps(result, indent=2).encode("utf-8"))
@@ -351,32 +408,77 @@ class Trainer:
         records = self.log.records
         images = {"Learning curves": plot_learning_curves(records, plots / "learning_curves.png")}
         if any(r.get("train_kd_ratio") is not None for r in records):
-            kd = [{"epoch": r["epoch"], "kd_ratio": r.get("train_kd_ratio"),
-                   "kd_ratio_water": r.get("train_kd_ratio_water"),
-                   "kd_ratio_non_water": r.get("train_kd_ratio_non_water")} for r in records]
+            kd = [
+                {
+                    "epoch": r["epoch"],
+                    "kd_ratio": r.get("train_kd_ratio"),
+                    "kd_ratio_water": r.get("train_kd_ratio_water"),
+                    "kd_ratio_non_water": r.get("train_kd_ratio_non_water"),
+                }
+                for r in records
+            ]
             images["KD region ratio per epoch"] = plot_kd_ratio(kd, plots / "kd_ratio.png")
         sections = []
         test = result.get("test")
         if test:
             images["Confusion matrix (test, best model)"] = plot_confusion(
-                test["matrix"], self.task.class_names, plots / "confusion_test.png")
-            sections.append({"title": "Test metrics of the best model", "html": metrics_table(test, self.task.class_names)})
+                test["matrix"], self.task.class_names, plots / "confusion_test.png"
+            )
+            sections.append(
+                {
+                    "title": "Test metrics of the best model",
+                    "html": metrics_table(test, self.task.class_names),
+                }
+            )
             fusion = test.get("fusion")
             if fusion:
-                sections.append({"title": "Fusion evaluation (teacher vs student, water)",
-                                 "html": "<table>" + "".join(
-                                     f"<tr><th>{k}</th><td>{v if not isinstance(v, float) else f'{v:.4f}'}</td></tr>"
-                                     for k, v in fusion.items()) + "</table>"})
-        facts = {"stage": self.task.stage, "device": self._device_text(), "best epoch": result["best_epoch"],
-                 "epochs run": result["epochs_run"], "stopped early": result["stopped_early"],
-                 "model": result["model"], "learning rate": self.lr, "batch size": self.cfg.batch_size,
-                 "engine version": self.metadata.engine_version}
-        report = write_html_report(self.out_dir / "report.html", f"SGCAD {self.task.stage} run", sections, images, facts)
-        return {"report": str(report), "plots": [str(p) for p in images.values()],
-                "history": str(self.out_dir / "history.csv")}
+                sections.append(
+                    {
+                        "title": "Fusion evaluation (teacher vs student, water)",
+                        "html": "<table>"
+                        + "".join(
+                            f"<tr><th>{k}</th><td>{v if not isinstance(v, float) else f'{v:.4f}'}</td></tr>"
+                            for k, v in fusion.items()
+                        )
+                        + "</table>",
+                    }
+                )
+        facts = {
+            "stage": self.task.stage,
+            "device": self._device_text(),
+            "best epoch": result["best_epoch"],
+            "epochs run": result["epochs_run"],
+            "stopped early": result["stopped_early"],
+            "model": result["model"],
+            "learning rate": self.lr,
+            "batch size": self.cfg.batch_size,
+            "engine version": self.metadata.engine_version,
+        }
+        report = write_html_report(
+            self.out_dir / "report.html", f"SGCAD {self.task.stage} run", sections, images, facts
+        )
+        return {
+            "report": str(report),
+            "plots": [str(p) for p in images.values()],
+            "history": str(self.out_dir / "history.csv"),
+        }
 
 
 def _summary(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    keys = ("oa", "kappa", "miou", "mf1", "water_iou", "score", "loss", "iou", "precision", "recall", "f1",
-            "support", "pixels", "matrix")
+    keys = (
+        "oa",
+        "kappa",
+        "miou",
+        "mf1",
+        "water_iou",
+        "score",
+        "loss",
+        "iou",
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "pixels",
+        "matrix",
+    )
     return {k: metrics[k] for k in keys if k in metrics}

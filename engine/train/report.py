@@ -129,7 +129,9 @@ def plot_kd_ratio(records: List[Dict[str, Any]], path: Path) -> Path:
     return _save_figure(fig, path)
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = "") -> Path:
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = ""
+) -> Path:
     """Row-normalised confusion matrix (rows: reference, columns: prediction) with counts."""
     m = np.asarray(matrix, dtype=np.float64)
     rows = m.sum(axis=1, keepdims=True)
@@ -146,7 +148,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
     for i in range(len(names)):
         for j in range(len(names)):
             color = "white" if norm[i, j] > 0.6 else "black"
-            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(m[i, j])}", ha="center", va="center", fontsize=7, color=color)
+            ax.text(
+                j, i, f"{norm[i, j]:.2f}\n{int(m[i, j])}", ha="center", va="center", fontsize=7, color=color
+            )
     if title:
         ax.set_title(title)
     return _save_figure(fig, path)
@@ -193,7 +197,8 @@ def write_html_report(
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}",
+        "body{font-family:sans-serif;margin:2em;max-width:1100px}",
+        "table{border-collapse:collapse;margin:1em 0}",
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}",
         "img{max-width:100%;border:1px solid #ddd}",
         f"</style></head><body><h1>{html.escape(title)}</h1><table>{fact_rows}</table>",
@@ -202,6 +207,9 @@ def write_html_report(
         parts.append(f"<h2>{html.escape(section['title'])}</h2>{section['html']}")
     for caption, image in images.items():
         data = base64.b64encode(Path(image).read_bytes()).decode("ascii")
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h2>{html.escape(caption)}</h2>"
+            f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+        )
     parts.append("</body></html>")
     return atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))

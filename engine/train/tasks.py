@@ -20,7 +20,9 @@ class TeacherTask(StageTask):
     class_names = ["non-water", "water"]
     water_index = 1
 
-    def __init__(self, schema: ClassSchema, loss_cfg: LossConfig, class_weights: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self, schema: ClassSchema, loss_cfg: LossConfig, class_weights: Optional[torch.Tensor]
+    ) -> None:
         self.schema = schema
         self.criterion = TeacherLoss(loss_cfg, class_weights, schema.ignore_index)
 
@@ -48,7 +50,9 @@ class StudentTask(StageTask):
 
     stage = "stage1"
 
-    def __init__(self, schema: ClassSchema, loss_cfg: LossConfig, class_weights: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self, schema: ClassSchema, loss_cfg: LossConfig, class_weights: Optional[torch.Tensor]
+    ) -> None:
         self.schema = schema
         self.class_names = list(schema.names)
         self.water_index = schema.water_class
@@ -96,10 +100,15 @@ class DistillTask(StudentTask):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.cfg = distill_cfg
-        self.record = {"distill": {"lambda_kd": distill_cfg.lambda_kd, "gated": distill_cfg.gated,
-                                   "water_threshold": distill_cfg.water_threshold,
-                                   "non_water_threshold": distill_cfg.non_water_threshold,
-                                   "warmup_epochs": distill_cfg.warmup_epochs}}
+        self.record = {
+            "distill": {
+                "lambda_kd": distill_cfg.lambda_kd,
+                "gated": distill_cfg.gated,
+                "water_threshold": distill_cfg.water_threshold,
+                "non_water_threshold": distill_cfg.non_water_threshold,
+                "warmup_epochs": distill_cfg.warmup_epochs,
+            }
+        }
 
     def to(self, device: torch.device) -> DistillTask:
         super().to(device)
@@ -117,25 +126,45 @@ class DistillTask(StudentTask):
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         logits = self.logits(model, batch).float()
         seg = self.criterion(logits, batch["label"])
-        logs: Dict[str, Any] = {"seg_loss": float(seg.detach()), **{k: float(v) for k, v in self.criterion.last_terms.items()}}
+        logs: Dict[str, Any] = {
+            "seg_loss": float(seg.detach()),
+            **{k: float(v) for k, v in self.criterion.last_terms.items()},
+        }
         if epoch < self.cfg.warmup_epochs or self.cfg.lambda_kd == 0:
             logs["kd_active"] = 0.0
             if self.cfg.lambda_kd == 0 and epoch >= self.cfg.warmup_epochs:
                 logs.update(self._gate_stats(batch))  # the control run still reports its would-be gates
             return seg, logs
-        kd = gated_distillation(logits, self.teacher_water(batch["sar"]), batch["label"], self.schema.water_class,
-                                self.cfg, self.schema.ignore_index)
+        kd = gated_distillation(
+            logits,
+            self.teacher_water(batch["sar"]),
+            batch["label"],
+            self.schema.water_class,
+            self.cfg,
+            self.schema.ignore_index,
+        )
         pixels = float(batch["label"].numel())
-        logs.update(kd_active=1.0, kd_loss=float(kd.loss.detach()), kd_ratio=kd.ratio,
-                    kd_ratio_water=kd.n_water / pixels, kd_ratio_non_water=kd.n_non_water / pixels)
+        logs.update(
+            kd_active=1.0,
+            kd_loss=float(kd.loss.detach()),
+            kd_ratio=kd.ratio,
+            kd_ratio_water=kd.n_water / pixels,
+            kd_ratio_non_water=kd.n_non_water / pixels,
+        )
         return seg + self.cfg.lambda_kd * kd.loss, logs
 
     def _gate_stats(self, batch: Batch) -> Dict[str, float]:
         p_t = self.teacher_water(batch["sar"])
         dummy = torch.zeros((p_t.shape[0], self.schema.num_classes) + p_t.shape[1:], device=p_t.device)
-        kd = gated_distillation(dummy, p_t, batch["label"], self.schema.water_class, self.cfg, self.schema.ignore_index)
+        kd = gated_distillation(
+            dummy, p_t, batch["label"], self.schema.water_class, self.cfg, self.schema.ignore_index
+        )
         pixels = float(batch["label"].numel())
-        return {"kd_ratio": kd.ratio, "kd_ratio_water": kd.n_water / pixels, "kd_ratio_non_water": kd.n_non_water / pixels}
+        return {
+            "kd_ratio": kd.ratio,
+            "kd_ratio_water": kd.n_water / pixels,
+            "kd_ratio_non_water": kd.n_non_water / pixels,
+        }
 
     @torch.no_grad()
     def test_extras(self, model: nn.Module, loader: Any, device: torch.device, amp: bool) -> Dict[str, Any]:
@@ -157,14 +186,16 @@ class DistillTask(StudentTask):
             agree += int((s_water == t_water)[valid].sum())
             valid_total += int(valid.sum())
         s, t, p = student_cm.compute(), teacher_cm.compute(), pair_cm.compute()
-        return {"fusion": {
-            "water_agreement": agree / valid_total if valid_total else None,
-            "student_water_iou": s["iou"][1],
-            "teacher_water_iou": t["iou"][1],
-            "student_vs_teacher_water_iou": p["iou"][1],
-            "student_water_precision": s["precision"][1],
-            "teacher_water_precision": t["precision"][1],
-            "student_water_recall": s["recall"][1],
-            "teacher_water_recall": t["recall"][1],
-            "pixels": valid_total,
-        }}
+        return {
+            "fusion": {
+                "water_agreement": agree / valid_total if valid_total else None,
+                "student_water_iou": s["iou"][1],
+                "teacher_water_iou": t["iou"][1],
+                "student_vs_teacher_water_iou": p["iou"][1],
+                "student_water_precision": s["precision"][1],
+                "teacher_water_precision": t["precision"][1],
+                "student_water_recall": s["recall"][1],
+                "teacher_water_recall": t["recall"][1],
+                "pixels": valid_total,
+            }
+        }

@@ -40,8 +40,9 @@ def overlap(a: QgsMapLayer, b: Any, label_a: str, label_b: str) -> Optional[str]
     return None
 
 
-def band_choice(layer: QgsMapLayer, bands: Sequence[int], expected: Optional[int],
-                label: str) -> Optional[str]:
+def band_choice(
+    layer: QgsMapLayer, bands: Sequence[int], expected: Optional[int], label: str
+) -> Optional[str]:
     """Message when chosen bands do not exist or their number differs from ``expected``."""
     if layer is None:
         return None
@@ -76,8 +77,9 @@ def model_file(path: str, kind: str, label: str = "model") -> Tuple[Any, Optiona
     return meta, None
 
 
-def model_bands(meta: Any, layer: QgsMapLayer, bands: Sequence[int], modality: str, label: str,
-                model_label: str = "model") -> Optional[str]:
+def model_bands(
+    meta: Any, layer: QgsMapLayer, bands: Sequence[int], modality: str, label: str, model_label: str = "model"
+) -> Optional[str]:
     """Message when the bands fed to a model do not fit it.
 
     With no band chosen the model's own band numbers are used, so they must exist in the layer;

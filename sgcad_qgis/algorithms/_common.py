@@ -55,24 +55,42 @@ class EngineAlgorithm(SgcadAlgorithm):
     def add_model(self, name: str, label: str, optional: bool = False) -> None:
         self.addParameter(
             QgsProcessingParameterFile(
-                name, self.tr(label), QgsProcessingParameterFile.File, fileFilter=MODEL_FILTER,
+                name,
+                self.tr(label),
+                QgsProcessingParameterFile.File,
+                fileFilter=MODEL_FILTER,
                 optional=optional,
             )
         )
 
     def add_aoi(self) -> None:
         """Area of interest: an extent, or polygons (their bounding box), both optional."""
-        self.addParameter(QgsProcessingParameterExtent("AOI_EXTENT", self.tr("Area of interest (extent)"),
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            "AOI_LAYER", self.tr("Area of interest (polygon layer)"),
-            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(
+            QgsProcessingParameterExtent("AOI_EXTENT", self.tr("Area of interest (extent)"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                "AOI_LAYER",
+                self.tr("Area of interest (polygon layer)"),
+                [QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            )
+        )
 
-    def add_number(self, name: str, label: str, default: float, minimum: float,
-                   maximum: Optional[float] = None, integer: bool = True, advanced: bool = True) -> None:
+    def add_number(
+        self,
+        name: str,
+        label: str,
+        default: float,
+        minimum: float,
+        maximum: Optional[float] = None,
+        integer: bool = True,
+        advanced: bool = True,
+    ) -> None:
         kind = QgsProcessingParameterNumber.Integer if integer else QgsProcessingParameterNumber.Double
-        param = QgsProcessingParameterNumber(name, self.tr(label), kind, default, False, minimum,
-                                             maximum if maximum is not None else 1e12)
+        param = QgsProcessingParameterNumber(
+            name, self.tr(label), kind, default, False, minimum, maximum if maximum is not None else 1e12
+        )
         self.add_advanced(param) if advanced else self.addParameter(param)
 
     def add_flag(self, name: str, label: str, default: bool, advanced: bool = True) -> None:
@@ -84,8 +102,16 @@ class EngineAlgorithm(SgcadAlgorithm):
         self.add_flag("OVERWRITE", "Overwrite existing output files", False)
 
     # ------------------------------------------------------------------ values
-    def raster_path(self, parameters, name: str, context, feedback, label: str,
-                    extent: Optional[QgsRectangle] = None, extent_crs=None) -> str:
+    def raster_path(
+        self,
+        parameters,
+        name: str,
+        context,
+        feedback,
+        label: str,
+        extent: Optional[QgsRectangle] = None,
+        extent_crs=None,
+    ) -> str:
         layer = self.parameterAsRasterLayer(parameters, name, context)
         return layers.raster_source(layer, label, feedback, extent, extent_crs)
 
@@ -143,6 +169,13 @@ class EngineAlgorithm(SgcadAlgorithm):
         return bool(parameters.get("OVERWRITE")) and self.parameterAsBoolean(parameters, "OVERWRITE", context)
 
     # ------------------------------------------------------------------ running
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Run the early checks again: batch mode and ``alg.run()`` skip ``checkParameterValues``."""
+        ok, message = self.checkParameterValues(parameters, context)
+        if not ok:
+            raise QgsProcessingException(message)
+        return True
+
     def set_threads(self, parameters, context, feedback) -> int:
         """Set torch's threads for this (worker) thread; torch's setting is per thread."""
         import torch

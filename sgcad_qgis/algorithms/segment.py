@@ -20,8 +20,12 @@ from ._common import EngineAlgorithm, verdict
 
 GRIDS = (("sar", "SAR raster's grid"), ("optical", "Optical raster's grid"))
 BACKENDS = (("auto", "Automatic"), ("torch", "PyTorch"), ("onnx", "ONNX Runtime"))
-OUTPUT_FILES = {"CLASSES": "classes", "CONFIDENCE": "confidence", "WATER_PROBABILITY": "water",
-                "GATES": "gates"}
+OUTPUT_FILES = {
+    "CLASSES": "classes",
+    "CONFIDENCE": "confidence",
+    "WATER_PROBABILITY": "water",
+    "GATES": "gates",
+}
 
 
 class Segment(EngineAlgorithm):
@@ -44,21 +48,37 @@ class Segment(EngineAlgorithm):
         self.add_raster("SAR", "SAR raster")
         self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
         self.add_model("MODEL", "Student model")
-        self.add_model("TEACHER", "SAR water teacher model (optional)", optional=True)
+        self.add_model("TEACHER", "SAR water teacher model", optional=True)
         self.add_aoi()
         self.add_device_parameter()
         self.add_number("TILE_SIZE", "Tile size (pixels)", 512, 64, 8192)
         self.add_number("OVERLAP", "Tile overlap (pixels)", 64, 0, 2048)
         self.add_number("BATCH_SIZE", "Tiles per batch", 4, 1, 256)
-        self.add_advanced(QgsProcessingParameterEnum("GRID", self.tr("Output grid"),
-                                                     options=[t for _, t in GRIDS], defaultValue=0))
-        self.add_advanced(QgsProcessingParameterNumber(
-            "RESOLUTION", self.tr("Output pixel size (0 = the chosen grid's own)"),
-            QgsProcessingParameterNumber.Double, 0.0, False, 0.0))
-        self.add_advanced(QgsProcessingParameterRasterLayer(
-            "CLOUD_MASK", self.tr("Cloud mask (non-zero = optical missing)"), optional=True))
-        self.add_advanced(QgsProcessingParameterEnum("BACKEND", self.tr("Inference backend"),
-                                                     options=[t for _, t in BACKENDS], defaultValue=0))
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                "GRID", self.tr("Output grid"), options=[t for _, t in GRIDS], defaultValue=0
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                "RESOLUTION",
+                self.tr("Output pixel size (0 = the chosen grid's own)"),
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                False,
+                0.0,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterRasterLayer(
+                "CLOUD_MASK", self.tr("Cloud mask (non-zero = optical missing)"), optional=True
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                "BACKEND", self.tr("Inference backend"), options=[t for _, t in BACKENDS], defaultValue=0
+            )
+        )
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
@@ -75,30 +95,37 @@ class Segment(EngineAlgorithm):
             return ok, message
         optical = self.parameterAsRasterLayer(parameters, "OPTICAL", context)
         sar = self.parameterAsRasterLayer(parameters, "SAR", context)
-        meta, model_problem = _checks.model_file(self.parameterAsFile(parameters, "MODEL", context), "student")
+        meta, model_problem = _checks.model_file(
+            self.parameterAsFile(parameters, "MODEL", context), "student"
+        )
         teacher_path = self.parameterAsFile(parameters, "TEACHER", context)
         teacher, teacher_problem = _checks.model_file(teacher_path, "teacher", "teacher model")
         sar_bands = self.bands(parameters, "SAR_BANDS", context)
         messages = [
             _checks.overlap(optical, sar, "optical raster", "SAR raster"),
             model_problem,
-            _checks.model_bands(meta, optical, self.bands(parameters, "OPTICAL_BANDS", context), "optical",
-                                "optical raster"),
+            _checks.model_bands(
+                meta, optical, self.bands(parameters, "OPTICAL_BANDS", context), "optical", "optical raster"
+            ),
             _checks.model_bands(meta, sar, sar_bands, "sar", "SAR raster"),
             teacher_problem,
         ]
         if meta is not None and teacher is not None and teacher.bands.sar_channels != meta.bands.sar_channels:
             messages.append(
                 f"The teacher model takes {teacher.bands.sar_channels} SAR band(s) but the student "
-                f"takes {meta.bands.sar_channels}; both are fed the same SAR bands.")
+                f"takes {meta.bands.sar_channels}; both are fed the same SAR bands."
+            )
         if parameters.get("AOI_LAYER") not in (None, ""):
             source = self.parameterAsSource(parameters, "AOI_LAYER", context)
             messages.append(_checks.overlap(sar, source, "SAR raster", "area of interest"))
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         if folder and not folder.startswith(("TEMPORARY", "memory:")):
             for name in ("classes.tif", "confidence.tif"):
-                messages.append(_checks.output_free(str(Path(folder) / name),
-                                                    self.overwrite(parameters, context), "output"))
+                messages.append(
+                    _checks.output_free(
+                        str(Path(folder) / name), self.overwrite(parameters, context), "output"
+                    )
+                )
         return verdict(messages)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -128,7 +155,14 @@ class Segment(EngineAlgorithm):
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         with self.stage(feedback, "Segmentation") as progress:
             result = segment_scene(
-                optical, sar, model, folder, teacher_path=teacher, cfg=cfg, aoi=aoi, progress=progress,
+                optical,
+                sar,
+                model,
+                folder,
+                teacher_path=teacher,
+                cfg=cfg,
+                aoi=aoi,
+                progress=progress,
                 overwrite=self.overwrite(parameters, context),
                 optical_bands=self.bands(parameters, "OPTICAL_BANDS", context) or None,
                 sar_bands=self.bands(parameters, "SAR_BANDS", context) or None,
@@ -140,25 +174,38 @@ class Segment(EngineAlgorithm):
         feedback.pushInfo(
             f"{result['tiles']} tiles on {result['device']} in {result['seconds']:.1f} s "
             f"({result['pixels_per_second']:.0f} pixels/s; reading {timings.get('read_s', 0):.1f} s, "
-            f"network {timings.get('network_s', 0):.1f} s, writing {timings.get('blend_write_s', 0):.1f} s)")
+            f"network {timings.get('network_s', 0):.1f} s, writing {timings.get('blend_write_s', 0):.1f} s)"
+        )
         schema = read_metadata(model).schema
         self._publish(context, result["outputs"], Path(model).stem, schema)
         outputs = {key: result["outputs"].get(engine_key, "") for key, engine_key in OUTPUT_FILES.items()}
-        outputs.update(OUTPUT_FOLDER=folder, SECONDS=result["seconds"], TILES=result["tiles"],
-                       DEVICE_USED=result["device"])
+        outputs.update(
+            OUTPUT_FOLDER=folder,
+            SECONDS=result["seconds"],
+            TILES=result["tiles"],
+            DEVICE_USED=result["device"],
+        )
         return outputs
 
     @staticmethod
     def _publish(context, paths, model_name: str, schema) -> None:
         styles = {
             "classes": (f"Land cover ({model_name})", layers.KIND_CLASSES, "CLASSES"),
-            "confidence": (f"Confidence ({model_name}; negative = SAR only)", layers.KIND_CONFIDENCE,
-                           "CONFIDENCE"),
+            "confidence": (
+                f"Confidence ({model_name}; negative = SAR only)",
+                layers.KIND_CONFIDENCE,
+                "CONFIDENCE",
+            ),
             "water": ("Water probability (SAR teacher)", layers.KIND_PROBABILITY, "WATER_PROBABILITY"),
-            "gates": ("Teacher confidence gates (blue water, red non-water)", layers.KIND_GATE_BANDS, "GATES"),
+            "gates": (
+                "Teacher confidence gates (blue water, red non-water)",
+                layers.KIND_GATE_BANDS,
+                "GATES",
+            ),
         }
         for key, path in paths.items():
             name, kind, output = styles[key]
             extra = (layers.SAR_ONLY_NON_WATER,) if key == "classes" else ()
-            layers.publish_output(context, path, name, kind, output, schema, add_to_load=True,
-                                  extra_classes=extra)
+            layers.publish_output(
+                context, path, name, kind, output, schema, add_to_load=True, extra_classes=extra
+            )

@@ -70,8 +70,15 @@ class SynthScene(EngineAlgorithm):
             )
         schema = ClassSchema()
         seed = result["seed"]
-        layers.publish_output(context, result["label"], f"Synthetic label (seed {seed})", layers.KIND_CLASSES,
-                              "LABEL", schema, add_to_load=True)
+        layers.publish_output(
+            context,
+            result["label"],
+            f"Synthetic label (seed {seed})",
+            layers.KIND_CLASSES,
+            "LABEL",
+            schema,
+            add_to_load=True,
+        )
         for key, title in (("optical", "Synthetic optical"), ("sar", "Synthetic SAR (sigma0)")):
             layers.load_on_completion(context, result[key], f"{title} (seed {seed})", key.upper())
         fractions = result["class_fractions"]

@@ -44,7 +44,7 @@ from .labelling import LabelPanel
 from .results import find_or_make_group, show_results
 from .tasks import TaskRunner
 
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = Path(__file__).absolute().parent.parent  # not resolve(): dev builds are symlinks
 BUNDLED_MODELS = PLUGIN_DIR / "resources" / "models"
 OUTPUT_KEY = "sgcad/output_folder"
 LEVELS = {0: Qgis.Info, 1: Qgis.Warning, 2: Qgis.Critical, 3: Qgis.Success}
@@ -252,7 +252,7 @@ class SgcadDock(QDockWidget):
             widget.setEnabled(not busy)
         self.back_button.setEnabled(not busy and self.history.can_go_back())
         self.cancel_button.setEnabled(busy)
-        if not busy:
+        if busy:
             self.progress.setValue(0)
 
     def _refresh_history(self) -> None:
@@ -292,6 +292,8 @@ class SgcadDock(QDockWidget):
     # ------------------------------------------------------------------ actions
     def segment(self, model_path: Optional[str] = None) -> bool:
         """Start ``sgcad:segment``; returns False (with a message) when inputs are not usable."""
+        if self._busy_message():
+            return False
         try:
             choice = wiring.gather(self, model_path)
             params, run = wiring.segment_parameters(choice)
@@ -302,6 +304,8 @@ class SgcadDock(QDockWidget):
 
     def finetune(self) -> bool:
         """Check the drawn labels, then start ``sgcad:finetune`` (which re-segments when done)."""
+        if self._busy_message():
+            return False
         try:
             choice = wiring.gather(self)
             layer = self.labels.layer()
@@ -322,10 +326,12 @@ class SgcadDock(QDockWidget):
             return False
         return self._start(wiring.FINETUNE, params, {"run": run, "choice": choice})
 
-    def _start(self, alg_id: str, params: Dict[str, Any], pending: Dict[str, Any]) -> bool:
+    def _busy_message(self) -> bool:
         if self.runner.busy():
             self.notify("Another SGCAD run is still going; wait for it or cancel it first.", 1)
-            return False
+        return self.runner.busy()
+
+    def _start(self, alg_id: str, params: Dict[str, Any], pending: Dict[str, Any]) -> bool:
         QgsSettings().setValue(OUTPUT_KEY, self.output.filePath())
         self.pending = dict(pending, alg=alg_id, started=time.monotonic())
         self.log.appendPlainText(f"--- {alg_id} {pending['run']['name']}")
@@ -336,8 +342,8 @@ class SgcadDock(QDockWidget):
 
     def cancel(self) -> None:
         if self.runner.busy():
+            self.status.setText("Canceling…")  # first: a queued task reports back synchronously
             self.runner.cancel()
-            self.status.setText("Canceling…")
 
     def back_to_previous_model(self) -> None:
         """Select the model before the newest one; re-segment when a map is shown."""
@@ -363,12 +369,12 @@ class SgcadDock(QDockWidget):
         pending, self.pending = self.pending, {}
         self._set_busy(False)
         name = pending.get("run", {}).get("name", alg_id)
-        if canceled:
-            self.notify(f"{name}: canceled; no layer was changed.", 1)
+        if canceled or not ok:
+            self.progress.setValue(0)
+            self.notify(f"{name}: canceled; no layer was changed." if canceled else f"{name} failed: {error}",
+                        1 if canceled else 2)
             return
-        if not ok:
-            self.notify(f"{name} failed: {error}", 2)
-            return
+        self.progress.setValue(100)
         seconds = time.monotonic() - pending.get("started", time.monotonic())
         try:
             if alg_id == wiring.SEGMENT:

@@ -55,7 +55,7 @@ def create_label_layer(
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
         options.layerName = "labels"
-        result = QgsVectorFileWriter.writeAsVectorFormatV2(
+        result = QgsVectorFileWriter.writeAsVectorFormatV3(
             memory, str(path), QgsProject.instance().transformContext(), options
         )
         if result[0] != QgsVectorFileWriter.NoError:

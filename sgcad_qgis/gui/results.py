@@ -24,7 +24,9 @@ class ResultLayer:
             or ``band`` for a paletted view of one band given by ``classes``.
         abstract: longer explanation, kept in the layer's metadata (Properties > Metadata).
         band: band to show.
-        classes: ``(value, colour, legend label)`` entries for kind ``band``.
+        classes: ``(value, colour, legend label)`` entries for kind ``band``; for kind
+            ``classes``, values the class map holds beyond the schema.
+        visible: whether a newly added layer starts visible.
     """
 
     role: str
@@ -34,6 +36,7 @@ class ResultLayer:
     abstract: str = ""
     band: int = 1
     classes: Tuple[Tuple[int, str, str], ...] = ()
+    visible: bool = True
 
 
 def style(layer: QgsRasterLayer, item: ResultLayer, schema) -> None:
@@ -42,7 +45,8 @@ def style(layer: QgsRasterLayer, item: ResultLayer, schema) -> None:
         layer.setRenderer(styles.paletted_renderer(layer, item.classes, item.band))
         layer.renderer().setOpacity(styles.GATE_OPACITY)
     else:
-        styles.apply_style(layer, item.kind, schema, item.band)
+        extra = item.classes if item.kind == styles.KIND_CLASSES else ()
+        styles.apply_style(layer, item.kind, schema, item.band, extra)
 
 
 def find_or_make_group(name: str, previous: Optional[str] = None) -> QgsLayerTreeGroup:
@@ -87,7 +91,7 @@ def show_results(
             if not layer.isValid():
                 raise ValueError(f"The output {item.path} cannot be opened as a raster.")
             project.addMapLayer(layer, False)
-            group.addLayer(layer)
+            group.addLayer(layer).setItemVisibilityChecked(item.visible)
         if not layer.isValid():
             raise ValueError(f"The output {item.path} cannot be opened as a raster.")
         style(layer, item, schema)

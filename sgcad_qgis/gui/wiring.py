@@ -44,6 +44,16 @@ class Choice:
     model_stem: str = ""
 
 
+def require_algorithm(alg_id: str) -> None:
+    """Raise ValueError when the Processing provider does not offer ``alg_id``."""
+    from qgis.core import QgsApplication
+
+    if QgsApplication.processingRegistry().algorithmById(alg_id) is None:
+        raise ValueError(f"The Processing algorithm {alg_id} is not available: is the SGCAD provider "
+                         "enabled (Processing > Options > Providers)? Run Plugins > SGCAD > Check "
+                         "environment to see what is missing.")
+
+
 def read_model(path: str):
     """The model's metadata (classes, colours, bands), without loading its weights.
 
@@ -162,6 +172,7 @@ def _common(choice: Choice) -> Dict[str, Any]:
 
 def segment_parameters(choice: Choice) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Parameters of ``sgcad:segment`` and the run's name, group and folder."""
+    require_algorithm(SEGMENT)
     run = _run("segment", choice)
     params = _common(choice)
     params["OUTPUT_FOLDER"] = str(run["folder"])
@@ -170,12 +181,33 @@ def segment_parameters(choice: Choice) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return params, run
 
 
+def snapshot_labels(layer, folder: Path) -> str:
+    """Copy the label polygons (edit buffer included) to ``folder/labels.gpkg``.
+
+    The worker thread then reads a file rather than a live layer, and the run folder keeps
+    the exact labels each model was tuned on.
+    """
+    from qgis.core import QgsVectorFileWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "labels.gpkg"
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "labels"
+    error, message = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, str(target), QgsProject.instance().transformContext(), options)[:2]
+    if error != QgsVectorFileWriter.NoError:
+        raise ValueError(f"Cannot copy the label layer {layer.name()!r} to {target}: {message}")
+    return str(target)
+
+
 def finetune_parameters(choice: Choice, label_layer, epochs: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Parameters of ``sgcad:finetune`` on the drawn polygons."""
+    """Parameters of ``sgcad:finetune`` on the drawn polygons (copied into the run folder)."""
+    require_algorithm(FINETUNE)
     run = _run("finetune", choice)
     params = _common(choice)
     params.update({
-        "LABELS": label_layer.source(),
+        "LABELS": snapshot_labels(label_layer, run["folder"]),
         "CLASS_FIELD": "class",
         "EPOCHS": int(epochs),
         "OUTPUT_FOLDER": str(run["folder"]),
@@ -195,50 +227,84 @@ GATE_BANDS = (
 
 
 def segment_layers(results: Dict[str, Any]) -> List[ResultLayer]:
-    """The layers to show after ``sgcad:segment``: class map, then gates and agreement."""
+    """The layers to show after ``sgcad:segment``: class map, gates and agreement, then the
+    (hidden) confidence and water probability."""
     items = [ResultLayer("classes", results.get("CLASSES", ""), "Land cover (classes)", styles.KIND_CLASSES,
-                         "Class of each pixel; 254 = non-water seen only by SAR; transparent = no data.")]
+                         "Class of each pixel; grey = non-water seen only by SAR; transparent = no data.",
+                         classes=(styles.SAR_ONLY_NON_WATER,))]
     gates = results.get("GATES", "")
     for role, band, name, color, abstract in GATE_BANDS:
         items.append(ResultLayer(role, gates, name, "band", abstract, band=band,
                                  classes=((1, color, name),)))
+    items.append(ResultLayer("confidence", results.get("CONFIDENCE", ""),
+                             "Confidence (negative = SAR only)", styles.KIND_CONFIDENCE,
+                             "Model's top class probability; negative where only SAR was seen.",
+                             visible=False))
+    items.append(ResultLayer("water", results.get("WATER_PROBABILITY", ""),
+                             "Water probability (water expert)", styles.KIND_PROBABILITY,
+                             "The SAR water expert's water probability.", visible=False))
     return [i for i in items if i.path]
 
 
+def _output(results: Dict[str, Any], keys: Tuple[str, ...], filename: str) -> str:
+    """A file named by one of ``keys`` in the results, else ``filename`` in the run folder."""
+    for key in keys:
+        value = results.get(key)
+        if isinstance(value, str) and value and Path(value).is_file():
+            return value
+    fallback = Path(results.get("OUTPUT_FOLDER") or "") / filename
+    return str(fallback) if results.get("OUTPUT_FOLDER") and fallback.is_file() else ""
+
+
 def finetuned_model(results: Dict[str, Any]) -> str:
-    path = results.get("OUTPUT_MODEL") or results.get("MODEL") or ""
-    if not path or not Path(path).is_file():
+    path = _output(results, ("OUTPUT_MODEL", "MODEL"), "best.safetensors")
+    if not path:
         raise ValueError("the fine-tune finished but wrote no model file; see the log.")
-    return str(path)
+    return path
 
 
 def report_path(results: Dict[str, Any]) -> str:
-    return str(results.get("REPORT") or "")
+    return _output(results, ("REPORT",), "report.html")
+
+
+def _history_file(results: Dict[str, Any]) -> Optional[Path]:
+    path = _output(results, ("HISTORY",), "history.json")
+    return Path(path) if path else None
 
 
 def kd_series(results: Dict[str, Any]) -> Tuple[List[int], Dict[str, List[float]]]:
-    """Epochs and KD-region ratios (all, water, non-water) from the run's ``history.json``."""
-    history = results.get("HISTORY") or ""
-    if not history or not Path(history).is_file():
+    """Epochs and KD-region ratios (all, water, non-water) from the run's ``history.json``.
+
+    Warm-up epochs (no distillation yet) have no ratio and are left out.
+    """
+    path = _history_file(results)
+    if path is None:
         return [], {}
-    records = json.loads(Path(history).read_text())
-    records = records.get("epochs", records) if isinstance(records, dict) else records
-    rows = [r for r in records if "kd_ratio" in r]
+    records = json.loads(path.read_text())
+    records = records.get("epochs", records.get("records", [])) if isinstance(records, dict) else records
+
+    def value(record, key):
+        v = record.get(f"train_{key}", record.get(key))
+        return None if v is None else float(v)
+
+    rows = [r for r in records if value(r, "kd_ratio") is not None]
     epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(rows)]
-    series = {"all": [float(r["kd_ratio"]) for r in rows]}
+    series = {"all": [value(r, "kd_ratio") for r in rows]}
     for key, name in (("kd_ratio_water", "water"), ("kd_ratio_non_water", "non-water")):
-        if rows and all(key in r for r in rows):
-            series[name] = [float(r[key]) for r in rows]
+        values = [value(r, key) for r in rows]
+        if rows and all(v is not None for v in values):
+            series[name] = values
     return epochs, series
 
 
 def finetune_layers(results: Dict[str, Any]) -> List[ResultLayer]:
     """Gate masks and the KD-region-ratio raster written by ``sgcad:finetune``."""
     items = [
-        ResultLayer("kd_gates", results.get("GATES", ""), "KD gates (reliable water / non-water)",
+        ResultLayer("kd_gates", _output(results, ("GATES",), "gates.tif"),
+                    "KD gates (reliable water / non-water)",
                     styles.KIND_GATES, "Pixels where distillation was applied: the water expert is "
                     "confident and the labels agree."),
-        ResultLayer("kd_ratio", results.get("KD_RATIO", ""),
+        ResultLayer("kd_ratio", _output(results, ("KD_RATIO",), "kd_ratio.tif"),
                     "KD region ratio (share of gated pixels per block)",
                     styles.KIND_KD_RATIO, "Fraction of pixels in each block that passed a confidence gate."),
     ]

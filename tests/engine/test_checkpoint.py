@@ -20,16 +20,24 @@ from engine.train.checkpoint import (
 )
 from engine.train.schedule import PolyLR
 
-TINY_STUDENT = StudentConfig(widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8,
-                             attention_dim=8, pool_size=4)
-TINY_TEACHER = TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1))
+TINY_STUDENT = StudentConfig(
+    widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8, attention_dim=8, pool_size=4
+)
+TINY_TEACHER = TeacherConfig(
+    widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1)
+)
 
 
 def _student(tmp_path, schema=None, bands=None):
     torch.manual_seed(0)
     model = build_model(TINY_STUDENT)
-    meta = ModelMetadata(kind="student", model=to_dict(TINY_STUDENT), schema=schema or ClassSchema(),
-                         bands=bands or BandMapping(), metrics={"miou": 0.5})
+    meta = ModelMetadata(
+        kind="student",
+        model=to_dict(TINY_STUDENT),
+        schema=schema or ClassSchema(),
+        bands=bands or BandMapping(),
+        metrics={"miou": 0.5},
+    )
     path = save_model(tmp_path / "student.safetensors", model, meta)
     return model, path
 
@@ -86,8 +94,9 @@ def test_refuses_files_that_are_not_fitting_checkpoints(tmp_path):
 
     # a teacher given where a student is expected
     teacher = build_model(TINY_TEACHER)
-    tpath = save_model(tmp_path / "teacher.safetensors", teacher,
-                       ModelMetadata(kind="teacher", model=to_dict(TINY_TEACHER)))
+    tpath = save_model(
+        tmp_path / "teacher.safetensors", teacher, ModelMetadata(kind="teacher", model=to_dict(TINY_TEACHER))
+    )
     with pytest.raises(ValueError, match="is a teacher checkpoint, but a student"):
         load_model(tpath, expected_kind="student")
     assert load_model(tpath, expected_kind="teacher")[1].kind == "teacher"
@@ -105,7 +114,9 @@ def test_training_state_round_trip_continues_identically(tmp_path):
 
     def make():
         torch.manual_seed(1)
-        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 2))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 2)
+        )
         opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
         return net, opt, PolyLR(opt, total_iters=10)
 

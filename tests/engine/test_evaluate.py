@@ -49,8 +49,21 @@ def test_windowed_result_equals_whole_array_matrix(pair):
 def test_cli_writes_json_and_plot_and_refuses_overwrite(pair, tmp_path, capsys):
     pred_path, ref_path, _, _ = pair
     out, plot = tmp_path / "m.json", tmp_path / "cm.png"
-    args = ["evaluate", "--prediction", str(pred_path), "--reference", str(ref_path), "--out", str(out),
-            "--plot", str(plot), "--block", "32", "--quiet", "--json"]
+    args = [
+        "evaluate",
+        "--prediction",
+        str(pred_path),
+        "--reference",
+        str(ref_path),
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+        "--block",
+        "32",
+        "--quiet",
+        "--json",
+    ]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["ok"] and printed["oa"] == json.loads(out.read_text())["oa"]

@@ -40,8 +40,18 @@ ORIGIN = (500000.0, 5800000.0)
 
 def _write(path: Path, data: np.ndarray, x0: int = 0, y0: int = 0, res: float = 5.0) -> Path:
     transform = from_origin(ORIGIN[0] + x0 * res, ORIGIN[1] - y0 * res, res, res)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype="float32", crs="EPSG:32631", transform=transform, nodata=float("nan")) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype="float32",
+        crs="EPSG:32631",
+        transform=transform,
+        nodata=float("nan"),
+    ) as ds:
         ds.write(data.astype("float32"))
     return path
 
@@ -63,15 +73,23 @@ def scene(tmp_path_factory):
     meta = ModelMetadata(
         kind="student",
         model=to_dict(StudentConfig(widths=(4, 8, 8, 8), decoder_channels=8, attention_dim=8)),
-        optical_normalization=NormalizationRecord("optical", tuple(BandNormalization(i, 0.0, 255.0) for i in (1, 2, 3))),
+        optical_normalization=NormalizationRecord(
+            "optical", tuple(BandNormalization(i, 0.0, 255.0) for i in (1, 2, 3))
+        ),
         sar_normalization=NormalizationRecord("sar", (BandNormalization(1, -25.0, 0.0),)),
         sar_preprocess=SarPreprocessConfig(input_is_db=True),  # Lee 7x7: a 3-pixel halo per tile
     )
     from engine.models import build_model
 
     model = save_model(d / "student.safetensors", build_model(meta.model), meta)
-    return {"dir": d, "optical": optical, "sar": sar, "model": model,
-            "optical_path": _write(d / "optical.tif", optical), "sar_path": _write(d / "sar.tif", sar)}
+    return {
+        "dir": d,
+        "optical": optical,
+        "sar": sar,
+        "model": model,
+        "optical_path": _write(d / "optical.tif", optical),
+        "sar_path": _write(d / "sar.tif", sar),
+    }
 
 
 def context_model(optical: np.ndarray, sar: np.ndarray):
@@ -100,8 +118,15 @@ def _read(path, band=1):
 
 
 def _segment(scene, optical, sar, out, cfg=None, **kw):
-    return segment_scene(optical, sar, scene["model"], out, cfg=cfg or InferenceConfig(tile_size=128, overlap=32),
-                         backend=kw.pop("backend", None) or _backend(), **kw)
+    return segment_scene(
+        optical,
+        sar,
+        scene["model"],
+        out,
+        cfg=cfg or InferenceConfig(tile_size=128, overlap=32),
+        backend=kw.pop("backend", None) or _backend(),
+        **kw,
+    )
 
 
 def test_plan_covers_grid_with_equal_tiles_and_weights_blend_to_one():
@@ -110,8 +135,8 @@ def test_plan_covers_grid_with_equal_tiles_and_weights_blend_to_one():
     wsum = np.zeros((700, 1000), np.float32)
     for t in plan.tiles:
         assert (t.height, t.width) == plan.tile_shape == (256, 256)
-        cover[t.y0:t.y1, t.x0:t.x1] += 1
-        wsum[t.y0:t.y1, t.x0:t.x1] += tile_weight(t, plan)
+        cover[t.y0 : t.y1, t.x0 : t.x1] += 1
+        wsum[t.y0 : t.y1, t.x0 : t.x1] += tile_weight(t, plan)
     assert cover.min() >= 1 and len(plan.tiles) == plan.total == 5 * 3
     # facing cosine ramps sum to one: blending equal predictions returns them unchanged
     assert np.allclose(wsum[:444, :744], 1.0, atol=1e-5) and wsum.min() > 0  # up to the shifted last tiles
@@ -141,30 +166,40 @@ def test_seamless_on_a_crop_at_an_offset_not_on_the_tile_stride(scene, tmp_path)
     dx, dy, cw, ch = 37, 53, 300, 250  # stride is 96: the crop's tiles fall elsewhere
     crop = scene["dir"] / "crop"
     crop.mkdir(exist_ok=True)
-    opt = _write(crop / "o.tif", scene["optical"][:, dy:dy + ch, dx:dx + cw], dx, dy)
-    sar = _write(crop / "s.tif", scene["sar"][:, dy:dy + ch, dx:dx + cw], dx, dy)
+    opt = _write(crop / "o.tif", scene["optical"][:, dy : dy + ch, dx : dx + cw], dx, dy)
+    sar = _write(crop / "s.tif", scene["sar"][:, dy : dy + ch, dx : dx + cw], dx, dy)
     part = _segment(scene, opt, sar, tmp_path / "crop")
     m = 8  # the crop's own border lacks context (Lee halo 3 + receptive radius 4)
-    a = _read(full["outputs"]["classes"])[dy + m:dy + ch - m, dx + m:dx + cw - m]
+    a = _read(full["outputs"]["classes"])[dy + m : dy + ch - m, dx + m : dx + cw - m]
     b = _read(part["outputs"]["classes"])[m:-m, m:-m]
     assert len(np.unique(a)) >= 4  # a scene with several classes, not a constant map
     assert (a != b).mean() <= 1e-4
-    ca = _read(full["outputs"]["confidence"])[dy + m:dy + ch - m, dx + m:dx + cw - m]
+    ca = _read(full["outputs"]["confidence"])[dy + m : dy + ch - m, dx + m : dx + cw - m]
     cb = _read(part["outputs"]["confidence"])[m:-m, m:-m]
     assert np.nanmax(np.abs(ca - cb)) < 1e-4
     # the same comparison without overlap shows the tile seams this test is there to catch
     cfg = InferenceConfig(tile_size=128, overlap=0)
     seamy = _segment(scene, scene["optical_path"], scene["sar_path"], tmp_path / "seam", cfg=cfg)
-    s = _read(seamy["outputs"]["classes"])[dy + m:dy + ch - m, dx + m:dx + cw - m]
-    cs = _read(seamy["outputs"]["confidence"])[dy + m:dy + ch - m, dx + m:dx + cw - m]
+    s = _read(seamy["outputs"]["classes"])[dy + m : dy + ch - m, dx + m : dx + cw - m]
+    cs = _read(seamy["outputs"]["confidence"])[dy + m : dy + ch - m, dx + m : dx + cw - m]
     assert (s != b).mean() > 0.01
     assert np.nanmax(np.abs(cs - cb)) > 0.2
 
 
 def test_outputs_are_tiled_geotiffs_with_legend_overviews_and_gates(scene, tmp_path):
-    r = _segment(scene, scene["optical_path"], scene["sar_path"], tmp_path / "o", cfg=InferenceConfig(tile_size=256, overlap=32))
+    r = _segment(
+        scene,
+        scene["optical_path"],
+        scene["sar_path"],
+        tmp_path / "o",
+        cfg=InferenceConfig(tile_size=256, overlap=32),
+    )
     assert sorted(Path(p).name for p in r["outputs"].values()) == [
-        "classes.tif", "confidence.tif", "gates.tif", "water_probability.tif"]
+        "classes.tif",
+        "confidence.tif",
+        "gates.tif",
+        "water_probability.tif",
+    ]
     with rasterio.open(r["outputs"]["classes"]) as ds:
         assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.block_shapes[0] == (256, 256)
         assert ds.overviews(1) == [2]
@@ -173,7 +208,11 @@ def test_outputs_are_tiled_geotiffs_with_legend_overviews_and_gates(scene, tmp_p
         assert ds.descriptions == ("class",)
     with rasterio.open(r["outputs"]["gates"]) as ds:
         gates = ds.read()
-        assert ds.descriptions == ("teacher_confident_water", "teacher_confident_non_water", "teacher_student_agree")
+        assert ds.descriptions == (
+            "teacher_confident_water",
+            "teacher_confident_non_water",
+            "teacher_student_agree",
+        )
     water = _read(r["outputs"]["water"])
     np.testing.assert_array_equal(gates[0] == 1, water > 0.95)
     np.testing.assert_array_equal(gates[1] == 1, water < 0.15)
@@ -191,8 +230,13 @@ def test_nodata_in_nodata_out_and_sar_only_answers_where_optical_is_missing(scen
     cloud[:, 20:60, 300:380] = 1  # user cloud mask over valid optical
     d = tmp_path / "in"
     d.mkdir()
-    r = _segment(scene, _write(d / "o.tif", optical), _write(d / "s.tif", sar), tmp_path / "out",
-                 cloud_mask=_write(d / "c.tif", cloud))
+    r = _segment(
+        scene,
+        _write(d / "o.tif", optical),
+        _write(d / "s.tif", sar),
+        tmp_path / "out",
+        cloud_mask=_write(d / "c.tif", cloud),
+    )
     cls, conf = _read(r["outputs"]["classes"]), _read(r["outputs"]["confidence"])
     water = _read(r["outputs"]["water"])
     assert (cls[250:300] == 255).all() and np.isnan(conf[250:300]).all() and np.isnan(water[250:300]).all()
@@ -216,19 +260,32 @@ def test_aoi_polygon_limits_tiles_and_masks_outside(scene, tmp_path):
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     layer = ds.CreateLayer("aoi", srs, ogr.wkbPolygon)
     f = ogr.Feature(layer.GetLayerDefn())
-    f.SetGeometry(ogr.CreateGeometryFromWkt(
-        f"POLYGON(({x0} {y0},{x0 + 750} {y0},{x0} {y0 - 750},{x0} {y0}))"))
+    f.SetGeometry(
+        ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x0 + 750} {y0},{x0} {y0 - 750},{x0} {y0}))")
+    )
     layer.CreateFeature(f)
     ds = layer = f = None
     calls = []
-    r = _segment(scene, scene["optical_path"], scene["sar_path"], tmp_path / "aoi", aoi=str(path),
-                 cfg=InferenceConfig(tile_size=64, overlap=16, batch_size=1), backend=_backend(calls))
+    r = _segment(
+        scene,
+        scene["optical_path"],
+        scene["sar_path"],
+        tmp_path / "aoi",
+        aoi=str(path),
+        cfg=InferenceConfig(tile_size=64, overlap=16, batch_size=1),
+        backend=_backend(calls),
+    )
     assert r["grid"]["width"] == r["grid"]["height"] == 150
     assert r["tiles"] == sum(calls) < r["tiles_total"] == 9  # the far corner tile is skipped
     cls = _read(r["outputs"]["classes"])
     assert (cls[5, 5:140] < K).all() and (cls[140:, 140:] == 255).all()  # in / outside the triangle
-    box = _segment(scene, scene["optical_path"], scene["sar_path"], tmp_path / "box",
-                   aoi=f"{x0},{y0 - 100},{x0 + 100},{y0}")
+    box = _segment(
+        scene,
+        scene["optical_path"],
+        scene["sar_path"],
+        tmp_path / "box",
+        aoi=f"{x0},{y0 - 100},{x0 + 100},{y0}",
+    )
     assert box["grid"]["width"] == box["grid"]["height"] == 20 and box["tiles"] == 1
     with pytest.raises(ValueError, match="does not overlap"):
         _segment(scene, scene["optical_path"], scene["sar_path"], tmp_path / "none", aoi="0,0,10,10")
@@ -239,15 +296,23 @@ def test_cancel_and_errors_leave_no_file_and_outputs_are_not_overwritten(scene, 
     reports = []
     progress = CallbackProgress(report=lambda f, m: reports.append(f), is_canceled=lambda: len(reports) > 2)
     with pytest.raises(Canceled):
-        _segment(scene, scene["optical_path"], scene["sar_path"], out, progress=progress,
-                 cfg=InferenceConfig(tile_size=64, overlap=16, batch_size=1))
+        _segment(
+            scene,
+            scene["optical_path"],
+            scene["sar_path"],
+            out,
+            progress=progress,
+            cfg=InferenceConfig(tile_size=64, overlap=16, batch_size=1),
+        )
     assert list(out.iterdir()) == []
 
     def broken(o, s):
         raise RuntimeError("network failed")
 
     with pytest.raises(RuntimeError, match="network failed"):
-        _segment(scene, scene["optical_path"], scene["sar_path"], out, backend=CallableBackend(broken, K, True))
+        _segment(
+            scene, scene["optical_path"], scene["sar_path"], out, backend=CallableBackend(broken, K, True)
+        )
     assert list(out.iterdir()) == []
 
     first = _segment(scene, scene["optical_path"], scene["sar_path"], out)
@@ -257,7 +322,8 @@ def test_cancel_and_errors_leave_no_file_and_outputs_are_not_overwritten(scene, 
     assert Path(first["outputs"]["classes"]).stat().st_mtime_ns == stamp
     again = _segment(scene, scene["optical_path"], scene["sar_path"], out, overwrite=True)
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".aux.xml")) == sorted(
-        Path(p).name for p in again["outputs"].values())
+        Path(p).name for p in again["outputs"].values()
+    )
 
 
 def test_bad_inputs_raise_clear_errors(scene, tmp_path):

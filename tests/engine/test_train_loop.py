@@ -14,16 +14,26 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from engine.config import ClassSchema, DistillConfig, LossConfig, ModelMetadata, StudentConfig, TeacherConfig, TrainConfig, to_dict
+from engine.config import (
+    ClassSchema,
+    DistillConfig,
+    LossConfig,
+    ModelMetadata,
+    StudentConfig,
+    TeacherConfig,
+    TrainConfig,
+    to_dict,
+)
 from engine.losses import gated_distillation
 from engine.models import build_model
-from engine.progress import Canceled, CallbackProgress
+from engine.progress import CallbackProgress, Canceled
 from engine.train.loop import Trainer
 from engine.train.tasks import DistillTask, StudentTask, TeacherTask
 
 SCHEMA = ClassSchema()
-STUDENT = StudentConfig(widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8,
-                        attention_dim=8, pool_size=4)
+STUDENT = StudentConfig(
+    widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8, attention_dim=8, pool_size=4
+)
 TEACHER = TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1))
 
 
@@ -83,8 +93,19 @@ def test_stage1_learns_and_writes_logs_plots_report(tmp_path):
     # six classes: a constant prediction scores at most 1/6 OA and about 0.03 mIoU
     assert result["validation"]["miou"] > max(0.25, history[0]["val_miou"] + 0.15)
     csv_head = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
-    for column in ("train_loss", "train_ce", "train_dice", "train_lovasz", "val_oa", "val_kappa", "val_miou",
-                   "val_water_iou", "val_iou_water", "val_iou_road", "lr"):
+    for column in (
+        "train_loss",
+        "train_ce",
+        "train_dice",
+        "train_lovasz",
+        "val_oa",
+        "val_kappa",
+        "val_miou",
+        "val_water_iou",
+        "val_iou_water",
+        "val_iou_road",
+        "lr",
+    ):
         assert column in csv_head
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "Test metrics" in html
@@ -103,7 +124,10 @@ def test_same_seed_gives_the_same_numbers(tmp_path):
     a = _stage1(tmp_path / "a", _cfg(epochs=2)).fit()
     b = _stage1(tmp_path / "b", _cfg(epochs=2)).fit()
     assert a["test"] == b["test"]
-    wa, wb = _state_weights(tmp_path / "a" / "state.safetensors"), _state_weights(tmp_path / "b" / "state.safetensors")
+    wa, wb = (
+        _state_weights(tmp_path / "a" / "state.safetensors"),
+        _state_weights(tmp_path / "b" / "state.safetensors"),
+    )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -127,11 +151,17 @@ def test_cancel_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
 
     resumed = _stage1(run, cfg).fit(resume=True)  # a fresh process would build the same objects
     assert resumed["test"] == full["test"]
-    wf, wr = _state_weights(tmp_path / "full" / "state.safetensors"), _state_weights(run / "state.safetensors")
+    wf, wr = (
+        _state_weights(tmp_path / "full" / "state.safetensors"),
+        _state_weights(run / "state.safetensors"),
+    )
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
+
     def numbers(folder):  # the history without wall-clock times
-        return [{k: v for k, v in r.items() if k != "seconds"}
-                for r in json.loads((folder / "history.json").read_text())["epochs"]]
+        return [
+            {k: v for k, v in r.items() if k != "seconds"}
+            for r in json.loads((folder / "history.json").read_text())["epochs"]
+        ]
 
     assert numbers(run) == numbers(tmp_path / "full")
 
@@ -204,4 +234,6 @@ def test_stage2_run_logs_kd_ratio_after_warmup_and_fusion_evaluation(tmp_path):
     assert 0 <= fusion["water_agreement"] <= 1 and fusion["pixels"] == 6 * 30 * 32
     assert (tmp_path / "plots" / "kd_ratio.png").is_file()
     assert "Fusion evaluation" in (tmp_path / "report.html").read_text()
-    assert json.loads((tmp_path / "best.safetensors.json").read_text())["train"]["distill"]["warmup_epochs"] == 1
+    assert (
+        json.loads((tmp_path / "best.safetensors.json").read_text())["train"]["distill"]["warmup_epochs"] == 1
+    )

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-TINY_STUDENT = {"widths": [8, 8, 16, 16], "blocks_per_stage": [1, 1, 1, 1], "decoder_channels": 8,
-                "attention_dim": 8, "pool_size": 4}
+TINY_STUDENT = {
+    "widths": [8, 8, 16, 16],
+    "blocks_per_stage": [1, 1, 1, 1],
+    "decoder_channels": 8,
+    "attention_dim": 8,
+    "pool_size": 4,
+}
 TINY_TEACHER = {"widths": [4, 8, 8, 8], "blocks_per_branch": [1, 1, 1, 1], "modules_per_stage": [1, 1, 1, 1]}
 SCENE_SIZE = 192
 
@@ -47,7 +52,6 @@ def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
     band and class checks).
     """
     import torch
-
     from sgcad_qgis.engine.config import (
         ModelMetadata,
         OpticalPreprocessConfig,
@@ -66,10 +70,45 @@ def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
     sar_rec = compute_normalization(synthetic_scene["sar"], [1], sar_cfg)
     opt_rec = compute_normalization(synthetic_scene["optical"], [1, 2, 3], opt_cfg)
     out = {}
-    for kind, cls, tiny in (("student", StudentConfig, TINY_STUDENT), ("teacher", TeacherConfig, TINY_TEACHER)):
+    for kind, cls, tiny in (
+        ("student", StudentConfig, TINY_STUDENT),
+        ("teacher", TeacherConfig, TINY_TEACHER),
+    ):
         torch.manual_seed(0)
         config = from_dict(cls, tiny)
-        meta = ModelMetadata(kind=kind, model=to_dict(config), sar_preprocess=sar_cfg, optical_preprocess=opt_cfg,
-                             sar_normalization=sar_rec, optical_normalization=opt_rec)
+        meta = ModelMetadata(
+            kind=kind,
+            model=to_dict(config),
+            sar_preprocess=sar_cfg,
+            optical_preprocess=opt_cfg,
+            sar_normalization=sar_rec,
+            optical_normalization=opt_rec,
+        )
         out[kind] = str(save_model(folder / f"{kind}.safetensors", build_model(config), meta))
+    return out
+
+
+def training_params(scene: dict, folder, epochs: int = 2, **extra) -> dict:
+    """Tiny, fast training settings on the synthetic scene (64-pixel patches, 2 threads)."""
+    params = {
+        "OPTICAL": scene["optical"], "SAR": scene["sar"], "LABELS": scene["label"], "EPOCHS": epochs,
+        "PATCH_SIZE": 64, "TILE_SIZE": 64, "BATCH_SIZE": 4, "LEE_WINDOW": 3, "PATIENCE": 0, "THREADS": 2,
+        "DEVICE": 1, "OUTPUT_FOLDER": str(folder),
+    }
+    params.update(extra)
+    return params
+
+
+@pytest.fixture(scope="session")
+def trained_models(synthetic_scene, tmp_path_factory) -> dict:
+    """A tiny teacher and stage-1 student trained through the algorithms once per session."""
+    import json
+
+    import processing
+
+    folder = tmp_path_factory.mktemp("trained")
+    out = {}
+    for alg, kind, tiny in (("trainteacher", "teacher", TINY_TEACHER), ("trainstudent", "student", TINY_STUDENT)):
+        params = training_params(synthetic_scene, folder / kind, epochs=3, MODEL_CONFIG=json.dumps(tiny))
+        out[kind] = processing.run(f"sgcad:{alg}", params)
     return out

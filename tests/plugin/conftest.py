@@ -57,4 +57,4 @@ def sgcad_provider(qgis_processing):
 
 
 # Session fixtures of the algorithm and Modeler tests (synthetic scene, tiny models).
-from alg_fixtures import scene, synthetic_scene, untrained_models  # noqa: E402,F401
+from alg_fixtures import scene, synthetic_scene, trained_models, untrained_models  # noqa: E402,F401

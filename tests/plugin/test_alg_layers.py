@@ -19,15 +19,23 @@ from qgis.core import (
     QgsSingleBandPseudoColorRenderer,
 )
 from rasterio.transform import from_origin
+from sgcad_qgis.engine.config import ClassSchema
 
 from sgcad_qgis import layers
-from sgcad_qgis.engine.config import ClassSchema
 
 
 def _write(path: Path, array: np.ndarray, dtype: str = "float32") -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1],
-                       count=array.shape[0], dtype=dtype, crs="EPSG:32631",
-                       transform=from_origin(500000, 5700000, 10, 10)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[2],
+        height=array.shape[1],
+        count=array.shape[0],
+        dtype=dtype,
+        crs="EPSG:32631",
+        transform=from_origin(500000, 5700000, 10, 10),
+    ) as dst:
         dst.write(array.astype(dtype))
     return path
 
@@ -46,15 +54,18 @@ def _virtual(path: Path) -> QgsRasterLayer:
     item = QgsRasterDataProvider.VirtualRasterInputLayers()
     item.name, item.provider, item.uri = "src", "gdal", str(path)
     params.rInputLayers = [item]
-    return QgsRasterLayer(QgsRasterDataProvider.encodeVirtualRasterProviderUri(params), "doubled", "virtualraster")
+    return QgsRasterLayer(
+        QgsRasterDataProvider.encodeVirtualRasterProviderUri(params), "doubled", "virtualraster"
+    )
 
 
 def test_plain_file_is_used_in_place_and_web_maps_are_refused(qgis_app, raster):
     layer = QgsRasterLayer(str(raster), "optical")
     assert layers.raster_source(layer, "optical raster") == str(raster)
 
-    xyz = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0",
-                         "OSM tiles", "wms")
+    xyz = QgsRasterLayer(
+        "type=xyz&url=http://127.0.0.1:9/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0", "OSM tiles", "wms"
+    )
     assert xyz.isValid()
     with pytest.raises(QgsProcessingException, match="'OSM tiles' is a web map.*not sensor values"):
         layers.raster_source(xyz, "optical raster")
@@ -84,8 +95,12 @@ def test_layer_without_a_file_is_exported_over_the_needed_window_only(qgis_app, 
 
 
 def test_class_map_is_paletted_with_schema_names_and_colours_also_from_its_sidecar(qgis_app, tmp_path):
-    schema = ClassSchema(names=("land", "water", "urban"), ids=(0, 1, 2),
-                         colors=("#00ff00", "#0000ff", "#ff0000"), water_class=1)
+    schema = ClassSchema(
+        names=("land", "water", "urban"),
+        ids=(0, 1, 2),
+        colors=("#00ff00", "#0000ff", "#ff0000"),
+        water_class=1,
+    )
     path = _write(tmp_path / "classes.tif", np.array([[[0, 1], [2, 255]]]), "uint8")
     qml = layers.save_style_sidecar(str(path), layers.KIND_CLASSES, schema)
     assert qml == str(tmp_path / "classes.qml")
@@ -104,8 +119,9 @@ def test_post_processor_names_and_styles_loaded_outputs(qgis_app, tmp_path):
     gates = _write(tmp_path / "gates.tif", np.array([[[0, 1], [2, 1]]]), "uint8")
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    context.addLayerToLoadOnCompletion(str(probability), QgsProcessingContext.LayerDetails(
-        "x", QgsProject.instance(), "WATER"))
+    context.addLayerToLoadOnCompletion(
+        str(probability), QgsProcessingContext.LayerDetails("x", QgsProject.instance(), "WATER")
+    )
     layers.publish_output(context, str(probability), "Water probability (teacher)", layers.KIND_PROBABILITY)
     layers.publish_output(context, str(gates), "KD gate masks", layers.KIND_GATES, "GATES", add_to_load=True)
     assert context.willLoadLayerOnCompletion(str(gates))

@@ -29,9 +29,18 @@ def _run(params, context=None):
 
 
 def _params(scene, models, out, **extra):
-    params = {"OPTICAL": scene["optical"], "SAR": scene["sar"], "MODEL": models["student"],
-              "TEACHER": models["teacher"], "DEVICE": 1, "TILE_SIZE": 96, "OVERLAP": 16,
-              "BATCH_SIZE": 2, "THREADS": 2, "OUTPUT_FOLDER": str(out)}
+    params = {
+        "OPTICAL": scene["optical"],
+        "SAR": scene["sar"],
+        "MODEL": models["student"],
+        "TEACHER": models["teacher"],
+        "DEVICE": 1,
+        "TILE_SIZE": 96,
+        "OVERLAP": 16,
+        "BATCH_SIZE": 2,
+        "THREADS": 2,
+        "OUTPUT_FOLDER": str(out),
+    }
     params.update(extra)
     return params
 
@@ -55,10 +64,15 @@ def test_segment_writes_styled_outputs_equal_to_the_engine_over_the_aoi(scene, u
         classes = src.read(1)
         assert src.shape == (60, 100) and src.transform.c == left + 20 and src.transform.f == top - 20
 
-    direct = segment_scene(scene["optical"], scene["sar"], untrained_models["student"], tmp_path / "direct",
-                           teacher_path=untrained_models["teacher"],
-                           cfg=InferenceConfig(tile_size=96, overlap=16, batch_size=2, device="cpu", threads=2),
-                           aoi=(left + 20, top - 140, left + 220, top - 20))
+    direct = segment_scene(
+        scene["optical"],
+        scene["sar"],
+        untrained_models["student"],
+        tmp_path / "direct",
+        teacher_path=untrained_models["teacher"],
+        cfg=InferenceConfig(tile_size=96, overlap=16, batch_size=2, device="cpu", threads=2),
+        aoi=(left + 20, top - 140, left + 220, top - 20),
+    )
     with rasterio.open(direct["outputs"]["classes"]) as src:
         np.testing.assert_array_equal(classes, src.read(1))
 
@@ -99,13 +113,57 @@ def test_segment_refuses_before_running(scene, untrained_models, tmp_path):
 def test_segment_through_qgis_process_json(scene, untrained_models, tmp_path):
     env = dict(os.environ, SGCAD_QGIS_PROFILE=str(tmp_path / "profile"))
     out = tmp_path / "cli"
-    command = [str(ROOT / "scripts" / "qgis_process"), "run", "sgcad:segment", "--json", "--",
-               f"OPTICAL={scene['optical']}", f"SAR={scene['sar']}", f"MODEL={untrained_models['student']}",
-               "DEVICE=1", "TILE_SIZE=96", "OVERLAP=16", "THREADS=1", f"OUTPUT_FOLDER={out}"]
+    command = [
+        str(ROOT / "scripts" / "qgis_process"),
+        "run",
+        "sgcad:segment",
+        "--json",
+        "--",
+        f"OPTICAL={scene['optical']}",
+        f"SAR={scene['sar']}",
+        f"MODEL={untrained_models['student']}",
+        "DEVICE=1",
+        "TILE_SIZE=96",
+        "OVERLAP=16",
+        "THREADS=1",
+        f"OUTPUT_FOLDER={out}",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    result = json.loads(done.stdout[done.stdout.index("{") :])["results"]
     assert Path(result["CLASSES"]).is_file() and result["WATER_PROBABILITY"] == ""
     with rasterio.open(result["CLASSES"]) as src:
         assert src.shape == (192, 192)
         assert set(np.unique(src.read(1))) <= set(range(6))
+
+
+def test_batch_rows_run_independently_like_the_batch_dialog(scene, untrained_models, tmp_path):
+    """The batch dialog calls alg.run() per row on one instance, with a fresh context each time."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from processing.tools import dataobjects
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("sgcad:segment")
+    rows = [
+        _params(
+            scene,
+            untrained_models,
+            tmp_path / "row1",
+            AOI_EXTENT="590000,590100,5759900,5760000 [EPSG:32631]",
+        ),
+        _params(scene, untrained_models, tmp_path / "row2", OPTICAL_BANDS=[1, 2]),  # wrong: 2 of 3 bands
+        _params(scene, untrained_models, tmp_path / "row3", TEACHER=None),
+    ]
+    outcomes = []
+    for params in rows:
+        feedback = QgsProcessingFeedback()
+        context = dataobjects.createContext(feedback)
+        results, ok = alg.run(params, context, feedback)
+        if ok:
+            handleAlgorithmResults(alg, context, feedback, False, params)
+        outcomes.append((ok, results))
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    with rasterio.open(outcomes[0][1]["CLASSES"]) as first, rasterio.open(outcomes[2][1]["CLASSES"]) as third:
+        assert first.shape == (50, 50) and third.shape == (192, 192)
+    assert outcomes[0][1]["GATES"] and not outcomes[2][1]["GATES"]  # only row 1 had a teacher
+    assert not (tmp_path / "row2").exists() or not any((tmp_path / "row2").iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import QPoint, Qt
@@ -20,6 +21,14 @@ SHOTS = ROOT / "build" / "gui_screenshots"
 pytestmark = pytest.mark.gui
 
 
+def plain_preprocessing():
+    """Fixed linear scaling (no percentiles to compute): dB SAR and 8-bit optical as they are."""
+    from sgcad_qgis.engine.config import OpticalPreprocessConfig, SarPreprocessConfig
+
+    return {"sar_preprocess": SarPreprocessConfig(lee_filter=False, to_db=False, robust_normalize=False),
+            "optical_preprocess": OpticalPreprocessConfig(scale=1 / 255, robust_normalize=False)}
+
+
 def tiny_model(path: Path, schema=None) -> Path:
     """A real (untrained) student checkpoint, small enough to build in milliseconds."""
     from sgcad_qgis.engine.config import ClassSchema, ModelMetadata, StudentConfig, to_dict
@@ -29,7 +38,8 @@ def tiny_model(path: Path, schema=None) -> Path:
     schema = schema or ClassSchema()
     cfg = StudentConfig(widths=(8, 8, 8, 8), blocks_per_stage=(1, 1, 1, 1), attention_dim=8,
                         decoder_channels=8, num_classes=schema.num_classes)
-    save_model(path, build_model(cfg), ModelMetadata(model=to_dict(cfg), schema=schema))
+    meta = ModelMetadata(model=to_dict(cfg), schema=schema, **plain_preprocessing())
+    save_model(path, build_model(cfg), meta)
     return path
 
 
@@ -52,18 +62,37 @@ def rotterdam(tmp_path, shared_data, qgis_new_project, qgis_iface):
 
 
 @pytest.fixture()
-def dock(rotterdam, recording_iface, tmp_path):
+def make_dock(recording_iface, tmp_path):
+    """Builds docks like the plugin does (a tiny student selected) and closes them afterwards."""
     from sgcad_qgis.gui.dock import SgcadDock
 
-    widget = SgcadDock(recording_iface)
-    widget.model_picker.set_path(str(tiny_model(tmp_path / "student.safetensors")))
-    widget.output.setFilePath(str(tmp_path / "runs"))
-    widget.resize(400, 1000)
-    widget.show()
-    yield widget
-    widget.canvas.unsetMapTool(widget.labels.tool)
-    widget.close()
-    widget.deleteLater()
+    made = []
+
+    def make():
+        widget = SgcadDock(recording_iface)
+        widget.finished_runs = []
+        widget.runner.finished.connect(lambda *args: widget.finished_runs.append(args))
+        widget.model_picker.set_path(str(tiny_model(tmp_path / "student.safetensors")))
+        widget.output.setFilePath(str(tmp_path / "runs"))
+        widget.resize(400, 1000)
+        widget.show()
+        made.append(widget)
+        return widget
+
+    yield make
+    for widget in made:
+        if widget.runner.busy():
+            widget.runner.cancel()
+            wait_for_run(widget, len(widget.finished_runs))
+        widget.canvas.unsetMapTool(widget.labels.tool)
+        widget.canvas.unsetMapTool(widget.area.tool)
+        widget.close()
+        widget.deleteLater()
+
+
+@pytest.fixture()
+def dock(rotterdam, make_dock):
+    return make_dock()
 
 
 def shot(widget, name: str) -> Path:
@@ -189,3 +218,244 @@ def test_bad_states_give_clear_messages_and_start_nothing(dock, rotterdam, recor
     # segmenting with too many ticked SAR bands is refused before anything runs
     dock.sar.set_bands([1, 2])
     assert dock.segment() is False and "reads 1 SAR band(s), but 2 are ticked" in dock.status.text()
+
+
+def tiny_teacher(path: Path) -> Path:
+    from sgcad_qgis.engine.config import ModelMetadata, TeacherConfig, to_dict
+    from sgcad_qgis.engine.models import build_model
+    from sgcad_qgis.engine.train.checkpoint import save_model
+
+    cfg = TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1))
+    meta = ModelMetadata(kind="teacher", model=to_dict(cfg), **plain_preprocessing())
+    save_model(path, build_model(cfg), meta)
+    return path
+
+
+def wait_for_run(dock, index: int = 0, timeout_s: float = 240.0):
+    """Return the ``index``-th finished run of ``dock``, running a Qt event loop until it exists.
+
+    QGIS keeps processing events while waiting, as it does for a user; the loop ends as soon
+    as the run's ``finished`` signal arrives (or at the timeout, which fails the test).
+    """
+    from qgis.PyQt.QtCore import QEventLoop, QTimer
+
+    runs = dock.finished_runs
+    if len(runs) <= index:
+        loop = QEventLoop()
+        dock.runner.finished.connect(loop.quit)
+        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        while len(runs) <= index and dock.runner.busy():
+            loop.exec_()
+        dock.runner.finished.disconnect(loop.quit)
+    assert len(runs) > index, f"run {index} did not finish within {timeout_s} s"
+    return runs[index]
+
+
+def test_segment_runs_in_background_and_adds_styled_layers(dock, rotterdam, tmp_path, sgcad_provider):
+    dock.teacher.setFilePath(str(tiny_teacher(tmp_path / "teacher.safetensors")))
+    dock.area.set_mode("canvas")
+    assert dock.segment() is True
+    assert dock.runner.busy() and not dock.segment_button.isEnabled() and dock.cancel_button.isEnabled()
+    alg, ok, results, error, canceled = wait_for_run(dock)
+    assert (alg, ok, error, canceled) == ("sgcad:segment", True, "", False), error
+    group = QgsProject.instance().layerTreeRoot().findGroup(dock.segment_group)
+    assert group is not None and group.name().startswith("SGCAD Segmentation ")
+    names = [layer.name() for layer in group.findLayers()]
+    assert names[0] == "Land cover (classes)" and "Teacher gate: confident water" in names
+    classes = QgsProject.instance().mapLayer(dock.segment_layers["classes"])
+    assert classes.renderer().type() == "paletted"
+    assert [c.label for c in classes.renderer().classes()][:2] == ["0 farmland", "1 city"]
+    assert "layer(s) in group" in dock.status.text()
+    shot(dock, "dock_after_segment")
+
+
+def test_rectangle_area_and_cancel(dock, rotterdam, sgcad_provider):
+    canvas = dock.canvas
+    dock.area.set_mode("drawn")
+    assert dock.segment() is False and "Draw rectangle" in dock.status.text()
+    dock.area.draw_button.click()
+    assert canvas.mapTool() is dock.area.tool
+    ext = rotterdam["optical"].extent()
+    start = canvas_pixel(canvas, ext.xMinimum() + 0.25 * ext.width(), ext.yMinimum() + 0.75 * ext.height())
+    end = canvas_pixel(canvas, ext.xMinimum() + 0.5 * ext.width(), ext.yMinimum() + 0.5 * ext.height())
+    QTest.mousePress(canvas.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(*start))
+    QTest.mouseMove(canvas.viewport(), QPoint(*end))
+    QTest.mouseRelease(canvas.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(*end))
+    rect, crs = dock.area.area()
+    assert crs == rotterdam["optical"].crs() and canvas.mapTool() is not dock.area.tool
+    tol = canvas.mapUnitsPerPixel() * 1.5
+    assert abs(rect.width() - 0.25 * ext.width()) < tol and abs(rect.height() - 0.25 * ext.height()) < tol
+
+    # Cancel right away: the run reports 'canceled' and no layer group appears
+    groups_before = len(QgsProject.instance().layerTreeRoot().findGroups())
+    assert dock.segment() is True
+    dock.cancel_button.click()
+    alg, ok, results, error, canceled = wait_for_run(dock, 0)
+    assert canceled and not ok
+    assert "canceled; no layer was changed" in dock.status.text()
+    assert len(QgsProject.instance().layerTreeRoot().findGroups()) == groups_before
+    assert dock.segment_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+    # the same rectangle, run to the end: the class map covers the rectangle, not the scene
+    assert dock.segment() is True
+    alg, ok, results, error, canceled = wait_for_run(dock, 1)
+    assert ok, error
+    classes = QgsRasterLayer(results["CLASSES"], "c")
+    got = classes.extent()
+    assert got.width() < 0.6 * ext.width() and got.height() < 0.6 * ext.height()
+    assert got.intersects(rect)
+    del classes
+
+
+def test_kd_chart_draws_each_series_in_its_colour():
+    from qgis.PyQt.QtGui import QColor
+
+    from sgcad_qgis.gui.chart import SERIES_COLORS, RatioChart
+
+    chart = RatioChart()
+    chart.resize(360, 220)
+    with pytest.raises(ValueError, match="3 values for 2 epochs"):
+        chart.set_series([1, 2], {"all": [0.1, 0.2, 0.3]})
+
+    def pixels_of(color: str) -> int:
+        image = chart.grab().toImage()
+        want = QColor(color)
+        return sum(
+            1 for y in range(0, image.height(), 2) for x in range(0, image.width(), 2)
+            if abs(QColor(image.pixel(x, y)).red() - want.red()) < 30
+            and abs(QColor(image.pixel(x, y)).green() - want.green()) < 30
+            and abs(QColor(image.pixel(x, y)).blue() - want.blue()) < 30
+        )
+
+    assert pixels_of(SERIES_COLORS["water"]) == 0  # empty chart: a sentence, no lines
+    chart.set_series([11, 12, 13, 14], {"all": [0.31, 0.42, 0.47, 0.5], "water": [0.05, 0.08, 0.1, 0.11],
+                                        "non-water": [0.26, 0.34, 0.37, 0.39]})
+    assert pixels_of(SERIES_COLORS["water"]) > 40 and pixels_of(SERIES_COLORS["non-water"]) > 40
+    shot(chart, "kd_chart")
+
+
+def test_plugin_opens_the_dock_once_and_removes_it_on_unload(recording_iface, qgis_new_project):
+    from sgcad_qgis.gui.dock import BUNDLED_MODELS, SgcadDock
+    from sgcad_qgis.plugin import SgcadPlugin
+
+    plugin = SgcadPlugin(recording_iface)  # the menu action's slot; the action is tested in test_plugin_load
+    plugin.show_dock()
+    plugin.show_dock()
+    assert isinstance(plugin.dock, SgcadDock) and recording_iface.docks == [plugin.dock]
+    assert BUNDLED_MODELS.parent.name == "resources" and BUNDLED_MODELS.parent.is_dir()
+    plugin.unload()
+    assert recording_iface.docks == [] and plugin.dock is None
+
+
+@pytest.fixture()
+def synthetic(tmp_path, qgis_new_project, qgis_iface):
+    """A seeded synthetic scene (optical, SAR, label raster) loaded as layers."""
+    import rasterio
+    from sgcad_qgis.engine.data.synthetic import generate_scene
+
+    scene = generate_scene(tmp_path / "scene", size=192, seed=5, write_vector=False)
+    with rasterio.open(scene["label"]) as ds:
+        label, transform = ds.read(1), ds.transform
+    optical = QgsRasterLayer(scene["optical"], "optical")
+    sar = QgsRasterLayer(scene["sar"], "sar")
+    QgsProject.instance().addMapLayers([optical, sar])
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(optical.crs())
+    canvas.setLayers([optical])
+    canvas.setExtent(optical.extent())
+    canvas.refresh()
+
+    def pure_square(class_id: int, size: int = 16):
+        """Map corners of a size x size block of pixels that all hold ``class_id``."""
+        for row in range(0, label.shape[0] - size, 4):
+            for col in range(0, label.shape[1] - size, 4):
+                if np.all(label[row:row + size, col:col + size] == class_id):
+                    x0, y0 = transform * (col + 1, row + size - 1)
+                    x1, y1 = transform * (col + size - 1, row + 1)
+                    return x0, y0, x1, y1
+        raise AssertionError(f"no pure block of class {class_id}")
+
+    yield {"optical": optical, "sar": sar, "square": pure_square, "scene": scene}
+    canvas.setLayers([])
+
+
+def test_finetune_from_drawn_polygons_updates_model_layers_and_chart(make_dock, synthetic, tmp_path,
+                                                                     sgcad_provider):
+    from safetensors.numpy import load_file
+
+    dock = make_dock()
+    student = str(tmp_path / "student.safetensors")
+    dock.teacher.setFilePath(str(tiny_teacher(tmp_path / "teacher.safetensors")))
+    assert dock.optical.layer().name() == "optical" and dock.sar.layer().name() == "sar"
+
+    # segment first: the fine-tune must later refresh these very layers
+    assert dock.segment() is True
+    assert wait_for_run(dock, 0)[1]
+    first_group = dock.segment_group
+    classes_id = dock.segment_layers["classes"]
+    first_source = QgsProject.instance().mapLayer(classes_id).source()
+
+    dock.show_tab(1)
+    dock.labels.create_layer(None)
+    dock.epochs.setValue(2)
+    canvas = dock.canvas
+    dock.labels.draw_button.click()
+    for name, class_id in (("water", 3), ("city", 1)):
+        x0, y0, x1, y1 = synthetic["square"](class_id)
+        dock.labels.palette.set_class(name)
+        draw(canvas, [canvas_pixel(canvas, x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))])
+    assert dock.labels.class_counts() == {"water": 1, "city": 1}
+    shot(dock, "dock_finetune_ready")
+
+    assert dock.finetune() is True, dock.status.text()
+    alg, ok, results, error, canceled = wait_for_run(dock, 1, timeout_s=300)
+    assert (alg, ok, error) == ("sgcad:finetune", True, ""), error
+    new_model = dock.model_picker.current_path()
+    assert new_model != student and Path(new_model).is_file()
+    before, after = load_file(student), load_file(new_model)
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[k], after[k]) for k in before)  # training changed weights
+    assert [e.path for e in dock.history.entries][-2:] == [student, new_model]
+    assert Path(results["OUTPUT_FOLDER"], "labels.gpkg").is_file()
+
+    # KD chart and gate / ratio layers
+    assert dock.tabs.currentIndex() == 2 and dock.chart.epochs
+    fine_groups = [g for g in QgsProject.instance().layerTreeRoot().findGroups()
+                   if g.name().startswith("SGCAD Fine-tune")]
+    assert len(fine_groups) == 1
+    assert {lyr.name() for lyr in fine_groups[0].findLayers()} >= {
+        "KD gates (reliable water / non-water)", "KD region ratio (share of gated pixels per block)"}
+    shot(dock, "dock_gates")
+
+    # the re-segmentation with the new model refreshes the same layers in place
+    alg, ok, results, error, canceled = wait_for_run(dock, 2)
+    assert (alg, ok) == ("sgcad:segment", True), error
+    assert dock.segment_layers["classes"] == classes_id
+    classes = QgsProject.instance().mapLayer(classes_id)
+    assert classes.source() != first_source and classes.isValid()
+    root = QgsProject.instance().layerTreeRoot()
+    assert dock.segment_group != first_group and root.findGroup(first_group) is None
+
+    # back to the previous model: selected again, the map re-segmented with it, files kept
+    dock.back_to_previous_model()
+    assert dock.model_picker.current_path() == student and Path(new_model).is_file()
+    assert wait_for_run(dock, 3)[1]
+    assert not dock.back_button.isEnabled() or dock.history.can_go_back()
+
+
+def test_geopackage_label_layer_keeps_drawn_polygons_on_disk(dock, rotterdam, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    path = tmp_path / "my_labels.gpkg"
+    layer = dock.labels.create_layer(path)
+    assert layer is not None and layer.providerType() == "ogr"
+    assert dock.labels.create_layer(path) is None and "already exists" in dock.status.text()
+    dock.labels.palette.set_class("road")
+    dock.labels.draw_button.click()
+    ext = rotterdam["optical"].extent()
+    corners = [(ext.xMinimum() + ext.width() * fx, ext.yMinimum() + ext.height() * fy)
+               for fx, fy in ((0.4, 0.4), (0.6, 0.4), (0.5, 0.6))]
+    draw(dock.canvas, [canvas_pixel(dock.canvas, x, y) for x, y in corners])
+    reopened = QgsVectorLayer(f"{path}|layername=labels", "check", "ogr")
+    assert [f["class"] for f in reopened.getFeatures()] == ["road"]
+    del reopened

@@ -1,0 +1,240 @@
+"""Training inputs: aligned rasters + labels (raster or polygons), or an exported patch set.
+
+Everything derived from the inputs (label raster on the grid, normalisation records,
+patch manifest) is written into the run folder once, so a resumed run reads exactly the
+same data instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..config import (
+    BandMapping,
+    ClassSchema,
+    NormalizationRecord,
+    OpticalPreprocessConfig,
+    PatchConfig,
+    SarPreprocessConfig,
+    from_dict,
+    to_dict,
+)
+from ..preprocess.pipeline import InputPreprocessor
+from ..progress import NULL_PROGRESS, Progress
+from ..raster.grid import Grid, grid_of
+from .checkpoint import atomic_write_bytes
+from .evaluate import is_raster
+
+DATA_FILE = "data.json"
+
+
+@dataclass
+class TrainingInputs:
+    """Where the training data comes from and how it is read.
+
+    Either ``optical`` + ``sar`` + ``labels`` (a label raster, or a polygon layer with
+    ``class_field``), or ``patch_set``: a folder exported earlier (``manifest.json`` beside
+    the rasters it names).
+    """
+
+    optical: Optional[str] = None
+    sar: Optional[str] = None
+    labels: Optional[str] = None
+    class_field: Optional[str] = None
+    layer: Optional[str] = None
+    patch_set: Optional[str] = None
+    bands: BandMapping = field(default_factory=BandMapping)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    sar_preprocess: SarPreprocessConfig = field(default_factory=SarPreprocessConfig)
+    optical_preprocess: OpticalPreprocessConfig = field(default_factory=OpticalPreprocessConfig)
+    resolution: Optional[float] = None
+
+
+@dataclass
+class PreparedData:
+    """The datasets of a run and what the checkpoint must remember about them."""
+
+    datasets: Dict[str, Dataset]
+    preprocessor: InputPreprocessor
+    optical_record: Optional[NormalizationRecord]
+    sar_record: Optional[NormalizationRecord]
+    histogram: List[int]  # labelled pixels per class in the training split
+    optical: Path
+    sar: Path
+    label: Path
+    grid: Grid
+    manifest: Dict[str, Any]
+
+
+def _resolve_sources(inputs: TrainingInputs) -> Tuple[Path, Path, Optional[Path], Optional[Dict[str, Any]]]:
+    """(optical, sar, labels, manifest-or-None) from rasters or an exported patch set."""
+    if inputs.patch_set:
+        from ..data.patches import load_manifest
+
+        folder = Path(inputs.patch_set)
+        manifest_path = folder / "manifest.json" if folder.is_dir() else folder
+        if not manifest_path.is_file():
+            raise ValueError(f"{folder} is not a patch set: no manifest.json in it")
+        manifest = load_manifest(manifest_path)
+        base = manifest_path.parent
+        paths = []
+        for key in ("optical", "sar", "label"):
+            value = manifest.get("sources", {}).get(key) or manifest.get(key)
+            if not value:
+                raise ValueError(f"{manifest_path} does not name its {key} raster")
+            paths.append(Path(value) if Path(value).is_absolute() else base / value)
+        return paths[0], paths[1], paths[2], manifest
+    missing = [n for n in ("optical", "sar", "labels") if not getattr(inputs, n)]
+    if missing:
+        raise ValueError(f"training needs --optical, --sar and --labels (or --patches); missing: {missing}")
+    for name in ("optical", "sar", "labels"):
+        if not Path(getattr(inputs, name)).exists():
+            raise FileNotFoundError(f"{name} input {getattr(inputs, name)} does not exist")
+    return Path(inputs.optical), Path(inputs.sar), Path(inputs.labels), None
+
+
+def _label_raster(
+    inputs: TrainingInputs,
+    labels: Path,
+    optical: Path,
+    sar: Path,
+    schema: ClassSchema,
+    run_dir: Path,
+    progress: Progress,
+) -> Tuple[Path, Grid]:
+    """A label raster on the training grid: the given one, or the polygons rasterised."""
+    if is_raster(labels):
+        return labels, grid_of(labels)
+    if not inputs.class_field:
+        raise ValueError(
+            f"{labels} is a polygon layer: give the attribute holding the classes (--class-field)"
+        )
+    from ..raster.grid import default_grid
+    from ..raster.io import write_raster
+    from ..raster.labels import rasterize_labels
+
+    grid = default_grid(optical, sar, resolution=inputs.resolution, min_size=inputs.patch.patch_size)
+    array, report = rasterize_labels(labels, inputs.class_field, grid, schema, layer=inputs.layer)
+    progress.info(f"rasterised {labels} onto a {grid.width}x{grid.height} grid: {report}")
+    out = run_dir / "labels.tif"
+    write_raster(out, array.astype(np.uint8), grid, nodata=schema.ignore_index, overwrite=True)
+    return out, grid
+
+
+def train_histogram(manifest: Dict[str, Any], num_classes: int) -> List[int]:
+    """Labelled pixels per class over the training patches of a manifest."""
+    hist = np.zeros(num_classes, dtype=np.int64)
+    for patch in manifest["patches"]:
+        if patch["split"] == "train":
+            counts = patch["class_counts"]
+            items = counts.items() if isinstance(counts, dict) else enumerate(counts)
+            for cls, n in items:
+                if int(cls) < num_classes:
+                    hist[int(cls)] += int(n)
+    return hist.tolist()
+
+
+def prepare_data(
+    inputs: TrainingInputs,
+    schema: ClassSchema,
+    run_dir: Path,
+    records: Optional[Tuple[Optional[NormalizationRecord], Optional[NormalizationRecord]]] = None,
+    augment: bool = True,
+    seed: int = 42,
+    reuse: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> PreparedData:
+    """Build the train/val/test datasets of a run.
+
+    Args:
+        inputs: the data sources.
+        schema: the classes.
+        run_dir: the run folder (receives ``data.json``, ``manifest.json``, maybe ``labels.tif``).
+        records: (optical, SAR) normalisation to reuse (stage 2 keeps the stage-1 scaling);
+            default: computed from the training rasters.
+        augment: augment the training split.
+        seed: seeds the normalisation sample and the augmentation.
+        reuse: read what an earlier start of this run saved (resume) instead of recomputing.
+        progress: progress and cancellation.
+    """
+    from ..data.dataset import PatchDataset
+    from ..data.patches import build_manifest, load_manifest, save_manifest
+    from ..preprocess.normalize import compute_normalization
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / DATA_FILE
+    if reuse and saved.is_file():
+        info = json.loads(saved.read_text())
+        optical, sar, label = Path(info["optical"]), Path(info["sar"]), Path(info["label"])
+        manifest = load_manifest(run_dir / "manifest.json")
+        opt_rec = from_dict(NormalizationRecord, info["optical_record"]) if info["optical_record"] else None
+        sar_rec = from_dict(NormalizationRecord, info["sar_record"]) if info["sar_record"] else None
+        grid = grid_of(label)
+    else:
+        optical, sar, label, manifest = _resolve_sources(inputs)
+        if manifest is None:
+            label, grid = _label_raster(inputs, label, optical, sar, schema, run_dir, progress)
+            progress.info("cutting the labelled area into tiles and patches (split first, crop later)")
+            manifest = build_manifest(label, inputs.patch, schema)
+        else:
+            grid = grid_of(label)
+        opt_rec, sar_rec = records or (None, None)
+        if opt_rec is None and inputs.optical_preprocess.robust_normalize:
+            progress.info(f"optical normalisation from {optical}")
+            opt_rec = compute_normalization(
+                optical,
+                inputs.bands.optical_bands,
+                inputs.optical_preprocess,
+                grid,
+                progress=progress,
+                seed=seed,
+            )
+        if sar_rec is None and inputs.sar_preprocess.robust_normalize:
+            progress.info(f"SAR normalisation from {sar}")
+            sar_rec = compute_normalization(
+                sar, inputs.bands.sar_bands, inputs.sar_preprocess, grid, progress=progress, seed=seed
+            )
+        save_manifest(manifest, run_dir / "manifest.json")
+        info = {
+            "optical": str(optical),
+            "sar": str(sar),
+            "label": str(label),
+            "optical_record": to_dict(opt_rec) if opt_rec else None,
+            "sar_record": to_dict(sar_rec) if sar_rec else None,
+            "inputs": to_dict(inputs),
+        }
+        atomic_write_bytes(saved, json.dumps(info, indent=1).encode("utf-8"))
+    pre = InputPreprocessor(inputs.sar_preprocess, inputs.optical_preprocess, sar_rec, opt_rec)
+    datasets = {
+        split: PatchDataset(
+            optical,
+            sar,
+            label,
+            manifest,
+            split,
+            pre,
+            augment=augment and split == "train",
+            seed=seed,
+            optical_bands=inputs.bands.optical_bands,
+            sar_bands=inputs.bands.sar_bands,
+        )
+        for split in ("train", "val", "test")
+    }
+    return PreparedData(
+        datasets,
+        pre,
+        opt_rec,
+        sar_rec,
+        train_histogram(manifest, schema.num_classes),
+        optical,
+        sar,
+        label,
+        grid,
+        manifest,
+    )

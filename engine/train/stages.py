@@ -1,0 +1,228 @@
+"""The public training entry points: ``train_teacher``, ``train_student`` and ``distill``.
+
+Each prepares the data (see :mod:`engine.train.data`), builds or loads the networks, and
+runs the shared :class:`~engine.train.loop.Trainer` with the stage's task. The returned dict
+holds the checkpoint path, validation and test metrics and the report paths.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from .. import __version__
+from ..config import (
+    ClassSchema,
+    DistillConfig,
+    LossConfig,
+    ModelMetadata,
+    StudentConfig,
+    TeacherConfig,
+    TrainConfig,
+    to_dict,
+)
+from ..losses import inverse_frequency_weights
+from ..models import build_model
+from ..progress import NULL_PROGRESS, Progress
+from .checkpoint import check_fits, load_model
+from .data import PreparedData, TrainingInputs, prepare_data
+from .loop import Trainer, resolve_device
+from .tasks import DistillTask, StudentTask, TeacherTask
+
+PathLike = Union[str, Path]
+
+
+def _metadata(
+    kind: str, model_cfg: Any, schema: ClassSchema, inputs: TrainingInputs, data: PreparedData
+) -> ModelMetadata:
+    return ModelMetadata(
+        kind=kind,
+        model=to_dict(model_cfg),
+        schema=schema,
+        bands=inputs.bands,
+        optical_normalization=data.optical_record,
+        sar_normalization=data.sar_record,
+        sar_preprocess=inputs.sar_preprocess,
+        optical_preprocess=inputs.optical_preprocess,
+        engine_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _class_weights(histogram: List[int], loss_cfg: LossConfig, progress: Progress) -> Optional[torch.Tensor]:
+    if not loss_cfg.inverse_frequency_weights:
+        return None
+    if sum(histogram) == 0:
+        raise ValueError("the training split holds no labelled pixel; check the labels and the split ratios")
+    weights = inverse_frequency_weights(histogram)
+    progress.info("class weights " + ", ".join(f"{w:.3g}" for w in weights.tolist()))
+    return weights
+
+
+def _prepare(inputs, schema, out_dir, cfg, resume, progress, records=None) -> PreparedData:
+    return prepare_data(
+        inputs,
+        schema,
+        Path(out_dir),
+        records=records,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        reuse=resume,
+        progress=progress,
+    )
+
+
+def train_teacher(
+    inputs: TrainingInputs,
+    out_dir: PathLike,
+    teacher_cfg: Optional[TeacherConfig] = None,
+    train_cfg: Optional[TrainConfig] = None,
+    loss_cfg: Optional[LossConfig] = None,
+    schema: Optional[ClassSchema] = None,
+    progress: Progress = NULL_PROGRESS,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Dict[str, Any]:
+    """Train the SAR-only water teacher (binary water target, CE + edge-aware BCE)."""
+    schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
+    teacher_cfg = teacher_cfg or TeacherConfig()
+    teacher_cfg.sar_channels = inputs.bands.sar_channels
+    data = _prepare(inputs, schema, out_dir, cfg, resume, progress)
+    water = data.histogram[schema.water_class]
+    binary = [sum(data.histogram) - water, water]
+    if water == 0:
+        raise ValueError(
+            f"the training split holds no {schema.names[schema.water_class]!r} pixel; "
+            "the teacher learns water and needs some"
+        )
+    task = TeacherTask(schema, loss_cfg, _class_weights(binary, loss_cfg, progress))
+    torch.manual_seed(cfg.seed)
+    model = build_model(teacher_cfg)
+    meta = _metadata("teacher", teacher_cfg, schema, inputs, data)
+    trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress)
+    return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def train_student(
+    inputs: TrainingInputs,
+    out_dir: PathLike,
+    student_cfg: Optional[StudentConfig] = None,
+    train_cfg: Optional[TrainConfig] = None,
+    loss_cfg: Optional[LossConfig] = None,
+    schema: Optional[ClassSchema] = None,
+    progress: Progress = NULL_PROGRESS,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Dict[str, Any]:
+    """Stage 1: train LightMCANet on optical + SAR with wCE + Dice + Lovász."""
+    schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
+    student_cfg = student_cfg or StudentConfig()
+    student_cfg.optical_channels = inputs.bands.optical_channels
+    student_cfg.sar_channels = inputs.bands.sar_channels
+    student_cfg.num_classes = schema.num_classes
+    data = _prepare(inputs, schema, out_dir, cfg, resume, progress)
+    task = StudentTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress))
+    torch.manual_seed(cfg.seed)
+    model = build_model(student_cfg)
+    meta = _metadata("student", student_cfg, schema, inputs, data)
+    trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress)
+    return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def distill(
+    inputs: TrainingInputs,
+    out_dir: PathLike,
+    student_path: PathLike,
+    teacher_path: PathLike,
+    train_cfg: Optional[TrainConfig] = None,
+    loss_cfg: Optional[LossConfig] = None,
+    distill_cfg: Optional[DistillConfig] = None,
+    progress: Progress = NULL_PROGRESS,
+    resume: bool = False,
+    overwrite: bool = False,
+    write_gate_rasters: bool = True,
+    patch_windows: Optional[List[Tuple[int, int, int, int]]] = None,
+) -> Dict[str, Any]:
+    """Stage 2: fine-tune a stage-1 student with the teacher's confidence-gated water knowledge.
+
+    The student keeps its class schema, band mapping and normalisation (its inputs are
+    scaled as in stage 1). The learning rate is ``train_cfg.lr * train_cfg.stage2_lr_factor``.
+
+    Args:
+        inputs: training data (the same kind of scene the student was trained on).
+        out_dir: run folder.
+        student_path: stage-1 student checkpoint.
+        teacher_path: teacher checkpoint.
+        train_cfg, loss_cfg: optimisation and segmentation loss.
+        distill_cfg: lambda_kd, gates, warm-up, gated or dense.
+        progress: progress and cancellation.
+        resume, overwrite: continue or replace a run in ``out_dir``.
+        write_gate_rasters: write ``gates.tif`` and ``kd_ratio.tif`` over the training area.
+        patch_windows: ``(col, row, width, height)`` windows of the label grid that the gate
+            rasters cover (fine-tuning around user polygons); default the whole labelled area.
+    """
+    cfg, loss_cfg, distill_cfg = (
+        train_cfg or TrainConfig(),
+        loss_cfg or LossConfig(),
+        distill_cfg or DistillConfig(),
+    )
+    student, s_meta = load_model(student_path, expected_kind="student")
+    teacher, t_meta = load_model(teacher_path, expected_kind="teacher")
+    schema = s_meta.schema
+    check_fits(s_meta, student_path, bands=inputs.bands)
+    check_fits(t_meta, teacher_path, bands=inputs.bands)
+    # the student's own preprocessing and scaling: stage 2 must feed it what stage 1 did
+    inputs.sar_preprocess, inputs.optical_preprocess = s_meta.sar_preprocess, s_meta.optical_preprocess
+    if (
+        t_meta.sar_normalization
+        and s_meta.sar_normalization
+        and _bounds(t_meta.sar_normalization) != _bounds(s_meta.sar_normalization)
+    ):
+        progress.info(
+            "warning: the teacher was trained with another SAR scaling than the student; "
+            "the teacher sees SAR scaled for the student"
+        )
+    records = (s_meta.optical_normalization, s_meta.sar_normalization)
+    data = _prepare(inputs, schema, out_dir, cfg, resume, progress, records=records)
+    task = DistillTask(
+        schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress), teacher, distill_cfg
+    )
+    meta = _metadata("student", build_cfg(s_meta), schema, inputs, data)
+    meta.train = {"student_checkpoint": str(student_path), "teacher_checkpoint": str(teacher_path)}
+    task.record.update(meta.train)
+    lr = cfg.lr * cfg.stage2_lr_factor
+    trainer = Trainer(task, student, meta, data.datasets, cfg, Path(out_dir), lr, progress)
+    result = trainer.fit(resume=resume, overwrite=overwrite)
+    if write_gate_rasters:
+        from .gates import write_gate_rasters as write_gates
+
+        result["gate_rasters"] = write_gates(
+            teacher,
+            data.preprocessor,
+            data.sar,
+            inputs.bands.sar_bands,
+            data.label,
+            data.grid,
+            schema,
+            distill_cfg,
+            Path(out_dir),
+            block=inputs.patch.patch_size,
+            windows=patch_windows,
+            device=resolve_device(cfg.device),
+            overwrite=True,
+            progress=progress,
+        )
+    return result
+
+
+def build_cfg(meta: ModelMetadata) -> StudentConfig:
+    from ..config import from_dict
+
+    return from_dict(StudentConfig, meta.model)
+
+
+def _bounds(record) -> List[Tuple[float, float]]:
+    return [(round(b.p_low, 6), round(b.p_high, 6)) for b in record.bands]
