@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="qgis python3-qgis python3-gdal python3-rasterio python3-pyqt5 python3-numpy python3-venv gdal-bin zip"
+APT_PACKAGES="qgis python3-qgis python3-gdal python3-rasterio python3-pyqt5 python3-numpy python3-scipy python3-matplotlib python3-venv gdal-bin zip"
 VENV=.venv
 STAMP="$VENV/.sgcad-setup-stamp"
 

@@ -9,7 +9,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 MENU = "&SGCAD"
-ICON = Path(__file__).resolve().parent / "resources" / "icons" / "sgcad.svg"
+ICON = Path(__file__).absolute().parent / "resources" / "icons" / "sgcad.svg"
 
 
 class SgcadPlugin:
@@ -25,9 +25,10 @@ class SgcadPlugin:
     def initProcessing(self) -> None:  # noqa: N802 - QGIS hook
         from .provider import SgcadProvider
 
-        if self.provider is None:
+        registry = QgsApplication.processingRegistry()
+        if self.provider is None and registry.providerById("sgcad") is None:
             self.provider = SgcadProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            registry.addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS hook
         self.initProcessing()

@@ -11,7 +11,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 PROVIDER_ID = "sgcad"
-ICON_PATH = Path(__file__).resolve().parent / "resources" / "icons" / "sgcad.svg"
+ICON_PATH = Path(__file__).absolute().parent / "resources" / "icons" / "sgcad.svg"
 
 
 def algorithm_classes():
@@ -45,7 +45,7 @@ class SgcadProvider(QgsProcessingProvider):
         return "SGCAD optical+SAR land cover"
 
     def icon(self) -> QIcon:
-        return QIcon(str(Path(__file__).parent / "resources" / "icons" / "sgcad.svg"))
+        return QIcon(str(ICON_PATH))
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         for cls in algorithm_classes():

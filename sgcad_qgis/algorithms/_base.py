@@ -16,7 +16,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..environment import available_devices, dependency_message
 
-ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "sgcad.svg"
+ICON = Path(__file__).absolute().parent.parent / "resources" / "icons" / "sgcad.svg"
 
 GROUPS = {
     "segmentation": "Segmentation",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
 from qgis.core import (
+    QgsCoordinateTransform,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBand,
@@ -114,6 +115,24 @@ class EngineAlgorithm(SgcadAlgorithm):
     ) -> str:
         layer = self.parameterAsRasterLayer(parameters, name, context)
         return layers.raster_source(layer, label, feedback, extent, extent_crs)
+
+    def aoi_window(self, parameters, context, crs, margin: float = 0.0) -> Optional[QgsRectangle]:
+        """The area of interest's bounding box in ``crs``, grown by ``margin`` (``crs`` units).
+
+        Layers that must be exported (not plain files) are exported over this window only.
+        """
+        if parameters.get("AOI_LAYER") not in (None, ""):
+            source = self.parameterAsSource(parameters, "AOI_LAYER", context)
+            rect = QgsRectangle(source.sourceExtent())
+            if source.sourceCrs().isValid() and source.sourceCrs() != crs:
+                transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+                rect = transform.transformBoundingBox(rect)
+        elif parameters.get("AOI_EXTENT") not in (None, ""):
+            rect = self.parameterAsExtent(parameters, "AOI_EXTENT", context, crs)
+        else:
+            return None
+        rect.grow(margin)
+        return rect
 
     def bands(self, parameters, name: str, context) -> Tuple[int, ...]:
         """Selected 1-based bands, in the order chosen; () when none were chosen."""

@@ -136,8 +136,12 @@ class Segment(EngineAlgorithm):
         threads = self.set_threads(parameters, context, feedback)
         sar_layer = self.parameterAsRasterLayer(parameters, "SAR", context)
         aoi = self.aoi_value(parameters, context, feedback, sar_layer.crs() if sar_layer else None)
-        optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster")
-        sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster")
+        # layers that are not plain files are exported over the AOI plus one tile overlap of context
+        margin = self.parameterAsInt(parameters, "OVERLAP", context) * sar_layer.rasterUnitsPerPixelX()
+        window = self.aoi_window(parameters, context, sar_layer.crs(), margin)
+        crs = sar_layer.crs()
+        optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster", window, crs)
+        sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster", window, crs)
         cloud = None
         if parameters.get("CLOUD_MASK") not in (None, ""):
             cloud = self.raster_path(parameters, "CLOUD_MASK", context, feedback, "cloud mask")

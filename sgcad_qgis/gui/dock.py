@@ -209,10 +209,13 @@ class SgcadDock(QDockWidget):
         layout.addWidget(QLabel("Models of this session (newest last):", tab))
         self.history_list = QListWidget(tab)
         self.history_list.setMaximumHeight(80)
+        self.history_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.history_list.setTextElideMode(Qt.ElideLeft)  # the end of a path says most
         layout.addWidget(self.history_list)
         self.back_button = QPushButton("Back to previous model", tab)
         self.back_button.clicked.connect(self.back_to_previous_model)
         layout.addWidget(self.back_button)
+        layout.addStretch(1)
         return tab
 
     def _gates_tab(self) -> QWidget:

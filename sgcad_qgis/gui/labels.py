@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
@@ -125,13 +125,14 @@ def add_polygon(
 def label_problems(
     layer: QgsVectorLayer, schema: ClassSchema, extent: QgsRectangle,
     extent_crs: QgsCoordinateReferenceSystem,
-) -> Dict[str, List[str]]:
+) -> Dict[str, Any]:
     """Check drawn labels before fine-tuning.
 
     Returns:
-        ``{"errors": [...], "warnings": [...]}``, each a sentence the user can act on:
-        no polygons, polygons without or with an unknown class, polygons outside the
-        imagery (all of them: error; some: warning), a single class only.
+        ``errors`` and ``warnings`` (lists of sentences the user can act on: no polygons,
+        polygons without or with an unknown class, polygons outside the imagery (all of
+        them: error; some: warning), a single class only) and ``counts`` (class name ->
+        usable polygons).
     """
     errors: List[str] = []
     warnings: List[str] = []
@@ -164,7 +165,7 @@ def label_problems(
     if total == 0:
         errors.append(f"No polygons yet in {layer.name()!r}: pick a class in the palette and draw "
                       "polygons on the map (left-click vertices, right-click to finish).")
-        return {"errors": errors, "warnings": warnings}
+        return {"errors": errors, "warnings": warnings, "counts": counts}
     if unknown:
         errors.append(f"{len(unknown)} class value(s) {sorted(unknown)} are not classes of the model "
                       f"(it knows {list(schema.names)}); fix the '{CLASS_FIELD}' field.")

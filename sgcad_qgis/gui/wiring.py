@@ -49,9 +49,8 @@ def require_algorithm(alg_id: str) -> None:
     from qgis.core import QgsApplication
 
     if QgsApplication.processingRegistry().algorithmById(alg_id) is None:
-        raise ValueError(f"The Processing algorithm {alg_id} is not available: is the SGCAD provider "
-                         "enabled (Processing > Options > Providers)? Run Plugins > SGCAD > Check "
-                         "environment to see what is missing.")
+        raise ValueError(f"This SGCAD installation offers no Processing algorithm {alg_id}; update the "
+                         "plugin, or enable the SGCAD provider (Processing > Options > Providers).")
 
 
 def read_model(path: str):
@@ -207,9 +206,13 @@ def finetune_parameters(choice: Choice, label_layer, epochs: int) -> Tuple[Dict[
     run = _run("finetune", choice)
     params = _common(choice)
     params.update({
-        "LABELS": snapshot_labels(label_layer, run["folder"]),
+        "STUDENT": choice.model,  # distill's name for the model that is trained further
+        "LABEL_POLYGONS": snapshot_labels(label_layer, run["folder"]),
         "CLASS_FIELD": "class",
         "EPOCHS": int(epochs),
+        # the student is already trained: distil from the first fifth of the epochs on, so a
+        # short interactive run still gets the teacher's gated water knowledge
+        "WARMUP_EPOCHS": int(epochs) // 5,
         "OUTPUT_FOLDER": str(run["folder"]),
     })
     return params, run

@@ -237,3 +237,15 @@ def test_stage2_run_logs_kd_ratio_after_warmup_and_fusion_evaluation(tmp_path):
     assert (
         json.loads((tmp_path / "best.safetensors.json").read_text())["train"]["distill"]["warmup_epochs"] == 1
     )
+
+
+def test_device_choice():
+    from engine.train.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")

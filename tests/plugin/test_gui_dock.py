@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import QPoint, Qt
@@ -129,6 +128,9 @@ def test_defaults_pick_optical_and_sar_layers_and_model_bands(dock, rotterdam):
     dock.sar.set_bands([2])
     assert dock.sar.selected_bands() == [2]
     shot(dock, "dock_segment")
+    dock.show_tab(2)
+    assert not dock.report_button.isEnabled() and not dock.chart.epochs
+    shot(dock, "dock_gates_empty")
 
 
 def canvas_pixel(canvas, x_map: float, y_map: float):
@@ -347,102 +349,6 @@ def test_plugin_opens_the_dock_once_and_removes_it_on_unload(recording_iface, qg
     assert recording_iface.docks == [] and plugin.dock is None
 
 
-@pytest.fixture()
-def synthetic(tmp_path, qgis_new_project, qgis_iface):
-    """A seeded synthetic scene (optical, SAR, label raster) loaded as layers."""
-    import rasterio
-    from sgcad_qgis.engine.data.synthetic import generate_scene
-
-    scene = generate_scene(tmp_path / "scene", size=192, seed=5, write_vector=False)
-    with rasterio.open(scene["label"]) as ds:
-        label, transform = ds.read(1), ds.transform
-    optical = QgsRasterLayer(scene["optical"], "optical")
-    sar = QgsRasterLayer(scene["sar"], "sar")
-    QgsProject.instance().addMapLayers([optical, sar])
-    canvas = qgis_iface.mapCanvas()
-    canvas.setDestinationCrs(optical.crs())
-    canvas.setLayers([optical])
-    canvas.setExtent(optical.extent())
-    canvas.refresh()
-
-    def pure_square(class_id: int, size: int = 16):
-        """Map corners of a size x size block of pixels that all hold ``class_id``."""
-        for row in range(0, label.shape[0] - size, 4):
-            for col in range(0, label.shape[1] - size, 4):
-                if np.all(label[row:row + size, col:col + size] == class_id):
-                    x0, y0 = transform * (col + 1, row + size - 1)
-                    x1, y1 = transform * (col + size - 1, row + 1)
-                    return x0, y0, x1, y1
-        raise AssertionError(f"no pure block of class {class_id}")
-
-    yield {"optical": optical, "sar": sar, "square": pure_square, "scene": scene}
-    canvas.setLayers([])
-
-
-def test_finetune_from_drawn_polygons_updates_model_layers_and_chart(make_dock, synthetic, tmp_path,
-                                                                     sgcad_provider):
-    from safetensors.numpy import load_file
-
-    dock = make_dock()
-    student = str(tmp_path / "student.safetensors")
-    dock.teacher.setFilePath(str(tiny_teacher(tmp_path / "teacher.safetensors")))
-    assert dock.optical.layer().name() == "optical" and dock.sar.layer().name() == "sar"
-
-    # segment first: the fine-tune must later refresh these very layers
-    assert dock.segment() is True
-    assert wait_for_run(dock, 0)[1]
-    first_group = dock.segment_group
-    classes_id = dock.segment_layers["classes"]
-    first_source = QgsProject.instance().mapLayer(classes_id).source()
-
-    dock.show_tab(1)
-    dock.labels.create_layer(None)
-    dock.epochs.setValue(2)
-    canvas = dock.canvas
-    dock.labels.draw_button.click()
-    for name, class_id in (("water", 3), ("city", 1)):
-        x0, y0, x1, y1 = synthetic["square"](class_id)
-        dock.labels.palette.set_class(name)
-        draw(canvas, [canvas_pixel(canvas, x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))])
-    assert dock.labels.class_counts() == {"water": 1, "city": 1}
-    shot(dock, "dock_finetune_ready")
-
-    assert dock.finetune() is True, dock.status.text()
-    alg, ok, results, error, canceled = wait_for_run(dock, 1, timeout_s=300)
-    assert (alg, ok, error) == ("sgcad:finetune", True, ""), error
-    new_model = dock.model_picker.current_path()
-    assert new_model != student and Path(new_model).is_file()
-    before, after = load_file(student), load_file(new_model)
-    assert before.keys() == after.keys()
-    assert any(not np.array_equal(before[k], after[k]) for k in before)  # training changed weights
-    assert [e.path for e in dock.history.entries][-2:] == [student, new_model]
-    assert Path(results["OUTPUT_FOLDER"], "labels.gpkg").is_file()
-
-    # KD chart and gate / ratio layers
-    assert dock.tabs.currentIndex() == 2 and dock.chart.epochs
-    fine_groups = [g for g in QgsProject.instance().layerTreeRoot().findGroups()
-                   if g.name().startswith("SGCAD Fine-tune")]
-    assert len(fine_groups) == 1
-    assert {lyr.name() for lyr in fine_groups[0].findLayers()} >= {
-        "KD gates (reliable water / non-water)", "KD region ratio (share of gated pixels per block)"}
-    shot(dock, "dock_gates")
-
-    # the re-segmentation with the new model refreshes the same layers in place
-    alg, ok, results, error, canceled = wait_for_run(dock, 2)
-    assert (alg, ok) == ("sgcad:segment", True), error
-    assert dock.segment_layers["classes"] == classes_id
-    classes = QgsProject.instance().mapLayer(classes_id)
-    assert classes.source() != first_source and classes.isValid()
-    root = QgsProject.instance().layerTreeRoot()
-    assert dock.segment_group != first_group and root.findGroup(first_group) is None
-
-    # back to the previous model: selected again, the map re-segmented with it, files kept
-    dock.back_to_previous_model()
-    assert dock.model_picker.current_path() == student and Path(new_model).is_file()
-    assert wait_for_run(dock, 3)[1]
-    assert not dock.back_button.isEnabled() or dock.history.can_go_back()
-
-
 def test_geopackage_label_layer_keeps_drawn_polygons_on_disk(dock, rotterdam, tmp_path):
     from qgis.core import QgsVectorLayer
 
@@ -459,3 +365,19 @@ def test_geopackage_label_layer_keeps_drawn_polygons_on_disk(dock, rotterdam, tm
     reopened = QgsVectorLayer(f"{path}|layername=labels", "check", "ogr")
     assert [f["class"] for f in reopened.getFeatures()] == ["road"]
     del reopened
+
+
+def test_kd_series_reads_the_engines_epoch_log_and_skips_warmup(tmp_path):
+    from sgcad_qgis.engine.train.report import EpochLog
+
+    from sgcad_qgis.gui.wiring import kd_series
+
+    log = EpochLog(tmp_path, ["water", "land"])
+    log.append({"epoch": 1, "train_loss": 0.9, "train_kd_ratio": None})  # warm-up: no distillation
+    for epoch, (w, n) in enumerate(((0.10, 0.30), (0.12, 0.33)), start=2):
+        log.append({"epoch": epoch, "train_kd_ratio": w + n, "train_kd_ratio_water": w,
+                    "train_kd_ratio_non_water": n})
+    epochs, series = kd_series({"OUTPUT_FOLDER": str(tmp_path)})
+    assert epochs == [2, 3]
+    assert series["all"] == pytest.approx([0.40, 0.45]) and series["water"] == pytest.approx([0.10, 0.12])
+    assert kd_series({"OUTPUT_FOLDER": str(tmp_path / "missing")}) == ([], {})
