@@ -17,7 +17,7 @@ pytest: setup
 
 test: lint pytest
 
-demo: setup
+demo:
 	@bash scripts/demo.sh
 
 demo-train: setup

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job. Until segmentation lands this shows what is real: the provider in qgis_process.
+# `make demo`: setup (idempotent), then the main job on the bundled samples (scripts/demo.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== SGCAD algorithms available to qgis_process =="
-scripts/qgis_process list | sed -n '/^SGCAD/,/^$/p'
-scripts/qgis_process run sgcad:checkenvironment 2>/dev/null | sed -n '/^DEVICE/,$p'
+start=$(date +%s%N)
+bash scripts/setup.sh
+setup_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+exec .venv/bin/python scripts/demo.py --setup-seconds "$((setup_ms / 1000)).$(printf %03d $((setup_ms % 1000)))" "$@"

@@ -55,7 +55,16 @@ KIND_GATES = "gates"
 KIND_KD_RATIO = "kd_ratio"
 KIND_CONFIDENCE = "confidence"
 KIND_GATE_BANDS = "gate_bands"
-KINDS = (KIND_CLASSES, KIND_PROBABILITY, KIND_GATES, KIND_KD_RATIO, KIND_CONFIDENCE, KIND_GATE_BANDS)
+KIND_PLAIN = "plain"  # keep QGIS's default rendering; only the layer name is set
+KINDS = (
+    KIND_CLASSES,
+    KIND_PROBABILITY,
+    KIND_GATES,
+    KIND_KD_RATIO,
+    KIND_CONFIDENCE,
+    KIND_GATE_BANDS,
+    KIND_PLAIN,
+)
 
 #: Gate-mask values written by the distillation algorithms (0 = outside both gates).
 GATE_CLASSES = ((1, "#1f78b4", "KD gate: confident water"), (2, "#ff7f00", "KD gate: confident non-water"))
@@ -241,6 +250,8 @@ def apply_style(layer: QgsRasterLayer, kind: str, schema=None, band: int = 1, ex
         band: band to show for single-band styles.
         extra_classes: ``(value, colour, label)`` entries a class map holds beyond the schema.
     """
+    if kind == KIND_PLAIN:
+        return
     if kind == KIND_CLASSES:
         if schema is None:
             raise ValueError("a class map needs the class schema to be styled")
@@ -265,6 +276,8 @@ def apply_style(layer: QgsRasterLayer, kind: str, schema=None, band: int = 1, ex
 
 def save_style_sidecar(path: str, kind: str, schema=None, band: int = 1, extra_classes=()) -> Optional[str]:
     """Save the style of output ``kind`` as ``<file>.qml``, QGIS's default style for that file."""
+    if kind == KIND_PLAIN:
+        return None
     layer = QgsRasterLayer(str(path), "style", "gdal")
     try:
         if not layer.isValid():

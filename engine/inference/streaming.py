@@ -39,7 +39,7 @@ class StreamStats:
     wait_input_s: float = 0.0  # compute thread idle, waiting for the reader
     wall_s: float = 0.0
     class_pixels: Dict[int, int] = field(default_factory=dict)
-    sar_only_pixels: int = 0
+    sar_only_pixels: int = 0  # answered by the teacher alone (optical missing)
     peak_live_cells: int = 0
     peak_live_blocks: int = 0
 
@@ -112,6 +112,7 @@ def stream_segmentation(
     q_in: queue.Queue = queue.Queue(maxsize=queue_size)
     q_out: queue.Queue = queue.Queue(maxsize=queue_size)
     counts = np.zeros(256, dtype=np.int64)
+    sar_only = [0]
 
     def reader() -> None:
         try:
@@ -141,6 +142,7 @@ def stream_segmentation(
                         arrays = cell_products(cell, water_class, thresholds, aoi_mask)
                         cls = arrays["classes"][0]
                         counts[:] += np.bincount(cls.ravel(), minlength=256)
+                        sar_only[0] += int((arrays["confidence"] < 0).sum())
                         for x0, y0, block in assembler.add(cell.x0, cell.y0, arrays):
                             outputs.write(x0, y0, block)
                 stats.write_s += time.perf_counter() - t0
@@ -189,7 +191,7 @@ def stream_segmentation(
         raise errors[0]
     stats.wall_s = time.perf_counter() - t_start
     stats.class_pixels = {int(i): int(c) for i, c in enumerate(counts) if c and i < 254}
-    stats.sar_only_pixels = int(counts[254])
+    stats.sar_only_pixels = sar_only[0]
     stats.peak_live_cells = acc.peak_live_pixels
     stats.peak_live_blocks = assembler.peak_buffers
     return stats

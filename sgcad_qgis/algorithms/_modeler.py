@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from qgis.core import (
+    QgsApplication,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
@@ -26,7 +27,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QPointF
 
-MODEL_FILE = Path(__file__).resolve().parent.parent / "resources" / "modeler" / "sgcad_pipeline.model3"
+# not resolve(): in the assembled plugin folder, resources/ sits beside this package
+MODEL_FILE = Path(__file__).parent.parent / "resources" / "modeler" / "sgcad_pipeline.model3"
 
 Source = QgsProcessingModelChildParameterSource
 
@@ -65,6 +67,18 @@ def _add_inputs(model: QgsProcessingModelAlgorithm) -> None:
         model.addModelParameter(definition, component)
 
 
+def _defaults(alg_id: str) -> Dict[str, Source]:
+    """Static sources holding the defaults of every input parameter, as the Modeler itself sets."""
+    alg = QgsApplication.processingRegistry().algorithmById(alg_id)
+    if alg is None:
+        raise ValueError(f"{alg_id} is not registered; load the SGCAD provider first")
+    return {
+        d.name(): _static(d.defaultValue())
+        for d in alg.parameterDefinitions()
+        if not d.isDestination() and d.defaultValue() is not None
+    }
+
+
 def _add(
     model: QgsProcessingModelAlgorithm,
     child_id: str,
@@ -78,7 +92,7 @@ def _add(
     child.setChildId(child_id)
     child.setDescription(description)
     child.setPosition(QPointF(460, 80 + 120 * row))
-    for name, source in sources.items():
+    for name, source in {**_defaults(alg_id), **sources}.items():
         child.addParameterSources(name, [source])
     model_outputs = {}
     for child_output, label in (outputs or {}).items():

@@ -247,7 +247,8 @@ def test_nodata_in_nodata_out_and_sar_only_answers_where_optical_is_missing(scen
     both = np.ones_like(cls, bool)
     both[250:300], both[100:200, 50:150], both[20:60, 300:380] = False, False, False
     assert (cls[both] < K).all() and (conf[both] > 0).all()
-    assert r["sar_only_pixels"] == int((cls == SAR_ONLY_NON_WATER).sum()) > 0
+    assert r["sar_only_pixels"] == int((conf < 0).sum()) == 100 * 100 + 40 * 80
+    assert (cls == SAR_ONLY_NON_WATER).any() and (cls[conf < 0] == WATER).any()
 
 
 def test_aoi_polygon_limits_tiles_and_masks_outside(scene, tmp_path):

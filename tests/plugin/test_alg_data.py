@@ -1,0 +1,133 @@
+"""Data-preparation algorithms on synthetic and real rasters: synthscene, alignpair, preprocesssar,
+normalizeoptical."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import QgsPalettedRasterRenderer, QgsProcessingException, QgsRasterLayer
+
+
+def _run(alg, params):
+    import processing
+
+    return processing.run(f"sgcad:{alg}", params)
+
+
+def _read(path, band=None):
+    with rasterio.open(path) as src:
+        return src.read(band) if band else src.read()
+
+
+def test_synthscene_is_seeded_styled_and_refuses_to_overwrite(sgcad_provider, tmp_path):
+    first = _run("synthscene", {"SIZE": 64, "SEED": 7, "OUTPUT_FOLDER": str(tmp_path / "a")})
+    second = _run("synthscene", {"SIZE": 64, "SEED": 7, "OUTPUT_FOLDER": str(tmp_path / "b")})
+    for key in ("OPTICAL", "SAR", "LABEL"):
+        np.testing.assert_array_equal(_read(first[key]), _read(second[key]))
+    assert Path(first["LABEL_VECTOR"]).is_file() and 0 < first["WATER_FRACTION"] < 1
+    fractions = json.loads(first["CLASS_FRACTIONS"])
+    assert set(fractions) == {"farmland", "city", "village", "water", "forest", "road"}
+    assert fractions["water"] == pytest.approx(first["WATER_FRACTION"])
+    label = QgsRasterLayer(first["LABEL"], "label")
+    assert isinstance(label.renderer(), QgsPalettedRasterRenderer)
+    assert "3 water" in [c.label for c in label.renderer().classes()]
+    del label
+    with pytest.raises(QgsProcessingException, match="exists"):
+        _run("synthscene", {"SIZE": 64, "SEED": 8, "OUTPUT_FOLDER": str(tmp_path / "a")})
+    np.testing.assert_array_equal(_read(first["SAR"]), _read(second["SAR"]))  # untouched
+
+
+def test_alignpair_keeps_pixels_on_a_shared_grid_and_resamples_on_request(shared_data, tmp_path):
+    pair = shared_data / "spacenet6_rotterdam"
+    optical, sar = str(pair / "rgb_unmasked.tif"), str(pair / "sar_masked.tif")
+    same = _run("alignpair", {"OPTICAL": optical, "SAR": sar, "SAR_BANDS": [4, 1], "BLOCK": 64,
+                              "OUTPUT_OPTICAL": str(tmp_path / "o.tif"), "OUTPUT_SAR": str(tmp_path / "s.tif")})
+    assert (same["WIDTH"], same["HEIGHT"]) == (200, 200)
+    # the grid is the SAR's own: its pixels are copied, NaN footprint included, bands in the order asked
+    aligned_sar, raw_sar = _read(same["OUTPUT_SAR"]), _read(sar)[[3, 0]]
+    np.testing.assert_array_equal(aligned_sar, raw_sar)
+    # the optical's pixels are 0.00007 m smaller: resampled bilinearly, so nearly equal
+    aligned_optical, raw_optical = _read(same["OUTPUT_OPTICAL"]), _read(optical).astype(np.float32)
+    assert np.isfinite(aligned_optical).all() and np.abs(aligned_optical - raw_optical).mean() < 0.5
+
+    coarse = _run("alignpair", {"OPTICAL": optical, "SAR": sar, "SAR_BANDS": [1], "RESOLUTION": 9.0,
+                                "CRS": "EPSG:32631", "OUTPUT_OPTICAL": str(tmp_path / "o9.tif"),
+                                "OUTPUT_SAR": str(tmp_path / "s9.tif")})
+    assert (coarse["WIDTH"], coarse["HEIGHT"]) == (99, 99)  # 899.9 m of overlap in whole 9 m pixels
+    with rasterio.open(coarse["OUTPUT_SAR"]) as src:
+        assert src.res == (9.0, 9.0) and src.count == 1 and src.crs.to_epsg() == 32631
+
+    with pytest.raises(QgsProcessingException, match="do not overlap"):
+        _run("alignpair", {"OPTICAL": str(shared_data / "landsat_rgb" / "RGB.byte.tif"), "SAR": sar,
+                           "OUTPUT_OPTICAL": str(tmp_path / "x.tif"), "OUTPUT_SAR": str(tmp_path / "y.tif")})
+    with pytest.raises(QgsProcessingException, match=r"band\(s\) \[5\] do not exist"):
+        _run("alignpair", {"OPTICAL": optical, "SAR": sar, "SAR_BANDS": [5],
+                           "OUTPUT_OPTICAL": str(tmp_path / "x.tif"), "OUTPUT_SAR": str(tmp_path / "y.tif")})
+    with pytest.raises(QgsProcessingException, match="geographic"):
+        _run("alignpair", {"OPTICAL": optical, "SAR": sar, "CRS": "EPSG:4326",
+                           "OUTPUT_OPTICAL": str(tmp_path / "x.tif"), "OUTPUT_SAR": str(tmp_path / "y.tif")})
+    assert not (tmp_path / "x.tif").exists() and not (tmp_path / "y.tif").exists()
+
+
+def test_preprocesssar_by_windows_equals_the_whole_raster_chain(scene, tmp_path):
+    from sgcad_qgis.engine.config import NormalizationRecord, SarPreprocessConfig, from_dict
+    from sgcad_qgis.engine.preprocess.normalize import apply_normalization, features
+
+    result = _run("preprocesssar", {"SAR": scene["sar"], "LEE_WINDOW": 5, "BLOCK": 64,
+                                    "OUTPUT": str(tmp_path / "sar_pre.tif"),
+                                    "OUTPUT_RECORD": str(tmp_path / "sar_record.json")})
+    record = from_dict(NormalizationRecord, json.loads(Path(result["OUTPUT_RECORD"]).read_text()))
+    band = record.bands[0]
+    assert band.p_low < band.p_high and band.steps == ("lee(window=5,looks=1)", "db", "robust(2,98)")
+    cfg = SarPreprocessConfig(lee_window=5)
+    raw = np.pad(_read(scene["sar"]).astype(np.float32), ((0, 0), (2, 2), (2, 2)), constant_values=np.nan)
+    whole = apply_normalization(features(raw, cfg)[:, 2:-2, 2:-2], record)  # one pass over the whole raster
+    out = _read(result["OUTPUT"])
+    np.testing.assert_allclose(out, whole, atol=1e-6)
+    valid = np.isfinite(out)
+    assert valid.mean() > 0.99 and out[valid].min() == 0.0 and out[valid].max() == 1.0
+    assert 0.01 < (out[valid] == 0).mean() < 0.03  # 2 % of the pixels lie below the 2nd percentile
+
+
+def test_preprocesssar_on_real_db_quad_pol_keeps_the_footprint(shared_data, tmp_path):
+    sar = str(shared_data / "spacenet6_rotterdam" / "sar_masked.tif")
+    result = _run("preprocesssar", {"SAR": sar, "SAR_BANDS": [1, 4], "INPUT_IS_DB": True,
+                                    "OUTPUT": str(tmp_path / "pre.tif")})
+    out, raw = _read(result["OUTPUT"]), _read(sar)[[0, 3]]
+    assert out.shape == (2, 200, 200)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(raw))
+    assert np.nanmin(out) == 0.0 and np.nanmax(out) == 1.0
+    assert "OUTPUT_RECORD" not in result
+
+
+def test_preprocesssar_refuses_bad_settings(scene, tmp_path):
+    base = {"SAR": scene["sar"], "OUTPUT": str(tmp_path / "p.tif")}
+    with pytest.raises(QgsProcessingException, match="odd number"):
+        _run("preprocesssar", {**base, "LEE_WINDOW": 6})
+    with pytest.raises(QgsProcessingException, match="lower percentile"):
+        _run("preprocesssar", {**base, "LOW_PERCENTILE": 90, "HIGH_PERCENTILE": 10})
+    with pytest.raises(QgsProcessingException, match="no incidence-angle band 3"):
+        _run("preprocesssar", {**base, "INCIDENCE_BAND": 3})
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(shared_data, tmp_path):
+    landsat = str(shared_data / "landsat_rgb" / "RGB.byte.tif")
+    result = _run("normalizeoptical", {"OPTICAL": landsat, "OPTICAL_BANDS": [3, 2, 1], "BLOCK": 256,
+                                       "OUTPUT": str(tmp_path / "rgb01.tif"),
+                                       "OUTPUT_RECORD": str(tmp_path / "rgb.json")})
+    out, raw = _read(result["OUTPUT"]), _read(landsat)[[2, 1, 0]]
+    collar = raw == 0  # the file's nodata value
+    assert collar.mean() > 0.2
+    np.testing.assert_array_equal(np.isnan(out), collar)
+    record = json.loads(Path(result["OUTPUT_RECORD"]).read_text())
+    assert [b["band"] for b in record["bands"]] == [3, 2, 1]
+    for i, b in enumerate(record["bands"]):
+        p2, p98 = np.percentile(raw[i][~collar[i]], [2, 98])
+        assert b["p_low"] == pytest.approx(p2, abs=1.0) and b["p_high"] == pytest.approx(p98, abs=1.0)
+        valid = out[i][~collar[i]]
+        assert 0.0 <= valid.min() and valid.max() <= 1.0
