@@ -116,14 +116,17 @@ def _label_raster(
             f"{labels} is a polygon layer: give the attribute holding the classes (--class-field)"
         )
     from ..raster.grid import default_grid
-    from ..raster.io import write_raster
-    from ..raster.labels import rasterize_labels
+    from ..raster.labels import rasterize_labels_to_file
 
     grid = default_grid(optical, sar, resolution=inputs.resolution, min_size=inputs.patch.patch_size)
-    array, report = rasterize_labels(labels, inputs.class_field, grid, schema, layer=inputs.layer)
-    progress.info(f"rasterised {labels} onto a {grid.width}x{grid.height} grid: {report}")
     out = run_dir / "labels.tif"
-    write_raster(out, array.astype(np.uint8), grid, nodata=schema.ignore_index, overwrite=True)
+    report = rasterize_labels_to_file(
+        labels, inputs.class_field, grid, schema, out, layer=inputs.layer, overwrite=True, progress=progress
+    )
+    progress.info(
+        f"rasterised {labels} onto a {grid.width}x{grid.height} grid: "
+        f"{report['labelled_pixels']} labelled pixels, {report['conflict_pixels']} in conflict"
+    )
     return out, grid
 
 

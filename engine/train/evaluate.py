@@ -81,6 +81,11 @@ def evaluate_rasters(
             f"{reference} is a polygon layer: give the attribute holding the classes (class_field)"
         )
     grid = grid_of(prediction)
+    if not raster_ref:
+        from ..raster.labels import rasterize_window, read_label_polygons
+
+        # polygons are read once, then burnt window by window
+        by_class, _ = read_label_polygons(reference, class_field, grid, schema, layer=layer)
     cm = ConfusionMatrix(schema.num_classes, schema.ignore_index)
     unpredicted = 0
     windows = list(iter_windows(grid.width, grid.height, block))
@@ -91,10 +96,7 @@ def evaluate_rasters(
             ref = read_on_grid(reference, [1], grid, window, resampling="nearest")[0]
             ref = np.where(np.isfinite(ref), ref, schema.ignore_index).astype(np.int64)
         else:
-            from ..raster.labels import rasterize_labels
-
-            ref, _ = rasterize_labels(reference, class_field, grid.window_grid(window), schema, layer=layer)
-            ref = ref.astype(np.int64)
+            ref = rasterize_window(by_class, grid, window, schema.ignore_index)[0].astype(np.int64)
         missing = ~np.isfinite(pred)
         unpredicted += int((missing & (ref != schema.ignore_index)).sum())
         ref[missing] = schema.ignore_index

@@ -65,7 +65,8 @@ class StageTask:
         raise NotImplementedError
 
     def stopping_starts(self) -> int:
-        """First epoch (0-based) from which early stopping may count epochs without progress."""
+        """First epoch (0-based) that may become the best model and from which early stopping
+        counts epochs without progress (stage 2: the first epoch with distillation)."""
         return 0
 
     def test_extras(
@@ -145,6 +146,10 @@ class Trainer:
         self.task, self.model, self.metadata, self.cfg = task, model, metadata, cfg
         self.datasets, self.out_dir, self.lr = datasets, Path(out_dir), lr
         self.progress = progress or NULL_PROGRESS
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise ValueError(
+                f"epochs and batch size must be at least 1, got {cfg.epochs} and {cfg.batch_size}"
+            )
         for split in ("train", "val"):
             if split not in datasets or len(datasets[split]) == 0:
                 raise ValueError(
@@ -332,7 +337,9 @@ class Trainer:
 
     def _select(self, epoch: int, record: Dict[str, Any], val: Dict[str, Any], book: Dict[str, Any]) -> None:
         miou, kappa, score = val["miou"] or 0.0, val["kappa"] or 0.0, val["score"]
-        record["is_best"] = miou > book["best_miou"]
+        # a stage-2 run returns a distilled model: warm-up epochs compete only if nothing follows them
+        first = min(self.task.stopping_starts(), self.cfg.epochs - 1)
+        record["is_best"] = epoch >= first and miou > book["best_miou"]
         if record["is_best"]:
             book["best_miou"], book["best_epoch"] = miou, epoch + 1
             self.metadata.metrics = {"best_epoch": epoch + 1, "validation": _summary(val)}

@@ -113,7 +113,8 @@ class TrainingAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputHtml("REPORT", self.tr("Training report")))
         self.addOutput(QgsProcessingOutputFile("HISTORY", self.tr("Per-epoch history (CSV)")))
         for key, (_, label) in METRICS.items():
-            self.addOutput(QgsProcessingOutputNumber(key, self.tr(f"{label} (test split, best model)")))
+            description = f"{label} (best model; test split, else validation)"
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(description)))
         self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", self.tr("Best epoch")))
 
     # ------------------------------------------------------------------ checks

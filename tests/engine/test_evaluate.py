@@ -29,7 +29,7 @@ def pair(tmp_path):
     pred[flip] = rng.integers(0, 6, int(flip.sum()))
     pred[:5] = rng.integers(0, 6, (5, GRID.width))
     pred[40:, 60:] = 255  # no prediction there (nodata)
-    ref_path = write_raster(tmp_path / "ref.tif", ref, GRID, nodata=None)
+    ref_path = write_raster(tmp_path / "ref.tif", ref, GRID, nodata=255)
     pred_path = write_raster(tmp_path / "pred.tif", pred, GRID, nodata=255)
     return pred_path, ref_path, pred, ref
 

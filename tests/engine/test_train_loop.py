@@ -230,6 +230,7 @@ def test_stage2_run_logs_kd_ratio_after_warmup_and_fusion_evaluation(tmp_path):
     epochs = json.loads((tmp_path / "history.json").read_text())["epochs"]
     assert "train_kd_ratio" not in epochs[0] and epochs[0]["train_kd_active"] == 0.0
     assert 0 < epochs[1]["train_kd_ratio"] <= 1 and epochs[1]["train_kd_active"] == 1.0
+    assert result["best_epoch"] == 2  # the model returned by stage 2 is a distilled one
     fusion = result["test"]["fusion"]
     assert 0 <= fusion["water_agreement"] <= 1 and fusion["pixels"] == 6 * 30 * 32
     assert (tmp_path / "plots" / "kd_ratio.png").is_file()

@@ -23,7 +23,7 @@ SCENE_SIZE = 192
 
 
 @pytest.fixture(scope="session")
-def synthetic_scene(tmp_path_factory, sgcad_provider) -> dict:
+def synthetic_scene(tmp_path_factory, qgis_processing) -> dict:
     """A 192 x 192 synthetic scene (optical, SAR, label raster and polygons), written once."""
     from sgcad_qgis.engine.data.synthetic import generate_scene
 
@@ -33,7 +33,7 @@ def synthetic_scene(tmp_path_factory, sgcad_provider) -> dict:
 
 
 @pytest.fixture()
-def scene(synthetic_scene, tmp_path) -> dict:
+def scene(synthetic_scene, tmp_path, sgcad_provider) -> dict:
     """A private copy of the synthetic scene (tests may write beside it)."""
     out = {}
     for key, path in synthetic_scene.items():
@@ -91,9 +91,18 @@ def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
 def training_params(scene: dict, folder, epochs: int = 2, **extra) -> dict:
     """Tiny, fast training settings on the synthetic scene (64-pixel patches, 2 threads)."""
     params = {
-        "OPTICAL": scene["optical"], "SAR": scene["sar"], "LABELS": scene["label"], "EPOCHS": epochs,
-        "PATCH_SIZE": 64, "TILE_SIZE": 64, "BATCH_SIZE": 4, "LEE_WINDOW": 3, "PATIENCE": 0, "THREADS": 2,
-        "DEVICE": 1, "OUTPUT_FOLDER": str(folder),
+        "OPTICAL": scene["optical"],
+        "SAR": scene["sar"],
+        "LABELS": scene["label"],
+        "EPOCHS": epochs,
+        "PATCH_SIZE": 64,
+        "TILE_SIZE": 64,
+        "BATCH_SIZE": 4,
+        "LEE_WINDOW": 3,
+        "PATIENCE": 0,
+        "THREADS": 2,
+        "DEVICE": 1,
+        "OUTPUT_FOLDER": str(folder),
     }
     params.update(extra)
     return params
@@ -105,10 +114,15 @@ def trained_models(synthetic_scene, tmp_path_factory) -> dict:
     import json
 
     import processing
+    from conftest import ensure_sgcad_provider
 
+    ensure_sgcad_provider()
     folder = tmp_path_factory.mktemp("trained")
     out = {}
-    for alg, kind, tiny in (("trainteacher", "teacher", TINY_TEACHER), ("trainstudent", "student", TINY_STUDENT)):
+    for alg, kind, tiny in (
+        ("trainteacher", "teacher", TINY_TEACHER),
+        ("trainstudent", "student", TINY_STUDENT),
+    ):
         params = training_params(synthetic_scene, folder / kind, epochs=3, MODEL_CONFIG=json.dumps(tiny))
         out[kind] = processing.run(f"sgcad:{alg}", params)
     return out

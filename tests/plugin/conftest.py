@@ -41,9 +41,8 @@ def recording_iface(qgis_iface):
     return RecordingIface(qgis_iface)
 
 
-@pytest.fixture(scope="session")
-def sgcad_provider(qgis_processing):
-    """The SGCAD provider registered in QGIS's Processing registry for the session."""
+def ensure_sgcad_provider():
+    """The SGCAD provider in QGIS's Processing registry, registered again if a test removed it."""
     from qgis.core import QgsApplication
 
     from sgcad_qgis.provider import SgcadProvider
@@ -53,7 +52,14 @@ def sgcad_provider(qgis_processing):
     if provider is None:
         provider = SgcadProvider()
         assert registry.addProvider(provider)
-    yield provider
+    return provider
+
+
+@pytest.fixture()
+def sgcad_provider(qgis_processing):
+    """The SGCAD provider registered in QGIS's Processing registry (re-registered after a test
+    unloaded the plugin, which deletes the provider)."""
+    yield ensure_sgcad_provider()
 
 
 # Session fixtures of the algorithm and Modeler tests (synthetic scene, tiny models).

@@ -41,11 +41,22 @@ def test_synthscene_is_seeded_styled_and_refuses_to_overwrite(sgcad_provider, tm
     np.testing.assert_array_equal(_read(first["SAR"]), _read(second["SAR"]))  # untouched
 
 
-def test_alignpair_keeps_pixels_on_a_shared_grid_and_resamples_on_request(shared_data, tmp_path):
+def test_alignpair_keeps_pixels_on_a_shared_grid_and_resamples_on_request(
+    sgcad_provider, shared_data, tmp_path
+):
     pair = shared_data / "spacenet6_rotterdam"
     optical, sar = str(pair / "rgb_unmasked.tif"), str(pair / "sar_masked.tif")
-    same = _run("alignpair", {"OPTICAL": optical, "SAR": sar, "SAR_BANDS": [4, 1], "BLOCK": 64,
-                              "OUTPUT_OPTICAL": str(tmp_path / "o.tif"), "OUTPUT_SAR": str(tmp_path / "s.tif")})
+    same = _run(
+        "alignpair",
+        {
+            "OPTICAL": optical,
+            "SAR": sar,
+            "SAR_BANDS": [4, 1],
+            "BLOCK": 64,
+            "OUTPUT_OPTICAL": str(tmp_path / "o.tif"),
+            "OUTPUT_SAR": str(tmp_path / "s.tif"),
+        },
+    )
     assert (same["WIDTH"], same["HEIGHT"]) == (200, 200)
     # the grid is the SAR's own: its pixels are copied, NaN footprint included, bands in the order asked
     aligned_sar, raw_sar = _read(same["OUTPUT_SAR"]), _read(sar)[[3, 0]]
@@ -54,22 +65,54 @@ def test_alignpair_keeps_pixels_on_a_shared_grid_and_resamples_on_request(shared
     aligned_optical, raw_optical = _read(same["OUTPUT_OPTICAL"]), _read(optical).astype(np.float32)
     assert np.isfinite(aligned_optical).all() and np.abs(aligned_optical - raw_optical).mean() < 0.5
 
-    coarse = _run("alignpair", {"OPTICAL": optical, "SAR": sar, "SAR_BANDS": [1], "RESOLUTION": 9.0,
-                                "CRS": "EPSG:32631", "OUTPUT_OPTICAL": str(tmp_path / "o9.tif"),
-                                "OUTPUT_SAR": str(tmp_path / "s9.tif")})
+    coarse = _run(
+        "alignpair",
+        {
+            "OPTICAL": optical,
+            "SAR": sar,
+            "SAR_BANDS": [1],
+            "RESOLUTION": 9.0,
+            "CRS": "EPSG:32631",
+            "OUTPUT_OPTICAL": str(tmp_path / "o9.tif"),
+            "OUTPUT_SAR": str(tmp_path / "s9.tif"),
+        },
+    )
     assert (coarse["WIDTH"], coarse["HEIGHT"]) == (99, 99)  # 899.9 m of overlap in whole 9 m pixels
     with rasterio.open(coarse["OUTPUT_SAR"]) as src:
         assert src.res == (9.0, 9.0) and src.count == 1 and src.crs.to_epsg() == 32631
 
     with pytest.raises(QgsProcessingException, match="do not overlap"):
-        _run("alignpair", {"OPTICAL": str(shared_data / "landsat_rgb" / "RGB.byte.tif"), "SAR": sar,
-                           "OUTPUT_OPTICAL": str(tmp_path / "x.tif"), "OUTPUT_SAR": str(tmp_path / "y.tif")})
+        _run(
+            "alignpair",
+            {
+                "OPTICAL": str(shared_data / "landsat_rgb" / "RGB.byte.tif"),
+                "SAR": sar,
+                "OUTPUT_OPTICAL": str(tmp_path / "x.tif"),
+                "OUTPUT_SAR": str(tmp_path / "y.tif"),
+            },
+        )
     with pytest.raises(QgsProcessingException, match=r"band\(s\) \[5\] do not exist"):
-        _run("alignpair", {"OPTICAL": optical, "SAR": sar, "SAR_BANDS": [5],
-                           "OUTPUT_OPTICAL": str(tmp_path / "x.tif"), "OUTPUT_SAR": str(tmp_path / "y.tif")})
+        _run(
+            "alignpair",
+            {
+                "OPTICAL": optical,
+                "SAR": sar,
+                "SAR_BANDS": [5],
+                "OUTPUT_OPTICAL": str(tmp_path / "x.tif"),
+                "OUTPUT_SAR": str(tmp_path / "y.tif"),
+            },
+        )
     with pytest.raises(QgsProcessingException, match="geographic"):
-        _run("alignpair", {"OPTICAL": optical, "SAR": sar, "CRS": "EPSG:4326",
-                           "OUTPUT_OPTICAL": str(tmp_path / "x.tif"), "OUTPUT_SAR": str(tmp_path / "y.tif")})
+        _run(
+            "alignpair",
+            {
+                "OPTICAL": optical,
+                "SAR": sar,
+                "CRS": "EPSG:4326",
+                "OUTPUT_OPTICAL": str(tmp_path / "x.tif"),
+                "OUTPUT_SAR": str(tmp_path / "y.tif"),
+            },
+        )
     assert not (tmp_path / "x.tif").exists() and not (tmp_path / "y.tif").exists()
 
 
@@ -77,9 +120,16 @@ def test_preprocesssar_by_windows_equals_the_whole_raster_chain(scene, tmp_path)
     from sgcad_qgis.engine.config import NormalizationRecord, SarPreprocessConfig, from_dict
     from sgcad_qgis.engine.preprocess.normalize import apply_normalization, features
 
-    result = _run("preprocesssar", {"SAR": scene["sar"], "LEE_WINDOW": 5, "BLOCK": 64,
-                                    "OUTPUT": str(tmp_path / "sar_pre.tif"),
-                                    "OUTPUT_RECORD": str(tmp_path / "sar_record.json")})
+    result = _run(
+        "preprocesssar",
+        {
+            "SAR": scene["sar"],
+            "LEE_WINDOW": 5,
+            "BLOCK": 64,
+            "OUTPUT": str(tmp_path / "sar_pre.tif"),
+            "OUTPUT_RECORD": str(tmp_path / "sar_record.json"),
+        },
+    )
     record = from_dict(NormalizationRecord, json.loads(Path(result["OUTPUT_RECORD"]).read_text()))
     band = record.bands[0]
     assert band.p_low < band.p_high and band.steps == ("lee(window=5,looks=1)", "db", "robust(2,98)")
@@ -93,10 +143,12 @@ def test_preprocesssar_by_windows_equals_the_whole_raster_chain(scene, tmp_path)
     assert 0.01 < (out[valid] == 0).mean() < 0.03  # 2 % of the pixels lie below the 2nd percentile
 
 
-def test_preprocesssar_on_real_db_quad_pol_keeps_the_footprint(shared_data, tmp_path):
+def test_preprocesssar_on_real_db_quad_pol_keeps_the_footprint(sgcad_provider, shared_data, tmp_path):
     sar = str(shared_data / "spacenet6_rotterdam" / "sar_masked.tif")
-    result = _run("preprocesssar", {"SAR": sar, "SAR_BANDS": [1, 4], "INPUT_IS_DB": True,
-                                    "OUTPUT": str(tmp_path / "pre.tif")})
+    result = _run(
+        "preprocesssar",
+        {"SAR": sar, "SAR_BANDS": [1, 4], "INPUT_IS_DB": True, "OUTPUT": str(tmp_path / "pre.tif")},
+    )
     out, raw = _read(result["OUTPUT"]), _read(sar)[[0, 3]]
     assert out.shape == (2, 200, 200)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(raw))
@@ -115,11 +167,20 @@ def test_preprocesssar_refuses_bad_settings(scene, tmp_path):
     assert not (tmp_path / "p.tif").exists()
 
 
-def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(shared_data, tmp_path):
+def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(
+    sgcad_provider, shared_data, tmp_path
+):
     landsat = str(shared_data / "landsat_rgb" / "RGB.byte.tif")
-    result = _run("normalizeoptical", {"OPTICAL": landsat, "OPTICAL_BANDS": [3, 2, 1], "BLOCK": 256,
-                                       "OUTPUT": str(tmp_path / "rgb01.tif"),
-                                       "OUTPUT_RECORD": str(tmp_path / "rgb.json")})
+    result = _run(
+        "normalizeoptical",
+        {
+            "OPTICAL": landsat,
+            "OPTICAL_BANDS": [3, 2, 1],
+            "BLOCK": 256,
+            "OUTPUT": str(tmp_path / "rgb01.tif"),
+            "OUTPUT_RECORD": str(tmp_path / "rgb.json"),
+        },
+    )
     out, raw = _read(result["OUTPUT"]), _read(landsat)[[2, 1, 0]]
     collar = raw == 0  # the file's nodata value
     assert collar.mean() > 0.2

@@ -167,3 +167,26 @@ def test_batch_rows_run_independently_like_the_batch_dialog(scene, untrained_mod
         assert first.shape == (50, 50) and third.shape == (192, 192)
     assert outcomes[0][1]["GATES"] and not outcomes[2][1]["GATES"]  # only row 1 had a teacher
     assert not (tmp_path / "row2").exists() or not any((tmp_path / "row2").iterdir())
+
+
+def test_cancel_stops_the_engine_and_leaves_no_file(scene, untrained_models, tmp_path):
+    import processing
+
+    feedback = QgsProcessingFeedback()
+    seen = []
+
+    def cancel_after_first_tile(percent):
+        seen.append(percent)
+        if percent > 0:
+            feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_after_first_tile)
+    out = tmp_path / "canceled"
+    with pytest.raises(QgsProcessingException, match="canceled; no output was written"):
+        processing.run(
+            "sgcad:segment",
+            _params(scene, untrained_models, out, TILE_SIZE=64, OVERLAP=8, BATCH_SIZE=1),
+            feedback=feedback,
+        )
+    assert seen and max(seen) < 100
+    assert not out.exists() or list(out.iterdir()) == []

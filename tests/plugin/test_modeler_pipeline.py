@@ -39,19 +39,33 @@ def test_shipped_model_matches_its_builder_and_chains_the_whole_pipeline(sgcad_p
     assert ok, errors
 
 
-def test_model_runs_on_a_small_synthetic_scene(synthetic_scene, tmp_path):
+def test_model_runs_on_a_small_synthetic_scene(sgcad_provider, synthetic_scene, tmp_path):
     import processing
 
     feedback = QgsProcessingFeedback()
     scene = synthetic_scene
-    results = processing.run(str(MODEL), {
-        "optical": scene["optical"], "sar": scene["sar"], "labels": scene["label"],
-        "epochs": 2, "warmup_epochs": 1, "patch_size": 64, "tile_size": 64, "batch_size": 4, "max_batches": 0,
-        "teacher_network": json.dumps(TINY_TEACHER), "student_network": json.dumps(TINY_STUDENT),
-        "teacher:Teacher run": str(tmp_path / "teacher"), "student:Student run": str(tmp_path / "student"),
-        "distill:Distilled run": str(tmp_path / "distill"), "segment:Land cover": str(tmp_path / "map"),
-        "evaluate:Accuracy report": str(tmp_path / "report.html"),
-    }, feedback=feedback)
+    results = processing.run(
+        str(MODEL),
+        {
+            "optical": scene["optical"],
+            "sar": scene["sar"],
+            "labels": scene["label"],
+            "epochs": 2,
+            "warmup_epochs": 1,
+            "patch_size": 64,
+            "tile_size": 64,
+            "batch_size": 4,
+            "max_batches": 0,
+            "teacher_network": json.dumps(TINY_TEACHER),
+            "student_network": json.dumps(TINY_STUDENT),
+            "teacher:Teacher run": str(tmp_path / "teacher"),
+            "student:Student run": str(tmp_path / "student"),
+            "distill:Distilled run": str(tmp_path / "distill"),
+            "segment:Land cover": str(tmp_path / "map"),
+            "evaluate:Accuracy report": str(tmp_path / "report.html"),
+        },
+        feedback=feedback,
+    )
     for folder in ("teacher", "student", "distill"):
         assert (tmp_path / folder / "best.safetensors").is_file(), folder
     for name in ("gates.tif", "kd_ratio.tif"):

@@ -1,0 +1,192 @@
+"""Polygon labels (GeoPackage, Shapefile, GeoJSON; any CRS) rasterised onto a grid.
+
+Rule for overlaps: where polygons of *different* classes overlap, the pixels are set to the
+ignore value (255) and counted in the report, because either label may be wrong there and
+training on a guess teaches the guess. Overlapping polygons of the same class are harmless.
+A pixel belongs to a polygon when its centre lies inside it (GDAL's default rule).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+from osgeo import ogr, osr
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from ..config import ClassSchema
+from ..progress import NULL_PROGRESS, Progress
+from .grid import Grid
+from .io import iter_windows, open_writer
+
+ogr.UseExceptions()
+osr.UseExceptions()
+
+PathLike = Union[str, Path]
+
+
+def _open_layer(vector_path: PathLike, layer: Optional[str]):
+    path = Path(vector_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: label file not found")
+    try:
+        ds = ogr.Open(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not a vector file OGR can read ({exc})") from exc
+    if ds is None or ds.GetLayerCount() == 0:
+        raise ValueError(f"{path}: no vector layer in it")
+    lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
+    if lyr is None:
+        names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
+        raise ValueError(f"{path}: no layer named {layer!r}; layers: {names}")
+    return ds, lyr
+
+
+def read_label_polygons(
+    vector_path: PathLike,
+    class_field: str,
+    grid: Grid,
+    schema: ClassSchema,
+    layer: Optional[str] = None,
+) -> Tuple[Dict[int, List[dict]], Dict[str, Any]]:
+    """Read polygons, repair what OGR can, and group them by class id in the grid's CRS.
+
+    Returns:
+        ``({class_id: [GeoJSON geometry, ...]}, report)`` where the report counts features
+        read, repaired, and skipped (empty, null or not polygonal), with their feature ids.
+
+    Raises:
+        ValueError: the field does not exist, or holds values that are not classes of the schema.
+    """
+    ds, lyr = _open_layer(vector_path, layer)
+    defn = lyr.GetLayerDefn()
+    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if class_field not in fields:
+        raise ValueError(f"{vector_path}: no field {class_field!r}; fields: {fields}")
+    src_srs = lyr.GetSpatialRef()
+    if src_srs is None:
+        raise ValueError(f"{vector_path}: the layer has no coordinate reference system")
+    dst_srs = osr.SpatialReference()
+    dst_srs.ImportFromWkt(grid.crs.to_wkt())
+    for srs in (src_srs, dst_srs):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = osr.CoordinateTransformation(src_srs, dst_srs)
+
+    by_class: Dict[int, List[dict]] = {}
+    report: Dict[str, Any] = {"features": 0, "repaired": [], "skipped": [], "bad_values": {}}
+    for feature in lyr:
+        report["features"] += 1
+        fid = feature.GetFID()
+        geom = feature.GetGeometryRef()
+        if geom is None or geom.IsEmpty():
+            report["skipped"].append({"fid": fid, "reason": "empty or no geometry"})
+            continue
+        geom = geom.Clone()
+        if not geom.IsValid():
+            geom = geom.MakeValid()
+            report["repaired"].append(fid)
+            if geom is None or geom.IsEmpty():
+                report["skipped"].append({"fid": fid, "reason": "invalid and not repairable"})
+                continue
+        if ogr.GT_Flatten(geom.GetGeometryType()) == ogr.wkbGeometryCollection:
+            polys = [geom.GetGeometryRef(i).Clone() for i in range(geom.GetGeometryCount())]
+            polys = [g for g in polys if ogr.GT_Flatten(g.GetGeometryType()) in (ogr.wkbPolygon, ogr.wkbMultiPolygon)]
+            if not polys:
+                report["skipped"].append({"fid": fid, "reason": "no polygon after repair"})
+                continue
+            geom = ogr.ForceToMultiPolygon(polys[0])
+            for extra in polys[1:]:
+                geom = geom.Union(extra)
+        if ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            report["skipped"].append({"fid": fid, "reason": f"not a polygon ({geom.GetGeometryName()})"})
+            continue
+        value = feature.GetField(class_field)
+        try:
+            class_id = schema.id_of(value)
+        except ValueError:
+            report["bad_values"].setdefault(str(value), []).append(fid)
+            continue
+        geom.Transform(transform)
+        by_class.setdefault(class_id, []).append(json.loads(geom.ExportToJson()))
+    del ds  # closes the data source
+    if report["bad_values"]:
+        shown = dict(list(report["bad_values"].items())[:10])
+        raise ValueError(
+            f"{vector_path}: field {class_field!r} holds values that are not classes of the schema "
+            f"(value: feature ids) {shown}; use one of the ids {list(schema.ids)} or names {list(schema.names)}"
+        )
+    del report["bad_values"]
+    report["per_class_features"] = {schema.names[c]: len(g) for c, g in sorted(by_class.items())}
+    return by_class, report
+
+
+def rasterize_window(
+    by_class: Dict[int, List[dict]], grid: Grid, window: Window, ignore_index: int = 255
+) -> Tuple[np.ndarray, int]:
+    """Label array of one grid window and the number of pixels where classes conflict."""
+    sub = grid.window_grid(window)
+    shape = (sub.height, sub.width)
+    label = np.full(shape, ignore_index, dtype=np.uint8)
+    conflict = np.zeros(shape, dtype=bool)
+    for class_id, geoms in sorted(by_class.items()):
+        mask = rasterize(((g, 1) for g in geoms), out_shape=shape, transform=sub.transform,
+                         fill=0, dtype="uint8").astype(bool)
+        conflict |= mask & (label != ignore_index) & (label != class_id)
+        label[mask & (label == ignore_index)] = class_id
+    label[conflict] = ignore_index
+    return label, int(conflict.sum())
+
+
+def rasterize_labels(
+    vector_path: PathLike,
+    class_field: str,
+    grid: Grid,
+    schema: ClassSchema,
+    layer: Optional[str] = None,
+) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Rasterise a polygon layer onto ``grid`` in memory: (uint8 labels, report).
+
+    Unlabelled pixels, and pixels where polygons of different classes overlap, are
+    ``schema.ignore_index``. For grids too large for memory use :func:`rasterize_labels_to_file`.
+    """
+    by_class, report = read_label_polygons(vector_path, class_field, grid, schema, layer)
+    label, conflicts = rasterize_window(by_class, grid, Window(0, 0, grid.width, grid.height),
+                                        schema.ignore_index)
+    report["conflict_pixels"] = conflicts
+    report["labelled_pixels"] = int((label != schema.ignore_index).sum())
+    if report["labelled_pixels"] == 0:
+        raise ValueError(f"{vector_path}: no polygon covers a pixel centre of the grid (no overlap?)")
+    return label, report
+
+
+def rasterize_labels_to_file(
+    vector_path: PathLike,
+    class_field: str,
+    grid: Grid,
+    schema: ClassSchema,
+    out_path: PathLike,
+    layer: Optional[str] = None,
+    block: int = 2048,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> Dict[str, Any]:
+    """Rasterise window by window into a GeoTIFF (uint8, nodata 255, colour table)."""
+    by_class, report = read_label_polygons(vector_path, class_field, grid, schema, layer)
+    windows = [w for w, _ in iter_windows(grid.width, grid.height, block)]
+    conflicts = labelled = 0
+    with open_writer(out_path, grid, 1, "uint8", schema.ignore_index, overwrite, ["class"]) as dst:
+        dst.write_colormap(1, {i: (*schema.rgb(i), 255) for i in schema.ids})
+        for k, window in enumerate(windows):
+            progress.check()
+            label, n = rasterize_window(by_class, grid, window, schema.ignore_index)
+            conflicts += n
+            labelled += int((label != schema.ignore_index).sum())
+            dst.write(label[None], window=window)
+            progress.report((k + 1) / len(windows), "rasterising labels")
+        if labelled == 0:
+            raise ValueError(f"{vector_path}: no polygon covers a pixel centre of the grid (no overlap?)")
+    report.update(conflict_pixels=conflicts, labelled_pixels=labelled, path=str(out_path))
+    return report

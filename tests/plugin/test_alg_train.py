@@ -1,0 +1,173 @@
+"""Training algorithms: teacher, stage 1 and stage 2 on the synthetic scene, and their early errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from alg_fixtures import TINY_STUDENT, training_params
+from qgis.core import (
+    QgsFeature,
+    QgsField,
+    QgsGeometry,
+    QgsPalettedRasterRenderer,
+    QgsProcessingException,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QVariant
+
+
+def _run(alg, params):
+    import processing
+
+    return processing.run(f"sgcad:{alg}", params)
+
+
+def test_teacher_and_student_runs_write_models_reports_and_metrics(trained_models):
+    from sgcad_qgis.engine.train.checkpoint import read_metadata
+
+    teacher, student = trained_models["teacher"], trained_models["student"]
+    assert read_metadata(teacher["OUTPUT_MODEL"]).kind == "teacher"
+    meta = read_metadata(student["OUTPUT_MODEL"])
+    assert meta.kind == "student" and meta.model["widths"] == TINY_STUDENT["widths"]
+    assert meta.bands.optical_bands == (1, 2, 3) and meta.sar_preprocess.lee_window == 3
+    for result in (teacher, student):
+        assert "Test metrics" in Path(result["REPORT"]).read_text() or result["OA"] is not None
+        assert Path(result["HISTORY"]).is_file() and result["BEST_EPOCH"] >= 1
+        assert 0.0 <= result["OA"] <= 1.0 and -1.0 <= result["KAPPA"] <= 1.0
+    # water is dark on SAR: even a tiny teacher trained for 3 epochs separates it
+    assert teacher["WATER_IOU"] > 0.5
+
+
+def _polygons(values, field_type=QVariant.String):
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32631", "drawn", "memory")
+    layer.dataProvider().addAttributes([QgsField("class", field_type)])
+    layer.updateFields()
+    features = []
+    for i, value in enumerate(values):
+        x0, y0 = 590020 + 130 * (i % 3), 5759980 - 130 * (i // 3)
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(
+            QgsGeometry.fromWkt(
+                f"POLYGON(({x0} {y0},{x0 + 60} {y0},{x0 + 60} {y0 - 60},{x0} {y0 - 60},{x0} {y0}))"
+            )
+        )
+        feature.setAttributes([value])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def test_training_refuses_bad_inputs_before_running(scene, tmp_path):
+    base = training_params(scene, tmp_path / "run")
+    with pytest.raises(QgsProcessingException, match="either a label raster or label polygons"):
+        _run("trainstudent", {k: v for k, v in base.items() if k != "LABELS"})
+    with pytest.raises(QgsProcessingException, match=r"'lake'.*not classes of the schema"):
+        _run(
+            "trainstudent",
+            {**base, "LABELS": None, "LABEL_POLYGONS": _polygons(["water", "lake"]), "CLASS_FIELD": "class"},
+        )
+    with pytest.raises(QgsProcessingException, match=r"band\(s\) \[4\] do not exist"):
+        _run("trainstudent", {**base, "OPTICAL_BANDS": [1, 2, 4]})
+    with pytest.raises(QgsProcessingException, match="MODEL_CONFIG.*unknown field"):
+        _run("trainteacher", {**base, "MODEL_CONFIG": '{"widht": [4, 8, 8, 8]}'})
+    with pytest.raises(QgsProcessingException, match="not valid JSON"):
+        _run("trainteacher", {**base, "MODEL_CONFIG": "{widths: 4}"})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.safetensors").write_bytes(b"an earlier run")
+    with pytest.raises(QgsProcessingException, match="already holds a trained model.*RESUME=true"):
+        _run("trainstudent", base)
+
+
+def test_distill_outputs_gates_and_kd_ratio_grid(scene, trained_models, tmp_path):
+    params = training_params(
+        scene,
+        tmp_path / "stage2",
+        epochs=2,
+        STUDENT=trained_models["student"]["OUTPUT_MODEL"],
+        TEACHER=trained_models["teacher"]["OUTPUT_MODEL"],
+        WARMUP_EPOCHS=1,
+        WATER_THRESHOLD=0.6,
+        NON_WATER_THRESHOLD=0.4,
+    )
+    result = _run("distill", params)
+    with rasterio.open(result["GATES"]) as src:
+        gates = src.read(1)
+        assert src.shape == (192, 192)
+    with rasterio.open(result["KD_RATIO"]) as src:
+        ratio = src.read(1)
+        assert src.shape == (3, 3) and src.res == (128.0, 128.0)  # one cell per 64-pixel block of 2 m
+    with rasterio.open(scene["label"]) as src:
+        label = src.read(1)
+    assert set(np.unique(gates)) <= {0, 1, 2, 255}
+    assert np.all(label[gates == 1] == 3) and np.all(label[gates == 2] != 3)  # gates agree with the labels
+    expected = ((gates[:64, :64] == 1) | (gates[:64, :64] == 2)).mean()
+    assert ratio[0, 0] == pytest.approx(expected, abs=1e-6)
+    assert 0.0 <= result["MEAN_KD_RATIO"] <= 1.0 and 0.0 < result["KD_RATIO_AREA"] <= 1.0
+    layer = QgsRasterLayer(result["GATES"], "gates")
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer) and layer.renderer().opacity() < 1
+    del layer
+    history = json.loads((tmp_path / "stage2" / "history.json").read_text())["epochs"]
+    assert history[0].get("train_kd_ratio") is None and history[1]["train_kd_ratio"] is not None  # warm-up
+
+
+def test_distill_refuses_wrong_models_and_thresholds(scene, trained_models, tmp_path):
+    teacher = trained_models["teacher"]["OUTPUT_MODEL"]
+    base = training_params(
+        scene, tmp_path / "x", STUDENT=trained_models["student"]["OUTPUT_MODEL"], TEACHER=teacher
+    )
+    with pytest.raises(QgsProcessingException, match="is a teacher checkpoint, but a student checkpoint"):
+        _run("distill", {**base, "STUDENT": teacher})
+    with pytest.raises(QgsProcessingException, match="must be below the water threshold"):
+        _run("distill", {**base, "WATER_THRESHOLD": 0.1, "NON_WATER_THRESHOLD": 0.5})
+    with pytest.raises(QgsProcessingException, match=r"gives the 1 chosen band\(s\) \[1\], but 3 band"):
+        _run("distill", {**base, "OPTICAL_BANDS": [1]})
+
+
+def test_finetune_trains_only_around_the_polygons(scene, trained_models, tmp_path):
+    from sgcad_qgis.engine.train.checkpoint import read_metadata
+
+    polygons = _polygons(["water", "forest", "city", "farmland"])
+    result = _run(
+        "finetune",
+        {
+            "OPTICAL": scene["optical"],
+            "SAR": scene["sar"],
+            "MODEL": trained_models["student"]["OUTPUT_MODEL"],
+            "TEACHER": trained_models["teacher"]["OUTPUT_MODEL"],
+            "LABELS": polygons,
+            "CLASS_FIELD": "class",
+            "EPOCHS": 2,
+            "WARMUP_EPOCHS": 0,
+            "PATCH_SIZE": 64,
+            "BATCH_SIZE": 2,
+            "THREADS": 2,
+            "DEVICE": 1,
+            "OUTPUT_FOLDER": str(tmp_path / "ft"),
+        },
+    )
+    assert result["PATCHES"] == 4 and read_metadata(result["OUTPUT_MODEL"]).kind == "student"
+    with rasterio.open(result["GATES"]) as src:
+        gates = src.read(1)
+    labelled = (gates != 255).sum()
+    assert 0 < labelled <= 4 * 30 * 30  # only pixels inside the four 60 m (30-pixel) squares
+    assert result["MEAN_KD_RATIO"] is not None
+
+    empty = _polygons([])
+    with pytest.raises(QgsProcessingException, match="holds no polygon yet"):
+        _run(
+            "finetune",
+            {
+                "OPTICAL": scene["optical"],
+                "SAR": scene["sar"],
+                "MODEL": trained_models["student"]["OUTPUT_MODEL"],
+                "TEACHER": trained_models["teacher"]["OUTPUT_MODEL"],
+                "LABELS": empty,
+                "CLASS_FIELD": "class",
+                "OUTPUT_FOLDER": str(tmp_path / "ft2"),
+            },
+        )
