@@ -35,7 +35,7 @@ def _affine(
     h, w = label.shape
     grid = F.affine_grid(theta[None], [1, 1, h, w], align_corners=False)
     images = torch.cat([optical, sar], 0)[None]
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
     inside = F.grid_sample(torch.ones(1, 1, h, w), grid, mode="nearest", align_corners=False)[0, 0] > 0.5
     lab = F.grid_sample(label[None, None].float(), grid, mode="nearest", align_corners=False)[0, 0].long()
     lab[~inside] = ignore_index
