@@ -53,7 +53,7 @@ class Case:
 CASES = [
     Case(
         "synthetic",
-        "Synthetic six-class scene (seed 7, 512 × 512 px, 2 m)",
+        "Synthetic six-class scene (seed 6, 512 × 512 px, 2 m)",
         SAMPLE / "synthetic" / "optical.tif",
         SAMPLE / "synthetic" / "sar.tif",
         SAMPLE / "synthetic" / "label.tif",

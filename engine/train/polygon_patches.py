@@ -29,9 +29,7 @@ PathLike = Union[str, Path]
 Win = Tuple[int, int, int, int]  # col, row, width, height
 
 
-def polygon_boxes(
-    path: PathLike, grid: Grid, layer: Optional[str] = None
-) -> List[Tuple[float, float, float, float]]:
+def polygon_boxes(path: PathLike, grid: Grid, layer: Optional[str] = None) -> List[Tuple[float, float, float, float]]:
     """Pixel boxes (x0, y0, x1, y1) on ``grid`` of every polygon of a vector layer (any CRS)."""
     from osgeo import ogr, osr
 
@@ -154,7 +152,8 @@ def write_polygon_patch_set(
         ``manifest`` and ``labels`` paths, the ``windows`` on the label grid, the label
         ``grid`` and the labelled pixels per class.
     """
-    from ..raster.labels import rasterize_labels
+    from ..data.patches import MANIFEST_VERSION
+    from ..raster.labels import rasterize_window, read_label_polygons
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,42 +163,51 @@ def write_polygon_patch_set(
     area = Grid(grid.crs_wkt, grid.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0)
     local = [(c - c0, r - r0, w, h) for c, r, w, h in windows]
     label_path = out / "labels.tif"
-    counts: Dict[Win, np.ndarray] = {}
+    by_class, report = read_label_polygons(polygons, class_field, area, schema, layer)
+    k = schema.num_classes
+    counts: Dict[Win, List[int]] = {}
     with open_writer(label_path, area, 1, "uint8", schema.ignore_index, overwrite, ["class"]) as dst:
+        dst.write_colormap(1, {i: (*schema.rgb(i), 255) for i in schema.ids})
         for block, _ in iter_windows(area.width, area.height, 1024):  # unlabelled everywhere first
-            dst.write(
-                np.full((1, int(block.height), int(block.width)), schema.ignore_index, np.uint8), window=block
-            )
-        for k, (col, row, w, h) in enumerate(local):
+            dst.write(np.full((1, int(block.height), int(block.width)), schema.ignore_index, np.uint8), window=block)
+        for n, (col, row, w, h) in enumerate(local):
             progress.check()
-            array, _ = rasterize_labels(
-                polygons, class_field, area.window_grid(Window(col, row, w, h)), schema, layer=layer
-            )
-            array = np.asarray(array, dtype=np.uint8)
+            array, _ = rasterize_window(by_class, area, Window(col, row, w, h), schema.ignore_index)
             dst.write(array[None], window=Window(col, row, w, h))
-            counts[(col, row, w, h)] = np.bincount(array.ravel(), minlength=256)[: schema.num_classes]
-            progress.report((k + 1) / len(local), f"labels around polygons: window {k + 1}/{len(local)}")
+            counts[(col, row, w, h)] = np.bincount(array.ravel(), minlength=256)[:k].tolist()
+            progress.report((n + 1) / len(local), f"labels around polygons: window {n + 1}/{len(local)}")
+    if not any(sum(c) for c in counts.values()):
+        raise ValueError(f"{polygons}: no polygon covers a pixel centre of the imagery (too small or outside?)")
     split = split_windows(local, val_fraction, seed)
+    tiles = [{"window": list(w), "split": name} for name in ("train", "val") for w in split[name]]
     patches = [
         {
-            "split": name,
-            "window": list(w),
-            "class_counts": {str(i): int(n) for i, n in enumerate(counts[w]) if n},
+            "split": t["split"],
+            "window": t["window"],
+            "tile": i,
+            "class_counts": counts[tuple(t["window"])],
+            "resampled": False,
         }
-        for name in ("train", "val")
-        for w in split[name]
+        for i, t in enumerate(tiles)
     ]
     manifest = {
+        "version": MANIFEST_VERSION,
         "kind": "polygon-patches",
         "sources": {"optical": str(optical), "sar": str(sar), "label": label_path.name},
+        "width": area.width,
+        "height": area.height,
         "patch_size": patch_size,
+        "tile_size": patch_size,
         "grid": area.to_dict(),
+        "classes": list(schema.names),
         "shared_validation": split["shared"],
+        "tiles": tiles,
         "patches": patches,
+        "polygons": {k: v for k, v in report.items() if isinstance(v, (int, float, str, dict))},
     }
     manifest_path = out / "manifest.json"
     atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode("utf-8"), overwrite=True)
-    total = sum(counts.values())
+    total = np.sum(list(counts.values()), axis=0)
     return {
         "manifest": str(manifest_path),
         "labels": str(label_path),

@@ -20,6 +20,23 @@ TINY_STUDENT = {
 }
 TINY_TEACHER = {"widths": [4, 8, 8, 8], "blocks_per_branch": [1, 1, 1, 1], "modules_per_stage": [1, 1, 1, 1]}
 SCENE_SIZE = 192
+_REGISTERED = []  # Processing does not keep the Python side of a provider alive: we do
+
+
+def ensure_sgcad_provider():
+    """The SGCAD provider in QGIS's Processing registry, registered again if a test removed it
+    (unloading the plugin deletes it)."""
+    from qgis.core import QgsApplication
+
+    from sgcad_qgis.provider import SgcadProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("sgcad")
+    if provider is None:
+        provider = SgcadProvider()
+        assert registry.addProvider(provider)
+        _REGISTERED.append(provider)
+    return provider
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +131,6 @@ def trained_models(synthetic_scene, tmp_path_factory) -> dict:
     import json
 
     import processing
-    from conftest import ensure_sgcad_provider
 
     ensure_sgcad_provider()
     folder = tmp_path_factory.mktemp("trained")
@@ -123,6 +139,6 @@ def trained_models(synthetic_scene, tmp_path_factory) -> dict:
         ("trainteacher", "teacher", TINY_TEACHER),
         ("trainstudent", "student", TINY_STUDENT),
     ):
-        params = training_params(synthetic_scene, folder / kind, epochs=3, MODEL_CONFIG=json.dumps(tiny))
+        params = training_params(synthetic_scene, folder / kind, epochs=6, MODEL_CONFIG=json.dumps(tiny), LR=0.02)
         out[kind] = processing.run(f"sgcad:{alg}", params)
     return out

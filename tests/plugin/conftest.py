@@ -41,20 +41,6 @@ def recording_iface(qgis_iface):
     return RecordingIface(qgis_iface)
 
 
-def ensure_sgcad_provider():
-    """The SGCAD provider in QGIS's Processing registry, registered again if a test removed it."""
-    from qgis.core import QgsApplication
-
-    from sgcad_qgis.provider import SgcadProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = registry.providerById("sgcad")
-    if provider is None:
-        provider = SgcadProvider()
-        assert registry.addProvider(provider)
-    return provider
-
-
 @pytest.fixture()
 def sgcad_provider(qgis_processing):
     """The SGCAD provider registered in QGIS's Processing registry (re-registered after a test
@@ -63,4 +49,10 @@ def sgcad_provider(qgis_processing):
 
 
 # Session fixtures of the algorithm and Modeler tests (synthetic scene, tiny models).
-from alg_fixtures import scene, synthetic_scene, trained_models, untrained_models  # noqa: E402,F401
+from alg_fixtures import (  # noqa: E402,F401
+    ensure_sgcad_provider,
+    scene,
+    synthetic_scene,
+    trained_models,
+    untrained_models,
+)
