@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Before torch loads OpenMP: idle threads sleep instead of spinning. On a shared 2-core
+# machine, spinning threads made every convolution 10-20x slower whenever another process ran.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
@@ -199,7 +203,7 @@ def main(argv: List[str] = None) -> int:
             overwrite=True,
             cfg=InferenceConfig(tile_size=512, overlap=64, device="cpu", backend="torch"),
         )
-        m = evaluate_rasters(maps["classes"], other["label"], SCHEMA, progress=progress)
+        m = evaluate_rasters(maps["outputs"]["classes"], other["label"], SCHEMA, progress=progress)
         return {
             "water_iou": m["iou"][WATER],
             "miou": m["miou"],
@@ -270,7 +274,8 @@ KEYS = ("water_iou", "miou", "miou_non_water", "oa", "kappa")
 
 
 def _get(run: Dict[str, Any], key: str, where: str) -> float:
-    return run[key] if where == "split" else run["other_scene"][key]
+    value = run[key] if where == "split" else run["other_scene"][key]
+    return float("nan") if value is None else value  # undefined IoU (class absent in both maps)
 
 
 def _mean(runs: List[Dict[str, Any]], key: str, where: str = "split") -> float:
@@ -305,8 +310,8 @@ def _verdict(summary: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
 
 
 def _table(summary: Dict[str, Any], where: str) -> List[str]:

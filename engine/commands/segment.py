@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the network (0: default)")
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--sar-units",
+        choices=("auto", "linear", "db", "model"),
+        default="auto",
+        help="units of the SAR file: auto (detected), linear, db, or model (as in training)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -94,5 +100,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         cloud_mask=args.cloud_mask,
         grid=args.grid,
         resolution=args.resolution,
+        sar_units=args.sar_units,
     )
     return {"ok": True, **result}

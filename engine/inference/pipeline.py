@@ -18,6 +18,7 @@ from rasterio.windows import Window
 from .. import __version__
 from ..config import InferenceConfig, ModelMetadata
 from ..preprocess.pipeline import InputPreprocessor
+from ..preprocess.units import input_is_db
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of
 from .aoi import AoiLike, load_aoi
@@ -102,6 +103,7 @@ def segment_scene(
     grid: str = "sar",
     resolution: Optional[float] = None,
     backend: Any = None,
+    sar_units: str = "auto",
 ) -> Dict[str, Any]:
     """Segment a scene with a student (and optional teacher) checkpoint.
 
@@ -124,6 +126,8 @@ def segment_scene(
         backend: an object with ``predict``/``num_classes``/``has_teacher`` to use instead of
             the checkpoints' networks (custom models, tests); ``model_path`` is then only read
             for its metadata.
+        sar_units: units of this SAR file: ``"auto"`` (detected from the data), ``"linear"``,
+            ``"db"``, or ``"model"`` (assume those the model was trained on).
 
     Returns:
         written paths and run figures (tiles, timings, throughput, device, class pixels).
@@ -146,8 +150,14 @@ def segment_scene(
         raise ValueError(f"{model_path} is a {meta.kind} checkpoint; segment needs a student (--model)")
     o_bands = _bands(optical_bands, meta.bands.optical_bands, "optical", model_path)
     s_bands = _bands(sar_bands, meta.bands.sar_bands, "SAR", model_path)
+    db = input_is_db(sar_units, sar_path, s_bands, meta.sar_preprocess.input_is_db)
+    if db != meta.sar_preprocess.input_is_db:
+        progress.info(f"{sar_path}: SAR values are in {'dB' if db else 'linear units'}; converting for the model")
+    meta.sar_preprocess.input_is_db = db
     pre = _preprocessor(meta, model_path)
     teacher_meta = read_metadata(teacher_path) if teacher_path else None
+    if teacher_meta is not None:
+        teacher_meta.sar_preprocess.input_is_db = db
     teacher_pre = None
     if teacher_meta is not None:
         if teacher_meta.kind != "teacher":

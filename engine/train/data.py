@@ -203,6 +203,8 @@ def prepare_data(
             sar_rec = compute_normalization(
                 sar, inputs.bands.sar_bands, inputs.sar_preprocess, grid, progress=progress, seed=seed
             )
+        # naming all three rasters makes the run folder itself a patch set (--patches RUN_DIR)
+        manifest.setdefault("sources", {}).update(optical=str(optical), sar=str(sar), label=str(label))
         save_manifest(manifest, run_dir / "manifest.json")
         info = {
             "optical": str(optical),

@@ -187,7 +187,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
             "MODEL": _child("distill", "OUTPUT_MODEL"),
             "TEACHER": _child("teacher", "OUTPUT_MODEL"),
             "TILE_SIZE": _param("patch_size"),
-            "OVERLAP": _static(32),
+            "OVERLAP": _static(16),
         },
         {"OUTPUT_FOLDER": "Land cover"},
         row=5,

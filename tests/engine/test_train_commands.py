@@ -20,9 +20,7 @@ from engine.train.checkpoint import read_metadata
 TINY_STUDENT = StudentConfig(
     widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8, attention_dim=8, pool_size=4
 )
-TINY_TEACHER = TeacherConfig(
-    widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1)
-)
+TINY_TEACHER = TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1))
 COMMON = [
     "--tile-size",
     "128",
@@ -78,10 +76,7 @@ def test_teacher_student_distill_segment_evaluate(runs, capsys):
     assert code == 0, err
     assert teacher["stage"] == "teacher" and len(teacher["test"]["iou"]) == 2
     meta = read_metadata(teacher["model"])
-    assert (
-        meta.kind == "teacher"
-        and meta.sar_normalization.bands[0].p_high > meta.sar_normalization.bands[0].p_low
-    )
+    assert meta.kind == "teacher" and meta.sar_normalization.bands[0].p_high > meta.sar_normalization.bands[0].p_low
 
     vector = [
         "--optical",
@@ -237,3 +232,16 @@ def test_commands_refuse_bad_input_with_clear_messages(runs, capsys):
     assert code == 2 and "not a SGCAD checkpoint" in err
     code, out, err = _run(["train-teacher", *data, "--out", str(root / "bad4"), "--resume", *COMMON], capsys)
     assert code == 2 and "cannot resume" in err
+
+
+def test_a_run_folder_is_a_reusable_patch_set(runs, capsys):
+    root, scene = runs
+    data = ["--optical", scene["optical"], "--sar", scene["sar"], "--labels", scene["label"]]
+    args = ["--epochs", "1", "--model-config", str(root / "student.json"), *COMMON]
+    code, first, err = _run(["train-student", *data, "--out", str(root / "p1"), *args], capsys)
+    assert code == 0, err
+    code, second, err = _run(["train-student", "--patches", str(root / "p1"), "--out", str(root / "p2"), *args], capsys)
+    assert code == 0, err
+    m1, m2 = (json.loads((root / p / "manifest.json").read_text()) for p in ("p1", "p2"))
+    assert m1["patches"] == m2["patches"]
+    assert first["test"] == second["test"]  # same patches, same seed: same numbers

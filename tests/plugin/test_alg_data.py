@@ -41,9 +41,7 @@ def test_synthscene_is_seeded_styled_and_refuses_to_overwrite(sgcad_provider, tm
     np.testing.assert_array_equal(_read(first["SAR"]), _read(second["SAR"]))  # untouched
 
 
-def test_alignpair_keeps_pixels_on_a_shared_grid_and_resamples_on_request(
-    sgcad_provider, shared_data, tmp_path
-):
+def test_alignpair_keeps_pixels_on_a_shared_grid_and_resamples_on_request(sgcad_provider, shared_data, tmp_path):
     pair = shared_data / "spacenet6_rotterdam"
     optical, sar = str(pair / "rgb_unmasked.tif"), str(pair / "sar_masked.tif")
     same = _run(
@@ -167,9 +165,7 @@ def test_preprocesssar_refuses_bad_settings(scene, tmp_path):
     assert not (tmp_path / "p.tif").exists()
 
 
-def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(
-    sgcad_provider, shared_data, tmp_path
-):
+def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(sgcad_provider, shared_data, tmp_path):
     landsat = str(shared_data / "landsat_rgb" / "RGB.byte.tif")
     result = _run(
         "normalizeoptical",
@@ -192,3 +188,110 @@ def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(
         assert b["p_low"] == pytest.approx(p2, abs=1.0) and b["p_high"] == pytest.approx(p98, abs=1.0)
         valid = out[i][~collar[i]]
         assert 0.0 <= valid.min() and valid.max() <= 1.0
+
+
+def test_rasterizelabels_reproduces_the_label_raster_and_blanks_conflicts(scene, tmp_path):
+    result = _run(
+        "rasterizelabels",
+        {
+            "INPUT": scene["label_vector"],
+            "CLASS_FIELD": "class_name",
+            "REFERENCE": scene["sar"],
+            "BLOCK": 64,
+            "OUTPUT": str(tmp_path / "l.tif"),
+        },
+    )
+    np.testing.assert_array_equal(_read(result["OUTPUT"], 1), _read(scene["label"], 1))
+    assert result["CONFLICT_PIXELS"] == 0 and result["LABELLED_PIXELS"] == 192 * 192
+    assert isinstance(QgsRasterLayer(result["OUTPUT"], "l").renderer(), QgsPalettedRasterRenderer)
+
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    drawn = QgsVectorLayer("Polygon?crs=EPSG:32631", "drawn", "memory")
+    drawn.dataProvider().addAttributes([QgsField("cls", QVariant.String)])
+    drawn.updateFields()
+    for wkt, value in (
+        ("POLYGON((590000 5760000,590040 5760000,590040 5759960,590000 5759960,590000 5760000))", "water"),
+        ("POLYGON((590020 5760000,590060 5760000,590060 5759960,590020 5759960,590020 5760000))", "4"),
+    ):  # overlaps the first by 10 x 20 pixels, another class (given as an id)
+        feature = QgsFeature(drawn.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(wkt))
+        feature.setAttributes([value])
+        drawn.dataProvider().addFeatures([feature])
+    out = _run(
+        "rasterizelabels",
+        {"INPUT": drawn, "CLASS_FIELD": "cls", "REFERENCE": scene["sar"], "OUTPUT": str(tmp_path / "drawn.tif")},
+    )
+    labels = _read(out["OUTPUT"], 1)
+    assert (labels[:20, :10] == 3).all() and (labels[:20, 20:30] == 4).all() and (labels[:20, 10:20] == 255).all()
+    assert out["CONFLICT_PIXELS"] == 200 and out["LABELLED_PIXELS"] == 400
+    drawn.dataProvider().addAttributes([QgsField("bad", QVariant.String)])
+    with pytest.raises(QgsProcessingException, match="no field 'klass'"):
+        _run(
+            "rasterizelabels",
+            {"INPUT": drawn, "CLASS_FIELD": "klass", "REFERENCE": scene["sar"], "OUTPUT": str(tmp_path / "x.tif")},
+        )
+
+
+def test_exportpatches_writes_a_leakage_free_patch_set_that_trains(scene, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    result = _run(
+        "exportpatches",
+        {
+            "OPTICAL": scene["optical"],
+            "SAR": scene["sar"],
+            "LABELS": scene["label"],
+            "PATCH_SIZE": 64,
+            "OUTPUT_FOLDER": str(tmp_path / "set"),
+        },
+    )
+    manifest = json.loads(Path(result["MANIFEST"]).read_text())
+    assert result["TILE_SIZE_USED"] < 4096 and manifest["warnings"]  # shrunk for a small scene, and said so
+    assert min(result["TRAIN_PATCHES"], result["VAL_PATCHES"], result["TEST_PATCHES"]) > 0
+    assert set(manifest["sources"]) == {"optical", "sar", "label"}
+    windows = {s: [p["window"] for p in manifest["patches"] if p["split"] == s] for s in ("train", "val", "test")}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        for wa in windows[a]:
+            for wb in windows[b]:
+                assert not (
+                    wa[0] < wb[0] + wb[2] and wb[0] < wa[0] + wa[2] and wa[1] < wb[1] + wb[3] and wb[1] < wa[1] + wa[3]
+                ), (a, b, wa, wb)
+    outlines = QgsVectorLayer(result["PATCHES"], "patches")
+    assert outlines.featureCount() == len(manifest["patches"])
+    assert {f["split"] for f in outlines.getFeatures()} == {"train", "val", "test"}
+    del outlines
+    with pytest.raises(QgsProcessingException, match="already holds a patch set"):
+        _run(
+            "exportpatches",
+            {
+                "OPTICAL": scene["optical"],
+                "SAR": scene["sar"],
+                "LABELS": scene["label"],
+                "PATCH_SIZE": 64,
+                "OUTPUT_FOLDER": str(tmp_path / "set"),
+            },
+        )
+    trained = _run(
+        "trainstudent",
+        {
+            "PATCH_SET": result["OUTPUT_FOLDER"],
+            "EPOCHS": 1,
+            "BATCH_SIZE": 4,
+            "LEE_WINDOW": 3,
+            "THREADS": 2,
+            "DEVICE": 1,
+            "MODEL_CONFIG": json.dumps(
+                {
+                    "widths": [8, 8, 16, 16],
+                    "blocks_per_stage": [1, 1, 1, 1],
+                    "decoder_channels": 8,
+                    "attention_dim": 8,
+                    "pool_size": 4,
+                }
+            ),
+            "OUTPUT_FOLDER": str(tmp_path / "run"),
+        },
+    )
+    assert Path(trained["OUTPUT_MODEL"]).is_file()
