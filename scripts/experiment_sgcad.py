@@ -72,7 +72,7 @@ SETTINGS = {
         "student_epochs": 16,
         "stage2_epochs": 10,
         "warmup": 2,
-        "max_batches": 0,
+        "max_batches": 13,
         "seeds": [42, 43],
         "test_size": 1024,
     },

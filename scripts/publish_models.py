@@ -75,7 +75,7 @@ def card(kind: str, path: Path, scene_metrics: dict) -> str:
 - **Task**: {'six-class land cover: ' + ', '.join(meta.schema.names) if kind == 'student'
              else 'binary water (SAR-only water expert used as the distillation teacher)'}.
 - **Inputs**: {inputs}. SAR as linear sigma0 (the segment command detects dB input and converts).
-- **Training data**: one seeded synthetic scene (`python -m engine synth --size 1024 --seed 101`),
+- **Training data**: one seeded synthetic scene (`python -m engine synth --size 1024 --seed 102`),
   1024 × 1024 px at 2 m, split first (tiles) then cropped to 128 px patches; trained by
   `scripts/train_default_models.sh` with the project's own commands{STAGES if kind == 'student' else ''}.
 - **Normalisation** (stored in the file, applied automatically):

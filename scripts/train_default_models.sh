@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default models with the project's own commands (CPU, ~30 min on 2 cores).
-# Training data: a seeded synthetic scene (seed 101, 1024 x 1024 px at 2 m) that no sample
+# Training data: a seeded synthetic scene (seed 102, 1024 x 1024 px at 2 m) that no sample
 # or test uses. Architectures: configs/default_student.json, configs/default_teacher.json.
 # Usage: scripts/train_default_models.sh [WORK_DIR]   (default build/default-models)
 set -euo pipefail
@@ -11,7 +11,7 @@ EPOCHS_TEACHER="${EPOCHS_TEACHER:-12}"
 EPOCHS_STUDENT="${EPOCHS_STUDENT:-24}"
 EPOCHS_DISTILL="${EPOCHS_DISTILL:-10}"
 mkdir -p "$WORK"
-[ -f "$WORK/scene/label.tif" ] || $PY -m engine synth --size 1024 --seed 101 --out "$WORK/scene" --json | tail -1
+[ -f "$WORK/scene/label.tif" ] || $PY -m engine synth --size 1024 --seed 102 --out "$WORK/scene" --json | tail -1
 DATA=(--optical "$WORK/scene/optical.tif" --sar "$WORK/scene/sar.tif" --labels "$WORK/scene/label.tif"
       --patch-size 128 --batch-size 8 --seed 42 --overwrite --json)
 $PY -m engine train-teacher "${DATA[@]}" --model-config configs/default_teacher.json \

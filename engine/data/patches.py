@@ -66,6 +66,31 @@ def _assign_splits(n: int, ratios: Sequence[float], rng: np.random.Generator) ->
     return out
 
 
+def _stratified_splits(
+    tile_counts: List[List[int]], ratios: Sequence[float], seed: int, tries: int = 500
+) -> Tuple[List[str], List[str]]:
+    """Seeded tile splits in which val and test hold every class found in 3+ tiles, if possible.
+
+    Random tile splits of a small scene easily leave a rare class (often water) out of the
+    validation split, which then cannot select a model for that class. Shuffles are drawn in
+    a fixed order from ``seed`` and the first one that misses no (split, class) pair wins;
+    otherwise the one missing the fewest, and the misses are returned.
+    """
+    rng = np.random.default_rng(seed)
+    present = np.array(tile_counts) >= 16  # a class "is in" a tile with at least 16 pixels
+    wanted = np.nonzero(present.sum(0) >= 3)[0]
+    best: Tuple[int, List[str], List[str]] = (10**9, [], [])
+    for _ in range(tries):
+        splits = _assign_splits(len(tile_counts), ratios, rng)
+        misses = [f"{s}:{c}" for s in SPLITS for c in wanted
+                  if not any(present[i, c] for i, name in enumerate(splits) if name == s)]
+        if len(misses) < best[0]:
+            best = (len(misses), splits, misses)
+        if not misses:
+            break
+    return best[1], best[2]
+
+
 def build_manifest(
     label_path: PathLike,
     cfg: PatchConfig = PatchConfig(),
@@ -108,7 +133,10 @@ def build_manifest(
             f"tile size reduced from {cfg.tile_size} to {tile} px so that every split gets data "
             f"({len(tiles)} labelled tiles)"
         )
-    splits = _assign_splits(len(tiles), cfg.split_ratios, np.random.default_rng(cfg.seed))
+    tile_counts = [_counts(label[r:r + h, c:c + w], k) for c, r, w, h in tiles]
+    splits, missing = _stratified_splits(tile_counts, cfg.split_ratios, cfg.seed)
+    if missing:
+        warnings.append(f"no tile assignment gives every split each class; missing {missing}")
 
     patches: List[Dict[str, Any]] = []
     size = cfg.patch_size

@@ -105,7 +105,7 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _check_run_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
+def check_run_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out_dir / STATE).is_file():
             raise ValueError(f"cannot resume: {out_dir / STATE} does not exist (start without --resume)")
@@ -185,7 +185,7 @@ class Trainer:
         """
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _check_run_folder(self.out_dir, resume, overwrite)
+        check_run_folder(self.out_dir, resume, overwrite)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)

@@ -149,14 +149,16 @@ def write_polygon_patch_set(
         progress: progress and cancellation.
 
     Returns:
-        ``manifest`` and ``labels`` paths, the ``windows`` on the label grid, the label
-        ``grid`` and the labelled pixels per class.
+        ``manifest`` and ``labels`` paths, the ``patch_size`` used (at most the grid's size),
+        the ``windows`` on the label grid, the label ``grid`` and the labelled pixels per class.
     """
     from ..data.patches import MANIFEST_VERSION
     from ..raster.labels import rasterize_window, read_label_polygons
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a scene smaller than one patch is trained on whole (the networks pad any input size)
+    patch_size = min(patch_size, grid.width, grid.height)
     windows = windows_around(polygon_boxes(polygons, grid, layer), grid, patch_size)
     c0, r0 = min(w[0] for w in windows), min(w[1] for w in windows)
     c1, r1 = max(w[0] + w[2] for w in windows), max(w[1] + w[3] for w in windows)
@@ -211,6 +213,7 @@ def write_polygon_patch_set(
     return {
         "manifest": str(manifest_path),
         "labels": str(label_path),
+        "patch_size": patch_size,
         "windows": local,
         "grid": area,
         "shared_validation": split["shared"],

@@ -29,7 +29,7 @@ from ..models import build_model
 from ..progress import NULL_PROGRESS, Progress
 from .checkpoint import check_fits, load_model
 from .data import PreparedData, TrainingInputs, prepare_data
-from .loop import Trainer, resolve_device
+from .loop import Trainer, check_run_folder, resolve_device
 from .tasks import DistillTask, StudentTask, TeacherTask
 
 PathLike = Union[str, Path]
@@ -62,7 +62,10 @@ def _class_weights(histogram: List[int], loss_cfg: LossConfig, progress: Progres
     return weights
 
 
-def _prepare(inputs, schema, out_dir, cfg, resume, progress, records=None) -> PreparedData:
+def _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, records=None) -> PreparedData:
+    # before anything is written into the run folder: a finished run is not half-replaced
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    check_run_folder(Path(out_dir), resume, overwrite)
     return prepare_data(
         inputs,
         schema,
@@ -90,7 +93,7 @@ def train_teacher(
     schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
     teacher_cfg = teacher_cfg or TeacherConfig()
     teacher_cfg.sar_channels = inputs.bands.sar_channels
-    data = _prepare(inputs, schema, out_dir, cfg, resume, progress)
+    data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     water = data.histogram[schema.water_class]
     binary = [sum(data.histogram) - water, water]
     if water == 0:
@@ -123,7 +126,7 @@ def train_student(
     student_cfg.optical_channels = inputs.bands.optical_channels
     student_cfg.sar_channels = inputs.bands.sar_channels
     student_cfg.num_classes = schema.num_classes
-    data = _prepare(inputs, schema, out_dir, cfg, resume, progress)
+    data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     task = StudentTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
     model = build_model(student_cfg)
@@ -186,7 +189,7 @@ def distill(
             "the teacher sees SAR scaled for the student"
         )
     records = (s_meta.optical_normalization, s_meta.sar_normalization)
-    data = _prepare(inputs, schema, out_dir, cfg, resume, progress, records=records)
+    data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, records=records)
     task = DistillTask(
         schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress), teacher, distill_cfg
     )

@@ -55,9 +55,8 @@ def _add_inputs(model: QgsProcessingModelAlgorithm) -> None:
         QgsProcessingParameterNumber("patch_size", "Patch size (pixels)", defaultValue=256, minValue=16),
         QgsProcessingParameterNumber("tile_size", "Split tile size (pixels)", defaultValue=4096, minValue=16),
         QgsProcessingParameterNumber("batch_size", "Patches per batch", defaultValue=16, minValue=1),
-        QgsProcessingParameterNumber(
-            "max_batches", "Batches per epoch (0 = whole split)", defaultValue=0, minValue=0
-        ),
+        QgsProcessingParameterNumber("max_batches", "Batches per epoch (0 = whole split)", defaultValue=0, minValue=0),
+        QgsProcessingParameterNumber("threads", "CPU threads for torch (0 = all cores)", defaultValue=0, minValue=0),
         QgsProcessingParameterString("teacher_network", "Teacher network settings (JSON)", "", optional=True),
         QgsProcessingParameterString("student_network", "Student network settings (JSON)", "", optional=True),
     ]
@@ -125,6 +124,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
         "TILE_SIZE": _param("tile_size"),
         "BATCH_SIZE": _param("batch_size"),
         "MAX_BATCHES": _param("max_batches"),
+        "THREADS": _param("threads"),
         "LEE": _static(False),  # the SAR is already filtered, in dB and scaled
         "SAR_DB": _static(True),
     }
@@ -188,6 +188,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
             "TEACHER": _child("teacher", "OUTPUT_MODEL"),
             "TILE_SIZE": _param("patch_size"),
             "OVERLAP": _static(16),
+            "THREADS": _param("threads"),
         },
         {"OUTPUT_FOLDER": "Land cover"},
         row=5,

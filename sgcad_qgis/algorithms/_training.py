@@ -79,15 +79,11 @@ class TrainingAlgorithm(EngineAlgorithm):
     def add_data_settings(self) -> None:
         self.add_number("TILE_SIZE", "Split tile size (pixels)", 4096, 16, 1 << 20)
         self.add_number("PATCH_SIZE", "Patch size (pixels)", 256, 16, 8192)
-        self.add_number(
-            "RESOLUTION", "Grid pixel size for label polygons (0 = the SAR's)", 0.0, 0.0, integer=False
-        )
+        self.add_number("RESOLUTION", "Grid pixel size for label polygons (0 = the SAR's)", 0.0, 0.0, integer=False)
         self.add_flag("SAR_DB", "The SAR input is already in dB", False)
         self.add_flag("LEE", "Lee speckle filter", True)
         self.add_number("LEE_WINDOW", "Lee filter window (pixels)", 7, 3, 51)
-        self.add_number(
-            "OPTICAL_SCALE", "Optical linear scale (e.g. 0.0001 for Sentinel-2)", 1.0, 0.0, integer=False
-        )
+        self.add_number("OPTICAL_SCALE", "Optical linear scale (e.g. 0.0001 for Sentinel-2)", 1.0, 0.0, integer=False)
 
     def add_optimisation(self, lr: float = 1e-3) -> None:
         self.add_number("EPOCHS", "Epochs", self.DEFAULT_EPOCHS, 1, 100000, advanced=False)
@@ -111,7 +107,7 @@ class TrainingAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Run folder")))
         self.addOutput(QgsProcessingOutputFile("OUTPUT_MODEL", self.tr("Trained model (.safetensors)")))
         self.addOutput(QgsProcessingOutputHtml("REPORT", self.tr("Training report")))
-        self.addOutput(QgsProcessingOutputFile("HISTORY", self.tr("Per-epoch history (CSV)")))
+        self.addOutput(QgsProcessingOutputFile("HISTORY", self.tr("Per-epoch history (JSON; history.csv beside it)")))
         for key, (_, label) in METRICS.items():
             description = f"{label} (best model; test split, else validation)"
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(description)))
@@ -124,8 +120,7 @@ class TrainingAlgorithm(EngineAlgorithm):
 
         schema = schema or ClassSchema()
         given = {
-            n: parameters.get(n) not in (None, "")
-            for n in ("OPTICAL", "SAR", "LABELS", "LABEL_POLYGONS", "PATCH_SET")
+            n: parameters.get(n) not in (None, "") for n in ("OPTICAL", "SAR", "LABELS", "LABEL_POLYGONS", "PATCH_SET")
         }
         if given["PATCH_SET"]:
             folder = self.parameterAsFile(parameters, "PATCH_SET", context)
@@ -189,11 +184,7 @@ class TrainingAlgorithm(EngineAlgorithm):
         from sgcad_qgis.engine.config import StudentConfig, TeacherConfig, from_dict, to_dict
 
         cls = TeacherConfig if self.MODEL_KIND == "teacher" else StudentConfig
-        text = (
-            self.parameterAsString(parameters, "MODEL_CONFIG", context)
-            if "MODEL_CONFIG" in parameters
-            else ""
-        )
+        text = self.parameterAsString(parameters, "MODEL_CONFIG", context) if "MODEL_CONFIG" in parameters else ""
         if not text or not text.strip():
             return cls()
         try:
@@ -274,9 +265,7 @@ class TrainingAlgorithm(EngineAlgorithm):
     def loss_config(self, parameters, context):
         from sgcad_qgis.engine.config import LossConfig
 
-        return LossConfig(
-            inverse_frequency_weights=self.parameterAsBoolean(parameters, "CLASS_WEIGHTS", context)
-        )
+        return LossConfig(inverse_frequency_weights=self.parameterAsBoolean(parameters, "CLASS_WEIGHTS", context))
 
     def run_flags(self, parameters, context) -> Dict[str, bool]:
         return {
@@ -293,7 +282,7 @@ class TrainingAlgorithm(EngineAlgorithm):
             "OUTPUT_FOLDER": folder,
             "OUTPUT_MODEL": result["model"],
             "REPORT": result.get("report", ""),
-            "HISTORY": result.get("history", ""),
+            "HISTORY": _history_json(result.get("history", "")),
             "BEST_EPOCH": result.get("best_epoch"),
         }
         for key, (engine_key, _) in METRICS.items():
@@ -304,6 +293,12 @@ class TrainingAlgorithm(EngineAlgorithm):
         )
         feedback.pushInfo(f"Model: {result['model']}")
         return outputs
+
+
+def _history_json(csv_path: str) -> str:
+    """The run's history.json (nested values intact), written beside history.csv."""
+    path = Path(csv_path).with_suffix(".json") if csv_path else None
+    return str(path) if path is not None and path.is_file() else csv_path
 
 
 def _pct(value) -> str:

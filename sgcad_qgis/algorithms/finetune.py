@@ -36,16 +36,16 @@ class FineTune(Distill):
         self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's)")
         self.add_raster("SAR", "SAR raster")
         self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
-        self.add_model("MODEL", "Student model to fine-tune")
+        self.add_model("STUDENT", "Student model to fine-tune")
         self.add_model("TEACHER", "SAR water teacher model")
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                "LABELS", self.tr("Label polygons"), [QgsProcessing.TypeVectorPolygon]
+                "LABEL_POLYGONS", self.tr("Label polygons"), [QgsProcessing.TypeVectorPolygon]
             )
         )
         self.addParameter(
             QgsProcessingParameterField(
-                "CLASS_FIELD", self.tr("Class field (ids or names)"), "class", "LABELS"
+                "CLASS_FIELD", self.tr("Class field (ids or names)"), "class", "LABEL_POLYGONS"
             )
         )
         self.add_number("EPOCHS", "Epochs", self.DEFAULT_EPOCHS, 1, 100000, advanced=False)
@@ -73,11 +73,10 @@ class FineTune(Distill):
         ok, message = super(Distill, self).checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        parameters = dict(parameters, STUDENT=parameters.get("MODEL"))  # the model Distill checks
         student, messages = self.check_models(parameters, context)
         sar = self.parameterAsRasterLayer(parameters, "SAR", context)
         optical = self.parameterAsRasterLayer(parameters, "OPTICAL", context)
-        source = self.parameterAsSource(parameters, "LABELS", context)
+        source = self.parameterAsSource(parameters, "LABEL_POLYGONS", context)
         messages.append(_checks.overlap(optical, sar, "optical raster", "SAR raster"))
         if source is not None and source.featureCount() == 0:
             messages.append("The label layer holds no polygon yet; draw at least one.")
@@ -98,12 +97,12 @@ class FineTune(Distill):
 
         threads = self.set_threads(parameters, context, feedback)
         device = self.log_device(feedback, self.device_value(parameters, context))
-        model = self.parameterAsFile(parameters, "MODEL", context)
+        model = self.parameterAsFile(parameters, "STUDENT", context)
         teacher = self.parameterAsFile(parameters, "TEACHER", context)
         meta = read_metadata(model)
         optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster")
         sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster")
-        polygons, layer_name = self.vector_path(parameters, "LABELS", context, feedback)
+        polygons, layer_name = self.vector_path(parameters, "LABEL_POLYGONS", context, feedback)
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         patch = self.parameterAsInt(parameters, "PATCH_SIZE", context)
         overwrite = self.overwrite(parameters, context)
@@ -124,7 +123,7 @@ class FineTune(Distill):
                 progress=progress,
             )
         feedback.pushInfo(
-            f"{len(patches['windows'])} patches of {patch} pixels; labelled pixels: "
+            f"{len(patches['windows'])} patches of {patches['patch_size']} pixels; labelled pixels: "
             + ", ".join(f"{k} {v}" for k, v in patches["class_pixels"].items() if v)
         )
         if patches["shared_validation"]:
@@ -138,7 +137,7 @@ class FineTune(Distill):
             if chosen:
                 setattr(bands, name.lower(), chosen)
         inputs = TrainingInputs(patch_set=str(Path(folder) / "patches"), bands=bands)
-        inputs.patch.patch_size = patch
+        inputs.patch.patch_size = patches["patch_size"]
         lr_factor = self.parameterAsDouble(parameters, "LR_FACTOR", context)
         with self.stage(feedback, "Fine-tuning") as progress:
             result = distill(

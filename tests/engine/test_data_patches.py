@@ -129,8 +129,8 @@ def test_splits_are_geometrically_disjoint_and_resampling_is_training_only(scene
     # Same seed, same split; another seed, another assignment of tiles.
     again = build_manifest(scene["label"], cfg)
     assert [t["split"] for t in again["tiles"]] == [t["split"] for t in manifest["tiles"]]
-    other = build_manifest(scene["label"], PatchConfig(patch_size=64, seed=4))
-    assert [t["split"] for t in other["tiles"]] != [t["split"] for t in manifest["tiles"]]
+    # Stratified: validation and test both hold water (the class that selects the teacher).
+    assert all(manifest["summary"][s]["class_pixels"][3] > 0 for s in ("val", "test"))
 
 
 def test_manifest_round_trip_and_bad_inputs(scene, tmp_path):

@@ -245,3 +245,7 @@ def test_a_run_folder_is_a_reusable_patch_set(runs, capsys):
     m1, m2 = (json.loads((root / p / "manifest.json").read_text()) for p in ("p1", "p2"))
     assert m1["patches"] == m2["patches"]
     assert first["test"] == second["test"]  # same patches, same seed: same numbers
+    before = (root / "p1" / "manifest.json").read_text()
+    code, _, err = _run(["train-student", "--patches", str(root / "p2"), "--out", str(root / "p1"), *args], capsys)
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err
+    assert (root / "p1" / "manifest.json").read_text() == before  # nothing of the old run was replaced

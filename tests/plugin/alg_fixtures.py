@@ -117,7 +117,7 @@ def training_params(scene: dict, folder, epochs: int = 2, **extra) -> dict:
         "BATCH_SIZE": 4,
         "LEE_WINDOW": 3,
         "PATIENCE": 0,
-        "THREADS": 2,
+        "THREADS": 1,
         "DEVICE": 1,
         "OUTPUT_FOLDER": str(folder),
     }

@@ -70,9 +70,7 @@ def _polygons(values, crs="EPSG:32631", box=None):
         feature = QgsFeature(layer.fields())
         x0, y0 = box or (590000 + 40 * i, 5759700)
         feature.setGeometry(
-            QgsGeometry.fromWkt(
-                f"POLYGON(({x0} {y0},{x0 + 30} {y0},{x0 + 30} {y0 + 30},{x0} {y0 + 30},{x0} {y0}))"
-            )
+            QgsGeometry.fromWkt(f"POLYGON(({x0} {y0},{x0 + 30} {y0},{x0 + 30} {y0 + 30},{x0} {y0 + 30},{x0} {y0}))")
         )
         feature.setAttributes([value])
         features.append(feature)

@@ -54,9 +54,7 @@ def _virtual(path: Path) -> QgsRasterLayer:
     item = QgsRasterDataProvider.VirtualRasterInputLayers()
     item.name, item.provider, item.uri = "src", "gdal", str(path)
     params.rInputLayers = [item]
-    return QgsRasterLayer(
-        QgsRasterDataProvider.encodeVirtualRasterProviderUri(params), "doubled", "virtualraster"
-    )
+    return QgsRasterLayer(QgsRasterDataProvider.encodeVirtualRasterProviderUri(params), "doubled", "virtualraster")
 
 
 def test_plain_file_is_used_in_place_and_web_maps_are_refused(qgis_app, raster):

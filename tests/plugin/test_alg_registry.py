@@ -36,8 +36,7 @@ def test_all_algorithms_are_listed_in_their_groups(sgcad_provider):
         assert len(alg.shortHelpString()) > 150, name  # says what it does, not just its name
         params = alg.parameterDefinitions()
         assert any(
-            p.name() == "OVERWRITE" and p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
-            for p in params
+            p.name() == "OVERWRITE" and p.flags() & QgsProcessingParameterDefinition.FlagAdvanced for p in params
         ), f"{name}: no advanced OVERWRITE switch"
     assert isinstance(algs["evaluate"].outputDefinition("OUTPUT_HTML"), QgsProcessingOutputHtml)
     assert isinstance(algs["trainstudent"].outputDefinition("REPORT"), QgsProcessingOutputHtml)
@@ -67,9 +66,7 @@ def test_provider_loads_without_torch_and_says_what_is_missing(tmp_path):
         """
     )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), "")
     assert line, done.stdout[-2000:] + done.stderr[-2000:]
     _, count, ok, env_ok, message = line.split(" ", 4)

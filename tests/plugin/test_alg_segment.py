@@ -38,7 +38,7 @@ def _params(scene, models, out, **extra):
         "TILE_SIZE": 96,
         "OVERLAP": 16,
         "BATCH_SIZE": 2,
-        "THREADS": 2,
+        "THREADS": 1,
         "OUTPUT_FOLDER": str(out),
     }
     params.update(extra)

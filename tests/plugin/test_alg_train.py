@@ -40,7 +40,7 @@ def test_teacher_and_student_runs_write_models_reports_and_metrics(trained_model
         assert Path(result["HISTORY"]).is_file() and result["BEST_EPOCH"] >= 1
         assert 0.0 <= result["OA"] <= 1.0 and -1.0 <= result["KAPPA"] <= 1.0
     # it learns: water is dark on SAR, and 6 epochs of a tiny teacher already find most of it
-    history = json.loads((Path(teacher["HISTORY"]).with_suffix(".json")).read_text())["epochs"]
+    history = json.loads(Path(teacher["HISTORY"]).read_text())["epochs"]
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
     assert history[0]["val_water_iou"] < 0.1 and max(r["val_water_iou"] for r in history) > 0.45
     assert teacher["WATER_IOU"] > 0.3
@@ -136,9 +136,9 @@ def test_finetune_trains_only_around_the_polygons(scene, trained_models, tmp_pat
         {
             "OPTICAL": scene["optical"],
             "SAR": scene["sar"],
-            "MODEL": trained_models["student"]["OUTPUT_MODEL"],
+            "STUDENT": trained_models["student"]["OUTPUT_MODEL"],
             "TEACHER": trained_models["teacher"]["OUTPUT_MODEL"],
-            "LABELS": polygons,
+            "LABEL_POLYGONS": polygons,
             "CLASS_FIELD": "class",
             "EPOCHS": 2,
             "WARMUP_EPOCHS": 0,
@@ -163,9 +163,9 @@ def test_finetune_trains_only_around_the_polygons(scene, trained_models, tmp_pat
             {
                 "OPTICAL": scene["optical"],
                 "SAR": scene["sar"],
-                "MODEL": trained_models["student"]["OUTPUT_MODEL"],
+                "STUDENT": trained_models["student"]["OUTPUT_MODEL"],
                 "TEACHER": trained_models["teacher"]["OUTPUT_MODEL"],
-                "LABELS": empty,
+                "LABEL_POLYGONS": empty,
                 "CLASS_FIELD": "class",
                 "OUTPUT_FOLDER": str(tmp_path / "ft2"),
             },
