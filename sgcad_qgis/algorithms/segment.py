@@ -20,6 +20,12 @@ from ._common import EngineAlgorithm, verdict
 
 GRIDS = (("sar", "SAR raster's grid"), ("optical", "Optical raster's grid"))
 BACKENDS = (("auto", "Automatic"), ("torch", "PyTorch"), ("onnx", "ONNX Runtime"))
+SAR_UNITS = (
+    ("auto", "Detect from the data (dB if mostly negative)"),
+    ("linear", "Linear intensity (sigma0)"),
+    ("db", "Decibels"),
+    ("model", "As in the model's training data"),
+)
 OUTPUT_FILES = {
     "CLASSES": "classes",
     "CONFIDENCE": "confidence",
@@ -77,6 +83,11 @@ class Segment(EngineAlgorithm):
         self.add_advanced(
             QgsProcessingParameterEnum(
                 "BACKEND", self.tr("Inference backend"), options=[t for _, t in BACKENDS], defaultValue=0
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                "SAR_UNITS", self.tr("Units of the SAR raster"), options=[t for _, t in SAR_UNITS], defaultValue=0
             )
         )
         self.add_threads_and_overwrite()
@@ -173,6 +184,7 @@ class Segment(EngineAlgorithm):
                 cloud_mask=cloud,
                 grid=GRIDS[self.parameterAsEnum(parameters, "GRID", context)][0],
                 resolution=self.parameterAsDouble(parameters, "RESOLUTION", context) or None,
+                sar_units=SAR_UNITS[self.parameterAsEnum(parameters, "SAR_UNITS", context)][0],
             )
         timings = result.get("timings", {})
         feedback.pushInfo(
