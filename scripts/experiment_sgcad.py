@@ -90,6 +90,12 @@ SETTINGS = {
         "test_size": 256,
     },
 }
+VARIANTS = {
+    "control": lambda warmup: DistillConfig(lambda_kd=0.0, warmup_epochs=warmup),
+    "gated": lambda warmup: DistillConfig(warmup_epochs=warmup),
+    "dense": lambda warmup: DistillConfig(gated=False, warmup_epochs=warmup),
+    "gated_lambda1": lambda warmup: DistillConfig(lambda_kd=1.0, warmup_epochs=warmup),
+}
 TRAIN_SEED, TEST_SEED = 6, 5  # scene seeds: scene 6 has ~3 % water, scene 5 is the independent test
 STUDENT = StudentConfig(widths=(16, 32, 64, 128), decoder_channels=32, attention_dim=32)
 TEACHER = TeacherConfig(widths=(12, 24, 48, 96), modules_per_stage=(1, 1, 1, 1))
@@ -125,13 +131,30 @@ def _figures(result: Dict[str, Any]) -> Dict[str, Any]:
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--work", default=str(ROOT / "build" / "experiment_sgcad"), help="folder for scenes and runs"
-    )
+    parser.add_argument("--work", default=str(ROOT / "build" / "experiment_sgcad"), help="folder for scenes and runs")
     parser.add_argument("--docs", default=str(ROOT / "docs" / "experiments"), help="where the figures go")
     parser.add_argument("--quick", action="store_true", help="tiny smoke version (a minute)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-render the markdown and plot from the JSON already in --docs (no training)",
+    )
+    parser.add_argument("--name", default="sgcad_synthetic", help="basename of the files written to --docs")
+    parser.add_argument("--teacher-epochs", type=int, help="train the teacher this many epochs instead")
+    parser.add_argument("--stage1", help="reuse this stage-1 checkpoint (its metrics.json beside it)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"stage-2 variants ({','.join(VARIANTS)})")
     args = parser.parse_args(argv)
-    s = SETTINGS["quick" if args.quick else "full"]
+    if args.render_only:
+        summary = json.loads((Path(args.docs) / f"{args.name}.json").read_text())
+        summary["verdict"] = _verdict(summary)
+        _write(summary, Path(args.docs), args.name)
+        return 0
+    s = dict(SETTINGS["quick" if args.quick else "full"])
+    if args.teacher_epochs:
+        s["teacher_epochs"] = args.teacher_epochs
+    chosen = args.variants.split(",")
+    if set(chosen) - set(VARIANTS) or not {"control", "gated"} <= set(chosen):
+        parser.error(f"--variants must include control and gated, from {list(VARIANTS)}")
     work, docs = Path(args.work), Path(args.docs)
     work.mkdir(parents=True, exist_ok=True)
     docs.mkdir(parents=True, exist_ok=True)
@@ -140,12 +163,8 @@ def main(argv: List[str] = None) -> int:
     t_start = time.monotonic()
     timings: Dict[str, float] = {}
 
-    scene = generate_scene(
-        work / "scene", size=s["size"], seed=TRAIN_SEED, write_vector=False, overwrite=True
-    )
-    other = generate_scene(
-        work / "scene_test", size=s["test_size"], seed=TEST_SEED, write_vector=False, overwrite=True
-    )
+    scene = generate_scene(work / "scene", size=s["size"], seed=TRAIN_SEED, write_vector=False, overwrite=True)
+    other = generate_scene(work / "scene_test", size=s["test_size"], seed=TEST_SEED, write_vector=False, overwrite=True)
     inputs = TrainingInputs(
         optical=scene["optical"],
         sar=scene["sar"],
@@ -173,23 +192,21 @@ def main(argv: List[str] = None) -> int:
         progress=progress,
         overwrite=True,
     )
-    stage1 = timed(
-        "stage1",
-        train_student,
-        inputs,
-        work / "stage1",
-        STUDENT,
-        _train_cfg(s, s["student_epochs"], 42),
-        LossConfig(),
-        progress=progress,
-        overwrite=True,
-    )
-    variants = {
-        "control": DistillConfig(lambda_kd=0.0, warmup_epochs=s["warmup"]),
-        "gated": DistillConfig(warmup_epochs=s["warmup"]),
-        "dense": DistillConfig(gated=False, warmup_epochs=s["warmup"]),
-        "gated_lambda1": DistillConfig(lambda_kd=1.0, warmup_epochs=s["warmup"]),
-    }
+    if args.stage1:
+        stage1 = {**json.loads((Path(args.stage1).parent / "metrics.json").read_text()), "model": args.stage1}
+    else:
+        stage1 = timed(
+            "stage1",
+            train_student,
+            inputs,
+            work / "stage1",
+            STUDENT,
+            _train_cfg(s, s["student_epochs"], 42),
+            LossConfig(),
+            progress=progress,
+            overwrite=True,
+        )
+    variants = {name: VARIANTS[name](s["warmup"]) for name in chosen}
 
     def on_other_scene(model: str, name: str) -> Dict[str, Any]:
         """Segment the independent scene with ``model`` and score it against its label."""
@@ -229,7 +246,7 @@ def main(argv: List[str] = None) -> int:
                 dcfg,
                 progress=progress,
                 overwrite=True,
-                write_gate_rasters=name == "gated" and seed == 42,
+                write_gate_rasters=name == "gated" and seed == s["seeds"][0],
             )
             figures = _figures(result)
             figures["other_scene"] = on_other_scene(result["model"], f"{name}_{seed}")
@@ -237,10 +254,13 @@ def main(argv: List[str] = None) -> int:
             figures["kd_ratio_per_epoch"] = [r.get("train_kd_ratio") for r in history]
             figures["kd_ratio_water_per_epoch"] = [r.get("train_kd_ratio_water") for r in history]
             figures["kd_ratio_non_water_per_epoch"] = [r.get("train_kd_ratio_non_water") for r in history]
+            if name == "gated" and seed == s["seeds"][0]:
+                figures["gate_coverage"] = _gate_coverage(work / f"stage2_{name}_{seed}" / "gates.tif", scene["label"])
             runs[name].append({"seed": seed, **figures})
 
     summary = {
         "settings": s,
+        "stage1_reused": args.stage1,
         "student": STUDENT.__dict__,
         "teacher": TEACHER.__dict__,
         "lr_stage1": LR,
@@ -255,13 +275,29 @@ def main(argv: List[str] = None) -> int:
         "scene": {k: scene[k] for k in ("size", "seed", "resolution", "class_fractions")},
     }
     summary["verdict"] = _verdict(summary)
-    atomic_write_bytes(
-        docs / "sgcad_synthetic.json", json.dumps(summary, indent=1, default=str).encode("utf-8")
-    )
-    _plot(summary, docs / "sgcad_synthetic.png")
-    atomic_write_bytes(docs / "sgcad_synthetic.md", _markdown(summary).encode("utf-8"))
-    print(_markdown(summary))
+    plots = work / f"stage2_gated_{s['seeds'][0]}" / "plots"
+    for plot in ("learning_curves", "kd_ratio"):
+        atomic_write_bytes(docs / f"{args.name}_gated_{plot}.png", (plots / f"{plot}.png").read_bytes())
+    _write(summary, docs, args.name)
     return 0
+
+
+def _gate_coverage(gates_path: Path, label_path: str) -> Dict[str, float]:
+    """Share of the labelled water / non-water pixels of the training scene that the gates keep."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(gates_path) as g, rasterio.open(label_path) as y:
+        gates, label = g.read(1), y.read(1)
+    water, other = label == WATER, (label != WATER) & (label != SCHEMA.ignore_index)
+    return {"water": float(np.mean(gates[water] == 1)), "non_water": float(np.mean(gates[other] == 2))}
+
+
+def _write(summary: Dict[str, Any], docs: Path, name: str) -> None:
+    atomic_write_bytes(docs / f"{name}.json", json.dumps(summary, indent=1, default=str).encode("utf-8"))
+    _plot(summary, docs / f"{name}.png")
+    atomic_write_bytes(docs / f"{name}.md", _markdown(summary, name).encode("utf-8"))
+    print(_markdown(summary, name))
 
 
 ROWS = (
@@ -270,6 +306,12 @@ ROWS = (
     ("dense", "stage 2, dense KD (λ 0.1)"),
     ("gated_lambda1", "stage 2, gated KD, λ 1"),
 )
+
+
+def _rows(runs: Dict[str, Any]) -> List[Any]:
+    return [(name, label) for name, label in ROWS if name in runs]
+
+
 KEYS = ("water_iou", "miou", "miou_non_water", "oa", "kappa")
 
 
@@ -299,14 +341,46 @@ def _verdict(summary: Dict[str, Any]) -> Dict[str, Any]:
                 _mean(runs["control"], "miou_non_water", where),
             ),
         }
+        # a gain must exceed the spread between seeds to count
+        noise = max(_sd(runs["gated"], "water_iou", where), _sd(runs["control"], "water_iou", where), 0.002)
         for ref_name, (ref_water, ref_other) in refs.items():
             d_water = _mean(runs["gated"], "water_iou", where) - ref_water
             d_other = _mean(runs["gated"], "miou_non_water", where) - ref_other
             out[f"{where}: gated vs {ref_name}"] = {
                 "water_iou_gain": d_water,
                 "other_miou_change": d_other,
-                "claim_holds": d_water > 0 and d_other >= -0.01,
+                "seed_spread": noise,
+                "claim_holds": d_water > noise and d_other >= -0.01,
             }
+    return out
+
+
+def _reading(summary: Dict[str, Any]) -> List[str]:
+    """Plain statements derived from the numbers (so they stay true when the numbers change)."""
+    runs, st1 = summary["stage2"], summary["stage1"]
+    out = []
+    teacher_w = summary["teacher_test"]["water_iou"]
+    if teacher_w <= st1["water_iou"] + 0.005:
+        out.append(
+            f"- The SAR-only teacher's water IoU on the test split ({_pct(teacher_w)} %) is not above the "
+            f"stage-1 student's ({_pct(st1['water_iou'])} %): the student also sees the SAR image and has "
+            "already learnt what the teacher knows about water, so distillation has little to add."
+        )
+    for where, name in (("split", "test split"), ("other_scene", "independent scene")):
+        gain = _mean(runs["gated"], "water_iou", where) - _mean(runs["control"], "water_iou", where)
+        noise = max(_sd(runs["control"], "water_iou", where), _sd(runs["gated"], "water_iou", where))
+        stage2 = _mean(runs["control"], "water_iou", where) - _get(st1, "water_iou", where)
+        out.append(
+            f"- {name}: gated KD minus control = {100 * gain:+.2f} water-IoU points (seed spread "
+            f"{100 * noise:.2f}); the same fine-tuning without distillation alone changes water IoU by "
+            f"{100 * stage2:+.2f} points against stage 1. "
+            + (
+                "So the gain over stage 1 comes from the extra fine-tuning, not from distillation."
+                if abs(gain) <= max(noise, 0.002)
+                else "The difference to the control exceeds the seed spread."
+            )
+        )
+    out.append("")
     return out
 
 
@@ -321,22 +395,23 @@ def _table(summary: Dict[str, Any], where: str) -> List[str]:
         "|---|---|---|---|---|---|",
     ]
     if where == "split":
-        lines.append(
-            f"| teacher (SAR only, water vs rest) | {_pct(summary['teacher_test']['water_iou'])} | | | | |"
-        )
+        lines.append(f"| teacher (SAR only, water vs rest) | {_pct(summary['teacher_test']['water_iou'])} | | | | |")
     lines.append("| stage 1 | " + " | ".join(_pct(_get(st1, k, where)) for k in KEYS) + " |")
-    for name, label in ROWS:
+    for name, label in _rows(runs):
         cells = [f"{_pct(_mean(runs[name], k, where))} ± {_pct(_sd(runs[name], k, where))}" for k in KEYS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _markdown(summary: Dict[str, Any]) -> str:
+def _markdown(summary: Dict[str, Any], name: str = "sgcad_synthetic") -> str:
     s, runs = summary["settings"], summary["stage2"]
     lines = [
         "# SGCAD on synthetic scenes: does gated distillation raise water IoU?",
         "",
-        "Generated by `scripts/experiment_sgcad.py` (do not edit by hand). Every stage-2 run starts from "
+        f"Generated by `scripts/experiment_sgcad.py` (`{name}.json` holds every figure; do not edit by hand). "
+        f"Teacher trained {s['teacher_epochs']} epochs"
+        + (f"; stage 1 reused from `{summary['stage1_reused']}`" if summary.get("stage1_reused") else "")
+        + ". Every stage-2 run starts from "
         "the same stage-1 checkpoint with the same epochs, warm-up and learning rate; the control differs "
         "from SGCAD only by λ_kd = 0. IoU in %; stage-2 rows are mean ± standard deviation over the seeds "
         f"{s['seeds']}; each model is the best-validation-mIoU checkpoint.",
@@ -352,24 +427,22 @@ def _markdown(summary: Dict[str, Any]) -> str:
         "Per seed, test split (water IoU / mIoU without water):",
         "",
     ]
-    for name, _ in ROWS:
+    for name, _ in _rows(runs):
         lines.append(
             f"- {name}: "
-            + ", ".join(
-                f"seed {r['seed']}: {_pct(r['water_iou'])} / {_pct(r['miou_non_water'])}" for r in runs[name]
-            )
+            + ", ".join(f"seed {r['seed']}: {_pct(r['water_iou'])} / {_pct(r['miou_non_water'])}" for r in runs[name])
         )
     gated = runs["gated"][0]
     kd = [v for v in gated["kd_ratio_per_epoch"] if v is not None]
     kd_w = [v for v in gated["kd_ratio_water_per_epoch"] if v is not None]
-    dense_kd = [v for v in runs["dense"][0]["kd_ratio_per_epoch"] if v is not None]
+    dense_kd = [v for v in runs["dense"][0]["kd_ratio_per_epoch"] if v is not None] if "dense" in runs else []
     if kd:
         lines += [
             "",
             f"KD-region ratio of the gated run (seed {gated['seed']}) per distillation epoch: "
             + ", ".join(f"{100 * v:.1f} %" for v in kd)
-            + f" (water gate {100 * statistics.fmean(kd_w):.1f} % of the pixels on average); "
-            f"dense: {100 * dense_kd[-1]:.1f} % (every labelled pixel).",
+            + f" (water gate {100 * statistics.fmean(kd_w):.2f} % of the pixels on average)"
+            + (f"; dense: {100 * dense_kd[-1]:.1f} % (every labelled pixel)." if dense_kd else "."),
         ]
     if gated.get("fusion"):
         f = gated["fusion"]
@@ -379,10 +452,28 @@ def _markdown(summary: Dict[str, Any]) -> str:
             f"{_pct(f['teacher_water_iou'])}, student water IoU {_pct(f['student_water_iou'])}, "
             f"teacher/student water agreement {_pct(f['water_agreement'])} % of the labelled pixels.",
         ]
+    cover = gated.get("gate_coverage")
+    if cover:
+        lines += [
+            "",
+            f"Gate coverage over the training scene (`gates.tif`): {_pct(cover['water'])} % of the water "
+            f"pixels pass the water gate (teacher p > 0.95), {_pct(cover['non_water'])} % of the other "
+            "labelled pixels pass the non-water gate (p < 0.15).",
+        ]
+    lines += [
+        "",
+        f"![water IoU and other-class mIoU per model]({name}.png)",
+        "",
+        f"Gated run, seed {gated['seed']}: learning curves and KD-region ratio per epoch (from its `report.html`):",
+        "",
+        f"![learning curves]({name}_gated_learning_curves.png) ![KD-region ratio]({name}_gated_kd_ratio.png)",
+    ]
     lines += ["", "## Verdict", ""]
+    lines += _reading(summary)
     for key, v in summary["verdict"].items():
         lines.append(
-            f"- {key}: water IoU {100 * v['water_iou_gain']:+.2f} points, other classes' mIoU "
+            f"- {key}: water IoU {100 * v['water_iou_gain']:+.2f} points (seed spread "
+            f"{100 * v.get('seed_spread', 0):.2f}), other classes' mIoU "
             f"{100 * v['other_miou_change']:+.2f} points: the claim "
             + ("holds" if v["claim_holds"] else "does not hold")
             + "."
@@ -404,18 +495,17 @@ def _plot(summary: Dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     runs = summary["stage2"]
-    names = ["stage 1"] + [name for name, _ in ROWS]
+    rows = _rows(runs)
+    names = ["stage 1"] + [name for name, _ in rows]
     fig = Figure(figsize=(11, 4))
     FigureCanvasAgg(fig)
-    for ax, where, title in zip(
-        fig.subplots(1, 2), ("split", "other_scene"), ("test split", "independent scene")
-    ):
+    for ax, where, title in zip(fig.subplots(1, 2), ("split", "other_scene"), ("test split", "independent scene")):
         for offset, key, label in (
             (-0.2, "water_iou", "water IoU"),
             (0.2, "miou_non_water", "mIoU, other classes"),
         ):
-            values = [_get(summary["stage1"], key, where)] + [_mean(runs[n], key, where) for n, _ in ROWS]
-            errors = [0.0] + [_sd(runs[n], key, where) for n, _ in ROWS]
+            values = [_get(summary["stage1"], key, where)] + [_mean(runs[n], key, where) for n, _ in rows]
+            errors = [0.0] + [_sd(runs[n], key, where) for n, _ in rows]
             ax.bar(
                 [i + offset for i in range(len(names))],
                 [100 * v for v in values],

@@ -85,11 +85,20 @@ def align_pair(
             )
             for _, bands, out, name in jobs
         ]
+        valid = [0, 0]
         for k, window in enumerate(windows):
             progress.check()
-            for (path, bands, _, _), dst in zip(jobs, writers):
-                dst.write(read_on_grid(path, bands, grid, window, resampling="bilinear"), window=window)
+            for j, ((path, bands, _, _), dst) in enumerate(zip(jobs, writers)):
+                data = read_on_grid(path, bands, grid, window, resampling="bilinear")
+                valid[j] += int(np.isfinite(data).all(axis=0).sum())
+                dst.write(data, window=window)
             progress.report((k + 1) / len(windows), f"aligning window {k + 1}/{len(windows)}")
+        for (path, bands, _, name), n in zip(jobs, valid):
+            if n == 0:  # raised inside the writers: no partial output is left
+                raise ValueError(
+                    f"{path}: the {name} bands {bands} hold no valid pixel on the common grid "
+                    "(all nodata/NaN there); check the nodata value and the band choice"
+                )
     return {"optical": str(optical_out), "sar": str(sar_out), **_grid_summary(grid)}
 
 

@@ -97,7 +97,13 @@ def _segment_distance(dist: np.ndarray, ys: np.ndarray, xs: np.ndarray, segs: np
     cost follows the length of the lines, not the window area times their number.
     """
     y0, x0 = ys[0], xs[0]
-    for ax, ay, bx, by in segs:
+    near = (
+        (np.minimum(segs[:, 0], segs[:, 2]) - reach <= xs[-1])
+        & (np.maximum(segs[:, 0], segs[:, 2]) + reach >= x0)
+        & (np.minimum(segs[:, 1], segs[:, 3]) - reach <= ys[-1])
+        & (np.maximum(segs[:, 1], segs[:, 3]) + reach >= y0)
+    )
+    for ax, ay, bx, by in segs[near]:
         c_lo = max(int(math.floor(min(ax, bx) - reach - x0)), 0)
         c_hi = min(int(math.ceil(max(ax, bx) + reach - x0)) + 1, xs.size)
         r_lo = max(int(math.floor(min(ay, by) - reach - y0)), 0)

@@ -31,6 +31,7 @@ from .sar import sar_steps, sar_to_features
 
 PreprocessConfig = Union[SarPreprocessConfig, OpticalPreprocessConfig]
 SAMPLE_BLOCK = 256
+MIN_SAMPLE_WINDOWS = 16
 
 
 def modality_of(cfg: PreprocessConfig) -> str:
@@ -98,7 +99,8 @@ def compute_normalization(
 
     Windows of 256 x 256 spread over the whole raster (or over ``grid`` when given, read
     through :func:`read_on_grid`) are read with the halo the feature chain needs, run
-    through it, and pooled; at most about ``2 * cfg.sample_size`` values per band are held.
+    through it, and pooled; at most ``max(16 windows, 2 * cfg.sample_size)`` values per band
+    are held, then subsampled to ``cfg.sample_size``.
 
     Args:
         path: the raster.
@@ -120,7 +122,8 @@ def compute_normalization(
     incidence_band = getattr(cfg, "incidence_band", None) if getattr(cfg, "incidence_normalize", False) else None
     read_list = list(bands) + ([incidence_band] if incidence_band else [])
     windows = [p for _, p in iter_windows(width, height, SAMPLE_BLOCK, halo)]
-    wanted = max(1, math.ceil(2 * cfg.sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
+    # at least MIN_SAMPLE_WINDOWS windows, so a small sample still spreads over the scene
+    wanted = max(MIN_SAMPLE_WINDOWS, math.ceil(2 * cfg.sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
     if len(windows) > wanted:
         rng = np.random.default_rng(seed)
         windows = [windows[i] for i in sorted(rng.choice(len(windows), wanted, replace=False))]

@@ -1,7 +1,7 @@
 """Target grids: one CRS, transform and size on which optical, SAR and labels are read.
 
 Alignment never writes resampled copies unless asked: :func:`read_on_grid` warps any window
-of any raster onto a :class:`Grid` on the fly (GDAL warper through a ``WarpedVRT``), so
+of any raster onto a :class:`Grid` on the fly (GDAL warper on the source pixels around each window), so
 large scenes stream and every tile of a scene sees the same geometry.
 """
 
@@ -17,8 +17,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 
 from .io import check_bands, read_bands
@@ -238,27 +237,34 @@ def read_on_grid(
             col = int(round((sub.transform.c - src.transform.c) / src.transform.a))
             row = int(round((sub.transform.f - src.transform.f) / src.transform.e))
             return read_bands(path, bands, Window(col, row, sub.width, sub.height))
-        src_nodata = src.nodata
-        if src_nodata is None and np.dtype(src.dtypes[0]).kind == "f":
-            src_nodata = float("nan")
-        vrt_kwargs = dict(
-            crs=sub.crs,
-            transform=sub.transform,
-            width=sub.width,
-            height=sub.height,
-            resampling=_RESAMPLING[resampling],
-            dtype="float32",
-            nodata=float("nan"),
-            tolerance=1e-9,  # (near) exact transformer: window reads equal whole-grid reads
+        return _warp_window(src, path, bands, sub, _RESAMPLING[resampling])
+
+
+def _warp_window(src, path: PathLike, bands: Sequence[int], sub: Grid, resampling: Resampling) -> np.ndarray:
+    """Warp the source pixels around ``sub`` onto it, band by band, with NaN as nodata.
+
+    Each band is read with its own nodata turned into NaN and warped on its own: GDAL's
+    multi-band warper would otherwise treat a pixel as valid in every band when it is
+    valid in any (seen on the Landsat sample, whose bands have nodata=0 at different
+    pixels), leaking nodata values into the output.
+    """
+    out = np.full((len(bands), sub.height, sub.width), np.nan, np.float32)
+    left, bottom, right, top = transform_bounds(sub.crs, src.crs, *sub.bounds, densify_pts=21)
+    inv = ~src.transform
+    cols, rows = zip(*(inv * (x, y) for x in (left, right) for y in (bottom, top)))
+    margin = 3  # resampling kernels reach up to two source pixels beyond the footprint
+    c0, c1 = max(int(math.floor(min(cols))) - margin, 0), min(int(math.ceil(max(cols))) + margin, src.width)
+    r0, r1 = max(int(math.floor(min(rows))) - margin, 0), min(int(math.ceil(max(rows))) + margin, src.height)
+    if c1 <= c0 or r1 <= r0:
+        return out
+    data = read_bands(path, bands, Window(c0, r0, c1 - c0, r1 - r0))
+    src_transform = src.transform * Affine.translation(c0, r0)
+    for i in range(len(bands)):
+        reproject(
+            data[i], out[i], src_transform=src_transform, src_crs=src.crs, src_nodata=np.nan,
+            dst_transform=sub.transform, dst_crs=sub.crs, dst_nodata=np.nan, resampling=resampling,
         )
-        if src_nodata is not None:
-            vrt_kwargs["src_nodata"] = src_nodata
-        with WarpedVRT(src, **vrt_kwargs) as vrt:
-            data = vrt.read(list(bands), masked=False).astype(np.float32, copy=False)
-            mask = vrt.read_masks(list(bands)) if src_nodata is None else None
-    if mask is not None:
-        data[mask == 0] = np.nan  # outside the source footprint
-    return data
+    return out
 
 
 def _same_lattice(a: Affine, b: Affine, tol: float = 1e-6) -> bool:

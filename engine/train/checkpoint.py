@@ -15,7 +15,7 @@ import json
 import os
 import random
 import struct
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -53,15 +53,16 @@ def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> P
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a unique name opened exclusively (not mkstemp, whose 0600 mode would survive the rename)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

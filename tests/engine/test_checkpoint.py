@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -56,6 +57,9 @@ def test_round_trip_restores_weights_and_metadata(tmp_path):
     assert torch.equal(model(x_opt, x_sar), loaded(x_opt, x_sar))
     with pytest.raises(ValueError, match="already exists"):
         save_model(path, model, meta, overwrite=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not a private temp file
 
 
 def test_refuses_files_that_are_not_fitting_checkpoints(tmp_path):

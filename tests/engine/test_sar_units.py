@@ -27,8 +27,15 @@ def test_units_of_the_real_and_synthetic_rasters(shared_data, tmp_path):
 def test_a_db_copy_of_a_linear_scene_segments_the_same(tmp_path):
     import torch
 
-    from engine.config import (BandNormalization, ModelMetadata, NormalizationRecord, OpticalPreprocessConfig,
-                               SarPreprocessConfig, StudentConfig, to_dict)
+    from engine.config import (
+        BandNormalization,
+        ModelMetadata,
+        NormalizationRecord,
+        OpticalPreprocessConfig,
+        SarPreprocessConfig,
+        StudentConfig,
+        to_dict,
+    )
     from engine.models import build_model
     from engine.preprocess.normalize import compute_normalization
     from engine.raster.grid import grid_of

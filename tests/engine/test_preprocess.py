@@ -1,0 +1,129 @@
+"""SAR and optical chains, the NaN-aware Lee filter and the robust normalisation record."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from engine.config import NormalizationRecord, OpticalPreprocessConfig, SarPreprocessConfig
+from engine.data.raster_ops import preprocess_raster
+from engine.preprocess.normalize import (
+    apply_normalization,
+    compute_normalization,
+    load_record,
+    record_from_features,
+    save_record,
+)
+from engine.preprocess.pipeline import InputPreprocessor
+from engine.preprocess.sar import lee_filter, sar_to_features
+from engine.raster.grid import grid_of, read_on_grid
+from engine.raster.io import iter_windows, read_bands
+
+
+def test_lee_filter_smooths_speckle_keeps_edges_and_ignores_nan():
+    rng = np.random.default_rng(0)
+    looks = 4.0
+    truth = np.where(np.arange(200)[None, :] < 100, 0.01, 1.0) * np.ones((200, 1))
+    img = (truth * rng.gamma(looks, 1 / looks, truth.shape)).astype(np.float32)
+    img[150:170, 20:40] = np.nan
+    out = lee_filter(img, window=7, looks=looks)
+    flat = out[10:140, 10:90]
+    assert np.std(img[10:140, 10:90]) / 0.01 > 0.45  # speckle of 4 looks: coefficient of variation 0.5
+    assert np.std(flat) / np.mean(flat) < 0.25 and abs(np.mean(flat) / 0.01 - 1) < 0.03
+    assert out[:, 90:97].mean() < 0.05 and out[:, 103:110].mean() > 0.5  # the step survives
+    assert np.array_equal(np.isnan(out), np.isnan(img))  # NaN stays NaN and does not spread
+    with pytest.raises(ValueError, match="odd"):
+        lee_filter(img, window=6)
+
+
+def test_sar_chain_steps_are_the_formulas():
+    dn = np.full((1, 20, 20), 40.0, np.float32)
+    dn[0, 0, 0] = 0.0
+    cfg = SarPreprocessConfig(calibrate=True, calibration_constant=100.0, incidence_normalize=True,
+                              incidence_angle_deg=60.0, lee_filter=False, to_db=True)
+    out = sar_to_features(dn, cfg)
+    assert out[0, 5, 5] == pytest.approx(10 * np.log10(40.0**2 / 100.0 / 0.5), abs=1e-4)
+    assert out[0, 0, 0] == pytest.approx(10 * np.log10(cfg.db_floor))  # zeros hit the floor, not -inf
+    angle = np.full((20, 20), 60.0, np.float32)
+    per_pixel = sar_to_features(dn, SarPreprocessConfig(calibrate=True, calibration_constant=100.0,
+                                                        incidence_normalize=True, incidence_band=2,
+                                                        lee_filter=False), incidence=angle)
+    np.testing.assert_allclose(per_pixel, out, atol=1e-5)
+    db = np.full((1, 9, 9), -12.5, np.float32)
+    db[0, 4, 4] = np.nan
+    # dB input goes to linear power for the Lee filter and back: a flat area is unchanged
+    back = sar_to_features(db, SarPreprocessConfig(input_is_db=True))
+    np.testing.assert_allclose(back[np.isfinite(back)], -12.5, atol=1e-4)
+    assert np.isnan(back[0, 4, 4]) and np.isfinite(back).sum() == 80
+    with pytest.raises(ValueError, match="incidence"):
+        sar_to_features(dn, SarPreprocessConfig(incidence_normalize=True))
+
+
+def test_windowed_preprocessing_equals_the_whole_raster_across_borders(shared_data, tmp_path):
+    sar = shared_data / "spacenet6_rotterdam" / "sar_masked.tif"
+    cfg = SarPreprocessConfig(input_is_db=True, lee_window=7)
+    result = preprocess_raster(sar, tmp_path / "p.tif", [1, 4], cfg, record_path=tmp_path / "r.json", block=48)
+    whole = apply_normalization(sar_to_features(read_bands(sar, [1, 4]), cfg), load_record(tmp_path / "r.json"))
+    windowed = read_bands(tmp_path / "p.tif", [1, 2])
+    np.testing.assert_array_equal(windowed, whole)  # bit-identical, NaN footprint included
+    assert abs(np.isnan(windowed).mean() - 0.3915) < 1e-3 and np.nanmin(windowed) == 0 and np.nanmax(windowed) == 1
+    assert [b["band"] for b in result["bands"]] == [1, 4]
+    # The same through InputPreprocessor on halo windows read with read_on_grid (training/inference path).
+    opt = shared_data / "spacenet6_rotterdam" / "rgb_unmasked.tif"
+    grid = grid_of(sar)
+    ocfg = OpticalPreprocessConfig()
+    pre = InputPreprocessor(cfg, ocfg, load_record(tmp_path / "r.json"), compute_normalization(opt, [1, 2, 3], ocfg))
+    assert pre.halo == 3
+    for window, padded in iter_windows(200, 200, 64, pre.halo):
+        o, s = pre(read_on_grid(opt, [1, 2, 3], grid, padded), read_on_grid(sar, [1, 4], grid, padded))
+        r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        np.testing.assert_array_equal(s, whole[:, r : r + h, c : c + w])
+        assert o.shape == (3, h, w) and 0 <= o.min() and o.max() <= 1
+
+
+def test_percentiles_from_a_bounded_sample_match_the_whole_raster(shared_data, tmp_path):
+    landsat = shared_data / "landsat_rgb" / "RGB.byte.tif"
+    full = read_bands(landsat, [1, 2, 3])
+    small = OpticalPreprocessConfig(sample_size=20_000)
+    record = compute_normalization(landsat, [1, 2, 3], small, seed=1)
+    for i, band in enumerate(record.bands):
+        values = full[i][np.isfinite(full[i])]  # the collar (nodata 0) is excluded
+        p2, p98 = np.percentile(values, [2, 98])
+        assert band.nodata == 0 and band.p_low >= 1
+        assert abs(band.p_low - p2) <= 2 and abs(band.p_high - p98) <= 3
+    norm = apply_normalization(full, record)
+    assert np.array_equal(np.isnan(norm), np.isnan(full)) and np.nanmin(norm) == 0 and np.nanmax(norm) == 1
+    assert 0.01 < np.nanmean(norm[0] == 0) < 0.04  # about 2 % clipped low
+    # The record is JSON with the documented fields and reads back identically.
+    path = save_record(record, tmp_path / "optical.json")
+    data = json.loads(path.read_text())
+    assert data["modality"] == "optical" and set(data["bands"][0]) == {"band", "p_low", "p_high", "steps", "nodata"}
+    assert data["bands"][0]["steps"] == ["robust(2,98)"]
+    assert load_record(path) == record
+    (tmp_path / "bad.json").write_text('{"modality": "optical", "bandz": []}')
+    with pytest.raises(ValueError, match="bad.json: not a normalisation record"):
+        load_record(tmp_path / "bad.json")
+
+
+def test_sentinel1_db_records_and_all_nodata_errors(shared_data):
+    vv = next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))
+    record = compute_normalization(vv, [1], SarPreprocessConfig(input_is_db=True))
+    band = record.bands[0]
+    assert record.modality == "sar" and -25 < band.p_low < band.p_high < 5
+    assert band.steps == ("from_db", "lee(window=7,looks=1)", "db", "robust(2,98)")
+    empty = np.full((1, 8, 8), np.nan, np.float32)
+    with pytest.raises(ValueError, match="scene.tif: band 2 has no valid pixels"):
+        record_from_features(empty, OpticalPreprocessConfig(), [2], source="scene.tif")
+    with pytest.raises(ValueError, match="record has 1 band"):
+        apply_normalization(np.zeros((2, 4, 4), np.float32), NormalizationRecord(bands=record.bands))
+    with pytest.raises(ValueError, match="no SAR normalisation record"):
+        InputPreprocessor(SarPreprocessConfig(), OpticalPreprocessConfig(robust_normalize=False))
+    with rasterio.open(vv) as src:
+        assert src.count == 1
+    with pytest.raises(ValueError, match="band 2 does not exist"):
+        compute_normalization(vv, [2], SarPreprocessConfig())
+    assert read_bands(vv, [1], Window(0, 0, 4, 4)).shape == (1, 4, 4)
