@@ -221,13 +221,14 @@ class OnnxExportError(ValueError):
 def _native_output_silenced() -> Iterator[None]:
     # On failure the exporter prints the whole graph from C++ (thousands of lines); keep it out
     # of the user's console. Runs before any worker thread starts, so nothing else is diverted.
-    streams = []
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-            streams.append(stream.fileno())
-        except (AttributeError, ValueError, OSError):  # embedded interpreters may lack the fds
+        except (AttributeError, ValueError, OSError):
             continue
+    # The process's own descriptors, not sys.stdout's: embedded Pythons (QGIS, qgis_process)
+    # replace sys.stdout with objects that have no file descriptor, but C++ still writes to 1 and 2.
+    streams = [fd for fd in (1, 2) if _is_open(fd)]
     saved = [os.dup(fd) for fd in streams]
     with tempfile.TemporaryFile() as sink:
         for fd in streams:
@@ -235,9 +236,27 @@ def _native_output_silenced() -> Iterator[None]:
         try:
             yield
         finally:
+            _flush_c_stdio()  # C/C++ buffers still hold part of the dump: empty them into the sink
             for fd, copy in zip(streams, saved):
                 os.dup2(copy, fd)
                 os.close(copy)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library handle on this platform: nothing to flush
+        pass
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def cache_dir() -> Path:
