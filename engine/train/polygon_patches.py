@@ -195,7 +195,7 @@ def write_polygon_patch_set(
     manifest = {
         "version": MANIFEST_VERSION,
         "kind": "polygon-patches",
-        "sources": {"optical": str(optical), "sar": str(sar), "label": label_path.name},
+        "sources": {"optical": str(Path(optical).resolve()), "sar": str(Path(sar).resolve()), "label": label_path.name},
         "width": area.width,
         "height": area.height,
         "patch_size": patch_size,

@@ -7,6 +7,7 @@ holds the checkpoint path, validation and test metrics and the report paths.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -26,9 +27,10 @@ from ..config import (
 )
 from ..losses import inverse_frequency_weights
 from ..models import build_model
+from ..preprocess.units import input_is_db
 from ..progress import NULL_PROGRESS, Progress
 from .checkpoint import check_fits, load_model
-from .data import PreparedData, TrainingInputs, prepare_data
+from .data import PreparedData, TrainingInputs, _resolve_sources, prepare_data
 from .loop import Trainer, check_run_folder, resolve_device
 from .tasks import DistillTask, StudentTask, TeacherTask
 
@@ -179,6 +181,13 @@ def distill(
     check_fits(t_meta, teacher_path, bands=inputs.bands)
     # the student's own preprocessing and scaling: stage 2 must feed it what stage 1 did
     inputs.sar_preprocess, inputs.optical_preprocess = s_meta.sar_preprocess, s_meta.optical_preprocess
+    # ...except the units of this SAR file, which belong to the file (a dB product fine-tuning a
+    # model trained on linear sigma0 is converted, exactly as segmentation does)
+    sar_file = _resolve_sources(inputs)[1]
+    db = input_is_db("auto", sar_file, inputs.bands.sar_bands, s_meta.sar_preprocess.input_is_db)
+    if db != s_meta.sar_preprocess.input_is_db:
+        progress.info(f"{sar_file}: SAR values are in {'dB' if db else 'linear units'}; converting for the model")
+        inputs.sar_preprocess = dataclasses.replace(s_meta.sar_preprocess, input_is_db=db)
     if (
         t_meta.sar_normalization
         and s_meta.sar_normalization
