@@ -84,11 +84,16 @@ def _resolve_sources(inputs: TrainingInputs) -> Tuple[Path, Path, Optional[Path]
         manifest = load_manifest(manifest_path)
         base = manifest_path.parent
         paths = []
+        given = {"optical": inputs.optical, "sar": inputs.sar, "label": None}
         for key in ("optical", "sar", "label"):
-            value = manifest.get("sources", {}).get(key) or manifest.get(key)
+            # --optical/--sar given with --patches name rasters a label-only manifest lacks
+            value = given[key] or manifest.get("sources", {}).get(key)
             if not value:
-                raise ValueError(f"{manifest_path} does not name its {key} raster")
-            paths.append(Path(value) if Path(value).is_absolute() else base / value)
+                raise ValueError(f"{manifest_path} does not name its {key} raster; give --{key}")
+            path = Path(value) if Path(value).is_absolute() or given[key] else base / value
+            if not path.exists():
+                raise FileNotFoundError(f"{key} raster {path} of the patch set {manifest_path} does not exist")
+            paths.append(path)
         return paths[0], paths[1], paths[2], manifest
     missing = [n for n in ("optical", "sar", "labels") if not getattr(inputs, n)]
     if missing:
@@ -112,9 +117,7 @@ def _label_raster(
     if is_raster(labels):
         return labels, grid_of(labels)
     if not inputs.class_field:
-        raise ValueError(
-            f"{labels} is a polygon layer: give the attribute holding the classes (--class-field)"
-        )
+        raise ValueError(f"{labels} is a polygon layer: give the attribute holding the classes (--class-field)")
     from ..raster.grid import default_grid
     from ..raster.labels import rasterize_labels_to_file
 

@@ -245,6 +245,28 @@ def test_a_run_folder_is_a_reusable_patch_set(runs, capsys):
     m1, m2 = (json.loads((root / p / "manifest.json").read_text()) for p in ("p1", "p2"))
     assert m1["patches"] == m2["patches"]
     assert first["test"] == second["test"]  # same patches, same seed: same numbers
+    # a self-contained patch set exported by the ``patches`` command trains as well
+    export = [
+        "patches",
+        "--label",
+        scene["label"],
+        "--optical",
+        scene["optical"],
+        "--sar",
+        scene["sar"],
+        "--tile-size",
+        "128",
+        "--patch-size",
+        "64",
+        "--copy-rasters",
+        "--out",
+        str(root / "set"),
+        "--json",
+    ]
+    assert _run(export, capsys)[0] == 0
+    code, third, err = _run(["train-student", "--patches", str(root / "set"), "--out", str(root / "p3"), *args], capsys)
+    assert code == 0, err
+    assert json.loads((root / "p3" / "data.json").read_text())["optical"] == str(root / "set" / "optical.tif")
     before = (root / "p1" / "manifest.json").read_text()
     code, _, err = _run(["train-student", "--patches", str(root / "p2"), "--out", str(root / "p1"), *args], capsys)
     assert code == 2 and "already holds a run" in err and "--overwrite" in err
