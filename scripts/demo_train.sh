@@ -9,7 +9,7 @@ OUT="${1:-demo_output/train}"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 t0=$SECONDS
-$PY -m engine synth --size 768 --seed 102 --out "$OUT/scene" --json | tail -1 >/dev/null
+$PY -m engine synth --size 1024 --seed 102 --out "$OUT/scene" --json | tail -1 >/dev/null
 DATA=(--optical "$OUT/scene/optical.tif" --sar "$OUT/scene/sar.tif" --labels "$OUT/scene/label.tif"
       --patch-size 128 --batch-size 8 --max-batches 8 --json)
 step() { echo "== $1 ($(( SECONDS - t0 )) s so far)"; }
