@@ -21,6 +21,21 @@ class UserError(Exception):
     """A problem with the user's input: printed as one clear line, exit status 2."""
 
 
+def int_list(text: str) -> List[int]:
+    """argparse type for comma-separated integers (bands, widths, sizes); "" gives []."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,2,3; got {text!r}") from None
+
+
+def nonempty_int_list(text: str) -> List[int]:
+    values = int_list(text)
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line of stdout"

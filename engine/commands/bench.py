@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-from ..cli import add_json_flag
-
-
-def _sizes(text: str) -> List[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"sizes must be comma-separated numbers, e.g. 2048,8192; got {text!r}"
-        ) from None
+from ..cli import add_json_flag, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=2048, help="throughput scene size (2048; 0 = skip)")
     parser.add_argument(
         "--rss-sizes",
-        type=_sizes,
+        type=int_list,
         default=[2048, 8192],
         help="scene sizes for peak RSS (2048,8192; empty = skip)",
     )

@@ -7,13 +7,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict
 
-from ..cli import add_json_flag
+from ..cli import add_json_flag, int_list
 from ..config import ClassSchema, OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig, from_dict
 from ..progress import ConsoleProgress
-
-
-def _bands(text: str):
-    return [int(b) for b in text.split(",") if b.strip()] if text else None
 
 
 def _schema(path: str) -> ClassSchema:
@@ -56,7 +52,7 @@ def run_preprocess(args) -> Dict[str, Any]:
         cfg = OpticalPreprocessConfig(scale=args.scale, offset=args.offset,
                                       robust_normalize=not args.no_normalize)
     record = args.record or str(Path(args.output).with_suffix(".normalization.json"))
-    bands = _bands(args.bands)
+    bands = int_list(args.bands) or None
     if bands is None:
         import rasterio
 
@@ -73,7 +69,7 @@ def run_align(args) -> Dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     return align_pair(args.optical, args.sar, out / "optical_aligned.tif", out / "sar_aligned.tif",
-                      optical_bands=_bands(args.optical_bands), sar_bands=_bands(args.sar_bands),
+                      optical_bands=int_list(args.optical_bands) or None, sar_bands=int_list(args.sar_bands) or None,
                       resolution=args.resolution, crs=args.crs, bounds=bounds,
                       overwrite=args.overwrite, progress=_progress(args))
 

@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
-from ..cli import add_json_flag
-
-
-def _bands(text: Optional[str]) -> Optional[List[int]]:
-    if not text:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"bands must be comma-separated numbers, e.g. 1,2,3; got {text!r}"
-        ) from None
+from ..cli import add_json_flag, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
-        "--optical-bands", type=_bands, help="1-based optical bands, e.g. 1,2,3 (default: the model's)"
+        "--optical-bands", type=int_list, help="1-based optical bands, e.g. 1,2,3 (default: the model's)"
     )
-    parser.add_argument("--sar-bands", type=_bands, help="1-based SAR bands, e.g. 1 (default: the model's)")
+    parser.add_argument("--sar-bands", type=int_list, help="1-based SAR bands, e.g. 1 (default: the model's)")
     parser.add_argument(
         "--aoi", help="polygon file, or box 'minx,miny,maxx,maxy[,CRS]' (grid CRS by default)"
     )

@@ -5,21 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from ..cli import add_json_flag
-
-
-def _ints(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, e.g. 1,2,3; got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+from ..cli import add_json_flag, nonempty_int_list
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +20,9 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
     group.add_argument("--layer", help="layer name inside a multi-layer vector file")
     group.add_argument("--patches", help="exported patch set folder (manifest.json) instead of the rasters")
-    group.add_argument("--optical-bands", type=_ints, default=[1, 2, 3], help="1-based optical bands (1,2,3)")
-    group.add_argument("--sar-bands", type=_ints, default=[1], help="1-based SAR bands (1)")
+    group.add_argument("--optical-bands", type=nonempty_int_list, default=[1, 2, 3],
+                       help="1-based optical bands (1,2,3)")
+    group.add_argument("--sar-bands", type=nonempty_int_list, default=[1], help="1-based SAR bands (1)")
     group.add_argument(
         "--resolution", type=float, help="grid pixel size when labels are polygons (default: SAR's)"
     )
@@ -72,7 +61,7 @@ def _train_args(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None
 
 
 def _model_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--widths", type=_ints, help=f"{what} stage widths, e.g. 32,64,128,256")
+    parser.add_argument("--widths", type=nonempty_int_list, help=f"{what} stage widths, e.g. 32,64,128,256")
     parser.add_argument("--model-config", help=f"JSON file with the full {what} configuration")
 
 
