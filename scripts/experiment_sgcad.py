@@ -51,10 +51,10 @@ from engine.config import (  # noqa: E402
     TrainConfig,
 )
 from engine.data.synthetic import generate_scene  # noqa: E402
+from engine.files import atomic_write_bytes  # noqa: E402
 from engine.inference.pipeline import segment_scene  # noqa: E402
 from engine.metrics import mean_iou  # noqa: E402
 from engine.progress import ConsoleProgress  # noqa: E402
-from engine.train.checkpoint import atomic_write_bytes  # noqa: E402
 from engine.train.data import TrainingInputs  # noqa: E402
 from engine.train.evaluate import evaluate_rasters  # noqa: E402
 from engine.train.stages import distill, train_student, train_teacher  # noqa: E402

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from engine.config import InferenceConfig  # noqa: E402
 from engine.inference.pipeline import segment_scene  # noqa: E402
 from engine.metrics import ConfusionMatrix  # noqa: E402
-from engine.train.checkpoint import load_model, read_metadata  # noqa: E402
+from engine.models.checkpoint import load_model, read_metadata  # noqa: E402
 from engine.train.evaluate import evaluate_rasters  # noqa: E402
 
 SAMPLE = ROOT / "resources" / "sample" / "synthetic"

@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..config import ClassSchema
+    from ..files import atomic_write_bytes
+    from ..models.checkpoint import read_metadata
     from ..progress import ConsoleProgress
-    from ..train.checkpoint import atomic_write_bytes, read_metadata
     from ..train.evaluate import evaluate_rasters
 
     if args.block < 16:

@@ -48,8 +48,8 @@ def make_checkpoints(
     """Randomly initialised student and teacher saved as checkpoints, with the scene's
     normalisation records, so a benchmark runs the exact code path of a trained model."""
     from ..models import build_model
+    from ..models.checkpoint import save_model
     from ..preprocess.normalize import compute_normalization
-    from ..train.checkpoint import save_model
 
     torch.manual_seed(seed)
     student_cfg, teacher_cfg = (
@@ -109,7 +109,7 @@ def throughput(
     progress: Progress = NULL_PROGRESS,
 ) -> Dict[str, Any]:
     """Model-only vs pipeline throughput (and torch vs ONNX) on a ``size``² synthetic scene."""
-    from ..train.checkpoint import load_model
+    from ..models.checkpoint import load_model
     from .pipeline import segment_scene
 
     progress.info(f"synthetic scene {size}x{size}")
@@ -180,7 +180,7 @@ def peak_rss(
     progress: Progress = NULL_PROGRESS,
 ) -> Dict[str, Any]:
     """Peak resident memory of a whole segmentation per scene size, each in a fresh process."""
-    from ..train.checkpoint import load_model
+    from ..models.checkpoint import load_model
 
     module = __name__.rsplit(".inference", 1)[0]  # "engine", or the vendored package name
     figures: Dict[str, Any] = {}

@@ -137,7 +137,7 @@ def segment_scene(
             scene, or existing outputs without ``overwrite``.
         Canceled: on cancel; no output or temporary file is left.
     """
-    from ..train.checkpoint import load_model, read_metadata
+    from ..models.checkpoint import load_model, read_metadata
 
     cfg = cfg or InferenceConfig()
     progress = progress or NULL_PROGRESS

@@ -25,10 +25,10 @@ from ..config import (
     from_dict,
     to_dict,
 )
+from ..files import atomic_write_bytes
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of
-from .checkpoint import atomic_write_bytes
 from .evaluate import is_raster
 
 DATA_FILE = "data.json"

@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import ModelMetadata, TrainConfig, to_dict
+from ..files import atomic_write_bytes
 from ..metrics import ConfusionMatrix, format_metrics
+from ..models.checkpoint import save_model
 from ..progress import NULL_PROGRESS, Progress
-from .checkpoint import atomic_write_bytes, load_training_state, save_model, save_training_state
 from .report import (
     EpochLog,
     metrics_table,
@@ -36,6 +37,7 @@ from .report import (
     write_html_report,
 )
 from .schedule import PolyLR
+from .state import load_training_state, save_training_state
 
 BEST = "best.safetensors"
 STATE = "state.safetensors"

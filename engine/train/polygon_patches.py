@@ -20,10 +20,10 @@ from affine import Affine
 from rasterio.windows import Window
 
 from ..config import ClassSchema
+from ..files import atomic_write_bytes
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid
 from ..raster.io import iter_windows, open_writer
-from .checkpoint import atomic_write_bytes
 
 PathLike = Union[str, Path]
 Win = Tuple[int, int, int, int]  # col, row, width, height

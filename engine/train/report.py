@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 def _flatten(record: Dict[str, Any], class_names: Sequence[str]) -> Dict[str, Any]:

@@ -27,9 +27,9 @@ from ..config import (
 )
 from ..losses import inverse_frequency_weights
 from ..models import build_model
+from ..models.checkpoint import check_fits, load_model
 from ..preprocess.units import input_is_db
 from ..progress import NULL_PROGRESS, Progress
-from .checkpoint import check_fits, load_model
 from .data import PreparedData, TrainingInputs, _resolve_sources, prepare_data
 from .loop import Trainer, check_run_folder, resolve_device
 from .tasks import DistillTask, StudentTask, TeacherTask

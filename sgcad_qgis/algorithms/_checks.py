@@ -67,7 +67,7 @@ def model_file(path: str, kind: str, label: str = "model") -> Tuple[Any, Optiona
     """
     if not path:
         return None, None
-    from sgcad_qgis.engine.train.checkpoint import check_fits, read_metadata
+    from sgcad_qgis.engine.models.checkpoint import check_fits, read_metadata
 
     try:
         meta = read_metadata(path)

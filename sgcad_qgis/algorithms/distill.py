@@ -121,7 +121,7 @@ class Distill(TrainingAlgorithm):
 
     def student_bands(self, inputs, parameters, context, student_path: str) -> None:
         """Bands not chosen by the user are the student's own (it was trained on them)."""
-        from sgcad_qgis.engine.train.checkpoint import read_metadata
+        from sgcad_qgis.engine.models.checkpoint import read_metadata
 
         stored = read_metadata(student_path).bands
         if not self.bands(parameters, "OPTICAL_BANDS", context):

@@ -89,7 +89,7 @@ class Evaluate(EngineAlgorithm):
 
     def _schema(self, parameters, context):
         from sgcad_qgis.engine.config import ClassSchema
-        from sgcad_qgis.engine.train.checkpoint import read_metadata
+        from sgcad_qgis.engine.models.checkpoint import read_metadata
 
         model = self.parameterAsFile(parameters, "MODEL", context)
         return read_metadata(model).schema if model else ClassSchema()
@@ -127,7 +127,7 @@ class Evaluate(EngineAlgorithm):
         return verdict(messages)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from sgcad_qgis.engine.train.checkpoint import atomic_write_bytes
+        from sgcad_qgis.engine.files import atomic_write_bytes
         from sgcad_qgis.engine.train.evaluate import evaluate_rasters
         from sgcad_qgis.engine.train.report import metrics_table, plot_confusion, write_html_report
 

@@ -89,8 +89,8 @@ class FineTune(Distill):
         return verdict(messages)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from sgcad_qgis.engine.models.checkpoint import read_metadata
         from sgcad_qgis.engine.raster.grid import grid_of
-        from sgcad_qgis.engine.train.checkpoint import read_metadata
         from sgcad_qgis.engine.train.data import TrainingInputs
         from sgcad_qgis.engine.train.polygon_patches import write_polygon_patch_set
         from sgcad_qgis.engine.train.stages import distill

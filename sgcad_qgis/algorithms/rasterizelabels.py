@@ -49,7 +49,7 @@ class RasterizeLabels(EngineAlgorithm):
 
     def _schema(self, parameters, context):
         from sgcad_qgis.engine.config import ClassSchema
-        from sgcad_qgis.engine.train.checkpoint import read_metadata
+        from sgcad_qgis.engine.models.checkpoint import read_metadata
 
         model = self.parameterAsFile(parameters, "MODEL", context)
         return read_metadata(model).schema if model else ClassSchema()

@@ -142,7 +142,7 @@ class Segment(EngineAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from sgcad_qgis.engine.config import InferenceConfig
         from sgcad_qgis.engine.inference.pipeline import segment_scene
-        from sgcad_qgis.engine.train.checkpoint import read_metadata
+        from sgcad_qgis.engine.models.checkpoint import read_metadata
 
         threads = self.set_threads(parameters, context, feedback)
         sar_layer = self.parameterAsRasterLayer(parameters, "SAR", context)

@@ -59,7 +59,7 @@ def read_model(path: str):
     Raises:
         ValueError: the file is missing or not an SGCAD model; the message names it.
     """
-    from ..engine.train.checkpoint import read_metadata
+    from ..engine.models.checkpoint import read_metadata
 
     try:
         metadata = read_metadata(path)

@@ -12,14 +12,9 @@ import torch
 
 from engine.config import BandMapping, ClassSchema, ModelMetadata, StudentConfig, TeacherConfig, to_dict
 from engine.models import build_model
-from engine.train.checkpoint import (
-    load_model,
-    load_training_state,
-    read_metadata,
-    save_model,
-    save_training_state,
-)
+from engine.models.checkpoint import load_model, read_metadata, save_model
 from engine.train.schedule import PolyLR
+from engine.train.state import load_training_state, save_training_state
 
 TINY_STUDENT = StudentConfig(
     widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8, attention_dim=8, pool_size=4

@@ -31,8 +31,8 @@ from engine.inference.blending import BlendAccumulator, tile_weight
 from engine.inference.pipeline import segment_scene
 from engine.inference.products import SAR_ONLY_NON_WATER
 from engine.inference.tiling import plan_tiles
+from engine.models.checkpoint import save_model
 from engine.progress import CallbackProgress, Canceled
-from engine.train.checkpoint import save_model
 
 K, WATER = 6, 3
 ORIGIN = (500000.0, 5800000.0)

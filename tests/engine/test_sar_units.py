@@ -37,9 +37,9 @@ def test_a_db_copy_of_a_linear_scene_segments_the_same(tmp_path):
         to_dict,
     )
     from engine.models import build_model
+    from engine.models.checkpoint import save_model
     from engine.preprocess.normalize import compute_normalization
     from engine.raster.grid import grid_of
-    from engine.train.checkpoint import save_model
 
     scene = generate_scene(tmp_path / "s", size=192, seed=4, write_vector=False)
     with rasterio.open(scene["sar"]) as src:

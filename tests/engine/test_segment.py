@@ -34,7 +34,7 @@ def checkpoints(tmp_path_factory):
     import torch
 
     from engine.models import build_model
-    from engine.train.checkpoint import save_model
+    from engine.models.checkpoint import save_model
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("ckpt")
@@ -149,7 +149,7 @@ def test_onnx_export_failure_falls_back_to_torch_or_says_why(checkpoints, tmp_pa
     import torch
 
     from engine.inference.backends import TorchBackend, make_backend
-    from engine.train.checkpoint import load_model
+    from engine.models.checkpoint import load_model
 
     monkeypatch.setenv("SGCAD_CACHE_DIR", str(tmp_path / "cache"))
     student, _ = load_model(checkpoints[0], "student")

@@ -15,7 +15,7 @@ import rasterio
 from engine.cli import main
 from engine.config import StudentConfig, TeacherConfig, to_dict
 from engine.data.synthetic import generate_scene
-from engine.train.checkpoint import read_metadata
+from engine.models.checkpoint import read_metadata
 
 TINY_STUDENT = StudentConfig(
     widths=(8, 8, 16, 16), blocks_per_stage=(1, 1, 1, 1), decoder_channels=8, attention_dim=8, pool_size=4

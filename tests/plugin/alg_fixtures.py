@@ -79,8 +79,8 @@ def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
         to_dict,
     )
     from sgcad_qgis.engine.models import build_model
+    from sgcad_qgis.engine.models.checkpoint import save_model
     from sgcad_qgis.engine.preprocess.normalize import compute_normalization
-    from sgcad_qgis.engine.train.checkpoint import save_model
 
     folder = tmp_path_factory.mktemp("untrained")
     sar_cfg, opt_cfg = SarPreprocessConfig(lee_window=3), OpticalPreprocessConfig()

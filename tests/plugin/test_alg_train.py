@@ -28,7 +28,7 @@ def _run(alg, params):
 
 
 def test_teacher_and_student_runs_write_models_reports_and_metrics(trained_models):
-    from sgcad_qgis.engine.train.checkpoint import read_metadata
+    from sgcad_qgis.engine.models.checkpoint import read_metadata
 
     teacher, student = trained_models["teacher"], trained_models["student"]
     assert read_metadata(teacher["OUTPUT_MODEL"]).kind == "teacher"
@@ -128,7 +128,7 @@ def test_distill_refuses_wrong_models_and_thresholds(scene, trained_models, tmp_
 
 
 def test_finetune_trains_only_around_the_polygons(scene, trained_models, tmp_path):
-    from sgcad_qgis.engine.train.checkpoint import read_metadata
+    from sgcad_qgis.engine.models.checkpoint import read_metadata
 
     polygons = _polygons(["water", "forest", "city", "farmland"])
     result = _run(

@@ -32,7 +32,7 @@ def tiny_model(path: Path, schema=None) -> Path:
     """A real (untrained) student checkpoint, small enough to build in milliseconds."""
     from sgcad_qgis.engine.config import ClassSchema, ModelMetadata, StudentConfig, to_dict
     from sgcad_qgis.engine.models import build_model
-    from sgcad_qgis.engine.train.checkpoint import save_model
+    from sgcad_qgis.engine.models.checkpoint import save_model
 
     schema = schema or ClassSchema()
     cfg = StudentConfig(widths=(8, 8, 8, 8), blocks_per_stage=(1, 1, 1, 1), attention_dim=8,
@@ -225,7 +225,7 @@ def test_bad_states_give_clear_messages_and_start_nothing(dock, rotterdam, recor
 def tiny_teacher(path: Path) -> Path:
     from sgcad_qgis.engine.config import ModelMetadata, TeacherConfig, to_dict
     from sgcad_qgis.engine.models import build_model
-    from sgcad_qgis.engine.train.checkpoint import save_model
+    from sgcad_qgis.engine.models.checkpoint import save_model
 
     cfg = TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1))
     meta = ModelMetadata(kind="teacher", model=to_dict(cfg), **plain_preprocessing())
