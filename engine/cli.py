@@ -36,6 +36,25 @@ def nonempty_int_list(text: str) -> List[int]:
     return values
 
 
+def add_units_args(parser: argparse.ArgumentParser) -> None:
+    """``--optical-units``, ``--sar-units`` and ``--sar-calibration``, the same for every command."""
+    from .config import OPTICAL_UNITS, SAR_UNITS
+
+    group = parser.add_argument_group("units of the input files (detected unless given; docs/inputs.md)")
+    group.add_argument(
+        "--optical-units", choices=[u for u in OPTICAL_UNITS if u != "custom"], default="auto",
+        help="auto (detected), uint8, reflectance10000 (e.g. Sentinel-2), reflectance (0-1), dn",
+    )
+    group.add_argument(
+        "--sar-units", choices=SAR_UNITS, default="auto",
+        help="auto (detected), linear (sigma0/gamma0), db, amplitude, dn (uncalibrated amplitude numbers)",
+    )
+    group.add_argument(
+        "--sar-calibration", type=float, default=0.0,
+        help="calibration constant for --sar-units dn: sigma0 = DN^2 / constant (0: matched to the model)",
+    )
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line of stdout"

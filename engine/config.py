@@ -16,6 +16,10 @@ from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 IGNORE_INDEX = 255
 """Label value for unlabelled pixels: excluded from every loss and metric."""
 
+CONTRACT_VERSION = 2
+"""Version of the model-input contract a model file follows (1: the first release, whose
+optical percentiles were stored in the training file's raw units)."""
+
 T = TypeVar("T")
 
 
@@ -159,12 +163,30 @@ class BandMapping:
         return len(self.sar_bands)
 
 
+OPTICAL_UNITS = ("auto", "uint8", "reflectance10000", "reflectance", "dn", "custom")
+"""Units an optical raster may hold: ``auto`` (detected per file, see :mod:`engine.inputs.units`),
+8-bit display values, reflectance x 10000 (Sentinel-2, Landsat surface reflectance products),
+reflectance 0-1, other digital numbers, or ``custom`` (``scale`` and ``offset`` as given)."""
+
+SAR_UNITS = ("auto", "linear", "db", "amplitude", "dn")
+"""Units a SAR raster may hold: ``auto`` (detected per file), linear power (sigma0 / gamma0),
+decibels, amplitude (square root of power), or uncalibrated amplitude digital numbers
+(power = DN**2 / calibration constant)."""
+
+
 @dataclass
 class SarPreprocessConfig:
-    """SAR chain; each step can be switched off (METHOD.md, Preprocessing)."""
+    """SAR chain; each step can be switched off (METHOD.md, Preprocessing).
 
-    calibrate: bool = False
-    calibration_constant: float = 1.0  # sigma0 = DN**2 / constant (product-specific)
+    ``units`` belongs to a file, not to a model: a model stores the units of its training data
+    for information, and every run resolves the units of the file at hand
+    (:func:`engine.inputs.resolve_inputs`). Whatever the units, the chain converts to linear
+    power first, so the Lee filter and the dB conversion see the same physical quantity.
+    """
+
+    units: str = "auto"
+    calibration_constant: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
+    calibration_constants: Tuple[float, ...] = ()  # per band, resolved at run time for "dn"
     incidence_normalize: bool = False
     incidence_angle_deg: Optional[float] = None  # constant angle when no angle band is given
     incidence_band: Optional[int] = None  # 1-based band holding the angle in degrees
@@ -173,20 +195,31 @@ class SarPreprocessConfig:
     lee_looks: float = 1.0  # (chosen)
     to_db: bool = True
     db_floor: float = 1e-6  # linear floor before log10, so zeros do not become -inf
-    input_is_db: bool = False  # input already in dB: Lee runs on linear power, then back
     robust_normalize: bool = True
+    # "fixed": the range stored in the model (a new model stores fixed_range), so calibrated
+    # backscatter keeps its physical meaning across scenes; "scene": per-raster percentiles
+    normalization: str = "fixed"
+    fixed_range: Tuple[float, float] = (-35.0, 10.0)  # dB: below calm water, above bright urban
     low_percentile: float = 2.0
     high_percentile: float = 98.0
-    sample_size: int = 1_000_000  # pixels sampled per band for the percentiles
+    sample_size: int = 1_000_000  # pixels sampled per band for percentiles and statistics
 
 
 @dataclass
 class OpticalPreprocessConfig:
-    """Optical chain: linear scaling, then robust 2-98 % normalisation per band."""
+    """Optical chain: conversion to reflectance-like values (0-1), then robust 2-98 % scaling.
 
-    scale: float = 1.0  # e.g. 1/10000 for Sentinel-2 L2A reflectance
+    ``units`` is resolved per file; the conversion ``x * scale + offset`` follows from it
+    (``custom`` keeps the given ``scale`` and ``offset``). With ``normalization="scene"`` (the
+    paper's rule) each raster is scaled by its own percentiles, so the same scene in 8-bit,
+    16-bit or reflectance units reaches the network identically.
+    """
+
+    units: str = "auto"
+    scale: float = 1.0
     offset: float = 0.0
     robust_normalize: bool = True
+    normalization: str = "scene"  # "scene": per-raster percentiles; "fixed": the model's record
     low_percentile: float = 2.0
     high_percentile: float = 98.0
     sample_size: int = 1_000_000
@@ -317,8 +350,8 @@ class InferenceConfig:
     amp: bool = True
     threads: int = 0
     blend: str = "cosine"  # overlap weight ramp: "cosine", "linear" or "none"
-    water_threshold: float = 0.95  # teacher gate: confident water above
-    non_water_threshold: float = 0.15  # teacher gate: confident non-water below
+    water_threshold: float = DistillConfig.water_threshold  # teacher gate: confident water above
+    non_water_threshold: float = DistillConfig.non_water_threshold  # and confident non-water below
     queue_size: int = 2  # batches buffered between reader, network and writer threads
 
 
@@ -336,5 +369,9 @@ class ModelMetadata:
     optical_preprocess: OpticalPreprocessConfig = field(default_factory=OpticalPreprocessConfig)
     train: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
+    # statistics of the training data (units, per-band quantiles of the features), used to
+    # warn when a scene is far outside them (engine.inputs.shift)
+    input_stats: Dict[str, Any] = field(default_factory=dict)
+    contract_version: int = CONTRACT_VERSION
     engine_version: str = ""
     created: str = ""

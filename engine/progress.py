@@ -22,7 +22,11 @@ class Progress:
         """Report progress as a fraction in [0, 1] with an optional message."""
 
     def info(self, message: str) -> None:
-        """Report a line of information (device used, timings, warnings)."""
+        """Report a line of information (device used, timings, decisions)."""
+
+    def warning(self, message: str) -> None:
+        """Report something the user should act on (domain shift, unmeasured accuracy)."""
+        self.info(f"warning: {message}")
 
     def is_canceled(self) -> bool:
         return False
@@ -48,6 +52,9 @@ class _SubProgress(Progress):
     def info(self, message: str) -> None:
         self.parent.info(message)
 
+    def warning(self, message: str) -> None:
+        self.parent.warning(message)
+
     def is_canceled(self) -> bool:
         return self.parent.is_canceled()
 
@@ -60,8 +67,9 @@ class CallbackProgress(Progress):
         report: Optional[Callable[[float, str], None]] = None,
         is_canceled: Optional[Callable[[], bool]] = None,
         info: Optional[Callable[[str], None]] = None,
+        warning: Optional[Callable[[str], None]] = None,
     ) -> None:
-        self._report, self._cancel, self._info = report, is_canceled, info
+        self._report, self._cancel, self._info, self._warning = report, is_canceled, info, warning
 
     def report(self, fraction: float, message: str = "") -> None:
         if self._report:
@@ -70,6 +78,12 @@ class CallbackProgress(Progress):
     def info(self, message: str) -> None:
         if self._info:
             self._info(message)
+
+    def warning(self, message: str) -> None:
+        if self._warning:
+            self._warning(message)
+        else:
+            super().warning(message)
 
     def is_canceled(self) -> bool:
         return bool(self._cancel and self._cancel())
@@ -101,8 +115,14 @@ class ConsoleProgress(Progress):
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.stream.write(f"\n{message}\n" if self._last else f"{message}\n")
-            self.stream.flush()
+            self._line(message)
+
+    def warning(self, message: str) -> None:
+        self._line(f"warning: {message}")  # shown even when quiet: the user must act on it
+
+    def _line(self, message: str) -> None:
+        self.stream.write(f"\n{message}\n" if self._last else f"{message}\n")
+        self.stream.flush()
 
 
 NULL_PROGRESS = Progress()

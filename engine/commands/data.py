@@ -41,15 +41,15 @@ def run_preprocess(args) -> Dict[str, Any]:
 
     if args.modality == "sar":
         cfg = SarPreprocessConfig(
-            calibrate=args.calibration_constant is not None,
-            calibration_constant=args.calibration_constant or 1.0,
+            units=args.units, calibration_constant=args.calibration_constant or 0.0,
             incidence_normalize=args.incidence_angle is not None or args.incidence_band is not None,
             incidence_angle_deg=args.incidence_angle, incidence_band=args.incidence_band,
             lee_filter=not args.no_lee, lee_window=args.lee_window, lee_looks=args.looks,
-            to_db=not args.no_db, input_is_db=args.input_db, robust_normalize=not args.no_normalize,
+            to_db=not args.no_db, robust_normalize=not args.no_normalize, normalization="scene",
         )
     else:
-        cfg = OpticalPreprocessConfig(scale=args.scale, offset=args.offset,
+        custom = args.scale != 1.0 or args.offset != 0.0
+        cfg = OpticalPreprocessConfig(units="custom" if custom else args.units, scale=args.scale, offset=args.offset,
                                       robust_normalize=not args.no_normalize)
     record = args.record or str(Path(args.output).with_suffix(".normalization.json"))
     bands = int_list(args.bands) or None
@@ -130,16 +130,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", choices=["sar", "optical"], required=True)
     p.add_argument("--bands", default="", help="1-based bands, comma-separated (default all)")
     p.add_argument("--record", default="", help="normalisation record JSON (default beside the output)")
-    p.add_argument("--calibration-constant", type=float, default=None, help="SAR: sigma0 = DN^2 / constant")
+    p.add_argument("--units", default="auto",
+                   help="units of the input: auto (detected); SAR linear, db, amplitude, dn; "
+                   "optical uint8, reflectance10000, reflectance, dn")
+    p.add_argument("--calibration-constant", type=float, default=None,
+                   help="SAR units dn: sigma0 = DN^2 / constant")
     p.add_argument("--incidence-angle", type=float, default=None, help="SAR: constant incidence angle (deg)")
     p.add_argument("--incidence-band", type=int, default=None, help="SAR: band holding the angle (deg)")
     p.add_argument("--no-lee", action="store_true")
     p.add_argument("--lee-window", type=int, default=7)
     p.add_argument("--looks", type=float, default=1.0, help="SAR: looks for the Lee filter")
     p.add_argument("--no-db", action="store_true")
-    p.add_argument("--input-db", action="store_true", help="SAR input is already in dB")
-    p.add_argument("--scale", type=float, default=1.0, help="optical: linear scale")
-    p.add_argument("--offset", type=float, default=0.0, help="optical: offset after scaling")
+    p.add_argument("--scale", type=float, default=1.0, help="optical: custom linear scale (instead of --units)")
+    p.add_argument("--offset", type=float, default=0.0, help="optical: custom offset after scaling")
     p.add_argument("--no-normalize", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     add_json_flag(p)

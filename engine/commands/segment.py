@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, int_list
+from ..cli import add_json_flag, add_units_args, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,12 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the network (0: default)")
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument(
-        "--sar-units",
-        choices=("auto", "linear", "db", "model"),
-        default="auto",
-        help="units of the SAR file: auto (detected), linear, db, or model (as in training)",
-    )
+    add_units_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -89,6 +84,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         cloud_mask=args.cloud_mask,
         grid=args.grid,
         resolution=args.resolution,
+        optical_units=args.optical_units,
         sar_units=args.sar_units,
+        sar_calibration=args.sar_calibration,
     )
     return {"ok": True, **result}

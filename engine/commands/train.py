@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..cli import add_json_flag, nonempty_int_list
+from ..cli import add_json_flag, add_units_args, nonempty_int_list
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +28,12 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--tile-size", type=int, default=4096, help="split tile edge in pixels (4096)")
     group.add_argument("--patch-size", type=int, default=256, help="patch edge in pixels (256)")
-    group.add_argument("--sar-db", action="store_true", help="the SAR input is already in dB")
     group.add_argument("--no-lee", action="store_true", help="skip the Lee speckle filter")
     group.add_argument("--lee-window", type=int, default=7, help="Lee filter window (7)")
-    group.add_argument("--optical-scale", type=float, default=1.0, help="optical linear scale (e.g. 0.0001)")
 
 
 def _train_args(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None:
+    add_units_args(parser)
     group = parser.add_argument_group("optimisation")
     group.add_argument("--out", required=True, help="run folder (checkpoint, logs, plots, report)")
     group.add_argument("--epochs", type=int, default=epochs, help=f"epochs ({epochs})")
@@ -150,10 +149,11 @@ def _inputs(args: argparse.Namespace):
             rare_window=args.patch_size,
             rare_stride=max(args.patch_size // 2, 1),
         ),
-        sar_preprocess=SarPreprocessConfig(
-            input_is_db=args.sar_db, lee_filter=not args.no_lee, lee_window=args.lee_window
-        ),
-        optical_preprocess=OpticalPreprocessConfig(scale=args.optical_scale),
+        sar_preprocess=SarPreprocessConfig(lee_filter=not args.no_lee, lee_window=args.lee_window),
+        optical_preprocess=OpticalPreprocessConfig(),
+        optical_units=args.optical_units,
+        sar_units=args.sar_units,
+        sar_calibration=args.sar_calibration,
     )
 
 

@@ -1,9 +1,8 @@
 """A torch ``Dataset`` reading manifest patches by window from the aligned rasters.
 
-Optical and SAR are read onto the label raster's grid (warped per window when their grid
-differs), with the preprocessor's halo so the Lee filter sees the same neighbourhood as on
-the whole raster, then normalised. Pixels where either input is NaN/nodata get input 0 and
-label 255, so they never count in a loss.
+Optical and SAR are read onto the label raster's grid through the input contract's window
+reader (:mod:`engine.inputs.reader`), exactly as segmentation reads its tiles. Pixels where
+either input is NaN/nodata get input 0 and label 255, so they never count in a loss.
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
+from ..inputs.reader import PairReader
 from ..preprocess.pipeline import InputPreprocessor
-from ..raster.grid import grid_of, read_on_grid
+from ..raster.grid import grid_of
 from ..raster.io import read_bands
 from .augment import AugmentConfig
 from .augment import augment as augment_patch
@@ -40,6 +40,9 @@ class PatchDataset(Dataset):
         optical_bands: 1-based optical bands, in the model's order.
         sar_bands: 1-based SAR bands.
         ignore_index: label value of unlabelled pixels.
+        augment_cfg: augmentation settings.
+        teacher_preprocessor: the teacher's SAR chain when it differs from the student's;
+            items then hold ``teacher_sar`` too (stage 2 feeds the teacher its own values).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class PatchDataset(Dataset):
         sar_bands: Sequence[int] = (1,),
         ignore_index: int = 255,
         augment_cfg: Optional[AugmentConfig] = None,
+        teacher_preprocessor: Optional[InputPreprocessor] = None,
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -73,20 +77,30 @@ class PatchDataset(Dataset):
         self.optical_bands = tuple(optical_bands)
         self.sar_bands = tuple(sar_bands)
         self.ignore_index = ignore_index
+        chains = [preprocessor] + ([teacher_preprocessor] if teacher_preprocessor is not None else [])
+        self.reader = PairReader(
+            self.optical_path, self.sar_path, self.grid, self.optical_bands, self.sar_bands, chains
+        )
+
+    def set_teacher_preprocessor(self, teacher_preprocessor: InputPreprocessor) -> None:
+        """Read the teacher's SAR values too (items gain ``teacher_sar``)."""
+        self.reader = PairReader(
+            self.optical_path, self.sar_path, self.grid, self.optical_bands, self.sar_bands,
+            [self.preprocessor, teacher_preprocessor],
+        )
 
     def __len__(self) -> int:
         return len(self.patches)
 
     def read(self, window: Window) -> Dict[str, np.ndarray]:
-        """Normalised optical, SAR (NaN kept) and the raw label of one grid window."""
-        h = self.preprocessor.halo
-        grown = Window(window.col_off - h, window.row_off - h, window.width + 2 * h, window.height + 2 * h)
-        optical_raw = read_on_grid(self.optical_path, self.optical_bands, self.grid, grown)
-        sar_raw = read_on_grid(self.sar_path, self.sar_bands, self.grid, grown)
-        optical, sar = self.preprocessor(optical_raw, sar_raw)
+        """Normalised optical, SAR (and the teacher's SAR; NaN kept) and the raw label of one window."""
+        data = self.reader.read(int(window.col_off), int(window.row_off), int(window.width), int(window.height))
         label = read_bands(self.label_path, (1,), window)[0]
         label = np.where(np.isnan(label), self.ignore_index, label).astype(np.int64)
-        return {"optical": optical, "sar": sar, "label": label}
+        out = {"optical": data.optical, "sar": data.sar[0], "label": label}
+        if len(data.sar) > 1:
+            out["teacher_sar"] = data.sar[1]
+        return out
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         col, row, w, h = self.patches[index]["window"]
@@ -96,7 +110,14 @@ class PatchDataset(Dataset):
         label[invalid] = self.ignore_index
         optical = torch.from_numpy(np.nan_to_num(data["optical"], nan=0.0).astype(np.float32))
         sar = torch.from_numpy(np.nan_to_num(data["sar"], nan=0.0).astype(np.float32))
+        teacher = data.get("teacher_sar")
+        if teacher is not None:  # augmented with the student's SAR, as one stack
+            sar = torch.cat([sar, torch.from_numpy(np.nan_to_num(teacher, nan=0.0).astype(np.float32))])
         target = torch.from_numpy(label)
         if self.augment:
             optical, sar, target = augment_patch(optical, sar, target, self.augment_cfg, self.ignore_index)
-        return {"optical": optical, "sar": sar, "label": target}
+        item = {"optical": optical, "sar": sar, "label": target}
+        if teacher is not None:
+            n = len(self.sar_bands)
+            item["sar"], item["teacher_sar"] = sar[:n], sar[n:]
+        return item

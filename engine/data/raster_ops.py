@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 
 from ..config import NormalizationRecord, OpticalPreprocessConfig, SarPreprocessConfig, save_json, to_dict
+from ..inputs.contract import resolve_chain
 from ..preprocess.normalize import apply_normalization, compute_normalization, feature_halo, features
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of, read_on_grid
@@ -145,6 +146,12 @@ def preprocess_raster(
         raise ValueError(f"{path}: band(s) {missing or bands} do not exist; the raster has {count} band(s)")
     for out in [out_path] + ([record_path] if record_path else []):
         check_output(out, overwrite)
+    # the file's units, decided as for every other run (cfg.units "auto": detected)
+    calibration = getattr(cfg, "calibration_constant", 0.0)
+    cfg, decision, note = resolve_chain(cfg, path, bands, cfg.units, calibration)
+    progress.info(decision.line(path))
+    if note:
+        progress.warning(note)
     normalise = cfg.robust_normalize
     if normalise and record is None:
         record = compute_normalization(path, bands, cfg, progress=progress.sub(0.0, 0.3))
@@ -171,6 +178,7 @@ def preprocess_raster(
         save_json(record, Path(record_path))
     return {
         "output": str(out_path),
+        "units": decision.units,
         "record": str(record_path) if record_path and record is not None else None,
         "bands": [to_dict(b) for b in record.bands] if record is not None else [],
     }

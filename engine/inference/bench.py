@@ -28,8 +28,6 @@ import torch
 from ..config import (
     InferenceConfig,
     ModelMetadata,
-    OpticalPreprocessConfig,
-    SarPreprocessConfig,
     StudentConfig,
     TeacherConfig,
     to_dict,
@@ -47,27 +45,18 @@ def make_checkpoints(
 ) -> Tuple[Path, Path]:
     """Randomly initialised student and teacher saved as checkpoints, with the scene's
     normalisation records, so a benchmark runs the exact code path of a trained model."""
+    from ..inputs.contract import InputRecipe, resolve_inputs
     from ..models import build_model
     from ..models.checkpoint import save_model
-    from ..preprocess.normalize import compute_normalization
 
     torch.manual_seed(seed)
     student_cfg, teacher_cfg = (
         (StudentConfig(), TeacherConfig()) if size == "default" else (TINY_STUDENT, TINY_TEACHER)
     )
-    sar_cfg, opt_cfg = SarPreprocessConfig(), OpticalPreprocessConfig()
-    sar_rec = compute_normalization(scene["sar"], [1], sar_cfg)
-    opt_rec = compute_normalization(scene["optical"], [1, 2, 3], opt_cfg)
+    stored = resolve_inputs(InputRecipe(), scene["optical"], scene["sar"]).stored()
     paths = []
     for kind, cfg in (("student", student_cfg), ("teacher", teacher_cfg)):
-        meta = ModelMetadata(
-            kind=kind,
-            model=to_dict(cfg),
-            optical_normalization=opt_rec,
-            sar_normalization=sar_rec,
-            sar_preprocess=sar_cfg,
-            optical_preprocess=opt_cfg,
-        )
+        meta = ModelMetadata(kind=kind, model=to_dict(cfg), **stored)
         paths.append(save_model(folder / f"{kind}-{size}.safetensors", build_model(cfg), meta))
     return paths[0], paths[1]
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 import torch
 from rasterio.windows import Window
 
 from .. import __version__
-from ..config import InferenceConfig, ModelMetadata
-from ..preprocess.pipeline import InputPreprocessor
-from ..preprocess.units import input_is_db
+from ..config import InferenceConfig
+from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of
 from .aoi import AoiLike, load_aoi
@@ -31,28 +30,6 @@ from .tiling import plan_tiles
 
 PathLike = Union[str, Path]
 GRIDS = ("sar", "optical")
-
-
-def _preprocessor(meta: ModelMetadata, path: PathLike) -> InputPreprocessor:
-    try:
-        return InputPreprocessor(
-            meta.sar_preprocess, meta.optical_preprocess, meta.sar_normalization, meta.optical_normalization
-        )
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-def _bands(
-    given: Optional[Sequence[int]], stored: Sequence[int], what: str, path: PathLike
-) -> Tuple[int, ...]:
-    if not given:
-        return tuple(stored)
-    if len(given) != len(stored):
-        raise ValueError(
-            f"{len(given)} {what} band(s) {list(given)} given, but the model {path} takes "
-            f"{len(stored)} {what} band(s) (trained on bands {list(stored)})"
-        )
-    return tuple(int(b) for b in given)
 
 
 def scene_grid(
@@ -103,7 +80,9 @@ def segment_scene(
     grid: str = "sar",
     resolution: Optional[float] = None,
     backend: Any = None,
+    optical_units: str = "auto",
     sar_units: str = "auto",
+    sar_calibration: float = 0.0,
 ) -> Dict[str, Any]:
     """Segment a scene with a student (and optional teacher) checkpoint.
 
@@ -126,8 +105,10 @@ def segment_scene(
         backend: an object with ``predict``/``num_classes``/``has_teacher`` to use instead of
             the checkpoints' networks (custom models, tests); ``model_path`` is then only read
             for its metadata.
-        sar_units: units of this SAR file: ``"auto"`` (detected from the data), ``"linear"``,
-            ``"db"``, or ``"model"`` (assume those the model was trained on).
+        optical_units, sar_units: units of these files (``"auto"``: detected; see
+            :mod:`engine.inputs.units`); the decisions and any domain-shift warning are
+            reported through ``progress`` and returned under ``"inputs"``.
+        sar_calibration: calibration constant of uncalibrated SAR numbers (power = DN**2 / it).
 
     Returns:
         written paths and run figures (tiles, timings, throughput, device, class pixels).
@@ -148,30 +129,21 @@ def segment_scene(
     meta = read_metadata(model_path)
     if meta.kind != "student":
         raise ValueError(f"{model_path} is a {meta.kind} checkpoint; segment needs a student (--model)")
-    o_bands = _bands(optical_bands, meta.bands.optical_bands, "optical", model_path)
-    s_bands = _bands(sar_bands, meta.bands.sar_bands, "SAR", model_path)
-    db = input_is_db(sar_units, sar_path, s_bands, meta.sar_preprocess.input_is_db)
-    if db != meta.sar_preprocess.input_is_db:
-        progress.info(f"{sar_path}: SAR values are in {'dB' if db else 'linear units'}; converting for the model")
-    meta.sar_preprocess.input_is_db = db
-    pre = _preprocessor(meta, model_path)
     teacher_meta = read_metadata(teacher_path) if teacher_path else None
-    if teacher_meta is not None:
-        teacher_meta.sar_preprocess.input_is_db = db
+    if teacher_meta is not None and teacher_meta.kind != "teacher":
+        raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
+    overrides = InputOverrides(
+        tuple(optical_bands or ()), tuple(sar_bands or ()), optical_units, sar_units, sar_calibration
+    )
+    resolved = resolve_inputs(InputRecipe.of(meta), optical_path, sar_path, overrides, progress.sub(0.0, 0.03))
+    resolved.report(progress)
+    pre = resolved.preprocessor
+    o_bands, s_bands = resolved.bands.optical_bands, resolved.bands.sar_bands
     teacher_pre = None
     if teacher_meta is not None:
-        if teacher_meta.kind != "teacher":
-            raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
-        if (teacher_meta.sar_preprocess, teacher_meta.sar_normalization) != (
-            meta.sar_preprocess,
-            meta.sar_normalization,
-        ):
-            teacher_pre = InputPreprocessor(
-                teacher_meta.sar_preprocess,
-                meta.optical_preprocess,
-                teacher_meta.sar_normalization,
-                meta.optical_normalization,
-            )
+        teacher_pre = resolve_for(resolved, InputRecipe.of(teacher_meta))
+        if (teacher_pre.sar_cfg, teacher_pre.sar_record) == (pre.sar_cfg, pre.sar_record):
+            teacher_pre = None  # the same SAR values feed both networks: read them once
 
     full = scene_grid(optical_path, sar_path, grid, resolution)
     region, keep, mask = full, None, None
@@ -221,17 +193,7 @@ def segment_scene(
         f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
         f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
     )
-    reader = TileReader(
-        optical_path,
-        sar_path,
-        region,
-        o_bands,
-        s_bands,
-        pre,
-        teacher_pre,
-        cloud_mask,
-        meta.sar_preprocess.incidence_band if meta.sar_preprocess.incidence_normalize else None,
-    )
+    reader = TileReader(optical_path, sar_path, region, o_bands, s_bands, pre, teacher_pre, cloud_mask)
     thresholds = Thresholds(cfg.water_threshold, cfg.non_water_threshold)
     with outputs, bounded_gdal_cache():
         stats = stream_segmentation(
@@ -280,5 +242,6 @@ def segment_scene(
         },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
         "sar_only_pixels": stats.sar_only_pixels,
+        "inputs": resolved.summary(),
         "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
     }

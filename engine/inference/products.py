@@ -21,6 +21,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from ..config import DistillConfig
+from ..losses.distill import gate_masks
 from .blending import Cell
 
 OPTICAL_VALID = 1
@@ -37,10 +39,11 @@ AoiMask = Callable[[int, int, int, int], Optional[np.ndarray]]
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Teacher confidence gates (METHOD.md, confidence gates)."""
+    """Teacher confidence gates (METHOD.md, confidence gates); the rule is
+    :func:`engine.losses.distill.gate_masks`, the defaults those of :class:`DistillConfig`."""
 
-    water: float = 0.95
-    non_water: float = 0.15
+    water: float = DistillConfig.water_threshold
+    non_water: float = DistillConfig.non_water_threshold
 
 
 def cell_products(
@@ -79,8 +82,10 @@ def cell_products(
     confidence[sar_only] = -np.maximum(p, 1.0 - p)[sar_only]
     water = np.where(sar, p, np.nan).astype(np.float32)
     gates = np.full((3, h, w), NODATA_U8, dtype=np.uint8)
-    gates[0][sar] = (p > thresholds.water)[sar]
-    gates[1][sar] = (p < thresholds.non_water)[sar]
+    m_water, m_non = gate_masks(p, None, water_class, DistillConfig(water_threshold=thresholds.water,
+                                                                     non_water_threshold=thresholds.non_water))
+    gates[0][sar] = m_water[sar]
+    gates[1][sar] = m_non[sar]
     student_water = classes == water_class
     gates[2][both] = (student_water == teacher_water)[both]
     out["water"] = water[None]

@@ -1,9 +1,10 @@
 """Reads tiles of an optical + SAR pair onto the model grid, preprocessed and flagged.
 
-Each tile window is grown by the preprocessor's halo, warped onto the grid on the fly
-(``read_on_grid``; no resampled copy of a scene is written), normalised with the record stored
-in the model, and cropped back. Missing values become 0 for the networks; which inputs were
-present is kept per pixel in validity flags (:mod:`.products`).
+Each tile window is read through the shared window reader of the input contract
+(:mod:`engine.inputs.reader`: grown by the halo, warped onto the grid on the fly, converted
+and normalised as resolved for this pair of files, cropped back). Missing values become 0
+for the networks; which inputs were present is kept per pixel in validity flags
+(:mod:`.products`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from rasterio.windows import Window
 
+from ..inputs.reader import PairReader
 from ..preprocess.pipeline import InputPreprocessor
-from ..raster.grid import Grid, read_on_grid
+from ..raster.grid import Grid
 from .products import OPTICAL_VALID, SAR_VALID
 from .tiling import Tile
 
@@ -35,16 +36,15 @@ class TileBatch:
 
 
 class TileReader:
-    """Reads, aligns and normalises tiles of a scene.
+    """Reads, aligns and normalises tiles of a scene (through :class:`~engine.inputs.reader.PairReader`).
 
     Args:
         optical_path, sar_path: input rasters (any CRS/resolution; warped onto ``grid``).
         grid: the model grid.
         optical_bands, sar_bands: 1-based bands feeding the networks.
-        preprocessor: the student's preprocessing (normalisation records from the model).
+        preprocessor: the student's preprocessing (from the resolved inputs).
         teacher_preprocessor: the teacher's, when it differs from the student's SAR chain.
         cloud_mask: optional raster; non-zero pixels mark the optical input as missing.
-        incidence_band: SAR band holding the incidence angle, if the chain uses one.
     """
 
     def __init__(
@@ -57,31 +57,16 @@ class TileReader:
         preprocessor: InputPreprocessor,
         teacher_preprocessor: Optional[InputPreprocessor] = None,
         cloud_mask: Optional[PathLike] = None,
-        incidence_band: Optional[int] = None,
     ) -> None:
-        self.optical_path, self.sar_path, self.grid = Path(optical_path), Path(sar_path), grid
-        self.optical_bands, self.sar_bands = list(optical_bands), list(sar_bands)
-        self.pre, self.teacher_pre = preprocessor, teacher_preprocessor
-        self.cloud_mask = Path(cloud_mask) if cloud_mask else None
-        self.incidence_band = incidence_band
-        self.halo = max(preprocessor.halo, teacher_preprocessor.halo if teacher_preprocessor else 0)
+        chains = [preprocessor] + ([teacher_preprocessor] if teacher_preprocessor is not None else [])
+        self.pair = PairReader(optical_path, sar_path, grid, optical_bands, sar_bands, chains, cloud_mask)
+        self.has_teacher_chain = teacher_preprocessor is not None
 
     def read_region(self, x0: int, y0: int, width: int, height: int) -> Tuple:
         """(optical, sar, teacher_sar or None, flags) of a grid region, preprocessed."""
-        h = self.halo
-        win = Window(x0 - h, y0 - h, width + 2 * h, height + 2 * h)
-        opt_raw = read_on_grid(self.optical_path, self.optical_bands, self.grid, win)
-        sar_raw = read_on_grid(self.sar_path, self.sar_bands, self.grid, win)
-        if self.cloud_mask is not None:
-            cloud = read_on_grid(self.cloud_mask, [1], self.grid, win, resampling="nearest")[0]
-            opt_raw[:, np.isfinite(cloud) & (cloud != 0)] = np.nan
-        incidence = None
-        if self.incidence_band:
-            incidence = read_on_grid(self.sar_path, [self.incidence_band], self.grid, win)[0]
-        optical, sar = self._run(self.pre, opt_raw, sar_raw, incidence)
-        teacher_sar = None
-        if self.teacher_pre is not None:
-            teacher_sar = self._run(self.teacher_pre, opt_raw, sar_raw, incidence)[1]
+        window = self.pair.read(x0, y0, width, height)
+        optical, sar = window.optical, window.sar[0]
+        teacher_sar = window.sar[1] if self.has_teacher_chain else None
         flags = np.where(np.isfinite(optical).all(axis=0), OPTICAL_VALID, 0).astype(np.uint8)
         flags |= np.where(np.isfinite(sar).all(axis=0), SAR_VALID, 0).astype(np.uint8)
         for a in (optical, sar, teacher_sar):
@@ -92,16 +77,6 @@ class TileReader:
     def read_tile(self, tile: Tile) -> Tuple:
         """(optical, sar, teacher_sar or None, flags) of one tile."""
         return self.read_region(tile.x0, tile.y0, tile.width, tile.height)
-
-    def _run(self, pre: InputPreprocessor, opt_raw: np.ndarray, sar_raw: np.ndarray, incidence) -> Tuple:
-        # crop the shared halo down to what this preprocessor needs
-        d = self.halo - pre.halo
-        if d:
-            opt_raw, sar_raw = opt_raw[:, d:-d, d:-d], sar_raw[:, d:-d, d:-d]
-            incidence = incidence[d:-d, d:-d] if incidence is not None else None
-        optical = pre.optical(opt_raw)
-        sar = pre.sar(sar_raw, incidence)
-        return optical.astype(np.float32, copy=False), sar.astype(np.float32, copy=False)
 
     def read(self, tiles: Sequence[Tile]) -> TileBatch:
         """Read a batch of equally sized tiles.
@@ -123,7 +98,7 @@ class TileReader:
                 cut = np.s_[..., t.x0 - x0 : t.x1 - x0]
                 parts[t.index] = tuple(a[cut] if a is not None else None for a in region)
         ordered = [parts[t.index] for t in tiles]
-        teacher = np.stack([p[2] for p in ordered]) if self.teacher_pre is not None else None
+        teacher = np.stack([p[2] for p in ordered]) if self.has_teacher_chain else None
         return TileBatch(
             list(tiles),
             np.stack([p[0] for p in ordered]),

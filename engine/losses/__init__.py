@@ -1,7 +1,7 @@
 """Losses: segmentation losses, teacher edge loss, confidence-gated distillation."""
 
 from .dice import dice_loss
-from .distill import DistillResult, gated_distillation
+from .distill import DistillResult, gate_masks, gated_distillation
 from .lovasz import lovasz_grad, lovasz_softmax
 from .segmentation import SegmentationLoss, weighted_cross_entropy
 from .teacher import TeacherLoss, binary_water_target, edge_aware_bce, morphological_boundary, sobel_magnitude
@@ -14,6 +14,7 @@ __all__ = [
     "binary_water_target",
     "dice_loss",
     "edge_aware_bce",
+    "gate_masks",
     "gated_distillation",
     "inverse_frequency_weights",
     "lovasz_grad",

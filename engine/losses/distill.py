@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -18,6 +18,32 @@ class DistillResult(NamedTuple):
     ratio: float  # |M| / all pixels of the batch (ignore pixels included)
     n_water: int
     n_non_water: int
+
+
+def gate_masks(
+    p_water: Any,
+    target: Any = None,
+    water_class: int = 3,
+    cfg: Optional[DistillConfig] = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tuple[Any, Any]:
+    """The confidence gates: ``(M_water, M_non_water)`` boolean arrays (numpy or torch alike).
+
+    With labels (training, gate rasters): ``M_water = (p > water_threshold) & (y == water)``,
+    ``M_non = (p < non_water_threshold) & (y != water) & (y != ignore)``; both comparisons are
+    strict; ``cfg.gated=False`` (the dense ablation) gates every labelled pixel. Without labels
+    (segmentation outputs): the teacher's confidence alone, ``p > water_threshold`` and
+    ``p < non_water_threshold``. Training, the gate rasters and the segmentation products all
+    call this function, so the rule lives here only.
+    """
+    cfg = cfg or DistillConfig()
+    if target is None:
+        return p_water > cfg.water_threshold, p_water < cfg.non_water_threshold
+    valid = target != ignore_index
+    is_water = target == water_class
+    if not cfg.gated:
+        return valid & is_water, valid & ~is_water
+    return (p_water > cfg.water_threshold) & is_water, (p_water < cfg.non_water_threshold) & ~is_water & valid
 
 
 def gated_distillation(
@@ -58,13 +84,7 @@ def gated_distillation(
             f"(B, H, W) of one size; got {tuple(student_logits.shape)}, {tuple(teacher_water_prob.shape)} "
             f"and {tuple(target.shape)}"
         )
-    valid = target != ignore_index
-    is_water = target == water_class
-    if cfg.gated:
-        mask_water = (p_t > cfg.water_threshold) & is_water
-        mask_non = (p_t < cfg.non_water_threshold) & ~is_water & valid
-    else:
-        mask_water, mask_non = valid & is_water, valid & ~is_water
+    mask_water, mask_non = gate_masks(p_t, target, water_class, cfg, ignore_index)
     mask = mask_water | mask_non
 
     log_all = torch.logsumexp(student_logits, dim=1)

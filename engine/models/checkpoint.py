@@ -94,12 +94,38 @@ def _checked_meta(path: Path, fmt: str) -> Dict[str, str]:
     return meta
 
 
+def migrate_metadata(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Bring the metadata of a first-release model (input contract 1) to the current contract.
+
+    Contract 1 stored the SAR chain's input units in ``input_is_db`` / ``calibrate`` and
+    scaled the optical input by the training file's raw-unit percentiles. Now the units
+    belong to each file; a contract-1 SAR range (dB after the Lee filter) stays the model's
+    fixed range, and the optical input is scaled per scene, as the paper does.
+    """
+    if "contract_version" in data:
+        return data
+    data = dict(data, contract_version=1)
+    sar = dict(data.get("sar_preprocess") or {})
+    is_db, calibrate = sar.pop("input_is_db", False), sar.pop("calibrate", False)
+    sar.setdefault("units", "dn" if calibrate else ("db" if is_db else "linear"))
+    if not calibrate:
+        sar["calibration_constant"] = 0.0
+    sar.setdefault("normalization", "fixed")
+    data["sar_preprocess"] = sar
+    optical = dict(data.get("optical_preprocess") or {})
+    custom = optical.get("scale", 1.0) != 1.0 or optical.get("offset", 0.0) != 0.0
+    optical.setdefault("units", "custom" if custom else "auto")
+    optical.setdefault("normalization", "scene")
+    data["optical_preprocess"] = optical
+    return data
+
+
 def read_metadata(path: PathLike) -> ModelMetadata:
     """The :class:`ModelMetadata` of a model checkpoint, without building the model."""
     path = Path(path)
     meta = _checked_meta(path, FORMAT)
     try:
-        return from_dict(ModelMetadata, json.loads(meta["metadata"]))
+        return from_dict(ModelMetadata, migrate_metadata(json.loads(meta["metadata"])))
     except (KeyError, json.JSONDecodeError, ValueError, TypeError) as exc:
         raise ValueError(f"{path}: the checkpoint's metadata is unreadable: {exc}") from None
 

@@ -1,8 +1,9 @@
 """Robust 2-98 % normalisation with percentiles from a bounded sample of the whole raster.
 
-The percentiles are computed once per raster and kept in a :class:`NormalizationRecord`
-(saved as JSON and stored with every model), so every tile of a scene, in training and in
-inference, is scaled identically.
+The percentiles are computed once per raster and kept in a :class:`NormalizationRecord`,
+so every tile of a scene, in training and in inference, is scaled identically. Which record a
+run applies (this raster's percentiles, or a fixed physical range stored in the model) is
+decided by the input contract (:mod:`engine.inputs.contract`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rasterio
@@ -87,31 +88,23 @@ def record_from_features(
     return NormalizationRecord(modality=modality_of(cfg), bands=tuple(out), source=source)
 
 
-def compute_normalization(
+def sample_features(
     path: Union[str, Path],
     bands: Sequence[int],
     cfg: PreprocessConfig,
     grid: Optional[Grid] = None,
     progress: Progress = NULL_PROGRESS,
     seed: int = 0,
-) -> NormalizationRecord:
-    """Per-band 2-98 % percentiles of a raster's features from a bounded, seeded sample.
+) -> Tuple[np.ndarray, Optional[float]]:
+    """A bounded, seeded sample of a raster's feature values: ``(table (C, N) with NaN padding, nodata)``.
 
     Windows of 256 x 256 spread over the whole raster (or over ``grid`` when given, read
     through :func:`read_on_grid`) are read with the halo the feature chain needs, run
-    through it, and pooled; at most ``max(16 windows, 2 * cfg.sample_size)`` values per band
-    are held, then subsampled to ``cfg.sample_size``.
-
-    Args:
-        path: the raster.
-        bands: 1-based bands, in the order the network sees them.
-        cfg: the modality's preprocessing configuration (its type selects the chain).
-        grid: read the raster warped onto this grid; default its own grid.
-        progress: progress and cancellation.
-        seed: seeds the choice of windows and the subsample.
+    through it, and pooled; at least 16 windows, at most about ``2 * cfg.sample_size`` values
+    per band.
 
     Raises:
-        ValueError: a band is missing, or the sampled bands hold no valid pixel.
+        ValueError: a band is missing.
     """
     path = Path(path)
     with rasterio.open(path) as src:
@@ -144,7 +137,45 @@ def compute_normalization(
     table = np.full((len(bands), longest), np.nan, dtype=np.float32)
     for i, s in enumerate(stacked):
         table[i, : s.size] = s
+    return table, nodata
+
+
+def compute_normalization(
+    path: Union[str, Path],
+    bands: Sequence[int],
+    cfg: PreprocessConfig,
+    grid: Optional[Grid] = None,
+    progress: Progress = NULL_PROGRESS,
+    seed: int = 0,
+) -> NormalizationRecord:
+    """Per-band 2-98 % percentiles of a raster's features from a bounded, seeded sample.
+
+    Args:
+        path: the raster.
+        bands: 1-based bands, in the order the network sees them.
+        cfg: the modality's preprocessing configuration (its type selects the chain; its
+            units must be resolved).
+        grid: read the raster warped onto this grid; default its own grid.
+        progress: progress and cancellation.
+        seed: seeds the choice of windows and the subsample.
+
+    Raises:
+        ValueError: a band is missing, or the sampled bands hold no valid pixel.
+    """
+    table, nodata = sample_features(path, bands, cfg, grid, progress, seed)
     return record_from_features(table, cfg, bands, nodata, source=str(path), seed=seed)
+
+
+def fixed_record(bands: Sequence[int], cfg: PreprocessConfig, low: float, high: float) -> NormalizationRecord:
+    """A record scaling every band by the same physical range ``[low, high]`` (feature units)."""
+    if not high > low:
+        raise ValueError(f"a fixed normalisation range needs low < high, got [{low}, {high}]")
+    steps = tuple(steps_of(cfg)[:-1] + [f"fixed({low:g},{high:g})"]) if cfg.robust_normalize else ()
+    return NormalizationRecord(
+        modality=modality_of(cfg),
+        bands=tuple(BandNormalization(int(b), float(low), float(high), steps) for b in bands),
+        source="fixed range",
+    )
 
 
 def apply_normalization(arr: np.ndarray, record: NormalizationRecord) -> np.ndarray:

@@ -37,14 +37,19 @@ class InputPreprocessor:
     ) -> None:
         self.sar_cfg = sar_cfg or SarPreprocessConfig()
         self.optical_cfg = optical_cfg or OpticalPreprocessConfig()
-        for cfg, rec, name in ((self.sar_cfg, sar_record, "SAR"), (self.optical_cfg, optical_record, "optical")):
-            if cfg.robust_normalize and rec is None:
-                raise ValueError(
-                    f"{name} robust normalisation is on but no {name} normalisation record was given; "
-                    "compute one with compute_normalization or switch robust_normalize off"
-                )
         self.sar_record = sar_record
         self.optical_record = optical_record
+
+    @staticmethod
+    def _normalise(x: np.ndarray, cfg, record: Optional[NormalizationRecord], name: str) -> np.ndarray:
+        if not cfg.robust_normalize:
+            return x
+        if record is None:  # checked here: a SAR-only run never normalises optical values
+            raise ValueError(
+                f"{name} robust normalisation is on but no {name} normalisation record was given; "
+                "resolve the inputs (engine.inputs.resolve_inputs) or switch robust_normalize off"
+            )
+        return apply_normalization(x, record)
 
     @property
     def halo(self) -> int:
@@ -58,16 +63,12 @@ class InputPreprocessor:
     def optical(self, raw: np.ndarray) -> np.ndarray:
         """Normalise an optical (C, H+2h, W+2h) array; returns (C, H, W) float32, NaN kept."""
         x = self._crop(optical_to_features(raw, self.optical_cfg))
-        if self.optical_cfg.robust_normalize:
-            x = apply_normalization(x, self.optical_record)
-        return x
+        return self._normalise(x, self.optical_cfg, self.optical_record, "optical")
 
     def sar(self, raw: np.ndarray, incidence: Optional[np.ndarray] = None) -> np.ndarray:
         """Normalise a SAR (C, H+2h, W+2h) array; returns (C, H, W) float32, NaN kept."""
         x = self._crop(sar_to_features(raw, self.sar_cfg, incidence))
-        if self.sar_cfg.robust_normalize:
-            x = apply_normalization(x, self.sar_record)
-        return x
+        return self._normalise(x, self.sar_cfg, self.sar_record, "SAR")
 
     def __call__(
         self, optical_raw: np.ndarray, sar_raw: np.ndarray, incidence: Optional[np.ndarray] = None

@@ -74,16 +74,23 @@ def lee_filter(img: np.ndarray, window: int = 7, looks: float = 1.0) -> np.ndarr
 
 def _needs_linear(cfg: SarPreprocessConfig) -> bool:
     """dB input must go back to linear power for any step other than staying in dB."""
-    return cfg.lee_filter or cfg.calibrate or cfg.incidence_normalize or not cfg.to_db
+    return cfg.lee_filter or cfg.incidence_normalize or not cfg.to_db
+
+
+def _constants(cfg: SarPreprocessConfig, bands: int) -> np.ndarray:
+    values = cfg.calibration_constants or (cfg.calibration_constant,) * bands
+    if len(values) != bands or min(values) <= 0:
+        raise ValueError(
+            f"SAR units 'dn' need a positive calibration constant per band (power = DN**2 / constant); "
+            f"got {list(values)} for {bands} band(s): give the product's constant or let the units be detected"
+        )
+    return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
 
 
 def sar_steps(cfg: SarPreprocessConfig) -> List[str]:
-    """Names of the feature steps ``cfg`` applies, as stored in a normalisation record."""
+    """Names of the feature steps ``cfg`` applies after the conversion to linear power, as stored
+    in a normalisation record (the conversion belongs to each file and is reported per run)."""
     steps = []
-    if cfg.input_is_db and _needs_linear(cfg):
-        steps.append("from_db")
-    if cfg.calibrate:
-        steps.append(f"calibrate(k={cfg.calibration_constant:g})")
     if cfg.incidence_normalize:
         src = f"band {cfg.incidence_band}" if cfg.incidence_band else f"{cfg.incidence_angle_deg} deg"
         steps.append(f"incidence({src})")
@@ -94,13 +101,31 @@ def sar_steps(cfg: SarPreprocessConfig) -> List[str]:
     return steps
 
 
+def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
+    """Convert raw values in ``cfg.units`` to linear power (float32, NaN kept)."""
+    units = cfg.units
+    if units == "linear":
+        return x
+    if units == "db":
+        return np.power(np.float32(10.0), x / np.float32(10.0))
+    if units == "amplitude":
+        return x * x
+    if units == "dn":
+        return x * x / _constants(cfg, x.shape[0])
+    raise ValueError(
+        f"SAR units {units!r} are not resolved; resolve them per file (engine.inputs.resolve_inputs) "
+        "to one of linear, db, amplitude, dn"
+    )
+
+
 def sar_to_features(
     arr: np.ndarray, cfg: SarPreprocessConfig, incidence: Optional[np.ndarray] = None
 ) -> np.ndarray:
     """Apply the SAR feature chain (everything except robust normalisation).
 
     Args:
-        arr: (C, H, W) raw SAR values (DN, linear sigma0 or dB, as ``cfg`` says); NaN nodata.
+        arr: (C, H, W) raw SAR values in ``cfg.units`` (resolved: linear, db, amplitude or dn);
+            NaN nodata.
         cfg: which steps run and their parameters.
         incidence: (H, W) incidence angle in degrees, when ``cfg.incidence_band`` is used.
 
@@ -110,14 +135,10 @@ def sar_to_features(
     x = np.asarray(arr, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"SAR array must be (C, H, W), got shape {x.shape}")
-    db_in = cfg.input_is_db
-    if db_in and _needs_linear(cfg):
-        x = np.power(np.float32(10.0), x / np.float32(10.0))
-        db_in = False
-    if cfg.calibrate:
-        if cfg.calibration_constant <= 0:
-            raise ValueError(f"calibration constant must be positive, got {cfg.calibration_constant}")
-        x = x * x / np.float32(cfg.calibration_constant)
+    # dB input that only stays dB skips the round trip through linear power
+    db_in = cfg.units == "db" and not _needs_linear(cfg)
+    if not db_in:
+        x = to_linear_power(x, cfg)
     if cfg.incidence_normalize:
         if incidence is None:
             if cfg.incidence_angle_deg is None:

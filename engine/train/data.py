@@ -26,6 +26,7 @@ from ..config import (
     to_dict,
 )
 from ..files import atomic_write_bytes
+from ..inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of
@@ -54,6 +55,10 @@ class TrainingInputs:
     sar_preprocess: SarPreprocessConfig = field(default_factory=SarPreprocessConfig)
     optical_preprocess: OpticalPreprocessConfig = field(default_factory=OpticalPreprocessConfig)
     resolution: Optional[float] = None
+    # units of these files: "auto" (detected, as segmentation does) or the user's choice
+    optical_units: str = "auto"
+    sar_units: str = "auto"
+    sar_calibration: float = 0.0
 
 
 @dataclass
@@ -62,8 +67,7 @@ class PreparedData:
 
     datasets: Dict[str, Dataset]
     preprocessor: InputPreprocessor
-    optical_record: Optional[NormalizationRecord]
-    sar_record: Optional[NormalizationRecord]
+    stored: Dict[str, Any]  # ModelMetadata fields: bands, chains, records, input statistics
     histogram: List[int]  # labelled pixels per class in the training split
     optical: Path
     sar: Path
@@ -146,11 +150,35 @@ def train_histogram(manifest: Dict[str, Any], num_classes: int) -> List[int]:
     return hist.tolist()
 
 
+def _overrides(inputs: TrainingInputs) -> InputOverrides:
+    return InputOverrides(
+        tuple(inputs.bands.optical_bands),
+        tuple(inputs.bands.sar_bands),
+        inputs.optical_units,
+        inputs.sar_units,
+        inputs.sar_calibration,
+    )
+
+
+def _stored_from_json(info: Dict[str, Any]) -> Dict[str, Any]:
+    types = {
+        "bands": BandMapping,
+        "optical_preprocess": OpticalPreprocessConfig,
+        "sar_preprocess": SarPreprocessConfig,
+        "optical_normalization": NormalizationRecord,
+        "sar_normalization": NormalizationRecord,
+    }
+    out = {k: (from_dict(t, info[k]) if info.get(k) is not None else None) for k, t in types.items()}
+    out["input_stats"] = info.get("input_stats") or {}
+    out["runtime_sar"] = from_dict(SarPreprocessConfig, info["runtime_sar"])
+    return out
+
+
 def prepare_data(
     inputs: TrainingInputs,
     schema: ClassSchema,
     run_dir: Path,
-    records: Optional[Tuple[Optional[NormalizationRecord], Optional[NormalizationRecord]]] = None,
+    recipe: Optional[InputRecipe] = None,
     augment: bool = True,
     seed: int = 42,
     reuse: bool = False,
@@ -158,12 +186,16 @@ def prepare_data(
 ) -> PreparedData:
     """Build the train/val/test datasets of a run.
 
+    The inputs are resolved by the input contract exactly as segmentation resolves them
+    (units detected per file, the recipe's normalisation); the decisions and warnings are
+    reported through ``progress``.
+
     Args:
         inputs: the data sources.
         schema: the classes.
         run_dir: the run folder (receives ``data.json``, ``manifest.json``, maybe ``labels.tif``).
-        records: (optical, SAR) normalisation to reuse (stage 2 keeps the stage-1 scaling);
-            default: computed from the training rasters.
+        recipe: the input recipe of the model being trained further (stage 2, fine-tuning);
+            default: a new model's, from ``inputs``' bands and chains.
         augment: augment the training split.
         seed: seeds the normalisation sample and the augmentation.
         reuse: read what an earlier start of this run saved (resume) instead of recomputing.
@@ -171,7 +203,6 @@ def prepare_data(
     """
     from ..data.dataset import PatchDataset
     from ..data.patches import build_manifest, load_manifest, save_manifest
-    from ..preprocess.normalize import compute_normalization
 
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / DATA_FILE
@@ -179,33 +210,21 @@ def prepare_data(
         info = json.loads(saved.read_text())
         optical, sar, label = Path(info["optical"]), Path(info["sar"]), Path(info["label"])
         manifest = load_manifest(run_dir / "manifest.json")
-        opt_rec = from_dict(NormalizationRecord, info["optical_record"]) if info["optical_record"] else None
-        sar_rec = from_dict(NormalizationRecord, info["sar_record"]) if info["sar_record"] else None
+        stored = _stored_from_json(info["stored"])
         grid = grid_of(label)
     else:
         optical, sar, label, manifest = _resolve_sources(inputs)
+        recipe = recipe or InputRecipe(inputs.bands, inputs.optical_preprocess, inputs.sar_preprocess)
+        resolved = resolve_inputs(recipe, optical, sar, _overrides(inputs), progress, seed=seed)
+        resolved.report(progress)
+        stored = resolved.stored()
+        stored["runtime_sar"] = resolved.sar_cfg  # with per-band constants of uncalibrated SAR
         if manifest is None:
             label, grid = _label_raster(inputs, label, optical, sar, schema, run_dir, progress)
             progress.info("cutting the labelled area into tiles and patches (split first, crop later)")
             manifest = build_manifest(label, inputs.patch, schema)
         else:
             grid = grid_of(label)
-        opt_rec, sar_rec = records or (None, None)
-        if opt_rec is None and inputs.optical_preprocess.robust_normalize:
-            progress.info(f"optical normalisation from {optical}")
-            opt_rec = compute_normalization(
-                optical,
-                inputs.bands.optical_bands,
-                inputs.optical_preprocess,
-                grid,
-                progress=progress,
-                seed=seed,
-            )
-        if sar_rec is None and inputs.sar_preprocess.robust_normalize:
-            progress.info(f"SAR normalisation from {sar}")
-            sar_rec = compute_normalization(
-                sar, inputs.bands.sar_bands, inputs.sar_preprocess, grid, progress=progress, seed=seed
-            )
         # naming all three rasters makes the run folder itself a patch set (--patches RUN_DIR)
         manifest.setdefault("sources", {}).update(optical=str(optical), sar=str(sar), label=str(label))
         save_manifest(manifest, run_dir / "manifest.json")
@@ -213,12 +232,13 @@ def prepare_data(
             "optical": str(optical),
             "sar": str(sar),
             "label": str(label),
-            "optical_record": to_dict(opt_rec) if opt_rec else None,
-            "sar_record": to_dict(sar_rec) if sar_rec else None,
+            "stored": to_dict(stored),
             "inputs": to_dict(inputs),
         }
         atomic_write_bytes(saved, json.dumps(info, indent=1).encode("utf-8"))
-    pre = InputPreprocessor(inputs.sar_preprocess, inputs.optical_preprocess, sar_rec, opt_rec)
+    bands = stored["bands"]
+    runtime_sar, optical_cfg = stored["runtime_sar"], stored["optical_preprocess"]
+    pre = InputPreprocessor(runtime_sar, optical_cfg, stored["sar_normalization"], stored["optical_normalization"])
     datasets = {
         split: PatchDataset(
             optical,
@@ -229,16 +249,16 @@ def prepare_data(
             pre,
             augment=augment and split == "train",
             seed=seed,
-            optical_bands=inputs.bands.optical_bands,
-            sar_bands=inputs.bands.sar_bands,
+            optical_bands=bands.optical_bands,
+            sar_bands=bands.sar_bands,
         )
         for split in ("train", "val", "test")
     }
+    stored = {k: v for k, v in stored.items() if k != "runtime_sar"}
     return PreparedData(
         datasets,
         pre,
-        opt_rec,
-        sar_rec,
+        stored,
         train_histogram(manifest, schema.num_classes),
         optical,
         sar,

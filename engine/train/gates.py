@@ -17,9 +17,11 @@ from affine import Affine
 from rasterio.windows import Window
 
 from ..config import ClassSchema, DistillConfig
+from ..inputs.reader import PairReader
+from ..losses.distill import gate_masks
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
-from ..raster.grid import Grid, read_on_grid
+from ..raster.grid import Grid
 from ..raster.io import iter_windows, open_writer, read_bands
 
 NO_GATE, WATER_GATE, NON_WATER_GATE, NODATA = 0, 1, 2, 255
@@ -30,16 +32,10 @@ def gate_classes(
 ) -> np.ndarray:
     """uint8 map: 1 water gate, 2 non-water gate, 0 labelled but not distilled, 255 unlabelled.
 
-    Same rule as :func:`engine.losses.gated_distillation` (strict thresholds; the dense
-    variant gates every labelled pixel).
+    The rule is :func:`engine.losses.distill.gate_masks`, the one training uses.
     """
     valid = label != schema.ignore_index
-    water = label == schema.water_class
-    if cfg.gated:
-        m_water = (p_water > cfg.water_threshold) & water
-        m_non = (p_water < cfg.non_water_threshold) & ~water & valid
-    else:
-        m_water, m_non = water & valid, ~water & valid
+    m_water, m_non = gate_masks(p_water, label, schema.water_class, cfg, schema.ignore_index)
     out = np.full(label.shape, NO_GATE, dtype=np.uint8)
     out[m_water] = WATER_GATE
     out[m_non] = NON_WATER_GATE
@@ -68,7 +64,7 @@ def write_gate_rasters(
 
     Args:
         teacher: the frozen teacher.
-        preprocessor: the inputs' preprocessing (the one the student was trained with).
+        preprocessor: the teacher's preprocessing of this SAR file (from the resolved inputs).
         sar_path, sar_bands: the SAR raster and its bands.
         label_path: label raster on ``grid`` (255 unlabelled).
         grid: the label grid.
@@ -90,14 +86,14 @@ def write_gate_rasters(
     coarse = Grid(grid.crs_wkt, grid.transform * Affine.scale(block), cells_x, cells_y)
     ratio = np.full((3, cells_y, cells_x), np.nan, dtype=np.float32)
     wanted = _block_mask(windows, block, cells_x, cells_y)
-    pad = preprocessor.halo + context
+    reader = PairReader(None, sar_path, grid, (), sar_bands, [preprocessor])
     totals = np.zeros(3, dtype=np.int64)  # pixels, water gates, non-water gates
-    blocks = list(iter_windows(grid.width, grid.height, block, halo=pad))
+    blocks = list(iter_windows(grid.width, grid.height, block))
     gates_path = out_dir / "gates.tif"
     with open_writer(
         gates_path, grid, 1, "uint8", nodata=NODATA, overwrite=overwrite, band_names=["gate"]
     ) as dst:
-        for i, (win, padded) in enumerate(blocks):
+        for i, (win, _) in enumerate(blocks):
             progress.check()
             cy, cx = int(win.row_off) // block, int(win.col_off) // block
             h, w = int(win.height), int(win.width)
@@ -107,8 +103,7 @@ def write_gate_rasters(
             if not wanted[cy, cx] or not (label != schema.ignore_index).any():
                 dst.write(np.full((1, h, w), NODATA, np.uint8), window=win)
                 continue
-            raw = read_on_grid(sar_path, list(sar_bands), grid, padded)
-            sar = preprocessor.sar(raw)  # halo cropped: context remains on every side
+            sar = reader.read(int(win.col_off), int(win.row_off), w, h, context).sar[0]  # context kept
             sar = np.nan_to_num(sar, nan=0.0)
             with torch.no_grad():
                 logits = teacher(torch.from_numpy(sar[None]).to(device)).float()

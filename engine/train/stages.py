@@ -7,7 +7,6 @@ holds the checkpoint path, validation and test metrics and the report paths.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -25,32 +24,27 @@ from ..config import (
     TrainConfig,
     to_dict,
 )
+from ..inputs.contract import InputRecipe, preprocessor_for
 from ..losses import inverse_frequency_weights
 from ..models import build_model
 from ..models.checkpoint import check_fits, load_model
-from ..preprocess.units import input_is_db
 from ..progress import NULL_PROGRESS, Progress
-from .data import PreparedData, TrainingInputs, _resolve_sources, prepare_data
+from .data import PreparedData, TrainingInputs, prepare_data
 from .loop import Trainer, check_run_folder, resolve_device
 from .tasks import DistillTask, StudentTask, TeacherTask
 
 PathLike = Union[str, Path]
 
 
-def _metadata(
-    kind: str, model_cfg: Any, schema: ClassSchema, inputs: TrainingInputs, data: PreparedData
-) -> ModelMetadata:
+def _metadata(kind: str, model_cfg: Any, schema: ClassSchema, data: PreparedData) -> ModelMetadata:
+    """A model's metadata: its network, classes and the input contract resolved for its data."""
     return ModelMetadata(
         kind=kind,
         model=to_dict(model_cfg),
         schema=schema,
-        bands=inputs.bands,
-        optical_normalization=data.optical_record,
-        sar_normalization=data.sar_record,
-        sar_preprocess=inputs.sar_preprocess,
-        optical_preprocess=inputs.optical_preprocess,
         engine_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **data.stored,
     )
 
 
@@ -64,7 +58,7 @@ def _class_weights(histogram: List[int], loss_cfg: LossConfig, progress: Progres
     return weights
 
 
-def _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, records=None) -> PreparedData:
+def _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, recipe=None) -> PreparedData:
     # before anything is written into the run folder: a finished run is not half-replaced
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     check_run_folder(Path(out_dir), resume, overwrite)
@@ -72,7 +66,7 @@ def _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, records=
         inputs,
         schema,
         Path(out_dir),
-        records=records,
+        recipe=recipe,
         augment=cfg.augment,
         seed=cfg.seed,
         reuse=resume,
@@ -106,7 +100,7 @@ def train_teacher(
     task = TeacherTask(schema, loss_cfg, _class_weights(binary, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
     model = build_model(teacher_cfg)
-    meta = _metadata("teacher", teacher_cfg, schema, inputs, data)
+    meta = _metadata("teacher", teacher_cfg, schema, data)
     trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress)
     return trainer.fit(resume=resume, overwrite=overwrite)
 
@@ -132,7 +126,7 @@ def train_student(
     task = StudentTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
     model = build_model(student_cfg)
-    meta = _metadata("student", student_cfg, schema, inputs, data)
+    meta = _metadata("student", student_cfg, schema, data)
     trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress)
     return trainer.fit(resume=resume, overwrite=overwrite)
 
@@ -179,30 +173,20 @@ def distill(
     schema = s_meta.schema
     check_fits(s_meta, student_path, bands=inputs.bands)
     check_fits(t_meta, teacher_path, bands=inputs.bands)
-    # the student's own preprocessing and scaling: stage 2 must feed it what stage 1 did
-    inputs.sar_preprocess, inputs.optical_preprocess = s_meta.sar_preprocess, s_meta.optical_preprocess
-    # ...except the units of this SAR file, which belong to the file (a dB product fine-tuning a
-    # model trained on linear sigma0 is converted, exactly as segmentation does)
-    sar_file = _resolve_sources(inputs)[1]
-    db = input_is_db("auto", sar_file, inputs.bands.sar_bands, s_meta.sar_preprocess.input_is_db)
-    if db != s_meta.sar_preprocess.input_is_db:
-        progress.info(f"{sar_file}: SAR values are in {'dB' if db else 'linear units'}; converting for the model")
-        inputs.sar_preprocess = dataclasses.replace(s_meta.sar_preprocess, input_is_db=db)
-    if (
-        t_meta.sar_normalization
-        and s_meta.sar_normalization
-        and _bounds(t_meta.sar_normalization) != _bounds(s_meta.sar_normalization)
-    ):
-        progress.info(
-            "warning: the teacher was trained with another SAR scaling than the student; "
-            "the teacher sees SAR scaled for the student"
-        )
-    records = (s_meta.optical_normalization, s_meta.sar_normalization)
-    data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, records=records)
+    # the student's own recipe (chains, stored SAR range); the units are this file's, resolved
+    # exactly as segmentation resolves them
+    data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, recipe=InputRecipe.of(s_meta))
+    teacher_pre = preprocessor_for(
+        InputRecipe.of(t_meta), data.preprocessor.sar_cfg, data.sar, data.stored["bands"].sar_bands
+    )
+    if (teacher_pre.sar_cfg, teacher_pre.sar_record) != (data.preprocessor.sar_cfg, data.preprocessor.sar_record):
+        progress.info("the teacher's SAR chain differs from the student's: each network gets its own values")
+        for dataset in data.datasets.values():
+            dataset.set_teacher_preprocessor(teacher_pre)
     task = DistillTask(
         schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress), teacher, distill_cfg
     )
-    meta = _metadata("student", build_cfg(s_meta), schema, inputs, data)
+    meta = _metadata("student", build_cfg(s_meta), schema, data)
     meta.train = {"student_checkpoint": str(student_path), "teacher_checkpoint": str(teacher_path)}
     task.record.update(meta.train)
     lr = cfg.lr * cfg.stage2_lr_factor
@@ -213,9 +197,9 @@ def distill(
 
         result["gate_rasters"] = write_gates(
             teacher,
-            data.preprocessor,
+            teacher_pre,
             data.sar,
-            inputs.bands.sar_bands,
+            data.stored["bands"].sar_bands,
             data.label,
             data.grid,
             schema,
@@ -234,7 +218,3 @@ def build_cfg(meta: ModelMetadata) -> StudentConfig:
     from ..config import from_dict
 
     return from_dict(StudentConfig, meta.model)
-
-
-def _bounds(record) -> List[Tuple[float, float]]:
-    return [(round(b.p_low, 6), round(b.p_high, 6)) for b in record.bands]

@@ -118,6 +118,11 @@ class DistillTask(StudentTask):
     def stopping_starts(self) -> int:
         return self.cfg.warmup_epochs
 
+    @staticmethod
+    def teacher_input(batch: Batch) -> torch.Tensor:
+        """The teacher's SAR values: its own chain's when they differ from the student's."""
+        return batch.get("teacher_sar", batch["sar"])
+
     @torch.no_grad()
     def teacher_water(self, sar: torch.Tensor) -> torch.Tensor:
         """The teacher's water probability (B, H, W), in float32."""
@@ -137,7 +142,7 @@ class DistillTask(StudentTask):
             return seg, logs
         kd = gated_distillation(
             logits,
-            self.teacher_water(batch["sar"]),
+            self.teacher_water(self.teacher_input(batch)),
             batch["label"],
             self.schema.water_class,
             self.cfg,
@@ -154,7 +159,7 @@ class DistillTask(StudentTask):
         return seg + self.cfg.lambda_kd * kd.loss, logs
 
     def _gate_stats(self, batch: Batch) -> Dict[str, float]:
-        p_t = self.teacher_water(batch["sar"])
+        p_t = self.teacher_water(self.teacher_input(batch))
         dummy = torch.zeros((p_t.shape[0], self.schema.num_classes) + p_t.shape[1:], device=p_t.device)
         kd = gated_distillation(
             dummy, p_t, batch["label"], self.schema.water_class, self.cfg, self.schema.ignore_index
@@ -177,7 +182,7 @@ class DistillTask(StudentTask):
             batch = _to_device(batch, device)
             with _autocast(device, amp):
                 s_water = (self.logits(model, batch).argmax(1) == water).long()
-                t_water = (self.teacher_water(batch["sar"]) > 0.5).long()
+                t_water = (self.teacher_water(self.teacher_input(batch)) > 0.5).long()
             target = binary_water_target(batch["label"], water, ignore)
             student_cm.update(s_water, target)
             teacher_cm.update(t_water, target)

@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
@@ -33,6 +34,23 @@ from .. import layers
 from ._base import SgcadAlgorithm, make_progress
 
 MODEL_FILTER = "SGCAD model (*.safetensors)"
+
+# Units choices, keyed by the engine's names (static strings: `qgis_process ... SAR_UNITS=db`
+# and the CLI's --sar-units db take the same words). The engine decides what "auto" means.
+OPTICAL_UNIT_CHOICES = (
+    ("auto", "Detect from the file"),
+    ("uint8", "8-bit values (0–255)"),
+    ("reflectance10000", "Reflectance × 10000 (Sentinel-2, Landsat surface reflectance)"),
+    ("reflectance", "Reflectance 0–1"),
+    ("dn", "Digital numbers of another scale"),
+)
+SAR_UNIT_CHOICES = (
+    ("auto", "Detect from the file"),
+    ("linear", "Linear power (sigma0 / gamma0)"),
+    ("db", "Decibels"),
+    ("amplitude", "Amplitude (square root of power)"),
+    ("dn", "Uncalibrated amplitude numbers (DN)"),
+)
 
 
 class EngineAlgorithm(SgcadAlgorithm):
@@ -97,6 +115,36 @@ class EngineAlgorithm(SgcadAlgorithm):
     def add_flag(self, name: str, label: str, default: bool, advanced: bool = True) -> None:
         param = QgsProcessingParameterBoolean(name, self.tr(label), default)
         self.add_advanced(param) if advanced else self.addParameter(param)
+
+    def add_units(self, optical: bool = True, advanced: bool = True) -> None:
+        """OPTICAL_UNITS, SAR_UNITS and SAR_CALIBRATION: the engine detects units unless told."""
+        choices = ((("OPTICAL_UNITS", "Units of the optical raster", OPTICAL_UNIT_CHOICES),) if optical else ()) + (
+            ("SAR_UNITS", "Units of the SAR raster", SAR_UNIT_CHOICES),
+        )
+        for name, label, options in choices:
+            param = QgsProcessingParameterEnum(
+                name, self.tr(label), options=[key for key, _ in options], defaultValue="auto"
+            )
+            param.setUsesStaticStrings(True)
+            param.setHelp(self.tr("; ".join(f"{key}: {text}" for key, text in options)))
+            self.add_advanced(param) if advanced else self.addParameter(param)
+        self.add_number(
+            "SAR_CALIBRATION",
+            "SAR calibration constant for DN (sigma0 = DN² / constant; 0 = match the model's level)",
+            0.0,
+            0.0,
+            integer=False,
+        )
+
+    def units_values(self, parameters, context) -> dict:
+        """The engine's ``optical_units``, ``sar_units`` and ``sar_calibration`` from the parameters."""
+        out = {}
+        for name, key in (("OPTICAL_UNITS", "optical_units"), ("SAR_UNITS", "sar_units")):
+            if name in parameters or self.parameterDefinition(name) is not None:
+                out[key] = self.parameterAsEnumString(parameters, name, context) or "auto"
+        if self.parameterDefinition("SAR_CALIBRATION") is not None:
+            out["sar_calibration"] = self.parameterAsDouble(parameters, "SAR_CALIBRATION", context)
+        return out
 
     def add_threads_and_overwrite(self) -> None:
         self.add_number("THREADS", "CPU threads for torch (0 = all cores)", 0, 0, 256)

@@ -1,11 +1,12 @@
 """The Graphical Modeler model of the whole pipeline, built from code and shipped as ``.model3``.
 
-align -> preprocess SAR -> train teacher -> train student -> distil -> segment -> evaluate.
+align -> train teacher -> train student -> distil -> segment -> evaluate.
 
-The SAR is preprocessed once for the whole scene (Lee filter, dB, robust scaling); every later
-step reads that preprocessed SAR, so the training steps switch their own Lee filter off and
-take the SAR as dB. Building the model in code keeps it in step with the algorithms' parameter
-names; ``resources/modeler/sgcad_pipeline.model3`` is this model saved by
+Every step reads the same aligned optical and SAR rasters and the same units choice (one
+model input, "auto" by default), and each resolves them through the engine's input contract,
+so the networks see the same values in every step (speckle filter, dB and scaling are part of
+each model's own chain, never applied upstream). Building the model in code keeps it in step
+with the algorithms' parameter names; ``resources/modeler/sgcad_pipeline.model3`` is this model saved by
 :func:`save_pipeline_model` (a test checks that the two agree and runs the file).
 """
 
@@ -21,11 +22,14 @@ from qgis.core import (
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
     QgsProcessingModelParameter,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QPointF
+
+from ._common import OPTICAL_UNIT_CHOICES, SAR_UNIT_CHOICES
 
 # not resolve(): in the assembled plugin folder, resources/ sits beside this package
 MODEL_FILE = Path(__file__).parent.parent / "resources" / "modeler" / "sgcad_pipeline.model3"
@@ -48,7 +52,7 @@ def _static(value) -> Source:
 def _add_inputs(model: QgsProcessingModelAlgorithm) -> None:
     definitions = [
         QgsProcessingParameterRasterLayer("optical", "Optical raster"),
-        QgsProcessingParameterRasterLayer("sar", "SAR raster (linear power)"),
+        QgsProcessingParameterRasterLayer("sar", "SAR raster (linear, dB, amplitude: detected)"),
         QgsProcessingParameterRasterLayer("labels", "Label raster (class ids, 255 = unlabelled)"),
         QgsProcessingParameterNumber("epochs", "Epochs of each training stage", defaultValue=30, minValue=1),
         QgsProcessingParameterNumber("warmup_epochs", "Stage-2 warm-up epochs", defaultValue=5, minValue=0),
@@ -60,6 +64,13 @@ def _add_inputs(model: QgsProcessingModelAlgorithm) -> None:
         QgsProcessingParameterString("teacher_network", "Teacher network settings (JSON)", "", optional=True),
         QgsProcessingParameterString("student_network", "Student network settings (JSON)", "", optional=True),
     ]
+    for name, label, choices in (
+        ("optical_units", "Units of the optical raster", OPTICAL_UNIT_CHOICES),
+        ("sar_units", "Units of the SAR raster", SAR_UNIT_CHOICES),
+    ):
+        units = QgsProcessingParameterEnum(name, label, options=[k for k, _ in choices], defaultValue="auto")
+        units.setUsesStaticStrings(True)
+        definitions.append(units)
     for i, definition in enumerate(definitions):
         component = QgsProcessingModelParameter(definition.name())
         component.setPosition(QPointF(120, 80 + 70 * i))
@@ -109,15 +120,16 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
     model = QgsProcessingModelAlgorithm("SGCAD pipeline", "SGCAD")
     model.setHelpContent(
         {
-            "ALG_DESC": "Aligns an optical + SAR pair, preprocesses the SAR once, trains the SAR water "
-            "teacher and the student, distils the teacher into the student, segments the scene and "
-            "evaluates the class map against the labels.",
+            "ALG_DESC": "Aligns an optical + SAR pair, trains the SAR water teacher and the student, "
+            "distils the teacher into the student, segments the scene and evaluates the class map "
+            "against the labels. Every step reads the same aligned rasters in the same units.",
         }
     )
     _add_inputs(model)
+    units = {"OPTICAL_UNITS": _param("optical_units"), "SAR_UNITS": _param("sar_units")}
     training = {
         "OPTICAL": _child("align", "OUTPUT_OPTICAL"),
-        "SAR": _child("preprocess", "OUTPUT"),
+        "SAR": _child("align", "OUTPUT_SAR"),
         "LABELS": _param("labels"),
         "EPOCHS": _param("epochs"),
         "PATCH_SIZE": _param("patch_size"),
@@ -125,8 +137,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
         "BATCH_SIZE": _param("batch_size"),
         "MAX_BATCHES": _param("max_batches"),
         "THREADS": _param("threads"),
-        "LEE": _static(False),  # the SAR is already filtered, in dB and scaled
-        "SAR_DB": _static(True),
+        **units,
     }
     _add(
         model,
@@ -138,20 +149,12 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
     )
     _add(
         model,
-        "preprocess",
-        "sgcad:preprocesssar",
-        "Preprocess SAR",
-        {"SAR": _child("align", "OUTPUT_SAR")},
-        row=1,
-    )
-    _add(
-        model,
         "teacher",
         "sgcad:trainteacher",
         "Train SAR water teacher",
         {**training, "MODEL_CONFIG": _param("teacher_network")},
         {"OUTPUT_FOLDER": "Teacher run"},
-        row=2,
+        row=1,
     )
     _add(
         model,
@@ -160,7 +163,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
         "Train student (stage 1)",
         {**training, "MODEL_CONFIG": _param("student_network")},
         {"OUTPUT_FOLDER": "Student run"},
-        row=3,
+        row=2,
     )
     _add(
         model,
@@ -174,7 +177,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
             "WARMUP_EPOCHS": _param("warmup_epochs"),
         },
         {"OUTPUT_FOLDER": "Distilled run"},
-        row=4,
+        row=3,
     )
     _add(
         model,
@@ -183,15 +186,16 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
         "Segment the scene",
         {
             "OPTICAL": _child("align", "OUTPUT_OPTICAL"),
-            "SAR": _child("preprocess", "OUTPUT"),
+            "SAR": _child("align", "OUTPUT_SAR"),
             "MODEL": _child("distill", "OUTPUT_MODEL"),
             "TEACHER": _child("teacher", "OUTPUT_MODEL"),
             "TILE_SIZE": _param("patch_size"),
             "OVERLAP": _static(16),
             "THREADS": _param("threads"),
+            **units,
         },
         {"OUTPUT_FOLDER": "Land cover"},
-        row=5,
+        row=4,
     )
     _add(
         model,
@@ -204,7 +208,7 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
             "MODEL": _child("distill", "OUTPUT_MODEL"),
         },
         {"OUTPUT_HTML": "Accuracy report"},
-        row=6,
+        row=5,
     )
     model.updateDestinationParameters()
     return model

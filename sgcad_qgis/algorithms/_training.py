@@ -80,10 +80,9 @@ class TrainingAlgorithm(EngineAlgorithm):
         self.add_number("TILE_SIZE", "Split tile size (pixels)", 4096, 16, 1 << 20)
         self.add_number("PATCH_SIZE", "Patch size (pixels)", 256, 16, 8192)
         self.add_number("RESOLUTION", "Grid pixel size for label polygons (0 = the SAR's)", 0.0, 0.0, integer=False)
-        self.add_flag("SAR_DB", "The SAR input is already in dB", False)
         self.add_flag("LEE", "Lee speckle filter", True)
         self.add_number("LEE_WINDOW", "Lee filter window (pixels)", 7, 3, 51)
-        self.add_number("OPTICAL_SCALE", "Optical linear scale (e.g. 0.0001 for Sentinel-2)", 1.0, 0.0, integer=False)
+        self.add_units()
 
     def add_optimisation(self, lr: float = 1e-3) -> None:
         self.add_number("EPOCHS", "Epochs", self.DEFAULT_EPOCHS, 1, 100000, advanced=False)
@@ -221,14 +220,12 @@ class TrainingAlgorithm(EngineAlgorithm):
                 rare_stride=max(patch // 2, 1),
             ),
             sar_preprocess=SarPreprocessConfig(
-                input_is_db=self.parameterAsBoolean(parameters, "SAR_DB", context),
                 lee_filter=self.parameterAsBoolean(parameters, "LEE", context),
                 lee_window=self.parameterAsInt(parameters, "LEE_WINDOW", context),
             ),
-            optical_preprocess=OpticalPreprocessConfig(
-                scale=self.parameterAsDouble(parameters, "OPTICAL_SCALE", context)
-            ),
+            optical_preprocess=OpticalPreprocessConfig(),
             resolution=self.parameterAsDouble(parameters, "RESOLUTION", context) or None,
+            **self.units_values(parameters, context),
         )
         if parameters.get("PATCH_SET") not in (None, ""):
             inputs.patch_set = self.parameterAsFile(parameters, "PATCH_SET", context)

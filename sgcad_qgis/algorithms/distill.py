@@ -172,25 +172,8 @@ class Distill(TrainingAlgorithm):
             feedback.pushInfo(
                 f"Mean KD region ratio over the distillation epochs: {outputs['MEAN_KD_RATIO']:.4f}"
             )
-        if outputs["GATES"]:
-            layers.publish_output(
-                context,
-                outputs["GATES"],
-                "KD gate masks (blue water, orange non-water)",
-                layers.KIND_GATES,
-                "GATES",
-                add_to_load=True,
-            )
-        if outputs["KD_RATIO"]:
-            block = gates.get("gate_block", "")
-            layers.publish_output(
-                context,
-                outputs["KD_RATIO"],
-                f"KD region ratio per {block}-pixel block",
-                layers.KIND_KD_RATIO,
-                "KD_RATIO",
-                add_to_load=True,
-            )
+        items = layers.finetune_results(outputs["GATES"], outputs["KD_RATIO"], gates.get("gate_block", ""))
+        layers.publish_on_completion(context, items, layers.run_group_name("KD gates", Path(folder).name))
         return outputs
 
 

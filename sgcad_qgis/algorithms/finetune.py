@@ -62,6 +62,7 @@ class FineTune(Distill):
         self.add_number("SEED", "Random seed", 42, 0, 2**31 - 1)
         self.add_flag("AUGMENT", "Augment training patches (flips, rotations)", True)
         self.add_flag("CLASS_WEIGHTS", "Inverse-frequency class weights", True)
+        self.add_units()
         self.add_device_parameter()
         self.add_threads_and_overwrite()
         self.add_training_outputs()
@@ -136,7 +137,9 @@ class FineTune(Distill):
             chosen = self.bands(parameters, name, context)
             if chosen:
                 setattr(bands, name.lower(), chosen)
-        inputs = TrainingInputs(patch_set=str(Path(folder) / "patches"), bands=bands)
+        inputs = TrainingInputs(
+            patch_set=str(Path(folder) / "patches"), bands=bands, **self.units_values(parameters, context)
+        )
         inputs.patch.patch_size = patches["patch_size"]
         lr_factor = self.parameterAsDouble(parameters, "LR_FACTOR", context)
         with self.stage(feedback, "Fine-tuning") as progress:

@@ -47,9 +47,7 @@ class PreprocessSar(EngineAlgorithm):
         )
 
     def add_chain(self) -> None:
-        self.add_flag("INPUT_IS_DB", "The input is already in dB", False, advanced=False)
-        self.add_flag("CALIBRATE", "Calibrate DN to sigma0 (DN² / constant)", False)
-        self.add_number("CALIBRATION_CONSTANT", "Calibration constant", 1.0, 1e-12, integer=False)
+        self.add_units(optical=False, advanced=False)
         self.add_number(
             "INCIDENCE_ANGLE",
             "Incidence-angle normalisation: constant angle in degrees (0 = off)",
@@ -70,9 +68,10 @@ class PreprocessSar(EngineAlgorithm):
 
         angle = self.parameterAsDouble(parameters, "INCIDENCE_ANGLE", context)
         band = self.parameterAsInt(parameters, "INCIDENCE_BAND", context)
+        units = self.units_values(parameters, context)
         return SarPreprocessConfig(
-            calibrate=self.parameterAsBoolean(parameters, "CALIBRATE", context),
-            calibration_constant=self.parameterAsDouble(parameters, "CALIBRATION_CONSTANT", context),
+            units=units["sar_units"],
+            calibration_constant=units["sar_calibration"],
             incidence_normalize=bool(angle or band),
             incidence_angle_deg=angle or None,
             incidence_band=band or None,
@@ -80,7 +79,7 @@ class PreprocessSar(EngineAlgorithm):
             lee_window=self.parameterAsInt(parameters, "LEE_WINDOW", context),
             lee_looks=self.parameterAsDouble(parameters, "LEE_LOOKS", context),
             to_db=self.parameterAsBoolean(parameters, "TO_DB", context),
-            input_is_db=self.parameterAsBoolean(parameters, "INPUT_IS_DB", context),
+            normalization="scene",
             **self.scaling(parameters, context),
         )
 

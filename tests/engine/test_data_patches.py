@@ -13,13 +13,12 @@ import rasterio
 import torch
 from osgeo import ogr, osr
 
-from engine.config import ClassSchema, OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig
+from engine.config import ClassSchema, PatchConfig
 from engine.data.augment import AugmentConfig, augment
 from engine.data.dataset import PatchDataset
 from engine.data.patches import build_manifest, load_manifest, save_manifest, windows_overlap
 from engine.data.synthetic import generate_scene
-from engine.preprocess.normalize import compute_normalization
-from engine.preprocess.pipeline import InputPreprocessor
+from engine.inputs.contract import InputRecipe, resolve_inputs
 from engine.raster.grid import Grid, grid_of
 from engine.raster.labels import rasterize_labels
 
@@ -145,10 +144,7 @@ def test_manifest_round_trip_and_bad_inputs(scene, tmp_path):
 
 
 def test_dataset_reads_normalised_patches_with_ignore_where_inputs_are_missing(scene):
-    grid = grid_of(scene["label"])
-    sar_cfg, opt_cfg = SarPreprocessConfig(), OpticalPreprocessConfig()
-    pre = InputPreprocessor(sar_cfg, opt_cfg, compute_normalization(scene["sar"], [1], sar_cfg, grid),
-                            compute_normalization(scene["optical"], [1, 2, 3], opt_cfg, grid))
+    pre = resolve_inputs(InputRecipe(), scene["optical"], scene["sar"]).preprocessor
     manifest = build_manifest(scene["label"], PatchConfig(patch_size=64))
     ds = PatchDataset(scene["optical"], scene["sar"], scene["label"], manifest, "val", pre)
     item = ds[0]

@@ -22,6 +22,7 @@ from engine.config import (
     InferenceConfig,
     ModelMetadata,
     NormalizationRecord,
+    OpticalPreprocessConfig,
     SarPreprocessConfig,
     StudentConfig,
     to_dict,
@@ -73,11 +74,14 @@ def scene(tmp_path_factory):
     meta = ModelMetadata(
         kind="student",
         model=to_dict(StudentConfig(widths=(4, 8, 8, 8), decoder_channels=8, attention_dim=8)),
+        # fixed ranges, so the expected maps below are simple functions of the rasters; the
+        # optical floats 0..255 are detected as 8-bit values and divided by 255
         optical_normalization=NormalizationRecord(
-            "optical", tuple(BandNormalization(i, 0.0, 255.0) for i in (1, 2, 3))
+            "optical", tuple(BandNormalization(i, 0.0, 1.0) for i in (1, 2, 3))
         ),
+        optical_preprocess=OpticalPreprocessConfig(normalization="fixed"),
         sar_normalization=NormalizationRecord("sar", (BandNormalization(1, -25.0, 0.0),)),
-        sar_preprocess=SarPreprocessConfig(input_is_db=True),  # Lee 7x7: a 3-pixel halo per tile
+        sar_preprocess=SarPreprocessConfig(units="db"),  # Lee 7x7: a 3-pixel halo per tile
     )
     from engine.models import build_model
 
@@ -295,7 +299,10 @@ def test_aoi_polygon_limits_tiles_and_masks_outside(scene, tmp_path):
 def test_cancel_and_errors_leave_no_file_and_outputs_are_not_overwritten(scene, tmp_path):
     out = tmp_path / "c"
     reports = []
-    progress = CallbackProgress(report=lambda f, m: reports.append(f), is_canceled=lambda: len(reports) > 2)
+    # cancel once the tiles stream (after the inputs were resolved and the outputs opened)
+    progress = CallbackProgress(
+        report=lambda f, m: reports.append(f), is_canceled=lambda: max(reports, default=0) > 0.1
+    )
     with pytest.raises(Canceled):
         _segment(
             scene,
@@ -335,3 +342,78 @@ def test_bad_inputs_raise_clear_errors(scene, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.tif"):
         _segment(scene, tmp_path / "missing.tif", scene["sar_path"], tmp_path / "x")
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
+
+
+# ---------------------------------------------------------------------------- ONNX export
+def _tiny_networks():
+    from engine.config import TeacherConfig
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    student = build_model(StudentConfig(widths=(4, 8, 8, 8), decoder_channels=8, attention_dim=8)).eval()
+    teacher = build_model(TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1),
+                                        modules_per_stage=(1, 1, 1, 1))).eval()
+    return student, teacher
+
+
+@pytest.mark.parametrize("size,out", [((13, 29), 8), ((8, 8), 8), ((3, 5), 4), ((64, 48), (8, 6)), ((7, 9), (None, 4))])
+def test_adaptive_pooling_by_matmul_is_exactly_adaptive_avg_pool2d(size, out):
+    from engine.inference.backends import adaptive_avg_pool2d_by_matmul
+
+    x = torch.rand(2, 3, *size)
+    want = torch.nn.functional.adaptive_avg_pool2d(x, out)
+    got = adaptive_avg_pool2d_by_matmul(x, out)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("tile_shape", [(200, 200), (96, 96), (130, 77)])
+def test_onnx_export_works_for_any_tile_shape_and_matches_torch(tile_shape, tmp_path, monkeypatch):
+    """The pipeline's tile shape is min(tile size, scene size): any height and width occur."""
+    from engine.inference.backends import OnnxBackend, TorchBackend, make_backend
+
+    monkeypatch.setenv("SGCAD_CACHE_DIR", str(tmp_path))
+    messages = []
+    student, teacher = _tiny_networks()
+    backend = make_backend("auto", student, teacher, 6, 3, 1, tile_shape, "cpu", info=messages.append)
+    assert isinstance(backend, OnnxBackend) and messages == []
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2 and not list(tmp_path.glob("onnx/*.failed"))
+    rng = np.random.default_rng(1)
+    optical = rng.random((2, 3, *tile_shape), dtype=np.float32)
+    sar = rng.random((2, 1, *tile_shape), dtype=np.float32)
+    probs, water = backend.predict(optical, sar)
+    ref_probs, ref_water = TorchBackend(student, teacher, 6).predict(optical, sar)
+    assert probs.shape == (2, 6, *tile_shape) and water.shape == (2, *tile_shape)
+    assert np.abs(probs - ref_probs).max() < 1e-4 and np.abs(water - ref_water).max() < 1e-4
+    # the original pooling is back once the export is done
+    assert torch.nn.functional.adaptive_avg_pool2d.__module__ == "torch.nn.functional"
+
+
+def test_onnx_failure_is_decided_once_and_small_runs_skip_the_export(tmp_path, monkeypatch):
+    from engine.inference import backends
+
+    monkeypatch.setenv("SGCAD_CACHE_DIR", str(tmp_path))
+    student, _ = _tiny_networks()
+    calls = []
+
+    def broken_export(*args, **kwargs):
+        calls.append(args[-1])
+        raise backends.OnnxExportError("ONNX export failed: operator nobody has")
+
+    monkeypatch.setattr(backends, "export_onnx", broken_export)
+    messages = []
+    for _ in range(3):
+        got = backends.make_backend("auto", student, None, 6, 3, 2, (64, 64), "cpu", info=messages.append)
+        assert isinstance(got, backends.TorchBackend)
+    assert len(calls) == 1  # tried once; the next runs read the note and fall back at once
+    assert messages == ["ONNX export failed: operator nobody has; running with torch instead"] * 3
+    with pytest.raises(ValueError, match="operator nobody has; use --backend torch"):
+        backends.make_backend("onnx", student, None, 6, 3, 2, (64, 64), "cpu")
+    assert len(calls) == 1
+
+    # a small run on CPU keeps torch without exporting; a big one exports
+    calls.clear()
+    small = backends.make_backend("auto", student, None, 6, 3, 2, (80, 80), "cpu", work_pixels=80 * 80)
+    assert isinstance(small, backends.TorchBackend) and calls == []
+    backends.make_backend("auto", student, None, 6, 3, 2, (80, 80), "cpu", work_pixels=10**7)
+    assert len(calls) == 1

@@ -43,30 +43,39 @@ def test_lee_filter_smooths_speckle_keeps_edges_and_ignores_nan():
 def test_sar_chain_steps_are_the_formulas():
     dn = np.full((1, 20, 20), 40.0, np.float32)
     dn[0, 0, 0] = 0.0
-    cfg = SarPreprocessConfig(calibrate=True, calibration_constant=100.0, incidence_normalize=True,
+    cfg = SarPreprocessConfig(units="dn", calibration_constant=100.0, incidence_normalize=True,
                               incidence_angle_deg=60.0, lee_filter=False, to_db=True)
     out = sar_to_features(dn, cfg)
     assert out[0, 5, 5] == pytest.approx(10 * np.log10(40.0**2 / 100.0 / 0.5), abs=1e-4)
     assert out[0, 0, 0] == pytest.approx(10 * np.log10(cfg.db_floor))  # zeros hit the floor, not -inf
     angle = np.full((20, 20), 60.0, np.float32)
-    per_pixel = sar_to_features(dn, SarPreprocessConfig(calibrate=True, calibration_constant=100.0,
+    per_pixel = sar_to_features(dn, SarPreprocessConfig(units="dn", calibration_constant=100.0,
                                                         incidence_normalize=True, incidence_band=2,
                                                         lee_filter=False), incidence=angle)
     np.testing.assert_allclose(per_pixel, out, atol=1e-5)
     db = np.full((1, 9, 9), -12.5, np.float32)
     db[0, 4, 4] = np.nan
     # dB input goes to linear power for the Lee filter and back: a flat area is unchanged
-    back = sar_to_features(db, SarPreprocessConfig(input_is_db=True))
+    back = sar_to_features(db, SarPreprocessConfig(units="db"))
     np.testing.assert_allclose(back[np.isfinite(back)], -12.5, atol=1e-4)
     assert np.isnan(back[0, 4, 4]) and np.isfinite(back).sum() == 80
+    # amplitude and linear power of the same backscatter give the same features
+    power = np.full((1, 9, 9), 10 ** -1.25, np.float32)
+    for units, raw in (("linear", power), ("amplitude", np.sqrt(power))):
+        np.testing.assert_allclose(sar_to_features(raw, SarPreprocessConfig(units=units)), -12.5, atol=1e-4)
     with pytest.raises(ValueError, match="incidence"):
-        sar_to_features(dn, SarPreprocessConfig(incidence_normalize=True))
+        sar_to_features(dn, SarPreprocessConfig(units="linear", incidence_normalize=True))
+    with pytest.raises(ValueError, match="not resolved"):
+        sar_to_features(dn, SarPreprocessConfig())
+    with pytest.raises(ValueError, match="calibration constant"):
+        sar_to_features(dn, SarPreprocessConfig(units="dn"))
 
 
 def test_windowed_preprocessing_equals_the_whole_raster_across_borders(shared_data, tmp_path):
     sar = shared_data / "spacenet6_rotterdam" / "sar_masked.tif"
-    cfg = SarPreprocessConfig(input_is_db=True, lee_window=7)
+    cfg = SarPreprocessConfig(units="db", lee_window=7, normalization="scene")
     result = preprocess_raster(sar, tmp_path / "p.tif", [1, 4], cfg, record_path=tmp_path / "r.json", block=48)
+    assert result["units"] == "db"
     whole = apply_normalization(sar_to_features(read_bands(sar, [1, 4]), cfg), load_record(tmp_path / "r.json"))
     windowed = read_bands(tmp_path / "p.tif", [1, 2])
     np.testing.assert_array_equal(windowed, whole)  # bit-identical, NaN footprint included
@@ -75,7 +84,7 @@ def test_windowed_preprocessing_equals_the_whole_raster_across_borders(shared_da
     # The same through InputPreprocessor on halo windows read with read_on_grid (training/inference path).
     opt = shared_data / "spacenet6_rotterdam" / "rgb_unmasked.tif"
     grid = grid_of(sar)
-    ocfg = OpticalPreprocessConfig()
+    ocfg = OpticalPreprocessConfig(units="uint8", scale=1 / 255)
     pre = InputPreprocessor(cfg, ocfg, load_record(tmp_path / "r.json"), compute_normalization(opt, [1, 2, 3], ocfg))
     assert pre.halo == 3
     for window, padded in iter_windows(200, 200, 64, pre.halo):
@@ -88,7 +97,7 @@ def test_windowed_preprocessing_equals_the_whole_raster_across_borders(shared_da
 def test_percentiles_from_a_bounded_sample_match_the_whole_raster(shared_data, tmp_path):
     landsat = shared_data / "landsat_rgb" / "RGB.byte.tif"
     full = read_bands(landsat, [1, 2, 3])
-    small = OpticalPreprocessConfig(sample_size=20_000)
+    small = OpticalPreprocessConfig(units="custom", sample_size=20_000)  # raw values: scale 1
     record = compute_normalization(landsat, [1, 2, 3], small, seed=1)
     for i, band in enumerate(record.bands):
         values = full[i][np.isfinite(full[i])]  # the collar (nodata 0) is excluded
@@ -111,19 +120,19 @@ def test_percentiles_from_a_bounded_sample_match_the_whole_raster(shared_data, t
 
 def test_sentinel1_db_records_and_all_nodata_errors(shared_data):
     vv = next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))
-    record = compute_normalization(vv, [1], SarPreprocessConfig(input_is_db=True))
+    record = compute_normalization(vv, [1], SarPreprocessConfig(units="db"))
     band = record.bands[0]
     assert record.modality == "sar" and -25 < band.p_low < band.p_high < 5
-    assert band.steps == ("from_db", "lee(window=7,looks=1)", "db", "robust(2,98)")
+    assert band.steps == ("lee(window=7,looks=1)", "db", "robust(2,98)")  # units are per file, not steps
     empty = np.full((1, 8, 8), np.nan, np.float32)
     with pytest.raises(ValueError, match="scene.tif: band 2 has no valid pixels"):
         record_from_features(empty, OpticalPreprocessConfig(), [2], source="scene.tif")
     with pytest.raises(ValueError, match="record has 1 band"):
         apply_normalization(np.zeros((2, 4, 4), np.float32), NormalizationRecord(bands=record.bands))
     with pytest.raises(ValueError, match="no SAR normalisation record"):
-        InputPreprocessor(SarPreprocessConfig(), OpticalPreprocessConfig(robust_normalize=False))
+        InputPreprocessor(SarPreprocessConfig(units="db")).sar(np.zeros((1, 8, 8), np.float32))
     with rasterio.open(vv) as src:
         assert src.count == 1
     with pytest.raises(ValueError, match="band 2 does not exist"):
-        compute_normalization(vv, [2], SarPreprocessConfig())
+        compute_normalization(vv, [2], SarPreprocessConfig(units="db"))
     assert read_bands(vv, [1], Window(0, 0, 4, 4)).shape == (1, 4, 4)

@@ -40,13 +40,10 @@ def checkpoints(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     common = dict(
         bands=BandMapping((1, 2, 3), (1, 4), ("red", "green", "blue"), ("hh", "vv")),
-        optical_normalization=NormalizationRecord(
-            "optical", tuple(BandNormalization(b, 0.0, 255.0) for b in (1, 2, 3))
-        ),
         sar_normalization=NormalizationRecord(
             "sar", (BandNormalization(1, -20.0, 15.0), BandNormalization(4, -20.0, 15.0))
         ),
-        sar_preprocess=SarPreprocessConfig(input_is_db=True),
+        sar_preprocess=SarPreprocessConfig(units="db"),
     )
     student = StudentConfig(
         sar_channels=2, widths=(8, 8, 16, 16), decoder_channels=8, attention_dim=8, pool_size=4

@@ -44,8 +44,8 @@ def scene(tmp_path):
 def _write(scene, tmp_path, cfg, **kw):
     sar_path, label_path, _, _ = scene
     pre = InputPreprocessor(
-        SarPreprocessConfig(lee_filter=False, to_db=False, robust_normalize=False),
-        OpticalPreprocessConfig(robust_normalize=False),
+        SarPreprocessConfig(units="linear", lee_filter=False, to_db=False, robust_normalize=False),
+        OpticalPreprocessConfig(units="reflectance", robust_normalize=False),
     )
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)

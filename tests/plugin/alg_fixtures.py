@@ -78,14 +78,13 @@ def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
         from_dict,
         to_dict,
     )
+    from sgcad_qgis.engine.inputs.contract import InputRecipe, resolve_inputs
     from sgcad_qgis.engine.models import build_model
     from sgcad_qgis.engine.models.checkpoint import save_model
-    from sgcad_qgis.engine.preprocess.normalize import compute_normalization
 
     folder = tmp_path_factory.mktemp("untrained")
-    sar_cfg, opt_cfg = SarPreprocessConfig(lee_window=3), OpticalPreprocessConfig()
-    sar_rec = compute_normalization(synthetic_scene["sar"], [1], sar_cfg)
-    opt_rec = compute_normalization(synthetic_scene["optical"], [1, 2, 3], opt_cfg)
+    recipe = InputRecipe(sar=SarPreprocessConfig(lee_window=3), optical=OpticalPreprocessConfig())
+    stored = resolve_inputs(recipe, synthetic_scene["optical"], synthetic_scene["sar"]).stored()
     out = {}
     for kind, cls, tiny in (
         ("student", StudentConfig, TINY_STUDENT),
@@ -93,14 +92,7 @@ def untrained_models(synthetic_scene, tmp_path_factory) -> dict:
     ):
         torch.manual_seed(0)
         config = from_dict(cls, tiny)
-        meta = ModelMetadata(
-            kind=kind,
-            model=to_dict(config),
-            sar_preprocess=sar_cfg,
-            optical_preprocess=opt_cfg,
-            sar_normalization=sar_rec,
-            optical_normalization=opt_rec,
-        )
+        meta = ModelMetadata(kind=kind, model=to_dict(config), **stored)
         out[kind] = str(save_model(folder / f"{kind}.safetensors", build_model(config), meta))
     return out
 

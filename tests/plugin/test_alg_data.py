@@ -131,7 +131,7 @@ def test_preprocesssar_by_windows_equals_the_whole_raster_chain(scene, tmp_path)
     record = from_dict(NormalizationRecord, json.loads(Path(result["OUTPUT_RECORD"]).read_text()))
     band = record.bands[0]
     assert band.p_low < band.p_high and band.steps == ("lee(window=5,looks=1)", "db", "robust(2,98)")
-    cfg = SarPreprocessConfig(lee_window=5)
+    cfg = SarPreprocessConfig(units="linear", lee_window=5)  # the synthetic SAR is sigma0
     raw = np.pad(_read(scene["sar"]).astype(np.float32), ((0, 0), (2, 2), (2, 2)), constant_values=np.nan)
     whole = apply_normalization(features(raw, cfg)[:, 2:-2, 2:-2], record)  # one pass over the whole raster
     out = _read(result["OUTPUT"])
@@ -145,7 +145,7 @@ def test_preprocesssar_on_real_db_quad_pol_keeps_the_footprint(sgcad_provider, s
     sar = str(shared_data / "spacenet6_rotterdam" / "sar_masked.tif")
     result = _run(
         "preprocesssar",
-        {"SAR": sar, "SAR_BANDS": [1, 4], "INPUT_IS_DB": True, "OUTPUT": str(tmp_path / "pre.tif")},
+        {"SAR": sar, "SAR_BANDS": [1, 4], "SAR_UNITS": "db", "OUTPUT": str(tmp_path / "pre.tif")},
     )
     out, raw = _read(result["OUTPUT"]), _read(sar)[[0, 3]]
     assert out.shape == (2, 200, 200)
@@ -185,7 +185,9 @@ def test_normalizeoptical_scales_real_landsat_and_keeps_its_nodata_collar(sgcad_
     assert [b["band"] for b in record["bands"]] == [3, 2, 1]
     for i, b in enumerate(record["bands"]):
         p2, p98 = np.percentile(raw[i][~collar[i]], [2, 98])
-        assert b["p_low"] == pytest.approx(p2, abs=1.0) and b["p_high"] == pytest.approx(p98, abs=1.0)
+        # 8-bit values detected: the record is in reflectance-like units (value / 255)
+        assert b["p_low"] == pytest.approx(p2 / 255, abs=1 / 255)
+        assert b["p_high"] == pytest.approx(p98 / 255, abs=1 / 255)
         valid = out[i][~collar[i]]
         assert 0.0 <= valid.min() and valid.max() <= 1.0
 

@@ -1,0 +1,369 @@
+"""The model-input contract: one place decides bands, units and normalisation for every run.
+
+Given what a model says about its inputs (an :class:`InputRecipe`, read from its file or the
+defaults of a new model) and a user's optical and SAR rasters with optional overrides,
+:func:`resolve_inputs` decides once
+
+* which bands are read (the model's, or the user's choice of the same count);
+* which units each file holds (:mod:`.units`: detected, from metadata, or given);
+* how values become features (optical: to reflectance-like 0-1; SAR: to linear power, Lee
+  filter, dB) and how features are normalised: optical by **this raster's** 2-98 %
+  percentiles (the paper's rule; any linear unit cancels out), calibrated SAR by the **fixed
+  dB range stored in the model** (so water stays dark in absolute terms); uncalibrated SAR
+  digital numbers are brought to the training data's level and said so;
+* whether the scene is far from the training data (:mod:`.shift`).
+
+Segmentation, every training stage, fine-tuning, distillation, gate rasters and evaluation
+read their windows through the result (:mod:`.reader`), so the networks see the same values
+in every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..config import (
+    BandMapping,
+    ModelMetadata,
+    NormalizationRecord,
+    OpticalPreprocessConfig,
+    SarPreprocessConfig,
+)
+from ..preprocess.normalize import fixed_record, record_from_features, sample_features
+from ..preprocess.optical import conversion_for
+from ..preprocess.pipeline import InputPreprocessor
+from ..progress import NULL_PROGRESS, Progress
+from . import shift
+from .units import (
+    TYPICAL_MEDIAN_DB,
+    UnitsDecision,
+    detect_optical_units,
+    detect_sar_units,
+    polarisations,
+    sample_values,
+)
+
+PathLike = Union[str, Path]
+STATS_DECIMALS = 3  # stored statistics: a dB copy and a linear copy of a scene store the same
+
+
+@dataclass
+class InputOverrides:
+    """What a user may set instead of the model's defaults and the detected units."""
+
+    optical_bands: Tuple[int, ...] = ()
+    sar_bands: Tuple[int, ...] = ()
+    optical_units: str = "auto"
+    sar_units: str = "auto"
+    sar_calibration: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
+
+
+@dataclass
+class InputRecipe:
+    """What a model says about its inputs: bands, chains, stored ranges, training statistics."""
+
+    bands: BandMapping = field(default_factory=BandMapping)
+    optical: OpticalPreprocessConfig = field(default_factory=OpticalPreprocessConfig)
+    sar: SarPreprocessConfig = field(default_factory=SarPreprocessConfig)
+    optical_record: Optional[NormalizationRecord] = None
+    sar_record: Optional[NormalizationRecord] = None
+    stats: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, meta: ModelMetadata) -> InputRecipe:
+        return cls(
+            meta.bands,
+            meta.optical_preprocess,
+            meta.sar_preprocess,
+            meta.optical_normalization,
+            meta.sar_normalization,
+            meta.input_stats or {},
+        )
+
+
+@dataclass
+class ResolvedInputs:
+    """Everything a run needs to read its inputs, and what it should tell the user."""
+
+    optical_path: Optional[Path]
+    sar_path: Path
+    bands: BandMapping
+    optical_units: Optional[UnitsDecision]
+    sar_units: UnitsDecision
+    optical_cfg: OpticalPreprocessConfig
+    sar_cfg: SarPreprocessConfig
+    optical_record: Optional[NormalizationRecord]
+    sar_record: Optional[NormalizationRecord]
+    stats: Dict[str, Any]
+    warnings: List[str] = field(default_factory=list)
+    lines: List[str] = field(default_factory=list)
+
+    @property
+    def preprocessor(self) -> InputPreprocessor:
+        return InputPreprocessor(self.sar_cfg, self.optical_cfg, self.sar_record, self.optical_record)
+
+    def report(self, progress: Progress) -> None:
+        """Say the decisions (one line per input) and the warnings."""
+        for line in self.lines:
+            progress.info(line)
+        for text in self.warnings:
+            progress.warning(text)
+
+    def stored(self) -> Dict[str, Any]:
+        """The :class:`~engine.config.ModelMetadata` fields of a model trained on these inputs."""
+        return {
+            "bands": self.bands,
+            "optical_preprocess": self.optical_cfg,
+            "sar_preprocess": dataclasses.replace(self.sar_cfg, calibration_constants=()),
+            "optical_normalization": self.optical_record,
+            "sar_normalization": self.sar_record,
+            "input_stats": self.stats,
+        }
+
+    def summary(self) -> Dict[str, Any]:
+        """JSON-able decisions for results and reports."""
+        out = {"sar_units": self.sar_units.units, "warnings": list(self.warnings), "lines": list(self.lines)}
+        if self.optical_units is not None:
+            out["optical_units"] = self.optical_units.units
+        return out
+
+
+def _bands(given: Sequence[int], stored: Sequence[int], what: str) -> Tuple[int, ...]:
+    if not given:
+        return tuple(int(b) for b in stored)
+    if len(given) != len(stored):
+        raise ValueError(
+            f"{len(given)} {what} band(s) {list(given)} given, but the model takes {len(stored)} {what} "
+            f"band(s) (trained on bands {list(stored)}); choose {len(stored)}"
+        )
+    return tuple(int(b) for b in given)
+
+
+def _mapping(recipe: BandMapping, optical: Tuple[int, ...], sar: Tuple[int, ...]) -> BandMapping:
+    same_o, same_s = optical == tuple(recipe.optical_bands), sar == tuple(recipe.sar_bands)
+    return BandMapping(
+        optical_bands=optical,
+        sar_bands=sar,
+        optical_names=tuple(recipe.optical_names) if same_o else tuple(f"optical_b{b}" for b in optical),
+        sar_names=tuple(recipe.sar_names) if same_s else tuple(f"sar_b{b}" for b in sar),
+    )
+
+
+def _rounded(stats: List[Dict[str, float]]) -> List[Dict[str, float]]:
+    return [{k: (round(v, STATS_DECIMALS) if isinstance(v, float) else v) for k, v in b.items()} for b in stats]
+
+
+def _dn_constants(
+    path: Path, bands: Sequence[int], trained: Dict[str, Any]
+) -> Tuple[Tuple[float, ...], List[float]]:
+    """Per-band constants bringing uncalibrated amplitude numbers to the training data's level.
+
+    Returns:
+        (constants, target medians in dB).
+    """
+    values, _ = sample_values(path, bands)
+    trained_bands = trained.get("bands", [])
+    pols = polarisations(path, bands)
+    constants, targets = [], []
+    for i, v in enumerate(values):
+        v = v[v > 0]
+        if v.size == 0:
+            raise ValueError(f"{path}: SAR band {bands[i]} has no positive value to calibrate")
+        median_db = float(np.median(10.0 * np.log10(v * v)))
+        known = i < len(trained_bands) and "p50" in trained_bands[i]
+        target = trained_bands[i]["p50"] if known else TYPICAL_MEDIAN_DB[pols[i]]
+        constants.append(float(10.0 ** ((median_db - target) / 10.0)))
+        targets.append(float(target))
+    return tuple(constants), targets
+
+
+Chain = Union[OpticalPreprocessConfig, SarPreprocessConfig]
+
+
+def resolve_chain(
+    cfg: Chain,
+    path: PathLike,
+    bands: Sequence[int],
+    units: str = "auto",
+    calibration: float = 0.0,
+    trained: Optional[Dict[str, Any]] = None,
+) -> Tuple[Chain, UnitsDecision, Optional[str]]:
+    """A copy of a chain with this file's units resolved, the decision, and a warning if any.
+
+    Optical units set the linear conversion to reflectance-like values (``custom`` keeps the
+    chain's own). SAR digital numbers without a calibration constant are brought to the level
+    of ``trained`` statistics (or typical backscatter), with a warning saying so.
+    """
+    path = Path(path)
+    if isinstance(cfg, OpticalPreprocessConfig):
+        decision = detect_optical_units(path, bands, units)
+        out = dataclasses.replace(cfg, units=decision.units)
+        if decision.units != "custom":
+            out.scale, out.offset = conversion_for(decision.units, decision.offset_dn)
+        return out, decision, None
+    decision = detect_sar_units(path, bands, units)
+    out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=())
+    note = None
+    if decision.units == "dn" and calibration <= 0:
+        out.calibration_constants, targets = _dn_constants(path, bands, trained or {})
+        note = (
+            f"SAR {path.name} is not calibrated (amplitude digital numbers, no calibration constant): its "
+            f"level was matched to median(s) of {', '.join(f'{t:.1f}' for t in targets)} dB, so absolute "
+            "backscatter is an estimate; give the product's calibration constant (--sar-calibration / "
+            "SAR_CALIBRATION) for calibrated values."
+        )
+    return out, decision, note
+
+
+def _record(
+    mode: str,
+    stored: Optional[NormalizationRecord],
+    table: np.ndarray,
+    cfg: Union[OpticalPreprocessConfig, SarPreprocessConfig],
+    bands: Tuple[int, ...],
+    path: Path,
+    what: str,
+) -> Optional[NormalizationRecord]:
+    if not cfg.robust_normalize:
+        return None
+    if mode == "scene":
+        return record_from_features(table, cfg, bands, source=str(path))
+    if mode != "fixed":
+        raise ValueError(f"{what} normalisation must be 'scene' or 'fixed', got {mode!r}")
+    if stored is None:
+        if isinstance(cfg, SarPreprocessConfig):
+            return fixed_record(bands, cfg, *cfg.fixed_range)
+        raise ValueError(f"the model has no stored {what} range for its 'fixed' normalisation")
+    if len(stored.bands) != len(bands):
+        raise ValueError(
+            f"the model's {what} range covers {len(stored.bands)} band(s), but {len(bands)} are read"
+        )
+    return stored
+
+
+def resolve_inputs(
+    recipe: InputRecipe,
+    optical: Optional[PathLike],
+    sar: PathLike,
+    overrides: Optional[InputOverrides] = None,
+    progress: Progress = NULL_PROGRESS,
+    seed: int = 0,
+) -> ResolvedInputs:
+    """Decide bands, units, feature chains and normalisation of one optical + SAR pair.
+
+    Args:
+        recipe: the model's (or a new model's) input recipe.
+        optical: the optical raster, or None for SAR-only uses (the teacher).
+        sar: the SAR raster.
+        overrides: bands, units and calibration the user chose.
+        progress: progress and cancellation (sampling reads a few windows of each raster).
+        seed: seeds the sample.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: bands that do not exist or do not fit the model, inputs without valid
+            pixels, units that are not known.
+    """
+    overrides = overrides or InputOverrides()
+    sar_path = Path(sar)
+    optical_path = Path(optical) if optical else None
+    for path, what in ((optical_path, "optical"), (sar_path, "SAR")):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{what} raster {path} does not exist")
+    o_bands = _bands(overrides.optical_bands, recipe.bands.optical_bands, "optical")
+    s_bands = _bands(overrides.sar_bands, recipe.bands.sar_bands, "SAR")
+    lines: List[str] = []
+    warnings: List[str] = []
+    stats: Dict[str, Any] = {}
+
+    sar_cfg, sar_units, note = resolve_chain(
+        recipe.sar, sar_path, s_bands, overrides.sar_units, overrides.sar_calibration, recipe.stats.get("sar", {})
+    )
+    warnings += [note] if note else []
+    lines.append(sar_units.line(sar_path))
+    table, _ = sample_features(sar_path, s_bands, sar_cfg, progress=progress.sub(0.0, 0.5), seed=seed)
+    sar_record = _record(recipe.sar.normalization, recipe.sar_record, table, sar_cfg, s_bands, sar_path, "SAR")
+    sar_stats = shift.band_stats(table, s_bands)
+    if sar_record is not None:
+        shift.add_range_shares(sar_stats, table, sar_record)
+    warnings += shift.sar_warnings(
+        sar_stats, sar_path.name, sar_units.units, sar_record, recipe.stats.get("sar"),
+        fixed=recipe.sar.normalization == "fixed",
+    )
+    stats["sar"] = {"units": sar_units.units, "bands": _rounded(sar_stats)}
+
+    optical_units, optical_cfg, optical_record = None, recipe.optical, None
+    if optical_path is not None:
+        optical_cfg, optical_units, _ = resolve_chain(recipe.optical, optical_path, o_bands, overrides.optical_units)
+        lines.append(optical_units.line(optical_path))
+        table, _ = sample_features(optical_path, o_bands, optical_cfg, progress=progress.sub(0.5, 1.0), seed=seed)
+        optical_record = _record(
+            recipe.optical.normalization, recipe.optical_record, table, optical_cfg, o_bands, optical_path, "optical"
+        )
+        optical_stats = shift.band_stats(table, o_bands)
+        warnings += shift.optical_warnings(optical_stats, optical_path.name)
+        stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
+    return ResolvedInputs(
+        optical_path,
+        sar_path,
+        _mapping(recipe.bands, o_bands, s_bands),
+        optical_units,
+        sar_units,
+        optical_cfg,
+        sar_cfg,
+        optical_record,
+        sar_record,
+        stats,
+        warnings,
+        lines,
+    )
+
+
+def resolve_for(
+    resolved: ResolvedInputs, recipe: InputRecipe, progress: Progress = NULL_PROGRESS
+) -> InputPreprocessor:
+    """The preprocessor of a second model (the teacher) reading the same SAR file.
+
+    The units already decided are kept (no second detection, no second warning); the second
+    model's own chain and stored range apply.
+    """
+    return preprocessor_for(
+        recipe, resolved.sar_cfg, resolved.sar_path, resolved.bands.sar_bands,
+        resolved.optical_cfg, resolved.optical_record, progress,
+    )
+
+
+def preprocessor_for(
+    recipe: InputRecipe,
+    runtime_sar: SarPreprocessConfig,
+    sar_path: PathLike,
+    sar_bands: Sequence[int],
+    optical_cfg: Optional[OpticalPreprocessConfig] = None,
+    optical_record: Optional[NormalizationRecord] = None,
+    progress: Progress = NULL_PROGRESS,
+) -> InputPreprocessor:
+    """A model's preprocessor for a SAR file whose units were already resolved (``runtime_sar``)."""
+    bands = tuple(sar_bands)
+    if len(recipe.bands.sar_bands) != len(bands):
+        raise ValueError(
+            f"the teacher takes {len(recipe.bands.sar_bands)} SAR band(s) but {len(bands)} are read for the "
+            "student; both networks are fed the same SAR bands"
+        )
+    sar_cfg = dataclasses.replace(
+        recipe.sar,
+        units=runtime_sar.units,
+        calibration_constant=runtime_sar.calibration_constant,
+        calibration_constants=runtime_sar.calibration_constants,
+    )
+    if recipe.sar.normalization == "scene" and recipe.sar.robust_normalize:
+        table, _ = sample_features(sar_path, bands, sar_cfg, progress=progress)
+        record = record_from_features(table, sar_cfg, bands, source=str(sar_path))
+    else:
+        record = _record(recipe.sar.normalization, recipe.sar_record, np.empty((len(bands), 0)), sar_cfg, bands,
+                         Path(sar_path), "SAR")
+    return InputPreprocessor(sar_cfg, optical_cfg or recipe.optical, record, optical_record)

@@ -1,0 +1,95 @@
+"""The one window reader: a window of the model grid, read from both rasters, preprocessed.
+
+Training patches, segmentation tiles and gate rasters all read through :class:`PairReader`:
+each window is grown by the widest preprocessor's halo (the Lee filter's context), warped
+onto the grid on the fly (``read_on_grid``; NaN outside a raster), converted and normalised
+by the resolved inputs' preprocessors, and cropped back. NaN marks missing values; callers
+decide what the networks get there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..preprocess.pipeline import InputPreprocessor
+from ..raster.grid import Grid, read_on_grid
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class PairWindow:
+    """Preprocessed arrays of one window (float32, NaN where missing)."""
+
+    optical: Optional[np.ndarray]  # (Co, h, w), None when no optical raster is read
+    sar: List[np.ndarray]  # (Cs, h, w) per preprocessor, in the order given
+
+
+class PairReader:
+    """Reads windows of ``grid`` from an optical (optional) and a SAR raster.
+
+    Args:
+        optical_path: optical raster, or None (SAR-only: the teacher, gate rasters).
+        sar_path: SAR raster.
+        grid: the model grid the windows refer to.
+        optical_bands, sar_bands: 1-based bands, in the networks' order.
+        preprocessors: one per network fed from these files (student first); the optical
+            array comes from the first.
+        cloud_mask: raster whose non-zero pixels mark the optical input as missing.
+    """
+
+    def __init__(
+        self,
+        optical_path: Optional[PathLike],
+        sar_path: PathLike,
+        grid: Grid,
+        optical_bands: Sequence[int],
+        sar_bands: Sequence[int],
+        preprocessors: Sequence[InputPreprocessor],
+        cloud_mask: Optional[PathLike] = None,
+    ) -> None:
+        if not preprocessors:
+            raise ValueError("PairReader needs at least one preprocessor")
+        self.optical_path = Path(optical_path) if optical_path else None
+        self.sar_path, self.grid = Path(sar_path), grid
+        self.optical_bands, self.sar_bands = list(optical_bands), list(sar_bands)
+        self.preprocessors = list(preprocessors)
+        self.cloud_mask = Path(cloud_mask) if cloud_mask else None
+        self.halo = max(p.halo for p in self.preprocessors)
+        cfg = self.preprocessors[0].sar_cfg
+        self.incidence_band = cfg.incidence_band if cfg.incidence_normalize else None
+
+    def read(self, col: int, row: int, width: int, height: int, context: int = 0) -> PairWindow:
+        """The window ``(col, row, width, height)`` grown by ``context`` pixels on every side."""
+        h = self.halo + context
+        win = Window(col - h, row - h, width + 2 * h, height + 2 * h)
+        sar_raw = read_on_grid(self.sar_path, self.sar_bands, self.grid, win)
+        incidence = None
+        if self.incidence_band:
+            incidence = read_on_grid(self.sar_path, [self.incidence_band], self.grid, win)[0]
+        optical = None
+        if self.optical_path is not None:
+            opt_raw = read_on_grid(self.optical_path, self.optical_bands, self.grid, win)
+            if self.cloud_mask is not None:
+                cloud = read_on_grid(self.cloud_mask, [1], self.grid, win, resampling="nearest")[0]
+                opt_raw[:, np.isfinite(cloud) & (cloud != 0)] = np.nan
+            optical = self._crop(self.preprocessors[0].optical(opt_raw), self.preprocessors[0])
+        sar = []
+        for pre in self.preprocessors:
+            d = self.halo - pre.halo  # crop the shared halo down to what this chain needs
+            raw, inc = sar_raw, incidence
+            if d:
+                raw = sar_raw[:, d:-d, d:-d]
+                inc = incidence[d:-d, d:-d] if incidence is not None else None
+            sar.append(pre.sar(raw, inc).astype(np.float32, copy=False))
+        return PairWindow(optical.astype(np.float32, copy=False) if optical is not None else None, sar)
+
+    def _crop(self, x: np.ndarray, pre: InputPreprocessor) -> np.ndarray:
+        # the preprocessor crops its own halo; the rest of the shared halo is cropped here
+        d = self.halo - pre.halo
+        return x[:, d : x.shape[1] - d, d : x.shape[2] - d] if d else x

@@ -1,0 +1,138 @@
+"""Scene statistics and the domain-shift warning: a scene far from what a model was trained on.
+
+Statistics are taken from the feature values the networks' normalisation starts from
+(reflectance-like optical values; SAR in dB after the speckle filter), on the bounded sample
+that also gives a scene's percentiles. A model stores the same statistics of its training
+data, so a run can say in plain words, with the numbers and the parameter to set, when a
+band is constant, saturated, mostly clipped by the model's range, or far from the training
+data's level.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..config import NormalizationRecord
+
+CLIPPED_SHARE = 0.3  # warn when this share of a band falls outside a fixed range at one end
+STUCK_SHARE = 0.25  # warn when this share of a band sits on its minimum or maximum value
+SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from training's
+
+
+def band_stats(table: np.ndarray, bands: Sequence[int]) -> List[Dict[str, float]]:
+    """Per band: valid count, 2/50/98 % quantiles, min, max and the shares on min and on max."""
+    out = []
+    for i, band in enumerate(bands):
+        v = table[i][np.isfinite(table[i])]
+        if v.size == 0:
+            out.append({"band": int(band), "n": 0})
+            continue
+        lo, hi = float(v.min()), float(v.max())
+        p2, p50, p98 = (float(x) for x in np.percentile(v, [2, 50, 98]))
+        out.append(
+            {
+                "band": int(band),
+                "n": int(v.size),
+                "p2": p2,
+                "p50": p50,
+                "p98": p98,
+                "min": lo,
+                "max": hi,
+                "share_at_min": float((v == lo).mean()),
+                "share_at_max": float((v == hi).mean()),
+                "share_negative": float((v < 0).mean()),
+            }
+        )
+    return out
+
+
+def _constant(b: Dict[str, float]) -> bool:
+    return b["max"] - b["min"] <= 1e-6 * max(1.0, abs(b["max"]))
+
+
+def optical_warnings(stats: List[Dict[str, float]], path: str) -> List[str]:
+    """Constant, all-zero and saturated optical bands (values are reflectance-like)."""
+    out = []
+    for b in stats:
+        name = f"optical band {b['band']} of {path}"
+        if b["n"] == 0:
+            out.append(f"{name} has no valid pixel in the sampled area; check the band choice and its nodata value.")
+        elif _constant(b) and b["max"] == 0:
+            out.append(
+                f"{name} holds only zeros ({b['n']} sampled pixels): the network gets no optical information "
+                "from it; check the band choice, or set the raster's nodata value if 0 marks missing data."
+            )
+        elif _constant(b):
+            out.append(
+                f"{name} is constant (every sampled pixel is {b['max']:.4g}): the network gets no information "
+                "from it; choose another band (OPTICAL_BANDS / --optical-bands)."
+            )
+        else:
+            for end, share in (("maximum", b["share_at_max"]), ("minimum", b["share_at_min"])):
+                if share > STUCK_SHARE:
+                    value = b["max"] if end == "maximum" else b["min"]
+                    out.append(
+                        f"{name}: {100 * share:.0f} % of valid pixels equal its {end} {value:.4g} (saturated or "
+                        "fill values); set the raster's nodata value if they mark missing data."
+                    )
+    return out
+
+
+def sar_warnings(
+    stats: List[Dict[str, float]],
+    path: str,
+    units: str,
+    record: Optional[NormalizationRecord],
+    trained: Optional[Dict[str, Any]],
+    fixed: bool,
+) -> List[str]:
+    """Constant bands, dB values that are not dB, clipping by a fixed range, a shifted level."""
+    out = []
+    trained_bands = (trained or {}).get("bands", [])
+    for i, b in enumerate(stats):
+        name = f"SAR band {b['band']} of {path}"
+        if b["n"] == 0:
+            out.append(f"{name} has no valid pixel in the sampled area; check the band choice and its nodata value.")
+            continue
+        if _constant(b):
+            out.append(f"{name} is constant ({b['max']:.4g} dB everywhere): the networks get no SAR information.")
+            continue
+        if units == "db" and b["share_negative"] < 0.05:
+            out.append(
+                f"{name} is read as dB, but {100 * b['share_negative']:.0f} % of its "
+                f"values are negative (median {b['p50']:.3g}): backscatter in dB is mostly negative, so these look "
+                "like linear power or amplitude values; set the SAR units to auto, linear or amplitude "
+                "(SAR_UNITS / --sar-units)."
+            )
+        if fixed and record is not None and i < len(record.bands):
+            low, high = record.bands[i].p_low, record.bands[i].p_high
+            below, above = b.get("share_below_range", 0.0), b.get("share_above_range", 0.0)
+            for share, side, edge in ((below, "below", low), (above, "above", high)):
+                if share > CLIPPED_SHARE:
+                    out.append(
+                        f"{name}: {100 * share:.0f} % of pixels are {side} {edge:.1f} dB, the model's range "
+                        f"[{low:.1f}, {high:.1f}] dB, and reach the network clipped; if the file is not calibrated "
+                        "backscatter, set its units or calibration constant (SAR_UNITS / --sar-units, "
+                        "--sar-calibration)."
+                    )
+        if i < len(trained_bands) and "p50" in trained_bands[i]:
+            t = trained_bands[i]
+            if abs(b["p50"] - t["p50"]) > SAR_MEDIAN_SHIFT_DB:
+                out.append(
+                    f"{name}: median {b['p50']:.1f} dB, while the model's training data had {t['p50']:.1f} dB "
+                    f"(2-98 %: {t['p2']:.1f} to {t['p98']:.1f} dB); its answers may be unreliable. Check the SAR "
+                    "units and band (a cross-polarised band where the model expects co-polarised is 6-10 dB darker)."
+                )
+    return out
+
+
+def add_range_shares(stats: List[Dict[str, float]], table: np.ndarray, record: NormalizationRecord) -> None:
+    """Add the shares of each band's sample below and above the record's range (in place)."""
+    for i, b in enumerate(stats):
+        if i >= len(record.bands) or b["n"] == 0:
+            continue
+        v = table[i][np.isfinite(table[i])]
+        b["share_below_range"] = float((v < record.bands[i].p_low).mean())
+        b["share_above_range"] = float((v > record.bands[i].p_high).mean())

@@ -1,0 +1,246 @@
+"""Which units a raster's values are in, read from its metadata and its values, never assumed.
+
+Optical rasters come as 8-bit display values, reflectance x 10000 (Sentinel-2, Landsat
+surface reflectance), reflectance 0-1 or other digital numbers; SAR rasters as linear power
+(sigma0 / gamma0), decibels, amplitude (the square root of power) or uncalibrated amplitude
+digital numbers (Sentinel-1 GRD measurement files). Each decision says how it was made, in
+plain words with the numbers behind it, and a user override always wins.
+
+Linear power and calibrated amplitude cannot be told apart by the shape of their values
+(amplitude speckle looks like power speckle with more looks), only by their level: read as
+power, amplitude gives half the dB spread and a median near -6 dB instead of -12 dB. The
+decision compares both readings with the backscatter of typical scenes and says when it is
+unsure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from ..config import OPTICAL_UNITS, SAR_UNITS
+
+PathLike = Union[str, Path]
+SAMPLE_SIDE = 512  # decimated read for detection: the units show at any scale
+
+OPTICAL_LABELS = {
+    "uint8": "8-bit values (0-255)",
+    "reflectance10000": "reflectance x 10000",
+    "reflectance": "reflectance (0-1)",
+    "dn": "digital numbers of unknown scale",
+    "custom": "custom linear scaling",
+}
+SAR_LABELS = {
+    "linear": "linear power (sigma0/gamma0)",
+    "db": "decibels",
+    "amplitude": "amplitude (square root of power)",
+    "dn": "uncalibrated amplitude digital numbers",
+}
+
+# Backscatter of typical mixed scenes, in dB as power: median and 2-98 % spread (measured on
+# the real scenes in shared/data: co-polarised medians -11 to -13 dB, cross-polarised -16 to
+# -21 dB, spreads 11 to 31 dB; docs/inputs.md). Used only to choose between power and
+# amplitude for non-negative calibrated values; the polarisation comes from the band
+# description or the file name when they name it.
+TYPICAL_MEDIAN_DB = {"co": -12.0, "cross": -19.0, None: -14.0}
+MEDIAN_SPREAD_DB = 5.0
+TYPICAL_RANGE_DB, RANGE_SPREAD_DB = 18.0, 7.0
+UNSURE_MARGIN = 1.0  # score difference below which the choice is reported as unsure
+
+_DB_WORDS = re.compile(r"(^|[^a-z])(db|decibels?)([^a-z]|$)")
+_AMPLITUDE_WORDS = re.compile(r"(^|[^a-z])(amplitude|amp)([^a-z]|$)")
+_POWER_WORDS = re.compile(r"(sigma0|sigma_0|gamma0|gamma_0|beta0|beta_0|intensity|linear|power)")
+
+
+@dataclass
+class UnitsDecision:
+    """The units of one input and how they were found."""
+
+    modality: str  # "optical" or "sar"
+    units: str
+    how: str  # "given" (override), "metadata" or "detected"
+    reason: str
+    unsure: bool = False
+    offset_dn: float = 0.0  # optical: additive offset in file units (Sentinel-2 BOA_ADD_OFFSET)
+    stats: Dict[str, float] = field(default_factory=dict)
+
+    def line(self, path: PathLike) -> str:
+        """One line for logs, e.g. ``optical: reflectance (0-1) detected (99.5 % <= 0.41) in s2.tif``."""
+        labels = OPTICAL_LABELS if self.modality == "optical" else SAR_LABELS
+        name = "optical" if self.modality == "optical" else "SAR"
+        text = f"{name}: {labels.get(self.units, self.units)} {self.how}"
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.unsure:
+            parameter = "--optical-units / OPTICAL_UNITS" if self.modality == "optical" else "--sar-units / SAR_UNITS"
+            text += f"; unsure: set {parameter} if this is wrong"
+        return f"{text} in {Path(path).name}"
+
+
+def sample_values(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_SIDE) -> Tuple[List[np.ndarray], Any]:
+    """Valid values (nodata and NaN removed) of each band from a decimated read, and the dtype."""
+    with rasterio.open(path) as src:
+        missing = [b for b in bands if not 1 <= int(b) <= src.count]
+        if missing:
+            raise ValueError(
+                f"{path}: band {missing[0]} does not exist; the raster has {src.count} band(s), "
+                f"numbered 1..{src.count}"
+            )
+        scale = max(src.width, src.height) / max_side
+        shape = (max(1, int(src.height / max(scale, 1))), max(1, int(src.width / max(scale, 1))))
+        data = src.read(
+            [int(b) for b in bands], out_shape=(len(bands),) + shape, resampling=Resampling.nearest, masked=True
+        )
+        dtype = np.dtype(src.dtypes[int(bands[0]) - 1])
+    out = []
+    for band in data:
+        values = np.asarray(band.compressed(), dtype=np.float64)
+        out.append(values[np.isfinite(values)])
+    return out, dtype
+
+
+def _metadata_text(path: PathLike, bands: Sequence[int]) -> str:
+    """Band descriptions, units and tags of the raster and its bands, lower case."""
+    with rasterio.open(path) as src:
+        parts = [str(v) for v in src.tags().values()] + [f"{k}" for k in src.tags()]
+        for b in bands:
+            parts += [src.descriptions[b - 1] or "", src.units[b - 1] or ""]
+            parts += [f"{k} {v}" for k, v in src.tags(b).items()]
+    return " ".join(parts).lower()
+
+
+def _s2_offset(path: PathLike, bands: Sequence[int]) -> float:
+    """Sentinel-2 L2A/L1C additive offset (processing baseline >= 04.00), when the file says it."""
+    with rasterio.open(path) as src:
+        tags = dict(src.tags())
+        for b in bands:
+            tags.update(src.tags(b))
+    for key, value in tags.items():
+        if "ADD_OFFSET" in key.upper():
+            try:
+                return float(value)
+            except ValueError:
+                continue
+    return 0.0
+
+
+def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "auto") -> UnitsDecision:
+    """Decide the units of an optical raster's bands.
+
+    Rules: a given unit wins; 8-bit types are 8-bit values; a float raster whose 99.5th
+    percentile is at most 1.6 holds reflectance 0-1 (a little above 1 for specular highlights);
+    integers or floats up to 255 hold 8-bit values; values whose median is below 6000 and
+    99.5th percentile below 16000 are reflectance x 10000; anything else is digital numbers.
+    """
+    if given not in OPTICAL_UNITS:
+        raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
+    values, dtype = sample_values(path, bands)
+    offset = _s2_offset(path, bands)
+    if given != "auto":
+        return UnitsDecision("optical", given, "given", "", offset_dn=offset if given == "reflectance10000" else 0.0)
+    pooled = np.concatenate(values) if values else np.empty(0)
+    if pooled.size == 0:
+        raise ValueError(f"{path}: optical band(s) {list(bands)} hold no valid pixel (all nodata or NaN)")
+    p50, p995, top = (float(v) for v in np.percentile(pooled, [50, 99.5, 100]))
+    stats = {"median": p50, "p99.5": p995, "max": top}
+    if dtype.itemsize == 1 and dtype.kind in "ui":
+        return UnitsDecision("optical", "uint8", "detected", f"{dtype.name} data", stats=stats)
+    if dtype.kind == "f" and p995 <= 1.6:
+        why = f"float, 99.5 % of values <= {p995:.3g}"
+        return UnitsDecision("optical", "reflectance", "detected", why, stats=stats)
+    if top <= 255.5:
+        return UnitsDecision("optical", "uint8", "detected", f"{dtype.name}, all values <= {top:.0f}", stats=stats)
+    if offset or (p50 < 6000 and p995 <= 16000):
+        why = f"{dtype.name}, median {p50:.0f}, 99.5 % <= {p995:.0f}"
+        if offset:
+            why += f", offset {offset:g} from the file's metadata"
+        return UnitsDecision("optical", "reflectance10000", "detected", why, offset_dn=offset, stats=stats)
+    return UnitsDecision(
+        "optical", "dn", "detected", f"{dtype.name}, median {p50:.0f}: not a known reflectance scaling",
+        stats=stats,
+    )
+
+
+def polarisations(path: PathLike, bands: Sequence[int]) -> List[Optional[str]]:
+    """``"co"``, ``"cross"`` or None per band, from band descriptions, else the file name."""
+    with rasterio.open(path) as src:
+        names = [(src.descriptions[b - 1] or "") for b in bands]
+    if not any(names) and len(bands) == 1:
+        names = [Path(path).stem]
+    out: List[Optional[str]] = []
+    for name in names:
+        found = re.findall(r"(?:^|[^a-z])(vv|hh|vh|hv)(?:[^a-z]|$)", name.lower())
+        out.append(None if len(set(found)) != 1 else ("co" if found[0] in ("vv", "hh") else "cross"))
+    return out
+
+
+def _plausibility(values_db: List[np.ndarray], pols: Sequence[Optional[str]]) -> float:
+    """Distance of the bands' median and 2-98 % spread (dB) from typical backscatter; lower is likelier."""
+    score = 0.0
+    for v, pol in zip(values_db, pols):
+        p2, p50, p98 = np.percentile(v, [2, 50, 98])
+        score += ((p50 - TYPICAL_MEDIAN_DB[pol]) / MEDIAN_SPREAD_DB) ** 2
+        score += ((p98 - p2 - TYPICAL_RANGE_DB) / RANGE_SPREAD_DB) ** 2
+    return score / max(len(values_db), 1)
+
+
+def _metadata_units(text: str) -> Optional[str]:
+    if _DB_WORDS.search(text):
+        return "db"
+    if _AMPLITUDE_WORDS.search(text):
+        return "amplitude"
+    if _POWER_WORDS.search(text):
+        return "linear"
+    return None
+
+
+def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") -> UnitsDecision:
+    """Decide the units of a SAR raster's bands.
+
+    Rules: a given unit wins; then values decide what they can: more than 5 % negative values
+    can only be decibels. Non-negative values are checked against the file's metadata (band
+    descriptions, units, tags naming dB, amplitude, sigma0/gamma0/intensity); integer types and
+    values far above 1 (median > 5) are uncalibrated amplitude numbers; otherwise the reading
+    as power or as amplitude that looks more like typical backscatter wins.
+    """
+    if given not in SAR_UNITS:
+        raise ValueError(f"SAR units must be one of {list(SAR_UNITS)}, got {given!r}")
+    values, dtype = sample_values(path, bands)
+    if given != "auto":
+        return UnitsDecision("sar", given, "given", "")
+    pooled = np.concatenate(values) if values else np.empty(0)
+    if pooled.size == 0:
+        raise ValueError(f"{path}: SAR band(s) {list(bands)} hold no valid pixel (all nodata or NaN)")
+    negative = float((pooled < 0).mean())
+    p50 = float(np.median(pooled))
+    stats = {"negative_share": negative, "median": p50}
+    if negative > 0.05:
+        return UnitsDecision("sar", "db", "detected", f"{100 * negative:.0f} % of values are negative", stats=stats)
+    hint = _metadata_units(_metadata_text(path, bands))
+    if hint is not None:
+        if hint == "db":  # said dB, but no negative values: report, the shift check warns
+            return UnitsDecision("sar", "db", "metadata", "the band metadata names dB", stats=stats)
+        return UnitsDecision("sar", hint, "metadata", f"the band metadata names {SAR_LABELS[hint]}", stats=stats)
+    if dtype.kind in "ui" or p50 > 5.0:
+        return UnitsDecision(
+            "sar", "dn", "detected",
+            f"{dtype.name}, non-negative, median {p50:.3g}: not calibrated backscatter", stats=stats,
+        )
+    positive = [np.maximum(v, 1e-10) for v in values if v.size]
+    as_power = [10.0 * np.log10(v) for v in positive]
+    as_amplitude = [20.0 * np.log10(v) for v in positive]
+    pols = polarisations(path, bands)
+    s_power, s_amplitude = _plausibility(as_power, pols), _plausibility(as_amplitude, pols)
+    units = "linear" if s_power <= s_amplitude else "amplitude"
+    median_db = float(np.median(np.concatenate(as_power if units == "linear" else as_amplitude)))
+    stats.update(power_score=s_power, amplitude_score=s_amplitude, median_db=median_db)
+    reason = f"non-negative; read as {SAR_LABELS[units].split(' (')[0]} the median is {median_db:.1f} dB"
+    return UnitsDecision(
+        "sar", units, "detected", reason, unsure=abs(s_power - s_amplitude) < UNSURE_MARGIN, stats=stats
+    )

@@ -1,0 +1,218 @@
+"""The model-input contract: the same scene in any units reaches the networks identically.
+
+One scene is written as optical uint8, uint16 reflectance x 10000 and float reflectance 0-1,
+and its SAR as linear power, dB and amplitude; all nine pairs are segmented with the bundled
+models and with a freshly trained one, on the synthetic sample and on two real pairs
+(SpaceNet 6 Rotterdam; a BigEarthNet Sentinel-1/2 pair stacked with the project's tools).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from engine.config import InferenceConfig, TeacherConfig, TrainConfig
+from engine.inference.backends import TorchBackend
+from engine.inference.pipeline import segment_scene
+from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
+from engine.inputs.units import detect_optical_units, detect_sar_units
+from engine.models.checkpoint import load_model, read_metadata
+from engine.raster.stack import stack_bands
+from engine.train.data import TrainingInputs
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "resources" / "models"
+SAMPLE = ROOT / "resources" / "sample"
+OPTICAL_UNITS = ("uint8", "reflectance10000", "reflectance")
+SAR_UNITS = ("linear", "db", "amplitude")
+
+
+def _write(path: Path, data: np.ndarray, like: Path, dtype: str, nodata=None, descriptions=None) -> Path:
+    with rasterio.open(like) as src:
+        profile = src.profile
+    profile.update(count=data.shape[0], dtype=dtype, nodata=nodata, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(dtype))
+        for i, name in enumerate(descriptions or []):
+            dst.set_band_description(i + 1, name)
+    return path
+
+
+def unit_variants(folder: Path, optical: Path, sar: Path, optical_is_uint8: bool, sar_is_db: bool) -> dict:
+    """The pair in every optical and SAR unit, from the source's own units (NaN nodata kept)."""
+    with rasterio.open(optical) as src:
+        o = src.read(masked=True).astype(np.float64).filled(np.nan)
+    with rasterio.open(sar) as src:
+        s = src.read(masked=True).astype(np.float64).filled(np.nan)
+    reflectance = o / 255.0 if optical_is_uint8 else o / 10000.0
+    power = 10.0 ** (s / 10.0) if sar_is_db else s
+    # an 8-bit rendition of a 16-bit scene spans the 8-bit range (as exported quicklooks and
+    # true-colour products do); an 8-bit source is written back exactly
+    top = 1.0 if optical_is_uint8 else float(np.nanpercentile(reflectance, 99.9))
+    eight = np.where(np.isfinite(reflectance), np.round(np.clip(reflectance / top, 0, 1) * 255), 0)
+    optical_out = {
+        "uint8": (eight, "uint8", 0),
+        "reflectance10000": (np.where(np.isfinite(reflectance), np.round(reflectance * 10000), 0), "uint16", 0),
+        "reflectance": (reflectance, "float32", float("nan")),
+    }
+    sar_out = {"linear": power, "db": 10.0 * np.log10(power), "amplitude": np.sqrt(power)}
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for units, (data, dtype, nodata) in optical_out.items():
+        paths[("optical", units)] = _write(folder / f"optical_{units}.tif", data, optical, dtype, nodata)
+    for units, data in sar_out.items():
+        # no band names: the units must be recognised from the values alone
+        paths[("sar", units)] = _write(folder / f"sar_{units}.tif", data, sar, "float32", float("nan"))
+    return paths
+
+
+def _maps(paths: dict, model: Path, teacher, out: Path, **kwargs) -> dict:
+    student_net, meta = load_model(model, "student")
+    teacher_net = load_model(teacher, "teacher")[0] if teacher else None
+    backend = TorchBackend(student_net, teacher_net, meta.schema.num_classes)
+    maps = {}
+    for o_units, s_units in itertools.product(OPTICAL_UNITS, SAR_UNITS):
+        result = segment_scene(
+            paths[("optical", o_units)], paths[("sar", s_units)], model, out / f"{o_units}-{s_units}",
+            teacher_path=teacher, cfg=InferenceConfig(tile_size=256, overlap=32, backend="torch"),
+            backend=backend, **kwargs,
+        )
+        assert (result["inputs"]["optical_units"], result["inputs"]["sar_units"]) == (o_units, s_units)
+        with rasterio.open(result["outputs"]["classes"]) as src:
+            maps[(o_units, s_units)] = src.read(1)
+    return maps
+
+
+def _agreement(maps: dict) -> float:
+    reference = maps[("uint8", "linear")]
+    valid = reference != 255
+    return min(float((m[valid] == reference[valid]).mean()) for m in maps.values())
+
+
+@pytest.fixture(scope="module")
+def real_pairs(tmp_path_factory, shared_data):
+    """The Rotterdam pair (HH + RGB) and a BigEarthNet pair stacked with ``stack_bands``."""
+    d = tmp_path_factory.mktemp("pairs")
+    s2 = next((shared_data / "bigearthnet").rglob("S2A_MSIL2A_20170613T101031_87_48"))
+    s1 = next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))
+    rgb = [(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")]
+    stack_bands(rgb, d / "s2_rgb.tif")
+    return {
+        "rotterdam": (SAMPLE / "rotterdam" / "rgb_unmasked.tif", SAMPLE / "rotterdam" / "sar_masked.tif", True),
+        "bigearthnet": (d / "s2_rgb.tif", s1, False),
+    }
+
+
+def test_detection_of_every_unit_on_the_real_pairs(real_pairs, tmp_path):
+    for name, (optical, sar, is_uint8) in real_pairs.items():
+        band = [1]
+        if name == "rotterdam":
+            with rasterio.open(sar) as src:
+                hh = src.read(1)
+            sar = _write(tmp_path / "hh.tif", hh[None], sar, "float32", float("nan"))
+        paths = unit_variants(tmp_path / name, optical, sar, is_uint8, sar_is_db=True)
+        for units in OPTICAL_UNITS:
+            assert detect_optical_units(paths[("optical", units)], [1, 2, 3]).units == units, (name, units)
+        for units in SAR_UNITS:
+            assert detect_sar_units(paths[("sar", units)], band).units == units, (name, units)
+    # the file's own words win over the values, and a user's choice wins over both
+    assert detect_sar_units(paths[("sar", "linear")], [1], given="amplitude").how == "given"
+    with pytest.raises(ValueError, match="SAR units must be one of"):
+        detect_sar_units(paths[("sar", "linear")], [1], given="decibel")
+
+
+def test_nine_unit_combinations_agree_with_the_bundled_models(tmp_path):
+    paths = unit_variants(tmp_path / "v", SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif",
+                          optical_is_uint8=True, sar_is_db=False)
+    maps = _maps(paths, MODELS / "sgcad_student.safetensors", MODELS / "sgcad_teacher.safetensors", tmp_path)
+    assert _agreement(maps) >= 0.98
+
+
+def test_nine_unit_combinations_agree_on_real_pairs_and_a_freshly_trained_model(real_pairs, tmp_path):
+    from engine.train.stages import train_student
+
+    run = train_student(
+        TrainingInputs(optical=str(SAMPLE / "synthetic" / "optical.tif"), sar=str(SAMPLE / "synthetic" / "sar.tif"),
+                       labels=str(SAMPLE / "synthetic" / "label.tif")),
+        tmp_path / "fresh",
+        train_cfg=TrainConfig(epochs=1, batch_size=4, max_batches_per_epoch=3, threads=2),
+    )
+    fresh = Path(run["model"])
+    bundled = MODELS / "sgcad_student.safetensors"
+    for name, (optical, sar, is_uint8) in real_pairs.items():
+        paths = unit_variants(tmp_path / name, optical, sar, is_uint8, sar_is_db=True)
+        for label, model in (("fresh", fresh), ("bundled", bundled)):
+            maps = _maps(paths, model, None, tmp_path / f"{name}-{label}", sar_bands=[1])
+            assert _agreement(maps) >= 0.98, (name, label, _agreement(maps))
+
+
+def test_training_a_teacher_on_db_stores_the_statistics_of_the_linear_scene(tmp_path):
+    from engine.train.stages import train_teacher
+
+    paths = unit_variants(tmp_path / "v", SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif",
+                          optical_is_uint8=True, sar_is_db=False)
+    metas = {}
+    for units in ("linear", "db"):
+        run = train_teacher(
+            TrainingInputs(optical=str(paths[("optical", "uint8")]), sar=str(paths[("sar", units)]),
+                           labels=str(SAMPLE / "synthetic" / "label.tif")),  # no units flag anywhere
+            tmp_path / units,
+            TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1)),
+            TrainConfig(epochs=1, batch_size=4, max_batches_per_epoch=1, threads=2),
+        )
+        metas[units] = read_metadata(run["model"])
+    linear, db = metas["linear"], metas["db"]
+    assert (linear.sar_preprocess.units, db.sar_preprocess.units) == ("linear", "db")
+    assert linear.sar_normalization == db.sar_normalization
+    assert linear.input_stats["sar"]["bands"] == db.input_stats["sar"]["bands"]
+    assert -25 < linear.input_stats["sar"]["bands"][0]["p50"] < -5  # dB after the speckle filter
+
+
+def _warnings(optical: Path, sar: Path, **overrides) -> list:
+    recipe = InputRecipe.of(read_metadata(MODELS / "sgcad_student.safetensors"))
+    return resolve_inputs(recipe, optical, sar, InputOverrides(**overrides)).warnings
+
+
+def test_domain_shift_warnings_say_what_is_wrong_with_numbers(tmp_path):
+    optical, sar = SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif"
+    with rasterio.open(optical) as src:
+        rgb = src.read()
+    assert _warnings(optical, sar) == []
+    constant = rgb.copy()
+    constant[1] = 117
+    text = " ".join(_warnings(_write(tmp_path / "const.tif", constant, optical, "uint8"), sar))
+    assert "optical band 2" in text and "is constant" in text and "0.4588" in text  # 117 / 255
+    zeros = _write(tmp_path / "zero.tif", np.zeros_like(rgb), optical, "uint8")
+    text = " ".join(_warnings(zeros, sar))
+    assert "holds only zeros" in text and "optical band 1" in text
+    with rasterio.open(sar) as src:
+        amplitude = np.sqrt(src.read(1))[None]
+    amp = _write(tmp_path / "amp.tif", amplitude, sar, "float32", float("nan"))
+    text = " ".join(_warnings(optical, amp, sar_units="db"))
+    assert "read as dB" in text and "0 % of its values are negative" in text and "--sar-units" in text
+    assert "the model's range" in text or "median" in text
+
+
+def test_warnings_reach_the_command_line(tmp_path):
+    optical, sar = SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif"
+    with rasterio.open(optical) as src:
+        rgb = src.read()
+    rgb[2] = 0
+    bad = _write(tmp_path / "blue0.tif", rgb, optical, "uint8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "segment", "--optical", str(bad), "--sar", str(sar),
+         "--model", str(MODELS / "sgcad_student.safetensors"), "--out", str(tmp_path / "out"),
+         "--backend", "torch", "--sar-units", "linear"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning: optical band 3 of blue0.tif holds only zeros" in done.stderr
+    assert "SAR: linear power (sigma0/gamma0) given" in done.stderr and "optical: 8-bit values" in done.stderr
