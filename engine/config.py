@@ -336,6 +336,35 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     augment: bool = True
     max_batches_per_epoch: int = 0  # 0: whole split
+    # BatchNorm running statistics: None = frozen when training continues from trained weights
+    # (stage 2, fine-tuning: a few patches must not overwrite statistics learnt on many),
+    # updated when a network starts from scratch
+    freeze_batchnorm: Optional[bool] = None
+
+
+@dataclass
+class FinetuneConfig:
+    """Interactive fine-tuning from a few drawn polygons (docs/finetune.md).
+
+    The defaults were chosen from the measurements in docs/experiments/finetune_real.md.
+    """
+
+    steps: int = 120  # optimiser steps of each network (early stopping may end sooner)
+    batch_size: int = 8
+    crop_size: int = 128  # random crops around the polygons, from preprocessed tiles in memory
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.25  # share of labelled pixels held out, as whole polygon groups
+    val_margin: int = 16  # context around held-out polygons, cut out of the training imagery
+    eval_every: int = 10  # steps between validations on the held-out polygons
+    patience: int = 4  # validations without progress before stopping
+    # distillation from the (fine-tuned) teacher: "labelled" is the paper's rule (gates on
+    # labelled pixels), "unlabelled" adds the teacher's confident pixels of the whole area
+    kd: str = "unlabelled"
+    lambda_kd: float = 0.5
+    update_teacher: bool = True  # fine-tune the water teacher on the polygons first
+    teacher_steps: int = 80
+    seed: int = 42
 
 
 @dataclass

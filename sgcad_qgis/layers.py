@@ -10,22 +10,32 @@ paletted raster with the model's class names and colours, probabilities and the 
 ratio with a colour ramp, gate masks half transparent. The style is applied when Processing
 loads the layer (a post-processor) and is also saved as a ``.qml`` beside the file, which QGIS
 reads as the default style whenever the file is opened later.
+
+Results of a run (segmentation, fine-tuning) are published by one function,
+:func:`publish_results`, whether the Toolbox ran the algorithm (through
+:func:`publish_on_completion`) or the dock did: the same layer names, one group per run at the
+top of the layer tree (under SGCAD label layers, which stay on top), the class map visible and
+first, every probability, ratio and gate mask added but hidden.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsColorRampShader,
     QgsContrastEnhancement,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsDataProvider,
     QgsGradientColorRamp,
+    QgsLayerTreeGroup,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
@@ -350,12 +360,247 @@ def publish_output(
     return processor
 
 
-def load_on_completion(context: QgsProcessingContext, path: str, name: str, output_name: str = "") -> None:
-    """Ask Processing to load a file that is not a destination parameter (when a project is open)."""
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite")
+
+
+def load_on_completion(context: QgsProcessingContext, path: str, name: str, output_name: str = "",
+                       raster: Optional[bool] = None) -> None:
+    """Ask Processing to load a file that is not a destination parameter (when a project is open).
+
+    The layer type is given (``raster``, else guessed from the file's suffix), so that
+    Processing does not first try to open a GeoTIFF with OGR, which logged "OGR: Cannot open …".
+    """
     if path and not context.willLoadLayerOnCompletion(path) and context.project() is not None:
-        context.addLayerToLoadOnCompletion(
-            path, QgsProcessingContext.LayerDetails(name, context.project(), output_name)
-        )
+        if raster is None:
+            raster = not str(path).lower().endswith(VECTOR_SUFFIXES)
+        details = QgsProcessingContext.LayerDetails(name, context.project(), output_name)
+        details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster if raster else QgsProcessingUtils.LayerHint.Vector
+        context.addLayerToLoadOnCompletion(path, details)
+
+
+# --------------------------------------------------------------------------- run results
+#: Custom property of layers SGCAD adds; label layers stay at the top of the layer tree.
+ROLE_PROPERTY = "sgcad/role"
+LABEL_ROLE = "labels"
+
+#: Bands of the segmentation's gates.tif: (role, band, name, colour, explanation).
+GATE_BANDS = (
+    ("gate_water", 1, "Teacher gate: confident water", "#1f78b4",
+     "Pixels where the SAR water expert's water probability is above the water threshold."),
+    ("gate_non_water", 2, "Teacher gate: confident non-water", "#ff7f00",
+     "Pixels where the water expert's water probability is below the non-water threshold."),
+    ("agreement", 3, "Teacher/student agree on water", "#33a02c",
+     "Pixels where the water expert and the segmentation model agree on water vs non-water."),
+)
+
+
+@dataclass
+class ResultLayer:
+    """One layer of a run's results.
+
+    Attributes:
+        role: stable key (``classes``, ``gate_water`` ...): a later run with the same role
+            re-points this layer to the new file instead of adding another layer.
+        path: the raster file.
+        name: layer name; it says what the layer shows (it is the legend's title).
+        kind: a style kind (:data:`KINDS`), or ``band`` for a paletted view of one band given
+            by ``classes``.
+        abstract: longer explanation, kept in the layer's metadata (Properties > Metadata).
+        band: band to show.
+        classes: ``(value, colour, legend label)`` entries for kind ``band``; for kind
+            ``classes``, values the class map holds beyond the schema.
+        visible: whether a newly added layer starts visible.
+    """
+
+    role: str
+    path: str
+    name: str
+    kind: str
+    abstract: str = ""
+    band: int = 1
+    classes: Tuple[Tuple[int, str, str], ...] = ()
+    visible: bool = False
+
+
+def segmentation_results(paths: Dict[str, str], model_name: str) -> List[ResultLayer]:
+    """The layers of a segmentation, in layer-tree order (top first).
+
+    Args:
+        paths: the engine's output files by key (``classes``, ``confidence``, ``water``,
+            ``gates``); missing or empty ones are left out.
+        model_name: the student model's name (file stem), shown in the layer names.
+    """
+    items = [ResultLayer("classes", paths.get("classes", ""), f"Land cover ({model_name})", KIND_CLASSES,
+                         "Class of each pixel; grey = non-water seen only by SAR; transparent = no data.",
+                         classes=(SAR_ONLY_NON_WATER,), visible=True)]
+    for role, band, name, color, abstract in GATE_BANDS:
+        items.append(ResultLayer(role, paths.get("gates", ""), name, "band", abstract, band=band,
+                                 classes=((1, color, name),)))
+    items.append(ResultLayer("confidence", paths.get("confidence", ""),
+                             f"Confidence ({model_name}; negative = SAR only)", KIND_CONFIDENCE,
+                             "Model's top class probability; negative where only SAR was seen."))
+    items.append(ResultLayer("water", paths.get("water", ""), "Water probability (water expert)",
+                             KIND_PROBABILITY, "The SAR water expert's water probability."))
+    return [i for i in items if i.path]
+
+
+def finetune_results(gates: str, kd_ratio: str, block="") -> List[ResultLayer]:
+    """The gate-mask and KD-region-ratio layers of a distillation or fine-tune."""
+    per = f" per {block}-pixel block" if block else " (share of gated pixels per block)"
+    items = [
+        ResultLayer("kd_gates", gates or "", "KD gates (reliable water / non-water)", KIND_GATES,
+                    "Pixels where distillation was applied: the water expert is confident and the labels agree."),
+        ResultLayer("kd_ratio", kd_ratio or "", f"KD region ratio{per}", KIND_KD_RATIO,
+                    "Fraction of pixels in each block that passed a confidence gate."),
+    ]
+    return [i for i in items if i.path]
+
+
+def run_group_name(label: str, model_name: str = "", when: Optional[float] = None) -> str:
+    """``SGCAD Segmentation 14:03:22 · sgcad_student``: one group per run."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(when if when is not None else time.time()))
+    return f"SGCAD {label} {stamp}" + (f" · {model_name}" if model_name else "")
+
+
+def style_result(layer: QgsRasterLayer, item: ResultLayer, schema) -> None:
+    """Apply the style that says what ``item`` shows."""
+    if item.kind == "band":
+        layer.setRenderer(paletted_renderer(layer, item.classes, item.band))
+        layer.renderer().setOpacity(GATE_OPACITY)
+        layer.triggerRepaint()
+    else:
+        extra = item.classes if item.kind == KIND_CLASSES else ()
+        apply_style(layer, item.kind, schema, item.band, extra)
+
+
+def labels_to_top(root) -> None:
+    """Move SGCAD label layers of the tree's top level above everything else (drawn polygons
+    must stay visible over the maps)."""
+    nodes = [c for c in root.children() if getattr(c, "layer", lambda: None)() is not None
+             and c.layer().customProperty(ROLE_PROPERTY) == LABEL_ROLE]
+    for position, node in enumerate(nodes):
+        if root.children().index(node) != position:
+            root.insertChildNode(position, node.clone())
+            root.removeChildNode(node)
+
+
+def find_or_make_group(project: QgsProject, name: str, previous: Optional[str] = None) -> QgsLayerTreeGroup:
+    """The group called ``previous`` (renamed to ``name``), or a new group at the top (under
+    SGCAD label layers)."""
+    root = project.layerTreeRoot()
+    group = root.findGroup(previous) if previous else None
+    group = group or root.findGroup(name)
+    if group is None:
+        group = root.insertGroup(0, name)
+        labels_to_top(root)
+    group.setName(name)
+    return group
+
+
+def publish_results(
+    project: QgsProject,
+    group_name: str,
+    items: Iterable[ResultLayer],
+    schema=None,
+    existing: Optional[Dict[str, str]] = None,
+    previous_group: Optional[str] = None,
+    layers: Optional[Dict[str, QgsRasterLayer]] = None,
+) -> Tuple[QgsLayerTreeGroup, Dict[str, str]]:
+    """Add a run's layers to ``project`` (or refresh them in place): the one place that decides
+    names, grouping, order and visibility, for the Toolbox and the dock alike.
+
+    Args:
+        project: the project to add to.
+        group_name: the run's group (see :func:`run_group_name`); created at the top.
+        items: the layers, top first (see :func:`segmentation_results`).
+        schema: the model's ``ClassSchema`` (styles the class map).
+        existing: role -> layer id of layers shown by an earlier run; those are re-pointed to
+            the new file, keeping their place, visibility and the user's style edits.
+        previous_group: the group of that earlier run, renamed to ``group_name``.
+        layers: role -> an already loaded layer to use (Processing loaded it), moved into the group.
+
+    Returns:
+        (the group, role -> layer id of every layer now shown).
+
+    Raises:
+        ValueError: an output file exists but GDAL cannot open it.
+    """
+    existing = dict(existing or {})
+    layers = dict(layers or {})
+    group = find_or_make_group(project, group_name, previous_group)
+    shown = dict(existing)
+    position = 0
+    for item in items:
+        if not item.path or not Path(item.path).is_file():
+            continue
+        layer = project.mapLayer(existing.get(item.role, ""))
+        if isinstance(layer, QgsRasterLayer):
+            layer.setDataSource(item.path, item.name, "gdal", QgsDataProvider.ProviderOptions())
+            node = group.findLayer(layer.id())
+            position = group.children().index(node) + 1 if node is not None else position
+        else:
+            layer = layers.get(item.role) or QgsRasterLayer(item.path, item.name, "gdal")
+            if not layer.isValid():
+                raise ValueError(f"The output {item.path} cannot be opened as a raster.")
+            layer.setName(item.name)
+            loaded = project.layerTreeRoot().findLayer(layer.id())  # where Processing put it, if it did
+            if project.mapLayer(layer.id()) is None:
+                project.addMapLayer(layer, False)
+            group.insertLayer(position, layer).setItemVisibilityChecked(item.visible)
+            if loaded is not None and loaded.parent() is not None:  # after the insert: the layer stays
+                loaded.parent().removeChildNode(loaded)
+            position += 1
+        if not layer.isValid():
+            raise ValueError(f"The output {item.path} cannot be opened as a raster.")
+        style_result(layer, item, schema)
+        layer.setAbstract(item.abstract)
+        layer.setCustomProperty(ROLE_PROPERTY, item.role)
+        shown[item.role] = layer.id()
+        layer.triggerRepaint()
+    return group, shown
+
+
+class GroupPublisher(QgsProcessingLayerPostProcessorInterface):
+    """Publishes all of a run's layers once Processing has loaded the first of them."""
+
+    def __init__(self, group_name: str, items: Sequence[ResultLayer], schema=None) -> None:
+        super().__init__()
+        self.group_name, self.items, self.schema = group_name, list(items), schema
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
+        project = context.project() or QgsProject.instance()
+        try:
+            publish_results(project, self.group_name, self.items, self.schema,
+                            layers={self.items[0].role: layer})
+        except ValueError as exc:
+            if feedback is not None:
+                feedback.reportError(str(exc))
+
+
+def publish_on_completion(context: QgsProcessingContext, items: Sequence[ResultLayer], group_name: str,
+                          schema=None) -> None:
+    """Style files (``.qml`` sidecars) and, when Processing will load results into a project,
+    publish them with :func:`publish_results` when the algorithm has finished."""
+    items = [i for i in items if i.path]
+    styled = set()
+    for item in items:
+        if item.path in styled:
+            continue
+        styled.add(item.path)
+        if item.kind == "band":  # the gate bands of one file: reopened, it shows all three in colour
+            save_style_sidecar(item.path, KIND_GATE_BANDS)
+        else:
+            extra = item.classes if item.kind == KIND_CLASSES else ()
+            save_style_sidecar(item.path, item.kind, schema, item.band, extra)
+    if not items or context.project() is None:
+        return
+    publisher = GroupPublisher(group_name, items, schema)
+    _ALIVE.append(publisher)
+    load_on_completion(context, items[0].path, items[0].name, "")
+    if context.willLoadLayerOnCompletion(items[0].path):
+        details = context.layerToLoadOnCompletionDetails(items[0].path)
+        details.name = items[0].name
+        details.setPostProcessor(publisher)
 
 
 # --------------------------------------------------------------------------- vectors

@@ -47,29 +47,31 @@ class SgcadPlugin:
         return action
 
     def show_dock(self) -> None:
-        """Open the segmentation dock (created on first use so QGIS starts fast)."""
-        try:
-            from .gui.dock import SgcadDock
-        except ImportError:
-            self._open_algorithm("sgcad:segment")
-            return
+        """Open the segmentation dock (created on first use so QGIS starts fast).
+
+        The dock opens even when torch or another package is missing: it then says what is
+        missing and offers to install it.
+        """
         if self.dock is None:
             from qgis.PyQt.QtCore import Qt
 
+            from .gui.dock import SgcadDock
+
             self.dock = SgcadDock(self.iface)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            window = self.iface.mainWindow()
+            if hasattr(window, "resizeDocks"):  # a comfortable first width; the contents fit it
+                from .gui.dock import PANEL_WIDTH
+
+                window.resizeDocks([self.dock], [PANEL_WIDTH], Qt.Horizontal)
         self.dock.show()
         self.dock.raise_()
 
     def check_environment(self) -> None:
-        self._open_algorithm("sgcad:checkenvironment")
+        """Versions, folders, device and a report to attach to bug reports."""
+        from .gui.environment_dialog import EnvironmentDialog
 
-    def _open_algorithm(self, alg_id: str) -> None:
-        import processing
-
-        if QgsApplication.processingRegistry().algorithmById(alg_id) is None:
-            alg_id = "sgcad:checkenvironment"
-        processing.execAlgorithmDialog(alg_id, {})
+        EnvironmentDialog(self.iface.mainWindow()).exec_()
 
     def unload(self) -> None:
         for action in self.actions:
@@ -81,6 +83,7 @@ class SgcadPlugin:
             self.toolbar.deleteLater()
             self.toolbar = None
         if self.dock is not None:
+            self.dock.shutdown()  # map tools off the canvas before their widgets go
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -20,6 +20,11 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
     group.add_argument("--layer", help="layer name inside a multi-layer vector file")
     group.add_argument("--patches", help="exported patch set folder (manifest.json) instead of the rasters")
+    group.add_argument(
+        "--scenes",
+        help="folder of scene folders, each with optical.tif, sar.tif and label.tif (as `engine synth` "
+        "writes them): one run over all of them, each scene's units and scaling resolved on its own",
+    )
     group.add_argument("--optical-bands", type=nonempty_int_list, default=[1, 2, 3],
                        help="1-based optical bands (1,2,3)")
     group.add_argument("--sar-bands", type=nonempty_int_list, default=[1], help="1-based SAR bands (1)")
@@ -133,7 +138,7 @@ def _inputs(args: argparse.Namespace):
         optical_names=tuple(f"optical_b{b}" for b in args.optical_bands),
         sar_names=tuple(f"sar_b{b}" for b in args.sar_bands),
     )
-    return TrainingInputs(
+    one = TrainingInputs(
         optical=args.optical,
         sar=args.sar,
         labels=args.labels,
@@ -155,6 +160,17 @@ def _inputs(args: argparse.Namespace):
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
     )
+    if not getattr(args, "scenes", None):
+        return one
+    import dataclasses
+
+    folders = sorted(p for p in Path(args.scenes).iterdir() if (p / "label.tif").is_file())
+    if not folders:
+        raise ValueError(f"{args.scenes} holds no scene folder with optical.tif, sar.tif and label.tif")
+    return [
+        dataclasses.replace(one, optical=str(f / "optical.tif"), sar=str(f / "sar.tif"), labels=str(f / "label.tif"))
+        for f in folders
+    ]
 
 
 def _train_cfg(args: argparse.Namespace, lr_factor: float = 0.1):

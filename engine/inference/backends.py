@@ -189,7 +189,7 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        with warnings.catch_warnings(), _native_output_silenced():
+        with warnings.catch_warnings(), _native_output_silenced(), _exportable_adaptive_pooling():
             warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is legacy
             try:
                 torch.onnx.export(
@@ -215,6 +215,48 @@ def export_onnx(
 
 class OnnxExportError(ValueError):
     """The network cannot be exported to ONNX (e.g. an operator the exporter lacks)."""
+
+
+def _pooling_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) matrix whose rows average PyTorch's adaptive-pooling bins.
+
+    Bin ``i`` covers ``[floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))``, exactly as
+    ``adaptive_avg_pool2d`` does, so the result is the same for every input size.
+    """
+    matrix = torch.zeros(n_out, n_in, dtype=like.dtype, device=like.device)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool2d_by_matmul(x: torch.Tensor, output_size) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` as two matrix products (exactly the same averages).
+
+    The TorchScript ONNX exporter converts adaptive pooling only when it can see static input
+    sizes that the output size divides; behind the networks' stride padding it cannot, for any
+    tile size. Tile height and width are fixed per export, so the bins become constant
+    matrices and the graph holds two MatMul nodes instead.
+    """
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    oh, ow = oh or h, ow or w  # None keeps that side, as in PyTorch
+    rows, cols = _pooling_matrix(h, oh, x), _pooling_matrix(w, ow, x)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+@contextlib.contextmanager
+def _exportable_adaptive_pooling() -> Iterator[None]:
+    # The replacement gives the same numbers as the original for any input, so another thread
+    # that runs a network during an export computes the same result.
+    import torch.nn.functional as functional
+
+    original = functional.adaptive_avg_pool2d
+    functional.adaptive_avg_pool2d = adaptive_avg_pool2d_by_matmul
+    try:
+        yield
+    finally:
+        functional.adaptive_avg_pool2d = original
 
 
 @contextlib.contextmanager
@@ -275,6 +317,24 @@ def _state_digest(module: nn.Module, shape: Tuple[int, int], extra: str) -> str:
     return h.hexdigest()[:20]
 
 
+#: Below this many pixels (about four 512 px tiles) an ONNX export, a few seconds per new model
+#: and tile shape, takes longer than ONNX Runtime saves over torch on CPU: ``auto`` keeps torch
+#: unless the export is cached already.
+ONNX_MIN_PIXELS = 4 * 512 * 512
+
+
+def _onnx_paths(
+    student: nn.Module, teacher: Optional[nn.Module], tile_shape: Tuple[int, int], folder: Path
+) -> Tuple[Path, Optional[Path]]:
+    sp = folder / f"student-{_state_digest(student, tile_shape, 'student')}.onnx"
+    tp = None if teacher is None else folder / f"teacher-{_state_digest(teacher, tile_shape, 'teacher')}.onnx"
+    return sp, tp
+
+
+def _failure_note(path: Path) -> Path:
+    return path.with_name(path.name + ".failed")
+
+
 def onnx_models(
     student: nn.Module,
     teacher: Optional[nn.Module],
@@ -284,18 +344,34 @@ def onnx_models(
     folder: Optional[Path] = None,
 ) -> Tuple[Path, Optional[Path]]:
     """ONNX files of the student and teacher for a tile shape, exported once and cached by
-    the weights' digest (a retrained model gets a new file)."""
+    the weights' digest (a retrained model gets a new file).
+
+    A failed export is remembered beside the cache (``<file>.failed`` holding the reason), so
+    later runs with the same weights and tile shape fall back at once instead of retrying.
+
+    Raises:
+        OnnxExportError: the export failed now or earlier.
+    """
     folder = Path(folder) if folder is not None else cache_dir() / "onnx"
     h, w = tile_shape
     o, s = torch.rand(1, optical_channels, h, w), torch.rand(1, sar_channels, h, w)
-    sp = folder / f"student-{_state_digest(student, tile_shape, 'student')}.onnx"
-    if not sp.exists():
-        export_onnx(StudentProbabilities(student), (o, s), ("optical", "sar"), "probs", sp)
-    tp = None
+    sp, tp = _onnx_paths(student, teacher, tile_shape, folder)
+    jobs = [(StudentProbabilities(student), (o, s), ("optical", "sar"), "probs", sp)]
     if teacher is not None:
-        tp = folder / f"teacher-{_state_digest(teacher, tile_shape, 'teacher')}.onnx"
-        if not tp.exists():
-            export_onnx(TeacherWater(teacher), (s,), ("sar",), "water", tp)
+        jobs.append((TeacherWater(teacher), (s,), ("sar",), "water", tp))
+    for module, inputs, names, output, path in jobs:
+        if path.exists():
+            continue
+        note = _failure_note(path)
+        if note.is_file():
+            raise OnnxExportError(note.read_text(encoding="utf-8").strip() or "ONNX export failed earlier")
+        try:
+            export_onnx(module, inputs, names, output, path)
+        except OnnxExportError as exc:
+            with contextlib.suppress(OSError):  # a read-only cache only means trying again next time
+                note.parent.mkdir(parents=True, exist_ok=True)
+                note.write_text(str(exc), encoding="utf-8")
+            raise
     return sp, tp
 
 
@@ -311,9 +387,15 @@ def make_backend(
     amp: bool = True,
     threads: int = 0,
     info: Callable[[str], None] = lambda message: None,
+    work_pixels: Optional[int] = None,
 ):
     """Build the backend asked for; ``"auto"`` is torch on CUDA and ONNX Runtime on CPU
     (the faster one on CPU in ``docs/benchmarks.md``).
+
+    Args:
+        work_pixels: pixels the run will feed the network (tiles x tile area), when known.
+            With ``auto`` on CPU, a run below :data:`ONNX_MIN_PIXELS` uses torch unless the
+            ONNX export for these weights and this tile shape is cached already.
 
     Raises:
         ValueError: unknown backend, or ONNX asked for with a CUDA device.
@@ -328,6 +410,15 @@ def make_backend(
     student.eval()
     if teacher is not None:
         teacher.eval()
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return TorchBackend(student, teacher, num_classes, dev, amp)  # optional dependency
+        if work_pixels is not None and work_pixels < ONNX_MIN_PIXELS:
+            paths = _onnx_paths(student, teacher, tile_shape, cache_dir() / "onnx")
+            if not all(p is None or p.exists() for p in paths):
+                return TorchBackend(student, teacher, num_classes, dev, amp)
     try:
         sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape)
     except OnnxExportError as exc:

@@ -188,6 +188,7 @@ def segment_scene(
             cfg.amp,
             cfg.threads,
             info=progress.info,
+            work_pixels=len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1],
         )
     progress.info(
         f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "

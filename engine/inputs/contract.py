@@ -293,7 +293,7 @@ def resolve_inputs(
         shift.add_range_shares(sar_stats, table, sar_record)
     warnings += shift.sar_warnings(
         sar_stats, sar_path.name, sar_units.units, sar_record, recipe.stats.get("sar"),
-        fixed=recipe.sar.normalization == "fixed",
+        fixed=recipe.sar.normalization == "fixed", raw=sar_units.stats,
     )
     stats["sar"] = {"units": sar_units.units, "bands": _rounded(sar_stats)}
 

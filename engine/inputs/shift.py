@@ -87,8 +87,13 @@ def sar_warnings(
     record: Optional[NormalizationRecord],
     trained: Optional[Dict[str, Any]],
     fixed: bool,
+    raw: Optional[Dict[str, float]] = None,
 ) -> List[str]:
-    """Constant bands, dB values that are not dB, clipping by a fixed range, a shifted level."""
+    """Constant bands, dB values that are not dB, clipping by a fixed range, a shifted level.
+
+    ``raw`` holds the file's own values' statistics (``negative_share``, ``median``), which
+    say whether values read as dB can be dB.
+    """
     out = []
     trained_bands = (trained or {}).get("bands", [])
     for i, b in enumerate(stats):
@@ -99,11 +104,11 @@ def sar_warnings(
         if _constant(b):
             out.append(f"{name} is constant ({b['max']:.4g} dB everywhere): the networks get no SAR information.")
             continue
-        if units == "db" and b["share_negative"] < 0.05:
+        if units == "db" and raw and raw.get("negative_share", 1.0) < 0.05:
             out.append(
-                f"{name} is read as dB, but {100 * b['share_negative']:.0f} % of its "
-                f"values are negative (median {b['p50']:.3g}): backscatter in dB is mostly negative, so these look "
-                "like linear power or amplitude values; set the SAR units to auto, linear or amplitude "
+                f"{name} is read as dB, but {100 * raw['negative_share']:.0f} % of its values are negative "
+                f"(median {raw['median']:.3g}): backscatter in dB is mostly negative, so these look like linear "
+                "power or amplitude values; set the SAR units to auto, linear or amplitude "
                 "(SAR_UNITS / --sar-units)."
             )
         if fixed and record is not None and i < len(record.bands):

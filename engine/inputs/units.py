@@ -212,14 +212,14 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
     if given not in SAR_UNITS:
         raise ValueError(f"SAR units must be one of {list(SAR_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
-    if given != "auto":
-        return UnitsDecision("sar", given, "given", "")
     pooled = np.concatenate(values) if values else np.empty(0)
     if pooled.size == 0:
         raise ValueError(f"{path}: SAR band(s) {list(bands)} hold no valid pixel (all nodata or NaN)")
     negative = float((pooled < 0).mean())
     p50 = float(np.median(pooled))
     stats = {"negative_share": negative, "median": p50}
+    if given != "auto":
+        return UnitsDecision("sar", given, "given", "", stats=stats)
     if negative > 0.05:
         return UnitsDecision("sar", "db", "detected", f"{100 * negative:.0f} % of values are negative", stats=stats)
     hint = _metadata_units(_metadata_text(path, bands))

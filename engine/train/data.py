@@ -266,3 +266,36 @@ def prepare_data(
         grid,
         manifest,
     )
+
+
+def _merged_stats(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Training statistics of several scenes: per band the widest 2-98 % range, the median median."""
+    out: Dict[str, Any] = {}
+    for modality in ("optical", "sar"):
+        found = [p[modality] for p in parts if p.get(modality)]
+        if not found:
+            continue
+        bands = []
+        for i, first in enumerate(found[0]["bands"]):
+            same = [f["bands"][i] for f in found if i < len(f["bands"]) and f["bands"][i].get("n")]
+            band = dict(first)
+            if same:
+                band.update(p2=min(b["p2"] for b in same), p98=max(b["p98"] for b in same),
+                            p50=float(np.median([b["p50"] for b in same])), n=sum(b["n"] for b in same))
+            bands.append(band)
+        units = sorted({f["units"] for f in found})
+        out[modality] = {"units": units[0] if len(units) == 1 else "mixed", "bands": bands, "scenes": len(found)}
+    return out
+
+
+def combine_data(parts: List[PreparedData]) -> PreparedData:
+    """One run over several scenes: the splits concatenated, class counts summed; the model
+    stores the first scene's recipe and the statistics of all of them."""
+    from torch.utils.data import ConcatDataset
+
+    datasets = {split: ConcatDataset([p.datasets[split] for p in parts]) for split in ("train", "val", "test")}
+    stored = dict(parts[0].stored, input_stats=_merged_stats([p.stored["input_stats"] for p in parts]))
+    histogram = np.sum([p.histogram for p in parts], axis=0).tolist()
+    first = parts[0]
+    return PreparedData(datasets, first.preprocessor, stored, histogram, first.optical, first.sar, first.label,
+                        first.grid, first.manifest)

@@ -93,6 +93,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def train_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
+    """``model.train()``, with BatchNorm layers kept in eval mode when their statistics are frozen.
+
+    Frozen, a BatchNorm normalises with the running statistics it learnt on the full training
+    set, in training as at inference; its scale and shift still learn. Without this, a few
+    fine-tuning patches replace those statistics and the eval-mode network collapses.
+    """
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -132,6 +146,8 @@ class Trainer:
         out_dir: the run folder.
         lr: base learning rate of this stage (stage 2: a tenth of stage 1).
         progress: progress/cancel callback; cancel takes effect within one batch.
+        pretrained: the model starts from trained weights (BatchNorm statistics then stay
+            frozen unless ``cfg.freeze_batchnorm`` says otherwise).
     """
 
     def __init__(
@@ -144,9 +160,11 @@ class Trainer:
         out_dir: Path,
         lr: float,
         progress: Optional[Progress] = None,
+        pretrained: bool = False,
     ) -> None:
         self.task, self.model, self.metadata, self.cfg = task, model, metadata, cfg
         self.datasets, self.out_dir, self.lr = datasets, Path(out_dir), lr
+        self.freeze_bn = cfg.freeze_batchnorm if cfg.freeze_batchnorm is not None else pretrained
         self.progress = progress or NULL_PROGRESS
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError(
@@ -266,7 +284,7 @@ class Trainer:
         return f"CPU ({torch.get_num_threads()} threads)"
 
     def _train_epoch(self, epoch: int, iters: int) -> Dict[str, float]:
-        self.model.train()
+        train_mode(self.model, self.freeze_bn)
         self.generator.manual_seed(self.cfg.seed * 100_003 + epoch)  # shuffling fixed by (seed, epoch)
         sums: Dict[str, float] = {}
         n = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -29,7 +29,7 @@ from ..losses import inverse_frequency_weights
 from ..models import build_model
 from ..models.checkpoint import check_fits, load_model
 from ..progress import NULL_PROGRESS, Progress
-from .data import PreparedData, TrainingInputs, prepare_data
+from .data import PreparedData, TrainingInputs, combine_data, prepare_data
 from .loop import Trainer, check_run_folder, resolve_device
 from .tasks import DistillTask, StudentTask, TeacherTask
 
@@ -59,23 +59,22 @@ def _class_weights(histogram: List[int], loss_cfg: LossConfig, progress: Progres
 
 
 def _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, recipe=None) -> PreparedData:
+    """The run's data: one scene, or several (a list of inputs), each resolved on its own."""
     # before anything is written into the run folder: a finished run is not half-replaced
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     check_run_folder(Path(out_dir), resume, overwrite)
-    return prepare_data(
-        inputs,
-        schema,
-        Path(out_dir),
-        recipe=recipe,
-        augment=cfg.augment,
-        seed=cfg.seed,
-        reuse=resume,
-        progress=progress,
-    )
+    many = isinstance(inputs, (list, tuple))
+    parts = []
+    for i, one in enumerate(inputs if many else [inputs]):
+        sub = progress.sub(i / len(inputs), (i + 1) / len(inputs)) if many else progress
+        folder = Path(out_dir) / f"scene{i:03d}" if many else Path(out_dir)
+        parts.append(prepare_data(one, schema, folder, recipe=recipe, augment=cfg.augment, seed=cfg.seed,
+                                  reuse=resume, progress=sub))
+    return parts[0] if not many else combine_data(parts)
 
 
 def train_teacher(
-    inputs: TrainingInputs,
+    inputs: Union[TrainingInputs, Sequence[TrainingInputs]],
     out_dir: PathLike,
     teacher_cfg: Optional[TeacherConfig] = None,
     train_cfg: Optional[TrainConfig] = None,
@@ -88,7 +87,7 @@ def train_teacher(
     """Train the SAR-only water teacher (binary water target, CE + edge-aware BCE)."""
     schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
     teacher_cfg = teacher_cfg or TeacherConfig()
-    teacher_cfg.sar_channels = inputs.bands.sar_channels
+    teacher_cfg.sar_channels = _first(inputs).bands.sar_channels
     data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     water = data.histogram[schema.water_class]
     binary = [sum(data.histogram) - water, water]
@@ -106,7 +105,7 @@ def train_teacher(
 
 
 def train_student(
-    inputs: TrainingInputs,
+    inputs: Union[TrainingInputs, Sequence[TrainingInputs]],
     out_dir: PathLike,
     student_cfg: Optional[StudentConfig] = None,
     train_cfg: Optional[TrainConfig] = None,
@@ -119,8 +118,8 @@ def train_student(
     """Stage 1: train LightMCANet on optical + SAR with wCE + Dice + Lovász."""
     schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
     student_cfg = student_cfg or StudentConfig()
-    student_cfg.optical_channels = inputs.bands.optical_channels
-    student_cfg.sar_channels = inputs.bands.sar_channels
+    student_cfg.optical_channels = _first(inputs).bands.optical_channels
+    student_cfg.sar_channels = _first(inputs).bands.sar_channels
     student_cfg.num_classes = schema.num_classes
     data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     task = StudentTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress))
@@ -190,7 +189,7 @@ def distill(
     meta.train = {"student_checkpoint": str(student_path), "teacher_checkpoint": str(teacher_path)}
     task.record.update(meta.train)
     lr = cfg.lr * cfg.stage2_lr_factor
-    trainer = Trainer(task, student, meta, data.datasets, cfg, Path(out_dir), lr, progress)
+    trainer = Trainer(task, student, meta, data.datasets, cfg, Path(out_dir), lr, progress, pretrained=True)
     result = trainer.fit(resume=resume, overwrite=overwrite)
     if write_gate_rasters:
         from .gates import write_gate_rasters as write_gates
@@ -212,6 +211,10 @@ def distill(
             progress=progress,
         )
     return result
+
+
+def _first(inputs):
+    return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
 
 
 def build_cfg(meta: ModelMetadata) -> StudentConfig:

@@ -11,12 +11,43 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from ..environment import available_devices, dependency_message
 
-ICON = Path(__file__).absolute().parent.parent / "resources" / "icons" / "sgcad.svg"
+PLUGIN_DIR = Path(__file__).absolute().parent.parent
+ICON = PLUGIN_DIR / "resources" / "icons" / "sgcad.svg"
+BUNDLED_MODELS = PLUGIN_DIR / "resources" / "models"
+
+#: Model-file parameters whose default is a model shipped with the plugin.
+BUNDLED_DEFAULTS = {
+    "MODEL": "sgcad_student.safetensors",
+    "STUDENT": "sgcad_student.safetensors",
+    "TEACHER": "sgcad_teacher.safetensors",
+}
+
+#: Public address of the documentation (``…/docs``); empty until the project is published
+#: (docs/install.md, "Publishing"). Until then the help button opens the copy of
+#: docs/processing.md shipped in the plugin's ``help`` folder.
+PUBLIC_DOCS_URL = ""
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub and GitLab give a Markdown heading (docs/processing.md has one per algorithm)."""
+    text = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return text.replace(" ", "-")
+
+
+def help_url(anchor: str = "", page: str = "processing.md") -> str:
+    """Where the Processing help button of an algorithm leads."""
+    fragment = f"#{anchor}" if anchor else ""
+    if PUBLIC_DOCS_URL:
+        return f"{PUBLIC_DOCS_URL.rstrip('/')}/{page}{fragment}"
+    local = PLUGIN_DIR / "help" / page
+    if not local.is_file():  # development folder: the repository's docs
+        local = PLUGIN_DIR.resolve().parent / "docs" / page
+    return QUrl.fromLocalFile(str(local)).toString() + fragment
 
 GROUPS = {
     "segmentation": "Segmentation",
@@ -39,6 +70,9 @@ def make_progress(feedback):
 
         def info(self, message: str) -> None:
             feedback.pushInfo(message)
+
+        def warning(self, message: str) -> None:
+            feedback.pushWarning(message)
 
         def is_canceled(self) -> bool:
             return feedback.isCanceled()
@@ -78,9 +112,31 @@ class SgcadAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
+    def helpUrl(self) -> str:  # noqa: N802
+        return help_url(heading_anchor(f"`sgcad:{self.ALG_ID}` — {self.DISPLAY}"))
+
     def canExecute(self):  # noqa: N802
-        message = dependency_message()
+        message = dependency_message(as_html=True)  # Processing shows it as rich text
         return (not message, message)
+
+    def addParameter(self, definition, createOutput=True):  # noqa: N802 - QGIS API
+        """Adds ``definition``; a model file parameter named in :data:`BUNDLED_DEFAULTS`
+        without a default gets the bundled model as its default."""
+        bundled = BUNDLED_DEFAULTS.get(definition.name())
+        if bundled and definition.type() == "file" and definition.defaultValue() in (None, ""):
+            path = BUNDLED_MODELS / bundled
+            if path.is_file():
+                definition.setDefaultValue(str(path))
+        return super().addParameter(definition, createOutput)
+
+    def parameterAsFile(self, parameters, name, context):  # noqa: N802 - QGIS API
+        """As QGIS's, except that an optional model given explicitly as empty (``TEACHER=``, a
+        cleared field) means "none" rather than the bundled default."""
+        if name in BUNDLED_DEFAULTS and name in parameters and parameters[name] in (None, ""):
+            definition = self.parameterDefinition(name)
+            if definition is not None and definition.flags() & QgsProcessingParameterDefinition.FlagOptional:
+                return ""
+        return super().parameterAsFile(parameters, name, context)
 
     def add_device_parameter(self, name: str = "DEVICE") -> None:
         """Device choice: auto, CPU, and each CUDA device by name."""

@@ -20,12 +20,6 @@ from ._common import EngineAlgorithm, verdict
 
 GRIDS = (("sar", "SAR raster's grid"), ("optical", "Optical raster's grid"))
 BACKENDS = (("auto", "Automatic"), ("torch", "PyTorch"), ("onnx", "ONNX Runtime"))
-SAR_UNITS = (
-    ("auto", "Detect from the data (dB if mostly negative)"),
-    ("linear", "Linear intensity (sigma0)"),
-    ("db", "Decibels"),
-    ("model", "As in the model's training data"),
-)
 OUTPUT_FILES = {
     "CLASSES": "classes",
     "CONFIDENCE": "confidence",
@@ -85,11 +79,7 @@ class Segment(EngineAlgorithm):
                 "BACKEND", self.tr("Inference backend"), options=[t for _, t in BACKENDS], defaultValue=0
             )
         )
-        self.add_advanced(
-            QgsProcessingParameterEnum(
-                "SAR_UNITS", self.tr("Units of the SAR raster"), options=[t for _, t in SAR_UNITS], defaultValue=0
-            )
-        )
+        self.add_units()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
@@ -99,6 +89,8 @@ class Segment(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("SECONDS", self.tr("Run time (s)")))
         self.addOutput(QgsProcessingOutputNumber("TILES", self.tr("Tiles processed")))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", self.tr("Device used")))
+        self.addOutput(QgsProcessingOutputString("INPUT_UNITS", self.tr("Units read (optical, SAR)")))
+        self.addOutput(QgsProcessingOutputString("WARNINGS", self.tr("Input warnings (one per line)")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)
@@ -184,7 +176,7 @@ class Segment(EngineAlgorithm):
                 cloud_mask=cloud,
                 grid=GRIDS[self.parameterAsEnum(parameters, "GRID", context)][0],
                 resolution=self.parameterAsDouble(parameters, "RESOLUTION", context) or None,
-                sar_units=SAR_UNITS[self.parameterAsEnum(parameters, "SAR_UNITS", context)][0],
+                **self.units_values(parameters, context),
             )
         timings = result.get("timings", {})
         feedback.pushInfo(
@@ -200,28 +192,13 @@ class Segment(EngineAlgorithm):
             SECONDS=result["seconds"],
             TILES=result["tiles"],
             DEVICE_USED=result["device"],
+            INPUT_UNITS=f"optical {result['inputs'].get('optical_units')}, SAR {result['inputs']['sar_units']}",
+            WARNINGS="\n".join(result["inputs"]["warnings"]),
         )
         return outputs
 
     @staticmethod
     def _publish(context, paths, model_name: str, schema) -> None:
-        styles = {
-            "classes": (f"Land cover ({model_name})", layers.KIND_CLASSES, "CLASSES"),
-            "confidence": (
-                f"Confidence ({model_name}; negative = SAR only)",
-                layers.KIND_CONFIDENCE,
-                "CONFIDENCE",
-            ),
-            "water": ("Water probability (SAR teacher)", layers.KIND_PROBABILITY, "WATER_PROBABILITY"),
-            "gates": (
-                "Teacher confidence gates (blue water, red non-water)",
-                layers.KIND_GATE_BANDS,
-                "GATES",
-            ),
-        }
-        for key, path in paths.items():
-            name, kind, output = styles[key]
-            extra = (layers.SAR_ONLY_NON_WATER,) if key == "classes" else ()
-            layers.publish_output(
-                context, path, name, kind, output, schema, add_to_load=True, extra_classes=extra
-            )
+        """Styled layers in one group, as the dock shows them (``layers.publish_results``)."""
+        items = layers.segmentation_results(paths, model_name)
+        layers.publish_on_completion(context, items, layers.run_group_name("Segmentation", model_name), schema)

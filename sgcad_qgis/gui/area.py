@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerProxyModel, QgsRectangle
 from qgis.gui import QgsMapCanvas, QgsMapLayerComboBox
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QWidget
 
@@ -47,7 +48,7 @@ class AreaPicker(QWidget):
         layout.addWidget(self.status, 2, 1)
         self.tool = RectangleMapTool(canvas)
         self.tool.rectangle_drawn.connect(self._drawn)
-        self.tool.deactivated.connect(lambda: self.draw_button.setChecked(False))
+        self.tool.deactivated.connect(self._tool_deactivated)
         self.draw_button.toggled.connect(self._toggle_tool)
         self.mode.currentIndexChanged.connect(self._mode_changed)
         self.layer_combo.layerChanged.connect(lambda _l: self.changed.emit())
@@ -68,6 +69,21 @@ class AreaPicker(QWidget):
         if mode != DRAWN and self.canvas.mapTool() is self.tool:
             self.canvas.unsetMapTool(self.tool)
         self.changed.emit()
+
+    def _tool_deactivated(self) -> None:
+        if not sip.isdeleted(self.draw_button):
+            self.draw_button.setChecked(False)
+
+    def shutdown(self) -> None:
+        """Take the rectangle tool off the canvas and drop its signals (the dock is going away)."""
+        for signal, slot in ((self.tool.deactivated, self._tool_deactivated),
+                             (self.tool.rectangle_drawn, self._drawn)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):  # already disconnected
+                pass
+        if not sip.isdeleted(self.canvas) and self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
 
     def _toggle_tool(self, on: bool) -> None:
         if on:

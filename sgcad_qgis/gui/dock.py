@@ -34,18 +34,23 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..engine.config import ClassSchema
+from ..engine.config import ClassSchema, FinetuneConfig
+from ..layers import publish_results
 from . import labels, wiring
 from .area import AreaPicker
 from .chart import RatioChart
 from .history import ModelHistory
 from .inputs import DevicePicker, ModelPicker, RasterBandPicker, remember_model
 from .labelling import LabelPanel
-from .results import find_or_make_group, show_results
-from .tasks import TaskRunner
+from .setup import DependencyPanel
+from .tasks import JobProgress, TaskRunner
 
 PLUGIN_DIR = Path(__file__).absolute().parent.parent  # not resolve(): dev builds are symlinks
 BUNDLED_MODELS = PLUGIN_DIR / "resources" / "models"
+BUNDLED_TEACHER = BUNDLED_MODELS / "sgcad_teacher.safetensors"
+FINETUNE_STEPS = FinetuneConfig.steps
+#: Width the dock's contents must fit without clipping (a typical side panel).
+PANEL_WIDTH = 400
 OUTPUT_KEY = "sgcad/output_folder"
 LEVELS = {0: Qgis.Info, 1: Qgis.Warning, 2: Qgis.Critical, 3: Qgis.Success}
 COLORS = {0: "palette(text)", 1: "#8a5a00", 2: "#b00020", 3: "#1b5e20"}
@@ -80,24 +85,43 @@ class SgcadDock(QDockWidget):
         self.segment_group: Optional[str] = None
         self.pending: Dict[str, Any] = {}  # what the running task is for
         self.last_finetune: Dict[str, Any] = {}
+        self.job = JobProgress()
+        self._message_item = None  # the dock's one message in QGIS's message bar
         self._build()
-        self.runner.progress.connect(lambda v: self.progress.setValue(int(v)))
+        self.runner.progress.connect(self._algorithm_progress)
         self.runner.line.connect(self.log.appendPlainText)
+        self.runner.line.connect(self.job.stage_started)
         self.runner.finished.connect(self._task_finished)
         self.model_picker.changed.connect(self._model_changed)
-        self._model_changed(self.model_picker.current_path())
+        self.setup.ready.connect(self._dependencies_ready)
+        self.setup.message.connect(self.notify)
         self._set_busy(False)
+        if self.setup.refresh():
+            self._dependencies_ready()
+        else:
+            self.main.setEnabled(False)
+            self._model_changed(self.model_picker.current_path())
+            self.notify("SGCAD needs Python packages that are missing: see 'Python packages' above and "
+                        "click 'Install'.", 1)
+        self.fit_width()
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         body = QWidget(self)
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(4, 4, 4, 4)
+        outer_body = QVBoxLayout(body)
+        outer_body.setContentsMargins(4, 4, 4, 4)
+        self.setup = DependencyPanel(body)
+        outer_body.addWidget(self.setup)
+        self.main = QWidget(body)
+        layout = QVBoxLayout(self.main)
+        layout.setContentsMargins(0, 0, 0, 0)
+        outer_body.addWidget(self.main)
+        outer_body.addStretch(1)
 
-        inputs = QGroupBox("Imagery and model", body)
+        inputs = QGroupBox("Imagery and model", self.main)
         form = QFormLayout(inputs)
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-        form.setRowWrapPolicy(QFormLayout.DontWrapRows)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.optical = RasterBandPicker(3, prefer_sar=False, parent=inputs)
         self.sar = RasterBandPicker(1, prefer_sar=True, parent=inputs)
         self.model_picker = ModelPicker(BUNDLED_MODELS, inputs)
@@ -106,6 +130,8 @@ class SgcadDock(QDockWidget):
         self.teacher = QgsFileWidget(inputs)
         self.teacher.setFilter("SGCAD models (*.safetensors)")
         self.teacher.setToolTip("SAR-only water expert; needed for confidence gates and fine-tuning")
+        if BUNDLED_TEACHER.is_file():
+            self.teacher.setFilePath(str(BUNDLED_TEACHER))
         self.device = DevicePicker(inputs)
         self.output = QgsFileWidget(inputs)
         self.output.setStorageMode(QgsFileWidget.GetDirectory)
@@ -119,16 +145,17 @@ class SgcadDock(QDockWidget):
         form.addRow("Save runs in", self.output)
         layout.addWidget(inputs)
 
-        area_box = QGroupBox("Area", body)
+        area_box = QGroupBox("Area", self.main)
         QVBoxLayout(area_box).addWidget(self._area())
         layout.addWidget(area_box)
 
-        self.tabs = QTabWidget(body)
+        self.tabs = QTabWidget(self.main)
+        self.tabs.setUsesScrollButtons(True)
+        self.tabs.setElideMode(Qt.ElideNone)
         self.tabs.addTab(self._segment_tab(), "Segment")
         self.tabs.addTab(self._finetune_tab(), "Fine-tune")
         self.tabs.addTab(self._gates_tab(), "Gates && KD")
         layout.addWidget(self.tabs)
-        layout.addStretch(1)
 
         scroll = self.scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
@@ -168,6 +195,15 @@ class SgcadDock(QDockWidget):
         outer_layout.addWidget(self.log)
         self.setWidget(outer)
 
+    def fit_width(self) -> int:
+        """Keep the dock at least as wide as its contents need (a clipped "…" button or label is
+        worse than a wider dock); returns that width. The contents fit :data:`PANEL_WIDTH`."""
+        body = self.scroll.widget()
+        body.layout().activate()
+        need = body.minimumSizeHint().width() + self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(need)
+        return need
+
     def _area(self) -> QWidget:
         self.area = AreaPicker(self.canvas, self)
         return self.area
@@ -196,16 +232,20 @@ class SgcadDock(QDockWidget):
         self.labels.message.connect(self.notify)
         layout.addWidget(self.labels)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Epochs", tab))
-        self.epochs = QSpinBox(tab)
-        self.epochs.setRange(1, 500)
-        self.epochs.setValue(20)
-        self.epochs.setToolTip("Passes over the patches around your polygons")
-        row.addWidget(self.epochs)
+        row.addWidget(QLabel("Steps", tab))
+        self.steps = QSpinBox(tab)
+        self.steps.setRange(1, 5000)
+        self.steps.setValue(FINETUNE_STEPS)
+        self.steps.setToolTip("Training steps of the student (the water expert takes its own); validation on "
+                              "held-out polygons may stop earlier")
+        row.addWidget(self.steps)
         self.finetune_button = QPushButton("Fine-tune", tab)
         self.finetune_button.clicked.connect(self.finetune)
         row.addWidget(self.finetune_button, 1)
         layout.addLayout(row)
+        self.held_out = QLabel("", tab)  # the honest figures of the last fine-tune, next to the baseline
+        self.held_out.setWordWrap(True)
+        layout.addWidget(self.held_out)
         layout.addWidget(QLabel("Models of this session (newest last):", tab))
         self.history_list = QListWidget(tab)
         self.history_list.setMaximumHeight(80)
@@ -238,25 +278,81 @@ class SgcadDock(QDockWidget):
         return tab
 
     def show_tab(self, index: int) -> None:
-        """Select tab ``index`` and scroll so that the whole tab is in view."""
+        """Select tab ``index`` and scroll (vertically only) so that the tab is in view."""
         self.tabs.setCurrentIndex(index)
-        self.scroll.widget().adjustSize()
-        self.scroll.ensureWidgetVisible(self.tabs, 0, 0)
+        # no adjustSize(): it resized the contents to their preferred width, wider than the dock,
+        # which clipped them on the right and then, scrolled into view, on the left
+        self.scroll.widget().layout().activate()
+        top = self.tabs.mapTo(self.scroll.widget(), self.tabs.rect().topLeft()).y()
+        bar = self.scroll.verticalScrollBar()
+        bar.setValue(min(max(top - 4, 0), bar.maximum()))
+        self.scroll.horizontalScrollBar().setValue(0)
+
+    def shutdown(self) -> None:
+        """Before the dock is deleted (plugin unload): release the map tools and stop runs.
+
+        A map tool left on the canvas would call into deleted widgets (and crash QGIS on exit).
+        """
+        if self.runner.busy():
+            self.runner.cancel()
+        self.setup.cancel()
+        self.labels.shutdown()
+        self.area.shutdown()
+        self._clear_message()
+
+    def _dependencies_ready(self) -> None:
+        """Every required package imports: enable the dock and read the model."""
+        self.main.setEnabled(True)
+        self.device.refresh()
+        self._refresh_provider()
+        self._model_changed(self.model_picker.current_path())
+        self._set_busy(False)
+        self.fit_width()
+
+    @staticmethod
+    def _refresh_provider() -> None:
+        """Let the Processing algorithms see the devices of a torch installed just now."""
+        from qgis.core import QgsApplication
+
+        provider = QgsApplication.processingRegistry().providerById("sgcad")
+        if provider is not None:
+            provider.refreshAlgorithms()
 
     # ------------------------------------------------------------------ feedback
     def notify(self, text: str, level: int = 0) -> None:
-        """Show ``text`` in the dock and in QGIS's message bar (level 0 info … 3 success)."""
+        """Show ``text`` in the dock; warnings, errors and results also in QGIS's message bar.
+
+        The dock keeps one message in the bar: a new one replaces the previous, so messages do
+        not pile up ("10 more"). Progress notes (level 0) stay in the dock.
+        """
         self.status.setText(text)
         self.status.setStyleSheet(f"color: {COLORS.get(level, COLORS[0])};")
-        self.iface.messageBar().pushMessage("SGCAD", text, LEVELS.get(level, Qgis.Info), 8)
+        if level == 0:
+            return
+        bar = self.iface.messageBar()
+        self._clear_message()
+        if hasattr(bar, "createMessage") and hasattr(bar, "pushWidget"):
+            item = bar.createMessage("SGCAD", text)
+            self._message_item = item
+            bar.pushWidget(item, LEVELS.get(level, Qgis.Info), 10)
+        else:  # a stand-in message bar (tests)
+            bar.pushMessage("SGCAD", text, LEVELS.get(level, Qgis.Info), 10)
+
+    def _clear_message(self) -> None:
+        item, self._message_item = self._message_item, None
+        bar = self.iface.messageBar()
+        if item is None or not hasattr(bar, "popWidget"):
+            return
+        try:
+            bar.popWidget(item)
+        except RuntimeError:  # already closed by the user or timed out
+            pass
 
     def _set_busy(self, busy: bool) -> None:
         for widget in (self.segment_button, self.finetune_button):
             widget.setEnabled(not busy)
         self.back_button.setEnabled(not busy and self.history.can_go_back())
         self.cancel_button.setEnabled(busy)
-        if busy:
-            self.progress.setValue(0)
 
     def _refresh_history(self) -> None:
         self.history_list.clear()
@@ -270,6 +366,9 @@ class SgcadDock(QDockWidget):
     def _model_changed(self, path: str) -> None:
         """Read the model's classes and bands; fill the palette; say if the bands do not fit."""
         self.metadata = None
+        if not self.setup.is_ready():
+            self.model_info.setText("Install the missing Python packages first (above).")
+            return
         if not path:
             self.model_info.setText("Choose a model file (…): SGCAD models end in .safetensors.")
             return
@@ -303,6 +402,9 @@ class SgcadDock(QDockWidget):
         except ValueError as exc:
             self.notify(str(exc), 2)
             return False
+        if not self.job.active:  # a re-segmentation after a fine-tune continues that job's bar
+            self.job.begin(JobProgress.SEGMENT)
+            self.progress.setValue(0)
         return self._start(wiring.SEGMENT, params, {"run": run, "choice": choice})
 
     def finetune(self) -> bool:
@@ -321,18 +423,23 @@ class SgcadDock(QDockWidget):
             for warning in problems["warnings"]:
                 self.notify(warning, 1)
             if not choice.teacher:
-                raise ValueError("Fine-tuning uses the water expert's confidence gates: choose the "
-                                 "water expert (teacher) model under 'Imagery and model'.")
-            params, run = wiring.finetune_parameters(choice, layer, self.epochs.value())
+                self.notify("No water expert chosen: the student is fine-tuned without distillation.", 1)
+            params, run = wiring.finetune_parameters(choice, layer, self.steps.value())
         except ValueError as exc:
             self.notify(str(exc), 2)
             return False
+        # one bar for the whole job: patches, training, then the re-segmentation that follows
+        self.job.begin(JobProgress.FINETUNE_THEN_SEGMENT)
+        self.progress.setValue(0)
         return self._start(wiring.FINETUNE, params, {"run": run, "choice": choice})
 
     def _busy_message(self) -> bool:
         if self.runner.busy():
             self.notify("Another SGCAD run is still going; wait for it or cancel it first.", 1)
         return self.runner.busy()
+
+    def _algorithm_progress(self, value: float) -> None:
+        self.progress.setValue(self.job.update(value))
 
     def _start(self, alg_id: str, params: Dict[str, Any], pending: Dict[str, Any]) -> bool:
         QgsSettings().setValue(OUTPUT_KEY, self.output.filePath())
@@ -373,11 +480,13 @@ class SgcadDock(QDockWidget):
         self._set_busy(False)
         name = pending.get("run", {}).get("name", alg_id)
         if canceled or not ok:
-            self.progress.setValue(0)
+            self.job.end()
             self.notify(f"{name}: canceled; no layer was changed." if canceled else f"{name} failed: {error}",
                         1 if canceled else 2)
             return
-        self.progress.setValue(100)
+        if alg_id == wiring.SEGMENT:
+            self.job.end()
+            self.progress.setValue(100)
         seconds = time.monotonic() - pending.get("started", time.monotonic())
         try:
             if alg_id == wiring.SEGMENT:
@@ -385,26 +494,32 @@ class SgcadDock(QDockWidget):
             else:
                 self._finetune_done(pending, results, seconds)
         except ValueError as exc:
+            self.job.end()
             self.notify(f"{name}: {exc}", 2)
 
-    def _show_segmentation(self, pending: Dict[str, Any], results: dict, seconds: float) -> None:
+    def _show_segmentation(self, pending: Dict[str, Any], outputs: dict, seconds: float) -> None:
         run = pending["run"]
-        group = find_or_make_group(run["group"], self.segment_group)
+        items = wiring.segment_layers(outputs, pending["choice"].model_stem)
+        group, self.segment_layers = publish_results(
+            QgsProject.instance(), run["group"], items, self.schema, self.segment_layers, self.segment_group)
         self.segment_group = group.name()
-        items = wiring.segment_layers(results)
-        self.segment_layers = show_results(group, items, self.schema, self.segment_layers)
         self.notify(f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s).", 3)
+        for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
+            self.notify(f"{run['name']}: {warning}", 1)  # units and domain-shift warnings of the inputs
 
-    def _finetune_done(self, pending: Dict[str, Any], results: dict, seconds: float) -> None:
+    def _finetune_done(self, pending: Dict[str, Any], outputs: dict, seconds: float) -> None:
         run = pending["run"]
-        model = wiring.finetuned_model(results)
-        self.last_finetune = dict(results, report=wiring.report_path(results))
-        epochs, series = wiring.kd_series(results)
+        model = wiring.finetuned_model(outputs)
+        self.last_finetune = dict(outputs, report=wiring.report_path(outputs))
+        epochs, series = wiring.kd_series(outputs)
         self.chart.set_series(epochs, series)
         self.show_tab(2)
         self.report_button.setEnabled(bool(self.last_finetune["report"]))
-        group = find_or_make_group(run["group"])
-        show_results(group, wiring.finetune_layers(results), self.schema, {})
+        self.held_out.setText(wiring.held_out_text(outputs))
+        self.log.appendPlainText(wiring.held_out_text(outputs))
+        for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
+            self.notify(f"{run['name']}: {warning}", 1)
+        publish_results(QgsProject.instance(), run["group"], wiring.finetune_layers(outputs), self.schema)
         remember_model(model)
         self.history.push(model, f"{Path(model).parent.name}/{Path(model).name}")
         self.model_picker.set_path(model)

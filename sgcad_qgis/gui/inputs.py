@@ -203,17 +203,23 @@ class DevicePicker(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.devices = available_devices()
         self.combo = shrinkable(QComboBox(self))
-        for value, label in self.devices:
-            self.combo.addItem(label, value)
-        self.summary = QLabel(f"Automatic runs on: {device_summary()}", self)
+        self.summary = QLabel("", self)
         self.summary.setWordWrap(True)
         self.summary.setStyleSheet("font-style: italic;")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.combo)
         layout.addWidget(self.summary)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Ask torch again (it may have been installed since the dock opened)."""
+        self.devices = available_devices()
+        self.combo.clear()
+        for value, label in self.devices:
+            self.combo.addItem(label, value)
+        self.summary.setText(f"Automatic runs on: {device_summary()}")
 
     def index(self) -> int:
         """Index into :func:`available_devices`, which is what the algorithms' DEVICE enum takes."""

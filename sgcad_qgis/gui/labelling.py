@@ -7,6 +7,7 @@ from typing import Dict, Optional
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
 from qgis.gui import QgsMapCanvas, QgsMapLayerComboBox
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QFileDialog,
@@ -77,7 +78,7 @@ class LabelPanel(QWidget):
         self.tool = PolygonMapTool(canvas, self.palette.current_color())
         self.tool.polygon_finished.connect(self._polygon_finished)
         self.tool.message.connect(lambda text: self.message.emit(text, 1))
-        self.tool.deactivated.connect(lambda: self.draw_button.setChecked(False))
+        self.tool.deactivated.connect(self._tool_deactivated)
         self.draw_button.toggled.connect(self._toggle_tool)
         self.palette.class_changed.connect(self._class_changed)
         self.layer_combo.layerChanged.connect(self._layer_changed)
@@ -102,7 +103,9 @@ class LabelPanel(QWidget):
         except ValueError as exc:
             self.message.emit(str(exc), 2)
             return None
-        QgsProject.instance().addMapLayer(layer)
+        project = QgsProject.instance()
+        project.addMapLayer(layer, False)
+        project.layerTreeRoot().insertLayer(0, layer)  # on top, so drawn polygons are seen
         self.layer_combo.setLayer(layer)
         self.message.emit(f"Label layer {layer.name()!r} created: pick a class and draw polygons.", 0)
         return layer
@@ -130,6 +133,22 @@ class LabelPanel(QWidget):
         self._update_counts()
 
     # -------------------------------------------------------------- drawing
+    def _tool_deactivated(self) -> None:
+        if not sip.isdeleted(self.draw_button):
+            self.draw_button.setChecked(False)
+
+    def shutdown(self) -> None:
+        """Take the drawing tool off the canvas and drop its signals (the dock is going away)."""
+        for signal, slot in ((self.tool.deactivated, self._tool_deactivated),
+                             (self.tool.polygon_finished, self._polygon_finished)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):  # already disconnected
+                pass
+        if not sip.isdeleted(self.canvas) and self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+        self.tool.release()
+
     def _toggle_tool(self, on: bool) -> None:
         if on:
             self.canvas.setMapTool(self.tool)

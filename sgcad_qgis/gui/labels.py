@@ -22,8 +22,10 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
 
 from ..engine.config import ClassSchema
+from ..layers import LABEL_ROLE, ROLE_PROPERTY
 
 CLASS_FIELD = "class"
 
@@ -64,6 +66,7 @@ def create_label_layer(
         if not layer.isValid():
             raise ValueError(f"the label GeoPackage {path} was written but cannot be opened")
     style_label_layer(layer, schema)
+    layer.setCustomProperty(ROLE_PROPERTY, LABEL_ROLE)  # result groups go below it
     return layer
 
 
@@ -71,8 +74,9 @@ def style_label_layer(layer: QgsVectorLayer, schema: ClassSchema) -> None:
     """Categorise ``layer`` by its class field: one semi-transparent fill per schema class."""
     categories = []
     for name, color in zip(schema.names, schema.colors):
+        rgb = QColor(color)  # "#rrggbb99" would be read as #aarrggbb: another colour
         symbol = QgsFillSymbol.createSimple(
-            {"color": color + "99", "outline_color": color, "outline_width": "0.6"}
+            {"color": f"{rgb.red()},{rgb.green()},{rgb.blue()},153", "outline_color": color, "outline_width": "0.6"}
         )
         categories.append(QgsRendererCategory(name, symbol, name))
     layer.setRenderer(QgsCategorizedSymbolRenderer(CLASS_FIELD, categories))

@@ -30,6 +30,8 @@ class PolygonMapTool(QgsMapTool):
 
     def set_color(self, color: QColor) -> None:
         """Outline in the class colour so the user sees which class is being drawn."""
+        if self._band is None:
+            return
         self._band.setStrokeColor(color)
         fill = QColor(color)
         fill.setAlpha(70)
@@ -76,14 +78,26 @@ class PolygonMapTool(QgsMapTool):
 
     def reset(self) -> None:
         self._points = []
-        self._band.reset(QgsWkbTypes.PolygonGeometry)
+        if self._band is not None:
+            self._band.reset(QgsWkbTypes.PolygonGeometry)
 
     def deactivate(self) -> None:
         self.reset()
         super().deactivate()
 
+    def release(self) -> None:
+        """Remove the rubber band from the canvas (before the tool is dropped)."""
+        if self._band is not None:
+            self._band.reset(QgsWkbTypes.PolygonGeometry)
+            scene = self._band.scene()
+            if scene is not None:
+                scene.removeItem(self._band)
+            self._band = None
+
     def _redraw(self, floating: QgsPointXY = None) -> None:
         points = self._points + ([floating] if floating is not None else [])
+        if self._band is None:
+            return
         self._band.reset(QgsWkbTypes.PolygonGeometry)
         for i, point in enumerate(points):
             self._band.addPoint(point, i == len(points) - 1)

@@ -142,3 +142,44 @@ class TaskRunner(QObject):
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+class JobProgress:
+    """One progress bar for a job of several algorithm stages, never going backwards.
+
+    An SGCAD algorithm reports each of its stages from 0 to 100 % (a fine-tune: the patches,
+    then the training) and announces each stage with a log line ``"<stage>…"``; the dock
+    chains algorithms (fine-tune, then re-segment). The job gives each stage a share of the bar.
+    """
+
+    #: stage announced by the algorithms -> its share of a fine-tune job (the patches around the
+    #: polygons, the training, and the re-segmentation that follows)
+    FINETUNE_THEN_SEGMENT = (("Patches around the polygons", 0.05), ("Fine-tuning", 0.8), ("Segmentation", 0.15))
+    SEGMENT = (("Segmentation", 1.0),)
+
+    def __init__(self) -> None:
+        self.begin(self.SEGMENT)
+        self.active = False
+
+    def begin(self, stages) -> None:
+        total = float(sum(w for _, w in stages)) or 1.0
+        self.labels = [label for label, _ in stages]
+        self.weights = [w / total for _, w in stages]
+        self.stage, self.value, self.active = 0, 0, True
+
+    def stage_started(self, line: str) -> None:
+        """Follow the algorithm's ``"<stage>…"`` log lines; other lines change nothing."""
+        label = line.strip().rstrip("…").strip()
+        if label in self.labels:
+            self.stage = max(self.stage, self.labels.index(label))
+
+    def update(self, algorithm_value: float) -> int:
+        """The bar's value (0-100) for the running stage's progress ``algorithm_value``."""
+        value = min(max(float(algorithm_value), 0.0), 100.0)
+        done = sum(self.weights[: self.stage])
+        overall = int(100 * (done + self.weights[self.stage] * value / 100.0))
+        self.value = max(self.value, min(overall, 100))
+        return self.value
+
+    def end(self) -> None:
+        self.active = False

@@ -21,7 +21,7 @@ from qgis.core import (
 )
 
 from .. import layers as styles
-from .results import ResultLayer
+from ..layers import ResultLayer
 
 SEGMENT = "sgcad:segment"
 FINETUNE = "sgcad:finetune"
@@ -147,7 +147,8 @@ def _run(kind: str, choice: Choice) -> Dict[str, Any]:
         folder = choice.folder / f"{kind}-{stamp}-{suffix}"
     label = {"segment": "Segmentation", "finetune": "Fine-tune"}[kind]
     name = f"{label} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}"
-    return {"name": name, "group": f"SGCAD {name} · {choice.model_stem}", "folder": folder}
+    when = time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S"))
+    return {"name": name, "group": styles.run_group_name(label, choice.model_stem, when), "folder": folder}
 
 
 def _extent_string(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> str:
@@ -164,8 +165,8 @@ def _common(choice: Choice) -> Dict[str, Any]:
         "MODEL": choice.model,
         "DEVICE": choice.device,
     }
-    if choice.teacher:
-        params["TEACHER"] = choice.teacher
+    # always given: an empty value means "no water expert" (left out, the bundled one is the default)
+    params["TEACHER"] = choice.teacher
     return params
 
 
@@ -200,53 +201,54 @@ def snapshot_labels(layer, folder: Path) -> str:
     return str(target)
 
 
-def finetune_parameters(choice: Choice, label_layer, epochs: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def finetune_parameters(choice: Choice, label_layer, steps: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Parameters of ``sgcad:finetune`` on the drawn polygons (copied into the run folder)."""
     require_algorithm(FINETUNE)
     run = _run("finetune", choice)
     params = _common(choice)
+    params.pop("MODEL")
     params.update({
-        "STUDENT": choice.model,  # distill's name for the model that is trained further
+        "STUDENT": choice.model,
         "LABEL_POLYGONS": snapshot_labels(label_layer, run["folder"]),
         "CLASS_FIELD": "class",
-        "EPOCHS": int(epochs),
-        # the student is already trained: distil from the first fifth of the epochs on, so a
-        # short interactive run still gets the teacher's gated water knowledge
-        "WARMUP_EPOCHS": int(epochs) // 5,
+        "STEPS": int(steps),
         "OUTPUT_FOLDER": str(run["folder"]),
     })
+    if choice.area is not None:  # unlabelled context for distillation is drawn from the area
+        params["AOI_EXTENT"] = _extent_string(choice.area, choice.area_crs)
     return params, run
 
 
+def held_out_text(results: Dict[str, Any]) -> str:
+    """The fine-tune's honest figures in one line, next to the linear baseline's."""
+    def pct(value) -> str:
+        return "n/a" if value in (None, "") else f"{100 * float(value):.1f} %"
+
+    if not results.get("MEASURED"):
+        return ("Accuracy unmeasured: no polygon group could be held out. Draw polygons in two or more "
+                "separate places to measure the fine-tuned model.")
+    parts = []
+    if results.get("HELD_OUT_MIOU") not in (None, ""):
+        parts.append(f"student mIoU {pct(results['HELD_OUT_MIOU'])} "
+                     f"(linear baseline {pct(results.get('BASELINE_MIOU'))})")
+        parts.append(f"water IoU {pct(results.get('HELD_OUT_WATER_IOU'))} "
+                     f"(baseline {pct(results.get('BASELINE_WATER_IOU'))})")
+    if results.get("TEACHER_WATER_IOU") not in (None, ""):
+        parts.append(f"water expert {pct(results['TEACHER_WATER_IOU'])} "
+                     f"(SAR baseline {pct(results.get('TEACHER_BASELINE_WATER_IOU'))})")
+    return "On held-out polygons: " + "; ".join(parts) + "."
+
+
 # ---------------------------------------------------------------------- results
-GATE_BANDS = (
-    ("gate_water", 1, "Teacher gate: confident water", "#1f78b4",
-     "Pixels where the SAR water expert's water probability is above the water threshold."),
-    ("gate_non_water", 2, "Teacher gate: confident non-water", "#ff7f00",
-     "Pixels where the water expert's water probability is below the non-water threshold."),
-    ("agreement", 3, "Teacher/student agree on water", "#33a02c",
-     "Pixels where the water expert and the segmentation model agree on water vs non-water."),
-)
+#: ``sgcad:segment`` outputs -> the engine's output keys that ``layers.segmentation_results`` takes.
+SEGMENT_OUTPUTS = {"CLASSES": "classes", "CONFIDENCE": "confidence", "WATER_PROBABILITY": "water",
+                   "GATES": "gates"}
 
 
-def segment_layers(results: Dict[str, Any]) -> List[ResultLayer]:
-    """The layers to show after ``sgcad:segment``: class map, gates and agreement, then the
-    (hidden) confidence and water probability."""
-    items = [ResultLayer("classes", results.get("CLASSES", ""), "Land cover (classes)", styles.KIND_CLASSES,
-                         "Class of each pixel; grey = non-water seen only by SAR; transparent = no data.",
-                         classes=(styles.SAR_ONLY_NON_WATER,))]
-    gates = results.get("GATES", "")
-    for role, band, name, color, abstract in GATE_BANDS:
-        items.append(ResultLayer(role, gates, name, "band", abstract, band=band,
-                                 classes=((1, color, name),)))
-    items.append(ResultLayer("confidence", results.get("CONFIDENCE", ""),
-                             "Confidence (negative = SAR only)", styles.KIND_CONFIDENCE,
-                             "Model's top class probability; negative where only SAR was seen.",
-                             visible=False))
-    items.append(ResultLayer("water", results.get("WATER_PROBABILITY", ""),
-                             "Water probability (water expert)", styles.KIND_PROBABILITY,
-                             "The SAR water expert's water probability.", visible=False))
-    return [i for i in items if i.path]
+def segment_layers(results: Dict[str, Any], model_name: str = "") -> List[ResultLayer]:
+    """The layers to show after ``sgcad:segment``, exactly as the Toolbox shows them."""
+    paths = {key: results.get(output) or "" for output, key in SEGMENT_OUTPUTS.items()}
+    return styles.segmentation_results(paths, model_name or "model")
 
 
 def _output(results: Dict[str, Any], keys: Tuple[str, ...], filename: str) -> str:
@@ -260,7 +262,7 @@ def _output(results: Dict[str, Any], keys: Tuple[str, ...], filename: str) -> st
 
 
 def finetuned_model(results: Dict[str, Any]) -> str:
-    path = _output(results, ("OUTPUT_MODEL", "MODEL"), "best.safetensors")
+    path = _output(results, ("OUTPUT_MODEL", "MODEL"), "student.safetensors")
     if not path:
         raise ValueError("the fine-tune finished but wrote no model file; see the log.")
     return path
@@ -302,13 +304,5 @@ def kd_series(results: Dict[str, Any]) -> Tuple[List[int], Dict[str, List[float]
 
 def finetune_layers(results: Dict[str, Any]) -> List[ResultLayer]:
     """Gate masks and the KD-region-ratio raster written by ``sgcad:finetune``."""
-    items = [
-        ResultLayer("kd_gates", _output(results, ("GATES",), "gates.tif"),
-                    "KD gates (reliable water / non-water)",
-                    styles.KIND_GATES, "Pixels where distillation was applied: the water expert is "
-                    "confident and the labels agree."),
-        ResultLayer("kd_ratio", _output(results, ("KD_RATIO",), "kd_ratio.tif"),
-                    "KD region ratio (share of gated pixels per block)",
-                    styles.KIND_KD_RATIO, "Fraction of pixels in each block that passed a confidence gate."),
-    ]
-    return [i for i in items if i.path]
+    return styles.finetune_results(_output(results, ("GATES",), "gates.tif"),
+                                   _output(results, ("KD_RATIO",), "kd_ratio.tif"))

@@ -77,8 +77,9 @@ def test_segment_writes_styled_outputs_equal_to_the_engine_over_the_aoi(scene, u
         np.testing.assert_array_equal(classes, src.read(1))
 
     names = {Path(p).name: d.name for p, d in context.layersToLoadOnCompletion().items()}
-    assert names["classes.tif"] == "Land cover (student)"
-    assert names["water_probability.tif"] == "Water probability (SAR teacher)"
+    # the class map loads; its post-processor adds the other outputs to the run's group, hidden
+    assert names == {"classes.tif": "Land cover (student)"}
+    assert "wrote" not in result["WARNINGS"] and result["INPUT_UNITS"] == "optical uint8, SAR linear"
     reopened = QgsRasterLayer(result["CLASSES"], "reopened")  # its .qml sidecar styles it
     assert isinstance(reopened.renderer(), QgsPalettedRasterRenderer)
     labels = {c.value: c.label for c in reopened.renderer().classes()}
@@ -122,6 +123,7 @@ def test_segment_through_qgis_process_json(scene, untrained_models, tmp_path):
         f"OPTICAL={scene['optical']}",
         f"SAR={scene['sar']}",
         f"MODEL={untrained_models['student']}",
+        "TEACHER=",  # empty: no water expert (the bundled one is the default)
         "DEVICE=1",
         "TILE_SIZE=96",
         "OVERLAP=16",
@@ -152,7 +154,7 @@ def test_batch_rows_run_independently_like_the_batch_dialog(scene, untrained_mod
             AOI_EXTENT="590000,590100,5759900,5760000 [EPSG:32631]",
         ),
         _params(scene, untrained_models, tmp_path / "row2", OPTICAL_BANDS=[1, 2]),  # wrong: 2 of 3 bands
-        _params(scene, untrained_models, tmp_path / "row3", TEACHER=None),
+        _params(scene, untrained_models, tmp_path / "row3", TEACHER=""),  # empty: no water expert
     ]
     outcomes = []
     for params in rows:

@@ -127,34 +127,39 @@ def test_distill_refuses_wrong_models_and_thresholds(scene, trained_models, tmp_
         _run("distill", {**base, "OPTICAL_BANDS": [1]})
 
 
-def test_finetune_trains_only_around_the_polygons(scene, trained_models, tmp_path):
+def test_finetune_holds_out_polygons_and_reports_a_baseline(scene, trained_models, tmp_path):
     from sgcad_qgis.engine.models.checkpoint import read_metadata
 
-    polygons = _polygons(["water", "forest", "city", "farmland"])
-    result = _run(
-        "finetune",
-        {
-            "OPTICAL": scene["optical"],
-            "SAR": scene["sar"],
-            "STUDENT": trained_models["student"]["OUTPUT_MODEL"],
-            "TEACHER": trained_models["teacher"]["OUTPUT_MODEL"],
-            "LABEL_POLYGONS": polygons,
-            "CLASS_FIELD": "class",
-            "EPOCHS": 2,
-            "WARMUP_EPOCHS": 0,
-            "PATCH_SIZE": 64,
-            "BATCH_SIZE": 2,
-            "THREADS": 2,
-            "DEVICE": 1,
-            "OUTPUT_FOLDER": str(tmp_path / "ft"),
-        },
-    )
-    assert result["PATCHES"] == 4 and read_metadata(result["OUTPUT_MODEL"]).kind == "student"
+    polygons = _polygons(["water", "forest", "city", "farmland", "water", "forest"])
+    common = {
+        "OPTICAL": scene["optical"],
+        "SAR": scene["sar"],
+        "STUDENT": trained_models["student"]["OUTPUT_MODEL"],
+        "TEACHER": trained_models["teacher"]["OUTPUT_MODEL"],
+        "LABEL_POLYGONS": polygons,
+        "CLASS_FIELD": "class",
+        "STEPS": 4,
+        "TEACHER_STEPS": 3,
+        "CROP_SIZE": 64,
+        "BATCH_SIZE": 2,
+        "THREADS": 2,
+        "DEVICE": 1,
+    }
+    result = _run("finetune", {**common, "OUTPUT_FOLDER": str(tmp_path / "ft")})
+    assert read_metadata(result["OUTPUT_MODEL"]).kind == "student"
+    assert read_metadata(result["OUTPUT_TEACHER"]).kind == "teacher"
+    # the six 30-pixel squares lie apart: whole squares are held out, and the same held-out
+    # pixels score the network and the linear baseline fitted on the training squares
+    assert result["MEASURED"] == 1
+    for key in ("HELD_OUT_MIOU", "BASELINE_MIOU", "TEACHER_WATER_IOU", "TEACHER_BASELINE_WATER_IOU"):
+        assert 0.0 <= result[key] <= 1.0, key
     with rasterio.open(result["GATES"]) as src:
         gates = src.read(1)
-    labelled = (gates != 255).sum()
-    assert 0 < labelled <= 4 * 30 * 30  # only pixels inside the four 60 m (30-pixel) squares
-    assert result["MEAN_KD_RATIO"] is not None
+    assert (gates == 0).sum() <= 6 * 30 * 30  # "labelled but not distilled" only inside the squares
+    labelled_only = _run("finetune", {**common, "KD": "labelled", "OUTPUT_FOLDER": str(tmp_path / "ft_l")})
+    with rasterio.open(labelled_only["GATES"]) as src:
+        assert ((src.read(1) != 255).sum()) <= 6 * 30 * 30  # the paper's gates: labelled pixels only
+    assert (gates != 255).sum() > 6 * 30 * 30  # by default the unlabelled area is distilled too
 
     empty = _polygons([])
     with pytest.raises(QgsProcessingException, match="holds no polygon yet"):

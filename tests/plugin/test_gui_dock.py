@@ -262,8 +262,10 @@ def test_segment_runs_in_background_and_adds_styled_layers(dock, rotterdam, tmp_
     assert (alg, ok, error, canceled) == ("sgcad:segment", True, "", False), error
     group = QgsProject.instance().layerTreeRoot().findGroup(dock.segment_group)
     assert group is not None and group.name().startswith("SGCAD Segmentation ")
-    names = [layer.name() for layer in group.findLayers()]
-    assert names[0] == "Land cover (classes)" and "Teacher gate: confident water" in names
+    names = [(node.layer().name(), node.isVisible()) for node in group.findLayers()]
+    # the class map first and visible; gates, confidence and water probability added but hidden
+    assert names[0] == ("Land cover (student)", True) and ("Teacher gate: confident water", False) in names
+    assert all(not visible for _, visible in names[1:]) and len(names) == 6
     classes = QgsProject.instance().mapLayer(dock.segment_layers["classes"])
     assert classes.renderer().type() == "paletted"
     assert [c.label for c in classes.renderer().classes()][:2] == ["0 farmland", "1 city"]

@@ -1,7 +1,7 @@
 """Fine-tuning from polygons drawn with the mouse, end to end through ``sgcad:finetune``.
 
 A seeded synthetic scene is loaded, segmented, labelled with two polygons drawn through the
-dock's map tool, fine-tuned for two epochs, and the test checks that the weights changed, the
+dock's map tool, fine-tuned for four steps, and the test checks that the weights changed, the
 gate and KD-ratio layers appeared, the class map was refreshed in place and that going back
 to the previous model works.
 """
@@ -70,7 +70,7 @@ def test_finetune_from_drawn_polygons_updates_model_layers_and_chart(make_dock, 
 
     dock.show_tab(1)
     dock.labels.create_layer(None)
-    dock.epochs.setValue(2)
+    dock.steps.setValue(4)
     canvas = dock.canvas
     dock.labels.draw_button.click()
     for name, class_id in (("water", 3), ("city", 1)):
@@ -90,19 +90,24 @@ def test_finetune_from_drawn_polygons_updates_model_layers_and_chart(make_dock, 
     assert any(not np.array_equal(before[k], after[k]) for k in before)  # training changed weights
     assert [e.path for e in dock.history.entries][-2:] == [student, new_model]
     assert Path(results["OUTPUT_FOLDER"], "labels.gpkg").is_file()
+    # one square per class: nothing can be held out, and the dock says so instead of a number
+    assert results["MEASURED"] == 0 and "unmeasured" in dock.held_out.text()
 
     # KD chart and gate / ratio layers
     assert dock.tabs.currentIndex() == 2 and dock.chart.epochs
     fine_groups = [g for g in QgsProject.instance().layerTreeRoot().findGroups()
                    if g.name().startswith("SGCAD Fine-tune")]
     assert len(fine_groups) == 1
-    assert {lyr.name() for lyr in fine_groups[0].findLayers()} >= {
-        "KD gates (reliable water / non-water)", "KD region ratio (share of gated pixels per block)"}
+    shown = {(node.layer().name(), node.isVisible()) for node in fine_groups[0].findLayers()}
+    assert shown == {("KD gates (reliable water / non-water)", False),
+                     ("KD region ratio (share of gated pixels per block)", False)}  # added, never covering the map
+    assert dock.progress.value() < 100  # one bar for the job: the re-segmentation is still to come
     shot(dock, "dock_gates")
 
     # the re-segmentation with the new model refreshes the same layers in place
     alg, ok, results, error, canceled = wait_for_run(dock, 2)
     assert (alg, ok) == ("sgcad:segment", True), error
+    assert dock.progress.value() == 100
     assert dock.segment_layers["classes"] == classes_id
     classes = QgsProject.instance().mapLayer(classes_id)
     assert classes.source() != first_source and classes.isValid()

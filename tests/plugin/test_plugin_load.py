@@ -127,3 +127,80 @@ def test_scripts_qgis_process_runs_an_algorithm_with_json(tmp_path):
     result = json.loads(out.stdout[out.stdout.index("{"):])
     assert result["results"]["MISSING"] == 0
     assert result["results"]["DEVICE"].startswith(("CPU", "GPU"))
+
+
+def test_zip_passes_the_plugin_repository_checks_except_public_addresses(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_plugin
+
+    target = build_plugin.build_zip(tmp_path / "dist")
+    problems, missing_public = build_plugin.check_zip(target)
+    assert problems == []
+    assert missing_public == ["email", "tracker", "repository"]  # the one step left: docs/install.md
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+    assert {"sgcad_qgis/help/install.md", "sgcad_qgis/help/processing.md", "sgcad_qgis/LICENSE"} <= set(names)
+    assert target.stat().st_size <= build_plugin.MAX_ZIP_BYTES == 25_000_000
+    # the checker finds what the repository refuses
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(target) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in names:
+            dst.writestr(name, src.read(name))
+        dst.writestr("sgcad_qgis/__pycache__/x.cpython-311.pyc", b"\x00")
+        dst.writestr("sgcad_qgis/lib/fast.so", b"\x7fELF\x02\x01")
+    problems, _ = build_plugin.check_zip(bad, bandit=False)
+    assert any("__pycache__" in p for p in problems) and any("fast.so" in p for p in problems)
+
+
+def test_plugin_loads_in_debians_python_without_torch_and_the_dock_offers_the_install(tmp_path):
+    """The real situation of a desktop QGIS: its Python (Debian's) cannot import torch."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import torch"], capture_output=True)
+    if probe.returncode == 0:
+        import pytest
+
+        pytest.skip("Debian's python3 has torch here")
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(PLUGIN_PARENT)!r})
+        from qgis.core import QgsApplication
+        app = QgsApplication([], True)
+        app.initQgis()
+        from qgis.gui import QgsMapCanvas, QgsMessageBar
+        from qgis.PyQt.QtWidgets import QMainWindow, QToolBar
+        class Iface:
+            def __init__(self):
+                self.window, self.canvas, self.bar = QMainWindow(), QgsMapCanvas(), QgsMessageBar()
+            def mainWindow(self): return self.window
+            def mapCanvas(self): return self.canvas
+            def messageBar(self): return self.bar
+            def addToolBar(self, name): return QToolBar(name, self.window)
+            def addPluginToMenu(self, *a): pass
+            def removePluginMenu(self, *a): pass
+            def removeToolBarIcon(self, *a): pass
+            def addDockWidget(self, area, dock): pass
+            def removeDockWidget(self, dock): pass
+        import sgcad_qgis
+        plugin = sgcad_qgis.classFactory(Iface())
+        plugin.initGui()
+        plugin.show_dock()
+        dock = plugin.dock
+        print("MAIN_ENABLED", dock.main.isEnabled())
+        print("STATUS", dock.setup.status.text())
+        print("PLAN", dock.setup.plan_text.text().replace("\u200b", "").replace(chr(10), " | "))
+        plugin.unload()
+        print("UNLOADED", plugin.dock is None)
+        sys.stdout.flush()
+        os._exit(0)
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen",
+           "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"), "XDG_RUNTIME_DIR": str(tmp_path),
+           "SGCAD_TORCH_INDEX_URL": ""}
+    out = subprocess.run(["/usr/bin/python3", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert lines["MAIN_ENABLED"] == "False" and lines["UNLOADED"] == "True"
+    assert "<b>torch</b> (missing)" in lines["STATUS"]
+    assert "torch 2.13.0, CPU build" in lines["PLAN"] and "with /usr/bin/python3" in lines["PLAN"]
+    assert str(tmp_path / "profile" / "profiles" / "default" / "python" / "sgcad_deps" / "3.11") in lines["PLAN"]

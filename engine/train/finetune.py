@@ -1,0 +1,495 @@
+"""Fine-tuning from a few drawn polygons: fast, honestly validated, never collapsing.
+
+The loop a user runs from the dock: draw polygons where the map is wrong, fine-tune, see the
+map improve. In order:
+
+1. the inputs are resolved by the input contract with the student's recipe (units detected,
+   as segmentation does); the polygons are grouped in space and whole groups are held out
+   for validation (:mod:`.polygon_split`);
+2. tiles around the polygons, and unlabelled context tiles, are read once into memory
+   (:mod:`.area_cache`); every step then costs only the networks;
+3. the SAR water teacher is fine-tuned on the polygons (water vs the rest), then the student,
+   with the segmentation losses plus distillation from the teacher: the paper's gates on
+   labelled pixels and, by default, the teacher's confident pixels of the unlabelled area;
+4. BatchNorm statistics stay frozen (:func:`.loop.train_mode`), the best state on the held-out
+   polygons is kept (early stopping), and the held-out figures are reported next to a
+   per-pixel linear classifier fitted on the same training polygons (:mod:`.baseline`).
+   With nothing to hold out, accuracy is reported as unmeasured, never as a number.
+
+All outputs are written into a temporary folder and moved into place at the end, so a cancel
+or an error leaves the output folder as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as _dt
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import DistillConfig, FinetuneConfig, LossConfig, ModelMetadata, to_dict
+from ..files import atomic_write_bytes
+from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
+from ..inputs.reader import PairReader
+from ..losses import (
+    SegmentationLoss,
+    TeacherLoss,
+    binary_water_target,
+    gate_masks,
+    gated_distillation,
+    inverse_frequency_weights,
+)
+from ..metrics import ConfusionMatrix
+from ..models.checkpoint import load_model, save_model
+from ..progress import NULL_PROGRESS, Progress
+from ..raster.grid import grid_of
+from .area_cache import IGNORE, CropSampler, Tile, build_cache
+from .baseline import fit_lda
+from .loop import resolve_device, train_mode
+from .polygon_split import read_polygons, split_polygons
+
+PathLike = Union[str, Path]
+OUTPUTS = ("student.safetensors", "student.safetensors.json", "teacher.safetensors", "teacher.safetensors.json",
+           "metrics.json", "history.json", "report.html", "gates.tif", "kd_ratio.tif")
+
+
+def _groups(split_polys, all_groups) -> List[list]:
+    index = {p.index: p for p in split_polys}
+    return [[index[i] for i in g] for g in all_groups if g and g[0] in index]
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, tile: Tile, teacher: bool, device: torch.device) -> np.ndarray:
+    """Class ids (student) or water probability (teacher) of a whole tile, in eval mode."""
+    model.eval()
+    if teacher:
+        x = torch.from_numpy(tile.teacher_sar[None]).to(device)
+        return torch.softmax(model(x).float(), 1)[0, 1].cpu().numpy()
+    o, s = (torch.from_numpy(a[None]).to(device) for a in (tile.optical, tile.sar))
+    return model(o, s).float().argmax(1)[0].cpu().numpy()
+
+
+def _score(tiles: Sequence[Tile], predict: Callable[[Tile], np.ndarray], classes: int) -> Dict[str, Any]:
+    cm = ConfusionMatrix(classes, IGNORE)
+    for tile in tiles:
+        cm.update(predict(tile), tile.label)
+    return cm.compute()
+
+
+def _binary(label: np.ndarray, water: int) -> np.ndarray:
+    return np.where(label == IGNORE, IGNORE, (label == water).astype(np.int64))
+
+
+def _features(tile: Tile, teacher: bool) -> np.ndarray:
+    arrays = (tile.teacher_sar,) if teacher else (tile.optical, tile.sar)
+    return np.concatenate(arrays).reshape(sum(a.shape[0] for a in arrays), -1).T
+
+
+def baseline_scores(
+    train: Sequence[Tile], val: Sequence[Tile], classes: int, water: int, with_optical: bool = True
+) -> Dict[str, Any]:
+    """Per-pixel linear discriminant on the networks' inputs: fitted on training polygons,
+    scored on the held-out ones (all classes; and water vs the rest on the SAR alone)."""
+    out: Dict[str, Any] = {}
+    for name, teacher in (("student", False), ("teacher", True)):
+        if not teacher and not with_optical:
+            continue
+        x = np.concatenate([_features(t, teacher)[t.label.ravel() != IGNORE] for t in train])
+        y = np.concatenate([t.label.ravel()[t.label.ravel() != IGNORE] for t in train])
+        if teacher:
+            y = (y == water).astype(np.int64)
+        try:
+            lda = fit_lda(x, y)
+        except ValueError:
+            out[name] = None
+            continue
+        n = 2 if teacher else classes
+
+        def predict(tile: Tile, lda=lda, teacher=teacher) -> np.ndarray:
+            return lda.predict(_features(tile, teacher)).reshape(tile.label.shape)
+
+        tiles = [dataclasses.replace(t, label=_binary(t.label, water)) for t in val] if teacher else val
+        out[name] = _score(tiles, predict, n)
+    return out
+
+
+class _Fitter:
+    """Steps, validation every ``eval_every`` steps, early stopping and the best state."""
+
+    def __init__(self, model, params, cfg: FinetuneConfig, steps: int, progress: Progress, label: str) -> None:
+        self.model, self.cfg, self.steps, self.progress, self.label = model, cfg, steps, progress, label
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: 0.5 * (1 + np.cos(np.pi * min(i, steps) / max(steps, 1)))
+        )
+        self.history: List[Dict[str, Any]] = []
+
+    def run(self, step_loss: Callable[[], Tuple[torch.Tensor, Dict[str, float]]],
+            evaluate: Optional[Callable[[], float]]) -> Dict[str, Any]:
+        best = evaluate() if evaluate else None
+        start_score, best_step, bad = best, 0, 0
+        best_state = copy.deepcopy(self.model.state_dict()) if evaluate else None
+        logs: Dict[str, float] = {}
+        for step in range(1, self.steps + 1):
+            self.progress.check()
+            train_mode(self.model, freeze_batchnorm=True)
+            loss, terms = step_loss()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            for k, v in {"loss": float(loss.detach()), **terms}.items():
+                logs[k] = logs.get(k, 0.0) + v
+            self.progress.report(step / self.steps, f"fine-tuning the {self.label}: step {step}/{self.steps}")
+            if step % self.cfg.eval_every and step != self.steps:
+                continue
+            record = {"step": step, **{k: v / self.cfg.eval_every for k, v in logs.items()}}
+            logs = {}
+            if evaluate:
+                score = evaluate()
+                record["val_score"] = score
+                if score > best:
+                    best, best_step, bad = score, step, 0
+                    best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    bad += 1
+            self.history.append(record)
+            if evaluate and bad >= self.cfg.patience:
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return {"steps_run": self.history[-1]["step"] if self.history else 0, "best_step": best_step,
+                "start_score": start_score, "best_score": best, "history": self.history}
+
+
+def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion, water: int, device):
+    def step() -> Tuple[torch.Tensor, Dict[str, float]]:
+        batch = sampler.batch(cfg.batch_size, 0)
+        sar = batch["teacher_sar"].to(device)
+        target = binary_water_target(batch["label"].to(device), water, IGNORE)
+        return criterion(teacher(sar).float(), target, sar), {}
+    return step
+
+
+def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tensor, water: int, other: int,
+                   dcfg: DistillConfig) -> torch.Tensor:
+    """Labels plus, on valid unlabelled pixels, water / non-water where the teacher is confident,
+    so the one gate rule (:func:`engine.losses.distill.gate_masks`) gates them too."""
+    unlabelled = (label == IGNORE) & valid & torch.isfinite(p_water)
+    sure_water = unlabelled & (p_water > dcfg.water_threshold)
+    sure_other = unlabelled & (p_water < dcfg.non_water_threshold)
+    out = torch.where(sure_water, torch.full_like(label, water), label)
+    return torch.where(sure_other, torch.full_like(label, other), out)
+
+
+def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion, schema, use_teacher: bool,
+                  device) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
+    water = schema.water_class
+    other = next(c for c in schema.ids if c != water)
+    dcfg = DistillConfig(lambda_kd=cfg.lambda_kd)
+    n_context = cfg.batch_size // 2 if (use_teacher and cfg.kd == "unlabelled") else 0
+
+    def step() -> Tuple[torch.Tensor, Dict[str, float]]:
+        batch = sampler.batch(cfg.batch_size - n_context, n_context)
+        label = batch["label"].to(device)
+        logits = student(batch["optical"].to(device), batch["sar"].to(device)).float()
+        loss = criterion(logits, label)
+        terms = {"seg_loss": float(loss.detach())}
+        if use_teacher and cfg.kd != "none":
+            p_water = batch["teacher_water"].to(device)
+            target = label
+            if cfg.kd == "unlabelled":
+                target = _pseudo_target(label, p_water, batch["valid"].to(device), water, other, dcfg)
+            kd = gated_distillation(logits, torch.nan_to_num(p_water, nan=0.5), target, water, dcfg, IGNORE)
+            loss = loss + cfg.lambda_kd * kd.loss
+            pixels = float(label.numel())
+            terms.update(kd_loss=float(kd.loss.detach()), kd_ratio=kd.ratio, kd_ratio_water=kd.n_water / pixels,
+                         kd_ratio_non_water=kd.n_non_water / pixels)
+        return loss, terms
+    return step
+
+
+def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig, folder: Path) -> Dict[str, Any]:
+    """``gates.tif`` over the training canvas (1 water gate, 2 non-water gate, 0 labelled but not
+    distilled, 255 not distilled) and ``kd_ratio.tif``: per block of one crop, the share of valid
+    pixels inside a gate (bands: all, water, non-water)."""
+    from affine import Affine
+
+    from ..raster.grid import Grid
+    from ..raster.io import open_writer
+
+    canvas = [t for t in tiles if t.split == "canvas" and t.teacher_water is not None]
+    if not canvas:
+        return {}
+    c0, r0 = min(t.box[0] for t in canvas), min(t.box[1] for t in canvas)
+    c1, r1 = max(t.box[2] for t in canvas), max(t.box[3] for t in canvas)
+    area = Grid(grid.crs_wkt, grid.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0)
+    gates = np.full((area.height, area.width), 255, np.uint8)
+    valid = np.zeros_like(gates, dtype=bool)
+    dcfg = DistillConfig()
+    other = next(c for c in schema.ids if c != schema.water_class)
+    for t in canvas:
+        label, p, ok = (torch.from_numpy(a) for a in (t.label, t.teacher_water, t.valid))
+        if cfg.kd == "unlabelled":
+            label = _pseudo_target(label, p, ok, schema.water_class, other, dcfg)
+        m_water, m_non = gate_masks(p, label, schema.water_class, dcfg, IGNORE)
+        out = np.where(t.label != IGNORE, 0, 255).astype(np.uint8)
+        if cfg.kd != "none":
+            out[m_water.numpy()], out[m_non.numpy()] = 1, 2
+        rs, cs = slice(t.box[1] - r0, t.box[3] - r0), slice(t.box[0] - c0, t.box[2] - c0)
+        gates[rs, cs], valid[rs, cs] = out, t.valid
+    block = cfg.crop_size
+    ny, nx = -(-area.height // block), -(-area.width // block)
+    ratio = np.full((3, ny, nx), np.nan, np.float32)
+    for j in range(ny):
+        for i in range(nx):
+            cell = np.s_[j * block:(j + 1) * block, i * block:(i + 1) * block]
+            g, v = gates[cell], valid[cell]
+            if v.any():
+                n = float(v.sum())
+                ratio[:, j, i] = [((g == 1) | (g == 2)).sum() / n, (g == 1).sum() / n, (g == 2).sum() / n]
+    coarse = Grid(area.crs_wkt, area.transform * Affine.scale(block), nx, ny)
+    with open_writer(folder / "gates.tif", area, 1, "uint8", 255, True, ["gate"]) as dst:
+        dst.write(gates[None])
+    with open_writer(folder / "kd_ratio.tif", coarse, 3, "float32", float("nan"), True,
+                     ["kd_ratio", "kd_ratio_water", "kd_ratio_non_water"]) as dst:
+        dst.write(ratio)
+    n = max(int(valid.sum()), 1)
+    return {
+        "kd_ratio": float(((gates == 1) | (gates == 2)).sum() / n),
+        "kd_ratio_water": float((gates == 1).sum() / n),
+        "kd_ratio_non_water": float((gates == 2).sum() / n),
+    }
+
+
+def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any]) -> ModelMetadata:
+    """The fine-tuned model keeps its recipe (chains, stored ranges); it records the units and
+    statistics of the scene it was fine-tuned on, and the run."""
+    out = copy.deepcopy(meta)
+    out.sar_preprocess = dataclasses.replace(meta.sar_preprocess, units=resolved.sar_cfg.units)
+    if resolved.optical_units is not None:
+        out.optical_preprocess = dataclasses.replace(meta.optical_preprocess, units=resolved.optical_cfg.units)
+    out.input_stats = resolved.stats
+    out.train, out.engine_version = record, __version__
+    out.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return out
+
+
+def finetune_from_polygons(
+    optical: Optional[PathLike],
+    sar: PathLike,
+    polygons: PathLike,
+    class_field: str,
+    student_path: Optional[PathLike],
+    out_dir: PathLike,
+    teacher_path: Optional[PathLike] = None,
+    cfg: Optional[FinetuneConfig] = None,
+    overrides: Optional[InputOverrides] = None,
+    layer: Optional[str] = None,
+    area: Optional[Tuple[int, int, int, int]] = None,
+    device: str = "auto",
+    progress: Progress = NULL_PROGRESS,
+    overwrite: bool = False,
+) -> Dict[str, Any]:
+    """Fine-tune a student (and its teacher) on polygons drawn over an optical + SAR scene.
+
+    Args:
+        optical, sar: the scene (any units; resolved by the input contract). Without an optical
+            raster (or without a student) only the teacher is fine-tuned: the SAR-only path.
+        polygons, class_field, layer: the drawn polygons and the field holding class ids or names.
+        student_path: the student to fine-tune; ``teacher_path``: its SAR water teacher.
+        out_dir: receives ``student.safetensors``, ``teacher.safetensors`` (when fine-tuned),
+            ``metrics.json`` and ``report.html``.
+        cfg: steps, crops, learning rate, validation, distillation (:class:`FinetuneConfig`).
+        overrides: bands and units the user chose.
+        area: ``(col0, row0, col1, row1)`` on the SAR grid the unlabelled context is drawn from.
+        device: ``auto``, ``cpu`` or ``cuda[:n]``.
+        progress: progress and cancellation (a cancel leaves ``out_dir`` as it was).
+        overwrite: replace earlier outputs in ``out_dir``.
+
+    Returns:
+        paths, ``validation`` (held-out figures, or None when unmeasured), ``baseline``,
+        teacher figures, the polygon split, warnings and timings.
+    """
+    cfg = cfg or FinetuneConfig()
+    if cfg.kd not in ("none", "labelled", "unlabelled"):
+        raise ValueError(f"distillation must be none, labelled or unlabelled, got {cfg.kd!r}")
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    existing = [n for n in OUTPUTS if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{out_dir} already holds {', '.join(existing)}; choose another folder or overwrite")
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    if optical is None:
+        student_path = None
+    if student_path is None and teacher_path is None:
+        raise ValueError("fine-tuning needs a student (with an optical raster) or a teacher")
+    student, s_meta = load_model(student_path, "student") if student_path else (None, None)
+    teacher, t_meta = load_model(teacher_path, "teacher") if teacher_path else (None, None)
+    schema = (s_meta or t_meta).schema
+    resolved = resolve_inputs(InputRecipe.of(s_meta or t_meta), optical, sar, overrides, progress.sub(0.0, 0.03))
+    resolved.report(progress)
+    warnings = list(resolved.warnings)
+    chains = [resolved.preprocessor]
+    if teacher is not None and student is not None:
+        chains.append(resolve_for(resolved, InputRecipe.of(t_meta)))
+    grid = grid_of(sar)
+    reader = PairReader(optical, sar, grid, resolved.bands.optical_bands, resolved.bands.sar_bands, chains)
+
+    polys, poly_report = read_polygons(polygons, class_field, grid, schema, layer)
+    # held-out groups and their context are cut out of the training canvas, so groups closer than
+    # twice that margin share context and must stay together
+    split = split_polygons(polys, gap=2 * cfg.val_margin, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    drawn = sorted({p.class_id for p in polys})
+    if len(drawn) == 1:
+        warnings.append(
+            f"all {len(polys)} polygons hold one class ({schema.names[drawn[0]]}): the fine-tune can only learn "
+            "where that class is, not where it is not; draw polygons of the other classes where the map is wrong too"
+        )
+    if not split.measured:
+        warnings.append(
+            "the polygons form one group (or one per class), so none could be held out: the fine-tuned model's "
+            "accuracy is unmeasured; draw polygons in two or more separate places for an honest figure"
+        )
+    for text in warnings[len(resolved.warnings):]:
+        progress.warning(text)
+    tiles = build_cache(reader, grid, split.train, _groups(split.val, split.groups), cfg.crop_size, cfg.val_margin,
+                        area, seed=cfg.seed, progress=progress.sub(0.03, 0.1))
+    train_tiles = [t for t in tiles if t.split == "canvas"]
+    water = schema.water_class
+    val_tiles = [t for t in tiles if t.split == "val"]
+    t_read = time.perf_counter()
+    result: Dict[str, Any] = {"split": split.summary(schema), "polygons": poly_report, "warnings": warnings,
+                              "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size}
+
+    # -- the teacher: water vs the rest on the training polygons
+    hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles]), minlength=256)
+    binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
+    teacher_done = False
+    if teacher is not None:
+        teacher.to(dev)
+        val_binary = [dataclasses.replace(t, label=_binary(t.label, water)) for t in val_tiles]
+        evaluate_teacher = None
+        if split.measured and any((t.label == 1).any() for t in val_binary):
+            def evaluate_teacher() -> float:
+                return _score(val_binary, lambda t: (_predict(teacher, t, True, dev) > 0.5).astype(np.int64),
+                              2)["iou"][1] or 0.0
+        if cfg.update_teacher and min(binary) > 0:
+            criterion = TeacherLoss(LossConfig(), inverse_frequency_weights(binary), IGNORE).to(dev)
+            sampler = CropSampler(tiles, cfg.crop_size, cfg.seed)
+            fitter = _Fitter(teacher, teacher.parameters(), cfg, cfg.teacher_steps, progress.sub(0.1, 0.4), "teacher")
+            result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev),
+                                               evaluate_teacher)
+            teacher_done = True
+        elif cfg.update_teacher:
+            progress.info("the polygons do not hold both water and other classes: the teacher is kept as it was")
+        if evaluate_teacher:
+            result["teacher_validation"] = _score(
+                val_binary, lambda t: (_predict(teacher, t, True, dev) > 0.5).astype(np.int64), 2)
+        for tile in tiles:
+            tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
+    t_teacher = time.perf_counter()
+
+    # -- the student: segmentation losses + distillation from the teacher
+    result["validation"] = result["baseline"] = None
+    if student is not None:
+        student.to(dev)
+        classes = schema.num_classes
+        weights = inverse_frequency_weights(hist[:classes]) if hist[:classes].sum() else None
+        criterion = SegmentationLoss(LossConfig(), weights, IGNORE).to(dev)
+        sampler = CropSampler(tiles, cfg.crop_size, cfg.seed + 1)
+        evaluate_student = None
+        if split.measured:
+            def evaluate_student() -> float:
+                return _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)["miou"] or 0.0
+        fitter = _Fitter(student, student.parameters(), cfg, cfg.steps, progress.sub(0.4, 0.9), "student")
+        result["student_fit"] = fitter.run(
+            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev), evaluate_student
+        )
+        if split.measured:
+            result["validation"] = _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)
+    if split.measured:
+        result["baseline"] = baseline_scores(train_tiles, val_tiles, schema.num_classes, water, student is not None)
+    t_student = time.perf_counter()
+
+    # -- outputs, through a temporary folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / f".finetune-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        record = {
+            "stage": "finetune",
+            "student_checkpoint": str(student_path),
+            "teacher_checkpoint": str(teacher_path or ""),
+            "config": to_dict(cfg),
+            "split": result["split"],
+            "validation": _brief(result["validation"]),
+            "baseline": _brief((result["baseline"] or {}).get("student")),
+        }
+        if student is not None:
+            save_model(work / "student.safetensors", student.cpu(), _metadata(s_meta, resolved, record))
+        if teacher_done:
+            t_record = dict(record, validation=_brief(result.get("teacher_validation")),
+                            baseline=_brief((result["baseline"] or {}).get("teacher")))
+            save_model(work / "teacher.safetensors", teacher.cpu(), _metadata(t_meta, resolved, t_record))
+        if teacher is not None:
+            result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work)
+        result["timings"] = {"read_s": round(t_read - t0, 2), "teacher_s": round(t_teacher - t_read, 2),
+                             "student_s": round(t_student - t_teacher, 2)}
+        result["seconds"] = round(time.perf_counter() - t0, 2)
+        atomic_write_bytes(work / "metrics.json", json.dumps(result, indent=1, default=str).encode("utf-8"))
+        history = {"records": [dict(r, epoch=r["step"]) for r in result.get("student_fit", {}).get("history", [])]}
+        atomic_write_bytes(work / "history.json", json.dumps(history, indent=1).encode("utf-8"))
+        _report(work / "report.html", result, schema)
+        for path in work.iterdir():
+            path.replace(out_dir / path.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["model"] = str(out_dir / "student.safetensors") if student is not None else None
+    result["teacher"] = str(out_dir / "teacher.safetensors") if teacher_done else None
+    result["report"] = str(out_dir / "report.html")
+    for name in ("gates", "kd_ratio"):
+        path = out_dir / f"{name}.tif"
+        result[f"{name}_raster"] = str(path) if result.get("gates") and path.exists() else None
+    progress.report(1.0, "fine-tuning done")
+    return result
+
+
+def _brief(metrics: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if not metrics:
+        return None
+    return {k: metrics.get(k) for k in ("oa", "kappa", "miou", "iou", "pixels")}
+
+
+def _report(path: Path, result: Dict[str, Any], schema) -> None:
+    from .report import metrics_table, write_html_report
+
+    sections = []
+    names = list(schema.names)
+    if result["validation"] is None:
+        sections.append({"title": "Accuracy", "html": "<p><b>Unmeasured</b>: no polygon group could be held "
+                         "out. Draw polygons in two or more separate places to measure the fine-tuned model.</p>"})
+    else:
+        sections.append({"title": "Held-out polygons: fine-tuned student",
+                         "html": metrics_table(result["validation"], names)})
+        if result["baseline"] and result["baseline"].get("student"):
+            sections.append({"title": "Held-out polygons: per-pixel linear classifier (same training polygons, "
+                             "same inputs)", "html": metrics_table(result["baseline"]["student"], names)})
+    if result.get("teacher_validation"):
+        sections.append({"title": "Held-out polygons: teacher (water vs the rest)",
+                         "html": metrics_table(result["teacher_validation"], ["not water", "water"])})
+    facts = {"polygon groups": result["split"]["groups"], "validation": result["split"]["validation"],
+             "seconds": result["seconds"], **{k: v for k, v in result["timings"].items()}}
+    if result["warnings"]:
+        facts["warnings"] = " | ".join(result["warnings"])
+    write_html_report(path, "SGCAD fine-tuning from polygons", sections, {}, facts)

@@ -1,0 +1,66 @@
+"""Write a set of varied synthetic scenes for training the default models.
+
+    .venv/bin/python scripts/make_training_scenes.py --out build/default-models/scenes \
+        --count 32 --size 512 --seed 1000
+
+Each scene draws its sensor (C-, L- or X-band), polarisations, looks, pixel size, incidence,
+wind, SAR confusers, snow, amount of water and calibration offset from
+``engine.data.synthetic.random_scene_options``, and its optical units (8-bit, reflectance x
+10000 or reflectance 0-1) here, so the networks learn from every unit the input contract
+accepts. ``--max-confusers``, ``--snow`` and ``--s1-share`` set the priors of a set (the
+teacher's set keeps dark land rare, as it is in real scenes). Scene ``k`` uses seed
+``seed + k``; a finished scene is not written again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.data.synthetic import generate_scene, random_scene_options  # noqa: E402
+
+OPTICAL_UNITS = ("uint8", "reflectance10000", "reflectance")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--count", type=int, default=32)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--max-confusers", type=float, default=1.0,
+                        help="upper bound of the SAR confuser density (dark land: sand, smooth fields, shadow)")
+    parser.add_argument("--snow", type=float, default=0.1, help="share of snow scenes")
+    parser.add_argument("--s1-share", type=float, default=0.0,
+                        help="share of Sentinel-1 scenes (0: as random_scene_options draws them)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    summary = []
+    for k in range(args.count):
+        folder = out / f"scene{k:03d}"
+        seed = args.seed + k
+        rng = np.random.default_rng(seed)
+        sensors = ["s1"] if args.s1_share and rng.random() < args.s1_share else None
+        options = random_scene_options(rng, sensors=sensors)
+        # priors of the world the models meet: dark land (wet snow, sand, runways, shadow) is
+        # much rarer than open water in real scenes, so a SAR-only expert must not learn that
+        # "very dark" is a coin toss
+        options["sar_confusers"] = round(float(options["sar_confusers"]) * args.max_confusers, 3)
+        options["snow"] = bool(rng.random() < args.snow)
+        options["optical_units"] = OPTICAL_UNITS[int(rng.integers(len(OPTICAL_UNITS)))]
+        if not (folder / "label.tif").is_file():
+            generate_scene(folder, size=args.size, seed=seed, write_vector=False, overwrite=True, **options)
+        summary.append({"scene": folder.name, "seed": seed, **options})
+        print(folder.name, json.dumps(options), flush=True)
+    (out / "scenes.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Fine-tuning from polygons: no BatchNorm collapse, honest held-out validation, a baseline, speed.
+
+Real imagery: the SpaceNet 6 Rotterdam pair with its digitised training polygons, and a
+Sen1Floods11 chip (SAR only) with the project's training polygons on its left half.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ClassSchema, FinetuneConfig, LossConfig
+from engine.inputs.contract import InputRecipe, resolve_inputs
+from engine.inputs.reader import PairReader
+from engine.losses import SegmentationLoss
+from engine.models.checkpoint import load_model, read_metadata
+from engine.raster.grid import grid_of
+from engine.train.area_cache import IGNORE, CropSampler, build_cache
+from engine.train.baseline import fit_lda
+from engine.train.finetune import finetune_from_polygons
+from engine.train.loop import train_mode
+from engine.train.polygon_split import read_polygons, split_polygons
+
+ROOT = Path(__file__).resolve().parents[2]
+ROTTERDAM = ROOT / "resources" / "sample" / "rotterdam"
+MODELS = ROOT / "resources" / "models"
+LABELS = ROOT / "resources" / "labels"
+
+
+def _rotterdam_cache(crop=64):
+    meta = read_metadata(MODELS / "sgcad_student.safetensors")
+    resolved = resolve_inputs(InputRecipe.of(meta), ROTTERDAM / "rgb_unmasked.tif", ROTTERDAM / "sar_masked.tif")
+    grid = grid_of(ROTTERDAM / "sar_masked.tif")
+    reader = PairReader(ROTTERDAM / "rgb_unmasked.tif", ROTTERDAM / "sar_masked.tif", grid,
+                        resolved.bands.optical_bands, resolved.bands.sar_bands, [resolved.preprocessor])
+    polygons, _ = read_polygons(ROTTERDAM / "labels_digitised.gpkg", "class", grid, meta.schema)
+    tiles = build_cache(reader, grid, polygons, [], crop, 16)
+    return tiles, meta.schema
+
+
+@torch.no_grad()
+def _eval_accuracy(model, tiles) -> float:
+    model.eval()
+    right = total = 0
+    for t in tiles:
+        pred = model(torch.from_numpy(t.optical[None]), torch.from_numpy(t.sar[None])).argmax(1)[0].numpy()
+        m = t.label != IGNORE
+        right, total = right + int((pred[m] == t.label[m]).sum()), total + int(m.sum())
+    return right / total
+
+
+def _fine_tune(freeze: bool, steps=36):
+    torch.manual_seed(0)
+    tiles, schema = _rotterdam_cache()
+    model, _ = load_model(MODELS / "sgcad_student.safetensors", "student")
+    hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in tiles]), minlength=schema.num_classes)
+    criterion = SegmentationLoss(LossConfig(lovasz_weight=0.0), None, IGNORE)
+    sampler = CropSampler(tiles, 64, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    accuracy = []
+    for step in range(1, steps + 1):
+        train_mode(model, freeze)
+        batch = sampler.batch(4)
+        loss = criterion(model(batch["optical"], batch["sar"]), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 6 == 0:
+            accuracy.append(_eval_accuracy(model, tiles))
+    return accuracy, hist
+
+
+def test_frozen_batchnorm_keeps_the_eval_mode_model_right_on_its_training_polygons():
+    frozen, hist = _fine_tune(freeze=True)
+    # at every check (every 6 steps), in eval mode, the training polygons are classified as drawn
+    assert min(frozen) > 0.7 and np.mean(frozen) > 0.85, frozen
+    # updating BatchNorm statistics from a few crops is what collapsed the first release
+    updated, _ = _fine_tune(freeze=False)
+    assert min(updated) < 0.4 and np.mean(updated) < np.mean(frozen) - 0.3, (updated, frozen)
+    assert hist.sum() > 1000
+
+
+def test_held_out_polygons_never_share_pixels_with_training_crops():
+    meta = read_metadata(MODELS / "sgcad_teacher.safetensors")
+    sar = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+    grid = grid_of(sar)
+    polygons, _ = read_polygons(LABELS / "sen1floods11_India_900498_train.gpkg", "class", grid, meta.schema)
+    split = split_polygons(polygons, gap=32, val_fraction=0.25, seed=1)
+    assert split.measured and split.val and split.train
+    assert {p.class_id for p in split.val} == {p.class_id for p in polygons}  # every class held out
+    resolved = resolve_inputs(InputRecipe.of(meta), None, sar)
+    reader = PairReader(None, sar, grid, (), resolved.bands.sar_bands, [resolved.preprocessor])
+    groups = [[p for p in split.val if p.index in g] for g in split.groups]
+    tiles = build_cache(reader, grid, split.train, [g for g in groups if g], 96, 16)
+    canvas = [t for t in tiles if t.split == "canvas"]
+    held = [t for t in tiles if t.split == "val"]
+    assert len(canvas) == 1 and held
+    for h in held:  # the held-out footprint is blank in the training canvas: no input, label, or KD
+        c0, r0, c1, r1 = h.box
+        assert not canvas[0].valid[r0:r1, c0:c1].any()
+        assert (canvas[0].sar[:, r0:r1, c0:c1] == 0).all()
+        assert (h.label != IGNORE).any()
+    # one drawn group only: nothing to hold out, said as such
+    one = split_polygons(polygons, gap=10_000, val_fraction=0.25)
+    assert not one.measured and not one.val and one.summary(ClassSchema())["validation"] == "unmeasured"
+
+
+def test_linear_discriminant_matches_a_hand_worked_case():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal((0, 0), 1, (500, 2)), rng.normal((3, 1), 1, (500, 2))])
+    y = np.repeat([0, 5], 500)
+    lda = fit_lda(x, y, shrinkage=0.0)
+    # equal covariances (identity): the boundary is the perpendicular bisector of the means
+    assert lda.predict(np.array([[1.5, 0.5], [0.0, 0.0], [3.0, 1.0]]))[1:].tolist() == [0, 5]
+    w = lda.weights[:, 1] - lda.weights[:, 0]
+    assert abs(w[0] / w[1] - 3.0) < 0.4
+    with pytest.raises(ValueError, match="two classes"):
+        fit_lda(x, np.zeros(1000))
+
+
+def test_finetune_on_real_polygons_reports_held_out_figures_and_a_baseline(tmp_path):
+    sar = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    cfg = FinetuneConfig(teacher_steps=20, eval_every=5, crop_size=96)
+    result = finetune_from_polygons(None, sar, LABELS / "sen1floods11_Nigeria_812045_train.gpkg", "class", None,
+                                    tmp_path / "ft", teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
+    assert result["split"]["validation"] == "held-out polygons"
+    held = result["teacher_validation"]
+    baseline = result["baseline"]["teacher"]
+    assert held["pixels"] > 100 and baseline["pixels"] == held["pixels"]  # scored on the same pixels
+    assert 0.0 <= held["iou"][1] <= 1.0
+    assert Path(result["teacher"]).is_file() and not (tmp_path / "ft" / "student.safetensors").exists()
+    stored = read_metadata(result["teacher"])
+    assert stored.train["stage"] == "finetune" and stored.train["validation"]["pixels"] == held["pixels"]
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["split"]["groups"] > 1
+    assert not [p for p in (tmp_path / "ft").iterdir() if p.name.startswith(".")]  # no temporary left
+    with pytest.raises(ValueError, match="already holds"):
+        finetune_from_polygons(None, sar, LABELS / "sen1floods11_Nigeria_812045_train.gpkg", "class", None,
+                               tmp_path / "ft", teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
