@@ -364,6 +364,9 @@ class FinetuneConfig:
     lambda_kd: float = 0.5
     update_teacher: bool = True  # fine-tune the water teacher on the polygons first
     teacher_steps: int = 80
+    # without a water polygon, the teacher adapts to the scene from automatic, confidence-ranked
+    # water / non-water pseudo-labels (split-based threshold + region growing; engine.water)
+    pseudo_labels: bool = True
     seed: int = 42
 
 

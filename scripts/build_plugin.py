@@ -43,6 +43,8 @@ BINARY_SUFFIXES = (".so", ".dll", ".pyd", ".dylib", ".exe", ".bin", ".pyc", ".py
 BINARY_MAGIC = (b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".aux.xml"}
+# evaluation label sets serve the project's measurements, not users: they stay in the repository
+ZIP_SKIP = ("resources/labels",)
 
 
 def members() -> dict:
@@ -107,6 +109,8 @@ def build_zip(dist: Path = ROOT / "dist") -> Path:
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, source in dict(members(), **help_members()).items():
             for path, rel in _walk(source):
+                if any((Path(name) / rel).as_posix().startswith(skip) for skip in ZIP_SKIP):
+                    continue
                 arcname = Path(PLUGIN) / name / rel if rel != Path() else Path(PLUGIN) / name
                 zf.write(path, arcname.as_posix())
     size = tmp.stat().st_size

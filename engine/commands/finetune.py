@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--optical", help="optical raster (leave out to fine-tune the teacher on SAR alone)")
     parser.add_argument("--sar", required=True, help="SAR raster")
-    parser.add_argument("--polygons", required=True, help="polygon layer (GeoPackage, Shapefile, GeoJSON)")
+    parser.add_argument("--polygons", help="polygon layer (GeoPackage, Shapefile, GeoJSON); leave out to adapt "
+                        "the teacher to the scene from automatic water pseudo-labels (no labels needed)")
     parser.add_argument("--class-field", default="class", help="field holding class ids or names (class)")
     parser.add_argument("--layer", help="layer name inside a multi-layer vector file")
     parser.add_argument("--student", help="student model to fine-tune")
@@ -33,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=d.steps, help=f"student steps ({d.steps})")
     parser.add_argument("--teacher-steps", type=int, default=d.teacher_steps, help=f"teacher steps ({d.teacher_steps})")
     parser.add_argument("--no-teacher-update", action="store_true", help="keep the teacher as it is")
+    parser.add_argument("--no-pseudo-labels", action="store_true",
+                        help="without a water polygon, do not adapt the teacher from automatic pseudo-labels")
     parser.add_argument("--kd", choices=("unlabelled", "labelled", "none"), default=d.kd,
                         help="distillation: teacher's confident pixels of the whole area (unlabelled), the paper's "
                         f"gates on labelled pixels (labelled), or none ({d.kd})")
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..progress import ConsoleProgress
     from ..train.finetune import finetune_from_polygons
 
+    if args.polygons is None and not args.teacher:
+        raise ValueError("without --polygons only the teacher can adapt to the scene: give --teacher")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     for name in ("steps", "batch_size", "crop_size"):
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     cfg = FinetuneConfig(
         steps=args.steps, teacher_steps=args.teacher_steps, update_teacher=not args.no_teacher_update, kd=args.kd,
+        pseudo_labels=not args.no_pseudo_labels,
         lambda_kd=args.lambda_kd, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed,
     )
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         cfg=cfg, overrides=overrides, layer=args.layer, device=args.device, progress=ConsoleProgress(quiet=args.quiet),
         overwrite=args.overwrite,
     )
-    keys = ("model", "teacher", "report", "seconds", "timings", "split", "warnings", "gates")
+    keys = ("model", "teacher", "report", "seconds", "timings", "split", "warnings", "gates", "pseudo_labels")
     out = {k: result.get(k) for k in keys}
     out["held_out"] = summary(result)
     return {"ok": True, **out}

@@ -20,9 +20,20 @@ from ..config import InferenceConfig
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of
+from ..validate import (
+    RunLock,
+    SgcadError,
+    check_output_folder,
+    check_outputs_not_inputs,
+    check_pair_overlap,
+    check_tiling,
+    check_unlocked,
+    vector_layers,
+    verify_geotiff,
+)
 from .aoi import AoiLike, load_aoi
 from .backends import describe_device, make_backend, resolve_device
-from .outputs import OutputSet
+from .outputs import OutputSet, output_paths
 from .products import Thresholds
 from .reader import TileReader
 from .streaming import stream_segmentation
@@ -126,6 +137,10 @@ def segment_scene(
     for p, what in ((optical_path, "optical"), (sar_path, "SAR"), (model_path, "model")):
         if not Path(p).exists():
             raise FileNotFoundError(f"{what} input {p} does not exist")
+    keys = ["classes", "confidence"] + (
+        ["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else []
+    )
+    _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, cloud_mask, keys)
     meta = read_metadata(model_path)
     if meta.kind != "student":
         raise ValueError(f"{model_path} is a {meta.kind} checkpoint; segment needs a student (--model)")
@@ -146,6 +161,9 @@ def segment_scene(
             teacher_pre = None  # the same SAR values feed both networks: read them once
 
     full = scene_grid(optical_path, sar_path, grid, resolution)
+    overlap_warning = check_pair_overlap(optical_path, sar_path, full, cfg.tile_size)
+    if overlap_warning:
+        progress.warning(overlap_warning)
     region, keep, mask = full, None, None
     if aoi is not None:
         area = load_aoi(aoi, full)
@@ -157,9 +175,6 @@ def segment_scene(
     if not plan.tiles:
         raise ValueError(f"no tile of the {region.width}x{region.height} grid touches the AOI {aoi!r}")
 
-    keys = ["classes", "confidence"] + (
-        ["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else []
-    )
     tags = {
         "sgcad_engine": __version__,
         "model": Path(model_path).name,
@@ -167,54 +182,56 @@ def segment_scene(
         "optical": str(optical_path),
         "sar": str(sar_path),
     }
-    outputs = OutputSet(out_dir, keys, region, meta.schema, overwrite=overwrite, tags=tags)
+    with RunLock(out_dir, "segment"):  # a second run into this folder is refused, naming this one
+        outputs = OutputSet(out_dir, keys, region, meta.schema, overwrite=overwrite, tags=tags)
 
-    device = resolve_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)  # per calling thread: this is the compute thread
-    if backend is None:
-        progress.info(f"loading {model_path}" + (f" and {teacher_path}" if teacher_path else ""))
-        student, _ = load_model(model_path, "student")
-        teacher = load_model(teacher_path, "teacher")[0] if teacher_path else None
-        backend = make_backend(
-            cfg.backend,
-            student,
-            teacher,
-            meta.schema.num_classes,
-            len(o_bands),
-            len(s_bands),
-            plan.tile_shape,
-            device,
-            cfg.amp,
-            cfg.threads,
-            info=progress.info,
-            work_pixels=len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1],
+        device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)  # per calling thread: this is the compute thread
+        if backend is None:
+            progress.info(f"loading {model_path}" + (f" and {teacher_path}" if teacher_path else ""))
+            student, _ = load_model(model_path, "student")
+            teacher = load_model(teacher_path, "teacher")[0] if teacher_path else None
+            backend = make_backend(
+                cfg.backend,
+                student,
+                teacher,
+                meta.schema.num_classes,
+                len(o_bands),
+                len(s_bands),
+                plan.tile_shape,
+                device,
+                cfg.amp,
+                cfg.threads,
+                info=progress.info,
+                work_pixels=len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1],
+            )
+        progress.info(
+            f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
+            f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
         )
-    progress.info(
-        f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
-        f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
-    )
-    reader = TileReader(optical_path, sar_path, region, o_bands, s_bands, pre, teacher_pre, cloud_mask)
-    thresholds = Thresholds(cfg.water_threshold, cfg.non_water_threshold)
-    with outputs, bounded_gdal_cache():
-        stats = stream_segmentation(
-            plan,
-            reader.read,
-            backend,
-            outputs,
-            meta.schema.water_class,
-            cfg.batch_size,
-            thresholds,
-            mask,
-            cfg.blend,
-            progress.sub(0.0, 0.95),
-            cfg.queue_size,
-        )
-        progress.check()
-        progress.report(0.96, "overviews and colour table")
-        t_commit = time.perf_counter()
-        paths = outputs.commit()
-        commit_s = time.perf_counter() - t_commit
+        reader = TileReader(optical_path, sar_path, region, o_bands, s_bands, pre, teacher_pre, cloud_mask)
+        thresholds = Thresholds(cfg.water_threshold, cfg.non_water_threshold)
+        with outputs, bounded_gdal_cache():
+            stats = stream_segmentation(
+                plan,
+                reader.read,
+                backend,
+                outputs,
+                meta.schema.water_class,
+                cfg.batch_size,
+                thresholds,
+                mask,
+                cfg.blend,
+                progress.sub(0.0, 0.95),
+                cfg.queue_size,
+            )
+            progress.check()
+            progress.report(0.96, "overviews and colour table")
+            t_commit = time.perf_counter()
+            paths = outputs.commit()
+            _verify_outputs(paths)
+            commit_s = time.perf_counter() - t_commit
     progress.report(1.0, "done")
     wall = time.perf_counter() - t0
     names = dict(zip(meta.schema.ids, meta.schema.names))
@@ -243,6 +260,51 @@ def segment_scene(
         },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
         "sar_only_pixels": stats.sar_only_pixels,
-        "inputs": resolved.summary(),
+        "inputs": _with_warnings(resolved.summary(), [overlap_warning] if overlap_warning else []),
         "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
     }
+
+
+def _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, cloud_mask, keys) -> None:
+    """The checks every interface shares before any work: tiling, outputs vs inputs, the AOI file, the lock."""
+    check_tiling(cfg.tile_size, cfg.overlap)
+    check_output_folder(out_dir)
+    aoi_file = str(aoi) if isinstance(aoi, (str, Path)) and Path(str(aoi)).is_file() else None
+    inputs = {
+        "optical": optical_path,
+        "SAR": sar_path,
+        "model": model_path,
+        "teacher": teacher_path,
+        "cloud mask": cloud_mask,
+        "area of interest": aoi_file,
+    }
+    written = list(output_paths(out_dir, keys).values())
+    check_outputs_not_inputs(written + [p.with_name(p.name + ".aux.xml") for p in written], inputs)
+    if aoi_file:
+        layers = vector_layers(aoi_file)
+        spatial = [name for name, geometry in layers if geometry]
+        if len(spatial) > 1 or (spatial and layers[0][0] != spatial[0]):
+            raise SgcadError(
+                f"{aoi_file} holds layers {[name for name, _ in layers]}; the area of interest is read from a file "
+                f"with one polygon layer: save the layer you mean to its own file (or choose it in Processing)"
+            )
+    check_unlocked(out_dir)
+
+
+def _with_warnings(summary: Dict[str, Any], extra: Sequence[str]) -> Dict[str, Any]:
+    if extra:
+        summary = dict(summary)
+        summary["warnings"] = list(summary.get("warnings") or []) + list(extra)
+    return summary
+
+
+def _verify_outputs(paths: Dict[str, Path]) -> None:
+    """Remove every output when one was not written completely (GDAL reports a full disk only in its log)."""
+    try:
+        for path in paths.values():
+            verify_geotiff(path)
+    except SgcadError:
+        for path in paths.values():
+            for p in (Path(path), Path(f"{path}.aux.xml"), Path(f"{path}.ovr")):
+                p.unlink(missing_ok=True)
+        raise

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 
 from .. import __version__
 from ..config import DistillConfig, FinetuneConfig, LossConfig, ModelMetadata, to_dict
@@ -271,6 +272,40 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
     }
 
 
+def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress):
+    """Canvas tiles whose unlabelled pixels carry the scene's automatic water / non-water labels
+    (split-based threshold, region growing, ambiguous pixels left out: :mod:`engine.water`);
+    drawn labels win where they exist, held-out pixels stay out."""
+    import tempfile
+
+    from ..preprocess.sar import to_linear_power
+    from ..raster.io import read_bands
+    from ..water.pseudo_labels import write_pseudo_labels
+
+    one_band = dataclasses.replace(resolved.sar_cfg, calibration_constants=resolved.sar_cfg.calibration_constants[:1])
+
+    def to_db(values: np.ndarray) -> np.ndarray:
+        power = to_linear_power(np.asarray(values, np.float32)[None], one_band)[0]
+        return 10.0 * np.log10(np.maximum(power, 1e-10))
+
+    other = next(c for c in schema.ids if c != schema.water_class)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pseudo-") as tmp:
+        report = write_pseudo_labels(resolved.sar_path, Path(tmp) / "labels.tif", Path(tmp) / "confidence.tif",
+                                     band=resolved.bands.sar_bands[0], to_db=to_db, progress=progress.sub(0.1, 0.15))
+        out = []
+        for t in tiles:
+            if t.split != "canvas":
+                out.append(t)
+                continue
+            c0, r0, c1, r1 = t.box
+            raw = read_bands(report["label_path"], [1], Window(c0, r0, c1 - c0, r1 - r0))[0]
+            pseudo = np.where(raw == 1, schema.water_class, np.where(raw == 0, other, IGNORE))
+            label = np.where(t.label != IGNORE, t.label, np.where(t.valid, pseudo, IGNORE)).astype(np.int64)
+            out.append(dataclasses.replace(t, label=label))
+    return out, {k: v for k, v in report.items() if k in ("threshold", "pixels")}
+
+
 def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any]) -> ModelMetadata:
     """The fine-tuned model keeps its recipe (chains, stored ranges); it records the units and
     statistics of the scene it was fine-tuned on, and the run."""
@@ -287,7 +322,7 @@ def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any]) -> ModelMet
 def finetune_from_polygons(
     optical: Optional[PathLike],
     sar: PathLike,
-    polygons: PathLike,
+    polygons: Optional[PathLike],
     class_field: str,
     student_path: Optional[PathLike],
     out_dir: PathLike,
@@ -305,7 +340,8 @@ def finetune_from_polygons(
     Args:
         optical, sar: the scene (any units; resolved by the input contract). Without an optical
             raster (or without a student) only the teacher is fine-tuned: the SAR-only path.
-        polygons, class_field, layer: the drawn polygons and the field holding class ids or names.
+        polygons, class_field, layer: the drawn polygons and the field holding class ids or names;
+            without polygons the teacher adapts to the scene from automatic pseudo-labels.
         student_path: the student to fine-tune; ``teacher_path``: its SAR water teacher.
         out_dir: receives ``student.safetensors``, ``teacher.safetensors`` (when fine-tuned),
             ``metrics.json`` and ``report.html``.
@@ -346,17 +382,20 @@ def finetune_from_polygons(
     grid = grid_of(sar)
     reader = PairReader(optical, sar, grid, resolved.bands.optical_bands, resolved.bands.sar_bands, chains)
 
-    polys, poly_report = read_polygons(polygons, class_field, grid, schema, layer)
-    # held-out groups and their context are cut out of the training canvas, so groups closer than
-    # twice that margin share context and must stay together
-    split = split_polygons(polys, gap=2 * cfg.val_margin, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if polygons is not None:
+        polys, poly_report = read_polygons(polygons, class_field, grid, schema, layer)
+    else:  # no labels at all: the teacher adapts to the scene from automatic pseudo-labels
+        polys, poly_report, student = [], {"features": 0}, None
+    # a held-out group and its margin of context are cut out of the training canvas: polygons
+    # closer than that margin stay in one group, so a cut-out never takes a training polygon
+    split = split_polygons(polys, gap=cfg.val_margin, val_fraction=cfg.val_fraction, seed=cfg.seed)
     drawn = sorted({p.class_id for p in polys})
     if len(drawn) == 1:
         warnings.append(
             f"all {len(polys)} polygons hold one class ({schema.names[drawn[0]]}): the fine-tune can only learn "
             "where that class is, not where it is not; draw polygons of the other classes where the map is wrong too"
         )
-    if not split.measured:
+    if polys and not split.measured:
         warnings.append(
             "the polygons form one group (or one per class), so none could be held out: the fine-tuned model's "
             "accuracy is unmeasured; draw polygons in two or more separate places for an honest figure"
@@ -372,10 +411,21 @@ def finetune_from_polygons(
     result: Dict[str, Any] = {"split": split.summary(schema), "polygons": poly_report, "warnings": warnings,
                               "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size}
 
-    # -- the teacher: water vs the rest on the training polygons
-    hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles]), minlength=256)
+    # -- the teacher: water vs the rest on the training polygons, or on automatic pseudo-labels
+    hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles] + [np.empty(0, np.int64)]),
+                       minlength=256)
     binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
     teacher_done = False
+    teacher_tiles = tiles
+    if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
+        teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(tiles, resolved, schema, out_dir, progress)
+        pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
+        binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
+        progress.info(
+            f"no water polygon: the water expert adapts to this scene from automatic pseudo-labels "
+            f"({binary[1]} water, {binary[0]} non-water pixels; threshold "
+            f"{result['pseudo_labels']['threshold'].get('threshold_db')} dB)"
+        )
     if teacher is not None:
         teacher.to(dev)
         val_binary = [dataclasses.replace(t, label=_binary(t.label, water)) for t in val_tiles]
@@ -386,7 +436,7 @@ def finetune_from_polygons(
                               2)["iou"][1] or 0.0
         if cfg.update_teacher and min(binary) > 0:
             criterion = TeacherLoss(LossConfig(), inverse_frequency_weights(binary), IGNORE).to(dev)
-            sampler = CropSampler(tiles, cfg.crop_size, cfg.seed)
+            sampler = CropSampler(teacher_tiles, cfg.crop_size, cfg.seed)
             fitter = _Fitter(teacher, teacher.parameters(), cfg, cfg.teacher_steps, progress.sub(0.1, 0.4), "teacher")
             result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev),
                                                evaluate_teacher)

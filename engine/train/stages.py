@@ -83,8 +83,13 @@ def train_teacher(
     progress: Progress = NULL_PROGRESS,
     resume: bool = False,
     overwrite: bool = False,
+    init_from: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
-    """Train the SAR-only water teacher (binary water target, CE + edge-aware BCE)."""
+    """Train the SAR-only water teacher (binary water target, CE + edge-aware BCE).
+
+    With ``init_from`` (a teacher model file) training continues from its weights and
+    architecture, with BatchNorm statistics frozen (a small label set must not replace them).
+    """
     schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
     teacher_cfg = teacher_cfg or TeacherConfig()
     teacher_cfg.sar_channels = _first(inputs).bands.sar_channels
@@ -98,9 +103,10 @@ def train_teacher(
         )
     task = TeacherTask(schema, loss_cfg, _class_weights(binary, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
-    model = build_model(teacher_cfg)
+    model, teacher_cfg = _initial(init_from, "teacher", teacher_cfg, data)
     meta = _metadata("teacher", teacher_cfg, schema, data)
-    trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress)
+    trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress,
+                      pretrained=init_from is not None)
     return trainer.fit(resume=resume, overwrite=overwrite)
 
 
@@ -114,8 +120,10 @@ def train_student(
     progress: Progress = NULL_PROGRESS,
     resume: bool = False,
     overwrite: bool = False,
+    init_from: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
-    """Stage 1: train LightMCANet on optical + SAR with wCE + Dice + Lovász."""
+    """Stage 1: train LightMCANet on optical + SAR with wCE + Dice + Lovász (``init_from``: continue
+    from a student model file, BatchNorm statistics frozen)."""
     schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
     student_cfg = student_cfg or StudentConfig()
     student_cfg.optical_channels = _first(inputs).bands.optical_channels
@@ -124,9 +132,10 @@ def train_student(
     data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     task = StudentTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
-    model = build_model(student_cfg)
+    model, student_cfg = _initial(init_from, "student", student_cfg, data, schema)
     meta = _metadata("student", student_cfg, schema, data)
-    trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress)
+    trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress,
+                      pretrained=init_from is not None)
     return trainer.fit(resume=resume, overwrite=overwrite)
 
 
@@ -211,6 +220,17 @@ def distill(
             progress=progress,
         )
     return result
+
+
+def _initial(init_from, kind: str, cfg, data: PreparedData, schema: Optional[ClassSchema] = None):
+    """A new network from ``cfg``, or the one in ``init_from`` (its own architecture and weights)."""
+    if init_from is None:
+        return build_model(cfg), cfg
+    model, meta = load_model(init_from, expected_kind=kind, schema=schema, bands=data.stored["bands"])
+    cls = StudentConfig if kind == "student" else TeacherConfig
+    from ..config import from_dict
+
+    return model, from_dict(cls, meta.model)
 
 
 def _first(inputs):

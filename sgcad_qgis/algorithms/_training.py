@@ -98,6 +98,15 @@ class TrainingAlgorithm(EngineAlgorithm):
             example = '{"widths": [16, 32, 64, 128]}'
             label = f"{self.MODEL_KIND.capitalize()} network settings (JSON, e.g. {example})"
             self.add_advanced(QgsProcessingParameterString("MODEL_CONFIG", self.tr(label), optional=True))
+            self.add_advanced(
+                QgsProcessingParameterFile(
+                    "INIT_MODEL",
+                    self.tr(f"Continue from this {self.MODEL_KIND} model (its network and weights; optional)"),
+                    QgsProcessingParameterFile.File,
+                    fileFilter="SGCAD model (*.safetensors)",
+                    optional=True,
+                )
+            )
         self.add_device_parameter()
         self.add_threads_and_overwrite()
         self.add_flag("RESUME", "Resume the run already in the output folder", False)
@@ -264,11 +273,14 @@ class TrainingAlgorithm(EngineAlgorithm):
 
         return LossConfig(inverse_frequency_weights=self.parameterAsBoolean(parameters, "CLASS_WEIGHTS", context))
 
-    def run_flags(self, parameters, context) -> Dict[str, bool]:
-        return {
+    def run_flags(self, parameters, context) -> Dict[str, Any]:
+        flags: Dict[str, Any] = {
             "resume": self.parameterAsBoolean(parameters, "RESUME", context),
             "overwrite": self.overwrite(parameters, context),
         }
+        if self.NEW_NETWORK and parameters.get("INIT_MODEL") not in (None, ""):
+            flags["init_from"] = self.parameterAsFile(parameters, "INIT_MODEL", context)
+        return flags
 
     # ------------------------------------------------------------------ results
     def training_results(self, result: Dict[str, Any], folder: str, feedback) -> Dict[str, Any]:

@@ -140,3 +140,26 @@ def test_finetune_on_real_polygons_reports_held_out_figures_and_a_baseline(tmp_p
     with pytest.raises(ValueError, match="already holds"):
         finetune_from_polygons(None, sar, LABELS / "sen1floods11_Nigeria_812045_train.gpkg", "class", None,
                                tmp_path / "ft", teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
+
+
+def test_a_teacher_continues_from_existing_weights_with_frozen_batchnorm(tmp_path):
+    from safetensors.numpy import load_file
+
+    from engine.config import TeacherConfig, TrainConfig
+    from engine.train.data import TrainingInputs
+    from engine.train.stages import train_teacher
+
+    sample = ROOT / "resources" / "sample" / "synthetic"
+    start = MODELS / "sgcad_teacher.safetensors"
+    run = train_teacher(
+        TrainingInputs(optical=str(sample / "optical.tif"), sar=str(sample / "sar.tif"),
+                       labels=str(sample / "label.tif")),
+        tmp_path / "t", TeacherConfig(widths=(4, 8, 8, 8)),  # ignored: the model file brings its own network
+        TrainConfig(epochs=1, batch_size=4, max_batches_per_epoch=2, threads=2, lr=1e-3), init_from=start,
+    )
+    before, after = load_file(str(start)), load_file(run["model"])
+    assert read_metadata(run["model"]).model["widths"] == read_metadata(start).model["widths"]
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
+    assert stats and all(np.array_equal(before[k].astype(np.float32), after[k].astype(np.float32)) for k in stats)
+    assert any(not np.allclose(before[k].astype(np.float32), after[k].astype(np.float32)) for k in weights)

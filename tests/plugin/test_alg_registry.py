@@ -17,6 +17,7 @@ EXPECTED = {
     "trainstudent": "training",
     "distill": "training",
     "finetune": "training",
+    "adaptwater": "training",
     "evaluate": "evaluation",
     "preprocesssar": "preparation",
     "normalizeoptical": "preparation",

@@ -1,0 +1,92 @@
+"""sgcad:adaptwater — adapt the SAR water expert to one scene without labels."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingOutputFile,
+    QgsProcessingOutputHtml,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterFolderDestination,
+)
+
+from . import _checks
+from ._common import EngineAlgorithm, verdict
+
+
+class AdaptWater(EngineAlgorithm):
+    ALG_ID = "adaptwater"
+    DISPLAY = "Adapt the water expert to a scene (no labels)"
+    GROUP = "training"
+    HELP = (
+        "Adapts the SAR water expert (teacher) to this SAR scene without any drawn polygon, as "
+        "operational flood services do: the scene's water / land threshold is found from tiles "
+        "whose histogram is clearly bimodal, water is grown from confident seeds, and the pixels "
+        "far from the threshold become automatic labels (ambiguous, too dark or isolated pixels are "
+        "left out). The teacher is then fine-tuned on them. Use the adapted teacher for segmentation "
+        "and as the teacher of a fine-tune. Its accuracy cannot be measured without labels; "
+        "docs/finetune.md reports it on labelled real scenes."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        from sgcad_qgis.engine.config import FinetuneConfig
+
+        self.add_raster("SAR", "SAR raster")
+        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
+        self.add_model("TEACHER", "SAR water teacher model")
+        self.add_number("TEACHER_STEPS", "Teacher steps", FinetuneConfig.teacher_steps, 1, 100000, advanced=False)
+        self.add_units(optical=False)
+        self.add_device_parameter()
+        self.add_threads_and_overwrite()
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Run folder")))
+        self.addOutput(QgsProcessingOutputFile("OUTPUT_TEACHER", self.tr("Adapted teacher")))
+        self.addOutput(QgsProcessingOutputHtml("REPORT", self.tr("Report")))
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_DB", self.tr("Scene water threshold (dB)")))
+        self.addOutput(QgsProcessingOutputNumber("WATER_PIXELS", self.tr("Pixels labelled water")))
+        self.addOutput(QgsProcessingOutputNumber("NON_WATER_PIXELS", self.tr("Pixels labelled non-water")))
+        self.addOutput(QgsProcessingOutputString("METHOD", self.tr("How the threshold was found")))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        sar = self.parameterAsRasterLayer(parameters, "SAR", context)
+        teacher, problem = _checks.model_file(self.parameterAsFile(parameters, "TEACHER", context), "teacher",
+                                              "teacher model")
+        return verdict([problem, _checks.model_bands(teacher, sar, self.bands(parameters, "SAR_BANDS", context),
+                                                     "sar", "SAR raster", "teacher model")])
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from sgcad_qgis.engine.config import FinetuneConfig
+        from sgcad_qgis.engine.inputs.contract import InputOverrides
+        from sgcad_qgis.engine.train.finetune import finetune_from_polygons
+
+        self.set_threads(parameters, context, feedback)
+        device = self.log_device(feedback, self.device_value(parameters, context))
+        sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster")
+        folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
+        units = self.units_values(parameters, context)
+        overrides = InputOverrides((), self.bands(parameters, "SAR_BANDS", context), "auto",
+                                   units.get("sar_units", "auto"), units.get("sar_calibration", 0.0))
+        cfg = FinetuneConfig(teacher_steps=self.parameterAsInt(parameters, "TEACHER_STEPS", context))
+        with self.stage(feedback, "Adapting the water expert") as progress:
+            result = finetune_from_polygons(
+                None, sar, None, "class", None, folder,
+                teacher_path=self.parameterAsFile(parameters, "TEACHER", context), cfg=cfg, overrides=overrides,
+                device=device, progress=progress, overwrite=self.overwrite(parameters, context),
+            )
+        pseudo = result.get("pseudo_labels") or {}
+        threshold = pseudo.get("threshold", {})
+        pixels = pseudo.get("pixels", {})
+        if not result.get("teacher"):
+            feedback.pushWarning("No water was found in this scene (its histogram is not bimodal): the teacher was "
+                                 "kept as it was.")
+        return {
+            "OUTPUT_FOLDER": folder,
+            "OUTPUT_TEACHER": result.get("teacher") or "",
+            "REPORT": result["report"],
+            "THRESHOLD_DB": threshold.get("threshold_db"),
+            "WATER_PIXELS": pixels.get("water"),
+            "NON_WATER_PIXELS": pixels.get("non_water"),
+            "METHOD": f"{threshold.get('method')}: {threshold.get('note')}",
+        }
