@@ -192,3 +192,33 @@ def test_cancel_stops_the_engine_and_leaves_no_file(scene, untrained_models, tmp
         )
     assert seen and max(seen) < 100
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_input_warnings_reach_the_processing_log_and_outputs(scene, untrained_models, tmp_path):
+    """A constant optical band is reported as a warning in the log and in the WARNINGS output."""
+    import processing
+
+    with rasterio.open(scene["optical"]) as src:
+        profile, data = src.profile, src.read()
+    data[1] = 117
+    constant = tmp_path / "constant_green.tif"
+    with rasterio.open(constant, "w", **profile) as dst:
+        dst.write(data)
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings, self.infos = [], []
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+
+        def pushInfo(self, text):  # noqa: N802
+            self.infos.append(text)
+
+    feedback = Recorder()
+    result = processing.run("sgcad:segment", _params(scene, untrained_models, tmp_path / "out", OPTICAL=str(constant)),
+                            feedback=feedback)
+    assert any("optical band 2 of constant_green.tif is constant" in w for w in feedback.warnings), feedback.warnings
+    assert "is constant" in result["WARNINGS"]
+    assert any(line.startswith("optical: 8-bit values") for line in feedback.infos)  # the units decision

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import rasterio
 from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import QPoint, Qt
 from qgis.PyQt.QtTest import QTest
@@ -383,3 +384,22 @@ def test_kd_series_reads_the_engines_epoch_log_and_skips_warmup(tmp_path):
     assert epochs == [2, 3]
     assert series["all"] == pytest.approx([0.40, 0.45]) and series["water"] == pytest.approx([0.10, 0.12])
     assert kd_series({"OUTPUT_FOLDER": str(tmp_path / "missing")}) == ([], {})
+
+
+def test_input_warnings_reach_the_dock(dock, rotterdam, tmp_path, sgcad_provider):
+    """A constant optical band: the run still maps, and the dock says what is wrong with numbers."""
+    with rasterio.open(rotterdam["folder"] / "rgb_unmasked.tif") as src:
+        profile, data = src.profile, src.read()
+    data[2] = 0
+    path = rotterdam["folder"] / "blue_zero.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    layer = QgsRasterLayer(str(path), "blue_zero")
+    QgsProject.instance().addMapLayer(layer)
+    dock.optical.set_layer(layer, [1, 2, 3])
+    dock.teacher.setFilePath("")
+    assert dock.segment() is True
+    alg, ok, results, error, canceled = wait_for_run(dock)
+    assert ok, error
+    assert "optical band 3 of blue_zero.tif holds only zeros" in results["WARNINGS"]
+    assert "holds only zeros" in dock.status.text()  # the dock's message (also pushed to QGIS's bar)

@@ -1,0 +1,139 @@
+"""Zero-shot figures of the bundled models on real scenes, next to classical baselines.
+
+    .venv/bin/python scripts/eval_zero_shot.py [--student PATH] [--teacher PATH] [--adapt] [--markdown FILE]
+
+* Water expert (teacher), SAR only: water IoU on the Sen1Floods11 chips (hand labels, the whole
+  chip: nothing was trained on them), on the Camargue and lower Rhone evaluation polygons and on
+  the Rotterdam evaluation polygons (HH), next to Otsu on the scene's co-polarised dB (5 x 5
+  median) and, where a VH band exists, Otsu on VH. With ``--adapt``, also the teacher after the
+  label-free scene adaptation (``python -m engine finetune`` without polygons).
+* Student, optical + SAR: on Rotterdam, OA / mIoU / water IoU on all digitised polygons
+  (training and evaluation sets: no polygon was used to train it); on the BigEarthNet pairs (RGB
+  stacked from B04 B03 B02 with ``stack_bands``, S1 VV), the share of pixels predicted in classes
+  the patch's CORINE labels admit (``engine.data.corine``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from eval_finetune_real import (  # noqa: E402
+    LABELS,
+    MODELS,
+    SHARED,
+    iou,
+    otsu,
+    sar_db,
+    scenes,
+    student_classes,
+    teacher_water,
+)
+from scipy import ndimage  # noqa: E402
+
+from engine.config import ClassSchema  # noqa: E402
+from engine.data.corine import patch_admissible_classes  # noqa: E402
+from engine.metrics import ConfusionMatrix  # noqa: E402
+from engine.raster.grid import grid_of  # noqa: E402
+from engine.raster.labels import rasterize_labels  # noqa: E402
+from engine.raster.stack import stack_bands  # noqa: E402
+
+WATER = 3
+
+
+def water_truth(name: str, scene: dict) -> np.ndarray:
+    """1 water, 0 not, 255 unscored: hand labels (whole chip) or the evaluation polygons."""
+    if "truth" in scene:
+        with rasterio.open(scene["truth"]) as src:
+            label = src.read(1).astype(np.int64)
+        return np.where(label < 0, 255, label)
+    classes, _ = rasterize_labels(scene["eval"], "class", grid_of(scene["sar"]), ClassSchema())
+    return np.where(classes == 255, 255, (classes == WATER).astype(np.int64))
+
+
+def otsu_iou(scene: dict, truth: np.ndarray, band: int) -> float:
+    db = sar_db(scene["sar"])[band - 1]
+    smooth = ndimage.median_filter(np.nan_to_num(db, nan=float(np.nanmedian(db))), 5)
+    return iou(smooth < otsu(smooth), truth)
+
+
+def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
+    rows = {}
+    for name in ("india", "nigeria", "camargue", "rhone", "rotterdam"):
+        scene = scenes()[name]
+        truth = water_truth(name, scene)
+        row = {"otsu_co": otsu_iou(scene, truth, 1),
+               "teacher": iou(teacher_water(teacher, scene["sar"], None) > 0.5, truth)}
+        if scene.get("vh"):
+            row["otsu_vh"] = otsu_iou(scene, truth, scene["vh"])
+        if adapt:
+            from engine.config import FinetuneConfig
+            from engine.train.finetune import finetune_from_polygons
+
+            result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-{name}",
+                                            teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True)
+            row["teacher_adapted"] = (iou(teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5, truth)
+                                      if result["teacher"] else row["teacher"])
+        rows[name] = row
+        print(name, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+    return rows
+
+
+def student_rows(student: Path, teacher: Path, tmp: Path) -> dict:
+    rows = {}
+    scene = scenes()["rotterdam"]
+    pred = student_classes(student, teacher, scene["optical"], scene["sar"], tmp / "rotterdam")
+    grid = grid_of(scene["sar"])
+    cm = ConfusionMatrix(6)
+    for labels in (scene["train"], scene["eval"]):
+        ref, _ = rasterize_labels(labels, "class", grid, ClassSchema())
+        cm.update(np.where(pred >= 6, 0, pred), np.where((pred >= 6) & (ref != 255), 255, ref))
+    m = cm.compute()
+    rows["rotterdam"] = {"oa": m["oa"], "miou": m["miou"], "water_iou": m["iou"][WATER]}
+    print("rotterdam student", json.dumps({k: round(v or 0, 3) for k, v in rows["rotterdam"].items()}), flush=True)
+    for s2 in sorted((SHARED / "bigearthnet").rglob("S2A_MSIL2A_*")):
+        if not s2.is_dir():
+            continue
+        patch = s2.name.split("_", 3)[-1]
+        s1 = next((SHARED / "bigearthnet").rglob(f"*_{patch}_VV.tif"))
+        rgb = tmp / f"{patch}_rgb.tif"
+        stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")], rgb)
+        pred = student_classes(student, teacher, rgb, s1, tmp / f"ben-{patch}")
+        allowed = patch_admissible_classes(next(s2.glob("*_labels_metadata.json")))
+        ids = [ClassSchema().names.index(c) for c in allowed]
+        valid = pred < 6
+        share = float(np.isin(pred[valid], ids).mean())
+        counts = {ClassSchema().names[c]: round(float((pred[valid] == c).mean()), 3) for c in range(6)}
+        rows[f"bigearthnet_{patch}"] = {"admissible_share": share, "admissible": sorted(allowed), "shares": counts}
+        print(patch, round(share, 3), sorted(allowed), counts, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", default=str(MODELS / "sgcad_student.safetensors"))
+    parser.add_argument("--teacher", default=str(MODELS / "sgcad_teacher.safetensors"))
+    parser.add_argument("--adapt", action="store_true", help="also adapt the teacher to each scene without labels")
+    parser.add_argument("--json", default="", help="write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        out = {"teacher": teacher_rows(Path(args.teacher), args.adapt, tmp),
+               "student": student_rows(Path(args.student), Path(args.teacher), tmp)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    _ = LABELS
+    main()
