@@ -2,6 +2,12 @@
 
 Commands live in :mod:`engine.commands`. Each returns a dict; with ``--json`` it is printed
 as one JSON object on the last line of stdout, otherwise as readable ``key: value`` lines.
+
+Every failure ends with one line on stderr (``error: ...`` naming the file and the remedy, see
+docs/errors.md) and a non-zero exit status: 2 for a request or input to fix, 3 for an output
+or system fault (destination not writable, disk full, out of memory), 1 for a bug, 130 after
+Ctrl-C, 143 after SIGTERM. ``--debug`` (anywhere on the line) or ``SGCAD_DEBUG=1`` adds the
+traceback.
 """
 
 from __future__ import annotations
@@ -9,16 +15,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
+import signal
 import sys
+import traceback
 from typing import Any, Dict, List, Optional
 
 from . import __version__
-from .progress import Canceled
+from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, SgcadError, describe_error
 
 
-class UserError(Exception):
+class UserError(SgcadError):
     """A problem with the user's input: printed as one clear line, exit status 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C so temporary files and locks are removed."""
 
 
 def int_list(text: str) -> List[int]:
@@ -67,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="SGCAD engine: optical+SAR land-cover segmentation with SAR-guided distillation.",
     )
     parser.add_argument("--version", action="version", version=f"sgcad-engine {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of a failure (also accepted after the command)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from . import commands
 
@@ -88,22 +104,52 @@ def _print_result(result: Dict[str, Any], as_json: bool) -> None:
         print(f"{key}: {value}")
 
 
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated()
+
+
+def _fail(message: str, code: int, as_json: bool) -> int:
+    print(f"error: {message}" if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED) else message, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, "exit_status": code}))
+    return code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    as_json = bool(getattr(args, "json", False))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SGCAD_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if not debug:  # GDAL's own "ERROR 1: ..." lines: the one-line message below says it with the remedy
+        os.environ.setdefault("CPL_LOG", os.devnull)
+    as_json = "--json" in argv
+    previous = None
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        as_json = bool(getattr(args, "json", False))
         result = args.func(args)
-    except Canceled as exc:
-        print(f"canceled: {exc}", file=sys.stderr)
-        return 130
-    except (UserError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if as_json:
-            print(json.dumps({"ok": False, "error": str(exc)}))
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        return _fail("interrupted (Ctrl-C): stopped; no output was written", EXIT_INTERRUPTED, as_json)
+    except Terminated:
+        if debug:
+            traceback.print_exc()
+        return _fail("terminated (SIGTERM): stopped; no output was written", EXIT_TERMINATED, as_json)
+    except Exception as exc:
+        message, code, _ = describe_error(exc)
+        if debug:
+            traceback.print_exc()
+        return _fail(message, code, as_json)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     _print_result(result or {}, as_json)
     return 0

@@ -352,6 +352,7 @@ class FinetuneConfig:
     steps: int = 120  # optimiser steps of each network (early stopping may end sooner)
     batch_size: int = 8
     crop_size: int = 128  # random crops around the polygons, from preprocessed tiles in memory
+    train_encoders: bool = True  # False: only the student's fusion, decoder and head learn (faster)
     lr: float = 3e-4
     weight_decay: float = 1e-4
     val_fraction: float = 0.25  # share of labelled pixels held out, as whole polygon groups

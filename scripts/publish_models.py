@@ -1,8 +1,9 @@
 """Publish trained runs as the bundled default models, with a model card each.
 
 Weights are stored as float16 (halves the size; loading casts back to float32), the
-metadata header is kept unchanged. The cards report the run's held-out test split and the
-held-out sample scene ``resources/sample/synthetic`` (another seed than training).
+metadata header is kept unchanged. The cards report the run's held-out test split, the held-out
+sample scene ``resources/sample/synthetic`` and, with ``--real``, the zero-shot figures on real
+scenes measured by ``scripts/eval_zero_shot.py --json``.
 
 Usage: ``.venv/bin/python scripts/publish_models.py --teacher RUN --student RUN --out resources/models``
 """
@@ -55,18 +56,37 @@ def _metrics_table(metrics: dict, names) -> str:
     return "| metric | % |\n|---|---|\n" + "\n".join(rows)
 
 
-def card(kind: str, path: Path, scene_metrics: dict) -> str:
+def _real_table(kind: str, real: dict) -> str:
+    """Zero-shot figures on real scenes (from scripts/eval_zero_shot.py --json)."""
+    if not real:
+        return "not evaluated"
+    if kind == "teacher":
+        rows = ["| scene | water IoU of the teacher | Otsu (co-pol) | Otsu (VH) | after label-free adaptation |",
+                "|---|---|---|---|---|"]
+        for name, r in real.get("teacher", {}).items():
+            rows.append(f"| {name} | {_pct(r.get('teacher'))} | {_pct(r.get('otsu_co'))} | {_pct(r.get('otsu_vh'))} | "
+                        f"{_pct(r.get('teacher_adapted'))} |")
+        return "\n".join(rows)
+    student = real.get("student", {})
+    rot = student.get("rotterdam", {})
+    rows = [f"- SpaceNet 6 Rotterdam (X-band + RGB, all 19 digitised polygons): OA {_pct(rot.get('oa'))} %, "
+            f"mIoU {_pct(rot.get('miou'))} %, water IoU {_pct(rot.get('water_iou'))} %."]
+    for name, r in student.items():
+        if name.startswith("bigearthnet"):
+            rows.append(f"- BigEarthNet {name.split('_', 1)[1]} (Sentinel-2 RGB + Sentinel-1 VV): "
+                        f"{_pct(r['admissible_share'])} % of pixels in classes its CORINE labels admit "
+                        f"({', '.join(r['admissible'])}).")
+    return "\n".join(rows)
+
+
+def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
     meta = read_metadata(path)
     names = meta.schema.names if kind == "student" else ("non-water", "water")
     test = meta.metrics.get("test", {})
-    norm = []
-    for rec in (meta.optical_normalization, meta.sar_normalization):
-        if rec is not None:
-            for b in rec.bands:
-                norm.append(f"- {rec.modality} band {b.band}: p2 {b.p_low:.4g}, p98 {b.p_high:.4g}, "
-                            f"steps {', '.join(b.steps)}")
+    sar = meta.sar_normalization.bands[0] if meta.sar_normalization else None
     inputs = (f"optical bands {list(meta.bands.optical_bands)} (RGB) + SAR band {list(meta.bands.sar_bands)}"
               if kind == "student" else f"SAR band {list(meta.bands.sar_bands)} only")
+    stats = meta.input_stats.get("sar", {})
     size_mb = path.stat().st_size / 1e6
     return f"""# Model card: default {kind} (`{path.name}`)
 
@@ -74,32 +94,48 @@ def card(kind: str, path: Path, scene_metrics: dict) -> str:
   (configuration in `configs/default_{kind}.json`); weights stored as float16, {size_mb:.1f} MB.
 - **Task**: {'six-class land cover: ' + ', '.join(meta.schema.names) if kind == 'student'
              else 'binary water (SAR-only water expert used as the distillation teacher)'}.
-- **Inputs**: {inputs}. SAR as linear sigma0 (the segment command detects dB input and converts).
-- **Training data**: one seeded synthetic scene (`python -m engine synth --size 1024 --seed 102`),
-  1024 × 1024 px at 2 m, split first (tiles) then cropped to 128 px patches; trained by
-  `scripts/train_default_models.sh` with the project's own commands{STAGES if kind == 'student' else ''}.
-- **Normalisation** (stored in the file, applied automatically):
-{chr(10).join(norm)}
+- **Inputs**: {inputs}; any units (detected per file, `docs/inputs.md`). The SAR band should be
+  co-polarised (VV or HH): water is darkest there.
+- **Normalisation** (input contract {meta.contract_version}): SAR to linear power, Lee 7 x 7, dB,
+  then the fixed range [{sar.p_low if sar else 'n/a'}, {sar.p_high if sar else 'n/a'}] dB;
+  optical to reflectance-like values, then each scene's own 2-98 % percentiles.
+- **Training data**: {stats.get('scenes', 1)} seeded synthetic scenes written by
+  `scripts/make_training_scenes.py` (C-, L- and X-band SAR, single and dual polarisation, 1-5
+  looks, 2-20 m pixels, incidence gradients, wind-roughened water, dark land confusers, snow,
+  calibration offsets; optical as 8-bit, reflectance x 10000 or 0-1), split first (tiles) then
+  cropped to 128 px patches; trained by `scripts/train_default_models.sh`{STAGES if kind == 'student' else ''}.
+  Training SAR statistics (dB after the speckle filter, band 1): median {_num(stats, 'p50')},
+  2-98 % {_num(stats, 'p2')} to {_num(stats, 'p98')} dB.
 - **Engine version**: {meta.engine_version}; created {meta.created}.
 
 ## Figures
-Held-out test tiles of the training scene (never seen in training or model selection):
+Held-out test tiles of the training scenes (never seen in training or model selection):
 
 {_metrics_table(test, names)}
 
-Held-out sample scene `resources/sample/synthetic` (seed 6, another layout):
+Held-out sample scene `resources/sample/synthetic` (an older generator's scene, another layout):
 
 {_metrics_table(scene_metrics, names) if scene_metrics else 'not evaluated'}
 
+Zero-shot on real scenes (`scripts/eval_zero_shot.py`; no real pixel was used in training):
+
+{_real_table(kind, real)}
+
 ## Where it works and where it does not
-- It was trained on **synthetic** scenes only: plausible structure and sensor physics (speckle,
-  water dark in SAR, bright cities, water-like shadows in the optical), but not any real sensor.
-  On real imagery treat it as a starting point: **fine-tune it on a few polygons you draw**
-  (`sgcad:finetune`, or the dock's Fine-tune tab) before trusting its map.
-- Expect roughly 2 m optical RGB and single-channel C- or X-band intensity on the same area.
-  Other resolutions, band orders or polarisations work only after fine-tuning.
-- The small training scene has few village and water pixels; those classes are the least reliable.
+- It was trained on **synthetic** scenes whose SAR levels and speckle were checked against real
+  Sentinel-1 statistics (`docs/data.md`), never on a real pixel. Read the real-scene figures
+  above before trusting a map, and **fine-tune on a few polygons you draw** (`docs/finetune.md`)
+  where it is wrong; a SAR-only user without labels can adapt the water expert to the scene
+  (`sgcad:adaptwater`).
+- Wet snow, radar shadow, tarmac and dry sand are as dark as water in SAR: the teacher alone
+  calls them water; the student uses the optical image to tell them apart.
 """
+
+
+def _num(stats: dict, key: str) -> str:
+    bands = stats.get("bands") or [{}]
+    value = bands[0].get(key)
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def scene_eval(student: Path, teacher: Path, work: Path, kind: str) -> dict:
@@ -128,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", required=True, help="teacher run folder")
     parser.add_argument("--student", required=True, help="student run folder (stage 2)")
     parser.add_argument("--out", default=str(ROOT / "resources" / "models"))
+    parser.add_argument("--real", default="", help="figures of scripts/eval_zero_shot.py --json on these models")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +174,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for kind, path in targets.items():
             metrics = scene_eval(targets["student"], targets["teacher"], Path(tmp), kind)
-            (out / f"MODEL_CARD_{kind}.md").write_text(card(kind, path, metrics))
+            real = json.loads(Path(args.real).read_text()) if args.real else {}
+            (out / f"MODEL_CARD_{kind}.md").write_text(card(kind, path, metrics, real))
     print(json.dumps({k: str(v) for k, v in targets.items()}))
     return 0
 

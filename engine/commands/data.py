@@ -10,6 +10,13 @@ from typing import Any, Dict
 from ..cli import add_json_flag, int_list
 from ..config import ClassSchema, OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig, from_dict
 from ..progress import ConsoleProgress
+from ..validate import (
+    RunLock,
+    check_distinct_outputs,
+    check_output_folder,
+    check_outputs_not_inputs,
+    choose_vector_layer,
+)
 
 
 def _schema(path: str) -> ClassSchema:
@@ -27,6 +34,7 @@ def _progress(args) -> ConsoleProgress:
 def run_synth(args) -> Dict[str, Any]:
     from ..data.synthetic import generate_scene
 
+    check_output_folder(args.out)
     result = generate_scene(
         args.out, size=args.size, seed=args.seed, looks=args.looks,
         misregistration=(args.shift, args.shift), clouds=not args.no_clouds,
@@ -52,6 +60,8 @@ def run_preprocess(args) -> Dict[str, Any]:
         cfg = OpticalPreprocessConfig(units="custom" if custom else args.units, scale=args.scale, offset=args.offset,
                                       robust_normalize=not args.no_normalize)
     record = args.record or str(Path(args.output).with_suffix(".normalization.json"))
+    check_outputs_not_inputs([args.output, record], {"raster": args.input})
+    check_distinct_outputs({"output": args.output, "normalisation record": record})
     bands = int_list(args.bands) or None
     if bands is None:
         import rasterio
@@ -66,7 +76,9 @@ def run_align(args) -> Dict[str, Any]:
     from ..data.raster_ops import align_pair
 
     bounds = tuple(float(v) for v in args.bounds.split(",")) if args.bounds else None
-    out = Path(args.out)
+    out = check_output_folder(args.out)
+    check_outputs_not_inputs([out / "optical_aligned.tif", out / "sar_aligned.tif"],
+                             {"optical": args.optical, "SAR": args.sar})
     out.mkdir(parents=True, exist_ok=True)
     return align_pair(args.optical, args.sar, out / "optical_aligned.tif", out / "sar_aligned.tif",
                       optical_bands=int_list(args.optical_bands) or None, sar_bands=int_list(args.sar_bands) or None,
@@ -78,8 +90,10 @@ def run_rasterize(args) -> Dict[str, Any]:
     from ..raster.grid import grid_of
     from ..raster.labels import rasterize_labels_to_file
 
+    check_outputs_not_inputs([args.output], {"polygon": args.vector, "grid raster": args.grid, "schema": args.schema})
+    layer = choose_vector_layer(args.vector, args.layer)
     report = rasterize_labels_to_file(args.vector, args.class_field, grid_of(args.grid), _schema(args.schema),
-                                      args.output, layer=args.layer, overwrite=args.overwrite,
+                                      args.output, layer=layer, overwrite=args.overwrite,
                                       progress=_progress(args))
     return {"output": str(args.output), **report}
 
@@ -88,24 +102,29 @@ def run_patches(args) -> Dict[str, Any]:
     from ..data.patches import build_manifest, save_manifest
 
     cfg = PatchConfig(tile_size=args.tile_size, patch_size=args.patch_size, seed=args.seed)
-    out = Path(args.out)
+    out = check_output_folder(args.out)
     manifest_path = out / "manifest.json"
-    if manifest_path.exists() and not args.overwrite:
-        raise ValueError(f"{manifest_path} exists; pass --overwrite to replace it")
-    manifest = build_manifest(args.label, cfg, _schema(args.schema), progress=_progress(args))
-    out.mkdir(parents=True, exist_ok=True)
     sources = {"label": Path(args.label)}
     if args.optical and args.sar:
         sources.update(optical=Path(args.optical), sar=Path(args.sar))
-    if args.copy_rasters:  # a self-contained patch set: the rasters travel with the manifest
-        for key, src in list(sources.items()):
-            dst = out / f"{key}{src.suffix}"
+    copies = {key: out / f"{key}{src.suffix}" for key, src in sources.items()} if args.copy_rasters else {}
+    check_outputs_not_inputs([manifest_path, *copies.values()], {**sources, "schema": args.schema})
+    with RunLock(out, "patches"):
+        if manifest_path.exists() and not args.overwrite:
+            raise ValueError(f"{manifest_path} exists; pass --overwrite to replace it")
+        manifest = build_manifest(args.label, cfg, _schema(args.schema), progress=_progress(args))
+        for key, dst in copies.items():  # a self-contained patch set: the rasters travel with the manifest
             if dst.exists() and not args.overwrite:
                 raise ValueError(f"{dst} exists; pass --overwrite to replace it")
-            shutil.copyfile(src, dst)
+            tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+            try:
+                shutil.copyfile(sources[key], tmp)
+                tmp.replace(dst)
+            finally:
+                tmp.unlink(missing_ok=True)
             sources[key] = Path(dst.name)
-    manifest["sources"] = {k: str(v) for k, v in sources.items()}
-    save_manifest(manifest, manifest_path)
+        manifest["sources"] = {k: str(v) for k, v in sources.items()}
+        save_manifest(manifest, manifest_path)
     return {"manifest": str(manifest_path), "tile_size": manifest["tile_size"],
             "summary": manifest["summary"], "warnings": manifest["warnings"]}
 

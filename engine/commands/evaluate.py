@@ -41,19 +41,27 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..models.checkpoint import read_metadata
     from ..progress import ConsoleProgress
     from ..train.evaluate import evaluate_rasters
+    from ..validate import check_distinct_outputs, check_outputs_not_inputs, check_writable, choose_vector_layer
 
     if args.block < 16:
         raise ValueError(f"--block must be at least 16 pixels, got {args.block}")
+    targets = [t for t in (args.out, args.plot) if t]
+    check_outputs_not_inputs(targets, {"prediction": args.prediction, "reference": args.reference, "model": args.model})
+    check_distinct_outputs({"metrics file (--out)": args.out, "plot (--plot)": args.plot})
     schema = read_metadata(args.model).schema if args.model else ClassSchema()
-    for target in (args.out, args.plot):
-        if target and Path(target).exists() and not args.overwrite:
+    for target in targets:
+        if Path(target).exists() and not args.overwrite:
             raise ValueError(f"{target} already exists; pass --overwrite to replace it")
+        if not Path(target).parent.is_dir():
+            raise ValueError(f"{target}: output folder {Path(target).parent} does not exist")
+        check_writable(Path(target).parent, target=target)
+    layer = choose_vector_layer(args.reference, args.layer) if args.class_field else args.layer
     result = evaluate_rasters(
         args.prediction,
         args.reference,
         schema,
         args.class_field,
-        args.layer,
+        layer,
         args.block,
         ConsoleProgress(quiet=args.quiet),
     )

@@ -60,8 +60,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     from ..config import FinetuneConfig
     from ..inputs.contract import InputOverrides
-    from ..progress import ConsoleProgress
-    from ..train.finetune import finetune_from_polygons
+    from ..validate import (
+        FINETUNE_RUN_FILES,
+        RunLock,
+        check_output_folder,
+        check_outputs_not_inputs,
+        choose_vector_layer,
+    )
 
     if args.polygons is None and not args.teacher:
         raise ValueError("without --polygons only the teacher can adapt to the scene: give --teacher")
@@ -78,15 +83,29 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     )
     overrides = InputOverrides(tuple(args.optical_bands or ()), tuple(args.sar_bands or ()), args.optical_units,
                                args.sar_units, args.sar_calibration)
-    result = finetune_from_polygons(
+    out = check_output_folder(args.out)  # the checks every interface shares (engine.validate)
+    check_outputs_not_inputs([out / name for name in FINETUNE_RUN_FILES], {
+        "optical": args.optical, "SAR": args.sar, "polygons": args.polygons, "student": args.student,
+        "teacher": args.teacher})
+    if args.polygons:
+        args.layer = choose_vector_layer(args.polygons, args.layer)
+    with RunLock(out, "finetune"):
+        result = _run_finetune(args, cfg, overrides)
+    keys = ("model", "teacher", "report", "seconds", "timings", "split", "warnings", "gates", "pseudo_labels")
+    out_json = {k: result.get(k) for k in keys}
+    out_json["held_out"] = summary(result)
+    return {"ok": True, **out_json}
+
+
+def _run_finetune(args: argparse.Namespace, cfg, overrides) -> Dict[str, Any]:
+    from ..progress import ConsoleProgress
+    from ..train.finetune import finetune_from_polygons
+
+    return finetune_from_polygons(
         args.optical, args.sar, args.polygons, args.class_field, args.student, args.out, teacher_path=args.teacher,
         cfg=cfg, overrides=overrides, layer=args.layer, device=args.device, progress=ConsoleProgress(quiet=args.quiet),
         overwrite=args.overwrite,
     )
-    keys = ("model", "teacher", "report", "seconds", "timings", "split", "warnings", "gates", "pseudo_labels")
-    out = {k: result.get(k) for k in keys}
-    out["held_out"] = summary(result)
-    return {"ok": True, **out}
 
 
 def summary(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -12,8 +12,11 @@ from ..progress import ConsoleProgress
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..raster.grid import grid_of
     from ..raster.stack import parse_band_source, stack_bands
+    from ..validate import check_outputs_not_inputs
 
     sources = [parse_band_source(s) for s in args.bands]
+    inputs = {f"band source {i + 1}": path for i, (path, _) in enumerate(sources)}
+    check_outputs_not_inputs([args.output], {**inputs, "grid raster": args.grid})
     grid = grid_of(args.grid) if args.grid else None
     return stack_bands(sources, args.output, grid=grid, overwrite=args.overwrite,
                        progress=ConsoleProgress(quiet=bool(args.json)))

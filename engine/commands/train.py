@@ -67,6 +67,8 @@ def _train_args(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None
 def _model_arg(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--widths", type=nonempty_int_list, help=f"{what} stage widths, e.g. 32,64,128,256")
     parser.add_argument("--model-config", help=f"JSON file with the full {what} configuration")
+    parser.add_argument("--init", help=f"continue from this {what} model file (its architecture and weights; "
+                        "BatchNorm statistics stay frozen)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -173,6 +175,39 @@ def _inputs(args: argparse.Namespace):
     ]
 
 
+def _guarded(args: argparse.Namespace, command: str, run, **models: Optional[str]) -> Dict[str, Any]:
+    """Run ``run()`` holding the run folder's lock, after the checks every interface shares.
+
+    No input may be one of the files the run writes into its folder (not even with --overwrite),
+    polygons in a multi-layer file need --layer, and a second run into the same folder is refused
+    while the first is going.
+    """
+    from ..validate import (
+        TRAINING_RUN_FILES,
+        RunLock,
+        check_output_folder,
+        check_outputs_not_inputs,
+        choose_vector_layer,
+    )
+
+    out = check_output_folder(args.out)
+    inputs: Dict[str, Any] = {
+        "optical": args.optical,
+        "SAR": args.sar,
+        "labels": args.labels,
+        "model configuration": getattr(args, "model_config", None),
+        "class schema": getattr(args, "schema", None),
+        **models,
+    }
+    if args.patches:
+        inputs["patch set manifest"] = Path(args.patches) / "manifest.json"
+    check_outputs_not_inputs([out / name for name in TRAINING_RUN_FILES], inputs)
+    if args.labels and args.class_field:
+        args.layer = choose_vector_layer(args.labels, args.layer)
+    with RunLock(out, command):
+        return run()
+
+
 def _train_cfg(args: argparse.Namespace, lr_factor: float = 0.1):
     import torch
 
@@ -255,7 +290,7 @@ def run_teacher(args: argparse.Namespace) -> Dict[str, Any]:
     from ..config import TeacherConfig
     from ..train.stages import train_teacher
 
-    result = train_teacher(
+    result = _guarded(args, "train-teacher", lambda: train_teacher(
         _inputs(args),
         args.out,
         _model_cfg(TeacherConfig, args),
@@ -264,7 +299,8 @@ def run_teacher(args: argparse.Namespace) -> Dict[str, Any]:
         progress=_progress(args),
         resume=args.resume,
         overwrite=args.overwrite,
-    )
+        init_from=args.init,
+    ))
     return _summary(result)
 
 
@@ -283,7 +319,7 @@ def run_student(args: argparse.Namespace) -> Dict[str, Any]:
     from ..config import StudentConfig
     from ..train.stages import train_student
 
-    result = train_student(
+    result = _guarded(args, "train-student", lambda: train_student(
         _inputs(args),
         args.out,
         _model_cfg(StudentConfig, args),
@@ -293,7 +329,8 @@ def run_student(args: argparse.Namespace) -> Dict[str, Any]:
         progress=_progress(args),
         resume=args.resume,
         overwrite=args.overwrite,
-    )
+        init_from=args.init,
+    ))
     return _summary(result)
 
 
@@ -310,7 +347,7 @@ def run_distill(args: argparse.Namespace) -> Dict[str, Any]:
     )
     if not 0 <= cfg.non_water_threshold < cfg.water_threshold <= 1:
         raise ValueError("expected 0 <= --non-water-threshold < --water-threshold <= 1")
-    result = distill(
+    result = _guarded(args, "distill", lambda: distill(
         _inputs(args),
         args.out,
         args.student,
@@ -322,5 +359,5 @@ def run_distill(args: argparse.Namespace) -> Dict[str, Any]:
         resume=args.resume,
         overwrite=args.overwrite,
         write_gate_rasters=not args.no_gate_rasters,
-    )
+    ), student=args.student, teacher=args.teacher)
     return _summary(result)

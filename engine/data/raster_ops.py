@@ -21,6 +21,7 @@ from ..preprocess.normalize import apply_normalization, compute_normalization, f
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
+from ..validate import check_distinct_outputs, check_outputs_not_inputs
 
 PathLike = Union[str, Path]
 PreprocessConfig = Union[SarPreprocessConfig, OpticalPreprocessConfig]
@@ -70,6 +71,8 @@ def align_pair(
     Raises:
         ValueError: no georeferencing, no overlap, a band that does not exist, existing outputs.
     """
+    check_outputs_not_inputs([optical_out, sar_out], {"optical": optical_path, "SAR": sar_path})
+    check_distinct_outputs({"aligned optical output": optical_out, "aligned SAR output": sar_out})
     optical_bands = list(optical_bands or range(1, _band_count(optical_path) + 1))
     sar_bands = list(sar_bands or range(1, _band_count(sar_path) + 1))
     for out in (optical_out, sar_out):
@@ -139,6 +142,9 @@ def preprocess_raster(
     Returns:
         output paths, the steps applied and each band's ``p_low``/``p_high``.
     """
+    check_outputs_not_inputs([out_path] + ([record_path] if record_path else []), {"raster": path})
+    if record_path:
+        check_distinct_outputs({"output": out_path, "normalisation record": record_path})
     count = _band_count(path)
     bands = [int(b) for b in bands]
     missing = [b for b in bands if not 1 <= b <= count]

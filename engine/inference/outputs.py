@@ -216,6 +216,10 @@ class OutputSet:
         try:
             for key in list(self._ds):
                 self._finish(key)
+            from ..validate import verify_geotiff
+
+            for key in self.keys:  # GDAL only logs write errors (disk full): check before the renames
+                verify_geotiff(self._tmp[key], self.paths[key])
             for key in self.keys:
                 final, aux = self.paths[key], _aux(self._tmp[key])
                 _aux(final).unlink(missing_ok=True)  # a stale legend of a replaced output

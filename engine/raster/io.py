@@ -16,6 +16,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from ..validate import verify_geotiff
+
 if TYPE_CHECKING:  # pragma: no cover
     from .grid import Grid
 
@@ -106,13 +108,50 @@ def _remove_quietly(path: Path) -> None:
 
 
 def check_output(path: PathLike, overwrite: bool = False) -> Path:
-    """Validate an output path: its folder must exist; an existing file needs ``overwrite``."""
+    """Validate an output path: its folder must exist and be writable; an existing file needs ``overwrite``.
+
+    Raises:
+        ValueError: the output exists (without ``overwrite``), is a folder, or its folder is missing.
+        engine.validate.FaultError: the folder cannot be written to (read-only, permission, full).
+    """
+    from ..validate import check_writable
+
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give an output file name")
     if path.exists() and not overwrite:
         raise ValueError(f"{path}: output exists; choose another name or pass overwrite=True (--overwrite)")
     if not path.parent.is_dir():
         raise ValueError(f"{path}: output folder {path.parent} does not exist")
+    check_writable(path.parent, target=path)
     return path
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; without ``overwrite`` never replace a file that appeared meanwhile.
+
+    A hard link fails when the name exists, so a second run that wrote the same output at the same
+    time is refused instead of silently replacing the first's file. File systems without hard links
+    fall back to a check and a rename.
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise ValueError(
+            f"{path}: output exists (written by another run while this one was running); choose another name "
+            "or pass overwrite=True (--overwrite)"
+        ) from None
+    except OSError:
+        if path.exists():
+            raise ValueError(
+                f"{path}: output exists; choose another name or pass overwrite=True (--overwrite)"
+            ) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -131,7 +170,9 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"{path}: nothing was written")
-        os.replace(tmp, path)
+        if tmp.suffix.lower() in (".tif", ".tiff"):
+            verify_geotiff(tmp, path)  # GDAL reports a full disk only on its error channel
+        _commit(tmp, path, overwrite)
         aux = tmp.with_name(tmp.name + ".aux.xml")
         if aux.exists():
             os.replace(aux, path.with_name(path.name + ".aux.xml"))

@@ -462,7 +462,11 @@ def finetune_from_polygons(
         if split.measured:
             def evaluate_student() -> float:
                 return _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)["miou"] or 0.0
-        fitter = _Fitter(student, student.parameters(), cfg, cfg.steps, progress.sub(0.4, 0.9), "student")
+        encoders = ("optical_encoder.", "sar_encoder.")
+        for name, param in student.named_parameters():  # frozen encoders: no backward through them
+            param.requires_grad_(cfg.train_encoders or not name.startswith(encoders))
+        params = [p for p in student.parameters() if p.requires_grad]
+        fitter = _Fitter(student, params, cfg, cfg.steps, progress.sub(0.4, 0.9), "student")
         result["student_fit"] = fitter.run(
             _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev), evaluate_student
         )

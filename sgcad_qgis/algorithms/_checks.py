@@ -2,15 +2,50 @@
 
 Each function returns ``None`` when the check passes, else one sentence saying what is wrong
 and what would fit, so the Processing dialog, batch mode and ``qgis_process`` show it before
-anything is computed.
+anything is computed. Where the inputs are plain files, the sentence is the engine's own
+(``engine.validate``), so the command line and Processing refuse alike and say it alike.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
-from qgis.core import QgsCoordinateTransform, QgsMapLayer, QgsProject, QgsRectangle
+from qgis.core import QgsCoordinateTransform, QgsMapLayer, QgsProject, QgsRasterLayer, QgsRectangle
+
+
+def engine_check(check: Callable, *args, **kwargs) -> Optional[str]:
+    """Run an engine check; its error (any kind) as the engine's one line, else None."""
+    from sgcad_qgis.engine.validate import describe_error
+
+    try:
+        check(*args, **kwargs)
+    except Exception as exc:
+        return describe_error(exc)[0]
+    return None
+
+
+def plain_file(layer: Any) -> Optional[str]:
+    """The file behind a raster layer read in place by the engine (a GDAL plain file), else None."""
+    if isinstance(layer, QgsRasterLayer) and layer.providerType() == "gdal" and Path(layer.source()).is_file():
+        return layer.source()
+    return None
+
+
+def georeferenced(layer: Any) -> Optional[str]:
+    """Message when a raster layer has no georeferencing (the engine's sentence)."""
+    if not isinstance(layer, QgsRasterLayer):
+        return None
+    path = plain_file(layer)
+    if path:
+        from sgcad_qgis.engine.validate import check_georeferenced
+
+        return engine_check(check_georeferenced, path)
+    if not layer.crs().isValid():
+        from sgcad_qgis.engine.validate import no_georeferencing
+
+        return no_georeferencing(layer.source() or layer.name())
+    return None
 
 
 def _extent_in(layer: Any, crs) -> QgsRectangle:
@@ -24,10 +59,26 @@ def _extent_in(layer: Any, crs) -> QgsRectangle:
     return extent
 
 
-def overlap(a: QgsMapLayer, b: Any, label_a: str, label_b: str) -> Optional[str]:
-    """Message when ``b``'s footprint does not overlap raster/vector ``a``'s."""
+def overlap(a: QgsMapLayer, b: Any, label_a: str, label_b: str, tile_size: Optional[int] = None) -> Optional[str]:
+    """Message when ``b``'s footprint does not overlap raster/vector ``a``'s.
+
+    Two raster files are checked by the engine on ``b``'s grid (the SAR's, the reference's), with
+    the engine's sentence; layers that are not plain files, and vectors, by their QGIS extents.
+    Rasters without georeferencing are named as such, not as "not overlapping".
+    """
     if a is None or b is None:
         return None
+    for layer in (a, b):
+        problem = georeferenced(layer)
+        if problem:
+            return problem
+    path_a, path_b = plain_file(a), plain_file(b)
+    if path_a and path_b:
+        from sgcad_qgis.engine.raster.grid import grid_of
+        from sgcad_qgis.engine.validate import check_pair_overlap
+
+        words = (label_a.replace(" raster", ""), label_b.replace(" raster", ""))
+        return engine_check(lambda: check_pair_overlap(path_a, path_b, grid_of(path_b), labels=words))
     ea, eb = a.extent(), _extent_in(b, a.crs())
     inter = ea.intersect(eb)
     if inter.isEmpty() or inter.width() <= 0 or inter.height() <= 0:
@@ -60,20 +111,20 @@ def band_choice(
     return None
 
 
-def model_file(path: str, kind: str, label: str = "model") -> Tuple[Any, Optional[str]]:
-    """(metadata, None) when ``path`` is an SGCAD ``kind`` model, else (None, message).
+def model_file(path: str, kind: Optional[str], label: str = "model") -> Tuple[Any, Optional[str]]:
+    """(metadata, None) when ``path`` is an SGCAD ``kind`` model (any file name), else (None, message).
 
-    Only the file's header is read, so this is cheap enough for ``checkParameterValues``.
+    Only the file's header is read, so this is cheap enough for ``checkParameterValues``. The
+    message is the engine's (``engine.validate.check_model_file``), prefixed with ``label``.
     """
     if not path:
         return None, None
-    from sgcad_qgis.engine.models.checkpoint import check_fits, read_metadata
+    from sgcad_qgis.engine.validate import check_model_file, describe_error
 
     try:
-        meta = read_metadata(path)
-        check_fits(meta, path, kind)
-    except (ValueError, FileNotFoundError) as exc:
-        return None, f"{label[0].upper() + label[1:]}: {exc}"
+        meta = check_model_file(path, kind, label.lower())
+    except Exception as exc:
+        return None, f"{label[0].upper() + label[1:]}: {describe_error(exc)[0]}"
     return meta, None
 
 
@@ -123,6 +174,74 @@ def label_field(source: Any, field: str, schema: Any, label: str = "label layer"
 
 def _is_null(value: Any) -> bool:
     return hasattr(value, "isNull") and value.isNull()
+
+
+def outputs_not_inputs(outputs: Iterable[Any], inputs: Dict[str, Any]) -> Optional[str]:
+    """The engine's message when an output would replace an input (with OVERWRITE or without).
+
+    ``inputs`` values may be layers (their source is used), paths or None.
+    """
+    from sgcad_qgis.engine.validate import check_outputs_not_inputs
+
+    paths = {label: (value.source() if isinstance(value, QgsMapLayer) else value) for label, value in inputs.items()}
+    return engine_check(check_outputs_not_inputs, [o for o in outputs if o], paths)
+
+
+def distinct_outputs(outputs: Dict[str, Any]) -> Optional[str]:
+    from sgcad_qgis.engine.validate import check_distinct_outputs
+
+    return engine_check(check_distinct_outputs, outputs)
+
+
+def tiling(tile_size: Any, overlap_px: Any) -> Optional[str]:
+    """The engine's message for a tile size or overlap it would refuse."""
+    from sgcad_qgis.engine.validate import check_tiling
+
+    try:
+        tile, over = int(float(tile_size)), int(float(overlap_px))
+    except (TypeError, ValueError):
+        return None
+    return engine_check(check_tiling, tile, over)
+
+
+def folder_free(folder: str) -> Optional[str]:
+    """The engine's message when another live run holds an output folder (its run lock)."""
+    if not folder or str(folder).startswith(("TEMPORARY", "memory:")):
+        return None
+    from sgcad_qgis.engine.validate import check_output_folder, check_unlocked
+
+    return engine_check(check_output_folder, folder) or engine_check(check_unlocked, folder)
+
+
+def vector_layer_choice(value: Any) -> Optional[str]:
+    """The engine's message when a vector given as a file path holds several layers and none is chosen.
+
+    A project layer or ``path|layername=NAME`` names its layer; a bare path to a multi-layer
+    GeoPackage would otherwise be read from its first layer.
+    """
+    if not isinstance(value, str) or "|" in value or not Path(value).is_file():
+        return None
+    from sgcad_qgis.engine.validate import choose_vector_layer
+
+    return engine_check(choose_vector_layer, value, None)
+
+
+def unreadable_file(value: str, raster: bool = True) -> Optional[str]:
+    """The engine's message for a file path QGIS could not open (missing, corrupt, not a raster/vector)."""
+    path = Path(str(value).split("|", 1)[0])
+    if not path.exists():
+        return f"{path}: file not found; check the path"
+    if raster:
+        import rasterio
+
+        def read():
+            with rasterio.open(path) as src:
+                src.read(1, window=((0, min(src.height, 1)), (0, min(src.width, 1))))
+
+        return engine_check(read)
+    from sgcad_qgis.engine.validate import vector_layers
+
+    return engine_check(vector_layers, path)
 
 
 def output_free(path: str, overwrite: bool, label: str) -> Optional[str]:

@@ -8,11 +8,13 @@ translation of engine errors into messages Processing shows.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsCoordinateTransform,
@@ -53,12 +55,90 @@ SAR_UNIT_CHOICES = (
 )
 
 
+def fault_message(exc: BaseException, feedback=None, label: str = "") -> str:
+    """One line for any exception, worded as the command line words it (``engine.validate``).
+
+    The traceback goes to the log (``pushDebugInfo``), never into the message.
+    """
+    from sgcad_qgis.engine.validate import describe_error
+
+    message, _, expected = describe_error(exc)
+    if feedback is not None:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        feedback.pushDebugInfo(trace)
+        if not expected:
+            message = message.replace("run again with --debug for the traceback", "the traceback is in the log")
+    return f"{label}: {message}" if label else message
+
+
+def _translated(method: Callable) -> Callable:
+    """Wrap ``processAlgorithm``: any engine or system error becomes one QgsProcessingException line."""
+
+    @functools.wraps(method)
+    def run(self, parameters, context, feedback):
+        try:
+            with self.run_lock(parameters, context):  # one run at a time per output folder
+                return method(self, parameters, context, feedback)
+        except QgsProcessingException:
+            raise
+        except Exception as exc:
+            raise QgsProcessingException(fault_message(exc, feedback)) from None
+
+    run.__sgcad_translated__ = True
+    return run
+
+
+def _checked(method: Callable) -> Callable:
+    """Wrap ``checkParameterValues``: an exception (an unreadable file…) becomes ``(False, one line)``."""
+
+    @functools.wraps(method)
+    def check(self, parameters, context):
+        try:
+            return method(self, parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        except Exception as exc:
+            return False, fault_message(exc)
+
+    check.__sgcad_translated__ = True
+    return check
+
+
+#: How messages name an input parameter: the command line's words (``... replace the optical input``).
+INPUT_LABELS = {
+    "OPTICAL": "optical",
+    "SAR": "SAR",
+    "MODEL": "model",
+    "STUDENT": "student",
+    "TEACHER": "teacher",
+    "LABELS": "labels",
+    "LABEL_POLYGONS": "labels",
+    "CLOUD_MASK": "cloud mask",
+    "PATCH_SET": "patch set",
+    "PREDICTION": "class map",
+    "REFERENCE": "reference raster",
+    "REFERENCE_RASTER": "reference",
+    "REFERENCE_VECTOR": "reference",
+    "INPUT": "label polygons",
+}
+
+
 class EngineAlgorithm(SgcadAlgorithm):
     """An :class:`SgcadAlgorithm` with helpers for the common parameters and the engine call.
 
     Nothing is stored on the instance between runs (batch mode runs one instance per row, the
     Modeler reuses instances), so every value is read from ``parameters`` when needed.
+
+    Every subclass's ``processAlgorithm`` and ``checkParameterValues`` are wrapped so that an error
+    ends as one line worded like the command line's (docs/errors.md), with the traceback in the log.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, wrap in (("processAlgorithm", _translated), ("checkParameterValues", _checked)):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "__sgcad_translated__", False):
+                setattr(cls, name, wrap(method))
 
     # ------------------------------------------------------------------ parameters
     def add_raster(self, name: str, label: str, optional: bool = False) -> None:
@@ -183,13 +263,31 @@ class EngineAlgorithm(SgcadAlgorithm):
         return rect
 
     def bands(self, parameters, name: str, context) -> Tuple[int, ...]:
-        """Selected 1-based bands, in the order chosen; () when none were chosen."""
-        if parameters.get(name) in (None, "", []):
+        """Selected 1-based bands, in the order chosen; () when none were chosen.
+
+        Accepts a list, QGIS's ``1;2;3`` and the command line's ``1,2,3`` (``qgis_process ...
+        OPTICAL_BANDS=1,2,3``, as docs/processing.md writes it).
+        """
+        value = parameters.get(name)
+        if value in (None, "", []):
             return ()
+        if isinstance(value, str) and "," in value:
+            parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+            try:
+                return tuple(int(p) for p in parts)
+            except ValueError:
+                raise QgsProcessingException(
+                    f"{name}: expected band numbers such as 1,2,3, got {value!r}"
+                ) from None
         return tuple(int(b) for b in self.parameterAsInts(parameters, name, context))
 
     def vector_path(self, parameters, name: str, context, feedback) -> Tuple[str, Optional[str]]:
         """(file path, layer name) readable by OGR; memory or database layers are exported."""
+        from . import _checks
+
+        problem = _checks.vector_layer_choice(parameters.get(name))
+        if problem:
+            raise QgsProcessingException(problem)
         path, layer_name = self.parameterAsCompatibleSourceLayerPathAndLayerName(
             parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
         )
@@ -226,14 +324,143 @@ class EngineAlgorithm(SgcadAlgorithm):
         return path
 
     def output_folder(self, parameters, name: str, context) -> str:
+        from sgcad_qgis.engine.validate import check_output_folder
+
         folder = self.parameterAsString(parameters, name, context)
         if not folder or folder == QgsProcessing.TEMPORARY_OUTPUT:
             folder = QgsProcessingUtils.generateTempFilename(name.lower())
+        check_output_folder(folder)
         Path(folder).mkdir(parents=True, exist_ok=True)
         return folder
 
+    def output_folders(self, parameters, context) -> list:
+        """The output folders of this run given as real paths (temporary outputs excluded)."""
+        folders = []
+        for definition in self.destinationParameterDefinitions():
+            if definition.type() != "folderDestination":
+                continue
+            value = self.parameterAsString(parameters, definition.name(), context)
+            if value and value != QgsProcessing.TEMPORARY_OUTPUT and not value.startswith(("TEMPORARY", "memory:")):
+                folders.append(value)
+        return folders
+
+    def run_lock(self, parameters, context):
+        """The run lock of this run's output folder (the engine's ``RunLock``), or a no-op."""
+        from contextlib import ExitStack
+
+        from sgcad_qgis.engine.validate import RunLock
+
+        stack = ExitStack()
+        for folder in self.output_folders(parameters, context):
+            stack.enter_context(RunLock(folder, f"sgcad:{self.name()}"))
+        return stack
+
+    def input_files(self, parameters, context) -> dict:
+        """Every input given as a file: parameter description -> path (layers by their source)."""
+        files = {}
+        for definition in self.parameterDefinitions():
+            name, value = definition.name(), parameters.get(definition.name())
+            if definition.isDestination() or value in (None, ""):
+                continue
+            kind = definition.type()
+            if kind == "raster":
+                layer = self.parameterAsRasterLayer(parameters, name, context)
+                path = layer.source() if layer is not None else None
+            elif kind == "file":
+                path = self.parameterAsFile(parameters, name, context)
+            elif kind in ("source", "vector") and isinstance(value, str):
+                path = value
+            else:
+                path = None
+            if path:
+                files[INPUT_LABELS.get(name, (definition.description() or name).lower())] = path
+        return files
+
+    def folder_lock(self, folder: str, command: str):
+        """The engine's run lock on an output folder (``with self.folder_lock(folder, "patches"):``): a
+        second run into the folder is refused, naming this one, from any interface."""
+        from sgcad_qgis.engine.validate import RunLock
+
+        return RunLock(folder, command)
+
     def overwrite(self, parameters, context) -> bool:
         return bool(parameters.get("OVERWRITE")) and self.parameterAsBoolean(parameters, "OVERWRITE", context)
+
+    # ------------------------------------------------------------------ checks
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """QGIS's per-parameter checks, saying what is wrong where QGIS says only "Incorrect parameter value".
+
+        Model files are checked by the engine whatever their name (a model saved as ``.pt`` is fine,
+        a file that is not a model says so); numbers out of range give the range; files QGIS cannot
+        open get the engine's sentence (corrupt, truncated, not found).
+        """
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            value = parameters.get(name)
+            if self._is_model(definition) and value not in (None, ""):
+                problem = _model_problem(definition, value)
+                if problem:
+                    return False, problem
+                continue
+            if definition.checkValueIsAcceptable(value, context):
+                continue
+            return False, self._parameter_message(definition, value, parameters)
+        return self._folder_problems(parameters, context)
+
+    def _folder_problems(self, parameters, context) -> Tuple[bool, str]:
+        """Output folders: not a file, not held by another run, and no input named like a file they receive
+        (``engine.validate.FOLDER_OUTPUTS`` lists what each algorithm writes there)."""
+        from sgcad_qgis.engine.validate import FOLDER_OUTPUTS
+
+        from . import _checks
+
+        folders = self.output_folders(parameters, context)
+        if not folders:
+            return True, ""
+        names = FOLDER_OUTPUTS.get(self.name(), ())
+        inputs = self.input_files(parameters, context) if names else {}
+        for folder in folders:
+            written = [str(Path(folder) / name) for name in names]
+            problem = _checks.folder_free(folder) or _checks.outputs_not_inputs(written, inputs)
+            if problem:
+                return False, problem
+        return True, ""
+
+    @staticmethod
+    def _is_model(definition) -> bool:
+        return definition.type() == "file" and MODEL_FILTER in (definition.fileFilter() or "")
+
+    def _parameter_message(self, definition, value, parameters) -> str:
+        from . import _checks
+
+        name, label = definition.name(), definition.description()
+        if value in (None, "") or (isinstance(value, (list, tuple)) and not value):
+            return f"{label} ({name}) is required."
+        kind = definition.type()
+        if kind == "number":
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return f"{label} ({name}) must be a number, got {value!r}."
+            if name in ("TILE_SIZE", "OVERLAP") and "TILE_SIZE" in [d.name() for d in self.parameterDefinitions()]:
+                tile = number if name == "TILE_SIZE" else parameters.get("TILE_SIZE", 512)
+                overlap = number if name == "OVERLAP" else parameters.get("OVERLAP", 64)
+                problem = _checks.tiling(tile, overlap)
+                if problem:
+                    return problem
+            low, high = definition.minimum(), definition.maximum()
+            return f"{label} ({name}) must be between {low:g} and {high:g}, got {number:g}."
+        if kind in ("raster", "source", "vector") and isinstance(value, str):
+            problem = _checks.unreadable_file(value, raster=kind == "raster")
+            if problem:
+                return problem
+            return f"{label} ({name}): {value!r} is not a layer or file QGIS can open; check the path or the layer."
+        if kind == "band":
+            return f"{label} ({name}): expected band numbers such as 1,2,3, got {value!r}."
+        if kind == "enum":
+            options = definition.options()
+            return f"{label} ({name}): {value!r} is not one of {list(range(len(options)))} ({', '.join(options)})."
+        return f"{label} ({name}): {value!r} is not a valid value."
 
     # ------------------------------------------------------------------ running
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -268,8 +495,10 @@ class EngineAlgorithm(SgcadAlgorithm):
             yield make_progress(feedback)
         except Canceled:
             raise QgsProcessingException(f"{label}: canceled; no output was written.") from None
-        except (ValueError, FileNotFoundError) as exc:
-            raise QgsProcessingException(f"{label}: {exc}") from None
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # one line worded as on the command line; the traceback in the log
+            raise QgsProcessingException(fault_message(exc, feedback, label)) from None
         self.timed(feedback, label, start)
 
     def log_device(self, feedback, device: str) -> str:
@@ -284,6 +513,14 @@ class EngineAlgorithm(SgcadAlgorithm):
         else:
             feedback.pushInfo(f"Device: CPU ({torch.get_num_threads()} threads)")
         return device
+
+
+def _model_problem(definition, value) -> Optional[str]:
+    """The engine's sentence when a model-file parameter does not hold an SGCAD model (any name)."""
+    from . import _checks
+
+    _, problem = _checks.model_file(str(value), None, definition.description() or "model")
+    return problem
 
 
 def verdict(messages: Sequence[Optional[str]]) -> Tuple[bool, str]:

@@ -77,7 +77,11 @@ class AlignPair(EngineAlgorithm):
         sar = self.parameterAsRasterLayer(parameters, "SAR", context)
         overwrite = self.overwrite(parameters, context)
         crs = self.parameterAsCrs(parameters, "CRS", context)
+        optical_out = self.parameterAsOutputLayer(parameters, "OUTPUT_OPTICAL", context)
+        sar_out = self.parameterAsOutputLayer(parameters, "OUTPUT_SAR", context)
         messages = [
+            _checks.outputs_not_inputs([optical_out, sar_out], {"optical": optical, "SAR": sar}),
+            _checks.distinct_outputs({"aligned optical output": optical_out, "aligned SAR output": sar_out}),
             _checks.overlap(optical, sar, "optical raster", "SAR raster"),
             _checks.band_choice(
                 optical, self.bands(parameters, "OPTICAL_BANDS", context), None, "optical raster"

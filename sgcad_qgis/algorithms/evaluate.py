@@ -104,10 +104,26 @@ class Evaluate(EngineAlgorithm):
         if has_raster == has_vector:
             return False, "Give exactly one reference: a label raster or polygons with a class field."
         meta, problem = _checks.model_file(self.parameterAsFile(parameters, "MODEL", context), "student")
+        problem = problem or (_checks.vector_layer_choice(parameters.get("REFERENCE_VECTOR")) if has_vector else None)
         if problem:
             return False, problem
         schema = meta.schema if meta is not None else self._schema(parameters, context)
-        messages = [_checks.band_choice(prediction, [], 1, "class map")]
+        targets = {n: self.parameterAsFileOutput(parameters, n, context) for n in ("OUTPUT_HTML", "OUTPUT_JSON")}
+        reference_value = parameters.get("REFERENCE_VECTOR") if has_vector else None
+        inputs = {
+            "class map": prediction,
+            "reference": self.parameterAsRasterLayer(parameters, "REFERENCE_RASTER", context)
+            if has_raster
+            else (reference_value if isinstance(reference_value, str) else None),
+            "model": self.parameterAsFile(parameters, "MODEL", context),
+        }
+        messages = [
+            _checks.outputs_not_inputs(targets.values(), inputs),
+            _checks.distinct_outputs(
+                {"accuracy report": targets["OUTPUT_HTML"], "metrics JSON": targets["OUTPUT_JSON"]}
+            ),
+            _checks.band_choice(prediction, [], 1, "class map"),
+        ]
         if has_raster:
             reference = self.parameterAsRasterLayer(parameters, "REFERENCE_RASTER", context)
             messages.append(_checks.overlap(prediction, reference, "class map", "reference raster"))

@@ -22,6 +22,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .. import layers
+from . import _checks
 from ._common import verdict
 from ._training import TrainingAlgorithm
 
@@ -62,8 +63,25 @@ class ExportPatches(TrainingAlgorithm):
         ok, message = super(TrainingAlgorithm, self).checkParameterValues(parameters, context)
         if not ok:
             return ok, message
+        problem = _checks.vector_layer_choice(parameters.get("LABEL_POLYGONS"))
+        if problem:
+            return False, problem
         messages = [m for m in self.check_training(parameters, context) if m]
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
+        if folder and not folder.startswith("TEMPORARY"):
+            written = [Path(folder) / n for n in ("manifest.json", "labels.tif", "patches.gpkg")]
+            inputs = {
+                name.lower().replace("_", " "): self._input_value(parameters, name, context)
+                for name in ("OPTICAL", "SAR", "LABELS", "LABEL_POLYGONS")
+            }
+            if self.parameterAsBoolean(parameters, "COPY_RASTERS", context):
+                for key, name in (("optical", "OPTICAL"), ("sar", "SAR"), ("label", "LABELS")):
+                    source = inputs[name.lower()]
+                    if source:
+                        target = Path(folder) / f"{key}{Path(source).suffix}"
+                        if not _same(source, target):  # a raster already in place is not copied
+                            written.append(target)
+            messages += [_checks.outputs_not_inputs(written, inputs), _checks.folder_free(folder)]
         if folder and not folder.startswith("TEMPORARY") and (Path(folder) / "manifest.json").exists():
             if not self.overwrite(parameters, context):
                 messages.append(
@@ -72,14 +90,28 @@ class ExportPatches(TrainingAlgorithm):
                 )
         return verdict(messages)
 
+    def _input_value(self, parameters, name: str, context):
+        """The file behind an input parameter (layers by their source), or None."""
+        value = parameters.get(name)
+        if value in (None, ""):
+            return None
+        if name == "LABEL_POLYGONS":
+            return value if isinstance(value, str) else None
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        return layer.source() if layer is not None else None
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        folder = Path(self.output_folder(parameters, "OUTPUT_FOLDER", context))
+        with self.folder_lock(str(folder), "exportpatches"):  # one run at a time into the folder
+            return self._export(parameters, context, feedback, folder)
+
+    def _export(self, parameters, context, feedback, folder: Path):
         from sgcad_qgis.engine.config import ClassSchema, PatchConfig
         from sgcad_qgis.engine.data.patches import build_manifest, save_manifest
         from sgcad_qgis.engine.raster.grid import default_grid, grid_of
         from sgcad_qgis.engine.raster.labels import rasterize_labels_to_file
 
         schema = ClassSchema()
-        folder = Path(self.output_folder(parameters, "OUTPUT_FOLDER", context))
         overwrite = self.overwrite(parameters, context)
         optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster")
         sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster")
@@ -117,8 +149,13 @@ class ExportPatches(TrainingAlgorithm):
         if self.parameterAsBoolean(parameters, "COPY_RASTERS", context):
             for key, path in list(sources.items()):
                 target = folder / f"{key}{Path(path).suffix}"
-                if Path(path).resolve() != target.resolve():
-                    shutil.copyfile(path, target)
+                if not _same(path, target):
+                    part = target.with_name(f".{target.stem}.part{target.suffix}")
+                    try:  # under a temporary name: an interrupted copy leaves no half-written raster
+                        shutil.copyfile(path, part)
+                        part.replace(target)
+                    finally:
+                        part.unlink(missing_ok=True)
                 sources[key] = target.name
         manifest["sources"] = {k: str(v) for k, v in sources.items()}
         manifest_path = save_manifest(manifest, folder / "manifest.json")
@@ -135,6 +172,13 @@ class ExportPatches(TrainingAlgorithm):
             "TEST_PATCHES": summary["test"]["patches"],
             "TILE_SIZE_USED": manifest["tile_size"],
         }
+
+
+def _same(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _write_outlines(manifest, grid, path: Path, context) -> str:

@@ -113,7 +113,12 @@ class PreprocessSar(EngineAlgorithm):
         overwrite = self.overwrite(parameters, context)
         low = self.parameterAsDouble(parameters, "LOW_PERCENTILE", context)
         high = self.parameterAsDouble(parameters, "HIGH_PERCENTILE", context)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        record = self.parameterAsFileOutput(parameters, "OUTPUT_RECORD", context)
         messages = [
+            _checks.georeferenced(layer),
+            _checks.outputs_not_inputs([output, record], {"raster": layer}),
+            _checks.distinct_outputs({"output": output, "normalisation record": record}),
             _checks.band_choice(
                 layer, self.bands(parameters, f"{self.INPUT}_BANDS", context), None, self.LABEL
             ),

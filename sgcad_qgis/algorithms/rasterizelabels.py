@@ -59,14 +59,22 @@ class RasterizeLabels(EngineAlgorithm):
         if not ok:
             return ok, message
         meta, problem = _checks.model_file(self.parameterAsFile(parameters, "MODEL", context), "student")
+        problem = problem or _checks.vector_layer_choice(parameters.get("INPUT"))
         if problem:
             return False, problem
         schema = meta.schema if meta is not None else self._schema(parameters, context)
         source = self.parameterAsSource(parameters, "INPUT", context)
         reference = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
         field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        inputs = {
+            "label polygons": parameters.get("INPUT") if isinstance(parameters.get("INPUT"), str) else None,
+            "reference raster": reference,
+            "model": self.parameterAsFile(parameters, "MODEL", context),
+        }
         return verdict(
             [
+                _checks.outputs_not_inputs([output], inputs),
                 _checks.overlap(reference, source, "reference raster", "label polygons"),
                 _checks.label_field(source, field, schema, "label polygons"),
                 _checks.output_free(

@@ -121,8 +121,14 @@ class Segment(EngineAlgorithm):
         if parameters.get("AOI_LAYER") not in (None, ""):
             source = self.parameterAsSource(parameters, "AOI_LAYER", context)
             messages.append(_checks.overlap(sar, source, "SAR raster", "area of interest"))
+        messages.append(
+            _checks.tiling(parameters.get("TILE_SIZE", 512), parameters.get("OVERLAP", 64))
+            if "TILE_SIZE" in parameters or "OVERLAP" in parameters
+            else None
+        )
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         if folder and not folder.startswith(("TEMPORARY", "memory:")):
+            # outputs vs inputs and the folder's run lock: EngineAlgorithm.checkParameterValues
             for name in ("classes.tif", "confidence.tif"):
                 messages.append(
                     _checks.output_free(

@@ -1,0 +1,498 @@
+"""Bad inputs and faults through the command line (``python -m engine``): inputs are never replaced,
+every fault ends with one line naming the file and the remedy and a documented exit status,
+nothing half-written is left, and meaningless requests are refused or warned with numbers.
+
+docs/errors.md lists the messages these tests check.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from engine import validate
+from engine.cli import main
+from engine.data.synthetic import generate_scene
+from engine.raster.io import atomic_output
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_STUDENT = {"widths": [8, 8, 16, 16], "blocks_per_stage": [1, 1, 1, 1], "decoder_channels": 8,
+                "attention_dim": 8, "pool_size": 4}
+TINY_TEACHER = {"widths": [4, 8, 8, 8], "blocks_per_branch": [1, 1, 1, 1], "modules_per_stage": [1, 1, 1, 1]}
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("fault_scene")
+    result = generate_scene(folder, size=96, seed=4)
+    return {k: str(result[k]) for k in ("optical", "sar", "label", "label_vector")}
+
+
+@pytest.fixture(scope="module")
+def models(scene, tmp_path_factory) -> dict:
+    import torch
+
+    from engine.config import (
+        ModelMetadata,
+        OpticalPreprocessConfig,
+        SarPreprocessConfig,
+        StudentConfig,
+        TeacherConfig,
+        from_dict,
+        to_dict,
+    )
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models import build_model
+    from engine.models.checkpoint import save_model
+
+    folder = tmp_path_factory.mktemp("fault_models")
+    recipe = InputRecipe(sar=SarPreprocessConfig(lee_window=3), optical=OpticalPreprocessConfig())
+    stored = resolve_inputs(recipe, scene["optical"], scene["sar"]).stored()
+    out = {}
+    for kind, cls, tiny in (("student", StudentConfig, TINY_STUDENT), ("teacher", TeacherConfig, TINY_TEACHER)):
+        torch.manual_seed(0)
+        config = from_dict(cls, tiny)
+        meta = ModelMetadata(kind=kind, model=to_dict(config), **stored)
+        out[kind] = str(save_model(folder / f"{kind}.safetensors", build_model(config), meta))
+    return out
+
+
+def cli(capsys, *args) -> tuple:
+    """Run ``python -m engine`` in this process: (exit status, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def segment_args(scene, models, out, *extra):
+    return ["segment", "--optical", scene["optical"], "--sar", scene["sar"], "--model", models["student"],
+            "--out", out, "--tile-size", 64, "--overlap", 8, "--device", "cpu", "--backend", "torch",
+            "--threads", 1, "--quiet", *extra]
+
+
+def one_error_line(err: str) -> str:
+    """The stderr of a failed run: one ``error:`` line, the last, and no traceback (progress lines may precede)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert "Traceback" not in err and "ERROR 1:" not in err, err
+    return errors[0]
+
+
+def no_temporaries(folder: Path) -> None:
+    if folder.exists():
+        left = [p.name for p in folder.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+        assert not left, left
+
+
+def subprocess_env(tmp_path) -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), SGCAD_CACHE_DIR=str(tmp_path / "cache"))
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder nobody may write into: permissions for a normal user, a kernel file system for root."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    for candidate in (Path("/sys/fs"), Path("/proc/sys")):
+        try:
+            validate.check_writable(candidate)
+        except validate.FaultError:
+            return candidate
+    pytest.skip("no read-only folder available to root on this machine")
+
+
+# --------------------------------------------------------------------------- inputs are never replaced
+def test_segment_never_replaces_an_input_named_like_an_output(scene, models, tmp_path, capsys):
+    out = tmp_path / "shared"
+    out.mkdir()
+    optical = out / "classes.tif"  # an input that happens to carry an output's name
+    shutil.copy(scene["optical"], optical)
+    before = optical.read_bytes()
+    args = segment_args(dict(scene, optical=str(optical)), models, out, "--overwrite")
+    code, _, err = cli(capsys, *args)
+    line = one_error_line(err)
+    assert code == 2 and "would replace the optical input" in line and "not even with --overwrite" in line
+    assert optical.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["classes.tif"]
+
+
+@pytest.mark.parametrize("link", ["same", "hard", "symlink"])
+def test_preprocess_output_on_its_input_is_refused_even_with_overwrite(scene, tmp_path, capsys, link):
+    source = tmp_path / "sar.tif"
+    shutil.copy(scene["sar"], source)
+    before = source.read_bytes()
+    output = source
+    if link == "hard":
+        output = tmp_path / "hard.tif"
+        os.link(source, output)
+    elif link == "symlink":
+        output = tmp_path / "sub" / ".." / "link.tif"
+        (tmp_path / "sub").mkdir()
+        os.symlink(source, tmp_path / "link.tif")
+    code, _, err = cli(capsys, "preprocess", "--input", source, "--output", output, "--modality", "sar", "--overwrite")
+    assert code == 2 and "would replace the raster input" in one_error_line(err)
+    assert source.read_bytes() == before
+
+
+def test_align_rasterize_stack_evaluate_and_training_refuse_to_replace_inputs(scene, models, tmp_path, capsys):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    optical = folder / "optical_aligned.tif"
+    shutil.copy(scene["optical"], optical)
+    keep = {p: p.read_bytes() for p in (optical,)}
+    cases = [
+        ["align", "--optical", optical, "--sar", scene["sar"], "--out", folder, "--overwrite"],
+        ["rasterize", "--vector", scene["label_vector"], "--class-field", "class_id", "--grid", optical,
+         "--output", optical, "--overwrite"],
+        ["stack", f"{scene['sar']}:1", f"{optical}:2", "--output", optical, "--overwrite"],
+        ["evaluate", "--prediction", optical, "--reference", scene["label"], "--out", optical, "--overwrite"],
+        ["train-student", "--optical", optical, "--sar", scene["sar"], "--labels", folder / "labels.tif",
+         "--out", folder, "--overwrite", "--epochs", 1],
+        ["distill", "--optical", scene["optical"], "--sar", scene["sar"], "--labels", scene["label"],
+         "--student", folder / "best.safetensors", "--teacher", models["teacher"], "--out", folder, "--overwrite"],
+    ]
+    shutil.copy(scene["label"], folder / "labels.tif")
+    shutil.copy(models["student"], folder / "best.safetensors")
+    keep.update({p: p.read_bytes() for p in (folder / "labels.tif", folder / "best.safetensors")})
+    for args in cases:
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and "would replace the" in one_error_line(err), (args[0], err)
+    for path, data in keep.items():
+        assert path.read_bytes() == data, path
+
+
+def test_two_outputs_of_one_run_must_differ(scene, tmp_path, capsys):
+    code, _, err = cli(capsys, "preprocess", "--input", scene["sar"], "--output", tmp_path / "x.tif",
+                       "--record", tmp_path / "x.tif", "--modality", "sar")
+    assert code == 2 and "would be the same file" in one_error_line(err)
+    assert not (tmp_path / "x.tif").exists()
+
+
+# --------------------------------------------------------------------------- I/O faults: one line, nothing left
+def test_read_only_destination_is_one_line_naming_the_file(scene, models, tmp_path, capsys):
+    folder = read_only_folder(tmp_path)
+    code, _, err = cli(capsys, "preprocess", "--input", scene["sar"], "--output", folder / "out.tif",
+                       "--modality", "sar")
+    line = one_error_line(err)
+    assert code == 3 and str(folder / "out.tif") in line and "Choose an output folder you can write to" in line
+    code, _, err = cli(capsys, *segment_args(scene, models, folder / "segmentation"))
+    line = one_error_line(err)
+    assert code == 3 and str(folder / "segmentation") in line and "nothing was written" in line
+
+
+@pytest.mark.parametrize("command", ["segment", "preprocess"])
+def test_file_size_limit_leaves_nothing_half_written(scene, models, tmp_path, command):
+    """A full destination (here the process's file-size limit: ``OSError: File too large`` / a GDAL
+    write error) ends with one line and removes what was written; exit status 3."""
+    out = tmp_path / "out"
+    out.mkdir()
+    big = generate_scene(tmp_path / "big", size=384, seed=2)
+    if command == "segment":
+        args = segment_args({"optical": big["optical"], "sar": big["sar"]}, models, out, "--tile-size", 128,
+                            "--overlap", 16)
+        # --tile-size given twice: argparse keeps the last
+    else:
+        args = ["preprocess", "--input", big["sar"], "--output", out / "sar_pre.tif", "--modality", "sar",
+                "--no-normalize"]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    done = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit)  # noqa: PLW1509
+    line = one_error_line(done.stderr)
+    assert done.returncode == 3, done.stderr
+    assert "file too large" in line and "nothing was kept" in line and str(out) in line
+    assert sorted(p.name for p in out.iterdir()) == [], list(out.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "text"])
+def test_corrupt_or_truncated_input_is_named_with_the_remedy(scene, models, tmp_path, capsys, damage):
+    data = Path(scene["optical"]).read_bytes()
+    bad = tmp_path / "optical.tif"
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 3])
+    elif damage == "garbage":
+        buf = bytearray(data)
+        for i in range(400, len(buf), 5):
+            buf[i] = (buf[i] * 7 + 3) % 256
+        bad.write_bytes(bytes(buf))
+    else:
+        bad.write_text("not a raster\n")
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, *segment_args(dict(scene, optical=str(bad)), models, out))
+    line = one_error_line(err)
+    assert code == 2 and str(bad) in line and "re-create, re-download or re-export it" in line, line
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_files(scene, models, tmp_path):
+    big = generate_scene(tmp_path / "big", size=512, seed=2)
+    out = tmp_path / "out"
+    args = segment_args({"optical": big["optical"], "sar": big["sar"]}, models, out, "--batch-size", 1)
+    process = subprocess.Popen([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT,
+                               env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / validate.LOCK_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # interrupt while the outputs are being written
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "interrupted (Ctrl-C): stopped; no output was written"
+    ]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_debug_flag_adds_the_traceback(scene, tmp_path, capsys):
+    args = ["preprocess", "--input", tmp_path / "missing.tif", "--output", tmp_path / "o.tif", "--modality", "sar"]
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "Traceback" not in err and "missing.tif" in one_error_line(err)
+    code, _, err = cli(capsys, "--debug", *args)
+    assert code == 2 and "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_bug_is_one_line_saying_how_to_get_the_traceback(monkeypatch, scene, tmp_path, capsys):
+    import engine.commands.data as data
+
+    def broken(args):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(data, "run_preprocess", broken)
+    code, _, err = cli(capsys, "preprocess", "--input", scene["sar"], "--output", tmp_path / "o.tif",
+                       "--modality", "sar", "--json")
+    line = one_error_line(err)
+    assert code == 1 and "internal error: IndexError" in line and "--debug" in line
+
+
+def test_json_failure_is_a_json_object_with_the_exit_status(scene, tmp_path, capsys):
+    code, out, _ = cli(capsys, "preprocess", "--input", tmp_path / "none.tif", "--output", tmp_path / "o.tif",
+                       "--modality", "sar", "--json")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 2 and result["ok"] is False and result["exit_status"] == 2 and "none.tif" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "words", "status"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/out/.classes.1a2b3c4d.tmp.tif"),
+         ["/data/out/classes.tif", "no space left", "Free some space"], 3),
+        (OSError(errno.EFBIG, "File too large", "/data/.x.tmp-0a1b2c3d.tif"), ["/data/x.tif", "file too large"], 3),
+        (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out"), ["/mnt/ro/out", "read-only"], 3),
+        (PermissionError(errno.EACCES, "Permission denied", "/data/out"), ["/data/out", "permission denied"], 3),
+        (MemoryError(), ["out of memory", "tile size"], 3),
+    ],
+)
+def test_describe_error_names_the_final_file_and_the_remedy(exc, words, status):
+    message, code, expected = validate.describe_error(exc)
+    assert expected and code == status and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_gdal_write_errors_are_described(tmp_path):
+    from rasterio._err import CPLE_AppDefinedError
+
+    exc = CPLE_AppDefinedError(1, 1, f"{tmp_path}/.conf.1a2b3c4d.tmp.tif: Free disk space available is 0 bytes")
+    message, code, _ = validate.describe_error(exc)
+    assert code == 3 and f"{tmp_path}/conf.tif: no space left" in message
+
+
+def test_a_truncated_geotiff_is_never_committed(tmp_path):
+    """GDAL reports a full disk only in its log: the written file is checked before it takes its name."""
+    good = tmp_path / "good.tif"
+    with rasterio.open(good, "w", driver="GTiff", width=300, height=300, count=1, dtype="float32", tiled=True,
+                       blockxsize=256, blockysize=256, crs="EPSG:32631",
+                       transform=rasterio.Affine(1, 0, 590000, 0, -1, 5760000)) as dst:
+        dst.write(np.random.default_rng(0).random((1, 300, 300), dtype=np.float32))
+    data = good.read_bytes()
+    target = tmp_path / "out.tif"
+    with pytest.raises(validate.FaultError, match="out.tif: could not be written completely"):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(data[: len(data) // 2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.tif"]
+
+
+# --------------------------------------------------------------------------- requests that make no sense
+def test_no_overlap_is_refused_and_a_small_one_warned_with_numbers(scene, models, tmp_path, capsys):
+    with rasterio.open(scene["sar"]) as src:
+        profile, data = src.profile, src.read()
+        width = src.width
+    far, near = tmp_path / "far.tif", tmp_path / "near.tif"
+    for path, shift in ((far, 50000), (near, width - 10)):  # 100 km away; 10 pixels of overlap
+        p = dict(profile, transform=profile["transform"] * rasterio.Affine.translation(shift, 0))
+        with rasterio.open(path, "w", **p) as dst:
+            dst.write(data)
+    code, _, err = cli(capsys, *segment_args(dict(scene, sar=str(far)), models, tmp_path / "a"))
+    line = one_error_line(err)
+    assert code == 2 and "do not overlap (optical extent (" in line and "SAR extent (" in line and "EPSG:32631" in line
+    code, out, err = cli(capsys, *segment_args(dict(scene, sar=str(near)), models, tmp_path / "b", "--json"))
+    assert code == 0, err
+    warning = [w for w in json.loads(out.strip().splitlines()[-1])["inputs"]["warnings"] if "overlap on only" in w]
+    assert warning and "10x" in warning[0] and "less than one 64-pixel tile" in warning[0]
+    assert "warning: " in err and "overlap on only 10x" in err
+
+
+def test_tile_size_is_checked_with_the_same_sentence_as_processing(scene, models, tmp_path, capsys):
+    code, _, err = cli(capsys, *segment_args(scene, models, tmp_path / "a", "--tile-size", 10000))
+    assert code == 2
+    assert one_error_line(err) == "error: " + _message(validate.check_tiling, 10000, 8)
+    assert not (tmp_path / "a").exists()
+
+
+def _message(check, *args) -> str:
+    try:
+        check(*args)
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError("no error")
+
+
+def test_model_file_is_recognised_by_content_not_by_name(scene, models, tmp_path, capsys):
+    renamed = tmp_path / "model.pt"
+    shutil.copy(models["student"], renamed)
+    code, _, err = cli(capsys, *segment_args(dict(scene), dict(models, student=str(renamed)), tmp_path / "a"))
+    assert code == 0, err
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    code, _, err = cli(capsys, *segment_args(dict(scene), dict(models, student=str(text)), tmp_path / "b"))
+    assert code == 2 and "is not a SGCAD checkpoint" in one_error_line(err)
+
+
+@pytest.fixture()
+def two_layer_gpkg(scene, tmp_path) -> Path:
+    from osgeo import ogr
+
+    path = tmp_path / "two_layers.gpkg"
+    source = ogr.Open(scene["label_vector"])
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    target.CopyLayer(source.GetLayer(0), "aoi")
+    target.CopyLayer(source.GetLayer(0), "labels")
+    target = source = None
+    return path
+
+
+def test_multi_layer_vector_needs_the_layer_named(scene, two_layer_gpkg, tmp_path, capsys):
+    args = ["rasterize", "--vector", two_layer_gpkg, "--class-field", "class_id", "--grid", scene["sar"]]
+    code, _, err = cli(capsys, *args, "--output", tmp_path / "a.tif")
+    line = one_error_line(err)
+    assert code == 2 and "holds 2 layers with geometries (aoi, labels)" in line and "--layer NAME" in line
+    assert not (tmp_path / "a.tif").exists()
+    code, _, err = cli(capsys, *args, "--output", tmp_path / "b.tif", "--layer", "labels")
+    assert code == 0, err
+    code, _, err = cli(capsys, "evaluate", "--prediction", scene["label"], "--reference", two_layer_gpkg,
+                       "--class-field", "class_id")
+    assert code == 2 and "holds 2 layers" in one_error_line(err)
+    code, _, err = cli(capsys, *args, "--output", tmp_path / "c.tif", "--layer", "roads")
+    assert code == 2 and "no layer named 'roads'; its layers are ['aoi', 'labels']" in one_error_line(err)
+
+
+def test_attribute_tables_do_not_count_as_layers(scene, tmp_path):
+    from osgeo import ogr
+
+    path = tmp_path / "styled.gpkg"
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    target.CreateLayer("layer_styles", geom_type=ogr.wkbNone)  # what QGIS adds when a style is saved
+    source = ogr.Open(scene["label_vector"])  # kept alive while its layer is used
+    target.CopyLayer(source.GetLayer(0), "labels")
+    target = source = None
+    assert validate.choose_vector_layer(path) == "labels"
+
+
+def test_one_class_fine_tune_warns_on_the_command_line(scene, models, tmp_path):
+    from osgeo import ogr
+
+    water = tmp_path / "water.gpkg"
+    dataset = ogr.Open(scene["label_vector"])  # kept alive while its layer is used
+    source = dataset.GetLayer(0)
+    classes = [f.GetField("class_id") for f in source]
+    common = max(set(classes), key=classes.count)  # the class with the most polygons in this scene
+    source.SetAttributeFilter(f"class_id = {common}")
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(str(water))
+    target.CopyLayer(source, "water")
+    target = source = dataset = None
+    args = ["finetune", "--optical", scene["optical"], "--sar", scene["sar"], "--polygons", water,
+            "--class-field", "class_id", "--student", models["student"], "--no-teacher-update", "--out",
+            tmp_path / "ft", "--steps", 1, "--teacher-steps", 1, "--crop-size", 64, "--batch-size", 1,
+            "--threads", 1, "--device", "cpu", "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning: all" in done.stderr and "polygons hold one class (" in done.stderr
+
+
+# --------------------------------------------------------------------------- concurrent runs
+def _plant_lock(folder: Path, pid: int, run_id: str = "feedc0ffee42") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"id": run_id, "pid": pid, "pid_start": validate._process_start(pid), "host": socket.gethostname(),
+              "started": "2030-01-01 10:00:00", "command": "segment"}
+    (folder / validate.LOCK_NAME).write_text(json.dumps(record))
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_naming_the_first(scene, models, tmp_path, capsys):
+    out = tmp_path / "busy"
+    _plant_lock(out, os.getpid())  # a live process holds it
+    code, _, err = cli(capsys, *segment_args(scene, models, out))
+    line = one_error_line(err)
+    assert code == 2 and "is being written by another SGCAD run (segment feedc0ffee42, pid" in line
+    assert f"delete {out / validate.LOCK_NAME}" in line
+    assert sorted(p.name for p in out.iterdir()) == [validate.LOCK_NAME]
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(scene, models, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "stale"
+    _plant_lock(out, dead.pid)
+    code, _, err = cli(capsys, *segment_args(scene, models, out))
+    assert code == 0, err
+    assert (out / "classes.tif").is_file() and not (out / validate.LOCK_NAME).exists()
+
+
+def test_run_lock_is_reentrant_in_one_thread_and_exclusive_across_threads(tmp_path):
+    folder = tmp_path / "runs"
+    errors = []
+    with validate.RunLock(folder, "outer") as outer:
+        with validate.RunLock(folder, "nested"):  # an engine call inside a locked command
+            pass
+        assert (folder / validate.LOCK_NAME).exists()
+
+        def other():
+            try:
+                validate.RunLock(folder, "other").acquire()
+            except validate.SgcadError as exc:
+                errors.append(str(exc))
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert outer.id in errors[0]
+    assert not (folder / validate.LOCK_NAME).exists()
+
+
+def test_an_output_written_meanwhile_by_another_run_is_never_replaced(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(ValueError, match="written by another run while this one was running"):
+        with atomic_output(target) as tmp:
+            tmp.write_text("mine")
+            target.write_text("theirs")  # the other run committed first
+    assert target.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
