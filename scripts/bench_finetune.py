@@ -28,7 +28,8 @@ import numpy as np
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 
 MODELS = ROOT / "resources" / "models"
 SAMPLE = ROOT / "resources" / "sample" / "synthetic"

@@ -27,7 +27,8 @@ import rasterio
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 
 from engine.config import FinetuneConfig, InferenceConfig  # noqa: E402
 from engine.inputs.contract import InputRecipe, resolve_inputs  # noqa: E402
@@ -53,9 +54,9 @@ def scenes() -> Dict[str, dict]:
                       truth=s1f / "India_900498_LabelHand.tif", vh=2),
         "nigeria": dict(sar=s1f / "Nigeria_812045_S1Hand.tif", train=LABELS / "sen1floods11_Nigeria_812045_train.gpkg",
                         truth=s1f / "Nigeria_812045_LabelHand.tif", vh=2),
-        "camargue": dict(sar=next(cam.glob("*20170309*")), train=LABELS / "camargue_train.gpkg",
+        "camargue": dict(sar=next(cam.glob("*20170309*.tif")), train=LABELS / "camargue_train.gpkg",
                          eval=LABELS / "camargue_eval.gpkg"),
-        "rhone": dict(sar=next(cam.glob("*20171210*")), train=LABELS / "lower_rhone_train.gpkg",
+        "rhone": dict(sar=next(cam.glob("*20171210*.tif")), train=LABELS / "lower_rhone_train.gpkg",
                       eval=LABELS / "lower_rhone_eval.gpkg"),
         "rotterdam": dict(sar=rot / "sar_masked.tif", optical=rot / "rgb_unmasked.tif",
                           train=rot / "labels_digitised.gpkg", eval=LABELS / "rotterdam_eval.gpkg"),

@@ -22,7 +22,8 @@ from typing import Dict
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 
 from engine.files import atomic_write_bytes  # noqa: E402
 from engine.raster.io import read_bands  # noqa: E402

@@ -25,7 +25,8 @@ import numpy as np
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from eval_finetune_real import (  # noqa: E402

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 # Before torch loads OpenMP: idle threads sleep instead of spinning. On a shared 2-core
 # machine, spinning threads made every convolution 10-20x slower whenever another process ran.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

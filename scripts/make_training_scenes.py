@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 
 from engine.data.synthetic import generate_scene, random_scene_options  # noqa: E402
 

@@ -21,7 +21,8 @@ import numpy as np
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 from test_input_contract import _agreement, _maps, unit_variants  # noqa: E402

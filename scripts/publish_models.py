@@ -21,7 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
+    sys.path.append(str(ROOT))
 
 from engine.config import InferenceConfig  # noqa: E402
 from engine.inference.pipeline import segment_scene  # noqa: E402

@@ -66,6 +66,9 @@ KIND_KD_RATIO = "kd_ratio"
 KIND_CONFIDENCE = "confidence"
 KIND_GATE_BANDS = "gate_bands"
 KIND_PLAIN = "plain"  # keep QGIS's default rendering; only the layer name is set
+KIND_FLOOD_EXTENT = "flood_extent"  # flood maps (sgcad:floodmap): classes of flood_extent.tif
+KIND_EXCLUSION = "exclusion"  # where SAR cannot see water (exclusion.tif)
+KIND_FLOOD_LIKELIHOOD = "flood_likelihood"  # 0-1 ramp
 KINDS = (
     KIND_CLASSES,
     KIND_PROBABILITY,
@@ -74,6 +77,9 @@ KINDS = (
     KIND_CONFIDENCE,
     KIND_GATE_BANDS,
     KIND_PLAIN,
+    KIND_FLOOD_EXTENT,
+    KIND_EXCLUSION,
+    KIND_FLOOD_LIKELIHOOD,
 )
 
 #: Gate-mask values written by the distillation algorithms (0 = outside both gates).
@@ -279,6 +285,8 @@ def apply_style(layer: QgsRasterLayer, kind: str, schema=None, band: int = 1, ex
     elif kind == KIND_GATE_BANDS:
         layer.setRenderer(gate_bands_renderer(layer))
         layer.renderer().setOpacity(GATE_OPACITY)
+    elif kind in (KIND_FLOOD_EXTENT, KIND_EXCLUSION, KIND_FLOOD_LIKELIHOOD):
+        apply_flood_style(layer, kind, band)
     else:
         raise ValueError(f"unknown output kind {kind!r}; expected one of {KINDS}")
     layer.triggerRepaint()
@@ -637,3 +645,165 @@ def features_to_file(source, label: str, context, feedback=None, temp_dir: Optio
         writer.addFeature(feature)
     del writer  # closes the file
     return str(target)
+
+
+# --------------------------------------------------------------------------- flood maps
+#: flood_extent.tif values (engine.flood.report.FLOOD_CLASSES); 0 (not water) stays clear.
+FLOOD_EXTENT_CLASSES = (
+    (1, "#e31a1c", "observed flood"),
+    (2, "#1f78b4", "permanent water"),
+    (3, "#fdbf6f", "receded water"),
+    (254, "#969696", "excluded (SAR cannot see water)"),
+)
+#: exclusion.tif values (engine.flood.report.EXCLUSION_CLASSES); 0 (usable) stays clear.
+EXCLUSION_CLASSES = (
+    (1, "#d9d9d9", "no SAR value on a date"),
+    (2, "#4d4d4d", "radar shadow"),
+    (3, "#737373", "layover"),
+    (4, "#a6a6a6", "very low backscatter on both dates"),
+)
+EXCLUSION_OPACITY = 0.6
+FLOOD_LIKELIHOOD_COLORS = ("#fff5f0", "#fb6a4a", "#67000d")  # white -> dark red: more likely flooded
+
+
+def apply_flood_style(layer: QgsRasterLayer, kind: str, band: int = 1) -> None:
+    """Styles of the flood outputs: flood red, permanent water blue, exclusion grey, likelihood ramp."""
+    if kind == KIND_FLOOD_EXTENT:
+        layer.setRenderer(paletted_renderer(layer, FLOOD_EXTENT_CLASSES, band))
+    elif kind == KIND_EXCLUSION:
+        layer.setRenderer(paletted_renderer(layer, EXCLUSION_CLASSES, band))
+        layer.renderer().setOpacity(EXCLUSION_OPACITY)
+    elif kind == KIND_FLOOD_LIKELIHOOD:
+        layer.setRenderer(ramp_renderer(layer, 0.0, 1.0, FLOOD_LIKELIHOOD_COLORS, band))
+    else:
+        raise ValueError(f"not a flood output kind: {kind!r}")
+    layer.triggerRepaint()
+
+
+def flood_results(paths: Dict[str, str], label: str = "") -> List[ResultLayer]:
+    """The layers of a flood map, top first: the extent visible, the exclusion visible (grey, half
+    transparent), the likelihood and each date's water probability hidden.
+
+    Args:
+        paths: the engine's outputs by key (``flood``, ``exclusion``, ``likelihood``, ``water_after``,
+            ``water_before``); missing or empty ones are left out.
+        label: added to the layer names (e.g. the method).
+    """
+    suffix = f" ({label})" if label else ""
+    items = [
+        ResultLayer("flood_extent", paths.get("flood", ""), f"Flood extent{suffix}", KIND_FLOOD_EXTENT,
+                    "Red: water after and not before (observed flood); blue: water on both dates; orange: "
+                    "water before only; grey: excluded (SAR cannot see water there).", visible=True),
+        ResultLayer("flood_exclusion", paths.get("exclusion", ""), "Exclusion: SAR cannot see water",
+                    KIND_EXCLUSION, "No data on a date, radar shadow, layover, or very low backscatter on both "
+                    "dates (dry sand, tarmac) outside permanent water.", visible=True),
+        ResultLayer("flood_likelihood", paths.get("likelihood", ""), "Flood likelihood p_after x (1 - p_before)",
+                    KIND_FLOOD_LIKELIHOOD, "Probability of water after and not before, from the two dates' "
+                    "water probabilities (not masked by the exclusion layer)."),
+        ResultLayer("water_after", paths.get("water_after", ""), "Water probability after", KIND_PROBABILITY,
+                    "Water probability of the after date on the output grid."),
+        ResultLayer("water_before", paths.get("water_before", ""), "Water probability before", KIND_PROBABILITY,
+                    "Water probability of the before date, warped onto the after date's grid."),
+    ]
+    return [i for i in items if i.path]
+
+
+# --------------------------------------------------------------------------- polygons
+POLYGON_OPACITY = 0.75
+
+
+def polygon_renderer(classes: Iterable[Tuple[int, str, str]], field: str = "class_id"):
+    """A categorized renderer of polygons by ``field``: ``(value, colour, label)`` per class."""
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsRendererCategory
+
+    categories = []
+    for value, colour, label in classes:
+        symbol = QgsFillSymbol.createSimple({"color": colour, "outline_color": "#303030", "outline_width": "0.1"})
+        categories.append(QgsRendererCategory(int(value), symbol, str(label)))
+    return QgsCategorizedSymbolRenderer(field, categories)
+
+
+def style_polygons(layer, classes: Iterable[Tuple[int, str, str]]) -> None:
+    """Categorized fill by class (the class map's colours), three quarters opaque."""
+    layer.setRenderer(polygon_renderer(classes))
+    layer.setOpacity(POLYGON_OPACITY)
+    layer.triggerRepaint()
+
+
+def polygon_layer_uri(path: str, layer_name: str) -> str:
+    return f"{path}|layername={layer_name}"
+
+
+def save_polygon_style(path: str, layer_name: str, classes) -> Optional[str]:
+    """Save the polygons' style as ``<file>.qml``, QGIS's default style when the file is opened."""
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(polygon_layer_uri(path, layer_name), "style", "ogr")
+    try:
+        if not layer.isValid():
+            return None
+        style_polygons(layer, classes)
+        qml = str(Path(path).with_suffix(".qml"))
+        tmp = str(Path(path).with_name(f".{Path(path).stem}.part.qml"))
+        _, ok = layer.saveNamedStyle(tmp)
+        if not ok:
+            _remove(Path(tmp))
+            return None
+        os.replace(tmp, qml)
+        return qml
+    finally:
+        del layer
+
+
+class PolygonStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Names and styles a polygon output once Processing has loaded it."""
+
+    def __init__(self, name: str, classes) -> None:
+        super().__init__()
+        self.name, self.classes = name, tuple(classes)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
+        from qgis.core import QgsVectorLayer
+
+        if isinstance(layer, QgsVectorLayer):
+            layer.setName(self.name)
+            style_polygons(layer, self.classes)
+
+
+def publish_polygons(context: QgsProcessingContext, path: str, layer_name: str, name: str, classes,
+                     output_name: str = "", add_to_load: bool = False) -> None:
+    """Style a polygon output (``.qml`` sidecar) and name/style it when Processing loads it."""
+    save_polygon_style(path, layer_name, classes)
+    processor = PolygonStylePostProcessor(name, classes)
+    _ALIVE.append(processor)
+    if add_to_load:
+        load_on_completion(context, path, name, output_name, raster=False)
+    if context.willLoadLayerOnCompletion(path):
+        details = context.layerToLoadOnCompletionDetails(path)
+        details.name = name
+        details.setPostProcessor(processor)
+
+
+def add_polygon_layer(project: QgsProject, path: str, layer_name: str, name: str, classes,
+                      group_name: Optional[str] = None, role: str = "polygons"):
+    """Add (or re-point) a styled polygon layer at the top of ``group_name`` (created if missing)."""
+    from qgis.core import QgsVectorLayer
+
+    uri = polygon_layer_uri(path, layer_name)
+    root = project.layerTreeRoot()
+    group = find_or_make_group(project, group_name) if group_name else root
+    for node in group.findLayers():
+        layer = node.layer()
+        if isinstance(layer, QgsVectorLayer) and layer.customProperty(ROLE_PROPERTY) == role:
+            layer.setDataSource(uri, name, "ogr", QgsDataProvider.ProviderOptions())
+            style_polygons(layer, classes)
+            return layer
+    layer = QgsVectorLayer(uri, name, "ogr")
+    if not layer.isValid():
+        raise ValueError(f"The polygons {path} cannot be opened as a vector layer.")
+    style_polygons(layer, classes)
+    layer.setCustomProperty(ROLE_PROPERTY, role)
+    project.addMapLayer(layer, False)
+    group.insertLayer(0, layer)
+    return layer
+

@@ -77,4 +77,4 @@ def refresh(text: str, algorithms) -> str:
     result = "".join(out)
     for name in sorted(by_name):
         result = result.rstrip("\n") + "\n\n" + generated_part(by_name[name])
-    return result
+    return result.rstrip("\n") + "\n"  # one final newline: refreshing a refreshed page changes nothing

@@ -39,6 +39,7 @@ from ..layers import publish_results
 from . import labels, wiring
 from .area import AreaPicker
 from .chart import RatioChart
+from .flood import FloodTab, VectorizeOption
 from .history import ModelHistory
 from .inputs import DevicePicker, ModelPicker, RasterBandPicker, remember_model
 from .labelling import LabelPanel
@@ -155,6 +156,8 @@ class SgcadDock(QDockWidget):
         self.tabs.addTab(self._segment_tab(), "Segment")
         self.tabs.addTab(self._finetune_tab(), "Fine-tune")
         self.tabs.addTab(self._gates_tab(), "Gates && KD")
+        self.flood_tab = FloodTab(self)
+        self.tabs.addTab(self.flood_tab, "Flood")
         layout.addWidget(self.tabs)
 
         scroll = self.scroll = QScrollArea(self)
@@ -220,6 +223,8 @@ class SgcadDock(QDockWidget):
         self.segment_button.clicked.connect(self.segment)
         layout.addWidget(text)
         layout.addWidget(self.segment_button)
+        self.vector_option = VectorizeOption(self, tab)
+        layout.addWidget(self.vector_option)
         layout.addStretch(1)
         return tab
 
@@ -298,6 +303,8 @@ class SgcadDock(QDockWidget):
         self.setup.cancel()
         self.labels.shutdown()
         self.area.shutdown()
+        self.flood_tab.shutdown()
+        self.vector_option.shutdown()
         self._clear_message()
 
     def _dependencies_ready(self) -> None:
@@ -503,6 +510,7 @@ class SgcadDock(QDockWidget):
         group, self.segment_layers = publish_results(
             QgsProject.instance(), run["group"], items, self.schema, self.segment_layers, self.segment_group)
         self.segment_group = group.name()
+        self.vector_option.segmentation_done(outputs, group.name())
         self.notify(f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s).", 3)
         for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
             self.notify(f"{run['name']}: {warning}", 1)  # units and domain-shift warnings of the inputs

@@ -25,6 +25,8 @@ EXPECTED = {
     "rasterizelabels": "preparation",
     "exportpatches": "preparation",
     "synthscene": "preparation",
+    "vectorize": "segmentation",
+    "floodmap": "segmentation",
 }
 
 

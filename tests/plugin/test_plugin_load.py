@@ -103,17 +103,19 @@ def test_built_zip_loads_in_a_fresh_profile_without_a_top_level_engine(tmp_path)
         """
     )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile))
+    # run from a neutral folder, as a user's QGIS does: the repository's own source folder
+    # ``sgcad_qgis`` (without the vendored engine) must not be importable from the cwd
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "checkenvironment" in out.stdout
 
     # And QGIS's own processing runner finds the provider in that profile.
     env["QGIS_PLUGINPATH"] = ""
     subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "sgcad_qgis"], env=env,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=300, cwd=tmp_path)
     listing = subprocess.run(["/usr/bin/qgis_process.bin", "list"], env=env, capture_output=True,
-                             text=True, timeout=300)
+                             text=True, timeout=300, cwd=tmp_path)
     assert "sgcad:checkenvironment" in listing.stdout, listing.stdout[-2000:] + listing.stderr[-2000:]
 
 
