@@ -340,6 +340,7 @@ class TrainConfig:
     # (stage 2, fine-tuning: a few patches must not overwrite statistics learnt on many),
     # updated when a network starts from scratch
     freeze_batchnorm: Optional[bool] = None
+    keep_epochs: bool = False  # also write each epoch's model (epochs/epoch_NNN.safetensors) to choose from later
 
 
 @dataclass

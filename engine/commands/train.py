@@ -59,6 +59,8 @@ def _train_args(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None
         "--no-class-weights", action="store_true", help="plain CE instead of inverse-frequency"
     )
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    group.add_argument("--keep-epochs", action="store_true",
+                       help="also write every epoch's model into OUT/epochs (to choose one on other data later)")
     group.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     group.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
@@ -231,6 +233,7 @@ def _train_cfg(args: argparse.Namespace, lr_factor: float = 0.1):
         threads=args.threads,
         augment=not args.no_augment,
         max_batches_per_epoch=args.max_batches,
+        keep_epochs=args.keep_epochs,
         stage2_lr_factor=lr_factor,
     )
 

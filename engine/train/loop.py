@@ -259,6 +259,8 @@ class Trainer:
             record = self._record(epoch, train_logs, val, time.monotonic() - t0)
             self._select(epoch, record, val, book)
             book["history"] = self.log.records
+            if cfg.keep_epochs:  # for a later choice on data the run never saw (scripts/select_checkpoint.py)
+                save_model(self.out_dir / "epochs" / f"epoch_{epoch + 1:03d}.safetensors", self.model, self.metadata)
             # order matters for a kill at any moment: the best model first, the state last,
             # so a resume from the previous state redoes this epoch and rewrites both
             save_training_state(

@@ -164,7 +164,8 @@ def test_augmentation_moves_optical_sar_and_label_together():
     torch.manual_seed(0)
     base = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)
     optical, sar, label = base.repeat(3, 1, 1), base.clone(), base[0].long()
-    cfg = AugmentConfig(rotate_prob=1.0, crop_prob=1.0, max_degrees=10)
+    geometric = dict(sar_shift=0.0, sar_blur_prob=0.0, sar_noise_prob=0.0, optical_jitter_prob=0.0)
+    cfg = AugmentConfig(rotate_prob=1.0, crop_prob=1.0, max_degrees=10, **geometric)
     seen_ignore = False
     for _ in range(20):
         o, s, lab = augment(optical, sar, label, cfg)
@@ -176,6 +177,24 @@ def test_augmentation_moves_optical_sar_and_label_together():
         inner = ~torch.nn.functional.max_pool2d((~valid).float()[None, None], 3, 1, 1)[0, 0].bool()
         assert ((s[0][inner] - lab[inner].float()).abs() <= 33).all()
     assert seen_ignore  # rotation brings in pixels from outside: they are ignored
+
+
+def test_photometric_augmentation_shifts_blurs_and_stays_in_range():
+    torch.manual_seed(1)
+    rng = torch.Generator().manual_seed(0)
+    sar = (0.4 + 0.1 * torch.rand(1, 64, 64, generator=rng))
+    optical = torch.rand(3, 64, 64, generator=rng)
+    label = torch.zeros(64, 64, dtype=torch.long)
+    cfg = AugmentConfig(flip=0.0, rot90=False, rotate_prob=0.0, crop_prob=0.0, sar_blur_prob=1.0, sar_noise_prob=0.0)
+    shifts, spreads = [], []
+    for _ in range(30):
+        o, s, lab = augment(optical, sar, label, cfg)
+        assert torch.equal(lab, label) and 0 <= float(s.min()) and float(s.max()) <= 1 and 0 <= float(o.min())
+        shifts.append(float(s.mean() - sar.mean()))
+        spreads.append(float(s.std()))
+    # a level shift of at most ~2 dB (0.045 of the 45 dB range), both ways; blur lowers the speckle
+    assert max(abs(x) for x in shifts) <= 0.046 and min(shifts) < 0 < max(shifts)
+    assert max(spreads) < float(sar.std())
 
 
 def test_data_commands_run_as_written(tmp_path):
