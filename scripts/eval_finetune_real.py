@@ -146,15 +146,46 @@ def baselines(scene: dict, truth: np.ndarray, grid) -> Dict[str, float]:
     return out
 
 
+def classes_truth(scene: dict, grid) -> Optional[np.ndarray]:
+    """Multi-class scoring labels (the evaluation polygons), or None for water-only truth."""
+    if "eval" not in scene:
+        return None
+    from engine.config import ClassSchema
+
+    classes, _ = rasterize_labels(scene["eval"], "class", grid, ClassSchema())
+    return classes.astype(np.int64)
+
+
+def miou(pred: np.ndarray, truth: np.ndarray) -> float:
+    from engine.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(6)
+    cm.update(np.where(pred >= 6, 0, pred), np.where((pred >= 6) & (truth != 255), 255, truth))
+    return cm.compute()["miou"] or 0.0
+
+
+def lda_classes(scene: dict, grid) -> np.ndarray:
+    """A per-pixel linear discriminant on SAR (band 1, dB) + optical fitted on the training polygons."""
+    from engine.config import ClassSchema
+
+    train, _ = rasterize_labels(scene["train"], "class", grid, ClassSchema())
+    feats = [sar_db(scene["sar"])[0]]
+    with rasterio.open(scene["optical"]) as src:
+        feats += list(src.read().astype(np.float64))
+    x = np.stack(feats).reshape(len(feats), -1).T
+    keep = (train.ravel() != 255) & np.isfinite(x).all(1)
+    return fit_lda(x[keep], train.ravel()[keep]).predict(np.nan_to_num(x)).reshape(train.shape)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", default="india,nigeria,camargue,rhone,rotterdam")
     parser.add_argument("--student", default=str(MODELS / "sgcad_student.safetensors"))
     parser.add_argument("--teacher", default=str(MODELS / "sgcad_teacher.safetensors"))
-    parser.add_argument("--kd", default=FinetuneConfig.kd)
+    parser.add_argument("--kd", default="unlabelled,labelled,none", help="distillation modes to compare")
     parser.add_argument("--steps", type=int, default=FinetuneConfig.steps)
     parser.add_argument("--teacher-steps", type=int, default=FinetuneConfig.teacher_steps)
-    parser.add_argument("--out", default="")
+    parser.add_argument("--out", default="", help="write the figures here (JSON)")
     args = parser.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,19 +196,27 @@ def main() -> None:
             row = baselines(scene, truth, grid)
             row["teacher_zero_shot"] = iou(teacher_water(Path(args.teacher), scene["sar"], None) > 0.5, truth)
             optical = scene.get("optical")
-            cfg = FinetuneConfig(kd=args.kd, steps=args.steps, teacher_steps=args.teacher_steps)
-            t0 = time.perf_counter()
-            result = finetune_from_polygons(optical, scene["sar"], scene["train"], "class",
-                                            args.student if optical else None, Path(tmp) / name,
-                                            teacher_path=args.teacher, cfg=cfg, overwrite=True)
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            if result["teacher"]:
-                row["teacher_finetuned"] = iou(teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5, truth)
+            classes = classes_truth(scene, grid) if optical else None
             if optical:
-                row["student_zero_shot"] = iou(student_classes(Path(args.student), None, optical, scene["sar"],
-                                                               Path(tmp) / f"{name}-z") == SCHEMA_WATER, truth)
-                row["student_finetuned"] = iou(student_classes(Path(result["model"]), None, optical, scene["sar"],
-                                                               Path(tmp) / f"{name}-s") == SCHEMA_WATER, truth)
+                zero = student_classes(Path(args.student), None, optical, scene["sar"], Path(tmp) / f"{name}-z")
+                row["student_zero_shot"] = iou(zero == SCHEMA_WATER, truth)
+                row["student_zero_shot_miou"] = miou(zero, classes)
+                row["lda_sar_rgb_miou"] = miou(lda_classes(scene, grid), classes)
+            for kd in args.kd.split(",") if optical else ["unlabelled"]:
+                cfg = FinetuneConfig(kd=kd, steps=args.steps, teacher_steps=args.teacher_steps)
+                t0 = time.perf_counter()
+                result = finetune_from_polygons(optical, scene["sar"], scene["train"], "class",
+                                                args.student if optical else None, Path(tmp) / f"{name}-{kd}",
+                                                teacher_path=args.teacher, cfg=cfg, overwrite=True)
+                row[f"seconds_{kd}"] = round(time.perf_counter() - t0, 1)
+                if result["teacher"] and "teacher_finetuned" not in row:
+                    row["teacher_finetuned"] = iou(teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5,
+                                                   truth)
+                if optical:
+                    pred = student_classes(Path(result["model"]), None, optical, scene["sar"],
+                                           Path(tmp) / f"{name}-s-{kd}")
+                    row[f"student_finetuned_{kd}"] = iou(pred == SCHEMA_WATER, truth)
+                    row[f"student_finetuned_{kd}_miou"] = miou(pred, classes)
             rows[name] = row
             print(name, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
     if args.out:

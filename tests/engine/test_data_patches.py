@@ -164,7 +164,8 @@ def test_augmentation_moves_optical_sar_and_label_together():
     torch.manual_seed(0)
     base = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)
     optical, sar, label = base.repeat(3, 1, 1), base.clone(), base[0].long()
-    geometric = dict(sar_shift=0.0, sar_blur_prob=0.0, sar_noise_prob=0.0, optical_jitter_prob=0.0)
+    geometric = dict(sar_shift=0.0, sar_blur_prob=0.0, sar_noise_prob=0.0, optical_jitter_prob=0.0,
+                     optical_restretch_prob=0.0)
     cfg = AugmentConfig(rotate_prob=1.0, crop_prob=1.0, max_degrees=10, **geometric)
     seen_ignore = False
     for _ in range(20):
