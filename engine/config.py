@@ -264,6 +264,9 @@ class StudentConfig:
     decoder_channels: int = 64
     segm: bool = True
     segm_residual: bool = True  # F + F*G rather than F*G (measure before changing)
+    # fusion "claire" (engine.models.claire): bidirectional pooled cross-attention at these stages
+    claire_stages: Tuple[int, ...] = (1, 2, 3)
+    claire_heads: int = 4
 
 
 @dataclass
@@ -290,6 +293,13 @@ class LossConfig:
     inverse_frequency_weights: bool = True
     teacher_edge_weight: float = 0.3
     teacher_edge_beta: float = 0.5
+    # "sgcad": wCE + Dice + Lovász; "rift": class-weighted focal + Tversky (engine.losses.rift)
+    kind: str = "sgcad"
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.3  # weight of false positives
+    tversky_beta: float = 0.7  # weight of false negatives
+    focal_weight: float = 1.0  # (chosen)
+    tversky_weight: float = 1.0  # (chosen)
 
 
 @dataclass
@@ -341,6 +351,7 @@ class TrainConfig:
     # updated when a network starts from scratch
     freeze_batchnorm: Optional[bool] = None
     keep_epochs: bool = False  # also write each epoch's model (epochs/epoch_NNN.safetensors) to choose from later
+    optical_dropout: float = 0.0  # share of training patches whose optical is blanked (cloud robustness)
 
 
 @dataclass

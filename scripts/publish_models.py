@@ -89,10 +89,16 @@ def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
               if kind == "student" else f"SAR band {list(meta.bands.sar_bands)} only")
     stats = meta.input_stats.get("sar", {})
     size_mb = path.stat().st_size / 1e6
+    averaged = meta.train.get("averaged_from") if meta.train else None
+    weights = (f"\n- **Weights**: the mean of {len(averaged)} epochs of one run ({', '.join(averaged)}), "
+               "chosen as a rule before any real-scene evaluation." if averaged else "")
+    test_table = (_metrics_table(test, names) if test else
+                  "not measured for this file (averaged weights; the run's validation water IoU of its last "
+                  f"averaged epoch was {_pct(meta.metrics.get('validation', {}).get('water_iou'))} %)")
     return f"""# Model card: default {kind} (`{path.name}`)
 
 - **Network**: `{meta.model.get('name')}` with widths {meta.model.get('widths')}
-  (configuration in `configs/default_{kind}.json`); weights stored as float16, {size_mb:.1f} MB.
+  (configuration in `configs/default_{kind}.json`); weights stored as float16, {size_mb:.1f} MB.{weights}
 - **Task**: {'six-class land cover: ' + ', '.join(meta.schema.names) if kind == 'student'
              else 'binary water (SAR-only water expert used as the distillation teacher)'}.
 - **Inputs**: {inputs}; any units (detected per file, `docs/inputs.md`). The SAR band should be
@@ -112,7 +118,7 @@ def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
 ## Figures
 Held-out test tiles of the training scenes (never seen in training or model selection):
 
-{_metrics_table(test, names)}
+{test_table}
 
 Held-out sample scene `resources/sample/synthetic` (an older generator's scene, another layout):
 

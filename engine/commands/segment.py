@@ -13,10 +13,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segment",
         help="segment a large optical + SAR scene with a trained student (and teacher)",
         description="Stream a scene tile by tile onto the model grid, blend overlapping tiles and "
-        "write classes.tif, confidence.tif and, with --teacher, water_probability.tif and gates.tif.",
+        "write classes.tif, confidence.tif and, with --teacher, water_probability.tif and gates.tif. "
+        "With --shards (or under torchrun) the scene is cut into row blocks shared by several "
+        "processes and the outputs are VRT mosaics over per-block files (docs/distributed.md).",
     )
-    parser.add_argument("--optical", required=True, help="optical raster")
-    parser.add_argument("--sar", required=True, help="SAR raster")
+    add_segment_args(parser)
+    add_shard_args(parser)
+    parser.set_defaults(func=run)
+
+
+def add_shard_args(parser: argparse.ArgumentParser, env_default: bool = True) -> None:
+    """``--shards``, ``--shard``, ``--block-rows``, ``--merge`` (sharded segmentation)."""
+    group = parser.add_argument_group("sharded runs (several processes, GPUs or machines; docs/distributed.md)")
+    where = "torchrun's WORLD_SIZE, else " if env_default else ""
+    group.add_argument("--shards", type=int, help=f"processes sharing the scene (default: {where}no sharding)")
+    group.add_argument("--shard", type=int,
+                       help="which shard this process is, 0 .. shards-1 (default: torchrun's RANK)")
+    group.add_argument("--block-rows", type=int,
+                       help="rows per block, a multiple of 16 (default: ~8192, at least one block per shard)")
+    group.add_argument("--merge", action="store_true",
+                       help="also write one GeoTIFF per output next to the VRT mosaic (a full copy)")
+
+
+def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = True) -> None:
+    """The options of ``segment`` (shared with ``segment-distributed``)."""
+    parser.add_argument("--optical", required=inputs_required, help="optical raster")
+    parser.add_argument("--sar", required=inputs_required, help="SAR raster")
     parser.add_argument("--model", required=True, help="student checkpoint (.safetensors)")
     parser.add_argument(
         "--teacher", help="SAR-only water teacher checkpoint (water probability, gates, SAR-only answers)"
@@ -50,17 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_units_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
+def inference_config(args: argparse.Namespace):
     from ..config import InferenceConfig
-    from ..inference.pipeline import segment_scene
-    from ..progress import ConsoleProgress
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    cfg = InferenceConfig(
+    return InferenceConfig(
         tile_size=args.tile_size,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -69,6 +88,59 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         amp=not args.no_amp,
         threads=args.threads,
     )
+
+
+def shard_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """Keyword arguments of :func:`engine.inference.shards.segment_sharded` from the command line."""
+    if args.shard is not None and args.shards is None:
+        raise ValueError("--shard needs --shards (how many shards share the scene)")
+    if args.block_rows is not None and (args.block_rows < 16 or args.block_rows % 16):
+        raise ValueError(f"--block-rows must be a positive multiple of 16, got {args.block_rows}")
+    options: Dict[str, Any] = {"block_rows": args.block_rows, "merge": args.merge}
+    if args.shards is not None:
+        options["shards"] = args.shards
+        options["shard"] = args.shard if args.shard is not None else 0
+    return options
+
+
+def progress_for_rank(quiet: bool):
+    """Console progress; under torchrun only rank 0 reports (warnings still reach every rank)."""
+    from ..distributed import env_rank_info
+    from ..progress import ConsoleProgress
+
+    return ConsoleProgress(quiet=quiet or not env_rank_info().is_main)
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    from ..distributed import launched
+    from ..inference.pipeline import segment_scene
+    from ..progress import ConsoleProgress
+
+    cfg = inference_config(args)
+    if args.shards is not None or args.merge or args.block_rows is not None or launched():
+        from ..inference.shards import segment_sharded
+
+        result = segment_sharded(
+            args.optical,
+            args.sar,
+            args.model,
+            args.out,
+            teacher_path=args.teacher,
+            cfg=cfg,
+            aoi=args.aoi,
+            progress=progress_for_rank(args.quiet),
+            overwrite=args.overwrite,
+            optical_bands=args.optical_bands,
+            sar_bands=args.sar_bands,
+            cloud_mask=args.cloud_mask,
+            grid=args.grid,
+            resolution=args.resolution,
+            optical_units=args.optical_units,
+            sar_units=args.sar_units,
+            sar_calibration=args.sar_calibration,
+            **shard_options(args),
+        )
+        return {"ok": True, **result}
     result = segment_scene(
         args.optical,
         args.sar,

@@ -84,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _model_arg(teacher, "teacher")
     teacher.add_argument("--edge-weight", type=float, default=0.3, help="weight of the edge-aware BCE (0.3)")
     teacher.add_argument("--edge-beta", type=float, default=0.5, help="SAR-gradient emphasis beta (0.5)")
+    _rift_args(teacher)
     teacher.set_defaults(func=run_teacher)
 
     student = subparsers.add_parser(
@@ -95,6 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _train_args(student, epochs=150, lr=1e-3)
     _model_arg(student, "student")
     _seg_loss_args(student)
+    student.add_argument(
+        "--fusion",
+        help="fusion of the optical and SAR features: lightmcam (default: optical attends to pooled SAR at the "
+        "deepest stage), claire (optical and SAR attend to each other at --claire-stages, gated mix) or concat",
+    )
+    student.add_argument("--claire-stages", type=nonempty_int_list,
+                         help="0-based encoder stages fused by CLAIRE attention (default 1,2,3)")
+    student.add_argument("--claire-heads", type=int, help="CLAIRE attention heads (default 4)")
     student.add_argument("--schema", help="JSON file with the class schema (default: the six classes)")
     student.set_defaults(func=run_student)
 
@@ -127,6 +136,21 @@ def _seg_loss_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ce-weight", type=float, default=1.0, help="weighted CE weight (1.0)")
     parser.add_argument("--dice-weight", type=float, default=0.5, help="Dice weight (0.5)")
     parser.add_argument("--lovasz-weight", type=float, default=0.5, help="Lovász-softmax weight (0.5)")
+    _rift_args(parser)
+
+
+def _rift_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("loss choice (docs/models.md, Losses)")
+    group.add_argument(
+        "--loss", choices=["sgcad", "rift"], default="sgcad",
+        help="sgcad: weighted CE + Dice + Lovász (teacher: CE + edge BCE); rift: class-weighted focal + Tversky "
+        "(teacher: + edge BCE)",
+    )
+    group.add_argument("--focal-gamma", type=float, default=2.0, help="RIFT focal exponent gamma (2)")
+    group.add_argument("--tversky-alpha", type=float, default=0.3, help="RIFT Tversky weight of false positives (0.3)")
+    group.add_argument("--tversky-beta", type=float, default=0.7, help="RIFT Tversky weight of false negatives (0.7)")
+    group.add_argument("--focal-weight", type=float, default=1.0, help="RIFT weight of the focal term (1.0)")
+    group.add_argument("--tversky-weight", type=float, default=1.0, help="RIFT weight of the Tversky term (1.0)")
 
 
 def _inputs(args: argparse.Namespace):
@@ -250,6 +274,12 @@ def _model_cfg(cls, args: argparse.Namespace):
             raise ValueError(f"{path}: cannot read the model configuration: {exc}") from None
     if args.widths:
         cfg.widths = tuple(args.widths)
+    if getattr(args, "fusion", None):
+        cfg.fusion = args.fusion
+    if getattr(args, "claire_stages", None):
+        cfg.claire_stages = tuple(args.claire_stages)
+    if getattr(args, "claire_heads", None):
+        cfg.claire_heads = args.claire_heads
     return cfg
 
 
@@ -262,6 +292,14 @@ def _loss_cfg(args: argparse.Namespace):
             setattr(cfg, name, getattr(args, name))
     if hasattr(args, "edge_weight"):
         cfg.teacher_edge_weight, cfg.teacher_edge_beta = args.edge_weight, args.edge_beta
+    if hasattr(args, "loss"):
+        from ..losses.rift import check_loss_config
+
+        cfg.kind = args.loss
+        cfg.focal_gamma, cfg.focal_weight = args.focal_gamma, args.focal_weight
+        cfg.tversky_alpha, cfg.tversky_beta = args.tversky_alpha, args.tversky_beta
+        cfg.tversky_weight = args.tversky_weight
+        check_loss_config(cfg)
     return cfg
 
 

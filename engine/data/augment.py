@@ -7,6 +7,13 @@ offset), so a network does not key on one sensor's calibration or texture. Rando
 come from torch's global generator, so a resumed training run (which restores that generator)
 draws exactly the same augmentations as an uninterrupted one.
 Pixels that a rotation brings in from outside the patch become the ignore label.
+
+Optical dropout (``optical_dropout`` > 0, off by default; cloud robustness): a share of the
+patches lose their optical image over a random cloud-shaped region or the whole patch, either
+blanked to 0 (the value missing or cloud-masked optical pixels get everywhere in training) or
+covered by a bright, soft-edged synthetic cloud. The label is kept, so the network learns to
+answer from SAR where the optical image says nothing. :func:`optical_dropout` also returns
+the mask of the changed pixels.
 """
 
 from __future__ import annotations
@@ -38,6 +45,16 @@ class AugmentConfig:
     optical_jitter_prob: float = 0.5
     optical_gain: float = 0.1
     optical_offset: float = 0.05
+    # a patch re-stretched by its own 2-98 % percentiles, as a small homogeneous scene (a 1 km
+    # chip of pasture) is by the per-scene normalisation: the network must not read "brightest
+    # in the scene" as "bright"
+    optical_restretch_prob: float = 0.3
+    # optical dropout (cloud robustness): probability per patch; of those, the share blanked over
+    # the whole patch (else 1-3 random elliptic blobs), and the share drawn as bright cloud
+    # instead of blanked to 0
+    optical_dropout: float = 0.0
+    optical_dropout_whole: float = 0.25
+    optical_cloud_share: float = 0.5
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -63,10 +80,50 @@ def photometric(optical: torch.Tensor, sar: torch.Tensor, cfg: AugmentConfig) ->
         sar, changed_sar = _blur(sar, u(0.5, cfg.sar_max_blur)), True
     if torch.rand(()) < cfg.sar_noise_prob:
         sar, changed_sar = sar + torch.randn_like(sar) * u(0.0, cfg.sar_max_noise), True
+    if optical.numel() and torch.rand(()) < cfg.optical_restretch_prob:
+        flat = optical.reshape(optical.shape[0], -1)
+        low, high = torch.quantile(flat, 0.02, dim=1), torch.quantile(flat, 0.98, dim=1)
+        span = (high - low).clamp(min=1e-3)[:, None, None]
+        optical = ((optical - low[:, None, None]) / span).clamp(0.0, 1.0)
     if optical.numel() and torch.rand(()) < cfg.optical_jitter_prob:
         optical = optical * u(1 - cfg.optical_gain, 1 + cfg.optical_gain) + u(-cfg.optical_offset, cfg.optical_offset)
         optical = optical.clamp(0.0, 1.0)
     return optical, sar.clamp(0.0, 1.0) if changed_sar else sar
+
+
+def _blobs(h: int, w: int) -> torch.Tensor:
+    """Soft mask (h, w) in [0, 1] of 1-3 random ellipses covering roughly 10-60 % of the patch."""
+    yy = torch.linspace(0.0, 1.0, h).view(h, 1)
+    xx = torch.linspace(0.0, 1.0, w).view(1, w)
+    mask = torch.zeros(h, w)
+    for _ in range(int(torch.randint(1, 4, ()))):
+        cy, cx, ry, rx = (float(v) for v in torch.rand(4))
+        ry, rx = 0.15 + 0.35 * ry, 0.15 + 0.35 * rx
+        d = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        mask = torch.maximum(mask, (1.5 - d).clamp(0.0, 1.0))  # full inside, a soft rim outside d = 0.5
+    return mask
+
+
+def optical_dropout(optical: torch.Tensor, cfg: AugmentConfig) -> Tuple[torch.Tensor, torch.Tensor]:
+    """With probability ``cfg.optical_dropout``, remove the optical image of a random region or of
+    the whole patch (blanked to 0, or under a bright synthetic cloud).
+
+    Returns:
+        the optical (C, H, W) and the (H, W) bool mask of the pixels whose optical was removed
+        (all False when the patch was left alone). No random number is drawn when the
+        probability is 0, so runs without dropout draw the same augmentations as before.
+    """
+    h, w = optical.shape[-2:]
+    none = torch.zeros(h, w, dtype=torch.bool)
+    if cfg.optical_dropout <= 0 or not optical.numel() or torch.rand(()) >= cfg.optical_dropout:
+        return optical, none
+    alpha = torch.ones(h, w) if torch.rand(()) < cfg.optical_dropout_whole else _blobs(h, w)
+    if torch.rand(()) < cfg.optical_cloud_share:
+        cloud = float(torch.empty(()).uniform_(0.75, 1.0))  # bright, slightly grey, soft-edged
+        optical = optical * (1 - alpha) + cloud * alpha
+    else:
+        optical = optical * (alpha < 0.5)  # blanked, as missing optical is
+    return optical, alpha >= 0.5
 
 
 def _affine(
@@ -112,4 +169,24 @@ def augment(
         theta = torch.tensor([[cos, -sin, tx], [sin, cos, ty]], dtype=torch.float32)
         optical, sar, label = _affine(optical, sar, label, theta, ignore_index)
     optical, sar = photometric(optical, sar, cfg)
+    optical, _ = optical_dropout(optical, cfg)
     return optical.contiguous(), sar.contiguous(), label.contiguous()
+
+
+def set_optical_dropout(dataset, probability: float) -> int:
+    """Give every augmenting :class:`~engine.data.dataset.PatchDataset` inside ``dataset`` (one, or
+    a ``ConcatDataset`` of several scenes) an optical-dropout probability; returns how many.
+
+    Used by the training stages with ``TrainConfig.optical_dropout``.
+    """
+    import dataclasses
+
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"optical dropout must be a probability between 0 and 1, got {probability}")
+    parts = getattr(dataset, "datasets", None)
+    if parts is not None:
+        return sum(set_optical_dropout(part, probability) for part in parts)
+    if getattr(dataset, "augment", False) and hasattr(dataset, "augment_cfg"):
+        dataset.augment_cfg = dataclasses.replace(dataset.augment_cfg, optical_dropout=float(probability))
+        return 1
+    return 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from rasterio.windows import Window
@@ -129,18 +130,181 @@ def segment_scene(
             scene, or existing outputs without ``overwrite``.
         Canceled: on cancel; no output or temporary file is left.
     """
-    from ..models.checkpoint import load_model, read_metadata
-
     cfg = cfg or InferenceConfig()
     progress = progress or NULL_PROGRESS
     t0 = time.perf_counter()
+    job = prepare_job(
+        optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, progress,
+        optical_bands=optical_bands, sar_bands=sar_bands, cloud_mask=cloud_mask, grid=grid,
+        resolution=resolution, backend=backend, optical_units=optical_units, sar_units=sar_units,
+        sar_calibration=sar_calibration,
+    )
+    meta, region, plan = job.meta, job.region, job.plan
+    with RunLock(out_dir, "segment"):  # a second run into this folder is refused, naming this one
+        outputs = OutputSet(out_dir, job.keys, region, meta.schema, overwrite=overwrite, tags=job.tags)
+
+        device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)  # per calling thread: this is the compute thread
+        if backend is None:
+            backend = job.make_backend(device, progress)
+        progress.info(
+            f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
+            f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
+        )
+        reader = job.reader()
+        with outputs, bounded_gdal_cache():
+            stats = stream_segmentation(
+                plan,
+                reader.read,
+                backend,
+                outputs,
+                meta.schema.water_class,
+                cfg.batch_size,
+                job.thresholds,
+                job.mask,
+                cfg.blend,
+                progress.sub(0.0, 0.95),
+                cfg.queue_size,
+            )
+            progress.check()
+            progress.report(0.96, "overviews and colour table")
+            t_commit = time.perf_counter()
+            paths = outputs.commit()
+            _verify_outputs(paths)
+            commit_s = time.perf_counter() - t_commit
+    progress.report(1.0, "done")
+    wall = time.perf_counter() - t0
+    names = dict(zip(meta.schema.ids, meta.schema.names))
+    return {
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "grid": {
+            "width": region.width,
+            "height": region.height,
+            "res": list(region.res),
+            "crs": region.crs.to_string(),
+        },
+        "tiles": len(plan.tiles),
+        "tiles_total": plan.total,
+        "device": describe_device(device),
+        "backend": getattr(backend, "name", "custom"),
+        "threads": torch.get_num_threads(),
+        "seconds": round(wall, 3),
+        "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
+        "timings": {
+            "read_s": round(stats.read_s, 3),
+            "network_s": round(stats.compute_s, 3),
+            "blend_write_s": round(stats.write_s, 3),
+            "network_waited_for_input_s": round(stats.wait_input_s, 3),
+            "stream_s": round(stats.wall_s, 3),
+            "commit_s": round(commit_s, 3),
+        },
+        "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
+        "sar_only_pixels": stats.sar_only_pixels,
+        "inputs": _with_warnings(job.resolved.summary(), job.warnings),
+        "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
+    }
+
+
+@dataclass
+class SceneJob:
+    """Everything a segmentation decides before the first tile: checkpoints' metadata, the resolved
+    inputs, the grid, the AOI and the tile plan (shared by :func:`segment_scene` and the sharded
+    runs of :mod:`.shards`)."""
+
+    optical_path: PathLike
+    sar_path: PathLike
+    model_path: PathLike
+    teacher_path: Optional[PathLike]
+    cfg: InferenceConfig
+    meta: Any
+    resolved: Any
+    teacher_pre: Any
+    o_bands: Sequence[int]
+    s_bands: Sequence[int]
+    cloud_mask: Optional[PathLike]
+    region: Grid
+    plan: Any
+    keep: Optional[Callable]
+    mask: Optional[Callable]
+    keys: List[str]
+    tags: Dict[str, str]
+    warnings: List[str]
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.cfg.water_threshold, self.cfg.non_water_threshold)
+
+    def reader(self) -> TileReader:
+        return TileReader(
+            self.optical_path, self.sar_path, self.region, self.o_bands, self.s_bands,
+            self.resolved.preprocessor, self.teacher_pre, self.cloud_mask,
+        )
+
+    def make_backend(self, device: torch.device, progress: Progress, work_pixels: Optional[int] = None):
+        """The networks of the checkpoints on ``device`` (torch or ONNX Runtime, ``cfg.backend``)."""
+        from ..models.checkpoint import load_model
+
+        cfg, plan = self.cfg, self.plan
+        if work_pixels is None:
+            work_pixels = len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1]
+        progress.info(f"loading {self.model_path}" + (f" and {self.teacher_path}" if self.teacher_path else ""))
+        student, _ = load_model(self.model_path, "student")
+        teacher = load_model(self.teacher_path, "teacher")[0] if self.teacher_path else None
+        return make_backend(
+            cfg.backend,
+            student,
+            teacher,
+            self.meta.schema.num_classes,
+            len(self.o_bands),
+            len(self.s_bands),
+            plan.tile_shape,
+            device,
+            cfg.amp,
+            cfg.threads,
+            info=progress.info,
+            work_pixels=work_pixels,
+        )
+
+
+def prepare_job(
+    optical_path: PathLike,
+    sar_path: PathLike,
+    model_path: PathLike,
+    out_dir: PathLike,
+    teacher_path: Optional[PathLike],
+    cfg: InferenceConfig,
+    aoi: Optional[AoiLike],
+    progress: Progress,
+    *,
+    optical_bands: Optional[Sequence[int]] = None,
+    sar_bands: Optional[Sequence[int]] = None,
+    cloud_mask: Optional[PathLike] = None,
+    grid: str = "sar",
+    resolution: Optional[float] = None,
+    backend: Any = None,
+    optical_units: str = "auto",
+    sar_units: str = "auto",
+    sar_calibration: float = 0.0,
+    output_keys: Optional[Callable[[List[str]], List[Path]]] = None,
+    lock_check: bool = True,
+) -> SceneJob:
+    """The checks and decisions of :func:`segment_scene` before any tile is computed.
+
+    ``output_keys`` maps the output keys to the files the run will write, when they are not
+    ``segment_scene``'s (the sharded layout); they must not be inputs. ``lock_check=False``
+    skips the refusal of a folder another run holds (shards of one job lock block folders).
+    """
+    from ..models.checkpoint import read_metadata
+
     for p, what in ((optical_path, "optical"), (sar_path, "SAR"), (model_path, "model")):
         if not Path(p).exists():
             raise FileNotFoundError(f"{what} input {p} does not exist")
     keys = ["classes", "confidence"] + (
         ["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else []
     )
-    _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, cloud_mask, keys)
+    _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, cloud_mask, keys,
+                   written=output_keys(keys) if output_keys else None, lock_check=lock_check)
     meta = read_metadata(model_path)
     if meta.kind != "student":
         raise ValueError(f"{model_path} is a {meta.kind} checkpoint; segment needs a student (--model)")
@@ -182,90 +346,16 @@ def segment_scene(
         "optical": str(optical_path),
         "sar": str(sar_path),
     }
-    with RunLock(out_dir, "segment"):  # a second run into this folder is refused, naming this one
-        outputs = OutputSet(out_dir, keys, region, meta.schema, overwrite=overwrite, tags=tags)
-
-        device = resolve_device(cfg.device)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)  # per calling thread: this is the compute thread
-        if backend is None:
-            progress.info(f"loading {model_path}" + (f" and {teacher_path}" if teacher_path else ""))
-            student, _ = load_model(model_path, "student")
-            teacher = load_model(teacher_path, "teacher")[0] if teacher_path else None
-            backend = make_backend(
-                cfg.backend,
-                student,
-                teacher,
-                meta.schema.num_classes,
-                len(o_bands),
-                len(s_bands),
-                plan.tile_shape,
-                device,
-                cfg.amp,
-                cfg.threads,
-                info=progress.info,
-                work_pixels=len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1],
-            )
-        progress.info(
-            f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
-            f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
-        )
-        reader = TileReader(optical_path, sar_path, region, o_bands, s_bands, pre, teacher_pre, cloud_mask)
-        thresholds = Thresholds(cfg.water_threshold, cfg.non_water_threshold)
-        with outputs, bounded_gdal_cache():
-            stats = stream_segmentation(
-                plan,
-                reader.read,
-                backend,
-                outputs,
-                meta.schema.water_class,
-                cfg.batch_size,
-                thresholds,
-                mask,
-                cfg.blend,
-                progress.sub(0.0, 0.95),
-                cfg.queue_size,
-            )
-            progress.check()
-            progress.report(0.96, "overviews and colour table")
-            t_commit = time.perf_counter()
-            paths = outputs.commit()
-            _verify_outputs(paths)
-            commit_s = time.perf_counter() - t_commit
-    progress.report(1.0, "done")
-    wall = time.perf_counter() - t0
-    names = dict(zip(meta.schema.ids, meta.schema.names))
-    return {
-        "outputs": {k: str(v) for k, v in paths.items()},
-        "grid": {
-            "width": region.width,
-            "height": region.height,
-            "res": list(region.res),
-            "crs": region.crs.to_string(),
-        },
-        "tiles": len(plan.tiles),
-        "tiles_total": plan.total,
-        "device": describe_device(device),
-        "backend": getattr(backend, "name", "custom"),
-        "threads": torch.get_num_threads(),
-        "seconds": round(wall, 3),
-        "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
-        "timings": {
-            "read_s": round(stats.read_s, 3),
-            "network_s": round(stats.compute_s, 3),
-            "blend_write_s": round(stats.write_s, 3),
-            "network_waited_for_input_s": round(stats.wait_input_s, 3),
-            "stream_s": round(stats.wall_s, 3),
-            "commit_s": round(commit_s, 3),
-        },
-        "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
-        "sar_only_pixels": stats.sar_only_pixels,
-        "inputs": _with_warnings(resolved.summary(), [overlap_warning] if overlap_warning else []),
-        "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
-    }
+    return SceneJob(
+        optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
+        cloud_mask, region, plan, keep, mask, keys, tags, [overlap_warning] if overlap_warning else [],
+    )
 
 
-def _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, cloud_mask, keys) -> None:
+def _check_request(
+    optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, cloud_mask, keys, written=None,
+    lock_check=True,
+) -> None:
     """The checks every interface shares before any work: tiling, outputs vs inputs, the AOI file, the lock."""
     check_tiling(cfg.tile_size, cfg.overlap)
     check_output_folder(out_dir)
@@ -278,7 +368,7 @@ def _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cf
         "cloud mask": cloud_mask,
         "area of interest": aoi_file,
     }
-    written = list(output_paths(out_dir, keys).values())
+    written = list(written if written is not None else output_paths(out_dir, keys).values())
     check_outputs_not_inputs(written + [p.with_name(p.name + ".aux.xml") for p in written], inputs)
     if aoi_file:
         layers = vector_layers(aoi_file)
@@ -288,7 +378,8 @@ def _check_request(optical_path, sar_path, model_path, out_dir, teacher_path, cf
                 f"{aoi_file} holds layers {[name for name, _ in layers]}; the area of interest is read from a file "
                 f"with one polygon layer: save the layer you mean to its own file (or choose it in Processing)"
             )
-    check_unlocked(out_dir)
+    if lock_check:
+        check_unlocked(out_dir)
 
 
 def _with_warnings(summary: Dict[str, Any], extra: Sequence[str]) -> Dict[str, Any]:

@@ -1,25 +1,43 @@
-"""Losses: segmentation losses, teacher edge loss, confidence-gated distillation."""
+"""Losses: segmentation losses (wCE + Dice + Lovász, or RIFT), teacher edge loss, confidence-gated distillation."""
 
 from .dice import dice_loss
 from .distill import DistillResult, gate_masks, gated_distillation
 from .lovasz import lovasz_grad, lovasz_softmax
+from .rift import (
+    LOSS_KINDS,
+    RiftLoss,
+    RiftTeacherLoss,
+    build_segmentation_loss,
+    build_teacher_loss,
+    focal_loss,
+    loss_config_of,
+    tversky_loss,
+)
 from .segmentation import SegmentationLoss, weighted_cross_entropy
 from .teacher import TeacherLoss, binary_water_target, edge_aware_bce, morphological_boundary, sobel_magnitude
 from .weights import inverse_frequency_weights
 
 __all__ = [
     "DistillResult",
+    "LOSS_KINDS",
+    "RiftLoss",
+    "RiftTeacherLoss",
     "SegmentationLoss",
     "TeacherLoss",
     "binary_water_target",
+    "build_segmentation_loss",
+    "build_teacher_loss",
     "dice_loss",
     "edge_aware_bce",
+    "focal_loss",
     "gate_masks",
     "gated_distillation",
     "inverse_frequency_weights",
+    "loss_config_of",
     "lovasz_grad",
     "lovasz_softmax",
     "morphological_boundary",
     "sobel_magnitude",
+    "tversky_loss",
     "weighted_cross_entropy",
 ]

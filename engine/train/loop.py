@@ -8,6 +8,13 @@ checkpoint, exact resume, progress/cancel, logs, plots and the HTML report.
 A run folder holds ``best.safetensors`` (+ ``.json``): the model of the best validation mIoU;
 ``state.safetensors``: the resumable state after the last completed epoch; ``history.csv``/
 ``.json``; ``metrics.json``; ``plots/*.png`` and ``report.html``.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop trains data-parallel (see
+:mod:`engine.distributed` and docs/distributed.md): ``TrainConfig.batch_size`` is the batch of
+one rank, each rank takes its part of every global batch (the order a single process with the
+global batch would see), gradients are averaged by ``DistributedDataParallel``, BatchNorm
+statistics span the global batch, losses, KD-region ratios and confusion matrices are reduced
+over ranks, and only rank 0 writes. A single process runs exactly the code it always ran.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .. import distributed as dist
 from ..config import ModelMetadata, TrainConfig, to_dict
 from ..files import atomic_write_bytes
 from ..metrics import ConfusionMatrix, format_metrics
@@ -45,7 +53,13 @@ Batch = Dict[str, torch.Tensor]
 
 
 class StageTask:
-    """What one stage trains: its loss, its predictions and its extra test figures."""
+    """What one stage trains: its loss, its predictions and its extra test figures.
+
+    A new stage (e.g. the planned DI3CL SAR pretraining) is a new subclass: the loop then trains
+    it on one process or under torchrun alike. Its loss receives the DDP-wrapped network when
+    distributed; a contrastive loss that needs the negatives of the whole global batch gathers
+    its embeddings with :func:`engine.distributed.gather_with_grad`.
+    """
 
     stage = "stage"
     class_names: List[str] = []
@@ -178,9 +192,11 @@ class Trainer:
                 )
 
     # ----------------------------------------------------------------- set-up
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, whole: bool = False) -> DataLoader:
         cuda = self.device.type == "cuda"
         workers = max(0, int(self.cfg.num_workers))
+        if self.distributed and not whole:
+            return self._rank_loader(split, shuffle, workers, cuda)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
@@ -190,6 +206,49 @@ class Trainer:
             persistent_workers=workers > 0,
             generator=self.generator if shuffle else None,
             drop_last=False,
+        )
+
+    def _rank_loader(self, split: str, shuffle: bool, workers: int, cuda: bool) -> DataLoader:
+        """This rank's batches: its part of every global batch (training) or every world-th
+        whole batch (evaluation)."""
+        n, rank, world = len(self.datasets[split]), self.ranks.rank, self.ranks.world_size
+        if shuffle:
+            sampler: Any = dist.GlobalBatchSampler(n, self.cfg.batch_size, rank, world, True, self.generator)
+            self.train_sampler = sampler
+        else:
+            sampler = dist.StridedBatchSampler(n, self.cfg.batch_size, rank, world)
+        return DataLoader(
+            self.datasets[split],
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=cuda,
+            persistent_workers=workers > 0,
+            generator=self.generator if shuffle else None,
+        )
+
+    def _setup_distributed(self) -> None:
+        """Join torchrun's process group; this rank's device, threads and (quiet) progress."""
+        self.ranks = dist.init_process_group(self.device.type)
+        self.distributed = self.ranks.distributed
+        self.writes = self.ranks.is_main
+        if not self.distributed:
+            return
+        self.device = dist.device_for_rank(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        torch.set_num_threads(dist.threads_per_rank(self.cfg.threads))
+        if not self.ranks.is_main:
+            self.progress = _QuietProgress(self.progress)
+
+    def _wrap_distributed(self) -> None:
+        """BatchNorm over the global batch, then DistributedDataParallel (broadcasts rank 0's weights)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.model = dist.convert_sync_batchnorm(self.model, self.device)
+        self.net = DistributedDataParallel(
+            self.model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            broadcast_buffers=False,  # synchronised BatchNorm keeps the statistics identical on every rank
         )
 
     def _iters_per_epoch(self) -> int:
@@ -209,6 +268,9 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        self.ranks, self.distributed, self.writes = dist.RankInfo(), False, True
+        if dist.launched():
+            self._setup_distributed()
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         seed_everything(cfg.seed)
         self.generator = torch.Generator()
@@ -216,6 +278,9 @@ class Trainer:
         self.val_loader = self._loader("val", shuffle=False)
         self.model.to(self.device)
         self.task.to(self.device)
+        self.net = self.model
+        if self.distributed:
+            self._wrap_distributed()
         iters = self._iters_per_epoch()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=cfg.weight_decay)
         self.scheduler = PolyLR(self.optimizer, total_iters=max(1, cfg.epochs * iters), power=cfg.poly_power)
@@ -244,7 +309,7 @@ class Trainer:
             f"{len(self.datasets['train'])} training patches, "
             f"{iters} batches of {cfg.batch_size} per epoch, {cfg.epochs} epochs"
         )
-        self.log = EpochLog(self.out_dir, self.task.class_names, book["history"])
+        self.log = (EpochLog if self.writes else _MemoryLog)(self.out_dir, self.task.class_names, book["history"])
         val_batches = len(self.val_loader)
         self._units = (
             cfg.epochs * (iters + val_batches) + len(self.datasets.get("test", [])) // cfg.batch_size + 1
@@ -259,19 +324,22 @@ class Trainer:
             record = self._record(epoch, train_logs, val, time.monotonic() - t0)
             self._select(epoch, record, val, book)
             book["history"] = self.log.records
-            if cfg.keep_epochs:  # for a later choice on data the run never saw (scripts/select_checkpoint.py)
+            if cfg.keep_epochs and self.writes:  # for a later choice on data the run never saw
                 save_model(self.out_dir / "epochs" / f"epoch_{epoch + 1:03d}.safetensors", self.model, self.metadata)
             # order matters for a kill at any moment: the best model first, the state last,
             # so a resume from the previous state redoes this epoch and rewrites both
-            save_training_state(
-                self.out_dir / STATE,
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                epoch + 1,
-                book,
-                self.scaler if self.amp else None,
-            )
+            if self.writes:  # distributed: rank 0 only, every rank holds the same weights
+                save_training_state(
+                    self.out_dir / STATE,
+                    self.model,
+                    self.optimizer,
+                    self.scheduler,
+                    epoch + 1,
+                    book,
+                    self.scaler if self.amp else None,
+                )
+            if self.distributed:
+                dist.barrier()
             self.progress.info(
                 f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
                 + format_metrics(val, self.task.class_names)
@@ -282,40 +350,59 @@ class Trainer:
     def _device_text(self) -> str:
         if self.device.type == "cuda":
             name = torch.cuda.get_device_name(self.device)
-            return f"CUDA {name}" + (" (mixed precision)" if self.amp else "")
-        return f"CPU ({torch.get_num_threads()} threads)"
+            text = f"CUDA {name}" + (" (mixed precision)" if self.amp else "")
+        else:
+            text = f"CPU ({torch.get_num_threads()} threads)"
+        if self.distributed:
+            text += f", {self.ranks.world_size} processes (rank {self.ranks.rank}), global batch " + str(
+                self.cfg.batch_size * self.ranks.world_size
+            )
+        return text
 
     def _train_epoch(self, epoch: int, iters: int) -> Dict[str, float]:
-        train_mode(self.model, self.freeze_bn)
+        train_mode(self.net, self.freeze_bn)
         self.generator.manual_seed(self.cfg.seed * 100_003 + epoch)  # shuffling fixed by (seed, epoch)
+        if self.distributed:  # augmentation draws: distinct per rank, fixed by (seed, epoch, rank)
+            seed_everything((self.cfg.seed * 100_003 + epoch) * 8_191 + self.ranks.rank + 1)
         sums: Dict[str, float] = {}
         n = 0
         for i, batch in enumerate(itertools.islice(self.train_loader, iters)):
             self.progress.check()
             batch = _to_device(batch, self.device)
             with _autocast(self.device, self.amp):
-                loss, logs = self.task.loss(self.model, batch, epoch)
+                loss, logs = self.task.loss(self.net, batch, epoch)
             if not torch.isfinite(loss):
                 raise RuntimeError(
                     f"{self.task.stage}: the loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
                     "lower the learning rate or check the inputs for extreme values"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            if self.distributed:  # a short last global batch split unevenly: weigh each rank's mean
+                scale = self.train_sampler.loss_scale(i)
+                self.scaler.scale(loss if scale == 1.0 else loss * scale).backward()
+            else:
+                self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             n += 1
+            share = self.train_sampler.share(i) if self.distributed else None
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 if value is not None:
-                    sums[key] = sums.get(key, 0.0) + float(value)
-                    sums[f"n_{key}"] = sums.get(f"n_{key}", 0.0) + 1
+                    if share is None:
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                        sums[f"n_{key}"] = sums.get(f"n_{key}", 0.0) + 1
+                    else:  # the global batch's value: this rank's weighted by its share of samples
+                        sums[key] = sums.get(key, 0.0) + float(value) * share
+                        sums[f"n_{key}"] = sums.get(f"n_{key}", 0.0) + share
             self._done += 1
             self.progress.report(
                 self._done / self._units,
                 f"{self.task.stage} epoch {epoch + 1}/{self.cfg.epochs} batch {i + 1}/{iters} "
                 f"loss {float(loss.detach()):.3f}",
             )
+        if self.distributed:
+            return _reduce_logs(sums)
         return {k: sums[k] / sums[f"n_{k}"] for k in sums if not k.startswith("n_")}
 
     @torch.no_grad()
@@ -337,6 +424,11 @@ class Trainer:
             cm.update(logits.argmax(1), self.task.target(batch))
             self._done += 1
             self.progress.report(min(self._done / self._units, 1.0), message)
+        if self.distributed:  # every rank evaluated every world-th batch: sum the counts
+            k = cm.matrix.size
+            total = dist.all_reduce_sum(np.concatenate([cm.matrix.ravel(), [loss_sum, batches]]))
+            cm.matrix[:] = total[:k].round().long().numpy().reshape(cm.matrix.shape)
+            loss_sum, batches = float(total[k]), int(round(float(total[k + 1])))
         metrics = cm.compute()
         metrics["loss"] = loss_sum / max(batches, 1)
         metrics["water_iou"] = metrics["iou"][self.task.water_index]
@@ -366,7 +458,8 @@ class Trainer:
             book["best_miou"], book["best_epoch"] = miou, epoch + 1
             self.metadata.metrics = {"best_epoch": epoch + 1, "validation": _summary(val)}
             self.metadata.train = self._train_record()
-            save_model(self.out_dir / BEST, self.model, self.metadata)
+            if self.writes:
+                save_model(self.out_dir / BEST, self.model, self.metadata)
         # early stopping: patience counts epochs in which neither Kappa nor OA + mIoU improved
         improved = kappa > book["best_kappa"] or score > book["best_score"]
         book["best_kappa"], book["best_score"] = (
@@ -387,21 +480,32 @@ class Trainer:
         self.log.append(record)
 
     def _train_record(self) -> Dict[str, Any]:
-        return {
+        record = {
             "stage": self.task.stage,
             "config": to_dict(self.cfg),
             "lr": self.lr,
             "train_patches": len(self.datasets["train"]),
             **getattr(self.task, "record", {}),
         }
+        if self.distributed:
+            record["distributed"] = {
+                "world_size": self.ranks.world_size,
+                "batch_per_rank": self.cfg.batch_size,
+                "global_batch": self.cfg.batch_size * self.ranks.world_size,
+                "backend": "nccl" if self.device.type == "cuda" else "gloo",
+            }
+        return record
 
     # ----------------------------------------------------------------- end of run
     def _finish(self, book: Dict[str, Any]) -> Dict[str, Any]:
         best_path = self.out_dir / BEST
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(best_path)))
+        if self.writes:
+            self.model.load_state_dict(load_file(str(best_path)))
         self.model.to(self.device)
+        if self.distributed:  # rank 0 read the best weights: no shared storage needed for them
+            dist.broadcast_module(self.model)
         result: Dict[str, Any] = {
             "stage": self.task.stage,
             "model": str(best_path),
@@ -416,7 +520,11 @@ class Trainer:
             loader = self._loader("test", shuffle=False)
             test = self._evaluate(loader, "testing the best model")
             result["test"] = _summary(test)
-            result["test"].update(self.task.test_extras(self.model, loader, self.device, self.amp))
+            if not self.distributed:
+                result["test"].update(self.task.test_extras(self.model, loader, self.device, self.amp))
+            elif self.writes:  # task-specific figures: rank 0 over the whole test split
+                whole = self._loader("test", shuffle=False, whole=True)
+                result["test"].update(self.task.test_extras(self.model, whole, self.device, self.amp))
         else:
             self.progress.info("no test patches: test metrics are not reported")
         self.metadata.metrics = {
@@ -425,9 +533,14 @@ class Trainer:
             "test": result.get("test"),
         }
         self.metadata.train = self._train_record()
-        save_model(best_path, self.model, self.metadata)
-        atomic_write_bytes(self.out_dir / "metrics.json", json.dumps(result, indent=2).encode("utf-8"))
-        result.update(self._report(result))
+        if self.writes:
+            save_model(best_path, self.model, self.metadata)
+            atomic_write_bytes(self.out_dir / "metrics.json", json.dumps(result, indent=2).encode("utf-8"))
+            result.update(self._report(result))
+        if self.distributed:
+            result = dist.broadcast_json(result if self.writes else None)
+            self.model = dist.revert_sync_batchnorm(self.model)
+            self.net = self.model
         self.progress.report(1.0, f"{self.task.stage} done")
         return result
 
@@ -491,6 +604,30 @@ class Trainer:
             "plots": [str(p) for p in images.values()],
             "history": str(self.out_dir / "history.csv"),
         }
+
+
+class _QuietProgress(Progress):
+    """Progress of ranks other than 0: silent, but cancel still reaches them."""
+
+    def __init__(self, parent: Progress) -> None:
+        self.parent = parent
+
+    def is_canceled(self) -> bool:
+        return self.parent.is_canceled()
+
+
+class _MemoryLog(EpochLog):
+    """The history on ranks other than 0: kept for the loop's decisions, never written."""
+
+    def write(self) -> None:
+        return None
+
+
+def _reduce_logs(sums: Dict[str, float]) -> Dict[str, float]:
+    """Epoch means of the per-batch logs over all ranks (rank 0's keys; weights are sample shares)."""
+    keys = dist.broadcast_json(sorted(k for k in sums if not k.startswith("n_")))
+    total = dist.all_reduce_sum([sums.get(k, 0.0) for k in keys] + [sums.get(f"n_{k}", 0.0) for k in keys])
+    return {k: float(total[i] / total[len(keys) + i]) for i, k in enumerate(keys) if total[len(keys) + i] > 0}
 
 
 def _summary(metrics: Dict[str, Any]) -> Dict[str, Any]:

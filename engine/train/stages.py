@@ -140,7 +140,7 @@ def train_student(
 
 
 def distill(
-    inputs: TrainingInputs,
+    inputs: Union[TrainingInputs, Sequence[TrainingInputs]],
     out_dir: PathLike,
     student_path: PathLike,
     teacher_path: PathLike,
@@ -179,8 +179,8 @@ def distill(
     student, s_meta = load_model(student_path, expected_kind="student")
     teacher, t_meta = load_model(teacher_path, expected_kind="teacher")
     schema = s_meta.schema
-    check_fits(s_meta, student_path, bands=inputs.bands)
-    check_fits(t_meta, teacher_path, bands=inputs.bands)
+    check_fits(s_meta, student_path, bands=_first(inputs).bands)
+    check_fits(t_meta, teacher_path, bands=_first(inputs).bands)
     # the student's own recipe (chains, stored SAR range); the units are this file's, resolved
     # exactly as segmentation resolves them
     data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, recipe=InputRecipe.of(s_meta))
@@ -213,7 +213,7 @@ def distill(
             schema,
             distill_cfg,
             Path(out_dir),
-            block=inputs.patch.patch_size,
+            block=_first(inputs).patch.patch_size,  # several scenes: the first one is drawn
             windows=patch_windows,
             device=resolve_device(cfg.device),
             overwrite=True,

@@ -7,14 +7,14 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..config import ClassSchema, DistillConfig, LossConfig
-from ..losses import SegmentationLoss, TeacherLoss, binary_water_target, gated_distillation
+from ..config import ClassSchema, DistillConfig, LossConfig, to_dict
+from ..losses import binary_water_target, build_segmentation_loss, build_teacher_loss, gated_distillation
 from ..metrics import ConfusionMatrix
 from .loop import Batch, StageTask, _autocast, _to_device
 
 
 class TeacherTask(StageTask):
-    """SAR-only water expert: binary target (water / other), CE + edge-aware BCE."""
+    """SAR-only water expert: binary target (water / other), CE (or RIFT) + edge-aware BCE."""
 
     stage = "teacher"
     class_names = ["non-water", "water"]
@@ -24,7 +24,8 @@ class TeacherTask(StageTask):
         self, schema: ClassSchema, loss_cfg: LossConfig, class_weights: Optional[torch.Tensor]
     ) -> None:
         self.schema = schema
-        self.criterion = TeacherLoss(loss_cfg, class_weights, schema.ignore_index)
+        self.criterion = build_teacher_loss(loss_cfg, class_weights, schema.ignore_index)
+        self.record = {"loss": to_dict(loss_cfg)}  # stored in the model's metadata (train)
 
     def to(self, device: torch.device) -> TeacherTask:
         self.criterion.to(device)
@@ -46,7 +47,8 @@ class TeacherTask(StageTask):
 
 
 class StudentTask(StageTask):
-    """Stage 1: the optical + SAR student on the full schema, wCE + Dice + Lovász."""
+    """Stage 1: the optical + SAR student on the full schema, wCE + Dice + Lovász or RIFT
+    (``LossConfig.kind``)."""
 
     stage = "stage1"
 
@@ -56,7 +58,8 @@ class StudentTask(StageTask):
         self.schema = schema
         self.class_names = list(schema.names)
         self.water_index = schema.water_class
-        self.criterion = SegmentationLoss(loss_cfg, class_weights, schema.ignore_index)
+        self.criterion = build_segmentation_loss(loss_cfg, class_weights, schema.ignore_index)
+        self.record: Dict[str, Any] = {"loss": to_dict(loss_cfg)}  # stored in the model's metadata (train)
 
     def to(self, device: torch.device) -> StudentTask:
         self.criterion.to(device)
@@ -100,7 +103,7 @@ class DistillTask(StudentTask):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.cfg = distill_cfg
-        self.record = {
+        self.record.update({
             "distill": {
                 "lambda_kd": distill_cfg.lambda_kd,
                 "gated": distill_cfg.gated,
@@ -108,7 +111,7 @@ class DistillTask(StudentTask):
                 "non_water_threshold": distill_cfg.non_water_threshold,
                 "warmup_epochs": distill_cfg.warmup_epochs,
             }
-        }
+        })
 
     def to(self, device: torch.device) -> DistillTask:
         super().to(device)

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -26,6 +27,18 @@ from qgis.core import (
 
 from . import _checks
 from ._common import EngineAlgorithm
+
+#: FUSION choices of a new student (``StudentConfig.fusion``), in the order of the enum.
+FUSIONS = (
+    ("lightmcam", "LightMCAM: optical attends to pooled SAR at the deepest stage (default)"),
+    ("claire", "CLAIRE: optical and SAR attend to each other at stages 1-3, gated mix"),
+    ("concat", "Concatenation, no attention"),
+)
+#: LOSS choices (``LossConfig.kind``).
+LOSSES = (
+    ("sgcad", "Weighted CE + Dice + Lovász (teacher: CE + edge BCE)"),
+    ("rift", "RIFT: class-weighted focal + Tversky (teacher: + edge BCE)"),
+)
 
 METRICS = {
     "OA": ("oa", "Overall accuracy"),
@@ -94,6 +107,16 @@ class TrainingAlgorithm(EngineAlgorithm):
         self.add_number("SEED", "Random seed", 42, 0, 2**31 - 1)
         self.add_flag("AUGMENT", "Augment training patches (flips, rotations)", True)
         self.add_flag("CLASS_WEIGHTS", "Inverse-frequency class weights", True)
+        self.add_advanced(QgsProcessingParameterEnum(
+            "LOSS", self.tr("Loss"), options=[label for _, label in LOSSES], defaultValue=0))
+        self.add_number("FOCAL_GAMMA", "RIFT focal exponent gamma", 2.0, 0.0, 10.0, integer=False)
+        self.add_number("TVERSKY_ALPHA", "RIFT Tversky weight of false positives (alpha)", 0.3, 0.0, 10.0,
+                        integer=False)
+        self.add_number("TVERSKY_BETA", "RIFT Tversky weight of false negatives (beta)", 0.7, 0.0, 10.0, integer=False)
+        if self.NEW_NETWORK and self.MODEL_KIND == "student":
+            self.add_advanced(QgsProcessingParameterEnum(
+                "FUSION", self.tr("Fusion of optical and SAR features"), options=[label for _, label in FUSIONS],
+                defaultValue=0))
         if self.NEW_NETWORK:
             example = '{"widths": [16, 32, 64, 128]}'
             label = f"{self.MODEL_KIND.capitalize()} network settings (JSON, e.g. {example})"
@@ -193,13 +216,16 @@ class TrainingAlgorithm(EngineAlgorithm):
 
         cls = TeacherConfig if self.MODEL_KIND == "teacher" else StudentConfig
         text = self.parameterAsString(parameters, "MODEL_CONFIG", context) if "MODEL_CONFIG" in parameters else ""
-        if not text or not text.strip():
-            return cls()
-        try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
-        return from_dict(cls, {**to_dict(cls()), **overrides})
+        base = to_dict(cls())
+        if cls is StudentConfig and parameters.get("FUSION") not in (None, ""):  # the JSON below still wins
+            base["fusion"] = FUSIONS[self.parameterAsEnum(parameters, "FUSION", context)][0]
+        overrides = {}
+        if text and text.strip():
+            try:
+                overrides = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+        return from_dict(cls, {**base, **overrides})
 
     def training_inputs(self, parameters, context, feedback):
         """The engine's ``TrainingInputs`` from the data parameters (layers exported if needed)."""
@@ -270,8 +296,17 @@ class TrainingAlgorithm(EngineAlgorithm):
 
     def loss_config(self, parameters, context):
         from sgcad_qgis.engine.config import LossConfig
+        from sgcad_qgis.engine.losses.rift import check_loss_config
 
-        return LossConfig(inverse_frequency_weights=self.parameterAsBoolean(parameters, "CLASS_WEIGHTS", context))
+        cfg = LossConfig(inverse_frequency_weights=self.parameterAsBoolean(parameters, "CLASS_WEIGHTS", context))
+        if parameters.get("LOSS") not in (None, ""):
+            cfg.kind = LOSSES[self.parameterAsEnum(parameters, "LOSS", context)][0]
+        for name, field in (("FOCAL_GAMMA", "focal_gamma"), ("TVERSKY_ALPHA", "tversky_alpha"),
+                            ("TVERSKY_BETA", "tversky_beta")):
+            if parameters.get(name) not in (None, ""):
+                setattr(cfg, field, self.parameterAsDouble(parameters, name, context))
+        check_loss_config(cfg)
+        return cfg
 
     def run_flags(self, parameters, context) -> Dict[str, Any]:
         flags: Dict[str, Any] = {

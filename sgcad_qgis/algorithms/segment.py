@@ -91,6 +91,7 @@ class Segment(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", self.tr("Device used")))
         self.addOutput(QgsProcessingOutputString("INPUT_UNITS", self.tr("Units read (optical, SAR)")))
         self.addOutput(QgsProcessingOutputString("WARNINGS", self.tr("Input warnings (one per line)")))
+        self.addOutput(QgsProcessingOutputString("EXPLANATION", self.tr("Why the map looks as it does (text)")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)
@@ -200,8 +201,23 @@ class Segment(EngineAlgorithm):
             DEVICE_USED=result["device"],
             INPUT_UNITS=f"optical {result['inputs'].get('optical_units')}, SAR {result['inputs']['sar_units']}",
             WARNINGS="\n".join(result["inputs"]["warnings"]),
+            EXPLANATION=self._explain(folder, feedback),
         )
         return outputs
+
+    @staticmethod
+    def _explain(folder: str, feedback) -> str:
+        """The run's explanation (``engine.explain``, also written into the run's report);
+        a failure there never fails the segmentation."""
+        from sgcad_qgis.engine.explain import explain_run
+
+        try:
+            text = explain_run(folder, write=True, overwrite=True)["text"]
+        except (ValueError, OSError) as exc:
+            feedback.pushWarning(f"No explanation of this map: {exc}")
+            return ""
+        feedback.pushInfo(f"Why this map: {text}")
+        return text
 
     @staticmethod
     def _publish(context, paths, model_name: str, schema) -> None:

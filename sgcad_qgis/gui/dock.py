@@ -225,6 +225,13 @@ class SgcadDock(QDockWidget):
         layout.addWidget(self.segment_button)
         self.vector_option = VectorizeOption(self, tab)
         layout.addWidget(self.vector_option)
+        layout.addWidget(QLabel("<b>Why this map</b> (measured on the run's outputs):", tab))
+        self.explanation = QPlainTextEdit(tab)
+        self.explanation.setReadOnly(True)
+        self.explanation.setPlaceholderText("Segment to see what the map holds, how sure the model is and where "
+                                            "polygons would help most.")
+        self.explanation.setMaximumHeight(160)
+        layout.addWidget(self.explanation)
         layout.addStretch(1)
         return tab
 
@@ -511,6 +518,7 @@ class SgcadDock(QDockWidget):
             QgsProject.instance(), run["group"], items, self.schema, self.segment_layers, self.segment_group)
         self.segment_group = group.name()
         self.vector_option.segmentation_done(outputs, group.name())
+        self.explanation.setPlainText(str(outputs.get("EXPLANATION") or ""))
         self.notify(f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s).", 3)
         for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
             self.notify(f"{run['name']}: {warning}", 1)  # units and domain-shift warnings of the inputs

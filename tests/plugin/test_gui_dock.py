@@ -271,6 +271,9 @@ def test_segment_runs_in_background_and_adds_styled_layers(dock, rotterdam, tmp_
     assert classes.renderer().type() == "paletted"
     assert [c.label for c in classes.renderer().classes()][:2] == ["0 farmland", "1 city"]
     assert "layer(s) in group" in dock.status.text()
+    # the run's explanation (engine.explain; its numbers are checked in tests/engine/test_explain.py)
+    text = dock.explanation.toPlainText()
+    assert text and text == results["EXPLANATION"] and "%" in text, text
     shot(dock, "dock_after_segment")
 
 
