@@ -34,6 +34,8 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from .cores import available_cores
+
 ENV_TIMEOUT = "SGCAD_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 1800.0
 
@@ -173,8 +175,7 @@ def threads_per_rank(requested: int = 0) -> int:
     """CPU threads for one rank: ``requested``, else this node's cores shared by its ranks."""
     if requested > 0:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // env_rank_info().local_world_size)
+    return max(1, available_cores() // env_rank_info().local_world_size)
 
 
 def _comm_device() -> torch.device:

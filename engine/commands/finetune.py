@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Dict
 
 from ..cli import add_json_flag, add_units_args, int_list
+from ..cores import apply_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    import torch
 
     from ..config import FinetuneConfig
     from ..inputs.contract import InputOverrides
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     if args.polygons is None and not args.teacher:
         raise ValueError("without --polygons only the teacher can adapt to the scene: give --teacher")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     for name in ("steps", "batch_size", "crop_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cores import threads_for
+
 Output = Tuple[np.ndarray, Optional[np.ndarray]]
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -147,8 +149,8 @@ class OnnxBackend:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads > 0:
-            opts.intra_op_num_threads = threads
+        # the process's cores, not the machine's: ORT's default pins a worker to every core
+        opts.intra_op_num_threads = threads_for(threads)
         opts.inter_op_num_threads = 1
         # idle worker threads must not spin: the reader and writer threads need those cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

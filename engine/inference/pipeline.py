@@ -18,6 +18,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..config import InferenceConfig
+from ..cores import apply_threads
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of
@@ -144,8 +145,7 @@ def segment_scene(
         outputs = OutputSet(out_dir, job.keys, region, meta.schema, overwrite=overwrite, tags=job.tags)
 
         device = resolve_device(cfg.device)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)  # per calling thread: this is the compute thread
+        apply_threads(cfg.threads)  # per calling thread: this is the compute thread
         if backend is None:
             backend = job.make_backend(device, progress)
         progress.info(

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..config import InferenceConfig, ModelMetadata
+from ..cores import apply_threads
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from ..inputs.reader import PairReader
 from ..progress import NULL_PROGRESS, Progress
@@ -106,8 +107,7 @@ def water_probability(
     assembler = BlockAssembler(grid.width, grid.height, BLOCK, acc.cell_rects(), {"p": (1, "float32", math.nan)})
 
     device = resolve_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads)
     network = teacher[0] if teacher is not None else load_teacher(teacher_path)[0]
     net = TeacherWater(network).to(device).eval()
     amp = bool(cfg.amp and device.type == "cuda")

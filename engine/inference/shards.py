@@ -39,6 +39,7 @@ import torch
 
 from .. import distributed as dist
 from ..config import InferenceConfig
+from ..cores import apply_threads
 from ..files import atomic_write_bytes
 from ..progress import NULL_PROGRESS, Progress
 from ..validate import RunLock, SgcadError
@@ -296,10 +297,7 @@ def segment_sharded(
     _claim_layout(out, record, overwrite)
 
     device = dist.device_for_rank(resolve_device(cfg.device)) if shards > 1 else resolve_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    elif dist.env_rank_info().local_world_size > 1:
-        torch.set_num_threads(dist.threads_per_rank(0))
+    apply_threads(cfg.threads if cfg.threads > 0 else dist.threads_per_rank(0))
     totals, computed, skipped = _Totals(), [], []
     reader = None
     todo = [i for i in mine if block_done(out, i, job_id, job.keys) is None]

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import distributed as dist
 from ..config import ModelMetadata, TrainConfig, to_dict
+from ..cores import apply_threads
 from ..files import atomic_write_bytes
 from ..metrics import ConfusionMatrix, format_metrics
 from ..models.checkpoint import save_model
@@ -265,8 +266,7 @@ class Trainer:
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         check_run_folder(self.out_dir, resume, overwrite)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        apply_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.ranks, self.distributed, self.writes = dist.RankInfo(), False, True
         if dist.launched():

@@ -9,7 +9,6 @@ translation of engine errors into messages Processing shows.
 from __future__ import annotations
 
 import functools
-import os
 import time
 import traceback
 from contextlib import contextmanager
@@ -473,9 +472,14 @@ class EngineAlgorithm(SgcadAlgorithm):
     def set_threads(self, parameters, context, feedback) -> int:
         """Set torch's threads for this (worker) thread; torch's setting is per thread."""
         import torch
+        from qgis.core import QgsApplication
+
+        from sgcad_qgis.engine.cores import available_cores
 
         n = self.parameterAsInt(parameters, "THREADS", context) if "THREADS" in parameters else 0
-        n = n or os.cpu_count() or 1
+        if not n:  # the cores this process may use, capped by QGIS's own setting (-1: no cap)
+            cap = QgsApplication.maxThreads()
+            n = min(available_cores(), cap) if cap and cap > 0 else available_cores()
         torch.set_num_threads(n)
         feedback.pushInfo(f"torch threads: {n}")
         return n
