@@ -363,8 +363,11 @@ class FinetuneConfig:
 
     steps: int = 120  # optimiser steps of each network (early stopping may end sooner)
     batch_size: int = 8
-    crop_size: int = 128  # random crops around the polygons, from preprocessed tiles in memory
-    train_encoders: bool = True  # False: only the student's fusion, decoder and head learn (faster)
+    crop_size: int = 96  # random crops around the polygons, from preprocessed tiles in memory
+    # False: the student's encoders (and their BatchNorm) stay as trained; its fusion, decoder and
+    # head learn. 3.4x cheaper per step, and better on the Rotterdam evaluation polygons
+    # (mIoU 0.91 vs 0.65 with every layer learning; docs/finetune.md)
+    train_encoders: bool = False
     lr: float = 3e-4
     weight_decay: float = 1e-4
     val_fraction: float = 0.25  # share of labelled pixels held out, as whole polygon groups
@@ -376,7 +379,7 @@ class FinetuneConfig:
     kd: str = "unlabelled"
     lambda_kd: float = 0.5
     update_teacher: bool = True  # fine-tune the water teacher on the polygons first
-    teacher_steps: int = 80
+    teacher_steps: int = 60  # on four real SAR scenes: 30 left two below Otsu, 60 beat every baseline
     # without a water polygon, the teacher adapts to the scene from automatic, confidence-ranked
     # water / non-water pseudo-labels (split-based threshold + region growing; engine.water)
     pseudo_labels: bool = True

@@ -1,7 +1,8 @@
 """Fine-tuning from polygons on real scenes, scored on held-out truth, next to classical baselines.
 
     .venv/bin/python scripts/eval_finetune_real.py [--scenes india,nigeria,camargue,rhone,rotterdam]
-        [--student PATH] [--teacher PATH] [--kd unlabelled|labelled|none] [--steps N] [--out DIR]
+        [--student PATH] [--teacher PATH] [--kd unlabelled|labelled|none] [--steps N]
+        [--set crop_size=96 train_encoders=false ...] [--out FILE]
 
 Protocols (resources/labels/README.md): training polygons on one part of each scene; scoring on
 the other part only. Sen1Floods11 chips: the hand label of the right half (water IoU). Camargue,
@@ -185,8 +186,11 @@ def main() -> None:
     parser.add_argument("--kd", default="unlabelled,labelled,none", help="distillation modes to compare")
     parser.add_argument("--steps", type=int, default=FinetuneConfig.steps)
     parser.add_argument("--teacher-steps", type=int, default=FinetuneConfig.teacher_steps)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other FinetuneConfig settings, e.g. crop_size=96 train_encoders=false")
     parser.add_argument("--out", default="", help="write the figures here (JSON)")
     args = parser.parse_args()
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scenes.split(","):
@@ -203,7 +207,8 @@ def main() -> None:
                 row["student_zero_shot_miou"] = miou(zero, classes)
                 row["lda_sar_rgb_miou"] = miou(lda_classes(scene, grid), classes)
             for kd in args.kd.split(",") if optical else ["unlabelled"]:
-                cfg = FinetuneConfig(kd=kd, steps=args.steps, teacher_steps=args.teacher_steps)
+                cfg = FinetuneConfig(**{"kd": kd, "steps": args.steps, "teacher_steps": args.teacher_steps,
+                                        **overrides})
                 t0 = time.perf_counter()
                 result = finetune_from_polygons(optical, scene["sar"], scene["train"], "class",
                                                 args.student if optical else None, Path(tmp) / f"{name}-{kd}",

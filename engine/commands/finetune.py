@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lambda-kd", type=float, default=d.lambda_kd, help=f"distillation weight ({d.lambda_kd})")
     parser.add_argument("--crop-size", type=int, default=d.crop_size, help=f"training crop edge ({d.crop_size})")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"crops per step ({d.batch_size})")
+    parser.add_argument("--train-encoders", action="store_true", default=d.train_encoders,
+                        help="let the student's encoders learn too (slower; default: fusion, decoder and head)")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr:g})")
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help=f"share of each class's polygon area held out ({d.val_fraction})")
@@ -75,8 +77,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     cfg = FinetuneConfig(
-        steps=args.steps, teacher_steps=args.teacher_steps, update_teacher=not args.no_teacher_update, kd=args.kd,
-        pseudo_labels=not args.no_pseudo_labels,
+        steps=args.steps, teacher_steps=args.teacher_steps, train_encoders=args.train_encoders,
+        update_teacher=not args.no_teacher_update, kd=args.kd, pseudo_labels=not args.no_pseudo_labels,
         lambda_kd=args.lambda_kd, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed,
     )

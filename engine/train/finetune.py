@@ -158,7 +158,9 @@ class _Fitter:
             if evaluate:
                 score = evaluate()
                 record["val_score"] = score
-                if score > best:
+                # a tie goes to the later model: it has learnt from the polygons, and a held-out
+                # set that is already perfect (one water polygon: IoU 1.0) must not veto it
+                if score >= best:
                     best, best_step, bad = score, step, 0
                     best_state = copy.deepcopy(self.model.state_dict())
                 else:

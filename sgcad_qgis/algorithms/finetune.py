@@ -82,6 +82,8 @@ class FineTune(EngineAlgorithm):
         self.add_number("LAMBDA_KD", "Distillation weight", d.lambda_kd, 0.0, 100.0, integer=False)
         self.add_number("CROP_SIZE", "Training crop size (pixels)", d.crop_size, 32, 1024)
         self.add_number("BATCH_SIZE", "Crops per step", d.batch_size, 1, 256)
+        self.add_flag("TRAIN_ENCODERS", "Let the student's encoders learn too (slower)", d.train_encoders,
+                      advanced=True)
         self.add_number("LR", "Learning rate (AdamW)", d.lr, 0.0, 1.0, integer=False)
         self.add_number("VAL_FRACTION", "Share of each class's polygons held out", d.val_fraction, 0.0, 0.9,
                         integer=False)
@@ -162,6 +164,7 @@ class FineTune(EngineAlgorithm):
             kd=self.parameterAsEnumString(parameters, "KD", context) or FinetuneConfig.kd,
             lambda_kd=number("LAMBDA_KD"), crop_size=count("CROP_SIZE"), batch_size=count("BATCH_SIZE"),
             lr=number("LR"), val_fraction=number("VAL_FRACTION"), seed=count("SEED"),
+            train_encoders=self.parameterAsBoolean(parameters, "TRAIN_ENCODERS", context),
         )
         units = self.units_values(parameters, context)
         overrides = InputOverrides(

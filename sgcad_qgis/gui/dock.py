@@ -225,7 +225,9 @@ class SgcadDock(QDockWidget):
         layout.addWidget(self.segment_button)
         self.vector_option = VectorizeOption(self, tab)
         layout.addWidget(self.vector_option)
-        layout.addWidget(QLabel("<b>Why this map</b> (measured on the run's outputs):", tab))
+        why = QLabel("<b>Why this map</b> (measured on the run's outputs):", tab)
+        why.setWordWrap(True)  # a long label would widen the dock past a side panel
+        layout.addWidget(why)
         self.explanation = QPlainTextEdit(tab)
         self.explanation.setReadOnly(True)
         self.explanation.setPlaceholderText("Segment to see what the map holds, how sure the model is and where "

@@ -159,3 +159,30 @@ def test_poly_schedule_values():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.1 * (1 - i / 4) ** 0.9 for i in range(5)])
+
+
+def test_average_models_is_the_elementwise_mean_and_refuses_other_architectures(tmp_path):
+    from engine.models.checkpoint import average_models
+
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = build_model(TINY_STUDENT)
+        meta = ModelMetadata(kind="student", model=to_dict(TINY_STUDENT), schema=ClassSchema(), bands=BandMapping())
+        paths.append(save_model(tmp_path / f"epoch_{seed}.safetensors", model, meta))
+    mean_path = average_models(paths, tmp_path / "mean.safetensors")
+    a, b, mean = (load_model(p)[0].state_dict() for p in (*paths, mean_path))
+    for key, value in mean.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (a[key] + b[key]) / 2, atol=1e-6), key
+        else:
+            assert torch.equal(value, b[key]), key
+    assert read_metadata(mean_path).train["averaged_from"] == ["epoch_1.safetensors", "epoch_2.safetensors"]
+    with pytest.raises(ValueError, match="already exists"):
+        average_models(paths, mean_path)
+    torch.manual_seed(0)
+    other = TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1), modules_per_stage=(1, 1, 1, 1))
+    teacher = save_model(tmp_path / "teacher.safetensors", build_model(other),
+                         ModelMetadata(kind="teacher", model=to_dict(other), schema=ClassSchema()))
+    with pytest.raises(ValueError, match="one kind and one architecture"):
+        average_models([paths[0], teacher], tmp_path / "mixed.safetensors")
