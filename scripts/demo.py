@@ -147,6 +147,7 @@ def finetune_rotterdam(case: Case, out: Path, profile: Path) -> Dict[str, float]
             classes = seg["CLASSES"]
         result = run_algorithm("sgcad:evaluate", {"PREDICTION": classes, "MODEL": str(STUDENT),
                                                   "REFERENCE_VECTOR": str(evaluation), "CLASS_FIELD": "class",
+                                                  "OUTPUT_HTML": str(folder / f"{label}.html"),
                                                   "OUTPUT_JSON": str(folder / f"{label}.json")}, profile)
         metrics = json.loads((folder / f"{label}.json").read_text())
         figures[label] = {"oa": metrics.get("oa", result.get("OA")), "miou": metrics.get("miou"),
