@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from qgis.core import Qgis, QgsProject, QgsSettings
-from qgis.gui import QgsFileWidget
+from qgis.gui import QgsFileWidget, QgsMapToolEmitPoint
 from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
@@ -234,6 +234,14 @@ class SgcadDock(QDockWidget):
                                             "polygons would help most.")
         self.explanation.setMaximumHeight(160)
         layout.addWidget(self.explanation)
+        self.explain_tile_button = QPushButton("Explain one tile: click the map", tab)
+        self.explain_tile_button.setToolTip("The same explanation for the 512 × 512 px tile around the point you "
+                                            "click on the last segmentation")
+        self.explain_tile_button.setEnabled(False)
+        self.explain_tile_button.clicked.connect(self.pick_tile)
+        layout.addWidget(self.explain_tile_button)
+        self.tile_tool = QgsMapToolEmitPoint(self.canvas)
+        self.tile_tool.canvasClicked.connect(self.explain_tile)
         layout.addStretch(1)
         return tab
 
@@ -314,6 +322,8 @@ class SgcadDock(QDockWidget):
         self.area.shutdown()
         self.flood_tab.shutdown()
         self.vector_option.shutdown()
+        if self.canvas.mapTool() is self.tile_tool:
+            self.canvas.unsetMapTool(self.tile_tool)
         self._clear_message()
 
     def _dependencies_ready(self) -> None:
@@ -449,6 +459,28 @@ class SgcadDock(QDockWidget):
         self.progress.setValue(0)
         return self._start(wiring.FINETUNE, params, {"run": run, "choice": choice})
 
+    def pick_tile(self) -> None:
+        """Arm the click that chooses the tile to explain."""
+        self.canvas.setMapTool(self.tile_tool)
+        self.notify("Click the map where a tile of the last segmentation should be explained.", 0)
+
+    def explain_tile(self, point, button=None) -> bool:
+        """Start ``sgcad:explain`` on the tile of the last segmentation around a clicked point."""
+        if self.canvas.mapTool() is self.tile_tool:
+            self.canvas.unsetMapTool(self.tile_tool)
+        if self._busy_message():
+            return False
+        outputs = getattr(self, "last_segment", {})
+        try:
+            window = wiring.tile_window(outputs.get("CLASSES", ""), point,
+                                        self.canvas.mapSettings().destinationCrs())
+        except ValueError as exc:
+            self.notify(str(exc), 2)
+            return False
+        folder = str(Path(outputs["CLASSES"]).parent)
+        run = {"name": f"Tile {window[0]},{window[1]} ({window[2]} × {window[3]} px)"}
+        return self._start(wiring.EXPLAIN, wiring.explain_parameters(folder, window), {"run": run})
+
     def _busy_message(self) -> bool:
         if self.runner.busy():
             self.notify("Another SGCAD run is still going; wait for it or cancel it first.", 1)
@@ -500,6 +532,10 @@ class SgcadDock(QDockWidget):
             self.notify(f"{name}: canceled; no layer was changed." if canceled else f"{name} failed: {error}",
                         1 if canceled else 2)
             return
+        if alg_id == wiring.EXPLAIN:
+            self.explanation.setPlainText(f"{name}: {results.get('TEXT', '')}")
+            self.notify(f"{name}: explained below the Segment button.", 3)
+            return
         if alg_id == wiring.SEGMENT:
             self.job.end()
             self.progress.setValue(100)
@@ -521,6 +557,8 @@ class SgcadDock(QDockWidget):
         self.segment_group = group.name()
         self.vector_option.segmentation_done(outputs, group.name())
         self.explanation.setPlainText(str(outputs.get("EXPLANATION") or ""))
+        self.last_segment = dict(outputs)
+        self.explain_tile_button.setEnabled(bool(outputs.get("EXPLANATION")))
         self.notify(f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s).", 3)
         for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
             self.notify(f"{run['name']}: {warning}", 1)  # units and domain-shift warnings of the inputs

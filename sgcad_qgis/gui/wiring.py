@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsPointXY,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -306,3 +307,34 @@ def finetune_layers(results: Dict[str, Any]) -> List[ResultLayer]:
     """Gate masks and the KD-region-ratio raster written by ``sgcad:finetune``."""
     return styles.finetune_results(_output(results, ("GATES",), "gates.tif"),
                                    _output(results, ("KD_RATIO",), "kd_ratio.tif"))
+
+
+EXPLAIN = "sgcad:explain"
+EXPLAIN_TILE = 512  # pixels: the tile a click on the map explains (the segmentation's tile size)
+
+
+def tile_window(classes_path: str, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> Tuple[int, int, int, int]:
+    """The ``EXPLAIN_TILE`` window of the run's class map around a clicked map point.
+
+    Raises:
+        ValueError: the map has no class map, or the click is outside it.
+    """
+    layer = QgsRasterLayer(classes_path, "classes") if classes_path else None
+    if layer is None or not layer.isValid():
+        raise ValueError("Segment first: a tile can only be explained on a segmentation's class map.")
+    transform = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
+    at = transform.transform(point)
+    extent, width, height = layer.extent(), layer.width(), layer.height()
+    col = int((at.x() - extent.xMinimum()) / layer.rasterUnitsPerPixelX())
+    row = int((extent.yMaximum() - at.y()) / layer.rasterUnitsPerPixelY())
+    if not (0 <= col < width and 0 <= row < height):
+        raise ValueError("The click is outside the last segmentation; click inside its class map.")
+    size_x, size_y = min(EXPLAIN_TILE, width), min(EXPLAIN_TILE, height)
+    left = min(max(col - size_x // 2, 0), width - size_x)
+    top = min(max(row - size_y // 2, 0), height - size_y)
+    return left, top, size_x, size_y
+
+
+def explain_parameters(run_folder: str, window: Tuple[int, int, int, int]) -> Dict[str, Any]:
+    """``sgcad:explain`` of one pixel window of a run (a clicked tile)."""
+    return {"RUN_FOLDER": run_folder, "WINDOW": ",".join(str(v) for v in window), "OVERWRITE": True}

@@ -18,6 +18,7 @@ from engine.inputs.contract import InputRecipe, resolve_inputs
 from engine.inputs.reader import PairReader
 from engine.losses import SegmentationLoss
 from engine.models.checkpoint import load_model, read_metadata
+from engine.progress import NULL_PROGRESS
 from engine.raster.grid import grid_of
 from engine.train.area_cache import IGNORE, CropSampler, build_cache
 from engine.train.baseline import fit_lda
@@ -163,3 +164,23 @@ def test_a_teacher_continues_from_existing_weights_with_frozen_batchnorm(tmp_pat
     weights = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
     assert stats and all(np.array_equal(before[k].astype(np.float32), after[k].astype(np.float32)) for k in stats)
     assert any(not np.allclose(before[k].astype(np.float32), after[k].astype(np.float32)) for k in weights)
+
+
+def test_model_selection_keeps_the_start_only_when_fine_tuning_is_worse():
+    """Held-out score ties (an already perfect held-out set) go to the fine-tuned model; a worse
+    score keeps the starting weights."""
+    from engine.train.finetune import _Fitter
+
+    def run(scores):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        start = model.weight.detach().clone()
+        fitter = _Fitter(model, model.parameters(), FinetuneConfig(eval_every=2, patience=10), 6,
+                         NULL_PROGRESS, "test")
+        values = iter(scores)
+        result = fitter.run(lambda: ((model(torch.ones(4, 2)) ** 2).mean(), {}), lambda: next(values))
+        return result["best_step"], torch.equal(model.weight, start)
+
+    assert run([1.0, 1.0, 1.0, 1.0]) == (6, False)  # ties: the last fine-tuned step
+    assert run([0.8, 0.5, 0.4, 0.3]) == (0, True)  # every step worse: the model comes back unchanged
+    assert run([0.5, 0.7, 0.6, 0.6]) == (2, False)  # the best held-out step

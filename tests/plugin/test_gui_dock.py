@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import rasterio
-from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import Qgis, QgsPointXY, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import QPoint, Qt
 from qgis.PyQt.QtTest import QTest
 
@@ -275,6 +275,23 @@ def test_segment_runs_in_background_and_adds_styled_layers(dock, rotterdam, tmp_
     text = dock.explanation.toPlainText()
     assert text and text == results["EXPLANATION"] and "%" in text, text
     shot(dock, "dock_after_segment")
+
+    # a click on the map explains the tile around it, with the same engine (sgcad:explain)
+    assert dock.explain_tile_button.isEnabled()
+    dock.explain_tile_button.click()
+    assert dock.canvas.mapTool() is dock.tile_tool
+    ext = QgsRasterLayer(results["CLASSES"], "c").extent()
+    at = QPoint(*canvas_pixel(dock.canvas, ext.center().x(), ext.center().y()))
+    QTest.mousePress(dock.canvas.viewport(), Qt.LeftButton, Qt.NoModifier, at)
+    QTest.mouseRelease(dock.canvas.viewport(), Qt.LeftButton, Qt.NoModifier, at)
+    assert dock.canvas.mapTool() is not dock.tile_tool
+    alg, ok, tile, error, canceled = wait_for_run(dock, 1)
+    assert (alg, ok, error) == ("sgcad:explain", True, ""), error
+    assert dock.explanation.toPlainText().startswith("Tile ") and tile["TEXT"] in dock.explanation.toPlainText()
+    assert Path(tile["OUTPUT_JSON"]).name == "explanation_window.json"
+    # outside the class map: a clear message, nothing started
+    assert dock.explain_tile(QgsPointXY(ext.xMaximum() + 10 * ext.width(), ext.yMaximum())) is False
+    assert "outside the last segmentation" in dock.status.text()
 
 
 def test_rectangle_area_and_cancel(dock, rotterdam, sgcad_provider):
