@@ -114,42 +114,12 @@ def progress_for_rank(quiet: bool):
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..distributed import launched
     from ..inference.pipeline import segment_scene
-    from ..progress import ConsoleProgress
 
-    cfg = inference_config(args)
-    if args.shards is not None or args.merge or args.block_rows is not None or launched():
-        from ..inference.shards import segment_sharded
-
-        result = segment_sharded(
-            args.optical,
-            args.sar,
-            args.model,
-            args.out,
-            teacher_path=args.teacher,
-            cfg=cfg,
-            aoi=args.aoi,
-            progress=progress_for_rank(args.quiet),
-            overwrite=args.overwrite,
-            optical_bands=args.optical_bands,
-            sar_bands=args.sar_bands,
-            cloud_mask=args.cloud_mask,
-            grid=args.grid,
-            resolution=args.resolution,
-            optical_units=args.optical_units,
-            sar_units=args.sar_units,
-            sar_calibration=args.sar_calibration,
-            **shard_options(args),
-        )
-        return {"ok": True, **result}
-    result = segment_scene(
-        args.optical,
-        args.sar,
-        args.model,
-        args.out,
+    common = dict(
         teacher_path=args.teacher,
-        cfg=cfg,
+        cfg=inference_config(args),
         aoi=args.aoi,
-        progress=ConsoleProgress(quiet=args.quiet),
+        progress=progress_for_rank(args.quiet),  # a single process is rank 0: it reports
         overwrite=args.overwrite,
         optical_bands=args.optical_bands,
         sar_bands=args.sar_bands,
@@ -160,4 +130,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
     )
-    return {"ok": True, **result}
+    inputs = (args.optical, args.sar, args.model, args.out)
+    if args.shards is not None or args.merge or args.block_rows is not None or launched():
+        from ..inference.shards import segment_sharded
+
+        return {"ok": True, **segment_sharded(*inputs, **common, **shard_options(args))}
+    return {"ok": True, **segment_scene(*inputs, **common)}

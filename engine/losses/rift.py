@@ -188,6 +188,12 @@ class RiftTeacherLoss(nn.Module):
         return total
 
 
+def _by_kind(loss_cfg, class_weights, ignore_index, sgcad: type, rift: type) -> nn.Module:
+    cfg = loss_cfg or LossConfig()
+    check_loss_config(cfg)
+    return (rift if cfg.kind == "rift" else sgcad)(cfg, class_weights, ignore_index)
+
+
 def build_segmentation_loss(
     loss_cfg: Optional[LossConfig] = None,
     class_weights: Optional[torch.Tensor] = None,
@@ -196,11 +202,7 @@ def build_segmentation_loss(
     """The student's loss chosen by ``loss_cfg.kind``: ``"sgcad"`` (wCE + Dice + Lovász) or ``"rift"``."""
     from .segmentation import SegmentationLoss
 
-    cfg = loss_cfg or LossConfig()
-    check_loss_config(cfg)
-    if cfg.kind == "rift":
-        return RiftLoss(cfg, class_weights, ignore_index)
-    return SegmentationLoss(cfg, class_weights, ignore_index)
+    return _by_kind(loss_cfg, class_weights, ignore_index, SegmentationLoss, RiftLoss)
 
 
 def build_teacher_loss(
@@ -211,11 +213,7 @@ def build_teacher_loss(
     """The teacher's loss by ``loss_cfg.kind``: CE + edge BCE (``"sgcad"``) or RIFT + edge BCE."""
     from .teacher import TeacherLoss
 
-    cfg = loss_cfg or LossConfig()
-    check_loss_config(cfg)
-    if cfg.kind == "rift":
-        return RiftTeacherLoss(cfg, class_weights, ignore_index)
-    return TeacherLoss(cfg, class_weights, ignore_index)
+    return _by_kind(loss_cfg, class_weights, ignore_index, TeacherLoss, RiftTeacherLoss)
 
 
 def loss_config_of(train_record: Optional[Dict[str, Any]]) -> LossConfig:

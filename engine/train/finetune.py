@@ -37,17 +37,18 @@ import torch
 from rasterio.windows import Window
 
 from .. import __version__
-from ..config import DistillConfig, FinetuneConfig, LossConfig, ModelMetadata, to_dict
+from ..config import DistillConfig, FinetuneConfig, ModelMetadata, to_dict
 from ..files import atomic_write_bytes
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
 from ..inputs.reader import PairReader
 from ..losses import (
-    SegmentationLoss,
-    TeacherLoss,
     binary_water_target,
+    build_segmentation_loss,
+    build_teacher_loss,
     gate_masks,
     gated_distillation,
     inverse_frequency_weights,
+    loss_config_of,
 )
 from ..metrics import ConfusionMatrix
 from ..models.checkpoint import load_model, save_model
@@ -437,7 +438,8 @@ def finetune_from_polygons(
                 return _score(val_binary, lambda t: (_predict(teacher, t, True, dev) > 0.5).astype(np.int64),
                               2)["iou"][1] or 0.0
         if cfg.update_teacher and min(binary) > 0:
-            criterion = TeacherLoss(LossConfig(), inverse_frequency_weights(binary), IGNORE).to(dev)
+            weights = inverse_frequency_weights(binary)
+            criterion = build_teacher_loss(loss_config_of(t_meta.train), weights, IGNORE).to(dev)  # the model's own
             sampler = CropSampler(teacher_tiles, cfg.crop_size, cfg.seed)
             fitter = _Fitter(teacher, teacher.parameters(), cfg, cfg.teacher_steps, progress.sub(0.1, 0.4), "teacher")
             result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev),
@@ -458,7 +460,7 @@ def finetune_from_polygons(
         student.to(dev)
         classes = schema.num_classes
         weights = inverse_frequency_weights(hist[:classes]) if hist[:classes].sum() else None
-        criterion = SegmentationLoss(LossConfig(), weights, IGNORE).to(dev)
+        criterion = build_segmentation_loss(loss_config_of(s_meta.train), weights, IGNORE).to(dev)  # the model's own
         sampler = CropSampler(tiles, cfg.crop_size, cfg.seed + 1)
         evaluate_student = None
         if split.measured:

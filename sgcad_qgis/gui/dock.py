@@ -86,6 +86,7 @@ class SgcadDock(QDockWidget):
         self.segment_group: Optional[str] = None
         self.pending: Dict[str, Any] = {}  # what the running task is for
         self.last_finetune: Dict[str, Any] = {}
+        self.last_segment: Dict[str, Any] = {}  # outputs of the last segmentation (tile explanations)
         self.job = JobProgress()
         self._message_item = None  # the dock's one message in QGIS's message bar
         self._build()
@@ -470,7 +471,7 @@ class SgcadDock(QDockWidget):
             self.canvas.unsetMapTool(self.tile_tool)
         if self._busy_message():
             return False
-        outputs = getattr(self, "last_segment", {})
+        outputs = self.last_segment
         try:
             window = wiring.tile_window(outputs.get("CLASSES", ""), point,
                                         self.canvas.mapSettings().destinationCrs())
