@@ -267,6 +267,9 @@ class StudentConfig:
     # fusion "claire" (engine.models.claire): bidirectional pooled cross-attention at these stages
     claire_stages: Tuple[int, ...] = (1, 2, 3)
     claire_heads: int = 4
+    # ALOS-2 refinements (engine.models.refine); off by default so networks trained without them load
+    hr_injection: bool = False  # the finest encoder features enter every decoder scale
+    refine_up: bool = False  # alternate 3x3 refinement and 2x upsampling to full resolution
 
 
 @dataclass
@@ -293,13 +296,20 @@ class LossConfig:
     inverse_frequency_weights: bool = True
     teacher_edge_weight: float = 0.3
     teacher_edge_beta: float = 0.5
-    # "sgcad": wCE + Dice + Lovász; "rift": class-weighted focal + Tversky (engine.losses.rift)
+    # "sgcad": wCE + Dice + Lovász; "rift": class-weighted focal + Tversky (engine.losses.rift);
+    # "focal_dice": alpha-scaled class weights in focal + Dice (engine.losses.focal_dice)
     kind: str = "sgcad"
     focal_gamma: float = 2.0
     tversky_alpha: float = 0.3  # weight of false positives
     tversky_beta: float = 0.7  # weight of false negatives
     focal_weight: float = 1.0  # (chosen)
     tversky_weight: float = 1.0  # (chosen)
+    # "focal_dice" (ALOS-2 refinements, engine.losses.focal_dice): inverse-frequency weights
+    # raised to alpha_scale inside focal (focal_gamma) + Dice
+    alpha_scale: float = 0.5
+    focal_dice_focal_weight: float = 0.5
+    focal_dice_dice_weight: float = 0.5
+    water_head_weight: float = 0.5  # (chosen) the SAR-only model's companion water head
 
 
 @dataclass
@@ -351,6 +361,9 @@ class TrainConfig:
     # updated when a network starts from scratch
     freeze_batchnorm: Optional[bool] = None
     keep_epochs: bool = False  # also write each epoch's model (epochs/epoch_NNN.safetensors) to choose from later
+    # epochs between writes of the resumable state (state.safetensors); the last epoch, an early
+    # stop, a cancel and an error always write the last completed epoch's state (chosen)
+    state_every: int = 5
     optical_dropout: float = 0.0  # share of training patches whose optical is blanked (cloud robustness)
 
 
@@ -383,7 +396,47 @@ class FinetuneConfig:
     # without a water polygon, the teacher adapts to the scene from automatic, confidence-ranked
     # water / non-water pseudo-labels (split-based threshold + region growing; engine.water)
     pseudo_labels: bool = True
+    # a pseudo non-water pixel is dropped where the teacher's water probability exceeds this:
+    # the threshold's known failure is bright water (wind, flooded vegetation) that context tells
+    # the teacher; on two Sen1Floods11 chips 8-10 % of pseudo non-water was water (1 disables)
+    pseudo_label_veto: float = 0.5
     seed: int = 42
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised SAR encoder pretraining (DI3CL; docs/pretraining.md). All values *(chosen)*."""
+
+    target: str = "student"  # encoder shape: the student's SAR branch ("student") or the teacher ("teacher")
+    steps: int = 300
+    batch_size: int = 16  # pairs of views per step
+    view_size: int = 96  # view edge in pixels (a multiple of 32)
+    block_size: int = 192  # edge of the window read from a raster; views are cut from it
+    blocks_per_step: int = 4  # windows read per step (pairs are spread over them)
+    min_scale: float = 0.5  # a view covers this share of the window edge at least
+    min_overlap: float = 0.3  # overlap of the two views, as a share of the smaller view
+    min_valid: float = 0.9  # share of valid (not nodata) pixels a window needs
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.99  # of the key (momentum) encoder
+    temperature: float = 0.2
+    queue_size: int = 4096  # negatives kept per queue (global views and regions)
+    projection_dim: int = 128
+    global_weight: float = 1.0  # whole-view MoCo term
+    di_weight: float = 1.0  # Dynamic Instance term (0: ablation)
+    di_regions: int = 4  # at most this many regions per pair, drawn inside the overlap
+    di_min_size: float = 0.3  # a region's edge, as a share of the overlap's edge, at least
+    roi_samples: int = 4  # bilinear samples per region edge (ROI pooling)
+    cc_weight: float = 1.0  # Contour Consistency term (0: ablation)
+    contour_fraction: float = 0.15  # strongest-gradient share of the filtered SAR taken as contours
+    noise_std: float = 0.04  # additive noise on the normalised (dB) views: residual speckle
+    contrast: float = 0.2
+    brightness: float = 0.08
+    checkpoint_every: int = 50  # steps between resumable states
+    log_every: int = 10
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True  # mixed precision, CUDA only
 
 
 @dataclass
@@ -397,6 +450,9 @@ class InferenceConfig:
     backend: str = "auto"  # "torch", "onnx" or "auto"
     amp: bool = True
     threads: int = 0
+    # network precision: "fp32", "bf16", "int8", or "auto" (measured per model and machine;
+    # engine.inference.precision)
+    precision: str = "auto"
     blend: str = "cosine"  # overlap weight ramp: "cosine", "linear" or "none"
     water_threshold: float = DistillConfig.water_threshold  # teacher gate: confident water above
     non_water_threshold: float = DistillConfig.non_water_threshold  # and confident non-water below

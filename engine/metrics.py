@@ -8,7 +8,7 @@ JSON and undefined classes are skipped by the means instead of counting as 0 or 
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -160,3 +160,131 @@ def format_metrics(metrics: Dict[str, Any], names: Optional[List[str]] = None) -
         f"OA {pct(metrics['oa'])}  Kappa {pct(metrics['kappa'])}  mIoU {pct(metrics['miou'])}"
         f"  IoU: {per_class}"
     )
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Square (Chebyshev) dilation by ``radius`` pixels; pixels outside the array count as False."""
+    if radius <= 0:
+        return mask.copy()
+    from scipy.ndimage import binary_dilation
+
+    return binary_dilation(mask, structure=np.ones((2 * radius + 1, 2 * radius + 1), bool))
+
+
+def class_boundary(labels: np.ndarray, cls: int, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Pixels of class ``cls`` with an 8-neighbour of another class (both inside ``valid``).
+
+    A class region touching unlabelled pixels (``valid`` False) has no boundary there: a
+    polygon's outline is not a class boundary.
+    """
+    valid = np.ones(labels.shape, bool) if valid is None else valid
+    inside = (labels == cls) & valid
+    other = (labels != cls) & valid
+    return inside & _dilate(other, 1)
+
+
+class BoundaryFScore:
+    """Boundary F-score per class with a distance tolerance, accumulated over windows.
+
+    For class k the reference boundary ``B_ref`` and the predicted boundary ``B_pred`` are the
+    pixels of class k next to another class (:func:`class_boundary`; the reference's unlabelled
+    pixels are not a class). Precision is the share of ``B_pred`` pixels within ``tolerance``
+    pixels (Chebyshev distance) of ``B_ref``, recall the share of ``B_ref`` within ``tolerance``
+    of ``B_pred``, F = 2PR / (P + R). Predicted boundary pixels are only judged where the
+    reference is labelled over their whole tolerance neighbourhood, so a sparse polygon
+    reference does not count every predicted edge beside a polygon as false. For thin
+    classes (roads) the boundary is nearly the whole class, so the score measures whether the
+    structure was found at the right place; for water it is the shoreline.
+
+    Args:
+        num_classes: class ids ``0 .. num_classes - 1``.
+        tolerance: pixels of slack (0: exact position).
+        ignore_index: reference value of unlabelled pixels.
+    """
+
+    def __init__(self, num_classes: int, tolerance: int = 2, ignore_index: int = IGNORE_INDEX) -> None:
+        if tolerance < 0:
+            raise ValueError(f"boundary tolerance must be 0 or more pixels, got {tolerance}")
+        self.num_classes, self.tolerance, self.ignore_index = int(num_classes), int(tolerance), int(ignore_index)
+        # per class: matched predicted, predicted, matched reference, reference boundary pixels
+        self.counts = np.zeros((self.num_classes, 4), dtype=np.int64)
+
+    @property
+    def halo(self) -> int:
+        """Context a window needs on every side for its core's counts to be exact."""
+        return self.tolerance + 1
+
+    def update(
+        self,
+        pred: Any,
+        target: Any,
+        core: Optional[Tuple[slice, slice]] = None,
+        present: Optional[np.ndarray] = None,
+    ) -> None:
+        """Add one 2-D window.
+
+        Args:
+            pred, target: class maps of one shape.
+            core: only pixels inside ``core`` are counted; the rest is context (e.g. a halo of
+                :attr:`halo` pixels read around a raster window).
+            present: False where the window holds no pixel at all (beyond the raster's edge, no
+                prediction): treated like the space beyond an array's border, neither a class
+                nor unlabelled, so a windowed score equals the whole-array score.
+        """
+        p = _to_numpy(pred).astype(np.int64, copy=False)
+        t = _to_numpy(target).astype(np.int64, copy=False)
+        if p.shape != t.shape or p.ndim != 2:
+            raise ValueError(f"boundary F-score needs two 2-D maps of one shape, got {p.shape} and {t.shape}")
+        present = np.ones(p.shape, bool) if present is None else np.asarray(present, bool)
+        valid = (t != self.ignore_index) & present
+        judged = ~_dilate(~valid & present, self.tolerance + 1)  # whole neighbourhood labelled
+        count = np.zeros(p.shape, bool)
+        count[core if core is not None else (slice(None), slice(None))] = True
+        for c in range(self.num_classes):
+            ref = class_boundary(t, c, valid)
+            edge = class_boundary(p, c, present)
+            prd = edge & judged
+            if not ref.any() and not prd.any():
+                continue
+            self.counts[c] += [
+                int((prd & _dilate(ref, self.tolerance) & count).sum()),
+                int((prd & count).sum()),
+                int((ref & _dilate(edge, self.tolerance) & count).sum()),
+                int((ref & count).sum()),
+            ]
+
+    def update_batch(self, pred: Any, target: Any) -> None:
+        """Add a (B, H, W) batch, image by image."""
+        p, t = _to_numpy(pred), _to_numpy(target)
+        for i in range(p.shape[0]):
+            self.update(p[i], t[i])
+
+    def merge(self, other: BoundaryFScore) -> None:
+        self.counts += other.counts
+
+    def compute(self) -> Dict[str, Any]:
+        """``boundary_f``, ``boundary_precision``, ``boundary_recall`` per class (None where a class
+        has no boundary in either map) and ``boundary_tolerance``."""
+        f, prec, rec = [], [], []
+        for mp, np_, mr, nr in self.counts.tolist():
+            p, r = _ratio(mp, np_), _ratio(mr, nr)
+            prec.append(p)
+            rec.append(r)
+            if np_ == 0 and nr == 0:
+                f.append(None)
+            else:
+                p, r = p or 0.0, r or 0.0
+                f.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
+        return {"boundary_f": f, "boundary_precision": prec, "boundary_recall": rec,
+                "boundary_tolerance": self.tolerance}
+
+
+def thin_structure_classes(names: Sequence[str], water_class: int) -> Dict[str, int]:
+    """The classes whose boundary F-score the reports name: ``road`` (if the schema has a class
+    of that name) and the water class (its boundary is the shoreline)."""
+    out: Dict[str, int] = {}
+    lowered = [n.lower() for n in names]
+    if "road" in lowered:
+        out["road"] = lowered.index("road")
+    out["shoreline"] = int(water_class)
+    return out

@@ -28,6 +28,7 @@ SAMPLE = ROOT / "resources" / "sample"
 MODELS = ROOT / "resources" / "models"
 STUDENT = MODELS / "sgcad_student.safetensors"
 TEACHER = MODELS / "sgcad_teacher.safetensors"
+SAR_ONLY = MODELS / "sgcad_student_sar_only.safetensors"  # SAR-only land cover (docs/sar_only.md)
 QGIS_PROCESS = ROOT / "scripts" / "qgis_process"
 
 
@@ -154,6 +155,30 @@ def finetune_rotterdam(case: Case, out: Path, profile: Path) -> Dict[str, float]
                           "water_iou": metrics.get("water_iou")}
     figures["held_out_polygons"] = tuned.get("HELD_OUT_MIOU")
     figures["linear_baseline"] = tuned.get("BASELINE_MIOU")
+    return figures
+
+
+def sar_only_rotterdam(case: Case, out: Path, profile: Path) -> Dict[str, Dict[str, float]]:
+    """The SAR-only model on the real sample, no optical image: zero-shot, then fine-tuned on the
+    10 training polygons, both scored on the 9 independent evaluation polygons."""
+    evaluation = ROOT / "resources" / "labels" / "rotterdam_eval.gpkg"
+    folder = out / "rotterdam_sar_only"
+    tuned = run_algorithm(
+        "sgcad:finetune",
+        {"SAR": str(case.sar), "SAR_BANDS": case.sar_bands, "STUDENT": str(SAR_ONLY),
+         "LABEL_POLYGONS": str(case.reference), "CLASS_FIELD": "class", "OUTPUT_FOLDER": str(folder / "tuned")},
+        profile,
+    )
+    figures: Dict[str, Dict[str, float]] = {}
+    for label, model in (("zero-shot", SAR_ONLY), ("fine-tuned", Path(tuned["OUTPUT_MODEL"]))):
+        seg = run_algorithm("sgcad:segment", {"SAR": str(case.sar), "SAR_BANDS": case.sar_bands,
+                                              "MODEL": str(model), "OUTPUT_FOLDER": str(folder / label)}, profile)
+        run_algorithm("sgcad:evaluate", {"PREDICTION": seg["CLASSES"], "MODEL": str(SAR_ONLY),
+                                         "REFERENCE_VECTOR": str(evaluation), "CLASS_FIELD": "class",
+                                         "OUTPUT_HTML": str(folder / f"{label}.html"),
+                                         "OUTPUT_JSON": str(folder / f"{label}.json")}, profile)
+        metrics = json.loads((folder / f"{label}.json").read_text())
+        figures[label] = {"oa": metrics.get("oa"), "miou": metrics.get("miou"), "water_iou": metrics.get("water_iou")}
     return figures
 
 
@@ -298,6 +323,12 @@ def main(argv=None) -> int:
     print("demo: fine-tuning on the Rotterdam polygons …", flush=True)
     tuned = finetune_rotterdam(rotterdam, out, profile)
     timings["rotterdam: fine-tune, re-segment, evaluate"] = time.monotonic() - t0
+    sar_only = None
+    if SAR_ONLY.is_file():
+        t0 = time.monotonic()
+        print("demo: SAR-only model on Rotterdam (no optical image) …", flush=True)
+        sar_only = sar_only_rotterdam(rotterdam, out, profile)
+        timings["rotterdam SAR-only: fine-tune, segment, evaluate"] = time.monotonic() - t0
     t0 = time.monotonic()
     project = build_project(CASES, out)
     timings["QGIS project and previews"] = time.monotonic() - t0
@@ -316,6 +347,11 @@ def main(argv=None) -> int:
         f = tuned[label]
         print(f"  {label:<11} OA {100 * (f['oa'] or 0):.1f} %  mIoU {100 * (f['miou'] or 0):.1f} %  "
               f"water IoU {100 * (f['water_iou'] or 0):.1f} %")
+    if sar_only:
+        print("rotterdam, SAR-only model (no optical image), same evaluation polygons:")
+        for label, f in sar_only.items():
+            print(f"  {label:<11} OA {100 * (f['oa'] or 0):.1f} %  mIoU {100 * (f['miou'] or 0):.1f} %  "
+                  f"water IoU {100 * (f['water_iou'] or 0):.1f} %")
     print(f"QGIS project: {project}")
     print(f"HTML report:  {report}")
     for step, seconds in timings.items():

@@ -31,6 +31,7 @@ from engine.models.checkpoint import load_model, read_metadata  # noqa: E402
 from engine.train.evaluate import evaluate_rasters  # noqa: E402
 
 SAMPLE = ROOT / "resources" / "sample" / "synthetic"
+CAL_EXCEPT = " (the decision offset above excepted)"
 STAGES = ", stage 1 then SGCAD stage 2 (gated distillation from the default teacher)"
 
 
@@ -122,6 +123,13 @@ def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
     averaged = meta.train.get("averaged_from") if meta.train else None
     weights = (f"\n- **Weights**: the mean of {len(averaged)} epochs of one run ({', '.join(averaged)}), "
                "chosen as a rule before any real-scene evaluation." if averaged else "")
+    cal = meta.train.get("calibration") if meta.train else None
+    if cal:
+        left_out = ", ".join(f"{n} {v['threshold']:.2f}" for n, v in cal["leave_one_out"].items())
+        weights += (f"\n- **Decision calibration**: water logit offset {cal['logit_offset']:+.3f} folded into the head "
+                    f"(the uncalibrated cut {cal['threshold']:.2f} becomes 0.5), chosen on the {cal['labels']} of "
+                    f"{', '.join(cal['scenes'])} (`scripts/calibrate_teacher.py`). Chosen with each scene left out: "
+                    f"{left_out}. These are the only real pixels the model depends on.")
     test_table = (_metrics_table(test, names) if test else
                   "not measured for this file (averaged weights; the run's validation water IoU of its last "
                   f"averaged epoch was {_pct(meta.metrics.get('validation', {}).get('water_iou'))} %)")
@@ -154,13 +162,14 @@ Held-out sample scene `resources/sample/synthetic` (an older generator's scene, 
 
 {_metrics_table(scene_metrics, names) if scene_metrics else 'not evaluated'}
 
-Zero-shot on real scenes (`scripts/eval_zero_shot.py`; no real pixel was used in training):
+Zero-shot on real scenes (`scripts/eval_zero_shot.py`; no real pixel was used in training;
+scored on evaluation polygons or whole Sen1Floods11 chips):
 
 {_real_table(kind, real)}
 
 ## Where it works and where it does not
 {_verdicts(kind, real)}- It was trained on **synthetic** scenes whose SAR levels and speckle were checked against real
-  Sentinel-1 statistics (`docs/data.md`), never on a real pixel. Read the real-scene figures
+  Sentinel-1 statistics (`docs/data.md`), never on a real pixel{CAL_EXCEPT if cal else ''}. Read the real-scene figures
   above before trusting a map, and **fine-tune on a few polygons you draw** (`docs/finetune.md`)
   where it is wrong; a SAR-only user without labels can adapt the water expert to the scene
   (`sgcad:adaptwater`).

@@ -164,6 +164,12 @@ def diagnostics_report(detect_gpu: bool = True, find_interpreter: bool = True) -
         extra = " (optional)" if state.package.optional else ""
         lines.append(f"  {state.package.dist:<12} {state.version or '-':<14} {status}{extra}  {where}")
     lines.append(f"Default device: {device_summary()}")
+    try:  # the CPU's fast paths and the precision each model measured here (engine.inference.precision)
+        from sgcad_qgis.engine.inference.precision import environment_report, report_lines
+
+        lines += report_lines(environment_report())
+    except Exception as exc:  # torch or the engine cannot be imported yet: the packages list says why
+        lines.append(f"CPU fast paths: not checked ({type(exc).__name__})")
     if all(s.ok for s in dependency_status(optional=False) if s.package.dist == "torch"):
         import torch
 

@@ -40,7 +40,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="threads of every side (0: the available cores)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "int8"), default="fp32", help="network precision (fp32)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; median, min, max (3)")
+    parser.add_argument(
+        "--peer-size",
+        type=int,
+        default=0,
+        help="scene size for the end-to-end comparison with GeoDeep/Deepness on our network (0 = skip)",
+    )
+    parser.add_argument(
+        "--deepness-path",
+        help="folder of the Deepness QGIS plugin's source (github.com/PUTvision/qgis-plugin-deepness) to "
+        "run it on our network too; skipped when absent",
+    )
     parser.add_argument(
         "--work", help="folder to keep scenes and checkpoints between runs (default: temporary)"
     )
@@ -64,7 +79,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         device=args.device,
         backend=args.backend,
         threads=args.threads,
+        precision=args.precision,
     )
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     result = run_bench(
         args.size,
         args.rss_sizes,
@@ -73,5 +91,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         args.rss_model_size,
         args.work,
         ConsoleProgress(quiet=args.quiet),
+        repeats=args.repeats,
+        peer_size=args.peer_size,
+        deepness_path=args.deepness_path,
     )
     return {"ok": True, **result}

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="compare a class raster with a reference raster or polygon layer (OA, Kappa, IoU ...)",
         description="Stream both inputs by windows on the prediction's grid and report OA, Cohen's "
-        "Kappa, per-class IoU, mIoU, user's/producer's accuracy and F1; 255 in the reference is ignored.",
+        "Kappa, per-class IoU, mIoU, user's/producer's accuracy, F1 and the boundary F-score per class "
+        "(roads, shoreline) within a pixel tolerance; 255 in the reference is ignored.",
     )
     parser.add_argument("--prediction", required=True, help="single-band class raster (e.g. classes.tif)")
     parser.add_argument(
@@ -29,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="write the metrics as JSON here")
     parser.add_argument("--plot", help="write the confusion matrix as PNG here")
     parser.add_argument("--block", type=int, default=1024, help="window size in pixels (1024)")
+    parser.add_argument(
+        "--boundary-tolerance", type=int, default=2,
+        help="pixels of slack of the boundary F-score reported for roads and the shoreline (2)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing --out/--plot files")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
@@ -43,6 +48,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..train.evaluate import evaluate_rasters
     from ..validate import check_distinct_outputs, check_outputs_not_inputs, check_writable, choose_vector_layer
 
+    if args.boundary_tolerance < 0:
+        raise ValueError(f"--boundary-tolerance must be 0 or more pixels, got {args.boundary_tolerance}")
     if args.block < 16:
         raise ValueError(f"--block must be at least 16 pixels, got {args.block}")
     targets = [t for t in (args.out, args.plot) if t]
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         layer,
         args.block,
         ConsoleProgress(quiet=args.quiet),
+        boundary_tolerance=args.boundary_tolerance,
     )
     if args.out:
         atomic_write_bytes(args.out, json.dumps(result, indent=2).encode("utf-8"))

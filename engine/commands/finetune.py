@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Holds out whole polygon groups for an honest accuracy, reports it next to a per-pixel "
         "linear classifier fitted on the same training polygons, keeps BatchNorm statistics frozen, and "
         "distils the teacher's confident water knowledge (docs/finetune.md). Without --optical only the "
-        "teacher is fine-tuned (SAR-only).",
+        "teacher is fine-tuned (SAR-only), unless the student is a SAR-only model.",
     )
-    parser.add_argument("--optical", help="optical raster (leave out to fine-tune the teacher on SAR alone)")
+    parser.add_argument("--optical", help="optical raster (leave out to fine-tune the teacher on SAR alone, "
+                        "or with a SAR-only --student from engine train-sar)")
     parser.add_argument("--sar", required=True, help="SAR raster")
     parser.add_argument("--polygons", help="polygon layer (GeoPackage, Shapefile, GeoJSON); leave out to adapt "
                         "the teacher to the scene from automatic water pseudo-labels (no labels needed)")
@@ -29,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", help="layer name inside a multi-layer vector file")
     parser.add_argument("--student", help="student model to fine-tune")
     parser.add_argument("--teacher", help="SAR water teacher model")
+    parser.add_argument("--sar-encoder", help="pretrained SAR encoder (engine pretrain-sar) replacing the SAR "
+                        "encoder of the student or teacher it was pretrained for")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--optical-bands", type=int_list, help="1-based optical bands (default: the model's)")
     parser.add_argument("--sar-bands", type=int_list, help="1-based SAR bands (default: the model's)")
@@ -105,7 +108,7 @@ def _run_finetune(args: argparse.Namespace, cfg, overrides) -> Dict[str, Any]:
     return finetune_from_polygons(
         args.optical, args.sar, args.polygons, args.class_field, args.student, args.out, teacher_path=args.teacher,
         cfg=cfg, overrides=overrides, layer=args.layer, device=args.device, progress=ConsoleProgress(quiet=args.quiet),
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, sar_encoder=args.sar_encoder,
     )
 
 

@@ -38,6 +38,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         torch.set_num_threads(args.threads)
     models = []
     for name in list_models():
-        config = model_spec(name).config_cls()
+        config = model_spec(name).default_config()
         models.append(describe(config, args.flop_size, args.time, args.repeats))
     return {"ok": True, "models": models}

@@ -37,7 +37,7 @@ def add_shard_args(parser: argparse.ArgumentParser, env_default: bool = True) ->
 
 def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = True) -> None:
     """The options of ``segment`` (shared with ``segment-distributed``)."""
-    parser.add_argument("--optical", required=inputs_required, help="optical raster")
+    parser.add_argument("--optical", help="optical raster (leave out for a SAR-only model, engine train-sar)")
     parser.add_argument("--sar", required=inputs_required, help="SAR raster")
     parser.add_argument("--model", required=True, help="student checkpoint (.safetensors)")
     parser.add_argument(
@@ -68,6 +68,12 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per network call (4)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the network (0: default)")
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        default="auto",
+        help="network precision on CPU; auto: bf16/int8 only where measured faster and faithful to fp32",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_units_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -87,6 +93,7 @@ def inference_config(args: argparse.Namespace):
         backend=args.backend,
         amp=not args.no_amp,
         threads=args.threads,
+        precision=getattr(args, "precision", "auto"),
     )
 
 

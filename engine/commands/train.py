@@ -61,6 +61,8 @@ def _train_args(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     group.add_argument("--keep-epochs", action="store_true",
                        help="also write every epoch's model into OUT/epochs (to choose one on other data later)")
+    group.add_argument("--state-every", type=int, default=5,
+                       help="epochs between writes of the resumable state (5; the last one and a cancel always write)")
     group.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     group.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
@@ -142,10 +144,12 @@ def _seg_loss_args(parser: argparse.ArgumentParser) -> None:
 def _rift_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("loss choice (docs/models.md, Losses)")
     group.add_argument(
-        "--loss", choices=["sgcad", "rift"], default="sgcad",
+        "--loss", choices=["sgcad", "rift", "focal_dice"], default="sgcad",
         help="sgcad: weighted CE + Dice + Lovász (teacher: CE + edge BCE); rift: class-weighted focal + Tversky "
-        "(teacher: + edge BCE)",
+        "(teacher: + edge BCE); focal_dice: focal + Dice with class weights raised to --alpha-scale",
     )
+    group.add_argument("--alpha-scale", type=float, default=0.5,
+                       help="focal_dice: power of the inverse-frequency class weights (0.5; 0 = unweighted)")
     group.add_argument("--focal-gamma", type=float, default=2.0, help="RIFT focal exponent gamma (2)")
     group.add_argument("--tversky-alpha", type=float, default=0.3, help="RIFT Tversky weight of false positives (0.3)")
     group.add_argument("--tversky-beta", type=float, default=0.7, help="RIFT Tversky weight of false negatives (0.7)")
@@ -258,6 +262,7 @@ def _train_cfg(args: argparse.Namespace, lr_factor: float = 0.1):
         augment=not args.no_augment,
         max_batches_per_epoch=args.max_batches,
         keep_epochs=args.keep_epochs,
+        state_every=args.state_every,
         stage2_lr_factor=lr_factor,
     )
 
@@ -299,6 +304,7 @@ def _loss_cfg(args: argparse.Namespace):
         cfg.focal_gamma, cfg.focal_weight = args.focal_gamma, args.focal_weight
         cfg.tversky_alpha, cfg.tversky_beta = args.tversky_alpha, args.tversky_beta
         cfg.tversky_weight = args.tversky_weight
+        cfg.alpha_scale = args.alpha_scale
         check_loss_config(cfg)
     return cfg
 

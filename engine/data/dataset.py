@@ -29,7 +29,8 @@ class PatchDataset(Dataset):
     """Patches of one split of a manifest (see :func:`engine.data.patches.build_manifest`).
 
     Args:
-        optical_path: optical raster (any grid; warped onto the label grid per window).
+        optical_path: optical raster (any grid; warped onto the label grid per window), or None
+            for a SAR-only model (items then hold a zero-band optical tensor).
         sar_path: SAR raster (likewise).
         label_path: label raster whose grid the manifest windows refer to.
         manifest: the manifest dict.
@@ -47,7 +48,7 @@ class PatchDataset(Dataset):
 
     def __init__(
         self,
-        optical_path: PathLike,
+        optical_path: Optional[PathLike],
         sar_path: PathLike,
         label_path: PathLike,
         manifest: Dict[str, Any],
@@ -63,7 +64,9 @@ class PatchDataset(Dataset):
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
-        self.optical_path, self.sar_path, self.label_path = Path(optical_path), Path(sar_path), Path(label_path)
+        # no optical raster (a SAR-only model): items hold a zero-band optical tensor
+        self.optical_path = Path(optical_path) if optical_path else None
+        self.sar_path, self.label_path = Path(sar_path), Path(label_path)
         self.grid = grid_of(label_path)
         if (self.grid.width, self.grid.height) != (manifest.get("width", self.grid.width),
                                                    manifest.get("height", self.grid.height)):
@@ -97,7 +100,8 @@ class PatchDataset(Dataset):
         data = self.reader.read(int(window.col_off), int(window.row_off), int(window.width), int(window.height))
         label = read_bands(self.label_path, (1,), window)[0]
         label = np.where(np.isnan(label), self.ignore_index, label).astype(np.int64)
-        out = {"optical": data.optical, "sar": data.sar[0], "label": label}
+        optical = data.optical if data.optical is not None else np.zeros((0,) + label.shape, np.float32)
+        out = {"optical": optical, "sar": data.sar[0], "label": label}
         if len(data.sar) > 1:
             out["teacher_sar"] = data.sar[1]
         return out

@@ -85,7 +85,8 @@ class CallableBackend:
 
 
 class TorchBackend:
-    """Student (and teacher) in torch; on CUDA with pinned-memory, non-blocking copies and AMP.
+    """Student (and teacher) in torch; on CUDA with pinned-memory, non-blocking copies, AMP and
+    channels-last tensors (the layout cuDNN's tensor-core convolutions want).
 
     Args:
         student: network ``(optical, sar) -> logits``.
@@ -93,6 +94,7 @@ class TorchBackend:
         num_classes: K.
         device: torch device.
         amp: float16 autocast on CUDA (ignored on CPU, where it is slower).
+        precision: ``"bf16"`` runs under bfloat16 autocast (CPU or CUDA); ``"fp32"`` as ``amp`` says.
     """
 
     name = "torch"
@@ -104,17 +106,28 @@ class TorchBackend:
         num_classes: int,
         device: torch.device = torch.device("cpu"),
         amp: bool = True,
+        precision: str = "fp32",
     ) -> None:
         self.device, self.num_classes = device, num_classes
         self.student = StudentProbabilities(student).to(device).eval()
         self.teacher = TeacherWater(teacher).to(device).eval() if teacher is not None else None
         self.has_teacher = teacher is not None
-        self.amp = bool(amp and device.type == "cuda")
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
+        if precision == "bf16":
+            self.amp, self.amp_dtype, self.precision = True, torch.bfloat16, "bf16"
+        else:
+            self.amp, self.amp_dtype = bool(amp and device.type == "cuda"), torch.float16
+            self.precision = "fp16" if self.amp else "fp32"
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
+            t = t.pin_memory().to(self.device, non_blocking=True)
+            return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
         return t
 
     def predict(
@@ -122,7 +135,7 @@ class TorchBackend:
     ) -> Output:
         o, s = self._to_device(optical), self._to_device(sar)
         ts = s if teacher_sar is None else self._to_device(teacher_sar)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             probs = self.student(o, s)
             water = self.teacher(ts) if self.teacher is not None else None
         probs_np = probs.float().cpu().numpy()  # .cpu() synchronises the stream
@@ -143,7 +156,12 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(
-        self, student_path: Path, teacher_path: Optional[Path], num_classes: int, threads: int = 0
+        self,
+        student_path: Path,
+        teacher_path: Optional[Path],
+        num_classes: int,
+        threads: int = 0,
+        precision: str = "fp32",
     ) -> None:
         import onnxruntime as ort
 
@@ -162,6 +180,7 @@ class OnnxBackend:
         self.teacher = session(teacher_path) if teacher_path is not None else None
         self.num_classes, self.has_teacher = num_classes, teacher_path is not None
         self.device = torch.device("cpu")
+        self.precision = precision
 
     def predict(
         self, optical: np.ndarray, sar: np.ndarray, teacher_sar: Optional[np.ndarray] = None
@@ -169,7 +188,10 @@ class OnnxBackend:
         o = np.ascontiguousarray(optical, dtype=np.float32)
         s = np.ascontiguousarray(sar, dtype=np.float32)
         ts = s if teacher_sar is None else np.ascontiguousarray(teacher_sar, dtype=np.float32)
-        probs = self.student.run(None, {"optical": o, "sar": s})[0]
+        feeds = {"optical": o, "sar": s}
+        # a SAR-only student's export has no optical input (the exporter drops an unused one)
+        names = {i.name for i in self.student.get_inputs()}
+        probs = self.student.run(None, {k: v for k, v in feeds.items() if k in names})[0]
         water = self.teacher.run(None, {"sar": ts})[0] if self.teacher is not None else None
         return probs, water
 
@@ -390,6 +412,8 @@ def make_backend(
     threads: int = 0,
     info: Callable[[str], None] = lambda message: None,
     work_pixels: Optional[int] = None,
+    precision: str = "fp32",
+    calibration: Optional[Sequence[np.ndarray]] = None,
 ):
     """Build the backend asked for; ``"auto"`` is torch on CUDA and ONNX Runtime on CPU
     (the faster one on CPU in ``docs/benchmarks.md``).
@@ -398,15 +422,32 @@ def make_backend(
         work_pixels: pixels the run will feed the network (tiles x tile area), when known.
             With ``auto`` on CPU, a run below :data:`ONNX_MIN_PIXELS` uses torch unless the
             ONNX export for these weights and this tile shape is cached already.
+        precision: ``"fp32"``; ``"bf16"`` (torch autocast) or ``"int8"`` (ONNX Runtime static
+            quantisation, CPU), as decided by :mod:`.precision`.
+        calibration: ``(optical, sar, teacher_sar | None)`` tiles that calibrate an int8
+            model not quantised before (cached beside the fp32 export).
 
     Raises:
-        ValueError: unknown backend, or ONNX asked for with a CUDA device.
+        ValueError: unknown backend or precision, ONNX asked for with a CUDA device, or a
+            precision the backend cannot run.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"precision must be fp32, bf16 or int8 here, got {precision!r}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if backend == "onnx" and dev.type != "cpu":
         raise ValueError("the ONNX backend runs on CPU only; use --backend torch for a GPU")
+    if precision == "bf16":
+        if backend == "onnx":
+            raise ValueError("bf16 runs in torch; use --backend torch or auto with --precision bf16")
+        return TorchBackend(student, teacher, num_classes, dev, amp, precision="bf16")
+    if precision == "int8":
+        if backend == "torch" or dev.type != "cpu":
+            raise ValueError("int8 runs in ONNX Runtime on CPU; use --backend onnx or auto on a CPU device")
+        return _int8_backend(
+            student, teacher, num_classes, optical_channels, sar_channels, tile_shape, threads, calibration
+        )
     if backend == "torch" or (backend == "auto" and dev.type != "cpu"):
         return TorchBackend(student, teacher, num_classes, dev, amp)
     student.eval()
@@ -429,3 +470,43 @@ def make_backend(
         info(f"{exc}; running with torch instead")
         return TorchBackend(student, teacher, num_classes, dev, amp)
     return OnnxBackend(sp, tp, num_classes, threads)
+
+
+def _int8_backend(
+    student: nn.Module,
+    teacher: Optional[nn.Module],
+    num_classes: int,
+    optical_channels: int,
+    sar_channels: int,
+    tile_shape: Tuple[int, int],
+    threads: int,
+    calibration: Optional[Sequence[np.ndarray]],
+) -> OnnxBackend:
+    """ONNX Runtime on int8 models quantised from the cached fp32 exports (once per weights)."""
+    from .precision import quantize_int8
+
+    student.eval()
+    if teacher is not None:
+        teacher.eval()
+    try:
+        sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape)
+    except OnnxExportError as exc:
+        raise ValueError(f"{exc}; int8 needs the ONNX export: use --precision fp32") from None
+    quantised = []
+    for path, inputs in ((sp, ("optical", "sar")), (tp, ("sar",))):
+        if path is None:
+            quantised.append(None)
+            continue
+        target = path.with_name(path.stem + ".int8.onnx")
+        if not target.exists():
+            if calibration is None:
+                raise ValueError("int8 quantisation needs calibration tiles of the scene")
+            optical, sar, teacher_sar = calibration
+            arrays = {"optical": optical, "sar": sar if "optical" in inputs or teacher_sar is None else teacher_sar}
+            feeds = [
+                {name: np.ascontiguousarray(arrays[name][i : i + 1], dtype=np.float32) for name in inputs}
+                for i in range(len(sar))
+            ]
+            quantize_int8(path, target, feeds)
+        quantised.append(target)
+    return OnnxBackend(quantised[0], quantised[1], num_classes, threads, precision="int8")

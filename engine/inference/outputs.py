@@ -170,7 +170,7 @@ class OutputSet:
                     profile["predictor"] = 3
                 self._ds[key] = ds = rasterio.open(tmp, "w", **profile)
                 self._describe(key, ds)
-        except Exception:
+        except BaseException:  # Ctrl-C too: __exit__ does not run when __enter__ fails
             self.abort()
             raise
 

@@ -11,15 +11,15 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from rasterio.windows import Window
 
 from .. import __version__
 from ..config import InferenceConfig
-from ..cores import apply_threads
-from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
+from ..cores import apply_threads, threads_for
+from ..inputs.contract import InputOverrides, InputRecipe, optical_for, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of
 from ..validate import (
@@ -36,6 +36,8 @@ from ..validate import (
 from .aoi import AoiLike, load_aoi
 from .backends import describe_device, make_backend, resolve_device
 from .outputs import OutputSet, output_paths
+from .precision import decide as decide_precision
+from .precision import weights_key as precision_key
 from .products import Thresholds
 from .reader import TileReader
 from .streaming import stream_segmentation
@@ -52,8 +54,10 @@ def scene_grid(
     intersection at ``resolution`` when one is given."""
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    if optical_path is None and grid == "optical":
+        raise ValueError("the output grid cannot be the optical image's: this run reads no optical image")
     if resolution:
-        return default_grid(optical_path, sar_path, resolution=resolution)
+        return default_grid(optical_path or sar_path, sar_path, resolution=resolution)
     return grid_of(sar_path if grid == "sar" else optical_path)
 
 
@@ -150,6 +154,7 @@ def segment_scene(
             backend = job.make_backend(device, progress)
         progress.info(
             f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
+            f"precision: {getattr(backend, 'precision', 'fp32')}, "
             f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
         )
         reader = job.reader()
@@ -188,6 +193,7 @@ def segment_scene(
         "tiles_total": plan.total,
         "device": describe_device(device),
         "backend": getattr(backend, "name", "custom"),
+        "precision": getattr(backend, "precision", "fp32"),
         "threads": torch.get_num_threads(),
         "seconds": round(wall, 3),
         "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
@@ -251,20 +257,52 @@ class SceneJob:
         progress.info(f"loading {self.model_path}" + (f" and {self.teacher_path}" if self.teacher_path else ""))
         student, _ = load_model(self.model_path, "student")
         teacher = load_model(self.teacher_path, "teacher")[0] if self.teacher_path else None
-        return make_backend(
-            cfg.backend,
-            student,
-            teacher,
-            self.meta.schema.num_classes,
-            len(self.o_bands),
-            len(self.s_bands),
-            plan.tile_shape,
-            device,
-            cfg.amp,
-            cfg.threads,
-            info=progress.info,
-            work_pixels=work_pixels,
+        samples = _sample_batches(self.reader, plan, cfg.batch_size)
+
+        def build(precision: str):
+            return make_backend(
+                cfg.backend,
+                student,
+                teacher,
+                self.meta.schema.num_classes,
+                len(self.o_bands),
+                len(self.s_bands),
+                plan.tile_shape,
+                device,
+                cfg.amp,
+                cfg.threads,
+                info=progress.info,
+                work_pixels=work_pixels,
+                precision=precision,
+                calibration=samples()[0] if precision == "int8" else None,
+            )
+
+        # the weights' digest names a cached decision: only "auto" looks one up
+        key = precision_key(student, teacher, plan.tile_shape, cfg.batch_size) if cfg.precision == "auto" else ""
+        decision = decide_precision(
+            cfg.precision, build, samples, self.meta.schema.names, device.type, cfg.backend, key,
+            threads_for(cfg.threads), work_pixels,
         )
+        progress.info(f"precision: {decision.precision} ({decision.reason})")
+        backend = build(decision.precision)
+        backend.precision_decision = decision
+        return backend
+
+
+def _sample_batches(reader: Callable[[], TileReader], plan: Any, batch_size: int) -> Callable[[], Tuple]:
+    """``samples() -> (calibration, validation)`` batches of real tiles, read once when first asked:
+    the plan's first batch and one from its middle (other tiles, where the plan has them)."""
+    memo: List[Tuple] = []
+
+    def samples() -> Tuple:
+        if not memo:
+            tile_reader = reader()
+            batches = list(plan.batches(batch_size))
+            picked = [tile_reader.read(batches[i]) for i in sorted({0, len(batches) // 2})]
+            memo.extend((b.optical, b.sar, b.teacher_sar) for b in picked)
+        return memo[0], memo[-1]
+
+    return samples
 
 
 def prepare_job(
@@ -298,7 +336,7 @@ def prepare_job(
     from ..models.checkpoint import read_metadata
 
     for p, what in ((optical_path, "optical"), (sar_path, "SAR"), (model_path, "model")):
-        if not Path(p).exists():
+        if p and not Path(p).exists():  # no optical image: allowed for a SAR-only model (below)
             raise FileNotFoundError(f"{what} input {p} does not exist")
     keys = ["classes", "confidence"] + (
         ["water", "gates"] if (teacher_path or getattr(backend, "has_teacher", False)) else []
@@ -308,6 +346,7 @@ def prepare_job(
     meta = read_metadata(model_path)
     if meta.kind != "student":
         raise ValueError(f"{model_path} is a {meta.kind} checkpoint; segment needs a student (--model)")
+    optical_path = optical_for(meta, optical_path, str(model_path), progress)
     teacher_meta = read_metadata(teacher_path) if teacher_path else None
     if teacher_meta is not None and teacher_meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
@@ -325,7 +364,7 @@ def prepare_job(
             teacher_pre = None  # the same SAR values feed both networks: read them once
 
     full = scene_grid(optical_path, sar_path, grid, resolution)
-    overlap_warning = check_pair_overlap(optical_path, sar_path, full, cfg.tile_size)
+    overlap_warning = check_pair_overlap(optical_path, sar_path, full, cfg.tile_size) if optical_path else None
     if overlap_warning:
         progress.warning(overlap_warning)
     region, keep, mask = full, None, None
@@ -343,7 +382,7 @@ def prepare_job(
         "sgcad_engine": __version__,
         "model": Path(model_path).name,
         "teacher": Path(teacher_path).name if teacher_path else "",
-        "optical": str(optical_path),
+        "optical": str(optical_path or ""),
         "sar": str(sar_path),
     }
     return SceneJob(

@@ -39,7 +39,8 @@ class TileReader:
     """Reads, aligns and normalises tiles of a scene (through :class:`~engine.inputs.reader.PairReader`).
 
     Args:
-        optical_path, sar_path: input rasters (any CRS/resolution; warped onto ``grid``).
+        optical_path, sar_path: input rasters (any CRS/resolution; warped onto ``grid``); no
+            optical raster (None) for a SAR-only model.
         grid: the model grid.
         optical_bands, sar_bands: 1-based bands feeding the networks.
         preprocessor: the student's preprocessing (from the resolved inputs).
@@ -49,7 +50,7 @@ class TileReader:
 
     def __init__(
         self,
-        optical_path: PathLike,
+        optical_path: Optional[PathLike],
         sar_path: PathLike,
         grid: Grid,
         optical_bands: Sequence[int],
@@ -66,12 +67,17 @@ class TileReader:
         """(optical, sar, teacher_sar or None, flags) of a grid region, preprocessed."""
         window = self.pair.read(x0, y0, width, height)
         optical, sar = window.optical, window.sar[0]
+        if optical is None:  # a SAR-only model: zero optical bands, never "missing"
+            optical = np.zeros((0,) + sar.shape[1:], np.float32)
         teacher_sar = window.sar[1] if self.has_teacher_chain else None
-        flags = np.where(np.isfinite(optical).all(axis=0), OPTICAL_VALID, 0).astype(np.uint8)
-        flags |= np.where(np.isfinite(sar).all(axis=0), SAR_VALID, 0).astype(np.uint8)
-        for a in (optical, sar, teacher_sar):
-            if a is not None:
-                np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        finite_o, finite_s = np.isfinite(optical), np.isfinite(sar)
+        flags = np.where(finite_o.all(axis=0), OPTICAL_VALID, 0).astype(np.uint8)
+        flags |= np.where(finite_s.all(axis=0), SAR_VALID, 0).astype(np.uint8)
+        # one pass per array (np.nan_to_num makes three: NaN, +inf, -inf)
+        optical[~finite_o] = 0.0
+        sar[~finite_s] = 0.0
+        if teacher_sar is not None:
+            teacher_sar[~np.isfinite(teacher_sar)] = 0.0
         return optical, sar, teacher_sar, flags
 
     def read_tile(self, tile: Tile) -> Tuple:

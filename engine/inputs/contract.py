@@ -367,3 +367,27 @@ def preprocessor_for(
         record = _record(recipe.sar.normalization, recipe.sar_record, np.empty((len(bands), 0)), sar_cfg, bands,
                          Path(sar_path), "SAR")
     return InputPreprocessor(sar_cfg, optical_cfg or recipe.optical, record, optical_record)
+
+
+def takes_optical(meta: ModelMetadata) -> bool:
+    """Whether a model reads an optical image: False for a SAR-only model (no optical band)."""
+    return meta.bands.optical_channels > 0
+
+
+def optical_for(meta: ModelMetadata, optical: Optional[PathLike], what: str, progress: Progress) -> Optional[Path]:
+    """The optical raster a run of this model reads: None for a SAR-only model (a given one is
+    ignored, with a note); required otherwise.
+
+    Raises:
+        ValueError: no optical raster for a model that needs one.
+    """
+    if not takes_optical(meta):
+        if optical:
+            progress.info(f"{what} is a SAR-only model: the optical image {optical} is not read")
+        return None
+    if not optical:
+        raise ValueError(
+            f"{what} was trained on optical + SAR and needs an optical image; give one, "
+            "or use a SAR-only model (python -m engine train-sar)"
+        )
+    return Path(optical)

@@ -1,7 +1,9 @@
-"""Losses: segmentation losses (wCE + Dice + Lovász, or RIFT), teacher edge loss, confidence-gated distillation."""
+"""Losses: segmentation (wCE + Dice + Lovász, RIFT, or alpha-scaled focal + Dice), teacher edge loss,
+confidence-gated distillation."""
 
 from .dice import dice_loss
 from .distill import DistillResult, gate_masks, gated_distillation
+from .focal_dice import FocalDiceLoss, FocalDiceTeacherLoss, alpha_scaled_weights, weighted_dice_loss
 from .lovasz import lovasz_grad, lovasz_softmax
 from .rift import (
     LOSS_KINDS,
@@ -19,11 +21,14 @@ from .weights import inverse_frequency_weights
 
 __all__ = [
     "DistillResult",
+    "FocalDiceLoss",
+    "FocalDiceTeacherLoss",
     "LOSS_KINDS",
     "RiftLoss",
     "RiftTeacherLoss",
     "SegmentationLoss",
     "TeacherLoss",
+    "alpha_scaled_weights",
     "binary_water_target",
     "build_segmentation_loss",
     "build_teacher_loss",
@@ -40,4 +45,5 @@ __all__ = [
     "sobel_magnitude",
     "tversky_loss",
     "weighted_cross_entropy",
+    "weighted_dice_loss",
 ]

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import IGNORE_INDEX, LossConfig, from_dict
 
-LOSS_KINDS = ("sgcad", "rift")
+LOSS_KINDS = ("sgcad", "rift", "focal_dice")
 
 
 def check_loss_config(cfg: LossConfig) -> None:
@@ -46,6 +46,14 @@ def check_loss_config(cfg: LossConfig) -> None:
         )
     if cfg.focal_weight < 0 or cfg.tversky_weight < 0:
         raise ValueError(f"RIFT term weights must be 0 or more, got {cfg.focal_weight} and {cfg.tversky_weight}")
+    if cfg.alpha_scale < 0:
+        raise ValueError(f"LossConfig.alpha_scale (power of the class weights) must be 0 or more, "
+                         f"got {cfg.alpha_scale}")
+    if cfg.focal_dice_focal_weight < 0 or cfg.focal_dice_dice_weight < 0:
+        raise ValueError(
+            "focal + Dice term weights must be 0 or more, "
+            f"got {cfg.focal_dice_focal_weight} and {cfg.focal_dice_dice_weight}"
+        )
 
 
 def focal_loss(
@@ -188,10 +196,11 @@ class RiftTeacherLoss(nn.Module):
         return total
 
 
-def _by_kind(loss_cfg, class_weights, ignore_index, sgcad: type, rift: type) -> nn.Module:
+def _by_kind(loss_cfg, class_weights, ignore_index, sgcad: type, rift: type, focal_dice: type) -> nn.Module:
     cfg = loss_cfg or LossConfig()
     check_loss_config(cfg)
-    return (rift if cfg.kind == "rift" else sgcad)(cfg, class_weights, ignore_index)
+    chosen = {"rift": rift, "focal_dice": focal_dice}.get(cfg.kind, sgcad)
+    return chosen(cfg, class_weights, ignore_index)
 
 
 def build_segmentation_loss(
@@ -199,10 +208,12 @@ def build_segmentation_loss(
     class_weights: Optional[torch.Tensor] = None,
     ignore_index: int = IGNORE_INDEX,
 ) -> nn.Module:
-    """The student's loss chosen by ``loss_cfg.kind``: ``"sgcad"`` (wCE + Dice + Lovász) or ``"rift"``."""
+    """The student's loss chosen by ``loss_cfg.kind``: ``"sgcad"`` (wCE + Dice + Lovász), ``"rift"``
+    or ``"focal_dice"`` (alpha-scaled weights, :mod:`engine.losses.focal_dice`)."""
+    from .focal_dice import FocalDiceLoss
     from .segmentation import SegmentationLoss
 
-    return _by_kind(loss_cfg, class_weights, ignore_index, SegmentationLoss, RiftLoss)
+    return _by_kind(loss_cfg, class_weights, ignore_index, SegmentationLoss, RiftLoss, FocalDiceLoss)
 
 
 def build_teacher_loss(
@@ -211,9 +222,10 @@ def build_teacher_loss(
     ignore_index: int = IGNORE_INDEX,
 ) -> nn.Module:
     """The teacher's loss by ``loss_cfg.kind``: CE + edge BCE (``"sgcad"``) or RIFT + edge BCE."""
+    from .focal_dice import FocalDiceTeacherLoss
     from .teacher import TeacherLoss
 
-    return _by_kind(loss_cfg, class_weights, ignore_index, TeacherLoss, RiftTeacherLoss)
+    return _by_kind(loss_cfg, class_weights, ignore_index, TeacherLoss, RiftTeacherLoss, FocalDiceTeacherLoss)
 
 
 def loss_config_of(train_record: Optional[Dict[str, Any]]) -> LossConfig:

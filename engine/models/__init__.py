@@ -4,7 +4,7 @@
 :class:`~engine.config.TeacherConfig` (or their JSON dicts) by ``config.name``.
 """
 
-from . import claire, fpn, lightmcam, resnet  # noqa: F401  (register encoders, fusions, decoders)
+from . import claire, fpn, lightmcam, resnet, sar_lulc  # noqa: F401  (register encoders, fusions, decoders)
 from .hrnet import HRNetTeacher
 from .lightmcanet import LightMCANet
 from .registry import (

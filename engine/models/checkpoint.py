@@ -164,6 +164,12 @@ def _model_config(metadata: ModelMetadata, path: Path) -> Union[StudentConfig, T
     cls = {"student": StudentConfig, "teacher": TeacherConfig}.get(metadata.kind)
     if cls is None:
         raise ValueError(f"{path}: unknown model kind {metadata.kind!r}; expected student or teacher")
+    from .registry import model_spec
+
+    try:  # a network registered with its own config class (e.g. a SAR-only model's water head)
+        cls = model_spec(str(metadata.model.get("name", ""))).config_cls or cls
+    except ValueError:
+        pass  # unknown names are reported by build_model
     try:
         return from_dict(cls, metadata.model)
     except ValueError as exc:

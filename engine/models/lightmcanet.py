@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import StudentConfig
 from .blocks import SEGM, check_input, pad_to_multiple
+from .refine import HighResInjection, RefineUpHead
 from .registry import DECODERS, ENCODERS, FUSIONS, register_model
 
 
@@ -43,7 +44,13 @@ class LightMCANet(nn.Module):
         )
         self.decoder = DECODERS.get(config.decoder)(config, [config.decoder_channels] * len(oc))
         self.segm = SEGM(sc[0], residual=config.segm_residual) if config.segm else None
-        self.head = nn.Conv2d(config.decoder_channels, config.num_classes, 1)
+        levels = [config.decoder_channels] * len(oc)
+        self.inject = HighResInjection(levels) if config.hr_injection else None
+        if config.refine_up:  # the input image guides each refinement step
+            guide = config.optical_channels + config.sar_channels
+            self.refine = RefineUpHead(config.decoder_channels, config.num_classes, 4, guide)
+        else:
+            self.head = nn.Conv2d(config.decoder_channels, config.num_classes, 1)
         self.stride = self.optical_encoder.stride
 
     def check_inputs(self, optical: torch.Tensor, sar: torch.Tensor) -> None:
@@ -63,6 +70,8 @@ class LightMCANet(nn.Module):
         opt_feats = self.optical_encoder(optical)
         sar_feats = self.sar_encoder(sar)
         fused = [fuse(o, s) for fuse, o, s in zip(self.fusions, opt_feats, sar_feats)]
+        if self.inject is not None:
+            fused = self.inject(fused)
         feature = self.decoder(fused)
         out = {"feature": feature}
         if self.segm is not None:
@@ -74,6 +83,11 @@ class LightMCANet(nn.Module):
         self.check_inputs(optical, sar)
         optical, (h, w) = pad_to_multiple(optical, self.stride)
         sar, _ = pad_to_multiple(sar, self.stride)
-        logits = self.head(self.features(optical, sar)["feature"])
-        logits = F.interpolate(logits, size=optical.shape[-2:], mode="bilinear", align_corners=False)
+        feature = self.features(optical, sar)["feature"]
+        if self.config.refine_up:
+            logits = self.refine(feature, torch.cat([optical, sar], 1))
+        else:
+            logits = self.head(feature)
+        if logits.shape[-2:] != optical.shape[-2:]:
+            logits = F.interpolate(logits, size=optical.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :h, :w]

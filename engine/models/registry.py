@@ -69,13 +69,25 @@ class ModelSpec:
     config_cls: type
     kind: str  # "student" (optical + SAR -> K classes) or "teacher" (SAR -> water)
     description: str = ""
+    defaults: Optional[Dict[str, Any]] = None  # config fields this network needs (e.g. no optical band)
+
+    def default_config(self) -> Any:
+        """The network's default configuration (its config class's defaults, its own name)."""
+        config = self.config_cls(**(self.defaults or {}))
+        if getattr(config, "name", self.name) != self.name:
+            config.name = self.name
+        return config
 
 
 _MODELS: Dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, config_cls: Optional[type] = None, kind: str = "student", description: str = ""
+    name: str,
+    config_cls: Optional[type] = None,
+    kind: str = "student",
+    description: str = "",
+    defaults: Optional[Dict[str, Any]] = None,
 ) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
     """Decorator registering a network builder (a class or function taking its config).
 
@@ -84,13 +96,14 @@ def register_model(
         config_cls: the config dataclass the builder takes.
         kind: ``"student"`` (``model(optical, sar)``) or ``"teacher"`` (``model(sar)``).
         description: one line for ``python -m engine models``.
+        defaults: config fields whose class default does not suit this network.
     """
 
     def wrap(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         key = name.lower()
         if key in _MODELS and _MODELS[key].builder is not builder:
             raise ValueError(f"model {name!r} is already registered")
-        _MODELS[key] = ModelSpec(key, builder, config_cls, kind, description)
+        _MODELS[key] = ModelSpec(key, builder, config_cls, kind, description, defaults)
         return builder
 
     return wrap
@@ -136,4 +149,4 @@ def build_model(config: Union[Any, Dict[str, Any]]) -> nn.Module:
 def _ensure_builtin() -> None:
     # Importing the package registers the built-in networks; this makes the registry usable
     # even when a caller imported this module alone.
-    from . import fpn, hrnet, lightmcam, lightmcanet, resnet  # noqa: F401
+    from . import fpn, hrnet, lightmcam, lightmcanet, resnet, sar_lulc  # noqa: F401

@@ -20,7 +20,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 
-from .io import check_bands, read_bands
+from .io import check_bands, read_bands_from
 
 PathLike = Union[str, Path]
 Bounds = Tuple[float, float, float, float]
@@ -236,7 +236,7 @@ def read_on_grid(
         if src.crs == grid.crs and _same_lattice(src.transform, grid.transform):
             col = int(round((sub.transform.c - src.transform.c) / src.transform.a))
             row = int(round((sub.transform.f - src.transform.f) / src.transform.e))
-            return read_bands(path, bands, Window(col, row, sub.width, sub.height))
+            return read_bands_from(src, bands, Window(col, row, sub.width, sub.height))
         return _warp_window(src, path, bands, sub, _RESAMPLING[resampling])
 
 
@@ -257,7 +257,7 @@ def _warp_window(src, path: PathLike, bands: Sequence[int], sub: Grid, resamplin
     r0, r1 = max(int(math.floor(min(rows))) - margin, 0), min(int(math.ceil(max(rows))) + margin, src.height)
     if c1 <= c0 or r1 <= r0:
         return out
-    data = read_bands(path, bands, Window(c0, r0, c1 - c0, r1 - r0))
+    data = read_bands_from(src, bands, Window(c0, r0, c1 - c0, r1 - r0))
     src_transform = src.transform * Affine.translation(c0, r0)
     for i in range(len(bands)):
         reproject(

@@ -73,21 +73,26 @@ def read_bands(path: PathLike, bands: Sequence[int], window: Optional[Window] = 
         raise FileNotFoundError(f"{path}: file not found")
     with rasterio.open(path) as src:
         check_bands(src, bands, path)
-        if window is None:
-            window = Window(0, 0, src.width, src.height)
-        col, row, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
-        out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
-        c0, r0 = max(col, 0), max(row, 0)
-        c1, r1 = min(col + w, src.width), min(row + h, src.height)
-        if c1 <= c0 or r1 <= r0:
-            return out
-        inner = Window(c0, r0, c1 - c0, r1 - r0)
-        data = src.read(list(bands), window=inner).astype(np.float32)
-        for i, b in enumerate(bands):
-            nd = src.nodatavals[b - 1]
-            if nd is not None and not np.isnan(nd):
-                data[i][data[i] == np.float32(nd)] = np.nan
-        out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data
+        return read_bands_from(src, bands, window)
+
+
+def read_bands_from(src: Any, bands: Sequence[int], window: Optional[Window] = None) -> np.ndarray:
+    """:func:`read_bands` from a dataset already open (bands already checked): one open per read."""
+    if window is None:
+        window = Window(0, 0, src.width, src.height)
+    col, row, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+    out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
+    c0, r0 = max(col, 0), max(row, 0)
+    c1, r1 = min(col + w, src.width), min(row + h, src.height)
+    if c1 <= c0 or r1 <= r0:
+        return out
+    inner = Window(c0, r0, c1 - c0, r1 - r0)
+    data = src.read(list(bands), window=inner).astype(np.float32, copy=False)
+    for i, b in enumerate(bands):
+        nd = src.nodatavals[b - 1]
+        if nd is not None and not np.isnan(nd):
+            data[i][data[i] == np.float32(nd)] = np.nan
+    out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data
     return out
 
 

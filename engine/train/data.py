@@ -41,7 +41,8 @@ class TrainingInputs:
 
     Either ``optical`` + ``sar`` + ``labels`` (a label raster, or a polygon layer with
     ``class_field``), or ``patch_set``: a folder exported earlier (``manifest.json`` beside
-    the rasters it names).
+    the rasters it names). With no optical bands (``bands.optical_bands == ()``, a SAR-only
+    model) no optical raster is read and ``optical`` stays None.
     """
 
     optical: Optional[str] = None
@@ -69,15 +70,18 @@ class PreparedData:
     preprocessor: InputPreprocessor
     stored: Dict[str, Any]  # ModelMetadata fields: bands, chains, records, input statistics
     histogram: List[int]  # labelled pixels per class in the training split
-    optical: Path
+    optical: Optional[Path]  # None for a SAR-only model
     sar: Path
     label: Path
     grid: Grid
     manifest: Dict[str, Any]
 
 
-def _resolve_sources(inputs: TrainingInputs) -> Tuple[Path, Path, Optional[Path], Optional[Dict[str, Any]]]:
-    """(optical, sar, labels, manifest-or-None) from rasters or an exported patch set."""
+def _resolve_sources(
+    inputs: TrainingInputs,
+) -> Tuple[Optional[Path], Path, Optional[Path], Optional[Dict[str, Any]]]:
+    """(optical or None for SAR-only, sar, labels, manifest-or-None) from rasters or a patch set."""
+    sar_only = inputs.bands.optical_channels == 0
     if inputs.patch_set:
         from ..data.patches import load_manifest
 
@@ -90,6 +94,9 @@ def _resolve_sources(inputs: TrainingInputs) -> Tuple[Path, Path, Optional[Path]
         paths = []
         given = {"optical": inputs.optical, "sar": inputs.sar, "label": None}
         for key in ("optical", "sar", "label"):
+            if key == "optical" and sar_only:
+                paths.append(None)
+                continue
             # --optical/--sar given with --patches name rasters a label-only manifest lacks
             value = given[key] or manifest.get("sources", {}).get(key)
             if not value:
@@ -99,19 +106,22 @@ def _resolve_sources(inputs: TrainingInputs) -> Tuple[Path, Path, Optional[Path]
                 raise FileNotFoundError(f"{key} raster {path} of the patch set {manifest_path} does not exist")
             paths.append(path)
         return paths[0], paths[1], paths[2], manifest
-    missing = [n for n in ("optical", "sar", "labels") if not getattr(inputs, n)]
+    needed = ("sar", "labels") if sar_only else ("optical", "sar", "labels")
+    missing = [n for n in needed if not getattr(inputs, n)]
     if missing:
-        raise ValueError(f"training needs --optical, --sar and --labels (or --patches); missing: {missing}")
-    for name in ("optical", "sar", "labels"):
+        flags = ", ".join(f"--{n}" for n in needed)
+        raise ValueError(f"training needs {flags} (or --patches); missing: {missing}")
+    for name in needed:
         if not Path(getattr(inputs, name)).exists():
             raise FileNotFoundError(f"{name} input {getattr(inputs, name)} does not exist")
-    return Path(inputs.optical), Path(inputs.sar), Path(inputs.labels), None
+    optical = None if sar_only else Path(inputs.optical)
+    return optical, Path(inputs.sar), Path(inputs.labels), None
 
 
 def _label_raster(
     inputs: TrainingInputs,
     labels: Path,
-    optical: Path,
+    optical: Optional[Path],
     sar: Path,
     schema: ClassSchema,
     run_dir: Path,
@@ -125,7 +135,8 @@ def _label_raster(
     from ..raster.grid import default_grid
     from ..raster.labels import rasterize_labels_to_file
 
-    grid = default_grid(optical, sar, resolution=inputs.resolution, min_size=inputs.patch.patch_size)
+    # SAR-only: the SAR's own grid (its footprint, in its CRS when projected)
+    grid = default_grid(optical or sar, sar, resolution=inputs.resolution, min_size=inputs.patch.patch_size)
     out = run_dir / "labels.tif"
     report = rasterize_labels_to_file(
         labels, inputs.class_field, grid, schema, out, layer=inputs.layer, overwrite=True, progress=progress
@@ -208,7 +219,8 @@ def prepare_data(
     saved = run_dir / DATA_FILE
     if reuse and saved.is_file():
         info = json.loads(saved.read_text())
-        optical, sar, label = Path(info["optical"]), Path(info["sar"]), Path(info["label"])
+        optical = Path(info["optical"]) if info.get("optical") else None
+        sar, label = Path(info["sar"]), Path(info["label"])
         manifest = load_manifest(run_dir / "manifest.json")
         stored = _stored_from_json(info["stored"])
         grid = grid_of(label)
@@ -226,10 +238,11 @@ def prepare_data(
         else:
             grid = grid_of(label)
         # naming all three rasters makes the run folder itself a patch set (--patches RUN_DIR)
-        manifest.setdefault("sources", {}).update(optical=str(optical), sar=str(sar), label=str(label))
+        optical_text = str(optical) if optical is not None else None
+        manifest.setdefault("sources", {}).update(optical=optical_text, sar=str(sar), label=str(label))
         save_manifest(manifest, run_dir / "manifest.json")
         info = {
-            "optical": str(optical),
+            "optical": optical_text,
             "sar": str(sar),
             "label": str(label),
             "stored": to_dict(stored),

@@ -14,7 +14,7 @@ import numpy as np
 import rasterio
 
 from ..config import ClassSchema
-from ..metrics import ConfusionMatrix
+from ..metrics import BoundaryFScore, ConfusionMatrix, thin_structure_classes
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of, read_on_grid
 from ..raster.io import iter_windows, read_bands
@@ -54,8 +54,9 @@ def evaluate_rasters(
     layer: Optional[str] = None,
     block: int = 1024,
     progress: Progress = NULL_PROGRESS,
+    boundary_tolerance: int = 2,
 ) -> Dict[str, Any]:
-    """Confusion-matrix metrics of ``prediction`` against ``reference``.
+    """Confusion-matrix metrics and boundary F-scores of ``prediction`` against ``reference``.
 
     Args:
         prediction: single-band class raster (its nodata pixels are not evaluated).
@@ -65,10 +66,13 @@ def evaluate_rasters(
         layer: layer name inside a multi-layer vector file.
         block: window size in pixels.
         progress: progress and cancellation.
+        boundary_tolerance: pixels of slack of the boundary F-score (:class:`BoundaryFScore`).
 
     Returns:
         the :meth:`ConfusionMatrix.compute` dict plus ``water_iou``, ``class_names``,
-        ``unpredicted_pixels`` (labelled but without prediction) and the inputs.
+        ``unpredicted_pixels`` (labelled but without prediction), the
+        :meth:`BoundaryFScore.compute` lists, ``boundary_f_named`` (road and shoreline) and the
+        inputs.
     """
     schema = schema or ClassSchema()
     prediction, reference = Path(prediction), Path(reference)
@@ -87,22 +91,26 @@ def evaluate_rasters(
         # polygons are read once, then burnt window by window
         by_class, _ = read_label_polygons(reference, class_field, grid, schema, layer=layer)
     cm = ConfusionMatrix(schema.num_classes, schema.ignore_index)
+    boundary = BoundaryFScore(schema.num_classes, boundary_tolerance, schema.ignore_index)
+    halo = boundary.halo  # the boundary score needs context around each window
     unpredicted = 0
-    windows = list(iter_windows(grid.width, grid.height, block))
-    for i, (window, _) in enumerate(windows):
+    windows = list(iter_windows(grid.width, grid.height, block, halo))
+    for i, (window, padded) in enumerate(windows):
         progress.check()
-        pred = read_bands(prediction, [1], window)[0]
+        pred = read_bands(prediction, [1], padded)[0]
         if raster_ref:
-            ref = read_on_grid(reference, [1], grid, window, resampling="nearest")[0]
+            ref = read_on_grid(reference, [1], grid, padded, resampling="nearest")[0]
             ref = np.where(np.isfinite(ref), ref, schema.ignore_index).astype(np.int64)
         else:
-            ref = rasterize_window(by_class, grid, window, schema.ignore_index)[0].astype(np.int64)
+            ref = rasterize_window(by_class, grid, padded, schema.ignore_index)[0].astype(np.int64)
         missing = ~np.isfinite(pred)
-        unpredicted += int((missing & (ref != schema.ignore_index)).sum())
+        core = (slice(halo, halo + int(window.height)), slice(halo, halo + int(window.width)))
+        unpredicted += int((missing[core] & (ref[core] != schema.ignore_index)).sum())
         ref[missing] = schema.ignore_index
         pred = np.where(missing, 0, pred).astype(np.int64)
         try:
-            cm.update(pred, ref)
+            boundary.update(pred, ref, core, present=~missing)
+            cm.update(pred[core], ref[core])
         except ValueError as exc:
             raise ValueError(
                 f"{prediction} against {reference}, window at row {window.row_off}, "
@@ -115,7 +123,10 @@ def evaluate_rasters(
             f"{reference} and {prediction} share no labelled pixel: check that they overlap "
             "and that the reference holds class ids of the schema"
         )
+    result.update(boundary.compute())
+    named = thin_structure_classes(schema.names, schema.water_class)
     result.update(
+        boundary_f_named={name: result["boundary_f"][c] for name, c in named.items()},
         water_iou=result["iou"][schema.water_class],
         class_names=list(schema.names),
         unpredicted_pixels=unpredicted,

@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from .. import __version__
 from ..config import DistillConfig, FinetuneConfig, ModelMetadata, to_dict
 from ..files import atomic_write_bytes
-from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs
+from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs, takes_optical
 from ..inputs.reader import PairReader
 from ..losses import (
     binary_water_target,
@@ -275,10 +275,12 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
     }
 
 
-def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress):
+def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress,
+                        teacher_water: Optional[Callable[[Tile], np.ndarray]] = None, veto: float = 1.0):
     """Canvas tiles whose unlabelled pixels carry the scene's automatic water / non-water labels
     (split-based threshold, region growing, ambiguous pixels left out: :mod:`engine.water`);
-    drawn labels win where they exist, held-out pixels stay out."""
+    drawn labels win where they exist, held-out pixels stay out. Pseudo non-water is dropped
+    where ``teacher_water(tile)`` exceeds ``veto``."""
     import tempfile
 
     from ..preprocess.sar import to_linear_power
@@ -296,17 +298,21 @@ def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pseudo-") as tmp:
         report = write_pseudo_labels(resolved.sar_path, Path(tmp) / "labels.tif", Path(tmp) / "confidence.tif",
                                      band=resolved.bands.sar_bands[0], to_db=to_db, progress=progress.sub(0.1, 0.15))
-        out = []
+        out, vetoed = [], 0
         for t in tiles:
             if t.split != "canvas":
                 out.append(t)
                 continue
             c0, r0, c1, r1 = t.box
             raw = read_bands(report["label_path"], [1], Window(c0, r0, c1 - c0, r1 - r0))[0]
+            if teacher_water is not None and veto < 1:
+                drop = (raw == 0) & (teacher_water(t) > veto) & t.valid
+                vetoed += int(drop.sum())
+                raw = np.where(drop, IGNORE, raw)
             pseudo = np.where(raw == 1, schema.water_class, np.where(raw == 0, other, IGNORE))
             label = np.where(t.label != IGNORE, t.label, np.where(t.valid, pseudo, IGNORE)).astype(np.int64)
             out.append(dataclasses.replace(t, label=label))
-    return out, {k: v for k, v in report.items() if k in ("threshold", "pixels")}
+    return out, dict({k: v for k, v in report.items() if k in ("threshold", "pixels")}, vetoed_by_teacher=vetoed)
 
 
 def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any]) -> ModelMetadata:
@@ -337,6 +343,7 @@ def finetune_from_polygons(
     device: str = "auto",
     progress: Progress = NULL_PROGRESS,
     overwrite: bool = False,
+    sar_encoder: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Fine-tune a student (and its teacher) on polygons drawn over an optical + SAR scene.
 
@@ -354,6 +361,9 @@ def finetune_from_polygons(
         device: ``auto``, ``cpu`` or ``cuda[:n]``.
         progress: progress and cancellation (a cancel leaves ``out_dir`` as it was).
         overwrite: replace earlier outputs in ``out_dir``.
+        sar_encoder: a pretrained SAR encoder (``engine pretrain-sar``) that replaces the SAR
+            encoder of the network it was pretrained for (student or teacher) before fine-tuning;
+            a student's encoders then learn only with ``cfg.train_encoders``.
 
     Returns:
         paths, ``validation`` (held-out figures, or None when unmeasured), ``baseline``,
@@ -369,12 +379,21 @@ def finetune_from_polygons(
         raise ValueError(f"{out_dir} already holds {', '.join(existing)}; choose another folder or overwrite")
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
-    if optical is None:
-        student_path = None
+    if student_path is not None:
+        from ..models.checkpoint import read_metadata
+
+        if not takes_optical(read_metadata(student_path)):  # a SAR-only student reads no optical image
+            if optical is not None:
+                progress.info(f"{student_path} is a SAR-only model: the optical image {optical} is not read")
+            optical = None
+        elif optical is None:
+            student_path = None
     if student_path is None and teacher_path is None:
         raise ValueError("fine-tuning needs a student (with an optical raster) or a teacher")
     student, s_meta = load_model(student_path, "student") if student_path else (None, None)
     teacher, t_meta = load_model(teacher_path, "teacher") if teacher_path else (None, None)
+    if sar_encoder:  # like the trained encoders, it stays frozen unless train_encoders (docs/pretraining.md)
+        _apply_pretrained(sar_encoder, student, teacher, progress)
     schema = (s_meta or t_meta).schema
     resolved = resolve_inputs(InputRecipe.of(s_meta or t_meta), optical, sar, overrides, progress.sub(0.0, 0.03))
     resolved.report(progress)
@@ -421,7 +440,10 @@ def finetune_from_polygons(
     teacher_done = False
     teacher_tiles = tiles
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
-        teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(tiles, resolved, schema, out_dir, progress)
+        teacher.to(dev)
+        teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(
+            tiles, resolved, schema, out_dir, progress,
+            lambda t: _predict(teacher, t, True, dev), cfg.pseudo_label_veto)
         pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
         binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
         progress.info(
@@ -466,7 +488,7 @@ def finetune_from_polygons(
         if split.measured:
             def evaluate_student() -> float:
                 return _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)["miou"] or 0.0
-        encoders = ("optical_encoder.", "sar_encoder.")
+        encoders = ("optical_encoder.", "sar_encoder.", "encoder.")  # "encoder.": a SAR-only model's
         for name, param in student.named_parameters():  # frozen encoders: no backward through them
             param.requires_grad_(cfg.train_encoders or not name.startswith(encoders))
         params = [p for p in student.parameters() if p.requires_grad]
@@ -521,6 +543,23 @@ def finetune_from_polygons(
         result[f"{name}_raster"] = str(path) if result.get("gates") and path.exists() else None
     progress.report(1.0, "fine-tuning done")
     return result
+
+
+def _apply_pretrained(path: PathLike, student, teacher, progress: Progress) -> str:
+    """Load a pretrained SAR encoder into the network it fits; returns ``student`` or ``teacher``."""
+    from ..pretrain.transfer import encoder_config, init_from_pretrained, load_encoder
+
+    _, meta = load_encoder(path)
+    target = meta.model.get("target")
+    network = student if target == "student" else teacher
+    if network is None:
+        raise ValueError(f"{path} was pretrained for a {target}, but no {target} is fine-tuned in this run")
+    if target == "student" and encoder_config(meta).widths != tuple(network.config.widths):
+        raise ValueError(f"{path} was pretrained for SAR encoder widths {encoder_config(meta).widths}, the "
+                         f"student has {tuple(network.config.widths)}; pretrain --like this student")
+    init_from_pretrained(network, path)
+    progress.info(f"the {target}'s SAR encoder starts from the pretrained {Path(path).name}")
+    return target
 
 
 def _brief(metrics: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

@@ -6,7 +6,8 @@ mixed precision, AdamW + per-iteration PolyLR, validation, early stopping, the b
 checkpoint, exact resume, progress/cancel, logs, plots and the HTML report.
 
 A run folder holds ``best.safetensors`` (+ ``.json``): the model of the best validation mIoU;
-``state.safetensors``: the resumable state after the last completed epoch; ``history.csv``/
+``state.safetensors``: the resumable state after the last completed epoch (written every
+``state_every`` epochs, after the last one and when the run is cancelled or fails); ``history.csv``/
 ``.json``; ``metrics.json``; ``plots/*.png`` and ``report.html``.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop trains data-parallel (see
@@ -19,6 +20,7 @@ over ranks, and only rank 0 writes. A single process runs exactly the code it al
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import random
@@ -34,7 +36,7 @@ from .. import distributed as dist
 from ..config import ModelMetadata, TrainConfig, to_dict
 from ..cores import apply_threads
 from ..files import atomic_write_bytes
-from ..metrics import ConfusionMatrix, format_metrics
+from ..metrics import BoundaryFScore, ConfusionMatrix, format_metrics, thin_structure_classes
 from ..models.checkpoint import save_model
 from ..progress import NULL_PROGRESS, Progress
 from .report import (
@@ -46,7 +48,7 @@ from .report import (
     write_html_report,
 )
 from .schedule import PolyLR
-from .state import load_training_state, save_training_state
+from .state import TrainingSnapshot, load_training_state
 
 BEST = "best.safetensors"
 STATE = "state.safetensors"
@@ -315,6 +317,20 @@ class Trainer:
             cfg.epochs * (iters + val_batches) + len(self.datasets.get("test", [])) // cfg.batch_size + 1
         )
         self._done = start * (iters + val_batches)
+        self._pending_state: Optional[TrainingSnapshot] = None
+        try:
+            self._epochs(start, iters, book)
+        except BaseException:  # cancelled or failed: keep the last completed epoch resumable
+            pending = self._pending_state
+            if pending is not None and not pending.written:
+                with contextlib.suppress(OSError):  # the original error says more than a full disk
+                    pending.write(self.out_dir / STATE)
+            raise
+        return self._finish(book)
+
+    def _epochs(self, start: int, iters: int, book: Dict[str, Any]) -> None:
+        """The epoch loop of :meth:`fit` (from ``start``); keeps ``self._pending_state``."""
+        cfg = self.cfg
         for epoch in range(start, cfg.epochs):
             if book["stopped_early"]:
                 break
@@ -327,17 +343,14 @@ class Trainer:
             if cfg.keep_epochs and self.writes:  # for a later choice on data the run never saw
                 save_model(self.out_dir / "epochs" / f"epoch_{epoch + 1:03d}.safetensors", self.model, self.metadata)
             # order matters for a kill at any moment: the best model first, the state last,
-            # so a resume from the previous state redoes this epoch and rewrites both
+            # so a resume from the previous state redoes the epochs since and rewrites both
             if self.writes:  # distributed: rank 0 only, every rank holds the same weights
-                save_training_state(
-                    self.out_dir / STATE,
-                    self.model,
-                    self.optimizer,
-                    self.scheduler,
-                    epoch + 1,
-                    book,
-                    self.scaler if self.amp else None,
+                self._pending_state = TrainingSnapshot(
+                    self.model, self.optimizer, self.scheduler, epoch + 1, book, self.scaler if self.amp else None
                 )
+                last = epoch + 1 == cfg.epochs or book["stopped_early"]
+                if last or (epoch + 1) % max(1, cfg.state_every) == 0:
+                    self._pending_state.write(self.out_dir / STATE)
             if self.distributed:
                 dist.barrier()
             self.progress.info(
@@ -345,7 +358,6 @@ class Trainer:
                 + format_metrics(val, self.task.class_names)
                 + (" (best)" if record["is_best"] else "")
             )
-        return self._finish(book)
 
     def _device_text(self) -> str:
         if self.device.type == "cuda":
@@ -412,6 +424,7 @@ class Trainer:
         model = model or self.model
         model.eval()
         cm = ConfusionMatrix(len(self.task.class_names))
+        boundary = BoundaryFScore(len(self.task.class_names))  # thin structures and shorelines
         loss_sum, batches = 0.0, 0
         for batch in loader:
             self.progress.check()
@@ -422,6 +435,7 @@ class Trainer:
             loss_sum += float(self.task.eval_loss(logits, batch))
             batches += 1
             cm.update(logits.argmax(1), self.task.target(batch))
+            boundary.update_batch(logits.argmax(1), self.task.target(batch))
             self._done += 1
             self.progress.report(min(self._done / self._units, 1.0), message)
         if self.distributed:  # every rank evaluated every world-th batch: sum the counts
@@ -429,7 +443,12 @@ class Trainer:
             total = dist.all_reduce_sum(np.concatenate([cm.matrix.ravel(), [loss_sum, batches]]))
             cm.matrix[:] = total[:k].round().long().numpy().reshape(cm.matrix.shape)
             loss_sum, batches = float(total[k]), int(round(float(total[k + 1])))
+            counts = dist.all_reduce_sum(boundary.counts.ravel().astype(np.float64))
+            boundary.counts[:] = counts.round().long().numpy().reshape(boundary.counts.shape)
         metrics = cm.compute()
+        metrics.update(boundary.compute())
+        named = thin_structure_classes(self.task.class_names, self.task.water_index)
+        metrics["boundary_f_named"] = {n: metrics["boundary_f"][c] for n, c in named.items()}
         metrics["loss"] = loss_sum / max(batches, 1)
         metrics["water_iou"] = metrics["iou"][self.task.water_index]
         metrics["score"] = (metrics["oa"] or 0.0) + (metrics["miou"] or 0.0)
@@ -447,6 +466,8 @@ class Trainer:
         for key in ("loss", "oa", "kappa", "miou", "water_iou", "score"):
             record[f"val_{key}"] = val[key]
         record["val_iou"] = val["iou"]
+        for name, value in (val.get("boundary_f_named") or {}).items():
+            record[f"val_boundary_f_{name}"] = value
         return record
 
     def _select(self, epoch: int, record: Dict[str, Any], val: Dict[str, Any], book: Dict[str, Any]) -> None:
@@ -646,5 +667,8 @@ def _summary(metrics: Dict[str, Any]) -> Dict[str, Any]:
         "support",
         "pixels",
         "matrix",
+        "boundary_f",
+        "boundary_f_named",
+        "boundary_tolerance",
     )
     return {k: metrics[k] for k in keys if k in metrics}

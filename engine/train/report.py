@@ -161,13 +161,19 @@ def _pct(v: Any) -> str:
 
 
 def metrics_table(metrics: Dict[str, Any], names: Sequence[str]) -> str:
-    """HTML table of per-class IoU, UA (precision), PA (recall) and F1."""
+    """HTML table of per-class IoU, UA (precision), PA (recall), F1 and boundary F-score."""
+    boundary = metrics.get("boundary_f") or [None] * len(names)
     rows = "".join(
         f"<tr><td>{html.escape(n)}</td><td>{_pct(metrics['iou'][i])}</td><td>{_pct(metrics['precision'][i])}</td>"
-        f"<td>{_pct(metrics['recall'][i])}</td><td>{_pct(metrics['f1'][i])}</td><td>{metrics['support'][i]}</td></tr>"
+        f"<td>{_pct(metrics['recall'][i])}</td><td>{_pct(metrics['f1'][i])}</td><td>{_pct(boundary[i])}</td>"
+        f"<td>{metrics['support'][i]}</td></tr>"
         for i, n in enumerate(names)
     )
-    head = "<tr><th>class</th><th>IoU %</th><th>UA %</th><th>PA %</th><th>F1 %</th><th>pixels</th></tr>"
+    tol = metrics.get("boundary_tolerance")
+    head = (
+        "<tr><th>class</th><th>IoU %</th><th>UA %</th><th>PA %</th><th>F1 %</th>"
+        f"<th>boundary F % ({'n/a' if tol is None else tol} px)</th><th>pixels</th></tr>"
+    )
     summary = (
         f"<p>OA {_pct(metrics['oa'])} % &middot; Kappa {_pct(metrics['kappa'])} % &middot; "
         f"mIoU {_pct(metrics['miou'])} %</p>"

@@ -252,3 +252,14 @@ def output_free(path: str, overwrite: bool, label: str) -> Optional[str]:
             "'Overwrite existing output files' (OVERWRITE=true)."
         )
     return None
+
+
+def optical_needed(meta: Any, optical: Optional[QgsMapLayer], model_label: str = "student model") -> Optional[str]:
+    """Message when the optical raster is left empty for a model that needs one (a SAR-only model,
+    trained by ``engine train-sar``, reads none)."""
+    if meta is None or optical is not None or meta.bands.optical_channels == 0:
+        return None
+    return (
+        f"The {model_label} was trained on optical + SAR: choose the optical raster, "
+        "or a SAR-only model to map land cover from the SAR alone."
+    )

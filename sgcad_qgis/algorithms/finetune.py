@@ -6,6 +6,7 @@ from typing import Any, Dict
 
 from qgis.core import (
     QgsProcessing,
+    QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
@@ -44,7 +45,8 @@ class FineTune(EngineAlgorithm):
         "only, the accuracy is reported as unmeasured. The teacher is fine-tuned first (water vs "
         "the rest), then the student, with the teacher's confident water knowledge distilled on "
         "the labelled pixels and, by default, on the unlabelled pixels of the area. Leave the "
-        "optical raster empty to fine-tune only the teacher on SAR. Writes the fine-tuned models, "
+        "optical raster empty to fine-tune only the teacher on SAR, or with a SAR-only student "
+        "(trained by `engine train-sar`), which reads no optical image. Writes the fine-tuned models, "
         "a report, the gate masks and the KD-region-ratio grid."
     )
 
@@ -52,12 +54,16 @@ class FineTune(EngineAlgorithm):
         from sgcad_qgis.engine.config import FinetuneConfig
 
         d = FinetuneConfig()
-        self.add_raster("OPTICAL", "Optical raster (empty: fine-tune the teacher on SAR only)", optional=True)
+        self.add_raster("OPTICAL", "Optical raster (empty: the teacher on SAR only, or a SAR-only student)",
+                        optional=True)
         self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's)")
         self.add_raster("SAR", "SAR raster")
         self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
         self.add_model("STUDENT", "Student model to fine-tune", optional=True)
         self.add_model("TEACHER", "SAR water teacher model", optional=True)
+        self.add_model("SAR_ENCODER", "Pretrained SAR encoder (sgcad:pretrainsar) to start from", optional=True)
+        self.add_number("PRETRAIN_STEPS", "Pretrain the student's SAR encoder on this SAR layer first (steps; "
+                        "0 = no)", 0, 0, 1000000)
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "LABEL_POLYGONS", self.tr("Label polygons"), [QgsProcessing.TypeVectorPolygon]
@@ -120,7 +126,10 @@ class FineTune(EngineAlgorithm):
         student, student_problem = _checks.model_file(student_path, "student", "student model")
         teacher, teacher_problem = _checks.model_file(teacher_path, "teacher", "teacher model")
         messages = [teacher_problem]
-        if optical is not None:
+        sar_only = student is not None and student.bands.optical_channels == 0  # reads no optical image
+        if sar_only:
+            messages.append(student_problem)
+        elif optical is not None:
             messages += [
                 student_problem,
                 _checks.overlap(optical, sar, "optical raster", "SAR raster"),
@@ -128,9 +137,11 @@ class FineTune(EngineAlgorithm):
                                     "optical raster", "student model"),
             ]
         elif not teacher_path:
-            messages.append("Give an optical raster and a student, or a teacher to fine-tune on the SAR alone.")
+            messages.append("Give an optical raster and a student, a SAR-only student, or a teacher to fine-tune "
+                            "on the SAR alone.")
         sar_bands = self.bands(parameters, "SAR_BANDS", context)
-        for meta, label in ((student if optical is not None else None, "student model"), (teacher, "teacher model")):
+        fed = student if (optical is not None or sar_only) else None
+        for meta, label in ((fed, "student model"), (teacher, "teacher model")):
             messages.append(_checks.model_bands(meta, sar, sar_bands, "sar", "SAR raster", label))
         if source is not None and source.featureCount() == 0:
             messages.append("The label layer holds no polygon yet; draw at least one.")
@@ -172,15 +183,33 @@ class FineTune(EngineAlgorithm):
             units.get("optical_units", "auto"), units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
         )
         area = self._area(parameters, context, feedback, sar)
+        sar_encoder = self.parameterAsFile(parameters, "SAR_ENCODER", context) or None
+        if self.parameterAsInt(parameters, "PRETRAIN_STEPS", context) > 0 and not sar_encoder:
+            sar_encoder = self._pretrain(parameters, context, feedback, sar, folder, device)
         with self.stage(feedback, "Fine-tuning from polygons") as progress:
             result = finetune_from_polygons(
                 optical, sar, polygons, self.parameterAsString(parameters, "CLASS_FIELD", context),
                 self.parameterAsFile(parameters, "STUDENT", context) or None, folder,
                 teacher_path=self.parameterAsFile(parameters, "TEACHER", context) or None, cfg=cfg,
                 overrides=overrides, layer=layer_name, area=area, device=device, progress=progress,
-                overwrite=self.overwrite(parameters, context),
+                overwrite=self.overwrite(parameters, context), sar_encoder=sar_encoder,
             )
         return self._outputs(result, folder, context, feedback, summary(result))
+
+    def _pretrain(self, parameters, context, feedback, sar, folder, device) -> str:
+        """Run sgcad:pretrainsar on the SAR layer, shaped like the student, into ``folder/pretrain``."""
+        import processing
+
+        student = self.parameterAsFile(parameters, "STUDENT", context)
+        if not student:
+            raise QgsProcessingException("Pretraining on the SAR layer first needs the student model to follow.")
+        result = processing.run("sgcad:pretrainsar", {
+            "SAR_LAYERS": [sar], "LIKE": student, "STEPS": self.parameterAsInt(parameters, "PRETRAIN_STEPS", context),
+            "DEVICE": self.parameterAsEnum(parameters, "DEVICE", context),
+            "THREADS": self.parameterAsInt(parameters, "THREADS", context), "OVERWRITE": True,
+            "OUTPUT_FOLDER": f"{folder}/pretrain",
+        }, context=context, feedback=feedback, is_child_algorithm=True)
+        return result["OUTPUT_ENCODER"]
 
     def _area(self, parameters, context, feedback, sar_path):
         """The AOI as a pixel box of the SAR grid (unlabelled context is drawn from it), or None."""

@@ -38,12 +38,13 @@ class Segment(EngineAlgorithm):
         "are read from the model file; choose bands only if this scene stores them in another "
         "order. With the SAR water teacher, the water probability and the teacher's confidence "
         "gates are written too, and pixels without optical data still get water / non-water from "
-        "the SAR. Outputs (in the output folder): classes.tif, confidence.tif and, with a teacher, "
+        "the SAR. A SAR-only model (trained with `engine train-sar`) needs no optical raster: leave it "
+        "empty. Outputs (in the output folder): classes.tif, confidence.tif and, with a teacher, "
         "water_probability.tif and gates.tif."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.add_raster("OPTICAL", "Optical raster")
+        self.add_raster("OPTICAL", "Optical raster (empty for a SAR-only model)", optional=True)
         self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's)")
         self.add_raster("SAR", "SAR raster")
         self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
@@ -108,6 +109,7 @@ class Segment(EngineAlgorithm):
         messages = [
             _checks.overlap(optical, sar, "optical raster", "SAR raster"),
             model_problem,
+            _checks.optical_needed(meta, optical),
             _checks.model_bands(
                 meta, optical, self.bands(parameters, "OPTICAL_BANDS", context), "optical", "optical raster"
             ),
@@ -150,7 +152,9 @@ class Segment(EngineAlgorithm):
         margin = self.parameterAsInt(parameters, "OVERLAP", context) * sar_layer.rasterUnitsPerPixelX()
         window = self.aoi_window(parameters, context, sar_layer.crs(), margin)
         crs = sar_layer.crs()
-        optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster", window, crs)
+        optical = None  # a SAR-only model reads no optical image
+        if parameters.get("OPTICAL") not in (None, ""):
+            optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster", window, crs)
         sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster", window, crs)
         cloud = None
         if parameters.get("CLOUD_MASK") not in (None, ""):

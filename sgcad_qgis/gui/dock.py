@@ -16,6 +16,7 @@ from qgis.gui import QgsFileWidget, QgsMapToolEmitPoint
 from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QDockWidget,
     QFormLayout,
     QFrame,
@@ -34,7 +35,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..engine.config import ClassSchema, FinetuneConfig
+from ..engine.config import ClassSchema, FinetuneConfig, PretrainConfig
 from ..layers import publish_results
 from . import labels, wiring
 from .area import AreaPicker
@@ -50,6 +51,7 @@ PLUGIN_DIR = Path(__file__).absolute().parent.parent  # not resolve(): dev build
 BUNDLED_MODELS = PLUGIN_DIR / "resources" / "models"
 BUNDLED_TEACHER = BUNDLED_MODELS / "sgcad_teacher.safetensors"
 FINETUNE_STEPS = FinetuneConfig.steps
+PRETRAIN_STEPS = PretrainConfig.steps  # "pretrain on this SAR layer first" (sgcad:pretrainsar)
 #: Width the dock's contents must fit without clipping (a typical side panel).
 PANEL_WIDTH = 400
 OUTPUT_KEY = "sgcad/output_folder"
@@ -266,6 +268,10 @@ class SgcadDock(QDockWidget):
         self.finetune_button.clicked.connect(self.finetune)
         row.addWidget(self.finetune_button, 1)
         layout.addLayout(row)
+        self.pretrain_first = QCheckBox("Pretrain on this SAR layer first", tab)
+        self.pretrain_first.setToolTip(f"Self-supervised pretraining of the student's SAR encoder on the SAR layer "
+                                       f"({PRETRAIN_STEPS} steps, no labels; docs/pretraining.md) before fine-tuning")
+        layout.addWidget(self.pretrain_first)
         self.held_out = QLabel("", tab)  # the honest figures of the last fine-tune, next to the baseline
         self.held_out.setWordWrap(True)
         layout.addWidget(self.held_out)
@@ -451,7 +457,8 @@ class SgcadDock(QDockWidget):
                 self.notify(warning, 1)
             if not choice.teacher:
                 self.notify("No water expert chosen: the student is fine-tuned without distillation.", 1)
-            params, run = wiring.finetune_parameters(choice, layer, self.steps.value())
+            params, run = wiring.finetune_parameters(
+                choice, layer, self.steps.value(), PRETRAIN_STEPS if self.pretrain_first.isChecked() else 0)
         except ValueError as exc:
             self.notify(str(exc), 2)
             return False

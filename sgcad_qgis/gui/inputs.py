@@ -27,6 +27,7 @@ from ..environment import available_devices, device_summary
 RECENT_KEY = "sgcad/recent_models"
 MAX_RECENT = 8
 MODEL_SUFFIXES = ("*.safetensors",)
+DEFAULT_MODEL = "sgcad_student.safetensors"
 
 
 def shrinkable(combo: QComboBox, chars: int = 12) -> QComboBox:
@@ -120,10 +121,12 @@ class RasterBandPicker(QWidget):
 
 
 def bundled_models(folder: Path) -> List[Path]:
-    """Model files shipped under ``resources/models`` (empty when none are bundled)."""
+    """Model files shipped under ``resources/models`` (empty when none are bundled); the default
+    optical + SAR student first, since the first one is preselected."""
     if not folder.is_dir():
         return []
-    return sorted(p for pattern in MODEL_SUFFIXES for p in folder.glob(pattern))
+    found = {p for pattern in MODEL_SUFFIXES for p in folder.glob(pattern)}
+    return sorted(found, key=lambda p: (p.name != DEFAULT_MODEL, p.name))
 
 
 def recent_models() -> List[str]:

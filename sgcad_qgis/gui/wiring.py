@@ -32,7 +32,7 @@ FINETUNE = "sgcad:finetune"
 class Choice:
     """Everything the user chose in the dock, checked and as plain values."""
 
-    optical: QgsRasterLayer
+    optical: Optional[QgsRasterLayer]  # None with a SAR-only model
     optical_bands: List[int]
     sar: QgsRasterLayer
     sar_bands: List[int]
@@ -75,6 +75,9 @@ def read_model(path: str):
 def describe_model(metadata) -> str:
     bands = metadata.bands
     names = ", ".join(metadata.schema.names)
+    if bands.optical_channels == 0:
+        return (f"{metadata.schema.num_classes} classes ({names}); SAR-only: reads {bands.sar_channels} SAR "
+                "band(s), the optical layer may stay empty.")
     return (f"{metadata.schema.num_classes} classes ({names}); reads {bands.optical_channels} optical "
             f"+ {bands.sar_channels} SAR band(s).")
 
@@ -86,21 +89,31 @@ def gather(dock, model_path: Optional[str] = None) -> Choice:
         ValueError: one sentence naming what is missing or does not fit.
     """
     optical, sar = dock.optical.layer(), dock.sar.layer()
-    if optical is None or sar is None:
-        raise ValueError("Choose both an optical and a SAR raster layer under 'Imagery and model'.")
-    if optical.id() == sar.id():
-        raise ValueError("The optical and the SAR layer are the same layer; choose two different ones.")
     model = model_path or dock.model_picker.current_path()
+    sar_only = False  # a SAR-only model reads no optical layer: it may be left empty
+    if model and sar is not None:
+        try:
+            sar_only = read_model(model).bands.optical_channels == 0
+        except ValueError:
+            pass  # reported below, once a model is required
+    if sar_only:
+        optical = None
+    elif optical is None or sar is None:
+        raise ValueError("Choose both an optical and a SAR raster layer under 'Imagery and model' "
+                         "(a SAR-only model needs the SAR layer only).")
+    if optical is not None and optical.id() == sar.id():
+        raise ValueError("The optical and the SAR layer are the same layer; choose two different ones.")
     if not model:
         raise ValueError("Choose a model (…) under 'Imagery and model'.")
     metadata = read_model(model)
-    choice = Choice(optical, dock.optical.selected_bands(), sar, dock.sar.selected_bands(), model,
+    optical_bands = dock.optical.selected_bands() if optical is not None else []
+    choice = Choice(optical, optical_bands, sar, dock.sar.selected_bands(), model,
                     dock.teacher.filePath().strip(), dock.device.index(), Path(dock.output.filePath()),
                     model_stem=Path(model).stem)
-    for label, layer, bands, want in (
-        ("optical", optical, choice.optical_bands, metadata.bands.optical_channels),
-        ("SAR", sar, choice.sar_bands, metadata.bands.sar_channels),
-    ):
+    pairs = [("SAR", sar, choice.sar_bands, metadata.bands.sar_channels)]
+    if optical is not None:
+        pairs.insert(0, ("optical", optical, choice.optical_bands, metadata.bands.optical_channels))
+    for label, layer, bands, want in pairs:
         if len(bands) != want:
             raise ValueError(f"The model reads {want} {label} band(s), but {len(bands)} are ticked for "
                              f"{layer.name()!r}; tick exactly {want}.")
@@ -114,7 +127,7 @@ def gather(dock, model_path: Optional[str] = None) -> Choice:
         raise ValueError(f"The optical layer {optical.name()!r} and the SAR layer {sar.name()!r} do not "
                          "overlap; choose layers that cover the same place.")
     if choice.area is not None:
-        area = _to_crs(choice.area, choice.area_crs, optical.crs())
+        area = _to_crs(choice.area, choice.area_crs, imagery_extent(choice)[1])
         if not area.intersects(overlap):
             raise ValueError("The chosen area does not touch the imagery; pan to the layers or pick "
                              "another area.")
@@ -128,7 +141,10 @@ def _to_crs(rect: QgsRectangle, source, target) -> QgsRectangle:
 
 
 def imagery_extent(choice: Choice) -> Tuple[QgsRectangle, QgsCoordinateReferenceSystem]:
-    """Overlap of the optical and SAR layers, in the optical layer's CRS."""
+    """Overlap of the optical and SAR layers, in the optical layer's CRS (the SAR layer's extent
+    and CRS with a SAR-only model)."""
+    if choice.optical is None:
+        return QgsRectangle(choice.sar.extent()), choice.sar.crs()
     crs = choice.optical.crs()
     sar = _to_crs(choice.sar.extent(), choice.sar.crs(), crs)
     return choice.optical.extent().intersect(sar), crs
@@ -159,13 +175,13 @@ def _extent_string(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> str
 
 def _common(choice: Choice) -> Dict[str, Any]:
     params = {
-        "OPTICAL": _source(choice.optical),
-        "OPTICAL_BANDS": choice.optical_bands,
         "SAR": _source(choice.sar),
         "SAR_BANDS": choice.sar_bands,
         "MODEL": choice.model,
         "DEVICE": choice.device,
     }
+    if choice.optical is not None:  # left out for a SAR-only model
+        params.update(OPTICAL=_source(choice.optical), OPTICAL_BANDS=choice.optical_bands)
     # always given: an empty value means "no water expert" (left out, the bundled one is the default)
     params["TEACHER"] = choice.teacher
     return params
@@ -202,8 +218,10 @@ def snapshot_labels(layer, folder: Path) -> str:
     return str(target)
 
 
-def finetune_parameters(choice: Choice, label_layer, steps: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Parameters of ``sgcad:finetune`` on the drawn polygons (copied into the run folder)."""
+def finetune_parameters(choice: Choice, label_layer, steps: int,
+                        pretrain_steps: int = 0) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Parameters of ``sgcad:finetune`` on the drawn polygons (copied into the run folder); with
+    ``pretrain_steps`` the student's SAR encoder is first pretrained on the SAR layer."""
     require_algorithm(FINETUNE)
     run = _run("finetune", choice)
     params = _common(choice)
@@ -217,6 +235,8 @@ def finetune_parameters(choice: Choice, label_layer, steps: int) -> Tuple[Dict[s
     })
     if choice.area is not None:  # unlabelled context for distillation is drawn from the area
         params["AOI_EXTENT"] = _extent_string(choice.area, choice.area_crs)
+    if pretrain_steps:
+        params["PRETRAIN_STEPS"] = int(pretrain_steps)
     return params, run
 
 

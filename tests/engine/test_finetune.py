@@ -184,3 +184,14 @@ def test_model_selection_keeps_the_start_only_when_fine_tuning_is_worse():
     assert run([1.0, 1.0, 1.0, 1.0]) == (6, False)  # ties: the last fine-tuned step
     assert run([0.8, 0.5, 0.4, 0.3]) == (0, True)  # every step worse: the model comes back unchanged
     assert run([0.5, 0.7, 0.6, 0.6]) == (2, False)  # the best held-out step
+
+
+def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tmp_path):
+    sar = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    cfg = FinetuneConfig(teacher_steps=3, eval_every=5, crop_size=64, batch_size=2)
+    result = finetune_from_polygons(None, sar, None, "class", None, tmp_path / "adapt",
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
+    pseudo = result["pseudo_labels"]
+    # the bundled teacher calls about 2 % of the threshold's non-water water (bright flooded fields)
+    assert 0.005 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.05
+    assert Path(result["teacher"]).is_file()

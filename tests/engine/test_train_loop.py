@@ -250,3 +250,27 @@ def test_device_choice():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_state_is_written_every_n_epochs_at_the_end_and_on_cancel(tmp_path, monkeypatch):
+    from engine.train.state import TrainingSnapshot
+
+    written = []
+    write = TrainingSnapshot.write
+    monkeypatch.setattr(TrainingSnapshot, "write", lambda self, path: written.append(self.epoch) or write(self, path))
+    _stage1(tmp_path / "a", _cfg(epochs=3, state_every=2)).fit()
+    assert written == [2, 3]  # every second epoch and the last, not every epoch
+    written.clear()
+    calls = {"n": 0}
+
+    def cancel_in_epoch_two():
+        calls["n"] += 1
+        return calls["n"] > 6 + 2  # 4 train + 2 val batches per epoch
+
+    cfg = _cfg(epochs=3, state_every=4)
+    with pytest.raises(Canceled):
+        _stage1(tmp_path / "b", cfg, CallbackProgress(is_canceled=cancel_in_epoch_two)).fit()
+    assert written == [1]  # the cancel wrote the last completed epoch, which was not due yet
+    _stage1(tmp_path / "b", cfg).fit(resume=True)
+    assert [r["epoch"] for r in json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]] == [1, 2, 3]
+    assert written == [1, 3]

@@ -220,6 +220,7 @@ def test_missing_torch_is_reported_plainly_and_html_safe(monkeypatch):
     assert "&#x27;Install&#x27;" in environment.dependency_message(as_html=True)
     report = environment.diagnostics_report(detect_gpu=False, find_interpreter=False)
     assert "torch" in report and "missing" in report and "SGCAD packages folder:" in report
+    assert "bf16: " in report and "precision decisions:" in report  # the CPU's fast paths (engine check)
 
 
 def test_too_old_counts_as_missing(monkeypatch):

@@ -1,0 +1,46 @@
+"""Decision calibration of the water teacher: the folded offset moves the cut exactly, and the
+threshold choice and its leave-one-scene-out check follow the IoU table."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import TeacherConfig
+from engine.models import build_model
+from engine.water.calibration import best_threshold, fold_water_offset, leave_one_out, water_iou
+
+
+def test_folded_offset_moves_the_decision_exactly():
+    torch.manual_seed(0)
+    teacher = build_model(TeacherConfig(widths=(4, 8, 8, 8), blocks_per_branch=(1, 1, 1, 1),
+                                        modules_per_stage=(1, 1, 1, 1))).eval()
+    sar = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        before = torch.softmax(teacher(sar), 1)[:, 1]
+        offset = fold_water_offset(teacher, 0.3)
+        after = torch.softmax(teacher(sar), 1)[:, 1]
+    assert offset == pytest.approx(np.log(0.7 / 0.3))
+    logit = torch.logit(before.double()) + offset
+    assert torch.allclose(torch.sigmoid(logit), after.double(), atol=1e-5)
+    assert torch.equal(after > 0.5, before > 0.3) or (before - 0.3).abs().min() < 1e-5
+
+
+def test_fold_rejects_a_network_without_a_two_class_head():
+    with pytest.raises(ValueError, match="2-class"):
+        fold_water_offset(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1)), 0.3)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        fold_water_offset(build_model(TeacherConfig(widths=(4, 8, 8, 8))), 1.0)
+
+
+def test_threshold_choice_and_leave_one_out():
+    truth = np.array([[1, 1, 0, 255]])
+    prob = np.array([[0.4, 0.2, 0.1, 0.9]])
+    assert water_iou(prob, truth, 0.3) == pytest.approx(0.5)  # the unscored pixel is ignored
+    assert water_iou(prob, truth, 0.15) == pytest.approx(1.0)
+    thresholds = (0.3, 0.4, 0.5)
+    table = {"a": [0.9, 0.8, 0.7], "b": [0.9, 0.8, 0.6], "c": [0.2, 0.9, 0.5]}
+    assert best_threshold(table, thresholds) == 0.4  # mean IoU 0.67, 0.83, 0.60
+    loo = leave_one_out(table, thresholds)
+    assert loo["c"] == {"threshold": 0.3, "iou": 0.2}  # a and b alone prefer 0.3: c pays for it
+    assert loo["a"] == {"threshold": 0.4, "iou": 0.8}
+    assert best_threshold({"a": [0.5, 0.5, 0.5]}, thresholds) == 0.5  # a tie keeps the plain cut
