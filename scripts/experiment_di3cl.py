@@ -194,16 +194,27 @@ def table(results: dict) -> str:
 
 
 def merge(paths) -> dict:
-    """One results file from runs of the same settings with different seeds (lists concatenated)."""
+    """One results file from runs of the same settings: other seeds of a label fraction are
+    concatenated, other fractions (or scenes) are added, fractions kept in increasing order."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     out = runs[0]
-    for other in runs[1:]:
+    for path, other in zip(paths[1:], runs[1:]):
+        for key, default in (("steps", None), ("pretrain_steps", None), ("frozen_encoder", False)):
+            if other.get(key, default) != out.get(key, default):  # files of other settings do not mix
+                raise SystemExit(f"{path}: {key} is {other.get(key, default)}, {paths[0]} has {out.get(key, default)}")
         for name, row in other["scenes"].items():
+            if name not in out["scenes"]:
+                out["scenes"][name] = row
+                continue
+            fractions = out["scenes"][name]["fractions"]
             for fraction, cell in row["fractions"].items():
-                mine = out["scenes"][name]["fractions"][fraction]
+                if fraction not in fractions:
+                    fractions[fraction] = cell
+                    continue
                 for key, values in cell.items():
                     if isinstance(values, list):
-                        mine[key] = mine[key] + values
+                        fractions[fraction][key] = fractions[fraction][key] + values
+            out["scenes"][name]["fractions"] = dict(sorted(fractions.items(), key=lambda item: float(item[0])))
         out["seconds"] = out.get("seconds", 0) + other.get("seconds", 0)
     return out
 
@@ -220,7 +231,7 @@ def main() -> None:
     parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and head")
     parser.add_argument("--reuse", action="store_true", help="reuse encoders already pretrained in --work")
     parser.add_argument("--table", help="print the markdown table of a results file and stop")
-    parser.add_argument("--merge", nargs="+", help="merge results files (other seeds) into --out and stop")
+    parser.add_argument("--merge", nargs="+", help="merge results files (other seeds or fractions) into --out and stop")
     parser.add_argument("--rebaseline", action="store_true", help="recompute the baselines of --out and stop")
     args = parser.parse_args()
     if args.rebaseline:
