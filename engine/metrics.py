@@ -259,9 +259,6 @@ class BoundaryFScore:
         for i in range(p.shape[0]):
             self.update(p[i], t[i])
 
-    def merge(self, other: BoundaryFScore) -> None:
-        self.counts += other.counts
-
     def compute(self) -> Dict[str, Any]:
         """``boundary_f``, ``boundary_precision``, ``boundary_recall`` per class (None where a class
         has no boundary in either map) and ``boundary_tolerance``."""

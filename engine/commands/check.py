@@ -75,7 +75,7 @@ def _measure(args: argparse.Namespace) -> Dict[str, Any]:
         teacher = load_model(args.teacher, "teacher")[0] if args.teacher else None
         key = precision.weights_key(student, teacher, job.plan.tile_shape, cfg.batch_size)
         precision.decision_path(key, threads_for(cfg.threads)).unlink(missing_ok=True)
-        backend = job.make_backend(resolve_device("auto"), progress, work_pixels=max(precision.AUTO_MIN_PIXELS, 1))
+        backend = job.make_backend(resolve_device("auto"), progress, work_pixels=precision.AUTO_MIN_PIXELS)
     d = backend.precision_decision
     return {"model": key, "tiles": len(job.plan.tiles), "precision": d.precision, "reason": d.reason,
             "measured": d.measured}

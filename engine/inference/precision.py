@@ -16,6 +16,7 @@ On CUDA, fp16 autocast (``InferenceConfig.amp``) is the fast path and ``auto`` k
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,27 +39,29 @@ AUTO_MIN_PIXELS = 64 * 512 * 512
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags() -> Tuple[str, ...]:
-    """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere)."""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> Dict[str, str]:
+    """The first value of each key of ``/proc/cpuinfo`` (empty where there is none), read once."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return ()
+        return {}
+    info: Dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return tuple(sorted(set(line.split(":", 1)[1].split())))
-    return ()
+        key, sep, value = line.partition(":")
+        if sep:
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def cpu_flags() -> Tuple[str, ...]:
+    """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere)."""
+    return tuple(sorted(set(_cpuinfo().get("flags", "").split())))
 
 
 def cpu_model() -> str:
     """The CPU's model name, or the architecture when the OS does not say."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def native_bf16(flags: Optional[Sequence[str]] = None) -> bool:

@@ -3,7 +3,7 @@ confidence-gated distillation."""
 
 from .dice import dice_loss
 from .distill import DistillResult, gate_masks, gated_distillation
-from .focal_dice import FocalDiceLoss, FocalDiceTeacherLoss, alpha_scaled_weights, weighted_dice_loss
+from .focal_dice import FocalDiceLoss, FocalDiceTeacherLoss, alpha_scaled_weights
 from .lovasz import lovasz_grad, lovasz_softmax
 from .rift import (
     LOSS_KINDS,
@@ -45,5 +45,4 @@ __all__ = [
     "sobel_magnitude",
     "tversky_loss",
     "weighted_cross_entropy",
-    "weighted_dice_loss",
 ]

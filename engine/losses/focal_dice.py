@@ -7,7 +7,8 @@ order of the classes and shrinks the ratio between the rarest and the commonest 
 root. ``alpha = 0`` is unweighted, ``alpha = 1`` the raw inverse frequency.
 
 * focal: ``sum_i w_{y_i} (1 - p_i)^gamma (-log p_i) / sum_i w_{y_i}`` (as in RIFT);
-* Dice: ``1 - sum_k w_k D_k / sum_k w_k`` over the classes present in the batch, with
+* Dice (:func:`~engine.losses.dice.dice_loss` with the weights): ``1 - sum_k w_k D_k / sum_k w_k``
+  over the classes present in the batch, with
   ``D_k = 2 sum p_ik y_ik / (sum p_ik + sum y_ik)`` (soft counts over the valid pixels);
 * total: ``focal_dice_focal_weight * focal + focal_dice_dice_weight * Dice`` (0.5 each).
 """
@@ -17,10 +18,10 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F  # noqa: N812  (the usual torch alias)
 from torch import nn
 
 from ..config import IGNORE_INDEX, LossConfig
+from .dice import dice_loss
 from .rift import RiftTeacherLoss, check_loss_config, focal_loss
 
 
@@ -30,33 +31,6 @@ def alpha_scaled_weights(weights: torch.Tensor, alpha: float) -> torch.Tensor:
         raise ValueError(f"alpha scale must be 0 or more, got {alpha}")
     weights = torch.as_tensor(weights, dtype=torch.float32)
     return torch.where(weights > 0, weights.clamp(min=1e-12).pow(alpha), torch.zeros_like(weights))
-
-
-def weighted_dice_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    class_weights: Optional[torch.Tensor] = None,
-    ignore_index: int = IGNORE_INDEX,
-    eps: float = 1e-6,
-) -> torch.Tensor:
-    """``1 - sum_k w_k D_k / sum_k w_k`` over the classes present in ``target`` (all ``w_k = 1``
-    without weights, which is :func:`~engine.losses.dice.dice_loss`)."""
-    k = logits.shape[1]
-    target = target.long()
-    valid = target != ignore_index
-    probs = torch.softmax(logits, dim=1) * valid.unsqueeze(1)
-    onehot = F.one_hot(torch.where(valid, target, 0), k).permute(0, 3, 1, 2).to(probs.dtype)
-    onehot = onehot * valid.unsqueeze(1)
-    dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dim=dims)
-    denom = probs.sum(dim=dims) + onehot.sum(dim=dims)
-    present = onehot.sum(dim=dims) > 0
-    w = torch.ones(k, dtype=probs.dtype, device=probs.device) if class_weights is None else class_weights.to(probs)
-    w = w * present
-    if not present.any() or float(w.sum()) <= 0:
-        return logits.sum() * 0.0
-    dice = 2 * inter / denom.clamp(min=eps)
-    return 1.0 - (w * dice).sum() / w.sum()
 
 
 class FocalDiceLoss(nn.Module):
@@ -99,7 +73,7 @@ class FocalDiceLoss(nn.Module):
         if cfg.focal_dice_focal_weight:
             terms["focal"] = focal_loss(logits, target, self.class_weights, cfg.focal_gamma, self.ignore_index)
         if cfg.focal_dice_dice_weight:
-            terms["dice"] = weighted_dice_loss(logits, target, self.class_weights, self.ignore_index)
+            terms["dice"] = dice_loss(logits, target, self.ignore_index, class_weights=self.class_weights)
         weights = {"focal": cfg.focal_dice_focal_weight, "dice": cfg.focal_dice_dice_weight}
         total = logits.sum() * 0.0
         for name, value in terms.items():

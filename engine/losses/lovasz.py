@@ -8,19 +8,15 @@ from ..config import IGNORE_INDEX
 
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
-    """Increments of the Jaccard loss along errors sorted in decreasing order.
+    """Increments of the Jaccard loss along errors sorted in decreasing order (last axis).
 
-    With ``gt_sorted`` the 0/1 ground truth in that order, element i is
-    ``J(first i+1 errors) - J(first i errors)`` where ``J(S) = |S| / |gt ∪ S|`` is the Jaccard
-    loss of mispredicting the set S.
+    With ``gt_sorted`` the 0/1 ground truth in that order (one row per class, or a vector),
+    element i is ``J(first i+1 errors) - J(first i errors)`` where ``J(S) = |S| / |gt ∪ S|`` is
+    the Jaccard loss of mispredicting the set S.
     """
-    gts = gt_sorted.sum()
-    intersection = gts - gt_sorted.cumsum(0)
-    union = gts + (1 - gt_sorted).cumsum(0)
-    jaccard = 1.0 - intersection / union
-    if gt_sorted.numel() > 1:
-        jaccard[1:] = jaccard[1:] - jaccard[:-1]
-    return jaccard
+    gts = gt_sorted.sum(-1, keepdim=True)
+    jaccard = 1.0 - (gts - gt_sorted.cumsum(-1)) / (gts + (1 - gt_sorted).cumsum(-1))
+    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
 
 
 #: Sort keys quantise the errors (in [0, 1]) to this many bits: errors closer than 2**-20 may
@@ -60,10 +56,7 @@ def lovasz_softmax(
     errors = (fg - probs).abs() * valid.to(probs.dtype)
     order = _descending_order(errors.detach(), valid)
     errors_sorted, fg_sorted = torch.gather(errors, 1, order), torch.gather(fg, 1, order)
-    gts = fg_sorted.sum(1, keepdim=True)
-    jaccard = 1.0 - (gts - fg_sorted.cumsum(1)) / (gts + (1.0 - fg_sorted).cumsum(1))
-    weights = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)  # lovasz_grad per row
-    return (errors_sorted * weights).sum(1).mean()
+    return (errors_sorted * lovasz_grad(fg_sorted)).sum(1).mean()
 
 
 def _descending_order(errors: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,6 @@ SAR_ONLY_MODEL = "sarnet"
 SAR_ONLY_WATER = "sarnet_water"
 
 
-def is_sar_only(model_cfg: Dict) -> bool:
-    """True for the stored config dict of a SAR-only network (no optical input)."""
-    return str((model_cfg or {}).get("name", "")).lower() in (SAR_ONLY_MODEL, SAR_ONLY_WATER)
-
-
 @register_model(
     SAR_ONLY_MODEL,
     config_cls=StudentConfig,

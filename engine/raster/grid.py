@@ -237,10 +237,10 @@ def read_on_grid(
             col = int(round((sub.transform.c - src.transform.c) / src.transform.a))
             row = int(round((sub.transform.f - src.transform.f) / src.transform.e))
             return read_bands_from(src, bands, Window(col, row, sub.width, sub.height))
-        return _warp_window(src, path, bands, sub, _RESAMPLING[resampling])
+        return _warp_window(src, bands, sub, _RESAMPLING[resampling])
 
 
-def _warp_window(src, path: PathLike, bands: Sequence[int], sub: Grid, resampling: Resampling) -> np.ndarray:
+def _warp_window(src, bands: Sequence[int], sub: Grid, resampling: Resampling) -> np.ndarray:
     """Warp the source pixels around ``sub`` onto it, band by band, with NaN as nodata.
 
     Each band is read with its own nodata turned into NaN and warped on its own: GDAL's

@@ -434,8 +434,9 @@ class Trainer:
             logits = logits.float()
             loss_sum += float(self.task.eval_loss(logits, batch))
             batches += 1
-            cm.update(logits.argmax(1), self.task.target(batch))
-            boundary.update_batch(logits.argmax(1), self.task.target(batch))
+            pred, target = logits.argmax(1), self.task.target(batch)
+            cm.update(pred, target)
+            boundary.update_batch(pred, target)
             self._done += 1
             self.progress.report(min(self._done / self._units, 1.0), message)
         if self.distributed:  # every rank evaluated every world-th batch: sum the counts

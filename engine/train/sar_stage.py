@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..config import BandMapping, ClassSchema, LossConfig, ModelMetadata, StudentConfig, TrainConfig, to_dict
+from ..config import BandMapping, ClassSchema, LossConfig, StudentConfig, TrainConfig, to_dict
 from ..losses import binary_water_target, build_teacher_loss, inverse_frequency_weights
 from ..metrics import ConfusionMatrix
 from ..models.checkpoint import load_model, save_model
@@ -152,10 +152,8 @@ def save_water_teacher(model_path: PathLike, out_path: PathLike) -> Path:
     model, meta = load_model(model_path, expected_kind="student")
     if meta.model.get("name") != SAR_ONLY_MODEL:
         raise ValueError(f"{model_path} is not a SAR-only land-cover model; it has no water head to export")
-    teacher_meta = ModelMetadata(**{f.name: getattr(meta, f.name) for f in dataclasses.fields(ModelMetadata)})
-    teacher_meta.kind = "teacher"
-    teacher_meta.model = dict(to_dict(meta.model), name=SAR_ONLY_WATER)
-    teacher_meta.train = dict(meta.train or {}, water_head_of=str(model_path))
     metrics = (meta.metrics or {}).get("test") or {}
-    teacher_meta.metrics = {"water_head": metrics.get("water_head")}
+    teacher_meta = dataclasses.replace(
+        meta, kind="teacher", model=dict(to_dict(meta.model), name=SAR_ONLY_WATER),
+        train=dict(meta.train or {}, water_head_of=str(model_path)), metrics={"water_head": metrics.get("water_head")})
     return save_model(out_path, model, teacher_meta)

@@ -90,12 +90,14 @@ def gather(dock, model_path: Optional[str] = None) -> Choice:
     """
     optical, sar = dock.optical.layer(), dock.sar.layer()
     model = model_path or dock.model_picker.current_path()
-    sar_only = False  # a SAR-only model reads no optical layer: it may be left empty
+    metadata = None
     if model and sar is not None:
         try:
-            sar_only = read_model(model).bands.optical_channels == 0
+            metadata = read_model(model)
         except ValueError:
             pass  # reported below, once a model is required
+    # a SAR-only model reads no optical layer: it may be left empty
+    sar_only = metadata is not None and metadata.bands.optical_channels == 0
     if sar_only:
         optical = None
     elif optical is None or sar is None:
@@ -105,7 +107,8 @@ def gather(dock, model_path: Optional[str] = None) -> Choice:
         raise ValueError("The optical and the SAR layer are the same layer; choose two different ones.")
     if not model:
         raise ValueError("Choose a model (…) under 'Imagery and model'.")
-    metadata = read_model(model)
+    if metadata is None:
+        metadata = read_model(model)  # raises the reason the file is not a model
     optical_bands = dock.optical.selected_bands() if optical is not None else []
     choice = Choice(optical, optical_bands, sar, dock.sar.selected_bands(), model,
                     dock.teacher.filePath().strip(), dock.device.index(), Path(dock.output.filePath()),

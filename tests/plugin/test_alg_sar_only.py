@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -79,4 +78,3 @@ def test_dock_choice_leaves_the_optical_out_for_a_sar_only_model(scene, sar_only
     with pytest.raises(ValueError, match="Choose both an optical and a SAR raster"):
         wiring.gather(dock(None, untrained_models["student"]))
     assert "SAR-only" in wiring.describe_model(wiring.read_model(sar_only_model))
-    assert Path(sar_only_model).is_file()
