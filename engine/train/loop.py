@@ -49,6 +49,7 @@ from .report import (
 )
 from .schedule import PolyLR
 from .state import TrainingSnapshot, load_training_state
+from .termination import TerminationGuard
 
 BEST = "best.safetensors"
 STATE = "state.safetensors"
@@ -318,14 +319,16 @@ class Trainer:
         )
         self._done = start * (iters + val_batches)
         self._pending_state: Optional[TrainingSnapshot] = None
-        try:
-            self._epochs(start, iters, book)
-        except BaseException:  # cancelled or failed: keep the last completed epoch resumable
-            pending = self._pending_state
-            if pending is not None and not pending.written:
-                with contextlib.suppress(OSError):  # the original error says more than a full disk
-                    pending.write(self.out_dir / STATE)
-            raise
+        with TerminationGuard() as guard:
+            try:
+                self._epochs(start, iters, book)
+            except BaseException:  # cancelled, failed or SIGTERM: keep the last completed epoch resumable
+                guard.terminated = True  # a SIGTERM from now on must not interrupt the write
+                pending = self._pending_state
+                if pending is not None and not pending.written:
+                    with contextlib.suppress(OSError):  # the original error says more than a full disk
+                        pending.write(self.out_dir / STATE)
+                raise
         return self._finish(book)
 
     def _epochs(self, start: int, iters: int, book: Dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ a few seconds on 2 cores.
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -29,6 +31,7 @@ from engine.models import build_model
 from engine.progress import CallbackProgress, Canceled
 from engine.train.loop import Trainer
 from engine.train.tasks import DistillTask, StudentTask, TeacherTask
+from engine.train.termination import TrainingTerminated
 
 SCHEMA = ClassSchema()
 STUDENT = StudentConfig(
@@ -164,6 +167,29 @@ def test_cancel_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
         ]
 
     assert numbers(run) == numbers(tmp_path / "full")
+
+
+def test_sigterm_saves_the_last_epoch_although_state_is_written_sparsely(tmp_path):
+    """torchrun and batch schedulers stop a run with SIGTERM: the in-memory state of epoch 1 is
+    written (state_every=5 would not have written it) and the run resumes exactly."""
+    cfg = _cfg(epochs=3, state_every=5)
+    full = _stage1(tmp_path / "full", cfg).fit()
+    calls = {"n": 0}
+
+    def sigterm_in_epoch_two():
+        calls["n"] += 1
+        if calls["n"] == 6 + 2:  # 4 train + 2 val batches per epoch
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    before = signal.getsignal(signal.SIGTERM)
+    run = tmp_path / "cut"
+    with pytest.raises(TrainingTerminated) as stopped:
+        _stage1(run, cfg, CallbackProgress(is_canceled=sigterm_in_epoch_two)).fit()
+    assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) is before
+    resumed = _stage1(run, cfg).fit(resume=True)
+    assert resumed["test"] == full["test"]
+    assert [r["epoch"] for r in json.loads((run / "history.json").read_text())["epochs"]] == [1, 2, 3]
 
 
 def test_early_stopping_counts_epochs_without_kappa_or_score_gain(tmp_path):
