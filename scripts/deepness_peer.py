@@ -3,8 +3,8 @@
 ``python -m engine bench --deepness-path SRC`` starts this script once per repetition (it needs
 QGIS, which the engine never imports) and reads the JSON line it prints: the seconds of
 Deepness's own work (model session, tiling, network, post-processing and its result layers),
-QGIS start-up excluded. ONNX Runtime is given the same thread count as our side (Deepness
-leaves it at the library's default, a worker per core).
+QGIS start-up excluded. ONNX Runtime is given the same thread count as our side (Deepness's
+own session options never reach ONNX Runtime, so it would run a worker per core).
 
 Usage: deepness_peer.py SRC RASTER MODEL --tile 512 --overlap 64 --batch 4 --threads 1
 (SRC: the plugin repository or its ``src`` folder; Deepness needs ``cv2``: opencv-python-headless.)
@@ -36,15 +36,17 @@ def main() -> int:
 
     import onnxruntime
 
-    original = onnxruntime.SessionOptions
+    original = onnxruntime.InferenceSession
 
-    def session_options():  # the same thread budget as ours
-        options = original()
+    def session(path, sess_options=None, providers=None, **kwargs):  # the same thread budget as ours
+        # Deepness passes its options as ``options=``, which InferenceSession ignores: left alone,
+        # its session would run a worker per core whatever the budget
+        options = sess_options or kwargs.pop("options", None) or onnxruntime.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
-        return options
+        return original(path, sess_options=options, providers=providers, **kwargs)
 
-    onnxruntime.SessionOptions = session_options
+    onnxruntime.InferenceSession = session
 
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -21,6 +22,7 @@ import rasterio
 from rasterio.windows import Window
 
 from ..config import ClassSchema
+from ..cores import available_cores
 from .products import NODATA_U8, SAR_ONLY_NON_WATER
 
 PathLike = Union[str, Path]
@@ -204,7 +206,7 @@ class OutputSet:
         if key == "classes":
             _write_category_names(self._tmp[key], self.schema)
         if self.overviews:
-            _build_overviews(self._tmp[key], "nearest" if spec.dtype == "uint8" else "average")
+            _build_overviews(self._tmp[key], "nearest" if spec.dtype == "uint8" else "average", self.paths[key])
 
     def commit(self) -> Dict[str, Path]:
         """Finish every file and rename all of them to their final names.
@@ -214,8 +216,11 @@ class OutputSet:
         """
         renamed: List[Path] = []
         try:
-            for key in list(self._ds):
-                self._finish(key)
+            # one thread per file (GDAL works without the GIL): the float outputs' averaged
+            # overviews take most of the commit, and the network's cores are idle by now
+            keys = list(self._ds)
+            with ThreadPoolExecutor(max(1, min(len(keys), available_cores()))) as pool:
+                list(pool.map(self._finish, keys))
             from ..validate import verify_geotiff
 
             for key in self.keys:  # GDAL only logs write errors (disk full): check before the renames
@@ -275,26 +280,61 @@ def _aux(path: Path) -> Path:
     return Path(str(path) + ".aux.xml")
 
 
-def _build_overviews(path: Path, resampling: str) -> None:
-    from rasterio.enums import Resampling
+def _build_overviews(path: Path, resampling: str, final: Optional[Path] = None) -> None:
+    """Internal overviews down to about one 256 block, compressed like the file.
 
-    with rasterio.open(path, "r+") as ds:
-        factors, size = [], max(ds.width, ds.height)
-        while size // (2 ** (len(factors) + 1)) >= 128:  # down to about one 256 block
+    Through GDAL's own bindings, which release the GIL while they work (rasterio's
+    ``build_overviews`` holds it), so the outputs' overviews are built in parallel at commit.
+    """
+    from osgeo import gdal
+
+    final = final or path
+    try:
+        ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_UPDATE)
+    except RuntimeError:  # when GDAL exceptions are on
+        ds = None
+    failed = ds is None
+    if failed:
+        _raise_fault(path, final, gdal.GetLastErrorMsg())
+    try:
+        factors, size = [], max(ds.RasterXSize, ds.RasterYSize)
+        while size // (2 ** (len(factors) + 1)) >= 128:
             factors.append(2 ** (len(factors) + 1))
-        if factors:
-            codec = _compression_options(str(ds.compression.value if ds.compression else "none"))
-            level = str(codec.get("zstd_level", codec.get("zlevel", "")))
-            env = {
-                "COMPRESS_OVERVIEW": codec["compress"].upper(),
-                "ZSTD_LEVEL_OVERVIEW": level,
-                "ZLEVEL_OVERVIEW": level,
-            }
-            if ds.dtypes[0] == "float32":
-                env["PREDICTOR_OVERVIEW"] = "3"
-            with rasterio.Env(**{k: v for k, v in env.items() if v}):
-                ds.build_overviews(factors, Resampling[resampling])
-            ds.update_tags(ns="rio_overview", resampling=resampling)
+        if not factors:
+            return
+        compression = ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") or "none"
+        codec = _compression_options(compression)
+        level = str(codec.get("zstd_level", codec.get("zlevel", "")))
+        options = {
+            "COMPRESS_OVERVIEW": codec["compress"].upper(), "ZSTD_LEVEL_OVERVIEW": level, "ZLEVEL_OVERVIEW": level
+        }
+        if ds.GetRasterBand(1).DataType == gdal.GDT_Float32:
+            options["PREDICTOR_OVERVIEW"] = "3"
+        options = {k: v for k, v in options.items() if v and v != "NONE"}
+        previous = {k: gdal.GetThreadLocalConfigOption(k, None) for k in options}
+        try:  # per thread: the outputs are finished in parallel
+            for k, v in options.items():
+                gdal.SetThreadLocalConfigOption(k, v)
+            try:
+                failed = ds.BuildOverviews(resampling.upper(), factors) != 0
+            except RuntimeError:  # when GDAL exceptions are on
+                failed = True
+        finally:
+            for k, v in previous.items():
+                gdal.SetThreadLocalConfigOption(k, v)
+        ds.SetMetadataItem("resampling", resampling, "rio_overview")
+    finally:
+        ds = None  # noqa: F841  (closing flushes the overviews)
+    if failed:
+        _raise_fault(path, final, gdal.GetLastErrorMsg())
+
+
+def _raise_fault(path: Path, final: Path, gdal_message: str) -> None:
+    """A full disk or a size limit: :func:`verify_geotiff` names the output and the cause."""
+    from ..validate import verify_geotiff
+
+    verify_geotiff(path, final)
+    raise RuntimeError(f"{final.name}: building its overviews failed: {gdal_message}")
 
 
 def _write_category_names(path: Path, schema: ClassSchema) -> None:

@@ -150,19 +150,24 @@ def segment_scene(
 
         device = resolve_device(cfg.device)
         apply_threads(cfg.threads)  # per calling thread: this is the compute thread
-        if backend is None:
-            backend = job.make_backend(device, progress)
-        progress.info(
-            f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
-            f"precision: {getattr(backend, 'precision', 'fp32')}, "
-            f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
-        )
+        built: List[Any] = [backend]
+
+        def ready_backend() -> Any:  # called by the stream once its reader is reading ahead
+            if built[0] is None:
+                built[0] = job.make_backend(device, progress)
+            progress.info(
+                f"device: {describe_device(device)}, backend: {getattr(built[0], 'name', 'custom')}, "
+                f"precision: {getattr(built[0], 'precision', 'fp32')}, "
+                f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
+            )
+            return built[0]
+
         reader = job.reader()
         with outputs, bounded_gdal_cache():
             stats = stream_segmentation(
                 plan,
                 reader.read,
-                backend,
+                ready_backend,
                 outputs,
                 meta.schema.water_class,
                 cfg.batch_size,
@@ -192,8 +197,8 @@ def segment_scene(
         "tiles": len(plan.tiles),
         "tiles_total": plan.total,
         "device": describe_device(device),
-        "backend": getattr(backend, "name", "custom"),
-        "precision": getattr(backend, "precision", "fp32"),
+        "backend": getattr(built[0], "name", "custom"),
+        "precision": getattr(built[0], "precision", "fp32"),
         "threads": torch.get_num_threads(),
         "seconds": round(wall, 3),
         "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
@@ -203,6 +208,7 @@ def segment_scene(
             "blend_write_s": round(stats.write_s, 3),
             "network_waited_for_input_s": round(stats.wait_input_s, 3),
             "stream_s": round(stats.wall_s, 3),
+            "backend_s": round(stats.backend_s, 3),
             "commit_s": round(commit_s, 3),
         },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},

@@ -37,7 +37,8 @@ class StreamStats:
     compute_s: float = 0.0
     write_s: float = 0.0
     wait_input_s: float = 0.0  # compute thread idle, waiting for the reader
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # from the start, less backend_s
+    backend_s: float = 0.0  # building the backend, when given a builder (the reader runs meanwhile)
     class_pixels: Dict[int, int] = field(default_factory=dict)
     sar_only_pixels: int = 0  # answered by the teacher alone (optical missing)
     peak_live_cells: int = 0
@@ -88,7 +89,9 @@ def stream_segmentation(
         plan: tiles to compute (all the same shape).
         read_batch: ``read_batch(tiles) -> TileBatch``-like object with ``optical``, ``sar``,
             ``teacher_sar`` (or None) and ``flags``; called in the reader thread.
-        backend: ``predict(optical, sar, teacher_sar=None) -> (probs, water | None)``.
+        backend: ``predict(optical, sar, teacher_sar=None) -> (probs, water | None)``, or a
+            function without arguments that builds one: it is called once the reader thread has
+            started, so the first batches are read while the model loads.
         outputs: opened :class:`OutputSet`; blocks are written to it, not committed here.
         water_class: class id of water (SAR-only answers, agreement gate).
         batch_size: tiles per network call.
@@ -103,10 +106,6 @@ def stream_segmentation(
     """
     stats = StreamStats()
     t_start = time.perf_counter()
-    has_water = bool(getattr(backend, "has_teacher", False))
-    acc = BlendAccumulator(plan, backend.num_classes, has_water, blend)
-    layout = {k: (SPECS[k].count, SPECS[k].dtype, SPECS[k].nodata) for k in outputs.keys}
-    assembler = BlockAssembler(plan.width, plan.height, outputs.block, acc.cell_rects(), layout)
     stop = threading.Event()
     errors: List[BaseException] = []
     q_in: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -156,10 +155,17 @@ def stream_segmentation(
         threading.Thread(target=reader, name="sgcad-reader", daemon=True),
         threading.Thread(target=writer, name="sgcad-writer", daemon=True),
     ]
-    for t in threads:
-        t.start()
+    threads[0].start()
     total = max(len(plan.tiles), 1)
     try:
+        if not hasattr(backend, "predict"):  # a builder: the reader is already reading ahead
+            t0 = time.perf_counter()
+            backend = backend()
+            stats.backend_s = time.perf_counter() - t0
+        acc = BlendAccumulator(plan, backend.num_classes, bool(getattr(backend, "has_teacher", False)), blend)
+        layout = {k: (SPECS[k].count, SPECS[k].dtype, SPECS[k].nodata) for k in outputs.keys}
+        assembler = BlockAssembler(plan.width, plan.height, outputs.block, acc.cell_rects(), layout)
+        threads[1].start()
         progress.report(0.0, f"segmenting {len(plan.tiles)} tiles")
         try:
             while True:
@@ -186,10 +192,11 @@ def stream_segmentation(
         raise
     finally:
         for t in threads:
-            t.join()
+            if t.is_alive() or t.ident is not None:
+                t.join()
     if errors:
         raise errors[0]
-    stats.wall_s = time.perf_counter() - t_start
+    stats.wall_s = time.perf_counter() - t_start - stats.backend_s
     stats.class_pixels = {int(i): int(c) for i, c in enumerate(counts) if c and i < 254}
     stats.sar_only_pixels = sar_only[0]
     stats.peak_live_cells = acc.peak_live_pixels

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 
 from ..config import (
     BandNormalization,
@@ -26,7 +27,7 @@ from ..config import (
 )
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, read_on_grid
-from ..raster.io import iter_windows, read_bands
+from ..raster.io import check_bands, iter_windows, read_bands_from
 from .optical import optical_steps, optical_to_features
 from .sar import sar_steps, sar_to_features
 
@@ -77,8 +78,8 @@ def record_from_features(
                 f"{source or 'input'}: band {band} has no valid pixels (all nodata/NaN) "
                 "in the sampled area; check the band choice and the nodata value"
             )
-        if values.size > cfg.sample_size:
-            values = rng.choice(values, cfg.sample_size, replace=False)
+        if values.size > cfg.sample_size:  # with replacement: O(sample), not a permutation of all values
+            values = values[rng.integers(0, values.size, cfg.sample_size)]
         p_low, p_high = np.percentile(values, [cfg.low_percentile, cfg.high_percentile])
         out.append(
             BandNormalization(
@@ -98,46 +99,57 @@ def sample_features(
 ) -> Tuple[np.ndarray, Optional[float]]:
     """A bounded, seeded sample of a raster's feature values: ``(table (C, N) with NaN padding, nodata)``.
 
-    Windows of 256 x 256 spread over the whole raster (or over ``grid`` when given, read
-    through :func:`read_on_grid`) are read with the halo the feature chain needs, run
-    through it, and pooled; at least 16 windows, at most about ``2 * cfg.sample_size`` values
-    per band.
+    Windows of 256 x 256 on the raster's 256-pixel grid (or ``grid``'s, read through
+    :func:`read_on_grid`), seeded and spread over the whole raster, about ``cfg.sample_size``
+    pixels and at least 16 windows. Each window is read without a halo, so it decodes one
+    block of a 256-tiled GeoTIFF instead of four; the feature chain's halo is then cropped on
+    the window's sides inside the raster, so the pooled values equal the streamed ones there.
 
     Raises:
         ValueError: a band is missing.
     """
     path = Path(path)
-    with rasterio.open(path) as src:
-        width, height = (grid.width, grid.height) if grid else (src.width, src.height)
-        nodatas = [src.nodatavals[b - 1] for b in bands] if all(1 <= b <= src.count for b in bands) else []
-    nodata = next((float(v) for v in nodatas if v is not None), None)
     halo = feature_halo(cfg)
     incidence_band = getattr(cfg, "incidence_band", None) if getattr(cfg, "incidence_normalize", False) else None
     read_list = list(bands) + ([incidence_band] if incidence_band else [])
-    windows = [p for _, p in iter_windows(width, height, SAMPLE_BLOCK, halo)]
-    # at least MIN_SAMPLE_WINDOWS windows, so a small sample still spreads over the scene
-    wanted = max(MIN_SAMPLE_WINDOWS, math.ceil(2 * cfg.sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
-    if len(windows) > wanted:
-        rng = np.random.default_rng(seed)
-        windows = [windows[i] for i in sorted(rng.choice(len(windows), wanted, replace=False))]
-    pooled = [[] for _ in bands]
-    for k, window in enumerate(windows):
-        progress.check()
-        raw = read_on_grid(path, read_list, grid, window) if grid else read_bands(path, read_list, window)
-        inc = raw[len(bands)] if incidence_band else None
-        feats = features(raw[: len(bands)], cfg, inc)
-        if halo:
-            feats = feats[:, halo:-halo, halo:-halo]
-        for i in range(len(bands)):
-            v = feats[i][np.isfinite(feats[i])]
-            pooled[i].append(v)
-        progress.report((k + 1) / len(windows), f"sampling {path.name}")
+    with rasterio.open(path) as src:
+        width, height = (grid.width, grid.height) if grid else (src.width, src.height)
+        nodatas = [src.nodatavals[b - 1] for b in bands] if all(1 <= b <= src.count for b in bands) else []
+        if grid is None:
+            check_bands(src, read_list, path)
+        windows = [w for w, _ in iter_windows(width, height, SAMPLE_BLOCK)]
+        # at least MIN_SAMPLE_WINDOWS windows, so a small sample still spreads over the scene
+        wanted = max(MIN_SAMPLE_WINDOWS, math.ceil(cfg.sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
+        if len(windows) > wanted:
+            rng = np.random.default_rng(seed)
+            windows = [windows[i] for i in sorted(rng.choice(len(windows), wanted, replace=False))]
+        pooled: List[List[np.ndarray]] = [[] for _ in bands]
+        for k, window in enumerate(windows):
+            progress.check()
+            raw = read_on_grid(path, read_list, grid, window) if grid else read_bands_from(src, read_list, window)
+            inc = raw[len(bands)] if incidence_band else None
+            feats = _crop_inner_sides(features(raw[: len(bands)], cfg, inc), window, width, height, halo)
+            for i in range(len(bands)):
+                v = feats[i][np.isfinite(feats[i])]
+                pooled[i].append(v)
+            progress.report((k + 1) / len(windows), f"sampling {path.name}")
+    nodata = next((float(v) for v in nodatas if v is not None), None)
     stacked = [np.concatenate(p) if p else np.empty(0, np.float32) for p in pooled]
     longest = max(s.size for s in stacked)
     table = np.full((len(bands), longest), np.nan, dtype=np.float32)
     for i, s in enumerate(stacked):
         table[i, : s.size] = s
     return table, nodata
+
+
+def _crop_inner_sides(feats: np.ndarray, window: Window, width: int, height: int, halo: int) -> np.ndarray:
+    """Drop ``halo`` pixels on the window's sides that border more raster (their filter lacked context)."""
+    if not halo:
+        return feats
+    col, row, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+    left, top = (halo if col > 0 else 0), (halo if row > 0 else 0)
+    right, bottom = (halo if col + w < width else 0), (halo if row + h < height else 0)
+    return feats[:, top : h - bottom, left : w - right]
 
 
 def compute_normalization(

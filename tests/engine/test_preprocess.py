@@ -16,6 +16,7 @@ from engine.preprocess.normalize import (
     compute_normalization,
     load_record,
     record_from_features,
+    sample_features,
     save_record,
 )
 from engine.preprocess.pipeline import InputPreprocessor
@@ -136,3 +137,22 @@ def test_sentinel1_db_records_and_all_nodata_errors(shared_data):
     with pytest.raises(ValueError, match="band 2 does not exist"):
         compute_normalization(vv, [2], SarPreprocessConfig(units="db"))
     assert read_bands(vv, [1], Window(0, 0, 4, 4)).shape == (1, 4, 4)
+
+
+def test_sample_windows_without_a_halo_keep_exactly_the_streamed_values(tmp_path):
+    """Sample windows are read without a halo (one 256-block each); the Lee filter's edge pixels
+    inside the raster are dropped, so every sampled dB value equals the whole-raster one."""
+    rng = np.random.default_rng(3)
+    power = (rng.gamma(4.0, 0.25, (700, 650)) * np.where(np.arange(650) < 300, 0.02, 0.3)).astype(np.float32)
+    path = tmp_path / "sar.tif"
+    profile = dict(driver="GTiff", width=650, height=700, count=1, dtype="float32", tiled=True,
+                   blockxsize=256, blockysize=256, transform=rasterio.transform.from_origin(0, 0, 10, 10))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(power, 1)
+    cfg = SarPreprocessConfig(units="linear", sample_size=4 * 256 * 256)  # at least 16 windows: all 9
+    whole = sar_to_features(read_bands(path, [1]), cfg)[0]
+    table, _ = sample_features(path, [1], cfg, seed=2)
+    sampled = table[0][np.isfinite(table[0])]
+    # the nine 256-grid windows less the 3-pixel rims between them: every kept value is exact
+    assert sampled.size == (650 - 2 * 2 * 3) * (700 - 2 * 2 * 3)
+    assert np.isin(sampled, whole).all()
