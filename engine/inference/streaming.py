@@ -192,7 +192,7 @@ def stream_segmentation(
         raise
     finally:
         for t in threads:
-            if t.is_alive() or t.ident is not None:
+            if t.ident is not None:  # the writer starts only once the backend is built
                 t.join()
     if errors:
         raise errors[0]

@@ -417,3 +417,42 @@ def test_onnx_failure_is_decided_once_and_small_runs_skip_the_export(tmp_path, m
     assert isinstance(small, backends.TorchBackend) and calls == []
     backends.make_backend("auto", student, None, 6, 3, 2, (80, 80), "cpu", work_pixels=10**7)
     assert len(calls) == 1
+
+
+def test_tiles_are_read_while_the_model_loads_and_a_failed_load_leaves_nothing(scene, tmp_path, monkeypatch):
+    """The reader starts before the backend is built (the network's first batch is ready when the
+    model is); a load that fails stops the reader and leaves no file."""
+    import threading
+
+    from engine.inference.pipeline import SceneJob
+    from engine.inference.reader import TileReader
+
+    first_read = threading.Event()
+    original_read = TileReader.read
+
+    def read(self, tiles):
+        first_read.set()
+        return original_read(self, tiles)
+
+    def slow_load(self, device, progress, work_pixels=None):
+        assert first_read.wait(10), "no tile was read while the model loaded"
+        return _backend()
+
+    monkeypatch.setattr(TileReader, "read", read)
+    monkeypatch.setattr(SceneJob, "make_backend", slow_load)
+    cfg = InferenceConfig(tile_size=128, overlap=32)
+    ahead = segment_scene(scene["optical_path"], scene["sar_path"], scene["model"], tmp_path / "a", cfg=cfg)
+    plain = _segment(scene, scene["optical_path"], scene["sar_path"], tmp_path / "b", cfg=cfg)
+    for key in ("classes", "confidence"):
+        with rasterio.open(ahead["outputs"][key]) as a, rasterio.open(plain["outputs"][key]) as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True)
+    assert ahead["timings"]["network_waited_for_input_s"] < 0.05
+
+    def failed_load(self, device, progress, work_pixels=None):
+        raise RuntimeError("cannot load the model")
+
+    monkeypatch.setattr(SceneJob, "make_backend", failed_load)
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="cannot load the model"):
+        segment_scene(scene["optical_path"], scene["sar_path"], scene["model"], tmp_path / "c", cfg=cfg)
+    assert list((tmp_path / "c").iterdir()) == [] and threading.active_count() == before
