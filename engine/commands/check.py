@@ -57,11 +57,9 @@ def _measure(args: argparse.Namespace) -> Dict[str, Any]:
     from pathlib import Path
 
     from ..config import InferenceConfig
-    from ..cores import threads_for
     from ..inference import precision
     from ..inference.backends import resolve_device
     from ..inference.pipeline import prepare_job
-    from ..models.checkpoint import load_model
     from ..progress import ConsoleProgress
 
     if not (args.optical and args.sar):
@@ -71,11 +69,9 @@ def _measure(args: argparse.Namespace) -> Dict[str, Any]:
     progress = ConsoleProgress(quiet=True)
     with tempfile.TemporaryDirectory(prefix="sgcad-check-") as out:
         job = prepare_job(args.optical, args.sar, args.model, Path(out), args.teacher, cfg, None, progress)
-        student = load_model(args.model, "student")[0]
-        teacher = load_model(args.teacher, "teacher")[0] if args.teacher else None
-        key = precision.weights_key(student, teacher, job.plan.tile_shape, cfg.batch_size)
-        precision.decision_path(key, threads_for(cfg.threads)).unlink(missing_ok=True)
-        backend = job.make_backend(resolve_device("auto"), progress, work_pixels=precision.AUTO_MIN_PIXELS)
+        backend = job.make_backend(
+            resolve_device("auto"), progress, work_pixels=precision.AUTO_MIN_PIXELS, refresh_precision=True
+        )
     d = backend.precision_decision
-    return {"model": key, "tiles": len(job.plan.tiles), "precision": d.precision, "reason": d.reason,
+    return {"model": backend.precision_key, "tiles": len(job.plan.tiles), "precision": d.precision, "reason": d.reason,
             "measured": d.measured}

@@ -253,8 +253,12 @@ class SceneJob:
             self.resolved.preprocessor, self.teacher_pre, self.cloud_mask,
         )
 
-    def make_backend(self, device: torch.device, progress: Progress, work_pixels: Optional[int] = None):
-        """The networks of the checkpoints on ``device`` (torch or ONNX Runtime, ``cfg.backend``)."""
+    def make_backend(
+        self, device: torch.device, progress: Progress, work_pixels: Optional[int] = None,
+        refresh_precision: bool = False,
+    ):
+        """The networks of the checkpoints on ``device`` (torch or ONNX Runtime, ``cfg.backend``);
+        ``refresh_precision`` measures ``precision="auto"`` again instead of reading its cache."""
         from ..models.checkpoint import load_model
 
         cfg, plan = self.cfg, self.plan
@@ -287,11 +291,11 @@ class SceneJob:
         key = precision_key(student, teacher, plan.tile_shape, cfg.batch_size) if cfg.precision == "auto" else ""
         decision = decide_precision(
             cfg.precision, build, samples, self.meta.schema.names, device.type, cfg.backend, key,
-            threads_for(cfg.threads), work_pixels,
+            threads_for(cfg.threads), work_pixels, refresh=refresh_precision,
         )
         progress.info(f"precision: {decision.precision} ({decision.reason})")
         backend = build(decision.precision)
-        backend.precision_decision = decision
+        backend.precision_decision, backend.precision_key = decision, key
         return backend
 
 

@@ -320,13 +320,14 @@ def decide(
     threads: int,
     work_pixels: int,
     cache: Optional[Path] = None,
+    refresh: bool = False,
 ) -> PrecisionDecision:
     """The one place where a run's precision is decided.
 
     ``fp32``/``bf16``/``int8`` are used as asked. ``auto``: the cached decision for these
-    weights on this machine; else, for runs of at least :data:`AUTO_MIN_PIXELS`, the candidates
-    are measured on ``samples()`` (``(calibration, validation)`` batches of the scene) and the
-    result cached; smaller runs use fp32.
+    weights on this machine (unless ``refresh``); else, for runs of at least
+    :data:`AUTO_MIN_PIXELS`, the candidates are measured on ``samples()`` (``(calibration,
+    validation)`` batches of the scene) and the result cached; smaller runs use fp32.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
@@ -336,7 +337,7 @@ def decide(
     if not tried:
         return PrecisionDecision("fp32", "; ".join(sorted(set(skipped.values()))) or "fp32")
     path = decision_path(weights_key, threads, cache)
-    cached = load_decision(path)
+    cached = None if refresh else load_decision(path)
     if cached is not None:
         return cached
     if work_pixels < AUTO_MIN_PIXELS:

@@ -86,12 +86,5 @@ class FocalDiceTeacherLoss(RiftTeacherLoss):
     """Focal + Dice on the teacher's two classes + ``teacher_edge_weight`` x the edge-aware BCE;
     ``forward(logits, target01, sar)``."""
 
-    def __init__(
-        self,
-        loss_cfg: Optional[LossConfig] = None,
-        class_weights: Optional[torch.Tensor] = None,
-        ignore_index: int = IGNORE_INDEX,
-    ) -> None:
-        cfg = loss_cfg or LossConfig(kind="focal_dice")
-        super().__init__(cfg, class_weights, ignore_index)
-        self.rift = FocalDiceLoss(cfg, class_weights, ignore_index)  # the two-class term
+    term = FocalDiceLoss
+    kind = "focal_dice"

@@ -166,7 +166,11 @@ class RiftLoss(nn.Module):
 
 class RiftTeacherLoss(nn.Module):
     """RIFT on the teacher's two classes (non-water, water) + ``teacher_edge_weight`` x the
-    edge-aware BCE of :class:`~engine.losses.teacher.TeacherLoss`; ``forward(logits, target01, sar)``."""
+    edge-aware BCE of :class:`~engine.losses.teacher.TeacherLoss`; ``forward(logits, target01, sar)``.
+    A subclass names another two-class term in ``term`` and ``kind``."""
+
+    term: type = RiftLoss
+    kind: str = "rift"
 
     def __init__(
         self,
@@ -175,8 +179,8 @@ class RiftTeacherLoss(nn.Module):
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
-        self.cfg = loss_cfg or LossConfig(kind="rift")
-        self.rift = RiftLoss(self.cfg, class_weights, ignore_index)
+        self.cfg = loss_cfg or LossConfig(kind=self.kind)
+        self.rift = self.term(self.cfg, class_weights, ignore_index)  # the two-class term
         self.ignore_index = ignore_index
         self.last_terms: Dict[str, torch.Tensor] = {}
 

@@ -57,11 +57,11 @@ def _architecture(cfg: PretrainConfig, like: Optional[PathLike]) -> tuple:
 
 
 def _plot(records: List[Dict[str, Any]], path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ..train.report import save_figure
+
     fig = Figure(figsize=(7, 4))
-    FigureCanvasAgg(fig)
     ax = fig.subplots()
     steps = [r["step"] for r in records]
     for key in TERMS:
@@ -71,8 +71,7 @@ def _plot(records: List[Dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, format="png", dpi=90)
-    return path
+    return save_figure(fig, path)  # atomic: a killed run leaves the previous figure, not half of one
 
 
 def pretrain_sar(

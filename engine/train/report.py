@@ -75,7 +75,8 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def _save_figure(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Render ``fig`` as PNG and replace ``path`` atomically."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -108,7 +109,7 @@ def plot_learning_curves(records: List[Dict[str, Any]], path: Path) -> Path:
     ax_metric.set_ylim(0, 1)
     ax_metric.legend()
     ax_metric.grid(alpha=0.3)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_kd_ratio(records: List[Dict[str, Any]], path: Path) -> Path:
@@ -126,7 +127,7 @@ def plot_kd_ratio(records: List[Dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("KD region ratio (% of batch pixels)")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -153,7 +154,7 @@ def plot_confusion(
             )
     if title:
         ax.set_title(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _pct(v: Any) -> str:
