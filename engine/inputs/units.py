@@ -23,11 +23,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from ..config import OPTICAL_UNITS, SAR_UNITS
 
 PathLike = Union[str, Path]
 SAMPLE_SIDE = 512  # decimated read for detection: the units show at any scale
+SAMPLE_BLOCKS = 32  # blocks read from a large tiled raster without overviews, spread over it
+MIN_VALID_SAMPLE = 1000  # fewer valid values in those blocks: read the whole raster decimated
 
 OPTICAL_LABELS = {
     "uint8": "8-bit values (0-255)",
@@ -84,7 +87,12 @@ class UnitsDecision:
 
 
 def sample_values(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_SIDE) -> Tuple[List[np.ndarray], Any]:
-    """Valid values (nodata and NaN removed) of each band from a decimated read, and the dtype."""
+    """Valid values (nodata and NaN removed) of each band from about ``max_side``² pixels, and the dtype.
+
+    A decimated read of the whole raster, which uses the file's overviews when it has them;
+    a large tiled file without overviews is sampled by :data:`SAMPLE_BLOCKS` of its own blocks
+    instead, because a decimated read would decode every block (2.4 s for an 8192² pair here).
+    """
     with rasterio.open(path) as src:
         missing = [b for b in bands if not 1 <= int(b) <= src.count]
         if missing:
@@ -92,17 +100,38 @@ def sample_values(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_S
                 f"{path}: band {missing[0]} does not exist; the raster has {src.count} band(s), "
                 f"numbered 1..{src.count}"
             )
-        scale = max(src.width, src.height) / max_side
-        shape = (max(1, int(src.height / max(scale, 1))), max(1, int(src.width / max(scale, 1))))
-        data = src.read(
-            [int(b) for b in bands], out_shape=(len(bands),) + shape, resampling=Resampling.nearest, masked=True
-        )
         dtype = np.dtype(src.dtypes[int(bands[0]) - 1])
+        data = None if src.overviews(int(bands[0])) else _block_sample(src, [int(b) for b in bands], max_side)
+        if data is None:
+            scale = max(src.width, src.height) / max_side
+            shape = (max(1, int(src.height / max(scale, 1))), max(1, int(src.width / max(scale, 1))))
+            data = src.read(
+                [int(b) for b in bands], out_shape=(len(bands),) + shape, resampling=Resampling.nearest, masked=True
+            )
     out = []
     for band in data:
         values = np.asarray(band.compressed(), dtype=np.float64)
         out.append(values[np.isfinite(values)])
     return out, dtype
+
+
+def _block_sample(src: Any, bands: List[int], max_side: int) -> Optional[np.ma.MaskedArray]:
+    """(C, N) masked values of :data:`SAMPLE_BLOCKS` seeded blocks of a tiled raster, thinned to about
+    ``max_side``² pixels; None for striped or small rasters, or when too few pixels are valid."""
+    block_h, block_w = src.block_shapes[bands[0] - 1]
+    rows, cols = -(-src.height // block_h), -(-src.width // block_w)
+    if block_h == 1 or block_w >= src.width or rows * cols <= SAMPLE_BLOCKS:
+        return None
+    picked = np.sort(np.random.default_rng(0).choice(rows * cols, SAMPLE_BLOCKS, replace=False))
+    step = max(1, int(np.ceil(np.sqrt(block_h * block_w * SAMPLE_BLOCKS / max_side**2))))
+    parts = []
+    for i in picked:
+        row, col = divmod(int(i), cols)
+        window = Window(col * block_w, row * block_h, min(block_w, src.width - col * block_w),
+                        min(block_h, src.height - row * block_h))
+        parts.append(src.read(bands, window=window, masked=True)[:, ::step, ::step].reshape(len(bands), -1))
+    data = np.ma.concatenate(parts, axis=1)
+    return data if int(np.ma.count(data, axis=1).min()) >= MIN_VALID_SAMPLE else None
 
 
 def _metadata_text(path: PathLike, bands: Sequence[int]) -> str:

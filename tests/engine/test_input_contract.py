@@ -216,3 +216,37 @@ def test_warnings_reach_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "warning: optical band 3 of blue0.tif holds only zeros" in done.stderr
     assert "SAR: linear power (sigma0/gamma0) given" in done.stderr and "optical: 8-bit values" in done.stderr
+
+
+def test_large_tiled_rasters_are_sampled_by_blocks_with_the_same_decisions(shared_data, tmp_path, monkeypatch):
+    """A large tiled file without overviews is sampled by 32 of its blocks (a decimated read would
+    decode all of them); overviews, or blocks holding too few valid pixels, bring back the
+    decimated read. The decisions stay those of the real Sentinel-1 values."""
+    from engine.inputs import units as units_module
+
+    with rasterio.open(next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))) as src:
+        vv_db = np.tile(src.read(1), (13, 13))[:1536, :1536]  # 12 x 12 blocks of 128, real dB values
+    paths = {}
+    for units, values in {"db": vv_db, "linear": 10 ** (vv_db / 10), "amplitude": 10 ** (vv_db / 20)}.items():
+        paths[units] = tmp_path / f"{units}.tif"
+        with rasterio.open(paths[units], "w", driver="GTiff", width=1536, height=1536, count=1, dtype="float32",
+                           tiled=True, blockxsize=128, blockysize=128, nodata=float("nan")) as dst:
+            dst.write(values.astype("float32"), 1)
+    sampled = []
+    original = units_module._block_sample
+    monkeypatch.setattr(units_module, "_block_sample", lambda *a: sampled.append(original(*a)) or sampled[-1])
+    for units, path in paths.items():
+        assert detect_sar_units(path, [1]).units == units
+    assert len(sampled) == 3 and all(s is not None and s.shape[1] == 32 * 64 * 64 for s in sampled)  # every 2nd pixel
+
+    with rasterio.open(paths["linear"], "r+") as dst:  # 99.9 % missing: too few valid pixels in 32 blocks
+        holey = dst.read(1)
+        holey[:, 40:] = np.nan
+        holey[40:, :] = np.nan
+        dst.write(holey, 1)
+    sampled.clear()
+    assert detect_sar_units(paths["linear"], [1]).units == "linear" and sampled == [None]
+    with rasterio.open(paths["amplitude"], "r+") as dst:
+        dst.build_overviews([2, 4, 8])
+    sampled.clear()
+    assert detect_sar_units(paths["amplitude"], [1]).units == "amplitude" and sampled == []
