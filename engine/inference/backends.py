@@ -177,7 +177,8 @@ class OnnxBackend:
             return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
         self.student = session(student_path)
-        self._student_inputs: Optional[set] = None  # the student's input names, read at the first batch
+        # a SAR-only student's export has no optical input (the exporter drops an unused one)
+        self._student_inputs = {i.name for i in self.student.get_inputs()}
         self.teacher = session(teacher_path) if teacher_path is not None else None
         self.num_classes, self.has_teacher = num_classes, teacher_path is not None
         self.device = torch.device("cpu")
@@ -190,8 +191,6 @@ class OnnxBackend:
         s = np.ascontiguousarray(sar, dtype=np.float32)
         ts = s if teacher_sar is None else np.ascontiguousarray(teacher_sar, dtype=np.float32)
         feeds = {"optical": o, "sar": s}
-        if self._student_inputs is None:  # a SAR-only student's export has no optical input
-            self._student_inputs = {i.name for i in self.student.get_inputs()}
         probs = self.student.run(None, {k: v for k, v in feeds.items() if k in self._student_inputs})[0]
         water = self.teacher.run(None, {"sar": ts})[0] if self.teacher is not None else None
         return probs, water

@@ -15,7 +15,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rasterio
@@ -293,9 +293,9 @@ def _build_overviews(path: Path, resampling: str, final: Optional[Path] = None) 
         ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_UPDATE)
     except RuntimeError:  # when GDAL exceptions are on
         ds = None
-    failed = ds is None
-    if failed:
+    if ds is None:
         _raise_fault(path, final, gdal.GetLastErrorMsg())
+    failed = False
     try:
         factors, size = [], max(ds.RasterXSize, ds.RasterYSize)
         while size // (2 ** (len(factors) + 1)) >= 128:
@@ -329,8 +329,9 @@ def _build_overviews(path: Path, resampling: str, final: Optional[Path] = None) 
         _raise_fault(path, final, gdal.GetLastErrorMsg())
 
 
-def _raise_fault(path: Path, final: Path, gdal_message: str) -> None:
-    """A full disk or a size limit: :func:`verify_geotiff` names the output and the cause."""
+def _raise_fault(path: Path, final: Path, gdal_message: str) -> NoReturn:
+    """Always raises: :func:`verify_geotiff` names the output and the cause of a full disk or a
+    size limit; anything else is reported with GDAL's message."""
     from ..validate import verify_geotiff
 
     verify_geotiff(path, final)

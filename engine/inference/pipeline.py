@@ -150,17 +150,17 @@ def segment_scene(
 
         device = resolve_device(cfg.device)
         apply_threads(cfg.threads)  # per calling thread: this is the compute thread
-        built: List[Any] = [backend]
 
         def ready_backend() -> Any:  # called by the stream once its reader is reading ahead
-            if built[0] is None:
-                built[0] = job.make_backend(device, progress)
+            nonlocal backend
+            if backend is None:
+                backend = job.make_backend(device, progress)
             progress.info(
-                f"device: {describe_device(device)}, backend: {getattr(built[0], 'name', 'custom')}, "
-                f"precision: {getattr(built[0], 'precision', 'fp32')}, "
+                f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
+                f"precision: {getattr(backend, 'precision', 'fp32')}, "
                 f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
             )
-            return built[0]
+            return backend
 
         reader = job.reader()
         with outputs, bounded_gdal_cache():
@@ -197,8 +197,8 @@ def segment_scene(
         "tiles": len(plan.tiles),
         "tiles_total": plan.total,
         "device": describe_device(device),
-        "backend": getattr(built[0], "name", "custom"),
-        "precision": getattr(built[0], "precision", "fp32"),
+        "backend": getattr(backend, "name", "custom"),
+        "precision": getattr(backend, "precision", "fp32"),
         "threads": torch.get_num_threads(),
         "seconds": round(wall, 3),
         "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),

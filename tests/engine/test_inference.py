@@ -446,7 +446,6 @@ def test_tiles_are_read_while_the_model_loads_and_a_failed_load_leaves_nothing(s
     for key in ("classes", "confidence"):
         with rasterio.open(ahead["outputs"][key]) as a, rasterio.open(plain["outputs"][key]) as b:
             assert np.array_equal(a.read(), b.read(), equal_nan=True)
-    assert ahead["timings"]["network_waited_for_input_s"] < 0.05
 
     def failed_load(self, device, progress, work_pixels=None):
         raise RuntimeError("cannot load the model")
