@@ -42,7 +42,7 @@ def test_onnx_runtime_gets_the_process_cores(tmp_path, monkeypatch):
         @staticmethod
         def InferenceSession(path, sess_options, providers):
             seen["threads"] = sess_options.intra_op_num_threads
-            return object()
+            return type("Session", (), {"get_inputs": lambda self: []})()
 
     monkeypatch.setitem(sys.modules, "onnxruntime", RecordingOrt)
     before = os.sched_getaffinity(0)
