@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # appended: a test importing this script keeps it
     sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_finetune_real import SCHEMA_WATER, scenes, teacher_water  # noqa: E402
+from eval_finetune_real import SCHEMA_WATER, sar_footprint, scenes, teacher_water  # noqa: E402
 
 from engine.config import ClassSchema  # noqa: E402
 from engine.models.checkpoint import load_model, save_model  # noqa: E402
@@ -53,9 +53,10 @@ def training_truth(scene: dict) -> np.ndarray:
             label = src.read(1).astype(np.int64)
         out = np.where(label < 0, 255, label)
         out[:, out.shape[1] // 2:] = 255
-        return out
+        return np.where(sar_footprint(scene["sar"]), out, 255)
     classes, _ = rasterize_labels(scene["train"], "class", grid_of(scene["sar"]), ClassSchema())
-    return np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
+    water = np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
+    return np.where(sar_footprint(scene["sar"]), water, 255)  # no SAR, nothing to score
 
 
 def main(argv=None) -> int:

@@ -72,11 +72,18 @@ def truth_of(scene: dict, grid) -> np.ndarray:
             label = src.read(1).astype(np.int64)
         out = np.where(label < 0, 255, label)
         out[:, : out.shape[1] // 2] = 255  # the left half holds the training polygons
-        return out
+        return np.where(sar_footprint(scene["sar"]), out, 255)
     from engine.config import ClassSchema
 
     classes, _ = rasterize_labels(scene["eval"], "class", grid, ClassSchema())
-    return np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
+    water = np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
+    return np.where(sar_footprint(scene["sar"]), water, 255)
+
+
+def sar_footprint(sar: Path) -> np.ndarray:
+    """Pixels where the SAR has data. A SAR water map says nothing outside the radar footprint
+    (Rotterdam's is 61 % of the grid), so labels there are not scored."""
+    return np.isfinite(sar_db(sar)[0])
 
 
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -127,10 +134,11 @@ def student_classes(student_path: Path, teacher_path: Optional[Path], optical: P
 def baselines(scene: dict, truth: np.ndarray, grid) -> Dict[str, float]:
     db = sar_db(scene["sar"])
     smooth = np.stack([ndimage.median_filter(np.nan_to_num(b, nan=np.nanmedian(b)), 5) for b in db])
-    out = {"otsu_co": iou(smooth[0] < otsu(smooth[0]), truth)}
+    valid = np.isfinite(db[0])  # the threshold is the footprint's own, not the filled gaps'
+    out = {"otsu_co": iou(smooth[0] < otsu(smooth[0][valid]), truth)}
     if scene.get("vh"):
         vh = smooth[scene["vh"] - 1]
-        out["otsu_vh"] = iou(vh < otsu(vh), truth)
+        out["otsu_vh"] = iou(vh < otsu(vh[valid]), truth)
         out["vh_below_-22"] = iou(db[scene["vh"] - 1] < -22, truth)
     from engine.config import ClassSchema
 

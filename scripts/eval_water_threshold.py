@@ -187,7 +187,9 @@ def markdown(chips: list, quadrants: list, scenes: list) -> str:
         "Method: `engine/water/threshold.py` (docstring). Defaults: "
         f"{cfg.smoothing} {cfg.smoothing_size}x{cfg.smoothing_size} smoothing in dB, {cfg.tile_size}-px tiles, "
         f"Ashman's D >= {cfg.min_ashman_d}, each mode >= {cfg.min_class_fraction:.0%} of a tile, "
-        f"Kittler-Illingworth per tile, median over tiles, >= {cfg.min_tiles} tiles; seeds below "
+        f"Kittler-Illingworth per tile, median over tiles, >= {cfg.min_tiles} tiles (failing tiles split into "
+        f"quarters down to {cfg.min_tile_size} px when fewer qualify; the chosen tiles must be bimodal together); "
+        "seeds below "
         f"t - {cfg.seed_k} water spread, growing below t + {cfg.grow_k} land spread (8-connected).",
         "Nothing was tuned on the labels except choosing these defaults among a handful of settings",
         "(smoothing 3/5/Lee, tile 32/64/128, KI/Otsu, growth margins), so read small differences as noise.",

@@ -37,6 +37,7 @@ from eval_finetune_real import (  # noqa: E402
     iou,
     otsu,
     sar_db,
+    sar_footprint,
     scenes,
     student_classes,
     teacher_water,
@@ -58,15 +59,22 @@ def water_truth(name: str, scene: dict) -> np.ndarray:
     if "truth" in scene:
         with rasterio.open(scene["truth"]) as src:
             label = src.read(1).astype(np.int64)
-        return np.where(label < 0, 255, label)
+        return np.where((label < 0) | ~sar_footprint(scene["sar"]), 255, label)
     classes, _ = rasterize_labels(scene["eval"], "class", grid_of(scene["sar"]), ClassSchema())
-    return np.where(classes == 255, 255, (classes == WATER).astype(np.int64))
+    water = np.where(classes == 255, 255, (classes == WATER).astype(np.int64))
+    return np.where(sar_footprint(scene["sar"]), water, 255)
 
 
-def otsu_iou(scene: dict, truth: np.ndarray, band: int) -> float:
+def otsu_water(scene: dict, band: int) -> np.ndarray:
     db = sar_db(scene["sar"])[band - 1]
     smooth = ndimage.median_filter(np.nan_to_num(db, nan=float(np.nanmedian(db))), 5)
-    return iou(smooth < otsu(smooth), truth)
+    return smooth < otsu(smooth[np.isfinite(db)])
+
+
+def footprint_share(water: np.ndarray, scene: dict) -> float:
+    """Share of the SAR footprint called water: sparse polygons reward a map that calls most of
+    the scene water, this says when one does."""
+    return float(water[sar_footprint(scene["sar"])].mean())
 
 
 def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
@@ -74,20 +82,24 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
     for name in ("india", "nigeria", "camargue", "rhone", "rotterdam"):
         scene = scenes()[name]
         truth = water_truth(name, scene)
-        row = {"otsu_co": otsu_iou(scene, truth, 1),
-               "teacher": iou(teacher_water(teacher, scene["sar"], None) > 0.5, truth)}
+        otsu_co, zero_shot = otsu_water(scene, 1), teacher_water(teacher, scene["sar"], None) > 0.5
+        row = {"otsu_co": iou(otsu_co, truth), "teacher": iou(zero_shot, truth),
+               "share_otsu_co": footprint_share(otsu_co, scene), "share_teacher": footprint_share(zero_shot, scene)}
         if scene.get("vh"):
-            row["otsu_vh"] = otsu_iou(scene, truth, scene["vh"])
+            row["otsu_vh"] = iou(otsu_water(scene, scene["vh"]), truth)
         if adapt:
             from engine.config import FinetuneConfig
             from engine.train.finetune import finetune_from_polygons
 
             result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-{name}",
                                             teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True)
-            row["teacher_adapted"] = (iou(teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5, truth)
-                                      if result["teacher"] else row["teacher"])
+            adapted = zero_shot
+            if result["teacher"]:
+                adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
+            row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, scene)
+            row["adaptation"] = result.get("pseudo_labels", {}).get("threshold", {}).get("note", "")
         rows[name] = row
-        print(name, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+        print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return rows
 
 
@@ -172,6 +184,11 @@ def markdown(out: dict, args) -> str:
     for name, r in out["teacher"].items():
         lines.append(f"| {name} | {_pct(r['teacher'])} | {_pct(r['otsu_co'])} | {_pct(r.get('otsu_vh'))} | "
                      f"{_pct(r.get('teacher_adapted'))} |")
+    lines += ["", "| scene | share of the SAR footprint called water: teacher | Otsu co-pol | adapted |",
+              "|---|---|---|---|"]
+    for name, r in out["teacher"].items():
+        lines.append(f"| {name} | {_pct(r['share_teacher'])} | {_pct(r['share_otsu_co'])} | "
+                     f"{_pct(r.get('share_adapted'))} |")
     lines += ["", "| scene | figure |", "|---|---|"]
     for name, r in out["student"].items():
         if name == "rotterdam":

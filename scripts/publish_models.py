@@ -163,7 +163,7 @@ Held-out sample scene `resources/sample/synthetic` (an older generator's scene, 
 {_metrics_table(scene_metrics, names) if scene_metrics else 'not evaluated'}
 
 Zero-shot on real scenes (`scripts/eval_zero_shot.py`; no real pixel was used in training;
-scored on evaluation polygons or whole Sen1Floods11 chips):
+scored on evaluation polygons or whole Sen1Floods11 chips, where the SAR has data):
 
 {_real_table(kind, real)}
 

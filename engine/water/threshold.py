@@ -14,10 +14,17 @@ Method (label-free, in the spirit of operational split-based flood mapping):
 3. Each qualifying tile gets a threshold (Kittler-Illingworth minimum error between its two
    means, or Otsu); the scene threshold is their median (``combine="median"``) or the same
    method on the pooled histogram of those tiles (``"pooled"``).
-4. Fallbacks, stated in :attr:`ThresholdResult.method`: fewer than ``min_tiles`` tiles qualify
-   -> ``"global_otsu"`` if the whole-scene histogram passes the same bimodality tests, else
-   ``"none"``: no water is mapped (a scene without a dark mode has no detectable open water).
-5. Hysteresis region growing: seeds are pixels below ``threshold - seed_k * water_std``; water
+4. Hierarchical split (in the spirit of HSBA): a tile that does not qualify is split into
+   quarters, down to ``min_tile_size``, and each quarter is tested the same way. Those smaller
+   tiles are used only when fewer than ``min_tiles`` full-size tiles qualify (a small scene, or
+   water in narrow channels), so a scene with enough large bimodal tiles keeps their threshold.
+5. The chosen tiles must agree: their pooled histogram passes the same bimodality tests (tiles
+   that split water from land do; tiles that split built-up from fields at unrelated levels do
+   not). Fallbacks, stated in :attr:`ThresholdResult.method`: fewer than ``min_tiles`` tiles
+   qualify at every level, or they disagree -> ``"global_otsu"`` if the whole-scene histogram passes the same bimodality
+   tests, else ``"none"``: no water is mapped (a scene without a dark mode has no detectable
+   open water).
+6. Hysteresis region growing: seeds are pixels below ``threshold - seed_k * water_std``; water
    is every pixel below ``threshold + grow_k * land_std`` connected (8-neighbours) to a seed.
    The spreads come from the two-Gaussian fit of the pooled qualifying tiles (or the scene).
    Components are exact over the whole raster, computed window by window
@@ -54,6 +61,7 @@ class WaterThresholdConfig:
     smoothing: str = "median"
     smoothing_size: int = 5
     tile_size: int = 64
+    min_tile_size: int = 32
     block: int = 512
     min_valid_fraction: float = 0.5
     min_ashman_d: float = 2.0
@@ -74,6 +82,8 @@ class WaterThresholdConfig:
             raise ValueError(f"combine must be 'median' or 'pooled', got {self.combine!r}")
         if self.tile_size < 8 or self.block < self.tile_size:
             raise ValueError(f"tile_size must be >= 8 and block >= tile_size, got {self.tile_size}, {self.block}")
+        if not 8 <= self.min_tile_size <= self.tile_size:
+            raise ValueError(f"min_tile_size must be 8..tile_size ({self.tile_size}), got {self.min_tile_size}")
         self.block = -(-self.block // self.tile_size) * self.tile_size  # tiles never straddle windows
 
 
@@ -160,13 +170,32 @@ def _split_index(hist: np.ndarray, mix: Mixture, otsu_k: int, cfg: WaterThreshol
 
 def _scan(
     source: SarSource, cfg: WaterThresholdConfig, progress: Progress
-) -> Tuple[np.ndarray, int, List[Tuple[np.ndarray, Mixture, int]]]:
-    """One pass over the windows: scene histogram, count of valid tiles, bimodal tiles' statistics."""
+) -> Tuple[np.ndarray, int, List[Tuple[int, np.ndarray, Mixture, int]]]:
+    """One pass over the windows: scene histogram, count of valid full-size tiles, and the bimodal
+    tiles' ``(level, histogram, mixture, threshold index)``; level 0 is full size, level n a tile
+    split n times (module docstring, step 4)."""
     bins, ts = cfg.bins, cfg.tile_size
     read = smoothed_reader(source, cfg.smoothing, cfg.smoothing_size)
     scene = np.zeros(bins.n, np.int64)
-    tiles: List[Tuple[Tuple[int, int], np.ndarray, Mixture, int]] = []
+    tiles: List[Tuple[Tuple[int, int, int], np.ndarray, Mixture, int]] = []
     tiles_valid = 0
+
+    def visit(v: np.ndarray, y: int, x: int, size: int, level: int, origin: Tuple[int, int]) -> bool:
+        """Test one tile; split it when it fails and may still be split. True if it was valid."""
+        t = v[y : y + size, x : x + size]
+        if np.isfinite(t).sum() < cfg.min_valid_fraction * size * size:  # area of a full tile
+            return False
+        hist = bins.count(t)
+        fit = _bimodal(hist, cfg)
+        if fit is not None:
+            tiles.append(((origin[0] + y, origin[1] + x, level), hist, fit[0], _split_index(hist, fit[0], fit[1], cfg)))
+        elif size // 2 >= cfg.min_tile_size:
+            half = size // 2
+            for dy in (0, half):
+                for dx in (0, half):
+                    visit(v, y + dy, x + dx, half, level + 1, origin)
+        return True
+
     windows = list(iter_windows(source.width, source.height, cfg.block))
     for i, (win, _) in enumerate(windows):
         progress.check()
@@ -174,18 +203,10 @@ def _scan(
         scene += bins.count(v)
         for ty in range(0, v.shape[0], ts):
             for tx in range(0, v.shape[1], ts):
-                t = v[ty : ty + ts, tx : tx + ts]
-                if np.isfinite(t).sum() < cfg.min_valid_fraction * ts * ts:  # area of a full tile
-                    continue
-                tiles_valid += 1
-                hist = bins.count(t)
-                fit = _bimodal(hist, cfg)
-                if fit is not None:
-                    origin = (int(win.row_off) + ty, int(win.col_off) + tx)
-                    tiles.append((origin, hist, fit[0], _split_index(hist, fit[0], fit[1], cfg)))
+                tiles_valid += visit(v, ty, tx, ts, 0, (int(win.row_off), int(win.col_off)))
         progress.report((i + 1) / len(windows), "water threshold: tile histograms")
     tiles.sort(key=lambda tile: tile[0])  # raster order, whatever the window size
-    return scene, tiles_valid, [tile[1:] for tile in tiles]
+    return scene, tiles_valid, [(key[2], *rest) for key, *rest in tiles]
 
 
 def estimate_threshold(
@@ -206,27 +227,37 @@ def estimate_threshold(
     otsu = edges[k_otsu] if k_otsu is not None else nan
     ki = edges[k_ki] if k_ki is not None else nan
     water_cap = cfg.max_water_mean_db if cfg.max_water_mean_db is not None else np.inf
-    chosen = [(h, m, k) for h, m, k in tiles if m.means[0] < min(otsu, water_cap)]
+    qualified = [(level, h, m, k) for level, h, m, k in tiles if m.means[0] < min(otsu, water_cap)]
+    levels = sorted({level for level, *_ in qualified}) or [0]
+    depth = next((d for d in levels if sum(level <= d for level, *_ in qualified) >= cfg.min_tiles), levels[-1])
+    chosen = [(h, m, k) for level, h, m, k in qualified if level <= depth]
     common = {"otsu": otsu, "ki": ki, "valid_pixels": valid, "tiles_valid": tiles_valid}
-    common.update(tiles_bimodal=len(tiles), tiles_selected=len(chosen), tile_thresholds=[edges[k] for *_, k in chosen])
-    counted = f"{len(chosen)} of {tiles_valid} tiles qualified"
-    if len(chosen) >= cfg.min_tiles:
+    common.update(tiles_bimodal=sum(level <= depth for level, *_ in tiles), tiles_selected=len(chosen),
+                  tile_thresholds=[edges[k] for *_, k in chosen])
+    full = sum(level == 0 for level, *_ in qualified)
+    split_further = f", the others split down to {cfg.tile_size >> depth} px" if depth else ""
+    counted = f"{len(chosen)} tiles qualified ({full} of {tiles_valid} {cfg.tile_size}-px tiles{split_further})"
+    pooled_fit = None
+    if len(chosen) >= cfg.min_tiles:  # the tiles must agree: together they are bimodal too
         pooled = np.sum([h for h, _, _ in chosen], axis=0)
-        fit = _bimodal(pooled, cfg)
-        mix = fit[0] if fit else fit_two_gaussians(pooled, bins, otsu_index(pooled, bins) or 1)
-        if cfg.combine == "median" or mix is None:
+        pooled_fit = _bimodal(pooled, cfg)
+    if pooled_fit is not None:
+        mix = pooled_fit[0]
+        if cfg.combine == "median":
             threshold = float(np.median([edges[k] for *_, k in chosen]))
         else:
-            threshold = float(edges[_split_index(pooled, mix, otsu_index(pooled, bins), cfg)])
+            threshold = float(edges[_split_index(pooled, mix, pooled_fit[1], cfg)])
         method, note = "split", counted
     else:
+        reason = (f"only {counted} (< {cfg.min_tiles})" if len(chosen) < cfg.min_tiles else
+                  f"{counted} but they split different things (their pooled histogram is not bimodal)")
         fit = _bimodal(scene, cfg) if k_otsu is not None else None
         if fit is not None and fit[0].means[0] < water_cap:
             mix, threshold, method = fit[0], otsu, "global_otsu"
-            note = f"only {counted} (< {cfg.min_tiles}); the scene histogram is bimodal"
+            note = f"{reason}; the scene histogram is bimodal"
         else:
             mix, threshold, method = None, nan, "none"
-            note = f"only {counted} and the scene histogram is not bimodal: no water mapped"
+            note = f"{reason} and the scene histogram is not bimodal: no water mapped"
     seed = grow = threshold  # NaN when there is no water; no growing when no spreads are known
     if mix is not None and method != "none":
         seed = min(threshold - cfg.seed_k * mix.stds[0], threshold)

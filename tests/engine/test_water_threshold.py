@@ -143,6 +143,31 @@ def test_too_few_tiles_falls_back_to_global_otsu():
     assert iou(mask, water) > 0.97
 
 
+def test_narrow_rivers_are_found_by_splitting_tiles():
+    # two 5-px rivers: 8 % of every 64-px tile (under the 10 % surface ratio), 16 % of the 32-px
+    # quarters that hold them; a small scene has too few large tiles for a split-based threshold
+    rng = np.random.default_rng(3)
+    xx = np.mgrid[:128, :128][1]
+    water = ((xx >= 10) & (xx < 15)) | ((xx >= 74) & (xx < 79))
+    db = (np.where(water, -20.0, -8.0) + rng.normal(0.0, 2.0, water.shape)).astype(np.float32)
+    unsplit, result = map_water(db, WaterThresholdConfig(min_tile_size=64))
+    assert result.method == "none" and (unsplit == 1).sum() == 0
+    mask, result = map_water(db)
+    assert result.method == "split" and "split down to 32 px" in result.note
+    assert result.tiles_selected == 8 and abs(result.threshold + 14.0) < 0.5
+    assert iou(mask, water) > 0.98
+
+
+def test_tiles_that_split_different_things_map_no_water():
+    # real airborne X-band over Rotterdam harbour: water (-15 dB) sits just under the land (-12 dB);
+    # the bimodal tiles split water from quays in some places and buildings from fields in others
+    # (tile thresholds -14.4 to -4.4 dB), and together they are not bimodal: no threshold is trusted
+    sar = Path(__file__).resolve().parents[2] / "resources" / "sample" / "rotterdam" / "sar_masked.tif"
+    mask, result = map_water(read_bands(sar, [1])[0])
+    assert result.method == "none" and "split different things" in result.note
+    assert result.tiles_selected >= 5 and (mask == 1).sum() == 0
+
+
 def test_files_nodata_to_db_and_pseudo_label_outputs(tmp_path):
     db, water = bimodal_scene(size=128, seed=9)
     db[:10, :] = -99.0
