@@ -41,6 +41,10 @@ def main() -> None:
     parser.add_argument("--snow", type=float, default=0.1, help="share of snow scenes")
     parser.add_argument("--s1-share", type=float, default=0.0,
                         help="share of Sentinel-1 scenes (0: as random_scene_options draws them)")
+    parser.add_argument("--green-water", type=float, default=0.0,
+                        help="share of scenes whose water is green (algae, harbours; tint drawn in 0.3-1)")
+    parser.add_argument("--dense-crops", type=float, default=0.0,
+                        help="largest darkening of dense crop parcels towards forest (drawn per scene in 0-this)")
     args = parser.parse_args()
     out = Path(args.out)
     summary = []
@@ -56,6 +60,11 @@ def main() -> None:
         options["sar_confusers"] = round(float(options["sar_confusers"]) * args.max_confusers, 3)
         options["snow"] = bool(rng.random() < args.snow)
         options["optical_units"] = OPTICAL_UNITS[int(rng.integers(len(OPTICAL_UNITS)))]
+        extra = np.random.default_rng([seed, 9])  # its own stream: the draws above keep their values
+        if args.green_water and extra.random() < args.green_water:
+            options["green_water"] = round(float(extra.uniform(0.3, 1.0)), 3)
+        if args.dense_crops:
+            options["dense_crops"] = round(float(extra.uniform(0.0, args.dense_crops)), 3)
         if not (folder / "label.tif").is_file():
             generate_scene(folder, size=args.size, seed=seed, write_vector=False, overwrite=True, **options)
         summary.append({"scene": folder.name, "seed": seed, **options})

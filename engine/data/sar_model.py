@@ -108,6 +108,7 @@ REFLECTANCE: Dict[str, Tuple[float, float, float]] = {
     "village": (0.17, 0.12, 0.09),  # tile roofs and gardens
     "water": (0.035, 0.05, 0.06),
     "turbid": (0.03, 0.02, 0.005),  # added to water by suspended sediment
+    "algae": (0.0, 0.025, -0.005),  # added to green (algal, harbour) water: green above blue
     "forest": (0.025, 0.045, 0.02),
     "road": (0.10, 0.10, 0.095),
     "runway": (0.22, 0.22, 0.21),  # concrete

@@ -195,6 +195,10 @@ class SyntheticScene:
             ``"reflectance"`` (float32, 0-1).
         supersample: ground samples per pixel side; None: more for coarser pixels (1 at 2 m,
             3 from 10 m).
+        green_water: 0-1, green tint of the water (algae, harbour and canal water: the green
+            band above the blue one), 0 for clear and turbid water only.
+        dense_crops: 0-1, how dark the densest crop and pasture parcels get (1: as dark as
+            forest in the optical image, so the SAR and the parcel shapes must tell them apart).
     """
 
     def __init__(
@@ -219,6 +223,8 @@ class SyntheticScene:
         noise_floor: bool = True,
         optical_units: str = "uint8",
         supersample: Optional[int] = None,
+        green_water: float = 0.0,
+        dense_crops: float = 0.0,
     ) -> None:
         if size < 32:
             raise ValueError(f"synthetic scene size must be at least 32 pixels, got {size}")
@@ -237,6 +243,9 @@ class SyntheticScene:
             raise ValueError(f"optical_units must be one of {sorted(OPTICAL_UNITS)}, got {optical_units!r}")
         if not 0 <= wind <= 1 or not 0 <= sar_confusers <= 1:
             raise ValueError(f"wind and sar_confusers must be in [0, 1], got {wind} and {sar_confusers}")
+        if not 0 <= green_water <= 1 or not 0 <= dense_crops <= 1:
+            raise ValueError(f"green_water and dense_crops must be in [0, 1], got {green_water} and {dense_crops}")
+        self.green_water, self.dense_crops = float(green_water), float(dense_crops)
         self.size, self.seed, self.looks = int(size), int(seed), float(looks)
         self.shift = (float(misregistration[0]), float(misregistration[1]))
         self.clouds, self.confusers, self.snow = clouds, confusers, bool(snow)
@@ -316,7 +325,8 @@ class SyntheticScene:
                 "lake_threshold": self.lake_threshold, "calibration_db": self.calibration_db,
                 "noise_floor": bool(self.noise_floor), "optical_units": self.optical_units,
                 "supersample": self.sub, "clouds": bool(self.clouds), "confusers": bool(self.confusers),
-                "misregistration": list(self.shift)}
+                "misregistration": list(self.shift), "green_water": self.green_water,
+                "dense_crops": self.dense_crops}
 
     # ----------------------------------------------------------------- structure
     def label_window(self, ys: np.ndarray, xs: np.ndarray) -> Dict[str, np.ndarray]:
@@ -480,10 +490,13 @@ class SyntheticScene:
         soil = u1[farm] ** 2
         green, bare = np.asarray(REFLECTANCE["crop"])[:, None], np.asarray(REFLECTANCE["bare_soil"])[:, None]
         crop = green * (1 - soil) + bare * soil
-        refl[:, farm] = crop * (0.8 + 0.4 * u2[farm])
+        # dense parcels darken towards forest: (0.8 - 0.4 d) to 1.2 times the crop's reflectance
+        refl[:, farm] = crop * (0.8 - 0.4 * self.dense_crops * (1 - soil) + (0.4 + 0.4 * self.dense_crops) * u2[farm])
         water = label == c["water"]
         turbid = np.clip(0.5 + 0.4 * s["sar_tone"], 0, 1)
         refl[:, water] += np.asarray(REFLECTANCE["turbid"])[:, None] * turbid[water]
+        if self.green_water:
+            refl[:, water] += np.asarray(REFLECTANCE["algae"])[:, None] * self.green_water
         refl *= 1 + 0.06 * s["tone"]
         urban = (label == c["city"]) | (label == c["village"])
         roof = _hash(self.seed, 13, s["block"], np.floor(uy[:, None] / 9) * 7 + np.floor(ux[None, :] / 9))

@@ -280,6 +280,29 @@ def test_snow_scene_dark_sar_white_optical_is_land():
     assert water_refl < 0.1  # water stays open and dark in the optical
 
 
+def test_green_water_and_dense_crops():
+    kw = dict(resolution=5.0, lake_threshold=1.2, clouds=False, confusers=False, noise_floor=False)
+    plain = SyntheticScene(256, seed=5, **kw).render(FULL)
+    green = SyntheticScene(256, seed=5, green_water=1.0, **kw).render(FULL)
+    dense = SyntheticScene(256, seed=5, dense_crops=1.0, **kw).render(FULL)
+    label = plain["label"]
+    assert np.array_equal(label, green["label"]) and np.array_equal(label, dense["label"])
+    p, g, d = (t["optical"].astype(float) / 255 for t in (plain, green, dense))
+    water, farm, forest = label == WATER, label == FARMLAND, label == FOREST
+    # green water: the green band rises above the blue one; the SAR and the rest stay as they were
+    assert np.median(p[1][water]) < np.median(p[2][water]) and np.median(g[1][water]) > np.median(g[2][water]) + 0.02
+    assert np.array_equal(plain["sar"], green["sar"])
+    away = ~ndimage.binary_dilation(water, iterations=2)  # pixels mix ground samples at borders
+    assert np.array_equal(p[:, away], g[:, away])
+    # dense crops reach the forest's darkness in the optical image only (measured: 12 % of crop
+    # pixels within 1.25 x the forest's median green, none without); the SAR must tell them apart
+    forest_like = [(t[1][farm] <= 1.25 * np.median(d[1][forest])).mean() for t in (p, d)]
+    assert forest_like[0] == 0.0 and forest_like[1] > 0.05
+    assert np.array_equal(dense["sar"], plain["sar"])
+    with pytest.raises(ValueError, match="green_water"):
+        SyntheticScene(64, green_water=1.5)
+
+
 def test_optical_units_hold_the_same_reflectance():
     tiles = {u: SyntheticScene(192, seed=3, optical_units=u).render(Window(0, 0, 192, 192))["optical"]
              for u in ("uint8", "reflectance10000", "reflectance")}
