@@ -467,6 +467,10 @@ def finetune_from_polygons(
             result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev),
                                                evaluate_teacher)
             teacher_done = True
+        elif cfg.update_teacher and polygons is None:
+            note = (result.get("pseudo_labels") or {}).get("threshold", {}).get("note") or "pseudo-labels are off"
+            progress.warning(f"no water threshold could be trusted in this scene ({note}): the water expert is kept "
+                             "as it was; draw water and land polygons to fine-tune it")
         elif cfg.update_teacher:
             progress.info("the polygons do not hold both water and other classes: the teacher is kept as it was")
         if evaluate_teacher:

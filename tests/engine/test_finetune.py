@@ -18,7 +18,7 @@ from engine.inputs.contract import InputRecipe, resolve_inputs
 from engine.inputs.reader import PairReader
 from engine.losses import SegmentationLoss
 from engine.models.checkpoint import load_model, read_metadata
-from engine.progress import NULL_PROGRESS
+from engine.progress import NULL_PROGRESS, CallbackProgress
 from engine.raster.grid import grid_of
 from engine.train.area_cache import IGNORE, CropSampler, build_cache
 from engine.train.baseline import fit_lda
@@ -198,3 +198,15 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
     # the bundled teacher calls about 2 % of the threshold's non-water water (bright flooded fields)
     assert 0.005 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.05
     assert Path(result["teacher"]).is_file()
+
+
+def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):
+    # airborne X-band Rotterdam: the bimodal tiles disagree, so no pseudo-label is made, the water
+    # expert is not touched, and the user is told why and what to do instead
+    warnings = []
+    result = finetune_from_polygons(None, ROTTERDAM / "sar_masked.tif", None, "class", None, tmp_path / "adapt",
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=FinetuneConfig(),
+                                    progress=CallbackProgress(warning=warnings.append))
+    assert result["teacher"] is None and result["pseudo_labels"]["pixels"]["water"] == 0
+    assert not (tmp_path / "adapt" / "teacher.safetensors").exists()
+    assert any("split different things" in w and "draw water and land polygons" in w for w in warnings), warnings

@@ -351,3 +351,14 @@ def test_qgis_process_never_records_a_failed_setup(tmp_path):
     assert "could not enable the SGCAD plugin" in done.stderr and "Couldn't load SIP module" in done.stderr
     assert not (profile / ".sgcad-enabled").exists()
     assert not (profile / "profiles" / "default" / "QGIS" / "QGIS3.ini").exists()
+
+
+def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_path):
+    # Rotterdam's airborne X-band: no scene threshold can be trusted, so the teacher is not
+    # replaced, and the warning gives the mapper's reason and the way out
+    feedback = RecordingFeedback()
+    result = _run("adaptwater", {"SAR": str(ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"),
+                                 "TEACHER": str(ROOT / "resources" / "models" / "sgcad_teacher.safetensors"),
+                                 "DEVICE": 1, "THREADS": 1, "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
+    assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0
+    assert any("split different things" in w and "Fine-tune" in w for w in feedback.warnings), feedback.warnings
