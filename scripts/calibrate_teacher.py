@@ -20,20 +20,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import rasterio
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
     sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_finetune_real import SCHEMA_WATER, sar_footprint, scenes, teacher_water  # noqa: E402
+from eval_finetune_real import scenes, teacher_water, water_labels  # noqa: E402
 
-from engine.config import ClassSchema  # noqa: E402
 from engine.models.checkpoint import load_model, save_model  # noqa: E402
-from engine.raster.grid import grid_of  # noqa: E402
-from engine.raster.labels import rasterize_labels  # noqa: E402
 from engine.water.calibration import (  # noqa: E402
     THRESHOLDS,
     best_threshold,
@@ -43,20 +37,6 @@ from engine.water.calibration import (  # noqa: E402
 )
 
 LABELS_USED = "training labels (left half of a hand-labelled chip, else the training polygons)"
-
-
-def training_truth(scene: dict) -> np.ndarray:
-    """1 water, 0 not, 255 unscored: the training half of a dense hand label (its left half, as
-    in ``eval_finetune_real.py``) or the scene's training polygons."""
-    if "truth" in scene:
-        with rasterio.open(scene["truth"]) as src:
-            label = src.read(1).astype(np.int64)
-        out = np.where(label < 0, 255, label)
-        out[:, out.shape[1] // 2:] = 255
-        return np.where(sar_footprint(scene["sar"]), out, 255)
-    classes, _ = rasterize_labels(scene["train"], "class", grid_of(scene["sar"]), ClassSchema())
-    water = np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
-    return np.where(sar_footprint(scene["sar"]), water, 255)  # no SAR, nothing to score
 
 
 def main(argv=None) -> int:
@@ -71,7 +51,7 @@ def main(argv=None) -> int:
     teacher = Path(args.teacher)
     data = {}
     for name, scene in scenes().items():
-        truth = training_truth(scene)
+        truth = water_labels(scene, "train", "left")  # the training labels only
         if not (truth == 1).any():
             continue
         data[name] = (teacher_water(teacher, scene["sar"], None), truth)

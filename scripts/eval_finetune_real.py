@@ -64,26 +64,41 @@ def scenes() -> Dict[str, dict]:
     }
 
 
-def truth_of(scene: dict, grid) -> np.ndarray:
-    """Scoring labels on the SAR grid: 1 water, 0 not water, 255 not scored (multi-class kept
-    in ``truth_classes`` for polygon sets)."""
+def water_labels(scene: dict, polygons: str = "eval", chip_half: Optional[str] = None) -> np.ndarray:
+    """Water labels on the SAR grid: 1 water, 0 not water, 255 not scored.
+
+    A dense hand label (the Sen1Floods11 chips) keeps its ``chip_half`` (``"left"``: the training
+    half, ``"right"``: the scoring half, None: all); other scenes rasterize ``scene[polygons]``.
+    Pixels without SAR are never scored: a SAR water map says nothing outside the radar footprint
+    (Rotterdam's covers 61 % of its grid).
+    """
     if "truth" in scene:
         with rasterio.open(scene["truth"]) as src:
             label = src.read(1).astype(np.int64)
         out = np.where(label < 0, 255, label)
-        out[:, : out.shape[1] // 2] = 255  # the left half holds the training polygons
-        return np.where(sar_footprint(scene["sar"]), out, 255)
-    from engine.config import ClassSchema
+        half = out.shape[1] // 2
+        if chip_half == "left":
+            out[:, half:] = 255
+        elif chip_half == "right":
+            out[:, :half] = 255
+    else:
+        from engine.config import ClassSchema
 
-    classes, _ = rasterize_labels(scene["eval"], "class", grid, ClassSchema())
-    water = np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
-    return np.where(sar_footprint(scene["sar"]), water, 255)
+        classes, _ = rasterize_labels(scene[polygons], "class", grid_of(scene["sar"]), ClassSchema())
+        out = np.where(classes == 255, 255, (classes == SCHEMA_WATER).astype(np.int64))
+    return np.where(sar_footprint(scene["sar"]), out, 255)
 
 
 def sar_footprint(sar: Path) -> np.ndarray:
-    """Pixels where the SAR has data. A SAR water map says nothing outside the radar footprint
-    (Rotterdam's is 61 % of the grid), so labels there are not scored."""
+    """Pixels where the SAR (band 1) has data."""
     return np.isfinite(sar_db(sar)[0])
+
+
+def otsu_water(db: np.ndarray) -> np.ndarray:
+    """The classical baseline: Otsu's threshold on the 5 x 5 median of one dB band, the threshold
+    taken over the band's valid pixels (not the filled gaps)."""
+    smooth = ndimage.median_filter(np.nan_to_num(db, nan=float(np.nanmedian(db))), 5)
+    return smooth < otsu(smooth[np.isfinite(db)])
 
 
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -133,12 +148,9 @@ def student_classes(student_path: Path, teacher_path: Optional[Path], optical: P
 
 def baselines(scene: dict, truth: np.ndarray, grid) -> Dict[str, float]:
     db = sar_db(scene["sar"])
-    smooth = np.stack([ndimage.median_filter(np.nan_to_num(b, nan=np.nanmedian(b)), 5) for b in db])
-    valid = np.isfinite(db[0])  # the threshold is the footprint's own, not the filled gaps'
-    out = {"otsu_co": iou(smooth[0] < otsu(smooth[0][valid]), truth)}
+    out = {"otsu_co": iou(otsu_water(db[0]), truth)}
     if scene.get("vh"):
-        vh = smooth[scene["vh"] - 1]
-        out["otsu_vh"] = iou(vh < otsu(vh[valid]), truth)
+        out["otsu_vh"] = iou(otsu_water(db[scene["vh"] - 1]), truth)
         out["vh_below_-22"] = iou(db[scene["vh"] - 1] < -22, truth)
     from engine.config import ClassSchema
 
@@ -204,7 +216,7 @@ def main() -> None:
         for name in args.scenes.split(","):
             scene = scenes()[name]
             grid = grid_of(scene["sar"])
-            truth = truth_of(scene, grid)
+            truth = water_labels(scene, "eval", "right")  # the left half holds the training polygons
             row = baselines(scene, truth, grid)
             row["teacher_zero_shot"] = iou(teacher_water(Path(args.teacher), scene["sar"], None) > 0.5, truth)
             optical = scene.get("optical")

@@ -35,14 +35,13 @@ from eval_finetune_real import (  # noqa: E402
     MODELS,
     SHARED,
     iou,
-    otsu,
+    otsu_water,
     sar_db,
-    sar_footprint,
     scenes,
     student_classes,
     teacher_water,
+    water_labels,
 )
-from scipy import ndimage  # noqa: E402
 
 from engine.config import ClassSchema  # noqa: E402
 from engine.data.corine import patch_admissible_classes  # noqa: E402
@@ -54,39 +53,24 @@ from engine.raster.stack import stack_bands  # noqa: E402
 WATER = 3
 
 
-def water_truth(name: str, scene: dict) -> np.ndarray:
-    """1 water, 0 not, 255 unscored: hand labels (whole chip) or the evaluation polygons."""
-    if "truth" in scene:
-        with rasterio.open(scene["truth"]) as src:
-            label = src.read(1).astype(np.int64)
-        return np.where((label < 0) | ~sar_footprint(scene["sar"]), 255, label)
-    classes, _ = rasterize_labels(scene["eval"], "class", grid_of(scene["sar"]), ClassSchema())
-    water = np.where(classes == 255, 255, (classes == WATER).astype(np.int64))
-    return np.where(sar_footprint(scene["sar"]), water, 255)
-
-
-def otsu_water(scene: dict, band: int) -> np.ndarray:
-    db = sar_db(scene["sar"])[band - 1]
-    smooth = ndimage.median_filter(np.nan_to_num(db, nan=float(np.nanmedian(db))), 5)
-    return smooth < otsu(smooth[np.isfinite(db)])
-
-
-def footprint_share(water: np.ndarray, scene: dict) -> float:
+def footprint_share(water: np.ndarray, footprint: np.ndarray) -> float:
     """Share of the SAR footprint called water: sparse polygons reward a map that calls most of
     the scene water, this says when one does."""
-    return float(water[sar_footprint(scene["sar"])].mean())
+    return float(water[footprint].mean())
 
 
 def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
     rows = {}
     for name in ("india", "nigeria", "camargue", "rhone", "rotterdam"):
         scene = scenes()[name]
-        truth = water_truth(name, scene)
-        otsu_co, zero_shot = otsu_water(scene, 1), teacher_water(teacher, scene["sar"], None) > 0.5
+        truth, db = water_labels(scene), sar_db(scene["sar"])
+        footprint = np.isfinite(db[0])
+        otsu_co, zero_shot = otsu_water(db[0]), teacher_water(teacher, scene["sar"], None) > 0.5
         row = {"otsu_co": iou(otsu_co, truth), "teacher": iou(zero_shot, truth),
-               "share_otsu_co": footprint_share(otsu_co, scene), "share_teacher": footprint_share(zero_shot, scene)}
+               "share_otsu_co": footprint_share(otsu_co, footprint),
+               "share_teacher": footprint_share(zero_shot, footprint)}
         if scene.get("vh"):
-            row["otsu_vh"] = iou(otsu_water(scene, scene["vh"]), truth)
+            row["otsu_vh"] = iou(otsu_water(db[scene["vh"] - 1]), truth)
         if adapt:
             from engine.config import FinetuneConfig
             from engine.train.finetune import finetune_from_polygons
@@ -96,7 +80,7 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
             adapted = zero_shot
             if result["teacher"]:
                 adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
-            row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, scene)
+            row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, footprint)
             row["adaptation"] = result.get("pseudo_labels", {}).get("threshold", {}).get("note", "")
         rows[name] = row
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:  # appended: a test importing this script keeps it
     sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_zero_shot import MODELS, iou, scenes, water_truth  # noqa: E402
+from eval_zero_shot import MODELS, iou, scenes, water_labels  # noqa: E402
 
 from engine.inputs.contract import InputRecipe, resolve_inputs  # noqa: E402
 from engine.inputs.reader import PairReader  # noqa: E402
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     print("scene     full   half   answer changed   time half/full")
     for name in ("india", "nigeria", "camargue", "rhone"):
         scene = scenes()[name]
-        truth = water_truth(name, scene)
+        truth = water_labels(scene)
         resolved = resolve_inputs(InputRecipe.of(meta), None, scene["sar"])
         grid = grid_of(scene["sar"])
         reader = PairReader(None, scene["sar"], grid, (), resolved.bands.sar_bands, [resolved.preprocessor])

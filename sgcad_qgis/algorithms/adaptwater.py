@@ -78,10 +78,6 @@ class AdaptWater(EngineAlgorithm):
         pseudo = result.get("pseudo_labels") or {}
         threshold = pseudo.get("threshold", {})
         pixels = pseudo.get("pixels", {})
-        if not result.get("teacher"):
-            why = threshold.get("note") or "its histogram is not bimodal"
-            feedback.pushWarning(f"No water threshold could be trusted in this scene ({why}): the teacher was kept "
-                                 "as it was. Draw a few water and land polygons and use Fine-tune instead.")
         return {
             "OUTPUT_FOLDER": folder,
             "OUTPUT_TEACHER": result.get("teacher") or "",
