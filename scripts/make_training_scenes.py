@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 import numpy as np
 
@@ -28,6 +29,32 @@ if str(ROOT) not in sys.path:  # appended: a test importing this script keeps it
 from engine.data.synthetic import generate_scene, random_scene_options  # noqa: E402
 
 OPTICAL_UNITS = ("uint8", "reflectance10000", "reflectance")
+
+
+def scene_options(
+    seed: int,
+    max_confusers: float = 1.0,
+    snow: float = 0.1,
+    s1_share: float = 0.0,
+    green_water: float = 0.0,
+    dense_crops: float = 0.0,
+) -> Dict[str, Any]:
+    """The generator options of scene ``seed`` under a set's priors (the flags of this script)."""
+    rng = np.random.default_rng(seed)
+    sensors = ["s1"] if s1_share and rng.random() < s1_share else None
+    options = random_scene_options(rng, sensors=sensors)
+    # priors of the world the models meet: dark land (wet snow, sand, runways, shadow) is
+    # much rarer than open water in real scenes, so a SAR-only expert must not learn that
+    # "very dark" is a coin toss
+    options["sar_confusers"] = round(float(options["sar_confusers"]) * max_confusers, 3)
+    options["snow"] = bool(rng.random() < snow)
+    options["optical_units"] = OPTICAL_UNITS[int(rng.integers(len(OPTICAL_UNITS)))]
+    extra = np.random.default_rng([seed, 9])  # its own stream: the draws above keep their values
+    if green_water and extra.random() < green_water:
+        options["green_water"] = round(float(extra.uniform(0.3, 1.0)), 3)
+    if dense_crops:
+        options["dense_crops"] = round(float(extra.uniform(0.0, dense_crops)), 3)
+    return options
 
 
 def main() -> None:
@@ -51,20 +78,7 @@ def main() -> None:
     for k in range(args.count):
         folder = out / f"scene{k:03d}"
         seed = args.seed + k
-        rng = np.random.default_rng(seed)
-        sensors = ["s1"] if args.s1_share and rng.random() < args.s1_share else None
-        options = random_scene_options(rng, sensors=sensors)
-        # priors of the world the models meet: dark land (wet snow, sand, runways, shadow) is
-        # much rarer than open water in real scenes, so a SAR-only expert must not learn that
-        # "very dark" is a coin toss
-        options["sar_confusers"] = round(float(options["sar_confusers"]) * args.max_confusers, 3)
-        options["snow"] = bool(rng.random() < args.snow)
-        options["optical_units"] = OPTICAL_UNITS[int(rng.integers(len(OPTICAL_UNITS)))]
-        extra = np.random.default_rng([seed, 9])  # its own stream: the draws above keep their values
-        if args.green_water and extra.random() < args.green_water:
-            options["green_water"] = round(float(extra.uniform(0.3, 1.0)), 3)
-        if args.dense_crops:
-            options["dense_crops"] = round(float(extra.uniform(0.0, args.dense_crops)), 3)
+        options = scene_options(seed, args.max_confusers, args.snow, args.s1_share, args.green_water, args.dense_crops)
         if not (folder / "label.tif").is_file():
             generate_scene(folder, size=args.size, seed=seed, write_vector=False, overwrite=True, **options)
         summary.append({"scene": folder.name, "seed": seed, **options})

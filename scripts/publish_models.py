@@ -113,7 +113,9 @@ def _verdicts(kind: str, real: dict) -> str:
     if shares:
         text += (f"- BigEarthNet pairs: {100 * min(shares):.0f}-{100 * max(shares):.0f} % of the pixels fall in "
                  "classes the patch's CORINE labels admit (goal: 80 %); the rest is mostly forest, road or village "
-                 "inside farmland.\n")
+                 "inside farmland. On these 1.2 km chips a second training seed of the same recipe moves a "
+                 "share by up to 11 points, and a different contrast stretch of the chip by up to 25: give small clips "
+                 "as the whole scene with an area of interest.\n")
     if snow:
         text += f"- Snow-covered synthetic scenes: at most {100 * max(snow):.1f} % of the snowy land is called water.\n"
     text += ("- How this student was chosen among its variants, and what that cost on the synthetic sample scene: "

@@ -18,6 +18,9 @@ from ..config import NormalizationRecord
 
 CLIPPED_SHARE = 0.3  # warn when this share of a band falls outside a fixed range at one end
 STUCK_SHARE = 0.25  # warn when this share of a band sits on its minimum or maximum value
+# fewer valid optical pixels than one 256 x 256 tile: the per-scene stretch then describes the
+# clip, not the scene (docs/experiments/zero_shot_real.md, "Small clips")
+SMALL_CLIP_PIXELS = 256 * 256
 SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from training's
 
 
@@ -53,8 +56,17 @@ def _constant(b: Dict[str, float]) -> bool:
 
 
 def optical_warnings(stats: List[Dict[str, float]], path: str) -> List[str]:
-    """Constant, all-zero and saturated optical bands (values are reflectance-like)."""
+    """Constant, all-zero and saturated optical bands (values are reflectance-like), and a clip too
+    small for its own contrast stretch."""
     out = []
+    valid = max((b["n"] for b in stats), default=0)
+    if 0 < valid < SMALL_CLIP_PIXELS:
+        out.append(
+            f"optical {path} is a small clip ({valid:,} valid pixels): its contrast stretch (2-98 % percentiles) "
+            "comes from this clip alone, so the classes depend on where it was cut. For a steadier map, "
+            "give the whole scene instead and limit segmentation with an area of interest (AOI): the "
+            "stretch then comes from the whole raster."
+        )
     for b in stats:
         name = f"optical band {b['band']} of {path}"
         if b["n"] == 0:

@@ -567,9 +567,10 @@ class SgcadDock(QDockWidget):
         self.explanation.setPlainText(str(outputs.get("EXPLANATION") or ""))
         self.last_segment = dict(outputs)
         self.explain_tile_button.setEnabled(bool(outputs.get("EXPLANATION")))
-        self.notify(f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s).", 3)
-        for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
-            self.notify(f"{run['name']}: {warning}", 1)  # units and domain-shift warnings of the inputs
+        done = f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s)."
+        # units and domain-shift warnings of the inputs: shown with the result, not instead of it
+        warnings = [f"Warning: {w}" for w in str(outputs.get("WARNINGS") or "").splitlines() if w]
+        self.notify("\n".join([done] + warnings), 1 if warnings else 3)
 
     def _finetune_done(self, pending: Dict[str, Any], outputs: dict, seconds: float) -> None:
         run = pending["run"]
@@ -581,12 +582,12 @@ class SgcadDock(QDockWidget):
         self.report_button.setEnabled(bool(self.last_finetune["report"]))
         self.held_out.setText(wiring.held_out_text(outputs))
         self.log.appendPlainText(wiring.held_out_text(outputs))
-        for warning in filter(None, str(outputs.get("WARNINGS") or "").splitlines()):
-            self.notify(f"{run['name']}: {warning}", 1)
+        warnings = [f"Warning: {w}" for w in str(outputs.get("WARNINGS") or "").splitlines() if w]
         publish_results(QgsProject.instance(), run["group"], wiring.finetune_layers(outputs), self.schema)
         remember_model(model)
         self.history.push(model, f"{Path(model).parent.name}/{Path(model).name}")
         self.model_picker.set_path(model)
         self._refresh_history()
-        self.notify(f"{run['name']}: new model {Path(model).name} ({seconds:.0f} s); re-segmenting…", 3)
+        done = f"{run['name']}: new model {Path(model).name} ({seconds:.0f} s); re-segmenting…"
+        self.notify("\n".join([done] + warnings), 1 if warnings else 3)
         self.segment(model)

@@ -200,6 +200,44 @@ def test_domain_shift_warnings_say_what_is_wrong_with_numbers(tmp_path):
     assert "the model's range" in text or "median" in text
 
 
+def test_a_small_real_clip_is_told_its_stretch_is_its_own(real_pairs):
+    # a 1.2 km BigEarthNet chip and the 200 x 200 Rotterdam sample are stretched by their own
+    # percentiles; the user is told once and pointed to the AOI (the 512 x 512 sample is not:
+    # see the test above)
+    for optical, sar, _ in real_pairs.values():
+        said = [w for w in _warnings(optical, sar) if "small clip" in w]
+        assert len(said) == 1 and "area of interest (AOI)" in said[0], said
+    chip = [w for w in _warnings(*real_pairs["bigearthnet"][:2]) if "small clip" in w][0]
+    assert "(14,400 valid pixels)" in chip  # 120 x 120 at 10 m
+
+
+def test_an_aoi_keeps_the_whole_scene_stretch_where_a_clip_does_not(tmp_path):
+    from rasterio.windows import Window, bounds
+
+    from engine.progress import CallbackProgress
+
+    optical, sar = SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif"
+    window = Window(192, 192, 128, 128)
+    clips = []
+    for path in (optical, sar):
+        with rasterio.open(path) as src:
+            box = bounds(window, src.transform)
+            profile = dict(src.profile, width=128, height=128, transform=src.window_transform(window))
+            with rasterio.open(tmp_path / f"clip_{path.name}", "w", **profile) as dst:
+                dst.write(src.read(window=window))
+        clips.append(tmp_path / f"clip_{path.name}")
+    said = {}
+    for name, (o, s, aoi) in {"aoi": (optical, sar, ",".join(str(v) for v in box)),
+                              "clip": (clips[0], clips[1], None)}.items():
+        said[name] = []
+        result = segment_scene(o, s, MODELS / "sgcad_student.safetensors", tmp_path / name, aoi=aoi,
+                               cfg=InferenceConfig(backend="torch"),
+                               progress=CallbackProgress(warning=said[name].append))
+        with rasterio.open(result["outputs"]["classes"]) as src:
+            assert (src.width, src.height) == (128, 128)
+    assert not [w for w in said["aoi"] if "small clip" in w], said["aoi"]
+    assert [w for w in said["clip"] if "small clip" in w and "(16,384 valid pixels)" in w], said["clip"]
+
 def test_warnings_reach_the_command_line(tmp_path):
     optical, sar = SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif"
     with rasterio.open(optical) as src:

@@ -222,3 +222,34 @@ def test_input_warnings_reach_the_processing_log_and_outputs(scene, untrained_mo
     assert any("optical band 2 of constant_green.tif is constant" in w for w in feedback.warnings), feedback.warnings
     assert "is constant" in result["WARNINGS"]
     assert any(line.startswith("optical: 8-bit values") for line in feedback.infos)  # the units decision
+
+
+def test_default_threads_follow_qgis_max_threads_setting(scene, untrained_models, tmp_path):
+    # THREADS 0: the cores this process may use, capped by QGIS's "max threads" option
+    import processing
+    from qgis.core import QgsApplication
+
+    class Infos(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.infos = []
+
+        def pushInfo(self, info):  # noqa: N802 (Qt's name)
+            self.infos.append(info)
+            super().pushInfo(info)
+
+    before = QgsApplication.maxThreads()
+    try:
+        used = {}
+        for cap in (1, -1):
+            QgsApplication.setMaxThreads(cap)
+            feedback = Infos()
+            processing.run("sgcad:segment", _params(scene, untrained_models, tmp_path / str(cap), THREADS=0,
+                                                    TEACHER=None), feedback=feedback)
+            used[cap] = [i for i in feedback.infos if i.startswith("torch threads:")]
+    finally:
+        QgsApplication.setMaxThreads(before)
+    assert used[1] == ["torch threads: 1"], used
+    from sgcad_qgis.engine.cores import available_cores
+
+    assert used[-1] == [f"torch threads: {available_cores()}"], used

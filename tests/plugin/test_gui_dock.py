@@ -270,7 +270,10 @@ def test_segment_runs_in_background_and_adds_styled_layers(dock, rotterdam, tmp_
     classes = QgsProject.instance().mapLayer(dock.segment_layers["classes"])
     assert classes.renderer().type() == "paletted"
     assert [c.label for c in classes.renderer().classes()][:2] == ["0 farmland", "1 city"]
-    assert "layer(s) in group" in dock.status.text()
+    # the result stays in the dock with the inputs' warnings under it (the 200 x 200 Rotterdam
+    # sample is a small clip)
+    status = dock.status.text()
+    assert "layer(s) in group" in status and "Warning: optical rgb_unmasked.tif is a small clip" in status, status
     # the run's explanation (engine.explain; its numbers are checked in tests/engine/test_explain.py)
     text = dock.explanation.toPlainText()
     assert text and text == results["EXPLANATION"] and "%" in text, text
