@@ -48,6 +48,7 @@ class Case:
     outputs: Dict[str, str] = field(default_factory=dict)
     metrics: Dict[str, float] = field(default_factory=dict)
     seconds: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)  # what sgcad:segment said about the inputs
     preview: Optional[Path] = None
 
 
@@ -107,6 +108,7 @@ def segment_and_evaluate(case: Case, out: Path, profile: Path) -> None:
     case.seconds["segment (qgis_process, incl. start-up)"] = time.monotonic() - t0
     case.seconds["segment (engine)"] = float(results.get("SECONDS", 0.0))
     case.outputs = {k: v for k, v in results.items() if isinstance(v, str) and v.endswith(".tif")}
+    case.warnings = [w for w in str(results.get("WARNINGS") or "").splitlines() if w]
     t0 = time.monotonic()
     params = {
         "PREDICTION": results["CLASSES"],
@@ -342,6 +344,8 @@ def main(argv=None) -> int:
               f"water IoU {100 * (m.get('water_iou') or 0):.1f} %")
         for key, path in sorted(case.outputs.items()):
             print(f"  {key.lower():<18} {path}")
+        for warning in case.warnings:
+            print(f"  warning: {warning}")
     print("rotterdam, scored on 9 evaluation polygons no model saw (resources/labels/rotterdam_eval.gpkg):")
     for label in ("zero-shot", "fine-tuned"):
         f = tuned[label]
