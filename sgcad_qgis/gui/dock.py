@@ -352,6 +352,11 @@ class SgcadDock(QDockWidget):
             provider.refreshAlgorithms()
 
     # ------------------------------------------------------------------ feedback
+    def notify_result(self, done: str, outputs: dict) -> None:
+        """A finished run's line, with the warnings about its inputs under it (not instead of it)."""
+        warnings = [f"Warning: {w}" for w in str(outputs.get("WARNINGS") or "").splitlines() if w]
+        self.notify("\n".join([done] + warnings), 1 if warnings else 3)
+
     def notify(self, text: str, level: int = 0) -> None:
         """Show ``text`` in the dock; warnings, errors and results also in QGIS's message bar.
 
@@ -567,10 +572,8 @@ class SgcadDock(QDockWidget):
         self.explanation.setPlainText(str(outputs.get("EXPLANATION") or ""))
         self.last_segment = dict(outputs)
         self.explain_tile_button.setEnabled(bool(outputs.get("EXPLANATION")))
-        done = f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s)."
-        # units and domain-shift warnings of the inputs: shown with the result, not instead of it
-        warnings = [f"Warning: {w}" for w in str(outputs.get("WARNINGS") or "").splitlines() if w]
-        self.notify("\n".join([done] + warnings), 1 if warnings else 3)
+        self.notify_result(f"{run['name']}: {len(items)} layer(s) in group '{group.name()}' ({seconds:.0f} s).",
+                           outputs)
 
     def _finetune_done(self, pending: Dict[str, Any], outputs: dict, seconds: float) -> None:
         run = pending["run"]
@@ -582,12 +585,10 @@ class SgcadDock(QDockWidget):
         self.report_button.setEnabled(bool(self.last_finetune["report"]))
         self.held_out.setText(wiring.held_out_text(outputs))
         self.log.appendPlainText(wiring.held_out_text(outputs))
-        warnings = [f"Warning: {w}" for w in str(outputs.get("WARNINGS") or "").splitlines() if w]
         publish_results(QgsProject.instance(), run["group"], wiring.finetune_layers(outputs), self.schema)
         remember_model(model)
         self.history.push(model, f"{Path(model).parent.name}/{Path(model).name}")
         self.model_picker.set_path(model)
         self._refresh_history()
-        done = f"{run['name']}: new model {Path(model).name} ({seconds:.0f} s); re-segmenting…"
-        self.notify("\n".join([done] + warnings), 1 if warnings else 3)
+        self.notify_result(f"{run['name']}: new model {Path(model).name} ({seconds:.0f} s); re-segmenting…", outputs)
         self.segment(model)
