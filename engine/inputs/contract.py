@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import rasterio
 
 from ..config import (
     BandMapping,
@@ -34,7 +35,7 @@ from ..config import (
     OpticalPreprocessConfig,
     SarPreprocessConfig,
 )
-from ..preprocess.normalize import fixed_record, record_from_features, sample_features
+from ..preprocess.normalize import fixed_record, reads_every_pixel, record_from_features, sample_features
 from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
@@ -306,7 +307,9 @@ def resolve_inputs(
             recipe.optical.normalization, recipe.optical_record, table, optical_cfg, o_bands, optical_path, "optical"
         )
         optical_stats = shift.band_stats(table, o_bands)
-        warnings += shift.optical_warnings(optical_stats, optical_path.name)
+        with rasterio.open(optical_path) as src:
+            read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
+        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole)
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
     return ResolvedInputs(
         optical_path,

@@ -55,12 +55,16 @@ def _constant(b: Dict[str, float]) -> bool:
     return b["max"] - b["min"] <= 1e-6 * max(1.0, abs(b["max"]))
 
 
-def optical_warnings(stats: List[Dict[str, float]], path: str) -> List[str]:
+def optical_warnings(stats: List[Dict[str, float]], path: str, read_whole: bool = False) -> List[str]:
     """Constant, all-zero and saturated optical bands (values are reflectance-like), and a clip too
-    small for its own contrast stretch."""
+    small for its own contrast stretch.
+
+    ``read_whole``: the sample holds every pixel of the raster, so its counts are the raster's own
+    (a sparse sample of a large, mostly empty raster says nothing about the clip's size).
+    """
     out = []
     valid = max((b["n"] for b in stats), default=0)
-    if 0 < valid < SMALL_CLIP_PIXELS:
+    if read_whole and 0 < valid < SMALL_CLIP_PIXELS:
         out.append(
             f"optical {path} is a small clip ({valid:,} valid pixels): its contrast stretch (2-98 % percentiles) "
             "comes from this clip alone, so the classes depend on where it was cut. For a steadier map, "

@@ -89,6 +89,17 @@ def record_from_features(
     return NormalizationRecord(modality=modality_of(cfg), bands=tuple(out), source=source)
 
 
+def sample_windows(sample_size: int) -> int:
+    """How many 256-px windows :func:`sample_features` reads of a larger raster: about
+    ``sample_size`` pixels, and at least MIN_SAMPLE_WINDOWS so a small sample still spreads."""
+    return max(MIN_SAMPLE_WINDOWS, math.ceil(sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
+
+
+def reads_every_pixel(width: int, height: int, sample_size: int) -> bool:
+    """Whether :func:`sample_features` reads the whole raster (its counts are then the raster's)."""
+    return math.ceil(width / SAMPLE_BLOCK) * math.ceil(height / SAMPLE_BLOCK) <= sample_windows(sample_size)
+
+
 def sample_features(
     path: Union[str, Path],
     bands: Sequence[int],
@@ -118,8 +129,7 @@ def sample_features(
         if grid is None:
             check_bands(src, read_list, path)
         windows = [w for w, _ in iter_windows(width, height, SAMPLE_BLOCK)]
-        # at least MIN_SAMPLE_WINDOWS windows, so a small sample still spreads over the scene
-        wanted = max(MIN_SAMPLE_WINDOWS, math.ceil(cfg.sample_size / (SAMPLE_BLOCK * SAMPLE_BLOCK)))
+        wanted = sample_windows(cfg.sample_size)
         if len(windows) > wanted:
             rng = np.random.default_rng(seed)
             windows = [windows[i] for i in sorted(rng.choice(len(windows), wanted, replace=False))]

@@ -211,6 +211,24 @@ def test_a_small_real_clip_is_told_its_stretch_is_its_own(real_pairs):
     assert "(14,400 valid pixels)" in chip  # 120 x 120 at 10 m
 
 
+
+def test_a_large_mostly_empty_raster_is_not_called_a_small_clip(tmp_path):
+    # 2048 x 2048 with 300 x 300 valid pixels (90,000: more than one 256 x 256 tile); the
+    # sample reads 16 of the 64 windows, so its count is not the raster's and must not be
+    # reported as one
+    from engine.preprocess.normalize import reads_every_pixel
+
+    assert reads_every_pixel(120, 120, 1_000_000) and reads_every_pixel(1024, 1024, 1_000_000)
+    assert not reads_every_pixel(1100, 900, 1_000_000) and not reads_every_pixel(2048, 2048, 1_000_000)
+    rgb = np.zeros((3, 2048, 2048), np.uint8)
+    rgb[:, 100:400, 100:400] = np.random.default_rng(0).integers(20, 200, (3, 300, 300))
+    profile = dict(driver="GTiff", width=2048, height=2048, count=3, dtype="uint8", nodata=0, tiled=True,
+                   crs="EPSG:32631", transform=rasterio.transform.from_origin(500000, 5000000, 10, 10))
+    with rasterio.open(tmp_path / "sparse.tif", "w", **profile) as dst:
+        dst.write(rgb)
+    said = _warnings(tmp_path / "sparse.tif", SAMPLE / "synthetic" / "sar.tif")
+    assert not [w for w in said if "small clip" in w], said
+
 def test_an_aoi_keeps_the_whole_scene_stretch_where_a_clip_does_not(tmp_path):
     from rasterio.windows import Window, bounds
 
