@@ -211,7 +211,6 @@ def test_a_small_real_clip_is_told_its_stretch_is_its_own(real_pairs):
     assert "(14,400 valid pixels)" in chip  # 120 x 120 at 10 m
 
 
-
 def test_a_large_mostly_empty_raster_is_not_called_a_small_clip(tmp_path):
     # 2048 x 2048 with 300 x 300 valid pixels (90,000: more than one 256 x 256 tile); the
     # sample reads 16 of the 64 windows, so its count is not the raster's and must not be
@@ -228,6 +227,7 @@ def test_a_large_mostly_empty_raster_is_not_called_a_small_clip(tmp_path):
         dst.write(rgb)
     said = _warnings(tmp_path / "sparse.tif", SAMPLE / "synthetic" / "sar.tif")
     assert not [w for w in said if "small clip" in w], said
+
 
 def test_an_aoi_keeps_the_whole_scene_stretch_where_a_clip_does_not(tmp_path):
     from rasterio.windows import Window, bounds
@@ -255,6 +255,7 @@ def test_an_aoi_keeps_the_whole_scene_stretch_where_a_clip_does_not(tmp_path):
             assert (src.width, src.height) == (128, 128)
     assert not [w for w in said["aoi"] if "small clip" in w], said["aoi"]
     assert [w for w in said["clip"] if "small clip" in w and "(16,384 valid pixels)" in w], said["clip"]
+
 
 def test_warnings_reach_the_command_line(tmp_path):
     optical, sar = SAMPLE / "synthetic" / "optical.tif", SAMPLE / "synthetic" / "sar.tif"

@@ -228,6 +228,7 @@ def test_default_threads_follow_qgis_max_threads_setting(scene, untrained_models
     # THREADS 0: the cores this process may use, capped by QGIS's "max threads" option
     import processing
     from qgis.core import QgsApplication
+    from sgcad_qgis.engine.cores import available_cores
 
     class Infos(QgsProcessingFeedback):
         def __init__(self):
@@ -250,6 +251,4 @@ def test_default_threads_follow_qgis_max_threads_setting(scene, untrained_models
     finally:
         QgsApplication.setMaxThreads(before)
     assert used[1] == ["torch threads: 1"], used
-    from sgcad_qgis.engine.cores import available_cores
-
     assert used[-1] == [f"torch threads: {available_cores()}"], used
