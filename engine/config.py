@@ -167,6 +167,8 @@ OPTICAL_UNITS = ("auto", "uint8", "reflectance10000", "reflectance", "dn", "cust
 """Units an optical raster may hold: ``auto`` (detected per file, see :mod:`engine.inputs.units`),
 8-bit display values, reflectance x 10000 (Sentinel-2, Landsat surface reflectance products),
 reflectance 0-1, other digital numbers, or ``custom`` (``scale`` and ``offset`` as given)."""
+PHYSICAL_OPTICAL_UNITS = ("reflectance10000", "reflectance")
+"""Optical units whose values are surface reflectance, so a fixed range means the same everywhere."""
 
 SAR_UNITS = ("auto", "linear", "db", "amplitude", "dn")
 """Units a SAR raster may hold: ``auto`` (detected per file), linear power (sigma0 / gamma0),
@@ -207,19 +209,27 @@ class SarPreprocessConfig:
 
 @dataclass
 class OpticalPreprocessConfig:
-    """Optical chain: conversion to reflectance-like values (0-1), then robust 2-98 % scaling.
+    """Optical chain: conversion to reflectance-like values (0-1), then scaling to 0-1.
 
     ``units`` is resolved per file; the conversion ``x * scale + offset`` follows from it
-    (``custom`` keeps the given ``scale`` and ``offset``). With ``normalization="scene"`` (the
-    paper's rule) each raster is scaled by its own percentiles, so the same scene in 8-bit,
-    16-bit or reflectance units reaches the network identically.
+    (``custom`` keeps the given ``scale`` and ``offset``). ``normalization``:
+
+    - ``"scene"`` (the paper's rule): each raster is scaled by its own 2-98 % percentiles, so the
+      same scene in 8-bit, 16-bit or reflectance units reaches the network identically; a small
+      homogeneous clip (a field, a snowfield) is stretched until its texture fills the range;
+    - ``"physical"``: surface reflectance (``reflectance10000``, ``reflectance``) is scaled by the
+      fixed ``reflectance_range``, so a clip keeps its brightness whatever its size; 8-bit and
+      other digital numbers, whose scale is a display choice, keep per-raster percentiles;
+    - ``"fixed"``: the range stored in the model.
     """
 
     units: str = "auto"
     scale: float = 1.0
     offset: float = 0.0
     robust_normalize: bool = True
-    normalization: str = "scene"  # "scene": per-raster percentiles; "fixed": the model's record
+    normalization: str = "physical"
+    # (chosen) about the training scenes' median 98th percentile (0.31-0.36), below snow and cloud
+    reflectance_range: Tuple[float, float] = (0.0, 0.35)
     low_percentile: float = 2.0
     high_percentile: float = 98.0
     sample_size: int = 1_000_000

@@ -7,10 +7,12 @@ defaults of a new model) and a user's optical and SAR rasters with optional over
 * which bands are read (the model's, or the user's choice of the same count);
 * which units each file holds (:mod:`.units`: detected, from metadata, or given);
 * how values become features (optical: to reflectance-like 0-1; SAR: to linear power, Lee
-  filter, dB) and how features are normalised: optical by **this raster's** 2-98 %
-  percentiles (the paper's rule; any linear unit cancels out), calibrated SAR by the **fixed
-  dB range stored in the model** (so water stays dark in absolute terms); uncalibrated SAR
-  digital numbers are brought to the training data's level and said so;
+  filter, dB) and how features are normalised: optical surface reflectance by the model's
+  **fixed reflectance range** (a small clip keeps its brightness), 8-bit and other digital
+  numbers by **this raster's** 2-98 % percentiles (the paper's rule; any linear unit cancels
+  out); calibrated SAR by the **fixed dB range stored in the model** (so water stays dark in
+  absolute terms); uncalibrated SAR digital numbers are brought to the training data's level
+  and said so;
 * whether the scene is far from the training data (:mod:`.shift`).
 
 Segmentation, every training stage, fine-tuning, distillation, gate rasters and evaluation
@@ -29,6 +31,7 @@ import numpy as np
 import rasterio
 
 from ..config import (
+    PHYSICAL_OPTICAL_UNITS,
     BandMapping,
     ModelMetadata,
     NormalizationRecord,
@@ -232,10 +235,14 @@ def _record(
 ) -> Optional[NormalizationRecord]:
     if not cfg.robust_normalize:
         return None
+    if mode == "physical" and isinstance(cfg, OpticalPreprocessConfig):
+        if cfg.units in PHYSICAL_OPTICAL_UNITS:
+            return fixed_record(bands, cfg, *cfg.reflectance_range)
+        mode = "scene"
     if mode == "scene":
         return record_from_features(table, cfg, bands, source=str(path))
     if mode != "fixed":
-        raise ValueError(f"{what} normalisation must be 'scene' or 'fixed', got {mode!r}")
+        raise ValueError(f"{what} normalisation must be 'scene', 'physical' (optical) or 'fixed', got {mode!r}")
     if stored is None:
         if isinstance(cfg, SarPreprocessConfig):
             return fixed_record(bands, cfg, *cfg.fixed_range)
@@ -245,6 +252,13 @@ def _record(
             f"the model's {what} range covers {len(stored.bands)} band(s), but {len(bands)} are read"
         )
     return stored
+
+
+def _stretch_line(record: NormalizationRecord, own: bool, units: str) -> str:
+    if own:
+        return f"optical stretch: this raster's 2-98 % percentiles ({units} values have no physical scale)"
+    low, high = record.bands[0].p_low, record.bands[0].p_high
+    return f"optical stretch: fixed surface reflectance {low:g}-{high:g} ({units})"
 
 
 def resolve_inputs(
@@ -306,10 +320,13 @@ def resolve_inputs(
         optical_record = _record(
             recipe.optical.normalization, recipe.optical_record, table, optical_cfg, o_bands, optical_path, "optical"
         )
+        own_stretch = optical_record is not None and optical_record.source == str(optical_path)
+        if recipe.optical.normalization == "physical" and optical_record is not None:
+            lines.append(_stretch_line(optical_record, own_stretch, optical_units.units))
         optical_stats = shift.band_stats(table, o_bands)
         with rasterio.open(optical_path) as src:
             read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
-        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole)
+        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch)
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
     return ResolvedInputs(
         optical_path,

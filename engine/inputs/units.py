@@ -54,10 +54,12 @@ SAR_LABELS = {
 TYPICAL_MEDIAN_DB = {"co": -12.0, "cross": -19.0, None: -14.0}
 MEDIAN_SPREAD_DB = 5.0
 TYPICAL_RANGE_DB, RANGE_SPREAD_DB = 18.0, 7.0
+BRIGHT_SCENE_DARK_END = 5000.0  # 2nd percentile (file units) under which a bright uint16 scene is reflectance x 10000
 UNSURE_MARGIN = 1.0  # score difference below which the choice is reported as unsure
 
 _DB_WORDS = re.compile(r"(^|[^a-z])(db|decibels?)([^a-z]|$)")
 _AMPLITUDE_WORDS = re.compile(r"(^|[^a-z])(amplitude|amp)([^a-z]|$)")
+_SENTINEL2_WORDS = re.compile(r"msil1c|msil2a|(^|[^a-z0-9])s2[ab]_", re.IGNORECASE)
 _POWER_WORDS = re.compile(r"(sigma0|sigma_0|gamma0|gamma_0|beta0|beta_0|intensity|linear|power)")
 
 
@@ -77,7 +79,8 @@ class UnitsDecision:
         """One line for logs, e.g. ``optical: reflectance (0-1) detected (99.5 % <= 0.41) in s2.tif``."""
         labels = OPTICAL_LABELS if self.modality == "optical" else SAR_LABELS
         name = "optical" if self.modality == "optical" else "SAR"
-        text = f"{name}: {labels.get(self.units, self.units)} {self.how}"
+        how = "from metadata" if self.how == "metadata" else self.how
+        text = f"{name}: {labels.get(self.units, self.units)} {how}"
         if self.reason:
             text += f" ({self.reason})"
         if self.unsure:
@@ -164,8 +167,12 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
 
     Rules: a given unit wins; 8-bit types are 8-bit values; a float raster whose 99.5th
     percentile is at most 1.6 holds reflectance 0-1 (a little above 1 for specular highlights);
-    integers or floats up to 255 hold 8-bit values; values whose median is below 6000 and
-    99.5th percentile below 16000 are reflectance x 10000; anything else is digital numbers.
+    integers or floats up to 255 hold 8-bit values; larger values named as a Sentinel-2 product
+    (``MSIL2A``, ``MSIL1C``, ``S2A_``/``S2B_`` in the file or band names) whose 99.5th percentile
+    is below 16000 are reflectance x 10000, however bright (snow); so are values whose median is
+    below 6000 and 99.5th percentile below 16000, and brighter ones (snow, sand) whose non-zero
+    values' 2nd percentile is below 5000 (reported unsure); anything else is digital numbers
+    (unsure when its 99.5th percentile is below 16000: a pure snowfield reads like that).
     """
     if given not in OPTICAL_UNITS:
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
@@ -177,7 +184,9 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
     if pooled.size == 0:
         raise ValueError(f"{path}: optical band(s) {list(bands)} hold no valid pixel (all nodata or NaN)")
     p50, p995, top = (float(v) for v in np.percentile(pooled, [50, 99.5, 100]))
-    stats = {"median": p50, "p99.5": p995, "max": top}
+    positive = pooled[pooled > 0]  # a fill collar of zeros without a nodata value is not a dark end
+    p2 = float(np.percentile(positive, 2)) if positive.size else 0.0
+    stats = {"p2 of positives": p2, "median": p50, "p99.5": p995, "max": top}
     if dtype.itemsize == 1 and dtype.kind in "ui":
         return UnitsDecision("optical", "uint8", "detected", f"{dtype.name} data", stats=stats)
     if dtype.kind == "f" and p995 <= 1.6:
@@ -185,14 +194,25 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         return UnitsDecision("optical", "reflectance", "detected", why, stats=stats)
     if top <= 255.5:
         return UnitsDecision("optical", "uint8", "detected", f"{dtype.name}, all values <= {top:.0f}", stats=stats)
+    named = _SENTINEL2_WORDS.search(f"{Path(path).name} {_metadata_text(path, bands)}")
+    if named and p995 <= 16000:
+        # a snow-covered Sentinel-2 scene has the median of digital numbers; its name says what it is
+        why = f"{dtype.name}, a Sentinel-2 product name in the file or band names, 99.5 % <= {p995:.0f}"
+        return UnitsDecision("optical", "reflectance10000", "metadata", why, offset_dn=offset, stats=stats)
     if offset or (p50 < 6000 and p995 <= 16000):
         why = f"{dtype.name}, median {p50:.0f}, 99.5 % <= {p995:.0f}"
         if offset:
             why += f", offset {offset:g} from the file's metadata"
         return UnitsDecision("optical", "reflectance10000", "detected", why, offset_dn=offset, stats=stats)
+    if p995 <= 16000 and p2 < BRIGHT_SCENE_DARK_END:
+        # a bright scene (snow, sand, haze) in reflectance x 10000: a high median, but a dark end
+        # (forest, shadow, water) where reflectance has it; Landsat Collection 2 surface
+        # reflectance (scale 2.75e-5, offset -0.2) starts at about 7,300
+        why = f"{dtype.name}, median {p50:.0f} but 2 % <= {p2:.0f} and 99.5 % <= {p995:.0f}: a bright scene"
+        return UnitsDecision("optical", "reflectance10000", "detected", why, unsure=True, stats=stats)
     return UnitsDecision(
         "optical", "dn", "detected", f"{dtype.name}, median {p50:.0f}: not a known reflectance scaling",
-        stats=stats,
+        unsure=p995 <= 16000, stats=stats,  # a snowfield in reflectance x 10000 also reads like this
     )
 
 

@@ -278,5 +278,6 @@ def average_models(paths: Sequence[PathLike], out: PathLike, overwrite: bool = F
         else:  # counters such as num_batches_tracked
             merged[key] = last
     model.load_state_dict(merged)
-    metadata.train = dict(metadata.train or {}, averaged_from=[Path(p).name for p in paths])
+    # the run folder too: two runs' best.safetensors must not read as one name twice
+    metadata.train = dict(metadata.train or {}, averaged_from=[f"{Path(p).parent.name}/{Path(p).name}" for p in paths])
     return save_model(out, model, metadata, overwrite=overwrite)

@@ -18,7 +18,8 @@ class NormalizeOptical(PreprocessSar):
         "Converts the chosen optical bands to reflectance-like values from their units (detected: "
         "8-bit, reflectance × 10000, reflectance 0–1; or a custom scale and offset) and then, per band, to [0, 1] "
         "between the 2nd and 98th percentiles of a bounded sample of the whole raster, as the "
-        "models see their optical input. Nodata stays nodata. The percentiles are saved as a "
+        "models see 8-bit and other digital numbers (the default models read surface reflectance "
+        "in a fixed 0–0.35 range instead). Nodata stays nodata. The percentiles are saved as a "
         "normalisation record (JSON) for reuse."
     )
 

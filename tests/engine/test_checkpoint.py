@@ -177,7 +177,9 @@ def test_average_models_is_the_elementwise_mean_and_refuses_other_architectures(
             assert torch.allclose(value, (a[key] + b[key]) / 2, atol=1e-6), key
         else:
             assert torch.equal(value, b[key]), key
-    assert read_metadata(mean_path).train["averaged_from"] == ["epoch_1.safetensors", "epoch_2.safetensors"]
+    folder = tmp_path.name  # the run folder is named too: two runs' best.safetensors stay apart
+    assert read_metadata(mean_path).train["averaged_from"] == [f"{folder}/epoch_1.safetensors",
+                                                               f"{folder}/epoch_2.safetensors"]
     with pytest.raises(ValueError, match="already exists"):
         average_models(paths, mean_path)
     torch.manual_seed(0)

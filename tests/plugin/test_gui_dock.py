@@ -31,7 +31,7 @@ def plain_preprocessing():
 
 def tiny_model(path: Path, schema=None) -> Path:
     """A real (untrained) student checkpoint, small enough to build in milliseconds."""
-    from sgcad_qgis.engine.config import ClassSchema, ModelMetadata, StudentConfig, to_dict
+    from sgcad_qgis.engine.config import ClassSchema, ModelMetadata, OpticalPreprocessConfig, StudentConfig, to_dict
     from sgcad_qgis.engine.models import build_model
     from sgcad_qgis.engine.models.checkpoint import save_model
 
@@ -39,6 +39,9 @@ def tiny_model(path: Path, schema=None) -> Path:
     cfg = StudentConfig(widths=(8, 8, 8, 8), blocks_per_stage=(1, 1, 1, 1), attention_dim=8,
                         decoder_channels=8, num_classes=schema.num_classes)
     meta = ModelMetadata(model=to_dict(cfg), schema=schema, **plain_preprocessing())
+    # 8-bit optical by its own percentiles, as the bundled student reads it: the 200 x 200
+    # Rotterdam sample is then a small clip, and the dock says so
+    meta.optical_preprocess = OpticalPreprocessConfig()
     save_model(path, build_model(cfg), meta)
     return path
 
