@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +190,21 @@ def test_average_models_is_the_elementwise_mean_and_refuses_other_architectures(
                          ModelMetadata(kind="teacher", model=to_dict(other), schema=ClassSchema()))
     with pytest.raises(ValueError, match="one kind and one architecture"):
         average_models([paths[0], teacher], tmp_path / "mixed.safetensors")
+
+
+def test_a_student_moved_to_another_optical_stretch_keeps_its_weights(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from set_optical_stretch import main
+
+    torch.manual_seed(0)
+    meta = ModelMetadata(kind="student", model=to_dict(TINY_STUDENT), schema=ClassSchema(), bands=BandMapping())
+    meta.optical_preprocess.normalization = "scene"
+    source = save_model(tmp_path / "scene.safetensors", build_model(TINY_STUDENT), meta)
+    assert main([str(source), str(tmp_path / "physical.safetensors"), "--range", "0", "0.3"]) == 0
+    (a, before), (b, after) = load_model(source), load_model(tmp_path / "physical.safetensors")
+    assert before.optical_preprocess.normalization == "scene"
+    moved = after.optical_preprocess
+    assert moved.normalization == "physical" and tuple(moved.reflectance_range) == (0, 0.3)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    with pytest.raises(ValueError, match="already exists"):
+        main([str(source), str(tmp_path / "physical.safetensors")])
