@@ -326,7 +326,8 @@ def resolve_inputs(
         optical_stats = shift.band_stats(table, o_bands)
         with rasterio.open(optical_path) as src:
             read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
-        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch)
+        fixed = recipe.optical.normalization == "physical" and optical_record is not None and not own_stretch
+        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed)
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
     return ResolvedInputs(
         optical_path,

@@ -21,6 +21,9 @@ STUCK_SHARE = 0.25  # warn when this share of a band sits on its minimum or maxi
 # fewer valid optical pixels than one 256 x 256 tile: the per-scene stretch then describes the
 # clip, not the scene (docs/experiments/zero_shot_real.md, "Small clips")
 SMALL_CLIP_PIXELS = 256 * 256
+# surface reflectance read in a fixed range: every band's 2nd percentile above this is rare
+# outside snow and desert, and is what Sentinel-2's +1000 offset (baseline 04.00) looks like
+BRIGHT_DARK_END = 0.1
 SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from training's
 
 
@@ -55,15 +58,29 @@ def _constant(b: Dict[str, float]) -> bool:
     return b["max"] - b["min"] <= 1e-6 * max(1.0, abs(b["max"]))
 
 
-def optical_warnings(stats: List[Dict[str, float]], path: str, read_whole: bool = False) -> List[str]:
-    """Constant, all-zero and saturated optical bands (values are reflectance-like), and a clip too
-    small for its own contrast stretch.
+def optical_warnings(
+    stats: List[Dict[str, float]], path: str, read_whole: bool = False, fixed_reflectance: bool = False
+) -> List[str]:
+    """Constant, all-zero and saturated optical bands (values are reflectance-like), a clip too
+    small for its own contrast stretch, and reflectance with no dark end.
 
     ``read_whole``: the sample holds every pixel of the raster, so its counts are the raster's own
     (a sparse sample of a large, mostly empty raster says nothing about the clip's size).
+    ``fixed_reflectance``: the values are read in a fixed reflectance range, so an additive
+    offset brightens the whole input (a per-raster stretch would cancel it).
     """
     out = []
     valid = max((b["n"] for b in stats), default=0)
+    dark_ends = [b["p2"] for b in stats if b.get("n")]
+    if fixed_reflectance and dark_ends and min(dark_ends) >= BRIGHT_DARK_END:
+        out.append(
+            f"optical {path}: no band has 2 % of its pixels darker than {BRIGHT_DARK_END:g} reflectance (2nd "
+            f"percentiles {', '.join(f'{v:.3f}' for v in dark_ends)}). Outside snow, cloud and desert a scene "
+            "nearly always has darker water, shadow or forest. If this is a Sentinel-2 product of processing "
+            "baseline 04.00 or later (from January 2022), every value carries +1000 and the file does not say "
+            "so: subtract 1000 (Raster Calculator) or use a harmonised product; the model reads reflectance in "
+            "a fixed range, so the offset brightens the whole map."
+        )
     if read_whole and 0 < valid < SMALL_CLIP_PIXELS:
         out.append(
             f"optical {path} is a small clip ({valid:,} valid pixels): its contrast stretch (2-98 % percentiles) "

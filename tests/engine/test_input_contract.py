@@ -230,6 +230,13 @@ def test_reflectance_keeps_its_brightness_and_8bit_keeps_its_own_stretch(real_pa
         resolved = resolve_inputs(recipe, paths[("optical", units)], sar)
         assert [(b.p_low, b.p_high) for b in resolved.optical_record.bands] == [(low, high)] * 3, units
         assert f"optical stretch: fixed surface reflectance {low:g}-{high:g} ({units})" in resolved.lines
+    # Sentinel-2's +1000 offset (baseline 04.00) in a file that does not say so brightens the whole
+    # input read in a fixed range: said, with what to do; the plain chip says nothing
+    with rasterio.open(paths[("optical", "reflectance10000")]) as src:
+        shifted = _write(tmp_path / "offset.tif", src.read().astype(np.float64) + 1000, optical, "uint16", 0)
+    said = [w for w in resolve_inputs(recipe, shifted, sar).warnings if "+1000" in w]
+    assert len(said) == 1 and "subtract 1000" in said[0], said
+    assert not [w for w in _warnings(optical, sar) if "+1000" in w]
     eight = resolve_inputs(recipe, paths[("optical", "uint8")], sar)
     # the rendition spans the 8-bit range: its own percentiles, far above the reflectance range
     assert eight.optical_record.source == str(paths[("optical", "uint8")])
