@@ -56,7 +56,8 @@ def add_units_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("units of the input files (detected unless given; docs/inputs.md)")
     group.add_argument(
         "--optical-units", choices=[u for u in OPTICAL_UNITS if u != "custom"], default="auto",
-        help="auto (detected), uint8, reflectance10000 (e.g. Sentinel-2), reflectance (0-1), dn",
+        help="auto (detected), uint8, reflectance10000 (e.g. Sentinel-2), reflectance (0-1), dn, "
+             "landsat_c2 (Landsat Collection 2 surface reflectance)",
     )
     group.add_argument(
         "--sar-units", choices=SAR_UNITS, default="auto",

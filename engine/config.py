@@ -163,11 +163,12 @@ class BandMapping:
         return len(self.sar_bands)
 
 
-OPTICAL_UNITS = ("auto", "uint8", "reflectance10000", "reflectance", "dn", "custom")
+OPTICAL_UNITS = ("auto", "uint8", "reflectance10000", "reflectance", "dn", "custom", "landsat_c2")
 """Units an optical raster may hold: ``auto`` (detected per file, see :mod:`engine.inputs.units`),
-8-bit display values, reflectance x 10000 (Sentinel-2, Landsat surface reflectance products),
-reflectance 0-1, other digital numbers, or ``custom`` (``scale`` and ``offset`` as given)."""
-PHYSICAL_OPTICAL_UNITS = ("reflectance10000", "reflectance")
+8-bit display values, reflectance x 10000 (Sentinel-2), reflectance 0-1, other digital numbers,
+``custom`` (``scale`` and ``offset`` as given), or Landsat Collection 2 surface reflectance
+(x 2.75e-5 - 0.2)."""
+PHYSICAL_OPTICAL_UNITS = ("reflectance10000", "reflectance", "landsat_c2")
 """Optical units whose values are surface reflectance, so a fixed range means the same everywhere."""
 
 SAR_UNITS = ("auto", "linear", "db", "amplitude", "dn")

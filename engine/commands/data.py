@@ -151,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", default="", help="normalisation record JSON (default beside the output)")
     p.add_argument("--units", default="auto",
                    help="units of the input: auto (detected); SAR linear, db, amplitude, dn; "
-                   "optical uint8, reflectance10000, reflectance, dn")
+                   "optical uint8, reflectance10000, reflectance, dn, landsat_c2")
     p.add_argument("--calibration-constant", type=float, default=None,
                    help="SAR units dn: sigma0 = DN^2 / constant")
     p.add_argument("--incidence-angle", type=float, default=None, help="SAR: constant incidence angle (deg)")

@@ -38,6 +38,7 @@ OPTICAL_LABELS = {
     "reflectance": "reflectance (0-1)",
     "dn": "digital numbers of unknown scale",
     "custom": "custom linear scaling",
+    "landsat_c2": "Landsat Collection 2 surface reflectance (x 2.75e-5 - 0.2)",
 }
 SAR_LABELS = {
     "linear": "linear power (sigma0/gamma0)",
@@ -59,6 +60,7 @@ UNSURE_MARGIN = 1.0  # score difference below which the choice is reported as un
 
 _DB_WORDS = re.compile(r"(^|[^a-z])(db|decibels?)([^a-z]|$)")
 _AMPLITUDE_WORDS = re.compile(r"(^|[^a-z])(amplitude|amp)([^a-z]|$)")
+_LANDSAT_C2_WORDS = re.compile(r"(^|[^a-z0-9])l[cote]0[4-9]_l2s[pr]_|(^|[^a-z0-9])sr_b[1-7]([^0-9]|$)", re.IGNORECASE)
 _SENTINEL2_WORDS = re.compile(r"msil1c|msil2a|(^|[^a-z0-9])s2[ab]_", re.IGNORECASE)
 _POWER_WORDS = re.compile(r"(sigma0|sigma_0|gamma0|gamma_0|beta0|beta_0|intensity|linear|power)")
 
@@ -167,12 +169,14 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
 
     Rules: a given unit wins; 8-bit types are 8-bit values; a float raster whose 99.5th
     percentile is at most 1.6 holds reflectance 0-1 (a little above 1 for specular highlights);
-    integers or floats up to 255 hold 8-bit values; larger values named as a Sentinel-2 product
-    (``MSIL2A``, ``MSIL1C``, ``S2A_``/``S2B_`` in the file or band names) whose 99.5th percentile
-    is below 16000 are reflectance x 10000, however bright (snow); so are values whose median is
-    below 6000 and 99.5th percentile below 16000, and brighter ones (snow, sand) whose non-zero
-    values' 2nd percentile is below 5000 (reported unsure); anything else is digital numbers
-    (unsure when its 99.5th percentile is below 16000: a pure snowfield reads like that).
+    integers or floats up to 255 hold 8-bit values; integers named as a Landsat Collection 2
+    Level-2 product (``LC09_L2SP_``, ``SR_B4`` in the file or band names) are its surface
+    reflectance; larger values named as a Sentinel-2 product (``MSIL2A``, ``MSIL1C``,
+    ``S2A_``/``S2B_``) whose 99.5th percentile is below 16000 are reflectance x 10000, however
+    bright (snow); so are values whose median is below 6000 and 99.5th percentile below 16000,
+    and brighter ones (snow, sand) whose non-zero values' 2nd percentile is below 5000 (reported
+    unsure); anything else is digital numbers (unsure when its 99.5th percentile is below 16000:
+    a pure snowfield reads like that).
     """
     if given not in OPTICAL_UNITS:
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
@@ -194,7 +198,11 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         return UnitsDecision("optical", "reflectance", "detected", why, stats=stats)
     if top <= 255.5:
         return UnitsDecision("optical", "uint8", "detected", f"{dtype.name}, all values <= {top:.0f}", stats=stats)
-    named = _SENTINEL2_WORDS.search(f"{Path(path).name} {_metadata_text(path, bands)}")
+    names = f"{Path(path).name} {_metadata_text(path, bands)}"
+    if _LANDSAT_C2_WORDS.search(names) and dtype.kind in "ui":
+        why = f"{dtype.name}, a Landsat Collection 2 Level-2 product name in the file or band names"
+        return UnitsDecision("optical", "landsat_c2", "metadata", why, stats=stats)
+    named = _SENTINEL2_WORDS.search(names)
     if named and p995 <= 16000:
         # a snow-covered Sentinel-2 scene has the median of digital numbers; its name says what it is
         why = f"{dtype.name}, a Sentinel-2 product name in the file or band names, 99.5 % <= {p995:.0f}"

@@ -15,6 +15,7 @@ UNIT_CONVERSION = {
     "reflectance10000": (1.0e-4, 0.0),
     "reflectance": (1.0, 0.0),
     "dn": (1.0 / 65535.0, 0.0),
+    "landsat_c2": (2.75e-5, -0.2),  # USGS Collection 2 Level-2 surface reflectance
 }
 
 

@@ -41,9 +41,10 @@ MODEL_FILTER = "SGCAD model (*.safetensors)"
 OPTICAL_UNIT_CHOICES = (
     ("auto", "Detect from the file"),
     ("uint8", "8-bit values (0–255)"),
-    ("reflectance10000", "Reflectance × 10000 (Sentinel-2, Landsat surface reflectance)"),
+    ("reflectance10000", "Reflectance × 10000 (Sentinel-2)"),
     ("reflectance", "Reflectance 0–1"),
     ("dn", "Digital numbers of another scale"),
+    ("landsat_c2", "Landsat Collection 2 surface reflectance (× 2.75e-5 − 0.2)"),
 )
 SAR_UNIT_CHOICES = (
     ("auto", "Detect from the file"),

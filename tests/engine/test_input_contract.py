@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.config import PHYSICAL_OPTICAL_UNITS, InferenceConfig, TeacherConfig, TrainConfig
+from engine.config import InferenceConfig, TeacherConfig, TrainConfig
 from engine.inference.backends import TorchBackend
 from engine.inference.pipeline import segment_scene
 from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "resources" / "models"
 SAMPLE = ROOT / "resources" / "sample"
 OPTICAL_UNITS = ("uint8", "reflectance10000", "reflectance")
+REFLECTANCE_COPIES = ("reflectance10000", "reflectance")  # one surface reflectance, two encodings
 SAR_UNITS = ("linear", "db", "amplitude")
 
 
@@ -103,7 +104,7 @@ def _agreements(maps: dict) -> tuple:
     float 0-1 hold the same reflectance). An 8-bit rendition has no physical scale, so it keeps
     per-raster percentiles where reflectance is read in a fixed range: the two groups differ by
     design on scenes whose own 2-98 % range is far from that range (docs/inputs.md)."""
-    return _agreement(maps, ("uint8",)), _agreement(maps, PHYSICAL_OPTICAL_UNITS)
+    return _agreement(maps, ("uint8",)), _agreement(maps, REFLECTANCE_COPIES)
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +227,24 @@ def test_reflectance_keeps_its_brightness_and_8bit_keeps_its_own_stretch(real_pa
     low, high = recipe.optical.reflectance_range
     optical, sar, _ = real_pairs["bigearthnet"]
     paths = unit_variants(tmp_path / "ben", optical, sar, optical_is_uint8=False, sar_is_db=True)
-    for units in PHYSICAL_OPTICAL_UNITS:
+    for units in REFLECTANCE_COPIES:
         resolved = resolve_inputs(recipe, paths[("optical", units)], sar)
         assert [(b.p_low, b.p_high) for b in resolved.optical_record.bands] == [(low, high)] * 3, units
         assert f"optical stretch: fixed surface reflectance {low:g}-{high:g} ({units})" in resolved.lines
+    # Landsat Collection 2 surface reflectance (x 2.75e-5 - 0.2) is recognised by its product name
+    # and read as reflectance in the same range
+    with rasterio.open(paths[("optical", "reflectance")]) as src:
+        reflectance = src.read().astype(np.float64)
+    landsat = _write(tmp_path / "LC09_L2SP_198024_20230610_20230612_02_T1_SR.tif",
+                     np.round((reflectance + 0.2) / 2.75e-5), optical, "uint16", 0)
+    resolved = resolve_inputs(recipe, landsat, sar)
+    assert (resolved.optical_units.units, resolved.optical_units.how) == ("landsat_c2", "metadata")
+    assert "optical stretch: fixed surface reflectance 0-0.35 (landsat_c2)" in resolved.lines
+    with rasterio.open(landsat) as src:
+        read = resolved.preprocessor.optical(src.read().astype(np.float32))
+    halo = (reflectance.shape[-1] - read.shape[-1]) // 2  # the preprocessor crops the SAR filter's halo
+    expected = np.clip(reflectance / high, 0, 1)[:, halo:reflectance.shape[1] - halo, halo:reflectance.shape[2] - halo]
+    assert float(np.nanmax(np.abs(read - expected))) < 1e-3
     # Sentinel-2's +1000 offset (baseline 04.00) in a file that does not say so brightens the whole
     # input read in a fixed range: said, with what to do; the plain chip says nothing
     with rasterio.open(paths[("optical", "reflectance10000")]) as src:
