@@ -78,5 +78,6 @@ def main() -> None:
                           f"({result['inputs']['optical_units']}, {given}): "
                           + ", ".join(f"{n} {100 * v:.1f}" for n, v in zip(NAMES, share)), flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -224,6 +224,11 @@ def resolve_chain(
     return out, decision, note
 
 
+def reads_fixed_reflectance(mode: str, cfg: OpticalPreprocessConfig) -> bool:
+    """Whether an optical raster of these (resolved) units is read in the fixed reflectance range."""
+    return mode == "physical" and cfg.units in PHYSICAL_OPTICAL_UNITS
+
+
 def _record(
     mode: str,
     stored: Optional[NormalizationRecord],
@@ -236,7 +241,7 @@ def _record(
     if not cfg.robust_normalize:
         return None
     if mode == "physical" and isinstance(cfg, OpticalPreprocessConfig):
-        if cfg.units in PHYSICAL_OPTICAL_UNITS:
+        if reads_fixed_reflectance(mode, cfg):
             return fixed_record(bands, cfg, *cfg.reflectance_range)
         mode = "scene"
     if mode == "scene":
@@ -320,13 +325,14 @@ def resolve_inputs(
         optical_record = _record(
             recipe.optical.normalization, recipe.optical_record, table, optical_cfg, o_bands, optical_path, "optical"
         )
-        own_stretch = optical_record is not None and optical_record.source == str(optical_path)
-        if recipe.optical.normalization == "physical" and optical_record is not None:
+        mode = recipe.optical.normalization
+        fixed = optical_record is not None and reads_fixed_reflectance(mode, optical_cfg)
+        own_stretch = optical_record is not None and mode != "fixed" and not fixed
+        if mode == "physical" and optical_record is not None:
             lines.append(_stretch_line(optical_record, own_stretch, optical_units.units))
         optical_stats = shift.band_stats(table, o_bands)
         with rasterio.open(optical_path) as src:
             read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
-        fixed = recipe.optical.normalization == "physical" and optical_record is not None and not own_stretch
         warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed)
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
     return ResolvedInputs(

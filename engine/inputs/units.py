@@ -202,8 +202,7 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
     if _LANDSAT_C2_WORDS.search(names) and dtype.kind in "ui":
         why = f"{dtype.name}, a Landsat Collection 2 Level-2 product name in the file or band names"
         return UnitsDecision("optical", "landsat_c2", "metadata", why, stats=stats)
-    named = _SENTINEL2_WORDS.search(names)
-    if named and p995 <= 16000:
+    if _SENTINEL2_WORDS.search(names) and p995 <= 16000:
         # a snow-covered Sentinel-2 scene has the median of digital numbers; its name says what it is
         why = f"{dtype.name}, a Sentinel-2 product name in the file or band names, 99.5 % <= {p995:.0f}"
         return UnitsDecision("optical", "reflectance10000", "metadata", why, offset_dn=offset, stats=stats)
