@@ -35,7 +35,8 @@ CAL_EXCEPT = " (the decision offset above excepted)"
 STAGES = (", stage 1 then SGCAD stage 2 (gated distillation from the default teacher), then stage 2 continued "
           "on 48 further scenes with green (algal, harbour) water and dense crop parcels as dark as forest "
           "(the scene count and statistics below are that last set's), then continued again on that set with "
-          "surface reflectance read in the fixed range (two seeds, weights averaged)")
+          "surface reflectance read in the fixed range (two seeds, weights averaged), then the class-prior correction "
+          "below")
 
 
 def to_half(src: Path, dst: Path) -> None:
@@ -165,6 +166,12 @@ def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
                     f"(the uncalibrated cut {cal['threshold']:.2f} becomes 0.5), chosen on the {cal['labels']} of "
                     f"{', '.join(cal['scenes'])} (`scripts/calibrate_teacher.py`). Chosen with each scene left out: "
                     f"{left_out}. These are the only real pixels the model depends on.")
+    prior = meta.train.get("prior_correction") if meta.train else None
+    if prior:
+        offsets = ", ".join(f"{n} {o:+.2f}" for n, o in zip(meta.schema.names, prior["offsets"]))
+        weights += (f"\n- **Class-prior correction**: {prior['tau']} x log(class frequency of the {prior['labels']}) "
+                    f"folded into the head ({offsets}): the class-balanced losses tilt uncertain pixels towards rare "
+                    "classes; tau was chosen on held-out synthetic scenes (`scripts/set_class_prior.py`).")
     optical = _optical_rule(meta) if kind == "student" else ""
     score, key = ("water IoU", "water_iou") if kind == "teacher" else ("mIoU", "miou")
     test_table = (_metrics_table(test, names) if test and not averaged else

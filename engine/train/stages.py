@@ -28,6 +28,7 @@ from ..inputs.contract import InputRecipe, preprocessor_for
 from ..losses import inverse_frequency_weights
 from ..models import build_model
 from ..models.checkpoint import check_fits, load_model
+from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from .data import PreparedData, TrainingInputs, combine_data, prepare_data
 from .loop import Trainer, check_run_folder, resolve_device
@@ -177,6 +178,7 @@ def distill(
         distill_cfg or DistillConfig(),
     )
     student, s_meta = load_model(student_path, expected_kind="student")
+    _without_prior(student, s_meta, student_path, progress)
     teacher, t_meta = load_model(teacher_path, expected_kind="teacher")
     schema = s_meta.schema
     check_fits(s_meta, student_path, bands=_first(inputs).bands)
@@ -227,10 +229,18 @@ def _initial(init_from, kind: str, cfg, data: PreparedData, schema: Optional[Cla
     if init_from is None:
         return build_model(cfg), cfg
     model, meta = load_model(init_from, expected_kind=kind, schema=schema, bands=data.stored["bands"])
+    _without_prior(model, meta, init_from)
     cls = StudentConfig if kind == "student" else TeacherConfig
     from ..config import from_dict
 
     return model, from_dict(cls, meta.model)
+
+
+def _without_prior(model, meta: ModelMetadata, path, progress: Progress = NULL_PROGRESS) -> None:
+    """Training goes on from balanced logits: a folded class-prior correction is taken out."""
+    if remove_prior_correction(model, meta.train) is not None:
+        progress.info(f"{path}: its class-prior correction is taken out for training; the trained model has "
+                      "none (re-apply it with scripts/set_class_prior.py)")
 
 
 def _first(inputs):
