@@ -135,7 +135,7 @@ def train_sar_only(
         water_weights = inverse_frequency_weights([sum(data.histogram) - water, water])
     task = SarOnlyTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress), water_weights)
     torch.manual_seed(cfg.seed)
-    model, model_cfg = _initial(init_from, "student", model_cfg, data, schema)
+    model, model_cfg = _initial(init_from, "student", model_cfg, data, schema, progress)
     if model_cfg.name != SAR_ONLY_MODEL:
         raise ValueError(f"{init_from} is not a SAR-only model ({model_cfg.name}); start from a {SAR_ONLY_MODEL} file")
     meta = _metadata("student", model_cfg, schema, data)

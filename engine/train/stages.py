@@ -104,7 +104,7 @@ def train_teacher(
         )
     task = TeacherTask(schema, loss_cfg, _class_weights(binary, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
-    model, teacher_cfg = _initial(init_from, "teacher", teacher_cfg, data)
+    model, teacher_cfg = _initial(init_from, "teacher", teacher_cfg, data, progress=progress)
     meta = _metadata("teacher", teacher_cfg, schema, data)
     trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress,
                       pretrained=init_from is not None)
@@ -133,7 +133,7 @@ def train_student(
     data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     task = StudentTask(schema, loss_cfg, _class_weights(data.histogram, loss_cfg, progress))
     torch.manual_seed(cfg.seed)
-    model, student_cfg = _initial(init_from, "student", student_cfg, data, schema)
+    model, student_cfg = _initial(init_from, "student", student_cfg, data, schema, progress)
     meta = _metadata("student", student_cfg, schema, data)
     trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress,
                       pretrained=init_from is not None)
@@ -224,12 +224,13 @@ def distill(
     return result
 
 
-def _initial(init_from, kind: str, cfg, data: PreparedData, schema: Optional[ClassSchema] = None):
+def _initial(init_from, kind: str, cfg, data: PreparedData, schema: Optional[ClassSchema] = None,
+             progress: Progress = NULL_PROGRESS):
     """A new network from ``cfg``, or the one in ``init_from`` (its own architecture and weights)."""
     if init_from is None:
         return build_model(cfg), cfg
     model, meta = load_model(init_from, expected_kind=kind, schema=schema, bands=data.stored["bands"])
-    _without_prior(model, meta, init_from)
+    _without_prior(model, meta, init_from, progress)
     cls = StudentConfig if kind == "student" else TeacherConfig
     from ..config import from_dict
 

@@ -95,3 +95,33 @@ def test_fine_tuning_takes_the_correction_out_and_the_result_records_none(tmp_pa
     before = load_file(str(bundled))["head.bias"].float()
     after = load_file(str(tuned))["head.bias"].float()
     assert torch.allclose(after, before - torch.as_tensor(offsets, dtype=torch.float32), atol=1e-5)
+
+
+def test_training_from_a_corrected_student_starts_from_its_balanced_head(tmp_path):
+    """``train-student --init`` with the bundled student: the trained file must not hold offsets
+    that its metadata no longer records (learning rate 0: the head is the bundled one minus them)."""
+    from safetensors.torch import load_file
+    from test_finetune import MODELS, ROOT
+
+    from engine.config import TrainConfig
+    from engine.models.checkpoint import read_metadata
+    from engine.models.prior import recorded_offsets
+    from engine.progress import CallbackProgress
+    from engine.train.data import TrainingInputs
+    from engine.train.stages import train_student
+
+    bundled = MODELS / "sgcad_student.safetensors"
+    sample = ROOT / "resources" / "sample" / "synthetic"
+    messages = []
+    run = train_student(
+        TrainingInputs(optical=str(sample / "optical.tif"), sar=str(sample / "sar.tif"),
+                       labels=str(sample / "label.tif")),
+        tmp_path / "s", StudentConfig(), TrainConfig(epochs=1, batch_size=2, max_batches_per_epoch=1, threads=2,
+                                                     lr=0.0), init_from=bundled,
+        progress=CallbackProgress(info=messages.append),
+    )
+    assert "prior_correction" not in (read_metadata(run["model"]).train or {})
+    assert any("class-prior correction is taken out" in m for m in messages)
+    offsets = torch.as_tensor(recorded_offsets(read_metadata(bundled).train), dtype=torch.float32)
+    before, after = load_file(str(bundled))["head.bias"].float(), load_file(run["model"])["head.bias"].float()
+    assert torch.allclose(after, before - offsets, atol=1e-5)
