@@ -6,8 +6,9 @@ also tilts every uncertain pixel towards a rare class. On real farmland that is 
 as road and dark pasture read as forest. Adding ``tau * log(prior)`` to the logits puts part of
 the class frequencies back (Menon et al. 2021, "Long-tail learning via logit adjustment";
 ``tau = 1`` undoes an inverse-frequency cross-entropy, ``0`` keeps the balanced rule). The offset
-is folded into the head's bias: every front end, export and fine-tuning sees the same decision,
-and the model's metadata records it.
+is folded into the head's bias, so every front end and export sees the same decision, and the
+model's metadata records it; training and fine-tuning take it out first
+(:func:`remove_prior_correction`).
 """
 
 from __future__ import annotations
