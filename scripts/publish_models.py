@@ -135,7 +135,8 @@ def _optical_rule(meta) -> str:
     cfg = meta.optical_preprocess
     if cfg.normalization == "physical":
         low, high = cfg.reflectance_range
-        return (f"; optical surface reflectance (Sentinel-2 L2A, floats 0-1) in the fixed range {low:g}-{high:g}, "
+        return (f"; optical surface reflectance (Sentinel-2 L2A, Landsat Collection 2 Level-2, floats 0-1) in the "
+                f"fixed range {low:g}-{high:g}, "
                 "8-bit and other digital numbers by the raster's own 2-98 % percentiles")
     return "; optical to reflectance-like values, then each scene's own 2-98 % percentiles"
 

@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     fold_logit_adjustment(model, offsets)
     meta.train = dict(meta.train or {}, prior_correction={
         "tau": args.tau, "prior": [round(float(p), 5) for p in prior],
-        "offsets": [round(float(o), 4) for o in offsets], "labels": f"{len(paths)} training scenes' label rasters"})
+        # unrounded: removing the correction before training subtracts exactly what was folded
+        "offsets": [float(o) for o in offsets], "labels": f"{len(paths)} training scenes' label rasters"})
     save_model(args.out, model.float(), meta, overwrite=False)
     print(f"{args.out}: tau {args.tau}, prior "
           + ", ".join(f"{c} {100 * p:.1f} %" for c, p in zip(meta.schema.names, prior)))
