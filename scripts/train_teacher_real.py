@@ -1,7 +1,7 @@
 """Continue the water expert (teacher) on the real scenes' training labels beside the synthetic set.
 
-    .venv/bin/python scripts/train_teacher_real.py --init TEACHER --synthetic SCENES_DIR --out RUN
-        [--exclude india,rotterdam] [--windows 24] [--repeat 4] [--epochs 4] [--max-batches 60]
+    .venv/bin/python scripts/train_teacher_real.py [--init TEACHER] --synthetic SCENES_DIR --out RUN
+        [--exclude india,rotterdam|all] [--windows 24] [--repeat 4] [--epochs 4] [--max-batches 60]
 
 Real training labels only (``resources/labels/README.md``): the left part of each Sen1Floods11
 hand label (columns 0-247; the right half is the evaluation set), the training polygons of the
@@ -9,9 +9,9 @@ Camargue, the lower Rhone and Rotterdam (their evaluation polygons are never rea
 scene becomes a patch set of ``--windows`` 128-px windows over its labelled pixels, listed
 ``--repeat`` times, so the few real scenes weigh about as much as the synthetic ones per epoch.
 ``--exclude`` leaves scenes out, for leave-one-scene-out checks of transfer to an unseen scene.
-Training continues from ``--init`` (its architecture, weights and frozen BatchNorm statistics)
-with every epoch kept. Measured, not adopted: docs/experiments/zero_shot_real.md (retraining the
-water expert).
+Training continues from ``--init`` (its architecture, weights and frozen BatchNorm statistics),
+or starts a new teacher of ``--model-config``, with every epoch kept. Measured, not adopted:
+docs/experiments/zero_shot_real.md (retraining the water expert).
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from eval_finetune_real import SCHEMA_WATER, scenes, water_labels  # noqa: E402
 
-from engine.config import BandMapping, ClassSchema, PatchConfig, SarPreprocessConfig, TrainConfig  # noqa: E402
+from engine.config import (  # noqa: E402
+    BandMapping,
+    ClassSchema,
+    PatchConfig,
+    SarPreprocessConfig,
+    TeacherConfig,
+    TrainConfig,
+    from_dict,
+)
 from engine.data.patches import MANIFEST_VERSION, save_manifest  # noqa: E402
 from engine.train.data import TrainingInputs  # noqa: E402
 
@@ -131,8 +139,6 @@ def main(argv=None) -> int:
             inputs.append(TrainingInputs(patch_set=str(folder), bands=SAR_ONLY, sar_preprocess=chain))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       threads=args.threads, max_batches_per_epoch=args.max_batches, keep_epochs=True)
-    from engine.config import TeacherConfig, from_dict
-
     teacher_cfg = from_dict(TeacherConfig, json.loads(Path(args.model_config).read_text()))
     result = train_teacher(inputs, out, teacher_cfg, train_cfg=cfg, progress=ConsoleProgress(), overwrite=True,
                            init_from=args.init)
