@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:  # appended: a test importing this script keeps it
     sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from eval_finetune_real import SCHEMA_WATER, scenes, water_labels  # noqa: E402
+from eval_finetune_real import SCHEMA_WATER, sar_footprint, scenes, water_labels  # noqa: E402
 
 from engine.config import (  # noqa: E402
     BandMapping,
@@ -58,8 +58,7 @@ def training_label(scene: dict) -> np.ndarray:
     from engine.raster.labels import rasterize_labels
 
     classes, _ = rasterize_labels(scene["train"], "class", grid_of(scene["sar"]), ClassSchema())
-    footprint = water_labels(scene, "train") != 255
-    return np.where(footprint, classes, 255).astype(np.uint8)
+    return np.where(sar_footprint(scene["sar"]), classes, 255).astype(np.uint8)
 
 
 def window_positions(label: np.ndarray, count: int) -> list:
