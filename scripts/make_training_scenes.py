@@ -38,6 +38,7 @@ def scene_options(
     s1_share: float = 0.0,
     green_water: float = 0.0,
     dense_crops: float = 0.0,
+    water_shapes: float = 0.0,
 ) -> Dict[str, Any]:
     """The generator options of scene ``seed`` under a set's priors (the flags of this script)."""
     rng = np.random.default_rng(seed)
@@ -54,6 +55,9 @@ def scene_options(
         options["green_water"] = round(float(extra.uniform(0.3, 1.0)), 3)
     if dense_crops:
         options["dense_crops"] = round(float(extra.uniform(0.0, dense_crops)), 3)
+    shapes = np.random.default_rng([seed, 11])  # and its own again
+    if water_shapes and shapes.random() < water_shapes:
+        options["water_shapes"] = round(float(shapes.uniform(0.2, 1.0)), 3)
     return options
 
 
@@ -72,13 +76,16 @@ def main() -> None:
                         help="share of scenes whose water is green (algae, harbours; tint drawn in 0.3-1)")
     parser.add_argument("--dense-crops", type=float, default=0.0,
                         help="largest darkening of dense crop parcels towards forest (drawn per scene in 0-this)")
+    parser.add_argument("--water-shapes", type=float, default=0.0,
+                        help="share of scenes with wide rivers, canals, harbour basins and ponds (density in 0.2-1)")
     args = parser.parse_args()
     out = Path(args.out)
     summary = []
     for k in range(args.count):
         folder = out / f"scene{k:03d}"
         seed = args.seed + k
-        options = scene_options(seed, args.max_confusers, args.snow, args.s1_share, args.green_water, args.dense_crops)
+        options = scene_options(seed, args.max_confusers, args.snow, args.s1_share, args.green_water, args.dense_crops,
+                                args.water_shapes)
         if not (folder / "label.tif").is_file():
             generate_scene(folder, size=args.size, seed=seed, write_vector=False, overwrite=True, **options)
         summary.append({"scene": folder.name, "seed": seed, **options})

@@ -199,6 +199,12 @@ class SyntheticScene:
             band above the blue one), 0 for clear and turbid water only.
         dense_crops: 0-1, how dark the densest crop and pasture parcels get (1: as dark as
             forest in the optical image, so the SAR and the parcel shapes must tell them apart).
+        water_shapes: 0-1, how much of the water people shaped or the natural rivers wider than
+            the default ones (docs/data.md): with this probability a wide river (40-600 m),
+            and on average 1.5 x this straight canals (30-200 m, right-angle bends) per 4 km,
+            harbour basins (this x 30 % of city blocks, streets between them stay as quays)
+            and ponds (this x 8 % of farmland parcels: fish ponds, salt pans, flooded
+            fields). 0: the lakes and narrow rivers only.
     """
 
     def __init__(
@@ -225,6 +231,7 @@ class SyntheticScene:
         supersample: Optional[int] = None,
         green_water: float = 0.0,
         dense_crops: float = 0.0,
+        water_shapes: float = 0.0,
     ) -> None:
         if size < 32:
             raise ValueError(f"synthetic scene size must be at least 32 pixels, got {size}")
@@ -243,9 +250,11 @@ class SyntheticScene:
             raise ValueError(f"optical_units must be one of {sorted(OPTICAL_UNITS)}, got {optical_units!r}")
         if not 0 <= wind <= 1 or not 0 <= sar_confusers <= 1:
             raise ValueError(f"wind and sar_confusers must be in [0, 1], got {wind} and {sar_confusers}")
-        if not 0 <= green_water <= 1 or not 0 <= dense_crops <= 1:
-            raise ValueError(f"green_water and dense_crops must be in [0, 1], got {green_water} and {dense_crops}")
+        if not 0 <= green_water <= 1 or not 0 <= dense_crops <= 1 or not 0 <= water_shapes <= 1:
+            raise ValueError(f"green_water, dense_crops and water_shapes must be in [0, 1], got {green_water}, "
+                             f"{dense_crops} and {water_shapes}")
         self.green_water, self.dense_crops = float(green_water), float(dense_crops)
+        self.water_shapes = float(water_shapes)
         self.size, self.seed, self.looks = int(size), int(seed), float(looks)
         self.shift = (float(misregistration[0]), float(misregistration[1]))
         self.clouds, self.confusers, self.snow = clouds, confusers, bool(snow)
@@ -316,6 +325,19 @@ class SyntheticScene:
                                [cx + dx + o * -math.sin(angle), cy + dy + o * math.cos(angle)]])
                      for o in ((0.0, gap) if gap else (0.0,))]
             self.runways = np.concatenate([_segments(_densify(ln, 48.0)) for ln in lines])
+        # a third stream: scenes drawn without water shapes keep every value above
+        rng3 = np.random.default_rng([self.seed, 10])
+        self.wide_river, self.wide_half = np.zeros((0, 4)), 0.0
+        self.canals, self.canal_half = np.zeros((0, 4)), 0.0
+        if self.water_shapes > 0:
+            if rng3.random() < self.water_shapes:
+                self.wide_half = float(np.exp(rng3.uniform(math.log(10.0), math.log(150.0))))  # 40-600 m wide
+                self.wide_river = _segments(_polyline(rng3, span, 6.0, 0.5))
+            count = int(rng3.poisson(1.5 * self.water_shapes * max(1.0, span / 2048)))  # per 4 km of side
+            legs = [_canal(rng3, span) for _ in range(count)]
+            if legs:
+                self.canal_half = float(rng3.uniform(7.5, 50.0))  # 30-200 m wide
+                self.canals = np.concatenate([_segments(_densify(p, 48.0)) for leg in legs for p in leg])
 
     def options(self) -> Dict[str, Any]:
         """The SAR and optical options in force (JSON-able), for records of a training set."""
@@ -326,7 +348,7 @@ class SyntheticScene:
                 "noise_floor": bool(self.noise_floor), "optical_units": self.optical_units,
                 "supersample": self.sub, "clouds": bool(self.clouds), "confusers": bool(self.confusers),
                 "misregistration": list(self.shift), "green_water": self.green_water,
-                "dense_crops": self.dense_crops}
+                "dense_crops": self.dense_crops, "water_shapes": self.water_shapes}
 
     # ----------------------------------------------------------------- structure
     def label_window(self, ys: np.ndarray, xs: np.ndarray) -> Dict[str, np.ndarray]:
@@ -371,6 +393,8 @@ class SyntheticScene:
         _segment_distance(dist, ys, xs, self.river_segs, 20.0)
         half = self.river_width[0] * (1 + 0.4 * np.sin(xs[None, :] / self.river_width[1] + ys[:, None] / 350.0))
         water |= dist < half
+        if self.water_shapes > 0:
+            water |= self._shaped_water(ys, xs, label, parcel_i, parcel_j, city & ~street, block_id)
         runway &= ~water
         label[runway] = c["road"]
         label[water] = c["water"]
@@ -380,6 +404,24 @@ class SyntheticScene:
         label[road] = c["road"]
         return {"label": label, "parcel_i": parcel_i, "parcel_j": parcel_j, "block": block_id,
                 "runway": runway & ~road, "uy": ys, "ux": xs}
+
+    def _shaped_water(self, ys: np.ndarray, xs: np.ndarray, label: np.ndarray, parcel_i: np.ndarray,
+                      parcel_j: np.ndarray, blocks: np.ndarray, block_id: np.ndarray) -> np.ndarray:
+        """Wide river, canals, harbour basins and ponds on the grid ``ys`` x ``xs`` (structure units)."""
+        water = np.zeros(label.shape, bool)
+        if len(self.wide_river):
+            dist = np.full(label.shape, np.inf)
+            _segment_distance(dist, ys, xs, self.wide_river, 1.3 * self.wide_half + 1)
+            water |= dist < self.wide_half * (1 + 0.25 * np.sin(xs[None, :] / 900.0 + ys[:, None] / 700.0))
+        if len(self.canals):
+            dist = np.full(label.shape, np.inf)
+            _segment_distance(dist, ys, xs, self.canals, self.canal_half + 1)
+            water |= dist < self.canal_half
+        basin = _hash(self.seed, 40, block_id, np.zeros_like(block_id)) < 0.3 * self.water_shapes
+        water |= blocks & basin
+        pond = _hash(self.seed, 41, parcel_i, parcel_j) < 0.08 * self.water_shapes
+        water |= pond & (label == self.cls["farmland"])
+        return water
 
     def environment(self, ys: np.ndarray, xs: np.ndarray) -> Dict[str, np.ndarray]:
         """Smooth appearance layers at pixel centres, shared by the ground samples of each pixel."""
@@ -601,6 +643,19 @@ def _crop(s: Dict[str, np.ndarray], core: Tuple[slice, slice]) -> Dict[str, np.n
     out = {k: v[core] for k, v in s.items() if v.ndim == 2}
     out["uy"], out["ux"] = s["uy"][core[0]], s["ux"][core[1]]
     return out
+
+
+def _canal(rng: np.random.Generator, size: int) -> List[np.ndarray]:
+    """A canal: one to three straight legs with right-angle bends, from a point of the scene."""
+    x, y = rng.uniform(0.1, 0.9, 2) * size
+    heading = rng.uniform(0, 2 * math.pi)
+    legs = []
+    for _ in range(int(rng.integers(1, 4))):
+        length = rng.uniform(0.3, 1.2) * size
+        end = (x + length * math.cos(heading), y + length * math.sin(heading))
+        legs.append(np.array([[x, y], end]))
+        (x, y), heading = end, heading + rng.choice([-1.0, 1.0]) * math.pi / 2
+    return legs
 
 
 def _densify(line: np.ndarray, step: float) -> np.ndarray:

@@ -80,6 +80,8 @@ def test_same_seed_same_scene_and_files_are_georeferenced(synthetic_scene, tmp_p
     # SAR point-spread halo, ground supersampling, two polarisations, snow, runways, float optical
     (160, {"resolution": 10.0, "polarisations": ("VV", "VH"), "snow": True, "sar_confusers": 1.0,
            "misregistration": (0.5, 1.0), "optical_units": "reflectance", "seed": 5}),
+    # wide river, canals, harbour basins and ponds
+    (200, {"resolution": 10.0, "water_shapes": 1.0, "seed": 7}),
 ])
 def test_any_window_layout_renders_the_same_pixels(size, options):
     options = dict(options)
@@ -301,6 +303,48 @@ def test_green_water_and_dense_crops():
     assert np.array_equal(dense["sar"], plain["sar"])
     with pytest.raises(ValueError, match="green_water"):
         SyntheticScene(64, green_water=1.5)
+
+
+def test_water_shapes_add_straight_and_wide_water_and_keep_the_rest():
+    kw = dict(resolution=10.0, clouds=False, confusers=False, noise_floor=False, wind=0.0, sar_confusers=0.0)
+    plain = SyntheticScene(256, seed=7, **kw)
+    shaped = SyntheticScene(256, seed=7, water_shapes=1.0, **kw)
+    a, b = plain.render(FULL), shaped.render(FULL)
+    water_a, water_b = a["label"] == WATER, b["label"] == WATER
+    # the scene without shapes is untouched (its own random streams), and shapes only add water
+    assert np.array_equal(a["label"], SyntheticScene(256, seed=7, water_shapes=0.0, **kw).render(FULL)["label"])
+    assert np.all(water_b[water_a]) and water_b.mean() > water_a.mean() + 0.1
+    changed = water_b != water_a
+    assert np.all(np.isin(a["label"][changed], [FARMLAND, CITY, FOREST, ROAD, SCHEMA.id_of("village")]))
+    # seed 7 draws a wide river and canals: pixels well inside a canal are water
+    from engine.data.synthetic import _segment_distance
+
+    assert len(shaped.wide_river) and len(shaped.canals) and 7.5 <= shaped.canal_half <= 50
+    ys = xs = np.arange(256) + 0.5
+    dist = np.full((256, 256), np.inf)
+    _segment_distance(dist, ys * shaped.scale, xs * shaped.scale, shaped.canals, shaped.canal_half)
+    core = dist < shaped.canal_half - 2 * shaped.scale
+    assert core.sum() > 200 and np.isin(b["label"][core], [WATER, ROAD]).all()  # roads cross on bridges
+    assert water_b[core].mean() > 0.9
+    # harbour basins: whole city blocks become water, the streets between them stay road
+    assert (a["label"][changed] == CITY).sum() > 50
+    # the new water is as dark as the old (calm water, no noise floor) and far darker than the land it replaced
+    db = _db(b["sar"][0])
+    new, old = _interior(b["label"], WATER) & changed, _interior(a["label"], WATER)
+    assert abs(np.median(db[new]) - np.median(db[old])) < 2.5
+    assert np.median(db[new]) < np.median(_db(a["sar"][0])[new]) - 6
+    with pytest.raises(ValueError, match="water_shapes"):
+        SyntheticScene(64, water_shapes=-0.1)
+
+
+def test_training_sets_give_water_shapes_to_a_share_of_scenes_and_keep_the_other_draws():
+    from make_training_scenes import scene_options
+
+    flags = dict(max_confusers=0.25, snow=0.03, s1_share=0.5)
+    drawn = [scene_options(seed, water_shapes=0.5, **flags) for seed in range(2000, 2200)]
+    shaped = [o.pop("water_shapes") for o in drawn if "water_shapes" in o]
+    assert 0.4 < len(shaped) / len(drawn) < 0.6 and min(shaped) >= 0.2 and max(shaped) <= 1.0
+    assert drawn == [scene_options(seed, **flags) for seed in range(2000, 2200)]
 
 
 def test_optical_units_hold_the_same_reflectance():
