@@ -199,8 +199,8 @@ class SyntheticScene:
             band above the blue one), 0 for clear and turbid water only.
         dense_crops: 0-1, how dark the densest crop and pasture parcels get (1: as dark as
             forest in the optical image, so the SAR and the parcel shapes must tell them apart).
-        water_shapes: 0-1, how much of the water people shaped or the natural rivers wider than
-            the default ones (docs/data.md): with this probability a wide river (40-600 m),
+        water_shapes: 0-1, density of the water the default lakes and 20-36 m rivers lack
+            (docs/data.md): with this probability a wide river (40-600 m),
             and on average 1.5 x this straight canals (30-200 m, right-angle bends) per 4 km,
             harbour basins (this x 30 % of city blocks, streets between them stay as quays)
             and ponds (this x 8 % of farmland parcels: fish ponds, salt pans, flooded
