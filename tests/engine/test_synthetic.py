@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from engine.config import ClassSchema
 from engine.data.sar_model import REFLECTANCE, SURFACE
-from engine.data.synthetic import SyntheticScene, generate_scene, random_scene_options
+from engine.data.synthetic import SyntheticScene, _segment_distance, generate_scene, random_scene_options
 from engine.progress import CallbackProgress, Canceled
 from engine.raster.grid import grid_of
 from engine.raster.io import read_bands
@@ -317,8 +317,6 @@ def test_water_shapes_add_straight_and_wide_water_and_keep_the_rest():
     changed = water_b != water_a
     assert np.all(np.isin(a["label"][changed], [FARMLAND, CITY, FOREST, ROAD, SCHEMA.id_of("village")]))
     # seed 7 draws a wide river and canals: pixels well inside a canal are water
-    from engine.data.synthetic import _segment_distance
-
     assert len(shaped.wide_river) and len(shaped.canals) and 7.5 <= shaped.canal_half <= 50
     ys = xs = np.arange(256) + 0.5
     dist = np.full((256, 256), np.inf)
