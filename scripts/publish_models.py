@@ -167,6 +167,9 @@ def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
                     f"(the uncalibrated cut {cal['threshold']:.2f} becomes 0.5), chosen on the {cal['labels']} of "
                     f"{', '.join(cal['scenes'])} (`scripts/calibrate_teacher.py`). Chosen with each scene left out: "
                     f"{left_out}. These are the only real pixels the model depends on.")
+        if cal.get("reported_only"):
+            weights += (f" Scored but not used for the choice (SAR levels not calibrated backscatter): "
+                        f"{', '.join(cal['reported_only'])}.")
     prior = meta.train.get("prior_correction") if meta.train else None
     if prior:
         offsets = ", ".join(f"{n} {o:+.2f}" for n, o in zip(meta.schema.names, prior["offsets"]))

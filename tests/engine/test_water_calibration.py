@@ -44,3 +44,29 @@ def test_threshold_choice_and_leave_one_out():
     assert loo["c"] == {"threshold": 0.3, "iou": 0.2}  # a and b alone prefer 0.3: c pays for it
     assert loo["a"] == {"threshold": 0.4, "iou": 0.8}
     assert best_threshold({"a": [0.5, 0.5, 0.5]}, thresholds) == 0.5  # a tie keeps the plain cut
+
+
+def test_the_cut_is_chosen_on_calibrated_sar_only(monkeypatch, tmp_path):
+    """Rotterdam (SAR levels not sigma0) is reported but cannot pull the cut: here its water only
+    rises above 0.10, which the four calibrated scenes would accept at no cost."""
+    import json
+    from pathlib import Path
+
+    import calibrate_teacher
+
+    def fake_teacher(_teacher, sar, _optical):
+        scene = next(s for s in calibrate_teacher.scenes().values() if s["sar"] == sar)
+        truth = calibrate_teacher.water_labels(scene, "train", "left")
+        water_p = 0.12 if "rotterdam" in str(sar) else 0.55
+        return np.where(truth == 1, water_p, 0.05)
+
+    monkeypatch.setattr(calibrate_teacher, "teacher_water", fake_teacher)
+    teacher = Path(__file__).resolve().parents[2] / "resources" / "models" / "sgcad_teacher.safetensors"
+    record_file = tmp_path / "cal.json"
+    assert calibrate_teacher.main(["--teacher", str(teacher), "--out", str(tmp_path / "cal"),
+                                   "--json", str(record_file)]) == 0
+    record = json.loads(record_file.read_text())
+    assert record["iou"]["rotterdam"][0] == pytest.approx(1.0) and record["iou"]["rotterdam"][-3] == 0.0
+    # all five scenes would choose 0.10 (mean 1.0); the calibrated four tie everywhere and keep 0.5
+    assert record["calibration"]["threshold"] == 0.5 and record["calibration"]["reported_only"] == ["rotterdam"]
+    assert "rotterdam" not in record["calibration"]["scenes"] and (tmp_path / "cal" / "best.safetensors").is_file()
