@@ -7,6 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import rasterio
+from make_training_scenes import scene_options
 from osgeo import ogr
 from rasterio.windows import Window
 from scipy import ndimage
@@ -336,8 +337,6 @@ def test_water_shapes_add_straight_and_wide_water_and_keep_the_rest():
 
 
 def test_training_sets_give_water_shapes_to_a_share_of_scenes_and_keep_the_other_draws():
-    from make_training_scenes import scene_options
-
     flags = dict(max_confusers=0.25, snow=0.03, s1_share=0.5)
     drawn = [scene_options(seed, water_shapes=0.5, **flags) for seed in range(2000, 2200)]
     shaped = [o.pop("water_shapes") for o in drawn if "water_shapes" in o]

@@ -1,6 +1,10 @@
 """Decision calibration of the water teacher: the folded offset moves the cut exactly, and the
 threshold choice and its leave-one-scene-out check follow the IoU table."""
 
+import json
+from pathlib import Path
+
+import calibrate_teacher
 import numpy as np
 import pytest
 import torch
@@ -49,11 +53,6 @@ def test_threshold_choice_and_leave_one_out():
 def test_the_cut_is_chosen_on_calibrated_sar_only(monkeypatch, tmp_path):
     """Rotterdam (SAR levels not sigma0) is reported but cannot pull the cut: here its water only
     rises above 0.10, which the four calibrated scenes would accept at no cost."""
-    import json
-    from pathlib import Path
-
-    import calibrate_teacher
-
     def fake_teacher(_teacher, sar, _optical):
         scene = next(s for s in calibrate_teacher.scenes().values() if s["sar"] == sar)
         truth = calibrate_teacher.water_labels(scene, "train", "left")
