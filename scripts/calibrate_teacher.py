@@ -41,7 +41,6 @@ from engine.water.calibration import (  # noqa: E402
 )
 
 LABELS_USED = "training labels (left half of a hand-labelled chip, else the training polygons)"
-NOT_CALIBRATED = ("rotterdam",)  # reported, not used to choose the cut: its SAR levels are not sigma0
 
 
 def main(argv=None) -> int:
@@ -54,14 +53,15 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     teacher = Path(args.teacher)
-    data = {}
-    for name, scene in scenes().items():
+    data, known = {}, scenes()
+    for name, scene in known.items():
         truth = water_labels(scene, "train", "left")  # the training labels only
         if not (truth == 1).any():
             continue
         data[name] = (teacher_water(teacher, scene["sar"], None), truth)
     table = iou_table(data)
-    choosing = {name: row for name, row in table.items() if name not in NOT_CALIBRATED}
+    # a scene whose SAR levels are not sigma0 is reported but does not choose the cut
+    choosing = {name: row for name, row in table.items() if known[name].get("sigma0", True)}
     chosen = best_threshold(choosing)
     loo = leave_one_out(choosing)
     print("threshold " + " ".join(f"{t:5.2f}" for t in THRESHOLDS))

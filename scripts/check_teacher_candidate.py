@@ -94,18 +94,22 @@ def _label(folder: Path) -> np.ndarray:
         return src.read(1)
 
 
+def _water_truth(folder: Path) -> np.ndarray:
+    """A synthetic scene's water label: 1 water, 0 not, 255 not scored."""
+    label = _label(folder)
+    return np.where(label == 255, 255, (label == WATER).astype(np.int64))
+
+
 def measure(teacher: Path, cache: Path) -> dict:
     """Every figure the rule reads, for one teacher."""
     held, snow = synthetic_sets(cache)
     inter = union = 0
-    for folder in held:
-        label, water = _label(folder), teacher_water(teacher, folder / "sar.tif", None) > 0.5
-        scored, truth = label != 255, label == WATER
-        inter += int((water & truth & scored).sum())
-        union += int(((water | truth) & scored).sum())
-    label = _label(SAMPLE)
-    sample = 100 * iou(teacher_water(teacher, SAMPLE / "sar.tif", None) > 0.5,
-                       np.where(label == 255, 255, (label == WATER).astype(np.int64)))
+    for folder in held:  # pooled over the scenes: intersection and union summed
+        truth, water = _water_truth(folder), teacher_water(teacher, folder / "sar.tif", None) > 0.5
+        scored = truth != 255
+        inter += int((water & (truth == 1) & scored).sum())
+        union += int(((water | (truth == 1)) & scored).sum())
+    sample = 100 * iou(teacher_water(teacher, SAMPLE / "sar.tif", None) > 0.5, _water_truth(SAMPLE))
     snow_land = {}
     for folder in snow:
         label = _label(folder)

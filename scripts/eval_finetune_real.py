@@ -59,8 +59,9 @@ def scenes() -> Dict[str, dict]:
                          eval=LABELS / "camargue_eval.gpkg"),
         "rhone": dict(sar=next(cam.glob("*20171210*.tif")), train=LABELS / "lower_rhone_train.gpkg",
                       eval=LABELS / "lower_rhone_eval.gpkg"),
+        # airborne X-band whose levels are not calibrated sigma0 (docs/data.md)
         "rotterdam": dict(sar=rot / "sar_masked.tif", optical=rot / "rgb_unmasked.tif",
-                          train=rot / "labels_digitised.gpkg", eval=LABELS / "rotterdam_eval.gpkg"),
+                          train=rot / "labels_digitised.gpkg", eval=LABELS / "rotterdam_eval.gpkg", sigma0=False),
     }
 
 

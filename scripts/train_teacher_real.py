@@ -41,7 +41,11 @@ from engine.config import (  # noqa: E402
     from_dict,
 )
 from engine.data.patches import MANIFEST_VERSION, save_manifest  # noqa: E402
+from engine.progress import ConsoleProgress  # noqa: E402
+from engine.raster.grid import grid_of  # noqa: E402
+from engine.raster.labels import rasterize_labels  # noqa: E402
 from engine.train.data import TrainingInputs  # noqa: E402
+from engine.train.stages import train_teacher  # noqa: E402
 
 PATCH = 128
 GUARD_FROM = 248  # Sen1Floods11 chips: columns 248-255 separate the training and scoring halves
@@ -54,9 +58,6 @@ def training_label(scene: dict) -> np.ndarray:
         water = water_labels(scene, chip_half="left")
         water[:, GUARD_FROM:] = 255
         return np.where(water == 255, 255, np.where(water == 1, SCHEMA_WATER, 0)).astype(np.uint8)
-    from engine.raster.grid import grid_of
-    from engine.raster.labels import rasterize_labels
-
     classes, _ = rasterize_labels(scene["train"], "class", grid_of(scene["sar"]), ClassSchema())
     return np.where(sar_footprint(scene["sar"]), classes, 255).astype(np.uint8)
 
@@ -119,9 +120,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    from engine.progress import ConsoleProgress
-    from engine.train.stages import train_teacher
-
     out = Path(args.out)
     excluded = set(scenes()) if args.exclude == "all" else {s for s in args.exclude.split(",") if s}
     unknown = excluded - set(scenes())

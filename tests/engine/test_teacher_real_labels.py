@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import rasterio
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import train_teacher_real as ttr  # noqa: E402
-from eval_finetune_real import scenes, water_labels  # noqa: E402
+import train_teacher_real as ttr
+from eval_finetune_real import scenes, water_labels
 
 
 def test_training_labels_stay_off_every_evaluation_pixel(shared_data):
