@@ -1,8 +1,49 @@
 """``python -m engine``: the engine's command line."""
 
+import os
+import signal
 import sys
 
-from .cli import main
+from .progress import record_stop_signal, stop_signal
+
+MESSAGES = {
+    signal.SIGINT: ("interrupted (Ctrl-C): stopped; no output was written", 130),
+    signal.SIGTERM: ("terminated (SIGTERM): stopped; no output was written", 143),
+}
+
+
+def _stop_while_loading(signum, frame):  # noqa: ARG001 - signal handler signature
+    record_stop_signal(signum)  # kept even if an import swallows the exception below
+    raise KeyboardInterrupt()
+
+
+def _exit_after_stop(code: int) -> None:
+    # A Ctrl-C that lands inside exec() (dataclasses and torch build code that way while importing)
+    # leaves CPython's "unhandled interrupt" flag set, and the interpreter would then kill itself with
+    # SIGINT instead of exiting with the documented status. Cleanup is done by now: end here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run() -> None:
+    for signum in MESSAGES:
+        signal.signal(signum, _stop_while_loading)
+    code = None
+    try:
+        from .cli import main
+
+        if stop_signal() is None:  # else an import swallowed the interrupt
+            code = main()
+    except KeyboardInterrupt:
+        pass  # outside main's own handling: while loading, or between two of its statements
+    if code is None:  # stopped before main() could say so
+        message, code = MESSAGES[stop_signal() or signal.SIGINT]
+        print(message, file=sys.stderr)
+    if code in (130, 143):
+        _exit_after_stop(code)
+    sys.exit(code)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _run()

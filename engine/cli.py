@@ -23,6 +23,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import __version__
+from .progress import record_stop_signal, stop_signal
 from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, SgcadError, describe_error
 
 
@@ -105,8 +106,13 @@ def _print_result(result: Dict[str, Any], as_json: bool) -> None:
         print(f"{key}: {value}")
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise Terminated()
+def _on_stop_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+    # Recorded first: an exception raised inside a C extension that is calling back into Python
+    # (torch building a tensor, say) can come out as a different error, or be swallowed.
+    record_stop_signal(signum)
+    if signum == signal.SIGTERM:
+        raise Terminated()
+    raise KeyboardInterrupt()
 
 
 def _fail(message: str, code: int, as_json: bool) -> int:
@@ -123,9 +129,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not debug:  # GDAL's own "ERROR 1: ..." lines: the one-line message below says it with the remedy
         os.environ.setdefault("CPL_LOG", os.devnull)
     as_json = "--json" in argv
-    previous = None
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _on_stop_signal)
     except ValueError:  # not the main thread (embedded use): leave signals alone
         pass
     try:
@@ -136,21 +143,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         as_json = bool(getattr(args, "json", False))
         result = args.func(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated, Exception) as exc:
         if debug:
             traceback.print_exc()
-        return _fail("interrupted (Ctrl-C): stopped; no output was written", EXIT_INTERRUPTED, as_json)
-    except Terminated:
-        if debug:
-            traceback.print_exc()
-        return _fail("terminated (SIGTERM): stopped; no output was written", EXIT_TERMINATED, as_json)
-    except Exception as exc:
+        if isinstance(exc, Terminated) or stop_signal() == signal.SIGTERM:
+            return _fail("terminated (SIGTERM): stopped; no output was written", EXIT_TERMINATED, as_json)
+        if isinstance(exc, KeyboardInterrupt) or stop_signal() == signal.SIGINT:
+            return _fail("interrupted (Ctrl-C): stopped; no output was written", EXIT_INTERRUPTED, as_json)
         message, code, _ = describe_error(exc)
-        if debug:
-            traceback.print_exc()
         return _fail(message, code, as_json)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        record_stop_signal(None)  # the next in-process call starts afresh
     _print_result(result or {}, as_json)
     return 0

@@ -11,6 +11,24 @@ class Canceled(Exception):
     """Raised inside a long run when the user asked to stop."""
 
 
+_stop_signal: Optional[int] = None
+
+
+def record_stop_signal(signum: Optional[int]) -> None:
+    """Remember that the command line got Ctrl-C or SIGTERM (``None`` forgets it).
+
+    The signal also raises at once, but Python may deliver that exception inside a C call that
+    swallows it; console progress then stops the run at its next check.
+    """
+    global _stop_signal
+    _stop_signal = signum
+
+
+def stop_signal() -> Optional[int]:
+    """The stop signal the command line received, if any."""
+    return _stop_signal
+
+
 class Progress:
     """Callback object every long-running engine function accepts.
 
@@ -119,6 +137,9 @@ class ConsoleProgress(Progress):
 
     def warning(self, message: str) -> None:
         self._line(f"warning: {message}")  # shown even when quiet: the user must act on it
+
+    def is_canceled(self) -> bool:
+        return _stop_signal is not None
 
     def _line(self, message: str) -> None:
         self.stream.write(f"\n{message}\n" if self._last else f"{message}\n")

@@ -262,6 +262,27 @@ def test_ctrl_c_exits_130_with_one_line_and_no_files(scene, models, tmp_path):
     assert not out.exists() or list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("after_s", [0.3, 0.7, 1.1, 1.5])
+def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(models, tmp_path, after_s):
+    # Early Ctrl-C lands in imports, where torch and dataclasses run exec(): CPython then wants to die
+    # by SIGINT, and an interrupt inside a C call can surface as another exception type.
+    big = generate_scene(tmp_path / "big", size=512, seed=2)
+    out = tmp_path / "out"
+    args = segment_args({"optical": big["optical"], "sar": big["sar"]}, models, out, "--batch-size", 1)
+    process = subprocess.Popen([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT,
+                               env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.fail(f"the run ended before the interrupt at {after_s} s; interrupt earlier")
+    assert process.returncode == 130, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "interrupted (Ctrl-C): stopped; no output was written"
+    ]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_debug_flag_adds_the_traceback(scene, tmp_path, capsys):
     args = ["preprocess", "--input", tmp_path / "missing.tif", "--output", tmp_path / "o.tif", "--modality", "sar"]
     code, _, err = cli(capsys, *args)
