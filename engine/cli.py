@@ -70,6 +70,17 @@ def add_units_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sar_levels_arg(parser: argparse.ArgumentParser) -> None:
+    """``--sar-levels`` for commands whose water teacher decides water."""
+    from .config import SAR_LEVELS
+
+    parser.add_argument(
+        "--sar-levels", choices=SAR_LEVELS, default="auto",
+        help="calibrated (sigma0/gamma0, e.g. Sentinel-1) or relative (airborne, uncalibrated): on relative "
+             "levels the teacher's water cut comes from the scene; auto: relative for DN without --sar-calibration",
+    )
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line of stdout"

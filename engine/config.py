@@ -171,6 +171,12 @@ OPTICAL_UNITS = ("auto", "uint8", "reflectance10000", "reflectance", "dn", "cust
 PHYSICAL_OPTICAL_UNITS = ("reflectance10000", "reflectance", "landsat_c2")
 """Optical units whose values are surface reflectance, so a fixed range means the same everywhere."""
 
+SAR_LEVELS = ("auto", "calibrated", "relative")
+"""Whether a SAR raster's levels are calibrated backscatter (sigma0 / gamma0, as Sentinel-1 GRD) or
+only relative (airborne or other uncalibrated products). ``auto``: relative for digital numbers
+without a calibration constant, calibrated otherwise. On relative levels the water teacher keeps
+its ranking of pixels but takes its water cut from the scene (:mod:`engine.water.scene_cut`)."""
+
 SAR_UNITS = ("auto", "linear", "db", "amplitude", "dn")
 """Units a SAR raster may hold: ``auto`` (detected per file), linear power (sigma0 / gamma0),
 decibels, amplitude (square root of power), or uncalibrated amplitude digital numbers

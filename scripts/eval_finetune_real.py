@@ -35,6 +35,7 @@ from engine.config import FinetuneConfig, InferenceConfig  # noqa: E402
 from engine.inputs.contract import InputRecipe, resolve_inputs  # noqa: E402
 from engine.inputs.reader import PairReader  # noqa: E402
 from engine.models.checkpoint import load_model  # noqa: E402
+from engine.preprocess.nodata import fill_sar_nodata  # noqa: E402
 from engine.raster.grid import grid_of  # noqa: E402
 from engine.raster.labels import rasterize_labels  # noqa: E402
 from engine.train.baseline import fit_lda  # noqa: E402
@@ -130,7 +131,7 @@ def teacher_water(teacher_path: Path, sar: Path, optical: Optional[Path]) -> np.
     resolved = resolve_inputs(InputRecipe.of(meta), None, sar)
     grid = grid_of(sar)
     reader = PairReader(None, sar, grid, (), resolved.bands.sar_bands, [resolved.preprocessor])
-    x = np.nan_to_num(reader.read(0, 0, grid.width, grid.height).sar[0])
+    x = fill_sar_nodata(reader.read(0, 0, grid.width, grid.height).sar[0])  # as the product does
     import torch
 
     with torch.no_grad():

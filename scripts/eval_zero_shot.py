@@ -73,6 +73,15 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                "share_teacher": footprint_share(zero_shot, footprint)}
         if scene.get("vh"):
             row["otsu_vh"] = iou(otsu_water(db[scene["vh"] - 1]), truth)
+        if scene.get("sigma0", True) is False:  # levels not sigma0: what --sar-levels relative gives
+            from engine.inference.sar_only import water_probability
+
+            result = water_probability(scene["sar"], teacher, tmp / f"relative-{name}.tif", sar_levels="relative",
+                                       overwrite=True)
+            with rasterio.open(result["path"]) as src:
+                relative = src.read(1) >= 0.5
+            row["teacher_relative"], row["share_relative"] = iou(relative, truth), footprint_share(relative, footprint)
+            row["scene_cut"] = result["scene_cut"]
         if adapt:
             from engine.config import FinetuneConfig
             from engine.train.finetune import finetune_from_polygons
@@ -215,10 +224,11 @@ def _pct(v) -> str:
 
 def markdown(out: dict, args) -> str:
     """The figures as Markdown tables (the page's prose is written by hand around them)."""
-    lines = ["| scene | teacher | Otsu co-pol | Otsu VH | teacher adapted (no labels) |", "|---|---|---|---|---|"]
+    lines = ["| scene | teacher | teacher, relative levels (scene's cut) | Otsu co-pol | Otsu VH | "
+             "teacher adapted (no labels) |", "|---|---|---|---|---|---|"]
     for name, r in out["teacher"].items():
-        lines.append(f"| {name} | {_pct(r['teacher'])} | {_pct(r['otsu_co'])} | {_pct(r.get('otsu_vh'))} | "
-                     f"{_pct(r.get('teacher_adapted'))} |")
+        lines.append(f"| {name} | {_pct(r['teacher'])} | {_pct(r.get('teacher_relative'))} | {_pct(r['otsu_co'])} | "
+                     f"{_pct(r.get('otsu_vh'))} | {_pct(r.get('teacher_adapted'))} |")
     lines += ["", "| scene | share of the SAR footprint called water: teacher | Otsu co-pol | adapted |",
               "|---|---|---|---|"]
     for name, r in out["teacher"].items():

@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # appended: a test importing this script keeps its own sys.path order
     sys.path.append(str(ROOT))
@@ -27,6 +25,7 @@ from eval_zero_shot import MODELS, iou, scenes, water_labels  # noqa: E402
 from engine.inputs.contract import InputRecipe, resolve_inputs  # noqa: E402
 from engine.inputs.reader import PairReader  # noqa: E402
 from engine.models.checkpoint import load_model  # noqa: E402
+from engine.preprocess.nodata import fill_sar_nodata  # noqa: E402
 from engine.raster.grid import grid_of  # noqa: E402
 
 
@@ -47,7 +46,7 @@ def main(argv=None) -> int:
         resolved = resolve_inputs(InputRecipe.of(meta), None, scene["sar"])
         grid = grid_of(scene["sar"])
         reader = PairReader(None, scene["sar"], grid, (), resolved.bands.sar_bands, [resolved.preprocessor])
-        x = torch.from_numpy(np.nan_to_num(reader.read(0, 0, grid.width, grid.height).sar[0])[None])
+        x = torch.from_numpy(fill_sar_nodata(reader.read(0, 0, grid.width, grid.height).sar[0])[None])
         h, w = x.shape[-2:]
         x = F.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")  # both runs see whole 32 px cells
         with torch.no_grad():

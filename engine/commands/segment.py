@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, add_units_args, int_list
+from ..cli import add_json_flag, add_sar_levels_arg, add_units_args, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +76,7 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_units_args(parser)
+    add_sar_levels_arg(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
 
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         optical_units=args.optical_units,
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
+        sar_levels=args.sar_levels,
     )
     inputs = (args.optical, args.sar, args.model, args.out)
     if args.shards is not None or args.merge or args.block_rows is not None or launched():

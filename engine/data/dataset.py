@@ -16,6 +16,7 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from ..inputs.reader import PairReader
+from ..preprocess.nodata import fill_sar_nodata
 from ..preprocess.pipeline import InputPreprocessor
 from ..raster.grid import grid_of
 from ..raster.io import read_bands
@@ -113,10 +114,10 @@ class PatchDataset(Dataset):
         label = data["label"]
         label[invalid] = self.ignore_index
         optical = torch.from_numpy(np.nan_to_num(data["optical"], nan=0.0).astype(np.float32))
-        sar = torch.from_numpy(np.nan_to_num(data["sar"], nan=0.0).astype(np.float32))
+        sar = torch.from_numpy(fill_sar_nodata(data["sar"]))  # as at inference
         teacher = data.get("teacher_sar")
         if teacher is not None:  # augmented with the student's SAR, as one stack
-            sar = torch.cat([sar, torch.from_numpy(np.nan_to_num(teacher, nan=0.0).astype(np.float32))])
+            sar = torch.cat([sar, torch.from_numpy(fill_sar_nodata(teacher))])
         target = torch.from_numpy(label)
         if self.augment:
             optical, sar, target = augment_patch(optical, sar, target, self.augment_cfg, self.ignore_index)

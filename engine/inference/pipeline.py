@@ -33,12 +33,13 @@ from ..validate import (
     vector_layers,
     verify_geotiff,
 )
+from ..water.scene_cut import spread, with_scene_cut
 from .aoi import AoiLike, load_aoi
 from .backends import describe_device, make_backend, resolve_device
 from .outputs import OutputSet, output_paths
 from .precision import decide as decide_precision
 from .precision import weights_key as precision_key
-from .products import Thresholds
+from .products import SAR_VALID, Thresholds
 from .reader import TileReader
 from .streaming import stream_segmentation
 from .tiling import plan_tiles
@@ -100,6 +101,7 @@ def segment_scene(
     optical_units: str = "auto",
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
+    sar_levels: str = "auto",
 ) -> Dict[str, Any]:
     """Segment a scene with a student (and optional teacher) checkpoint.
 
@@ -126,6 +128,8 @@ def segment_scene(
             :mod:`engine.inputs.units`); the decisions and any domain-shift warning are
             reported through ``progress`` and returned under ``"inputs"``.
         sar_calibration: calibration constant of uncalibrated SAR numbers (power = DN**2 / it).
+        sar_levels: calibrated or relative SAR levels (``config.SAR_LEVELS``); on relative levels
+            the teacher's water cut comes from the scene (:mod:`engine.water.scene_cut`).
 
     Returns:
         written paths and run figures (tiles, timings, throughput, device, class pixels).
@@ -142,7 +146,7 @@ def segment_scene(
         optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, progress,
         optical_bands=optical_bands, sar_bands=sar_bands, cloud_mask=cloud_mask, grid=grid,
         resolution=resolution, backend=backend, optical_units=optical_units, sar_units=sar_units,
-        sar_calibration=sar_calibration,
+        sar_calibration=sar_calibration, sar_levels=sar_levels,
     )
     meta, region, plan = job.meta, job.region, job.plan
     with RunLock(out_dir, "segment"):  # a second run into this folder is refused, naming this one
@@ -199,6 +203,7 @@ def segment_scene(
         "device": describe_device(device),
         "backend": getattr(backend, "name", "custom"),
         "precision": getattr(backend, "precision", "fp32"),
+        "scene_cut": getattr(backend, "scene_cut", None),  # relative SAR levels: the teacher's cut
         "threads": torch.get_num_threads(),
         "seconds": round(wall, 3),
         "pixels_per_second": round(region.width * region.height / max(wall, 1e-9), 1),
@@ -267,6 +272,13 @@ class SceneJob:
         progress.info(f"loading {self.model_path}" + (f" and {self.teacher_path}" if self.teacher_path else ""))
         student, _ = load_model(self.model_path, "student")
         teacher = load_model(self.teacher_path, "teacher")[0] if self.teacher_path else None
+        scene_cut = None
+        if teacher is not None and self.resolved.sar_relative_levels:
+            teacher, scene_cut = with_scene_cut(teacher.to(device), _teacher_sample(self.reader(), plan, progress),
+                                                device)
+            scene_cut = round(scene_cut, 4)
+            progress.info(f"relative SAR levels: water where the teacher's probability is >= {scene_cut:.2f} "
+                          "(the scene's cut)")
         samples = _sample_batches(self.reader, plan, cfg.batch_size)
 
         def build(precision: str):
@@ -296,7 +308,16 @@ class SceneJob:
         progress.info(f"precision: {decision.precision} ({decision.reason})")
         backend = build(decision.precision)
         backend.precision_decision, backend.precision_key = decision, key
+        backend.scene_cut = scene_cut
         return backend
+
+
+def _teacher_sample(reader: TileReader, plan: Any, progress: Progress):
+    """``(teacher SAR, SAR valid)`` of tiles spread over the scene, for the scene's water cut."""
+    for tile in spread(plan.tiles):
+        progress.check()
+        _, sar, teacher_sar, flags = reader.read_tile(tile)
+        yield (sar if teacher_sar is None else teacher_sar)[None], ((flags & SAR_VALID) > 0)[None]
 
 
 def _sample_batches(reader: Callable[[], TileReader], plan: Any, batch_size: int) -> Callable[[], Tuple]:
@@ -334,6 +355,7 @@ def prepare_job(
     optical_units: str = "auto",
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
+    sar_levels: str = "auto",
     output_keys: Optional[Callable[[List[str]], List[Path]]] = None,
     lock_check: bool = True,
 ) -> SceneJob:
@@ -361,7 +383,7 @@ def prepare_job(
     if teacher_meta is not None and teacher_meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
     overrides = InputOverrides(
-        tuple(optical_bands or ()), tuple(sar_bands or ()), optical_units, sar_units, sar_calibration
+        tuple(optical_bands or ()), tuple(sar_bands or ()), optical_units, sar_units, sar_calibration, sar_levels
     )
     resolved = resolve_inputs(InputRecipe.of(meta), optical_path, sar_path, overrides, progress.sub(0.0, 0.03))
     resolved.report(progress)

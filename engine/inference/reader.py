@@ -2,9 +2,9 @@
 
 Each tile window is read through the shared window reader of the input contract
 (:mod:`engine.inputs.reader`: grown by the halo, warped onto the grid on the fly, converted
-and normalised as resolved for this pair of files, cropped back). Missing values become 0
-for the networks; which inputs were present is kept per pixel in validity flags
-(:mod:`.products`).
+and normalised as resolved for this pair of files, cropped back). Missing optical becomes 0
+and missing SAR its nearest valid pixel of the tile (:mod:`engine.preprocess.nodata`); which
+inputs were present is kept per pixel in validity flags (:mod:`.products`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..inputs.reader import PairReader
+from ..preprocess.nodata import fill_sar_nodata
 from ..preprocess.pipeline import InputPreprocessor
 from ..raster.grid import Grid
 from .products import OPTICAL_VALID, SAR_VALID
@@ -63,8 +64,11 @@ class TileReader:
         self.pair = PairReader(optical_path, sar_path, grid, optical_bands, sar_bands, chains, cloud_mask)
         self.has_teacher_chain = teacher_preprocessor is not None
 
-    def read_region(self, x0: int, y0: int, width: int, height: int) -> Tuple:
-        """(optical, sar, teacher_sar or None, flags) of a grid region, preprocessed."""
+    def read_region(self, x0: int, y0: int, width: int, height: int, fill: bool = True) -> Tuple:
+        """(optical, sar, teacher_sar or None, flags) of a grid region, preprocessed.
+
+        ``fill=False`` leaves missing SAR as NaN (for regions cut into tiles, each filled alone).
+        """
         window = self.pair.read(x0, y0, width, height)
         optical, sar = window.optical, window.sar[0]
         if optical is None:  # a SAR-only model: zero optical bands, never "missing"
@@ -75,9 +79,9 @@ class TileReader:
         flags |= np.where(finite_s.all(axis=0), SAR_VALID, 0).astype(np.uint8)
         # one pass per array (np.nan_to_num makes three: NaN, +inf, -inf)
         optical[~finite_o] = 0.0
-        sar[~finite_s] = 0.0
-        if teacher_sar is not None:
-            teacher_sar[~np.isfinite(teacher_sar)] = 0.0
+        if fill:
+            sar = fill_sar_nodata(sar)
+            teacher_sar = fill_sar_nodata(teacher_sar) if teacher_sar is not None else None
         return optical, sar, teacher_sar, flags
 
     def read_tile(self, tile: Tile) -> Tuple:
@@ -99,10 +103,11 @@ class TileReader:
                 for t in group:
                     parts[t.index] = self.read_tile(t)
                 continue
-            region = self.read_region(x0, row, x1 - x0, group[0].height)
-            for t in group:
+            optical, sar, teacher_sar, flags = self.read_region(x0, row, x1 - x0, group[0].height, fill=False)
+            for t in group:  # filled tile by tile, so the result equals reading each tile alone
                 cut = np.s_[..., t.x0 - x0 : t.x1 - x0]
-                parts[t.index] = tuple(a[cut] if a is not None else None for a in region)
+                parts[t.index] = (optical[cut], fill_sar_nodata(sar[cut]),
+                                  fill_sar_nodata(teacher_sar[cut]) if teacher_sar is not None else None, flags[cut])
         ordered = [parts[t.index] for t in tiles]
         teacher = np.stack([p[2] for p in ordered]) if self.has_teacher_chain else None
         return TileBatch(

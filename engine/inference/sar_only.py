@@ -27,9 +27,11 @@ from ..config import InferenceConfig, ModelMetadata
 from ..cores import apply_threads
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from ..inputs.reader import PairReader
+from ..preprocess.nodata import fill_sar_nodata
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of
 from ..raster.io import open_writer
+from ..water.scene_cut import spread, with_scene_cut
 from .assembler import BlockAssembler
 from .backends import TeacherWater, describe_device, resolve_device
 from .blending import BlendAccumulator
@@ -56,6 +58,7 @@ def water_probability(
     sar_bands: Optional[Sequence[int]] = None,
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
+    sar_levels: str = "auto",
     teacher: Optional[Tuple[torch.nn.Module, ModelMetadata]] = None,
     band_name: str = "water_probability",
     overwrite: bool = False,
@@ -72,6 +75,8 @@ def water_probability(
         sar_bands: 1-based SAR bands (default the teacher's).
         sar_units, sar_calibration: units of this file (``"auto"``: detected) and the
             calibration constant of uncalibrated numbers.
+        sar_levels: calibrated or relative levels (``config.SAR_LEVELS``); on relative levels the
+            water cut comes from the scene (:mod:`engine.water.scene_cut`).
         teacher: an already loaded ``(network, metadata)`` of ``teacher_path`` (saves loading
             it twice for two dates).
         band_name: band description of the output.
@@ -80,7 +85,8 @@ def water_probability(
 
     Returns:
         ``path``, ``inputs`` (units decisions and warnings), ``tiles``, ``device``, ``seconds``,
-        ``valid_pixels``, ``mean_probability`` and ``water_fraction`` (p >= 0.5 among valid pixels).
+        ``valid_pixels``, ``mean_probability``, ``water_fraction`` (p >= 0.5 among valid pixels) and
+        ``scene_cut`` (the cut as a probability of the teacher on relative SAR levels, else None).
 
     Raises:
         ValueError: a checkpoint that is not a teacher, bands that do not fit, a SAR raster
@@ -97,7 +103,8 @@ def water_probability(
     meta = teacher[1] if teacher is not None else read_metadata(teacher_path)
     if meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {meta.kind} checkpoint; the SAR-only water map needs a teacher")
-    overrides = InputOverrides(sar_bands=tuple(sar_bands or ()), sar_units=sar_units, sar_calibration=sar_calibration)
+    overrides = InputOverrides(sar_bands=tuple(sar_bands or ()), sar_units=sar_units, sar_calibration=sar_calibration,
+                               sar_levels=sar_levels)
     resolved = resolve_inputs(InputRecipe.of(meta), None, sar_path, overrides, progress.sub(0.0, 0.03))
     resolved.report(progress)
     grid = grid or grid_of(sar_path)
@@ -109,6 +116,11 @@ def water_probability(
     device = resolve_device(cfg.device)
     apply_threads(cfg.threads)
     network = teacher[0] if teacher is not None else load_teacher(teacher_path)[0]
+    scene_threshold = None
+    if resolved.sar_relative_levels:
+        network, scene_threshold = with_scene_cut(network.to(device), _sample(reader, plan, progress), device)
+        progress.info(f"relative SAR levels: water where the teacher's probability is >= {scene_threshold:.2f} "
+                      "(the scene's cut)")
     net = TeacherWater(network).to(device).eval()
     amp = bool(cfg.amp and device.type == "cuda")
     progress.info(
@@ -125,7 +137,7 @@ def water_probability(
             for tile in batch:
                 sar = reader.read(tile.x0, tile.y0, tile.width, tile.height).sar[0]
                 valid.append(np.isfinite(sar).all(axis=0))
-                arrays.append(np.nan_to_num(sar, nan=0.0))
+                arrays.append(fill_sar_nodata(sar))
             x = torch.from_numpy(np.stack(arrays).astype(np.float32))
             if device.type == "cuda":
                 x = x.pin_memory().to(device, non_blocking=True)
@@ -156,4 +168,13 @@ def water_probability(
         "valid_pixels": int(counts[0]),
         "mean_probability": round(p_sum / counts[0], 4),
         "water_fraction": round(float(counts[1]) / counts[0], 4),
+        "scene_cut": None if scene_threshold is None else round(scene_threshold, 4),
     }
+
+
+def _sample(reader: PairReader, plan, progress: Progress):
+    """``(sar, valid)`` of tiles spread over the scene, one at a time, for the scene's water cut."""
+    for tile in spread(plan.tiles):
+        progress.check()
+        sar = reader.read(tile.x0, tile.y0, tile.width, tile.height).sar[0]
+        yield fill_sar_nodata(sar)[None], np.isfinite(sar).all(axis=0)[None]

@@ -32,6 +32,7 @@ import rasterio
 
 from ..config import (
     PHYSICAL_OPTICAL_UNITS,
+    SAR_LEVELS,
     BandMapping,
     ModelMetadata,
     NormalizationRecord,
@@ -65,6 +66,7 @@ class InputOverrides:
     optical_units: str = "auto"
     sar_units: str = "auto"
     sar_calibration: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
+    sar_levels: str = "auto"  # one of config.SAR_LEVELS
 
 
 @dataclass
@@ -106,6 +108,7 @@ class ResolvedInputs:
     stats: Dict[str, Any]
     warnings: List[str] = field(default_factory=list)
     lines: List[str] = field(default_factory=list)
+    sar_relative_levels: bool = False  # the water teacher's cut then comes from the scene
 
     @property
     def preprocessor(self) -> InputPreprocessor:
@@ -306,6 +309,10 @@ def resolve_inputs(
     )
     warnings += [note] if note else []
     lines.append(sar_units.line(sar_path))
+    relative = relative_sar_levels(overrides.sar_levels, sar_units.units, overrides.sar_calibration)
+    if relative:
+        why = "as given" if overrides.sar_levels == "relative" else "digital numbers without a calibration constant"
+        lines.append(f"SAR levels of {sar_path.name}: relative ({why}); the water teacher's cut comes from this scene")
     table, _ = sample_features(sar_path, s_bands, sar_cfg, progress=progress.sub(0.0, 0.5), seed=seed)
     sar_record = _record(recipe.sar.normalization, recipe.sar_record, table, sar_cfg, s_bands, sar_path, "SAR")
     sar_stats = shift.band_stats(table, s_bands)
@@ -348,7 +355,18 @@ def resolve_inputs(
         stats,
         warnings,
         lines,
+        relative,
     )
+
+
+def relative_sar_levels(levels: str, units: str, calibration: float) -> bool:
+    """Whether SAR levels are only relative (``config.SAR_LEVELS``): as given, or, for ``auto``,
+    digital numbers without a calibration constant."""
+    if levels not in SAR_LEVELS:
+        raise ValueError(f"SAR levels must be one of {list(SAR_LEVELS)}, got {levels!r}")
+    if levels != "auto":
+        return levels == "relative"
+    return units == "dn" and calibration <= 0
 
 
 def resolve_for(

@@ -20,6 +20,7 @@ import torch
 from rasterio.windows import Window
 
 from ..inputs.reader import PairReader
+from ..preprocess.nodata import fill_sar_nodata
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid
 from ..raster.labels import rasterize_window
@@ -32,7 +33,8 @@ BLOCK = 512  # canvas block edge for larger areas
 
 @dataclass
 class Tile:
-    """Network inputs of one grid box (0 where missing), its labels and validity."""
+    """Network inputs of one grid box (missing optical 0, missing SAR its nearest valid pixel), its
+    labels and validity."""
 
     box: Box
     split: str  # "canvas" (training) or "val"
@@ -75,21 +77,32 @@ def read_tile(reader: PairReader, grid: Grid, box: Box, split: str, polygons: Se
         by_class.setdefault(p.class_id, []).append(p.geometry)
     label, _ = rasterize_window(by_class, grid, Window(c0, r0, c1 - c0, r1 - r0), IGNORE)
     label = np.where(valid, label, IGNORE).astype(np.int64)
-    arrays = [np.nan_to_num(a, nan=0.0).astype(np.float32) for a in (optical, sar, teacher)]
-    return Tile(box, split, arrays[0], arrays[1], arrays[1] if teacher is sar else arrays[2], valid, label)
+    optical = np.nan_to_num(optical, nan=0.0).astype(np.float32)  # blank optical means "none"
+    sar_filled = fill_sar_nodata(sar)  # as at inference
+    teacher_filled = sar_filled if teacher is sar else fill_sar_nodata(teacher)
+    return Tile(box, split, optical, sar_filled, teacher_filled, valid, label)
 
 
 def _cut_out(tile: Tile, held: Sequence[Box]) -> None:
-    """Blank held-out boxes inside a canvas tile: no input, no label, no distillation."""
+    """Blank held-out boxes inside a canvas tile: no input, no label, no distillation. The SAR
+    there becomes nodata, filled from outside the boxes as at inference."""
+    cut = False
     for h in held:
         if not _overlaps(tile.box, h):
             continue
         rs = slice(max(h[1] - tile.box[1], 0), min(h[3], tile.box[3]) - tile.box[1])
         cs = slice(max(h[0] - tile.box[0], 0), min(h[2], tile.box[2]) - tile.box[0])
-        for a in (tile.optical, tile.sar, tile.teacher_sar):
-            a[:, rs, cs] = 0.0
+        tile.optical[:, rs, cs] = 0.0
+        for a in (tile.sar, tile.teacher_sar):
+            a[:, rs, cs] = np.nan
         tile.valid[rs, cs] = False
         tile.label[rs, cs] = IGNORE
+        cut = True
+    if cut:
+        shared = tile.teacher_sar is tile.sar
+        tile.sar[...] = fill_sar_nodata(tile.sar)
+        if not shared:
+            tile.teacher_sar[...] = fill_sar_nodata(tile.teacher_sar)
 
 
 def canvas_boxes(grid: Grid, area: Box, train: Sequence[Box], context_blocks: int, seed: int) -> List[Box]:

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from ..config import ClassSchema, DistillConfig
 from ..inputs.reader import PairReader
 from ..losses.distill import gate_masks
+from ..preprocess.nodata import fill_sar_nodata
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid
@@ -104,7 +105,7 @@ def write_gate_rasters(
                 dst.write(np.full((1, h, w), NODATA, np.uint8), window=win)
                 continue
             sar = reader.read(int(win.col_off), int(win.row_off), w, h, context).sar[0]  # context kept
-            sar = np.nan_to_num(sar, nan=0.0)
+            sar = fill_sar_nodata(sar)  # as at inference
             with torch.no_grad():
                 logits = teacher(torch.from_numpy(sar[None]).to(device)).float()
             p = torch.softmax(logits, 1)[0, 1].cpu().numpy()[context : context + h, context : context + w]

@@ -46,6 +46,12 @@ OPTICAL_UNIT_CHOICES = (
     ("dn", "Digital numbers of another scale"),
     ("landsat_c2", "Landsat Collection 2 surface reflectance (× 2.75e-5 − 0.2)"),
 )
+SAR_LEVEL_CHOICES = (
+    ("auto", "Calibrated, except DN without a calibration constant"),
+    ("calibrated", "Calibrated backscatter (sigma0 / gamma0, e.g. Sentinel-1)"),
+    ("relative", "Relative levels (airborne or uncalibrated SAR): the water cut comes from the scene"),
+)
+
 SAR_UNIT_CHOICES = (
     ("auto", "Detect from the file"),
     ("linear", "Linear power (sigma0 / gamma0)"),
@@ -215,6 +221,19 @@ class EngineAlgorithm(SgcadAlgorithm):
             0.0,
             integer=False,
         )
+
+    def add_sar_levels(self) -> None:
+        """SAR_LEVELS: calibrated or relative SAR levels (the water teacher's cut)."""
+        param = QgsProcessingParameterEnum(
+            "SAR_LEVELS", self.tr("Levels of the SAR raster"), options=[key for key, _ in SAR_LEVEL_CHOICES],
+            defaultValue="auto",
+        )
+        param.setUsesStaticStrings(True)
+        param.setHelp(self.tr("; ".join(f"{key}: {text}" for key, text in SAR_LEVEL_CHOICES)))
+        self.add_advanced(param)
+
+    def sar_levels_value(self, parameters, context) -> str:
+        return self.parameterAsEnumString(parameters, "SAR_LEVELS", context) or "auto"
 
     def units_values(self, parameters, context) -> dict:
         """The engine's ``optical_units``, ``sar_units`` and ``sar_calibration`` from the parameters."""

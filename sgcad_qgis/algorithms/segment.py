@@ -81,6 +81,7 @@ class Segment(EngineAlgorithm):
             )
         )
         self.add_units()
+        self.add_sar_levels()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
@@ -187,6 +188,7 @@ class Segment(EngineAlgorithm):
                 cloud_mask=cloud,
                 grid=GRIDS[self.parameterAsEnum(parameters, "GRID", context)][0],
                 resolution=self.parameterAsDouble(parameters, "RESOLUTION", context) or None,
+                sar_levels=self.sar_levels_value(parameters, context),
                 **self.units_values(parameters, context),
             )
         timings = result.get("timings", {})

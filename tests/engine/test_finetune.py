@@ -80,11 +80,13 @@ def test_frozen_batchnorm_keeps_the_eval_mode_model_right_on_its_training_polygo
     # at every check (every 6 steps), in eval mode, the training polygons are classified as drawn
     assert min(frozen) > 0.7 and np.mean(frozen) > 0.85, frozen
     # updating BatchNorm statistics from a few crops is what collapsed the first release; with the
-    # published student (measured: frozen 0.91 -> 0.99; updated 0.78, 0.82, 0.72, 0.40, 0.32, 0.62)
-    # the eval-mode model collapses on its own training polygons while the frozen one improves
+    # published student (measured: frozen 0.89 -> 0.99, mean 0.95; updated 0.89, 0.91, 0.80, 0.56,
+    # 0.56, 0.73, mean 0.74) the eval-mode model falls on its own training polygons while the frozen
+    # one improves. (Zero-filled nodata SAR, before it was filled from its nearest valid pixel,
+    # skewed the crops' statistics further: updated fell to 0.32.)
     updated, _ = _fine_tune(freeze=False)
-    assert min(updated) < 0.55 and updated[-1] < frozen[-1] - 0.3, (updated, frozen)
-    assert np.mean(updated) < np.mean(frozen) - 0.2, (updated, frozen)
+    assert min(updated) < 0.6 and updated[-1] < frozen[-1] - 0.2, (updated, frozen)
+    assert np.mean(updated) < np.mean(frozen) - 0.15, (updated, frozen)
     assert hist.sum() > 1000
 
 
@@ -103,10 +105,17 @@ def test_held_out_polygons_never_share_pixels_with_training_crops():
     canvas = [t for t in tiles if t.split == "canvas"]
     held = [t for t in tiles if t.split == "val"]
     assert len(canvas) == 1 and held
+    outside = np.ones(canvas[0].valid.shape, bool)
+    for h in held:
+        c0, r0, c1, r1 = h.box
+        outside[r0:r1, c0:c1] = False
     for h in held:  # the held-out footprint is blank in the training canvas: no input, label, or KD
         c0, r0, c1, r1 = h.box
         assert not canvas[0].valid[r0:r1, c0:c1].any()
-        assert (canvas[0].sar[:, r0:r1, c0:c1] == 0).all()
+        inside = canvas[0].sar[:, r0:r1, c0:c1]
+        # its SAR is nodata filled from training pixels (as at inference), never the held-out values
+        assert np.isin(inside, canvas[0].sar[:, outside]).all()
+        assert not np.allclose(inside, h.sar[:, : r1 - r0, : c1 - c0])
         assert (h.label != IGNORE).any()
     # one drawn group only: nothing to hold out, said as such
     one = split_polygons(polygons, gap=10_000, val_fraction=0.25)

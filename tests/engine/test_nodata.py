@@ -1,0 +1,58 @@
+"""Nodata SAR must not change the decisions on the valid pixels beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+import engine.inference.sar_only as sar_only
+from engine.preprocess.nodata import fill_sar_nodata
+
+ROOT = Path(__file__).resolve().parents[2]
+INDIA = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+TEACHER = ROOT / "resources" / "models" / "sgcad_teacher.safetensors"
+
+
+def test_missing_sar_takes_its_nearest_pixel_valid_in_every_band():
+    sar = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5)
+    sar[0, :, 3:] = np.nan  # band 1 misses the right two columns, band 2 only one pixel of them
+    sar[1, 0, 4] = np.inf
+    out = fill_sar_nodata(sar)
+    assert np.isfinite(out).all() and out.dtype == np.float32
+    assert np.array_equal(out[:, :, :3], sar[:, :, :3])  # valid pixels untouched
+    assert np.array_equal(out[:, :, 3], out[:, :, 2]) and np.array_equal(out[:, :, 4], out[:, :, 2])
+    assert np.isnan(sar).any()  # the input is not changed
+    assert not fill_sar_nodata(np.full((1, 3, 3), np.nan, np.float32)).any()  # nothing valid: 0
+
+
+def _water(sar: Path, out: Path) -> np.ndarray:
+    sar_only.water_probability(sar, TEACHER, out)
+    with rasterio.open(out) as src:
+        return src.read(1)
+
+
+@pytest.mark.parametrize("fill", ["nearest", "zero"])
+def test_a_nodata_band_across_a_real_scene_leaves_the_rest_of_the_water_map_alone(tmp_path, monkeypatch, fill):
+    # A Sentinel-1 chip whose top 40 % is cut away (a swath edge, a masked area): the water decisions
+    # on the remaining pixels should be those of the whole chip.
+    with rasterio.open(INDIA) as src:
+        profile, data = src.profile, src.read().astype(np.float32)
+    cut = int(0.4 * data.shape[1])
+    data[:, :cut] = np.nan
+    profile.update(dtype="float32", nodata=float("nan"))
+    masked = tmp_path / "masked.tif"
+    with rasterio.open(masked, "w", **profile) as dst:
+        dst.write(data)
+    whole = _water(INDIA, tmp_path / "whole.tif") >= 0.5
+    if fill == "zero":  # what the first releases did: the network saw the cut as dark water
+        monkeypatch.setattr(sar_only, "fill_sar_nodata", lambda a: np.nan_to_num(a, nan=0.0))
+    p = _water(masked, tmp_path / "cut.tif")
+    assert np.isnan(p[:cut]).all()
+    flips = float((whole[cut:] != (p[cut:] >= 0.5)).mean())
+    if fill == "nearest":
+        assert flips < 0.02, flips
+    else:
+        assert flips > 0.10, flips

@@ -1,0 +1,75 @@
+"""Relative SAR levels: the water teacher keeps its ranking and takes its cut from the scene."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from engine.inference.pipeline import segment_scene
+from engine.inference.sar_only import water_probability
+from engine.inputs.contract import relative_sar_levels
+from engine.water.scene_cut import LOGIT_LIMIT, scene_cut, spread
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from eval_finetune_real import iou, scenes, water_labels  # noqa: E402
+
+MODELS = ROOT / "resources" / "models"
+TEACHER = MODELS / "sgcad_teacher.safetensors"
+
+
+def test_the_levels_rule_and_the_cut_of_a_two_mode_sample():
+    assert relative_sar_levels("auto", "dn", 0.0) and relative_sar_levels("relative", "db", 0.0)
+    assert not relative_sar_levels("auto", "dn", 5.0e4) and not relative_sar_levels("auto", "db", 0.0)
+    assert not relative_sar_levels("calibrated", "dn", 0.0)
+    with pytest.raises(ValueError, match="SAR levels must be one of"):
+        relative_sar_levels("sigma0", "db", 0.0)
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(-3.0, 0.5, 7000), rng.normal(-0.5, 0.5, 3000)])  # water under 0
+    assert -2.3 < scene_cut(logits) < -1.2
+    assert scene_cut(np.full(10, 9.0)) == LOGIT_LIMIT  # one mode far out: the cut moves no further
+    assert spread(list(range(100)), 5) == [0, 25, 50, 74, 99] and spread([1, 2], 5) == [1, 2]
+
+
+def test_digital_numbers_without_a_constant_are_relative_levels(tmp_path):
+    from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+
+    source = scenes()["india"]["sar"]
+    with rasterio.open(source) as src:
+        profile, db = src.profile, src.read(1)
+    dn = np.where(np.isfinite(db), np.sqrt(10 ** (db / 10)) * 3000, 0).astype(np.uint16)  # amplitude numbers
+    profile.update(count=1, dtype="uint16", nodata=0)
+    with rasterio.open(tmp_path / "dn.tif", "w", **profile) as dst:
+        dst.write(dn, 1)
+    recipe = InputRecipe.of(read_metadata(TEACHER))
+    resolved = resolve_inputs(recipe, None, tmp_path / "dn.tif")
+    assert resolved.sar_units.units == "dn" and resolved.sar_relative_levels
+    assert any("relative" in line and "cut comes from this scene" in line for line in resolved.lines)
+    given = resolve_inputs(recipe, None, tmp_path / "dn.tif", InputOverrides(sar_calibration=9.0e6))
+    assert not given.sar_relative_levels
+    assert not resolve_inputs(recipe, None, source).sar_relative_levels
+
+
+def test_relative_levels_find_rotterdams_water_where_the_sentinel1_cut_does_not(tmp_path):
+    # Airborne X-band: water at -15 dB HH. The teacher ranks it right but under the Sentinel-1 cut.
+    scene = scenes()["rotterdam"]
+    truth = water_labels(scene, "train")
+    figures = {}
+    for levels in ("auto", "relative"):
+        result = water_probability(scene["sar"], TEACHER, tmp_path / f"{levels}.tif", sar_levels=levels)
+        with rasterio.open(tmp_path / f"{levels}.tif") as src:
+            figures[levels] = (iou(src.read(1) >= 0.5, truth), result["scene_cut"])
+    assert figures["auto"][0] < 0.3 and figures["auto"][1] is None
+    assert figures["relative"][0] > 0.75 and 0.2 < figures["relative"][1] < 0.45, figures
+    # the segment path folds the same cut into its teacher: same water decisions
+    out = segment_scene(scene["optical"], scene["sar"], MODELS / "sgcad_student.safetensors", tmp_path / "seg",
+                        teacher_path=TEACHER, sar_levels="relative")
+    assert out["scene_cut"] == pytest.approx(figures["relative"][1], abs=1e-3)
+    with rasterio.open(out["outputs"]["water"]) as a, rasterio.open(tmp_path / "relative.tif") as b:
+        both = np.isfinite(a.read(1)) & np.isfinite(b.read(1))
+        assert ((a.read(1) >= 0.5) == (b.read(1) >= 0.5))[both].mean() > 0.99
