@@ -5,11 +5,7 @@ import signal
 import sys
 
 from .progress import record_stop_signal, stop_signal
-
-MESSAGES = {
-    signal.SIGINT: ("interrupted (Ctrl-C): stopped; no output was written", 130),
-    signal.SIGTERM: ("terminated (SIGTERM): stopped; no output was written", 143),
-}
+from .validate import STOPS
 
 
 def _stop_while_loading(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -27,7 +23,7 @@ def _exit_after_stop(code: int) -> None:
 
 
 def _run() -> None:
-    for signum in MESSAGES:
+    for signum in STOPS:
         signal.signal(signum, _stop_while_loading)
     code = None
     try:
@@ -38,9 +34,9 @@ def _run() -> None:
     except KeyboardInterrupt:
         pass  # outside main's own handling: while loading, or between two of its statements
     if code is None:  # stopped before main() could say so
-        message, code = MESSAGES[stop_signal() or signal.SIGINT]
+        message, code = STOPS[stop_signal() or signal.SIGINT]
         print(message, file=sys.stderr)
-    if code in (130, 143):
+    if code in {c for _, c in STOPS.values()}:
         _exit_after_stop(code)
     sys.exit(code)
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__
 from .progress import record_stop_signal, stop_signal
-from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, SgcadError, describe_error
+from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, STOPS, SgcadError, describe_error
 
 
 class UserError(SgcadError):
@@ -157,10 +157,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, Terminated, Exception) as exc:
         if debug:
             traceback.print_exc()
-        if isinstance(exc, Terminated) or stop_signal() == signal.SIGTERM:
-            return _fail("terminated (SIGTERM): stopped; no output was written", EXIT_TERMINATED, as_json)
-        if isinstance(exc, KeyboardInterrupt) or stop_signal() == signal.SIGINT:
-            return _fail("interrupted (Ctrl-C): stopped; no output was written", EXIT_INTERRUPTED, as_json)
+        # a recorded signal wins: inside a C call a stop can come out as another exception
+        exc_signal = signal.SIGTERM if isinstance(exc, Terminated) else (
+            signal.SIGINT if isinstance(exc, KeyboardInterrupt) else None)
+        stopped = stop_signal() or exc_signal
+        if stopped:
+            message, code = STOPS[stopped]
+            return _fail(message, code, as_json)
         message, code, _ = describe_error(exc)
         return _fail(message, code, as_json)
     finally:

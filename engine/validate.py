@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -38,6 +39,11 @@ PathLike = Union[str, Path]
 
 #: Exit statuses of ``python -m engine`` (docs/errors.md).
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_IO, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+STOPS = {
+    signal.SIGINT: ("interrupted (Ctrl-C): stopped; no output was written", EXIT_INTERRUPTED),
+    signal.SIGTERM: ("terminated (SIGTERM): stopped; no output was written", EXIT_TERMINATED),
+}
+"""The line and exit status of a command-line run stopped by a signal."""
 
 TILE_MIN, TILE_MAX = 64, 8192
 

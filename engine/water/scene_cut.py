@@ -20,11 +20,14 @@ import torch
 from torch import nn
 
 from .calibration import fold_water_offset
+from .histogram import Bins, otsu_index
 
 SAMPLE_TILES = 16
 """Tiles of the scene, spread evenly over it, whose valid pixels choose the cut."""
 LOGIT_LIMIT = 4.0
 """The scene may move the cut this far in logits (probability 0.018-0.982), no further."""
+LOGIT_BINS = Bins(lo=-20.0, hi=20.0, width=0.05)
+"""Histogram bins of water-minus-land logits for Otsu's threshold."""
 
 
 def spread(items: Sequence, count: int = SAMPLE_TILES) -> list:
@@ -32,21 +35,6 @@ def spread(items: Sequence, count: int = SAMPLE_TILES) -> list:
     if len(items) <= count:
         return list(items)
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (the between-class variance maximum)."""
-    v = values[np.isfinite(values)]
-    if v.size < 2 or float(v.max()) == float(v.min()):
-        return float(v.mean()) if v.size else 0.0
-    hist, edges = np.histogram(v, bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(np.float64)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
-    return float(centres[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
 
 
 @torch.no_grad()
@@ -63,9 +51,10 @@ def water_logits(model: nn.Module, batches: Iterable[tuple], device: torch.devic
 
 def scene_cut(logits: np.ndarray) -> float:
     """The scene's cut in logits: Otsu's threshold, clamped to +-``LOGIT_LIMIT``."""
-    if logits.size == 0:
+    k = otsu_index(LOGIT_BINS.count(logits), LOGIT_BINS)
+    if k is None:  # no pixel, or all in one bin: nothing to split, the calibrated cut stays
         return 0.0
-    return float(np.clip(otsu_threshold(logits), -LOGIT_LIMIT, LOGIT_LIMIT))
+    return float(np.clip(LOGIT_BINS.edges[k], -LOGIT_LIMIT, LOGIT_LIMIT))
 
 
 def with_scene_cut(model: nn.Module, batches: Iterable[tuple], device: torch.device) -> tuple:

@@ -244,12 +244,18 @@ def test_corrupt_or_truncated_input_is_named_with_the_remedy(scene, models, tmp_
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_ctrl_c_exits_130_with_one_line_and_no_files(scene, models, tmp_path):
+def start_long_segment(models, tmp_path):
+    """``python -m engine segment`` of a 512 px scene, one tile per batch: (process, output folder)."""
     big = generate_scene(tmp_path / "big", size=512, seed=2)
     out = tmp_path / "out"
     args = segment_args({"optical": big["optical"], "sar": big["sar"]}, models, out, "--batch-size", 1)
     process = subprocess.Popen([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT,
                                env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, out
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_files(scene, models, tmp_path):
+    process, out = start_long_segment(models, tmp_path)
     deadline = time.monotonic() + 120
     while not (out / validate.LOCK_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # interrupt while the outputs are being written
@@ -266,11 +272,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_files(scene, models, tmp_path):
 def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(models, tmp_path, after_s):
     # Early Ctrl-C lands in imports, where torch and dataclasses run exec(): CPython then wants to die
     # by SIGINT, and an interrupt inside a C call can surface as another exception type.
-    big = generate_scene(tmp_path / "big", size=512, seed=2)
-    out = tmp_path / "out"
-    args = segment_args({"optical": big["optical"], "sar": big["sar"]}, models, out, "--batch-size", 1)
-    process = subprocess.Popen([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT,
-                               env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, out = start_long_segment(models, tmp_path)
     time.sleep(after_s)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

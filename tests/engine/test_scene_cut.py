@@ -31,7 +31,9 @@ def test_the_levels_rule_and_the_cut_of_a_two_mode_sample():
     rng = np.random.default_rng(0)
     logits = np.concatenate([rng.normal(-3.0, 0.5, 7000), rng.normal(-0.5, 0.5, 3000)])  # water under 0
     assert -2.3 < scene_cut(logits) < -1.2
-    assert scene_cut(np.full(10, 9.0)) == LOGIT_LIMIT  # one mode far out: the cut moves no further
+    far = np.concatenate([rng.normal(8.0, 0.5, 5000), rng.normal(12.0, 0.5, 5000)])
+    assert scene_cut(far) == LOGIT_LIMIT  # two modes far out: the cut moves no further
+    assert scene_cut(np.full(10, 9.0)) == 0.0  # one value: nothing to split, the calibrated cut stays
     assert spread(list(range(100)), 5) == [0, 25, 50, 74, 99] and spread([1, 2], 5) == [1, 2]
 
 
