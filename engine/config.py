@@ -177,6 +177,10 @@ only relative (airborne or other uncalibrated products). ``auto``: relative for 
 without a calibration constant, calibrated otherwise. On relative levels the water teacher keeps
 its ranking of pixels but takes its water cut from the scene (:mod:`engine.water.scene_cut`)."""
 
+PSEUDO_LABEL_LAYERS = ("head", "all")
+"""Which of the water teacher's layers learn from automatic pseudo-labels: its 1x1 water classifier
+(``head``) or every layer (``all``); ``FinetuneConfig.pseudo_label_layers``."""
+
 SAR_UNITS = ("auto", "linear", "db", "amplitude", "dn")
 """Units a SAR raster may hold: ``auto`` (detected per file), linear power (sigma0 / gamma0),
 decibels, amplitude (square root of power), or uncalibrated amplitude digital numbers
@@ -417,6 +421,11 @@ class FinetuneConfig:
     # the threshold's known failure is bright water (wind, flooded vegetation) that context tells
     # the teacher; on two Sen1Floods11 chips 8-10 % of pseudo non-water was water (1 disables)
     pseudo_label_veto: float = 0.5
+    # which of the teacher's layers learn from pseudo-labels: "head" (its 1x1 water classifier) moves
+    # the decision to the scene without relearning features from the threshold's mistakes (training
+    # labels of four Sentinel-1 scenes: mean water IoU 93.3 against 92.2 with "all"; 3.4x faster);
+    # drawn water polygons always train every layer
+    pseudo_label_layers: str = "head"
     seed: int = 42
 
 

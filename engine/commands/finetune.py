@@ -10,7 +10,7 @@ from ..cores import apply_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..config import FinetuneConfig
+    from ..config import PSEUDO_LABEL_LAYERS, FinetuneConfig
 
     d = FinetuneConfig()
     parser = subparsers.add_parser(
@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-teacher-update", action="store_true", help="keep the teacher as it is")
     parser.add_argument("--no-pseudo-labels", action="store_true",
                         help="without a water polygon, do not adapt the teacher from automatic pseudo-labels")
+    parser.add_argument("--pseudo-label-layers", choices=PSEUDO_LABEL_LAYERS, default=d.pseudo_label_layers,
+                        help="teacher layers that learn from pseudo-labels: its water classifier (head) or every "
+                        f"layer (all) ({d.pseudo_label_layers})")
     parser.add_argument("--kd", choices=("unlabelled", "labelled", "none"), default=d.kd,
                         help="distillation: teacher's confident pixels of the whole area (unlabelled), the paper's "
                         f"gates on labelled pixels (labelled), or none ({d.kd})")
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = FinetuneConfig(
         steps=args.steps, teacher_steps=args.teacher_steps, train_encoders=args.train_encoders,
         update_teacher=not args.no_teacher_update, kd=args.kd, pseudo_labels=not args.no_pseudo_labels,
+        pseudo_label_layers=args.pseudo_label_layers,
         lambda_kd=args.lambda_kd, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed,
     )

@@ -312,7 +312,9 @@ def resolve_inputs(
     relative = relative_sar_levels(overrides.sar_levels, sar_units.units, overrides.sar_calibration)
     if relative:
         why = "as given" if overrides.sar_levels == "relative" else "digital numbers without a calibration constant"
-        lines.append(f"SAR levels of {sar_path.name}: relative ({why}); the water teacher's cut comes from this scene")
+        # the scene's split is there whether or not it holds water: dry pasture chips got 57-61 %
+        lines.append(f"SAR levels of {sar_path.name}: relative ({why}); the water teacher's cut comes from this "
+                     "scene, which it splits in two even without open water: check the water map of a dry scene")
     table, _ = sample_features(sar_path, s_bands, sar_cfg, progress=progress.sub(0.0, 0.5), seed=seed)
     sar_record = _record(recipe.sar.normalization, recipe.sar_record, table, sar_cfg, s_bands, sar_path, "SAR")
     sar_stats = shift.band_stats(table, s_bands)

@@ -37,7 +37,7 @@ import torch
 from rasterio.windows import Window
 
 from .. import __version__
-from ..config import DistillConfig, FinetuneConfig, ModelMetadata, to_dict
+from ..config import PSEUDO_LABEL_LAYERS, DistillConfig, FinetuneConfig, ModelMetadata, to_dict
 from ..files import atomic_write_bytes
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs, takes_optical
 from ..inputs.reader import PairReader
@@ -183,6 +183,19 @@ def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion,
         target = binary_water_target(batch["label"].to(device), water, IGNORE)
         return criterion(teacher(sar).float(), target, sar), {}
     return step
+
+
+def _pseudo_label_params(teacher: torch.nn.Module, layers: str) -> List[torch.nn.Parameter]:
+    """The teacher's parameters that learn from pseudo-labels (``FinetuneConfig.pseudo_label_layers``);
+    the others are frozen, so no gradient is computed for them."""
+    head = getattr(teacher, "head", None)
+    chosen = list(head.parameters()) if layers == "head" and isinstance(head, torch.nn.Module) else None
+    if chosen is None:  # every layer, as asked, or a teacher without a separate water classifier
+        return list(teacher.parameters())
+    keep = {id(p) for p in chosen}
+    for param in teacher.parameters():
+        param.requires_grad_(id(param) in keep)
+    return chosen
 
 
 def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tensor, water: int, other: int,
@@ -373,6 +386,8 @@ def finetune_from_polygons(
     cfg = cfg or FinetuneConfig()
     if cfg.kd not in ("none", "labelled", "unlabelled"):
         raise ValueError(f"distillation must be none, labelled or unlabelled, got {cfg.kd!r}")
+    if cfg.pseudo_label_layers not in PSEUDO_LABEL_LAYERS:
+        raise ValueError(f"pseudo_label_layers must be one of {PSEUDO_LABEL_LAYERS}, got {cfg.pseudo_label_layers!r}")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     existing = [n for n in OUTPUTS if (out_dir / n).exists()]
@@ -445,6 +460,7 @@ def finetune_from_polygons(
     binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
     teacher_done = False
     teacher_tiles = tiles
+    teacher_params = teacher.parameters() if teacher is not None else None
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
         teacher.to(dev)
         teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(
@@ -452,10 +468,14 @@ def finetune_from_polygons(
             lambda t: _predict(teacher, t, True, dev), cfg.pseudo_label_veto)
         pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
         binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
+        teacher_params = _pseudo_label_params(teacher, cfg.pseudo_label_layers)
+        layers = "head" if len(teacher_params) < len(list(teacher.parameters())) else "all"
+        result["pseudo_labels"]["layers"] = layers
         progress.info(
             f"no water polygon: the water expert adapts to this scene from automatic pseudo-labels "
             f"({binary[1]} water, {binary[0]} non-water pixels; threshold "
-            f"{result['pseudo_labels']['threshold'].get('threshold_db')} dB)"
+            f"{result['pseudo_labels']['threshold'].get('threshold_db')} dB; learning: "
+            f"{'its water classifier' if layers == 'head' else 'every layer'})"
         )
     if teacher is not None:
         teacher.to(dev)
@@ -469,7 +489,7 @@ def finetune_from_polygons(
             weights = inverse_frequency_weights(binary)
             criterion = build_teacher_loss(loss_config_of(t_meta.train), weights, IGNORE).to(dev)  # the model's own
             sampler = CropSampler(teacher_tiles, cfg.crop_size, cfg.seed)
-            fitter = _Fitter(teacher, teacher.parameters(), cfg, cfg.teacher_steps, progress.sub(0.1, 0.4), "teacher")
+            fitter = _Fitter(teacher, teacher_params, cfg, cfg.teacher_steps, progress.sub(0.1, 0.4), "teacher")
             result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev),
                                                evaluate_teacher)
             teacher_done = True

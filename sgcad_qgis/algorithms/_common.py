@@ -52,6 +52,11 @@ SAR_LEVEL_CHOICES = (
     ("relative", "Relative levels (airborne or uncalibrated SAR): the water cut comes from the scene"),
 )
 
+PSEUDO_LABEL_LAYER_HELP = {
+    "head": "only the teacher's water classifier learns (the default: better and 3x faster on real scenes)",
+    "all": "every layer of the teacher learns",
+}
+
 SAR_UNIT_CHOICES = (
     ("auto", "Detect from the file"),
     ("linear", "Linear power (sigma0 / gamma0)"),
@@ -234,6 +239,24 @@ class EngineAlgorithm(SgcadAlgorithm):
 
     def sar_levels_value(self, parameters, context) -> str:
         return self.parameterAsEnumString(parameters, "SAR_LEVELS", context) or "auto"
+
+    def add_pseudo_label_layers(self) -> None:
+        """PSEUDO_LABEL_LAYERS: the teacher's layers that learn from automatic water pseudo-labels."""
+        from sgcad_qgis.engine.config import PSEUDO_LABEL_LAYERS, FinetuneConfig
+
+        param = QgsProcessingParameterEnum(
+            "PSEUDO_LABEL_LAYERS", self.tr("Teacher layers that learn from automatic pseudo-labels"),
+            options=list(PSEUDO_LABEL_LAYERS), defaultValue=FinetuneConfig.pseudo_label_layers,
+        )
+        param.setUsesStaticStrings(True)
+        param.setHelp(self.tr("; ".join(f"{key}: {PSEUDO_LABEL_LAYER_HELP[key]}" for key in PSEUDO_LABEL_LAYERS)))
+        self.add_advanced(param)
+
+    def pseudo_label_layers_value(self, parameters, context) -> str:
+        from sgcad_qgis.engine.config import FinetuneConfig
+
+        return (self.parameterAsEnumString(parameters, "PSEUDO_LABEL_LAYERS", context)
+                or FinetuneConfig.pseudo_label_layers)
 
     def units_values(self, parameters, context) -> dict:
         """The engine's ``optical_units``, ``sar_units`` and ``sar_calibration`` from the parameters."""

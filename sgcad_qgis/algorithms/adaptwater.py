@@ -35,6 +35,7 @@ class AdaptWater(EngineAlgorithm):
         self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
         self.add_model("TEACHER", "SAR water teacher model")
         self.add_number("TEACHER_STEPS", "Teacher steps", FinetuneConfig.teacher_steps, 1, 100000, advanced=False)
+        self.add_pseudo_label_layers()
         self.add_units(optical=False)
         self.add_device_parameter()
         self.add_threads_and_overwrite()
@@ -68,7 +69,8 @@ class AdaptWater(EngineAlgorithm):
         units = self.units_values(parameters, context)
         overrides = InputOverrides((), self.bands(parameters, "SAR_BANDS", context), "auto",
                                    units.get("sar_units", "auto"), units.get("sar_calibration", 0.0))
-        cfg = FinetuneConfig(teacher_steps=self.parameterAsInt(parameters, "TEACHER_STEPS", context))
+        cfg = FinetuneConfig(teacher_steps=self.parameterAsInt(parameters, "TEACHER_STEPS", context),
+                             pseudo_label_layers=self.pseudo_label_layers_value(parameters, context))
         with self.stage(feedback, "Adapting the water expert") as progress:
             result = finetune_from_polygons(
                 None, sar, None, "class", None, folder,

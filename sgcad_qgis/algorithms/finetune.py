@@ -78,6 +78,7 @@ class FineTune(EngineAlgorithm):
         self.add_number("STEPS", "Student steps", d.steps, 1, 100000, advanced=False)
         self.add_number("TEACHER_STEPS", "Teacher steps", d.teacher_steps, 1, 100000)
         self.add_flag("UPDATE_TEACHER", "Fine-tune the teacher on the polygons first", d.update_teacher)
+        self.add_pseudo_label_layers()
         kd = QgsProcessingParameterEnum(
             "KD", self.tr("Distillation from the teacher"), options=list(KD_CHOICES), defaultValue=d.kd
         )
@@ -176,6 +177,7 @@ class FineTune(EngineAlgorithm):
             lambda_kd=number("LAMBDA_KD"), crop_size=count("CROP_SIZE"), batch_size=count("BATCH_SIZE"),
             lr=number("LR"), val_fraction=number("VAL_FRACTION"), seed=count("SEED"),
             train_encoders=self.parameterAsBoolean(parameters, "TRAIN_ENCODERS", context),
+            pseudo_label_layers=self.pseudo_label_layers_value(parameters, context),
         )
         units = self.units_values(parameters, context)
         overrides = InputOverrides(

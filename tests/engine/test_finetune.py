@@ -206,7 +206,12 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
     pseudo = result["pseudo_labels"]
     # the bundled teacher calls about 2 % of the threshold's non-water water (bright flooded fields)
     assert 0.005 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.05
-    assert Path(result["teacher"]).is_file()
+    # only the water classifier learns from pseudo-labels (FinetuneConfig.pseudo_label_layers)
+    assert pseudo["layers"] == "head"
+    before = load_model(MODELS / "sgcad_teacher.safetensors", "teacher")[0].state_dict()
+    after = load_model(result["teacher"], "teacher")[0].state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert changed == {"head"}, changed
 
 
 def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):

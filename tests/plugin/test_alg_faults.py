@@ -363,3 +363,20 @@ def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_pa
     assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0
     said = [w for w in feedback.warnings if "no water threshold could be trusted" in w]
     assert len(said) == 1 and "split different things" in said[0] and "polygons" in said[0], feedback.warnings
+
+
+def test_label_free_adaptation_passes_the_layers_that_learn(sgcad_provider, tmp_path):
+    # PSEUDO_LABEL_LAYERS reaches the engine: "all" changes the teacher's features too, where the
+    # default (the engine's test) changes only its water classifier
+    import torch
+    from sgcad_qgis.engine.models.checkpoint import load_model
+
+    teacher = ROOT / "resources" / "models" / "sgcad_teacher.safetensors"
+    nigeria = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    result = _run("adaptwater", {"SAR": str(nigeria),
+                                 "TEACHER": str(teacher), "TEACHER_STEPS": 2, "PSEUDO_LABEL_LAYERS": "all",
+                                 "DEVICE": 1, "THREADS": 1, "OUTPUT_FOLDER": str(tmp_path / "adapt")})
+    before = load_model(teacher, "teacher")[0].state_dict()
+    after = load_model(result["OUTPUT_TEACHER"], "teacher")[0].state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert {"head", "stem", "stages"} <= changed, changed
