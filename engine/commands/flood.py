@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, int_list
+from ..cli import add_json_flag, add_sar_levels_arg, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help=f"with --dem: look direction of the {date} date, sensor to ground, degrees from north")
         parser.add_argument(f"--{date}-incidence", type=float, default=39.0,
                             help=f"with --dem: incidence angle of the {date} date on the ellipsoid (degrees, 39)")
+    add_sar_levels_arg(parser)
     parser.add_argument("--dem", help="elevation raster in metres for shadow/layover (with the look azimuths)")
     parser.add_argument("--water-threshold", type=float, default=0.5,
                         help="water where the probability reaches this (teacher, student; 0.5)")
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         get = lambda key: getattr(args, f"{name}_{key}")  # noqa: E731
         return FloodDate(
             sar=getattr(args, name), bands=tuple(get("bands")), units=get("units"), calibration=get("calibration"),
-            optical=get("optical"),
+            levels=args.sar_levels, optical=get("optical"),
             geometry=Geometry(get("local_incidence"), get("look_azimuth"), get("incidence")),
         )
 

@@ -57,7 +57,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from .. import __version__
-from ..config import InferenceConfig
+from ..config import SAR_LEVELS, InferenceConfig
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
@@ -91,6 +91,7 @@ class FloodDate:
     bands: Tuple[int, ...] = ()
     units: str = "auto"
     calibration: float = 0.0
+    levels: str = "auto"  # calibrated or relative SAR levels (config.SAR_LEVELS): the teacher's water cut
     optical: Optional[PathLike] = None
     optical_bands: Tuple[int, ...] = ()
     optical_units: str = "auto"
@@ -278,12 +279,12 @@ def map_flood(
 
                     res = water_probability(
                         d.sar, teacher_path, tmp / f"water_{name}.tif", grid, inference, sar_bands=d.bands or None,
-                        sar_units=water.sar.units.units, sar_calibration=d.calibration, teacher=teacher,
-                        progress=sub,
+                        sar_units=water.sar.units.units, sar_calibration=d.calibration, sar_levels=d.levels,
+                        teacher=teacher, progress=sub,
                     )
                     water.prob_path = Path(res["path"])
                     water.info.update(method="teacher", teacher_water_fraction=res["water_fraction"],
-                                      tiles=res["tiles"], device=res["device"])
+                                      tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"))
                     warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]
                 else:
                     water.threshold = estimate_threshold(water.sar.source, cfg.threshold, sub)
@@ -403,6 +404,8 @@ def _check_request(after, before, out_dir, cfg, teacher_path, given, student_pat
     for name, d in (("after", after), ("before", before)):
         if d.geometry.look_azimuth is not None and not dem and not d.geometry.local_incidence:
             raise ValueError(f"a look direction was given for the {name} date but no DEM (--dem) to apply it to")
+        if d.levels not in SAR_LEVELS:
+            raise ValueError(f"SAR levels of the {name} date must be one of {', '.join(SAR_LEVELS)}, got {d.levels!r}")
     from ..models.checkpoint import read_metadata
 
     for path, kind in ((teacher_path, "teacher"), (student_path, "student")):
@@ -435,7 +438,7 @@ def _student_water(d: FloodDate, name: str, student_path, teacher_path, grid: Gr
         d.optical, d.sar, student_path, tmp / f"segment_{name}", teacher_path=teacher_path, cfg=inference,
         aoi=box, progress=progress.sub(0.0, 0.9), optical_bands=d.optical_bands or None,
         sar_bands=d.bands or None, grid="sar", optical_units=d.optical_units, sar_units=d.units,
-        sar_calibration=d.calibration,
+        sar_calibration=d.calibration, sar_levels=d.levels,
     )
     schema = read_metadata(student_path).schema
     others = max(schema.num_classes - 1, 1)

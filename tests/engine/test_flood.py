@@ -241,9 +241,24 @@ def test_geographic_pixel_areas():
     assert (np.diff(area) > 0).all()  # cells grow towards the equator
 
 
+def test_relative_levels_take_each_dates_cut_from_the_scene(tmp_path):
+    # airborne X-band Rotterdam (not sigma0): at the Sentinel-1 cut the teacher finds little water;
+    # declared relative, each date's cut comes from its own scene and is reported
+    sar = ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"
+    runs = {}
+    for levels in ("auto", "relative"):
+        runs[levels] = map_flood(FloodDate(sar, levels=levels), FloodDate(sar, levels=levels), tmp_path / levels,
+                                 FloodConfig(method="teacher"), teacher_path=TEACHER)["dates"]["after"]
+    assert runs["auto"]["scene_cut"] is None and 0.2 < runs["relative"]["scene_cut"] < 0.45
+    assert runs["relative"]["teacher_water_fraction"] > runs["auto"]["teacher_water_fraction"] + 0.2
+
+
 def test_requests_that_cannot_work(pair, tmp_path):
     with pytest.raises(ValueError, match="teacher"):
         map_flood(pair["after_sar"], pair["before_sar"], tmp_path, FloodConfig(method="teacher"))
+    with pytest.raises(ValueError, match="SAR levels of the after date"):
+        map_flood(FloodDate(pair["after_sar"], levels="sigma"), pair["before_sar"], tmp_path / "l",
+                  FloodConfig(method="threshold"))
     with pytest.raises(ValueError, match="method"):
         FloodConfig(method="magic")
     out = tmp_path / "o"
