@@ -93,6 +93,15 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                 adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
             row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, footprint)
             row["adaptation"] = result.get("pseudo_labels", {}).get("threshold", {}).get("note", "")
+            if scene.get("sigma0", True) is False:  # adapted with --sar-levels relative
+                from engine.inputs.contract import InputOverrides
+
+                result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-rel-{name}",
+                                                teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True,
+                                                overrides=InputOverrides(sar_levels="relative"))
+                adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
+                row["teacher_adapted_relative"] = iou(adapted, truth)
+                row["share_adapted_relative"] = footprint_share(adapted, footprint)
         rows[name] = row
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return rows
@@ -225,10 +234,11 @@ def _pct(v) -> str:
 def markdown(out: dict, args) -> str:
     """The figures as Markdown tables (the page's prose is written by hand around them)."""
     lines = ["| scene | teacher | teacher, relative levels (scene's cut) | Otsu co-pol | Otsu VH | "
-             "teacher adapted (no labels) |", "|---|---|---|---|---|---|"]
+             "teacher adapted (no labels) | adapted, relative levels |", "|---|---|---|---|---|---|---|"]
     for name, r in out["teacher"].items():
         lines.append(f"| {name} | {_pct(r['teacher'])} | {_pct(r.get('teacher_relative'))} | {_pct(r['otsu_co'])} | "
-                     f"{_pct(r.get('otsu_vh'))} | {_pct(r.get('teacher_adapted'))} |")
+                     f"{_pct(r.get('otsu_vh'))} | {_pct(r.get('teacher_adapted'))} | "
+                     f"{_pct(r.get('teacher_adapted_relative'))} |")
     lines += ["", "| scene | share of the SAR footprint called water: teacher | Otsu co-pol | adapted |",
               "|---|---|---|---|"]
     for name, r in out["teacher"].items():

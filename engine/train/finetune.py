@@ -55,6 +55,7 @@ from ..models.checkpoint import load_model, save_model
 from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
+from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import IGNORE, CropSampler, Tile, build_cache
 from .baseline import fit_lda
 from .loop import resolve_device, train_mode
@@ -452,13 +453,22 @@ def finetune_from_polygons(
     val_tiles = [t for t in tiles if t.split == "val"]
     t_read = time.perf_counter()
     result: Dict[str, Any] = {"split": split.summary(schema), "polygons": poly_report, "warnings": warnings,
-                              "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size}
+                              "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size,
+                              "scene_cut": None}
+    teacher_done = False
+    if teacher is not None and resolved.sar_relative_levels:
+        # relative SAR levels: the teacher's cut comes from this scene (engine.water.scene_cut) before its
+        # pseudo-labels, gates or training see it, and the saved teacher keeps it
+        teacher, cut = with_scene_cut(teacher.to(dev), ((t.teacher_sar[None], t.valid[None]) for t in spread(tiles)),
+                                      dev)
+        result["scene_cut"] = round(cut, 4)
+        teacher_done = cfg.update_teacher
+        progress.info(f"relative SAR levels: the water expert's cut moves to this scene's ({cut:.2f})")
 
     # -- the teacher: water vs the rest on the training polygons, or on automatic pseudo-labels
     hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles] + [np.empty(0, np.int64)]),
                        minlength=256)
     binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
-    teacher_done = False
     teacher_tiles = tiles
     teacher_params = teacher.parameters() if teacher is not None else None
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
@@ -495,8 +505,9 @@ def finetune_from_polygons(
             teacher_done = True
         elif cfg.update_teacher and polygons is None:
             note = (result.get("pseudo_labels") or {}).get("threshold", {}).get("note") or "pseudo-labels are off"
-            progress.warning(f"no water threshold could be trusted in this scene ({note}): the water expert is kept "
-                             "as it was; draw water and land polygons to fine-tune it")
+            kept = "keeps only this scene's cut" if result["scene_cut"] is not None else "is kept as it was"
+            progress.warning(f"no water threshold could be trusted in this scene ({note}): the water expert {kept}; "
+                             "draw water and land polygons to fine-tune it")
         elif cfg.update_teacher:
             progress.info("the polygons do not hold both water and other classes: the teacher is kept as it was")
         if evaluate_teacher:
@@ -539,6 +550,7 @@ def finetune_from_polygons(
     try:
         record = {
             "stage": "finetune",
+            "scene_cut": result["scene_cut"],  # relative SAR levels: the teacher's cut, taken from this scene
             "student_checkpoint": str(student_path),
             "teacher_checkpoint": str(teacher_path or ""),
             "config": to_dict(cfg),

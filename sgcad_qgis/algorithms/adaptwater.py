@@ -37,6 +37,7 @@ class AdaptWater(EngineAlgorithm):
         self.add_number("TEACHER_STEPS", "Teacher steps", FinetuneConfig.teacher_steps, 1, 100000, advanced=False)
         self.add_pseudo_label_layers()
         self.add_units(optical=False)
+        self.add_sar_levels()
         self.add_device_parameter()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Run folder")))
@@ -46,6 +47,8 @@ class AdaptWater(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("WATER_PIXELS", self.tr("Pixels labelled water")))
         self.addOutput(QgsProcessingOutputNumber("NON_WATER_PIXELS", self.tr("Pixels labelled non-water")))
         self.addOutput(QgsProcessingOutputString("METHOD", self.tr("How the threshold was found")))
+        self.addOutput(QgsProcessingOutputNumber("SCENE_CUT", self.tr("Water cut taken from this scene "
+                                                                      "(relative SAR levels)")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)
@@ -68,7 +71,8 @@ class AdaptWater(EngineAlgorithm):
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         units = self.units_values(parameters, context)
         overrides = InputOverrides((), self.bands(parameters, "SAR_BANDS", context), "auto",
-                                   units.get("sar_units", "auto"), units.get("sar_calibration", 0.0))
+                                   units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
+                                   self.sar_levels_value(parameters, context))
         cfg = FinetuneConfig(teacher_steps=self.parameterAsInt(parameters, "TEACHER_STEPS", context),
                              pseudo_label_layers=self.pseudo_label_layers_value(parameters, context))
         with self.stage(feedback, "Adapting the water expert") as progress:
@@ -88,4 +92,5 @@ class AdaptWater(EngineAlgorithm):
             "WATER_PIXELS": pixels.get("water"),
             "NON_WATER_PIXELS": pixels.get("non_water"),
             "METHOD": f"{threshold.get('method')}: {threshold.get('note')}",
+            "SCENE_CUT": result.get("scene_cut"),
         }

@@ -75,3 +75,22 @@ def test_relative_levels_find_rotterdams_water_where_the_sentinel1_cut_does_not(
     with rasterio.open(out["outputs"]["water"]) as a, rasterio.open(tmp_path / "relative.tif") as b:
         both = np.isfinite(a.read(1)) & np.isfinite(b.read(1))
         assert ((a.read(1) >= 0.5) == (b.read(1) >= 0.5))[both].mean() > 0.99
+
+
+def test_adapting_with_relative_levels_saves_a_teacher_with_the_scenes_cut(tmp_path):
+    # the scene threshold refuses Rotterdam, but declared relative the water expert still takes the
+    # scene's cut, and the saved teacher keeps it: read later at calibrated levels it finds the water
+    from eval_finetune_real import teacher_water
+
+    from engine.inputs.contract import InputOverrides
+    from engine.progress import CallbackProgress
+    from engine.train.finetune import finetune_from_polygons
+
+    rotterdam, warnings = scenes()["rotterdam"], []
+    result = finetune_from_polygons(None, rotterdam["sar"], None, "class", None, tmp_path / "adapt",
+                                    teacher_path=TEACHER, overrides=InputOverrides(sar_levels="relative"),
+                                    progress=CallbackProgress(warning=warnings.append))
+    assert 0.2 < result["scene_cut"] < 0.45 and result["pseudo_labels"]["pixels"]["water"] == 0
+    assert any("keeps only this scene's cut" in w for w in warnings), warnings
+    water = teacher_water(Path(result["teacher"]), rotterdam["sar"], None) > 0.5
+    assert iou(water, water_labels(rotterdam, "train")) > 0.75

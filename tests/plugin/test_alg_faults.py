@@ -360,9 +360,15 @@ def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_pa
     result = _run("adaptwater", {"SAR": str(ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"),
                                  "TEACHER": str(ROOT / "resources" / "models" / "sgcad_teacher.safetensors"),
                                  "DEVICE": 1, "THREADS": 1, "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
-    assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0
+    assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0 and result["SCENE_CUT"] is None
     said = [w for w in feedback.warnings if "no water threshold could be trusted" in w]
     assert len(said) == 1 and "split different things" in said[0] and "polygons" in said[0], feedback.warnings
+    # declared relative (its levels are not sigma0), the teacher is saved with the scene's cut
+    result = _run("adaptwater", {"SAR": str(ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"),
+                                 "TEACHER": str(ROOT / "resources" / "models" / "sgcad_teacher.safetensors"),
+                                 "SAR_LEVELS": "relative", "DEVICE": 1, "THREADS": 1,
+                                 "OUTPUT_FOLDER": str(tmp_path / "relative")})
+    assert Path(result["OUTPUT_TEACHER"]).is_file() and 0.2 < result["SCENE_CUT"] < 0.45
 
 
 def test_label_free_adaptation_passes_the_layers_that_learn(sgcad_provider, tmp_path):
