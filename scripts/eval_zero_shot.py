@@ -73,7 +73,8 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                "share_teacher": footprint_share(zero_shot, footprint)}
         if scene.get("vh"):
             row["otsu_vh"] = iou(otsu_water(db[scene["vh"] - 1]), truth)
-        if scene.get("sigma0", True) is False:  # levels not sigma0: what --sar-levels relative gives
+        relative_levels = scene.get("sigma0", True) is False  # what --sar-levels relative gives is reported too
+        if relative_levels:
             from engine.inference.sar_only import water_probability
 
             result = water_probability(scene["sar"], teacher, tmp / f"relative-{name}.tif", sar_levels="relative",
@@ -93,7 +94,7 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                 adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
             row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, footprint)
             row["adaptation"] = result.get("pseudo_labels", {}).get("threshold", {}).get("note", "")
-            if scene.get("sigma0", True) is False:  # adapted with --sar-levels relative
+            if relative_levels:
                 from engine.inputs.contract import InputOverrides
 
                 result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-rel-{name}",

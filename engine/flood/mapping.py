@@ -57,7 +57,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from .. import __version__
-from ..config import SAR_LEVELS, InferenceConfig
+from ..config import InferenceConfig
+from ..inputs.contract import check_sar_levels
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
@@ -404,8 +405,7 @@ def _check_request(after, before, out_dir, cfg, teacher_path, given, student_pat
     for name, d in (("after", after), ("before", before)):
         if d.geometry.look_azimuth is not None and not dem and not d.geometry.local_incidence:
             raise ValueError(f"a look direction was given for the {name} date but no DEM (--dem) to apply it to")
-        if d.levels not in SAR_LEVELS:
-            raise ValueError(f"SAR levels of the {name} date must be one of {', '.join(SAR_LEVELS)}, got {d.levels!r}")
+        check_sar_levels(d.levels, f" of the {name} date")
     from ..models.checkpoint import read_metadata
 
     for path, kind in ((teacher_path, "teacher"), (student_path, "student")):

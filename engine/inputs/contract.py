@@ -361,11 +361,17 @@ def resolve_inputs(
     )
 
 
+def check_sar_levels(levels: str, whose: str = "") -> None:
+    """Refuse a SAR levels value that is not one of ``config.SAR_LEVELS`` (``whose``: " of the after
+    date", say, for the message)."""
+    if levels not in SAR_LEVELS:
+        raise ValueError(f"SAR levels{whose} must be one of {list(SAR_LEVELS)}, got {levels!r}")
+
+
 def relative_sar_levels(levels: str, units: str, calibration: float) -> bool:
     """Whether SAR levels are only relative (``config.SAR_LEVELS``): as given, or, for ``auto``,
     digital numbers without a calibration constant."""
-    if levels not in SAR_LEVELS:
-        raise ValueError(f"SAR levels must be one of {list(SAR_LEVELS)}, got {levels!r}")
+    check_sar_levels(levels)
     if levels != "auto":
         return levels == "relative"
     return units == "dn" and calibration <= 0

@@ -186,17 +186,16 @@ def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion,
     return step
 
 
-def _pseudo_label_params(teacher: torch.nn.Module, layers: str) -> List[torch.nn.Parameter]:
-    """The teacher's parameters that learn from pseudo-labels (``FinetuneConfig.pseudo_label_layers``);
-    the others are frozen, so no gradient is computed for them."""
+def _pseudo_label_params(teacher: torch.nn.Module, layers: str) -> Tuple[List[torch.nn.Parameter], str]:
+    """The teacher's parameters that learn from pseudo-labels (``FinetuneConfig.pseudo_label_layers``)
+    and which layers they are; the others are frozen, so no gradient is computed for them."""
     head = getattr(teacher, "head", None)
-    chosen = list(head.parameters()) if layers == "head" and isinstance(head, torch.nn.Module) else None
-    if chosen is None:  # every layer, as asked, or a teacher without a separate water classifier
-        return list(teacher.parameters())
-    keep = {id(p) for p in chosen}
+    if layers != "head" or not isinstance(head, torch.nn.Module):  # as asked, or no separate classifier
+        return list(teacher.parameters()), "all"
+    keep = {id(p) for p in head.parameters()}
     for param in teacher.parameters():
         param.requires_grad_(id(param) in keep)
-    return chosen
+    return list(head.parameters()), "head"
 
 
 def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tensor, water: int, other: int,
@@ -478,8 +477,7 @@ def finetune_from_polygons(
             lambda t: _predict(teacher, t, True, dev), cfg.pseudo_label_veto)
         pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
         binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
-        teacher_params = _pseudo_label_params(teacher, cfg.pseudo_label_layers)
-        layers = "head" if len(teacher_params) < len(list(teacher.parameters())) else "all"
+        teacher_params, layers = _pseudo_label_params(teacher, cfg.pseudo_label_layers)
         result["pseudo_labels"]["layers"] = layers
         progress.info(
             f"no water polygon: the water expert adapts to this scene from automatic pseudo-labels "

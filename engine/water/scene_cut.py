@@ -5,7 +5,8 @@ whose levels are not calibrated backscatter (airborne X-band, digital numbers wi
 calibration constant) the teacher still ranks pixels well (Rotterdam, once nodata is filled: AUC
 1.00 on its evaluation polygons, 0.88 on its training polygons), but water sits under the cut.
 There the cut comes from the scene: Otsu's threshold on the teacher's water logits over a sample
-of the scene's valid pixels, folded into the head for this run only
+of the scene's valid pixels, folded into a copy of the head: for one run of segmentation, the water
+map or flood mapping, and into the saved teacher of a fine-tune or adaptation
 (docs/experiments/zero_shot_real.md, "Relative SAR levels").
 """
 

@@ -213,12 +213,7 @@ class EngineAlgorithm(SgcadAlgorithm):
             ("SAR_UNITS", "Units of the SAR raster", SAR_UNIT_CHOICES),
         )
         for name, label, options in choices:
-            param = QgsProcessingParameterEnum(
-                name, self.tr(label), options=[key for key, _ in options], defaultValue="auto"
-            )
-            param.setUsesStaticStrings(True)
-            param.setHelp(self.tr("; ".join(f"{key}: {text}" for key, text in options)))
-            self.add_advanced(param) if advanced else self.addParameter(param)
+            self.add_choice(name, label, options, "auto", advanced)
         self.add_number(
             "SAR_CALIBRATION",
             "SAR calibration constant for DN (sigma0 = DN² / constant; 0 = match the model's level)",
@@ -227,15 +222,17 @@ class EngineAlgorithm(SgcadAlgorithm):
             integer=False,
         )
 
+    def add_choice(self, name: str, label: str, options, default: str, advanced: bool = True) -> None:
+        """An enum parameter of ``(key, explanation)`` options, keys as its values, explanations as help."""
+        param = QgsProcessingParameterEnum(name, self.tr(label), options=[key for key, _ in options],
+                                           defaultValue=default)
+        param.setUsesStaticStrings(True)
+        param.setHelp(self.tr("; ".join(f"{key}: {text}" for key, text in options)))
+        self.add_advanced(param) if advanced else self.addParameter(param)
+
     def add_sar_levels(self) -> None:
         """SAR_LEVELS: calibrated or relative SAR levels (the water teacher's cut)."""
-        param = QgsProcessingParameterEnum(
-            "SAR_LEVELS", self.tr("Levels of the SAR raster"), options=[key for key, _ in SAR_LEVEL_CHOICES],
-            defaultValue="auto",
-        )
-        param.setUsesStaticStrings(True)
-        param.setHelp(self.tr("; ".join(f"{key}: {text}" for key, text in SAR_LEVEL_CHOICES)))
-        self.add_advanced(param)
+        self.add_choice("SAR_LEVELS", "Levels of the SAR raster", SAR_LEVEL_CHOICES, "auto")
 
     def sar_levels_value(self, parameters, context) -> str:
         return self.parameterAsEnumString(parameters, "SAR_LEVELS", context) or "auto"
@@ -244,13 +241,9 @@ class EngineAlgorithm(SgcadAlgorithm):
         """PSEUDO_LABEL_LAYERS: the teacher's layers that learn from automatic water pseudo-labels."""
         from sgcad_qgis.engine.config import PSEUDO_LABEL_LAYERS, FinetuneConfig
 
-        param = QgsProcessingParameterEnum(
-            "PSEUDO_LABEL_LAYERS", self.tr("Teacher layers that learn from automatic pseudo-labels"),
-            options=list(PSEUDO_LABEL_LAYERS), defaultValue=FinetuneConfig.pseudo_label_layers,
-        )
-        param.setUsesStaticStrings(True)
-        param.setHelp(self.tr("; ".join(f"{key}: {PSEUDO_LABEL_LAYER_HELP[key]}" for key in PSEUDO_LABEL_LAYERS)))
-        self.add_advanced(param)
+        self.add_choice("PSEUDO_LABEL_LAYERS", "Teacher layers that learn from automatic pseudo-labels",
+                        [(key, PSEUDO_LABEL_LAYER_HELP[key]) for key in PSEUDO_LABEL_LAYERS],
+                        FinetuneConfig.pseudo_label_layers)
 
     def pseudo_label_layers_value(self, parameters, context) -> str:
         from sgcad_qgis.engine.config import FinetuneConfig
