@@ -77,7 +77,16 @@ def add_sar_levels_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sar-levels", choices=SAR_LEVELS, default="auto",
         help="calibrated (sigma0/gamma0, e.g. Sentinel-1) or relative (airborne, uncalibrated): on relative "
-             "levels the teacher's water cut comes from the scene; auto: relative for DN without --sar-calibration",
+             "levels the teacher's water cut comes from the scene; auto: relative for DN without --sar-calibration "
+             "and for co- and cross-polarised bands too close for calibrated backscatter",
+    )
+
+
+def add_flip_average_arg(parser: argparse.ArgumentParser) -> None:
+    """``--flip-average`` for commands that run the networks over a scene."""
+    parser.add_argument(
+        "--flip-average", action="store_true",
+        help="average the networks' logits over 4 flips of each tile: slightly better water maps, 4x the time",
     )
 
 

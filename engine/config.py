@@ -483,6 +483,8 @@ class InferenceConfig:
     water_threshold: float = DistillConfig.water_threshold  # teacher gate: confident water above
     non_water_threshold: float = DistillConfig.non_water_threshold  # and confident non-water below
     queue_size: int = 2  # batches buffered between reader, network and writer threads
+    # logits averaged over 4 flips of each tile (engine.inference.flips): 4x the network's time
+    flip_average: bool = False
 
 
 @dataclass

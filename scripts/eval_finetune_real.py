@@ -45,6 +45,8 @@ SHARED = ROOT.parent / "shared" / "data"
 LABELS = ROOT / "resources" / "labels"
 MODELS = ROOT / "resources" / "models"
 SCHEMA_WATER = 3
+INFERENCE = InferenceConfig(backend="torch")
+"""How the networks run in these measurements (``flip_average`` set by ``eval_zero_shot.py --flip-average``)."""
 
 
 def scenes() -> Dict[str, dict]:
@@ -127,7 +129,10 @@ def sar_db(path: Path) -> np.ndarray:
 
 
 def teacher_water(teacher_path: Path, sar: Path, optical: Optional[Path]) -> np.ndarray:
+    from engine.inference.flips import flip_averaged
+
     teacher, meta = load_model(teacher_path, "teacher")
+    teacher = flip_averaged(teacher, INFERENCE.flip_average)
     resolved = resolve_inputs(InputRecipe.of(meta), None, sar)
     grid = grid_of(sar)
     reader = PairReader(None, sar, grid, (), resolved.bands.sar_bands, [resolved.preprocessor])
@@ -143,7 +148,7 @@ def student_classes(student_path: Path, teacher_path: Optional[Path], optical: P
     from engine.inference.pipeline import segment_scene
 
     result = segment_scene(optical, sar, student_path, out, teacher_path=teacher_path,
-                           cfg=InferenceConfig(backend="torch"), overwrite=True)
+                           cfg=INFERENCE, overwrite=True)
     with rasterio.open(result["outputs"]["classes"]) as src:
         return src.read(1)
 

@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:  # appended: a test importing this script keeps it
     sys.path.append(str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import eval_finetune_real  # noqa: E402
 from eval_finetune_real import (  # noqa: E402
     LABELS,
     MODELS,
@@ -45,7 +46,7 @@ from eval_finetune_real import (  # noqa: E402
     water_labels,
 )
 
-from engine.config import ClassSchema  # noqa: E402
+from engine.config import ClassSchema, InferenceConfig  # noqa: E402
 from engine.data.corine import patch_admissible_classes  # noqa: E402
 from engine.metrics import ConfusionMatrix  # noqa: E402
 from engine.raster.grid import grid_of  # noqa: E402
@@ -61,6 +62,14 @@ def footprint_share(water: np.ndarray, footprint: np.ndarray) -> float:
     return float(water[footprint].mean())
 
 
+def auto_levels_relative(teacher: Path, sar: Path) -> bool:
+    """Whether the input contract reads this SAR's levels as relative at the default ``auto``."""
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+
+    return resolve_inputs(InputRecipe.of(read_metadata(teacher)), None, sar).sar_relative_levels
+
+
 def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
     rows = {}
     for name in ("india", "nigeria", "camargue", "rhone", "rotterdam"):
@@ -73,16 +82,21 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                "share_teacher": footprint_share(zero_shot, footprint)}
         if scene.get("vh"):
             row["otsu_vh"] = iou(otsu_water(db[scene["vh"] - 1]), truth)
-        relative_levels = scene.get("sigma0", True) is False  # what --sar-levels relative gives is reported too
-        if relative_levels:
+        # the product's default: on levels that auto finds relative, the scene's cut
+        row["levels"] = "relative" if auto_levels_relative(teacher, scene["sar"]) else "calibrated"
+        relative_levels = row["levels"] == "relative" or scene.get("sigma0", True) is False
+        if relative_levels:  # what --sar-levels relative gives is reported too
             from engine.inference.sar_only import water_probability
 
             result = water_probability(scene["sar"], teacher, tmp / f"relative-{name}.tif", sar_levels="relative",
-                                       overwrite=True)
+                                       cfg=eval_finetune_real.INFERENCE, overwrite=True)
             with rasterio.open(result["path"]) as src:
                 relative = src.read(1) >= 0.5
             row["teacher_relative"], row["share_relative"] = iou(relative, truth), footprint_share(relative, footprint)
             row["scene_cut"] = result["scene_cut"]
+        if row["levels"] == "relative":
+            row["teacher_calibrated"], row["share_calibrated"] = row["teacher"], row["share_teacher"]
+            row["teacher"], row["share_teacher"] = row["teacher_relative"], row["share_relative"]
         if adapt:
             from engine.config import FinetuneConfig
             from engine.train.finetune import finetune_from_polygons
@@ -94,15 +108,18 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                 adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
             row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, footprint)
             row["adaptation"] = result.get("pseudo_labels", {}).get("threshold", {}).get("note", "")
-            if relative_levels:
+            if relative_levels:  # the other levels' adaptation, for the record
                 from engine.inputs.contract import InputOverrides
 
-                result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-rel-{name}",
+                other = "calibrated" if row["levels"] == "relative" else "relative"
+                result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-{other}-{name}",
                                                 teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True,
-                                                overrides=InputOverrides(sar_levels="relative"))
-                adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
-                row["teacher_adapted_relative"] = iou(adapted, truth)
-                row["share_adapted_relative"] = footprint_share(adapted, footprint)
+                                                overrides=InputOverrides(sar_levels=other))
+                adapted = zero_shot
+                if result["teacher"]:
+                    adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
+                row[f"teacher_adapted_{other}"] = iou(adapted, truth)
+                row[f"share_adapted_{other}"] = footprint_share(adapted, footprint)
         rows[name] = row
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return rows
@@ -213,9 +230,12 @@ def main() -> None:
     parser.add_argument("--student", default=str(MODELS / "sgcad_student.safetensors"))
     parser.add_argument("--teacher", default=str(MODELS / "sgcad_teacher.safetensors"))
     parser.add_argument("--adapt", action="store_true", help="also adapt the teacher to each scene without labels")
+    parser.add_argument("--flip-average", action="store_true", help="run every network averaged over 4 flips")
     parser.add_argument("--json", default="", help="write the figures here")
     parser.add_argument("--markdown", default="", help="write the tables of docs/experiments/zero_shot_real.md here")
     args = parser.parse_args()
+    if args.flip_average:
+        eval_finetune_real.INFERENCE = InferenceConfig(backend="torch", flip_average=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         out = {"teacher": teacher_rows(Path(args.teacher), args.adapt, tmp),
@@ -234,12 +254,13 @@ def _pct(v) -> str:
 
 def markdown(out: dict, args) -> str:
     """The figures as Markdown tables (the page's prose is written by hand around them)."""
-    lines = ["| scene | teacher | teacher, relative levels (scene's cut) | Otsu co-pol | Otsu VH | "
-             "teacher adapted (no labels) | adapted, relative levels |", "|---|---|---|---|---|---|---|"]
+    lines = ["| scene | SAR levels (auto) | teacher | teacher, calibrated cut | Otsu co-pol | Otsu VH | "
+             "teacher adapted (no labels) | adapted, calibrated cut |", "|---|---|---|---|---|---|---|---|"]
     for name, r in out["teacher"].items():
-        lines.append(f"| {name} | {_pct(r['teacher'])} | {_pct(r.get('teacher_relative'))} | {_pct(r['otsu_co'])} | "
+        lines.append(f"| {name} | {r.get('levels', 'calibrated')} | {_pct(r['teacher'])} | "
+                     f"{_pct(r.get('teacher_calibrated', r['teacher']))} | {_pct(r['otsu_co'])} | "
                      f"{_pct(r.get('otsu_vh'))} | {_pct(r.get('teacher_adapted'))} | "
-                     f"{_pct(r.get('teacher_adapted_relative'))} |")
+                     f"{_pct(r.get('teacher_adapted_calibrated', r.get('teacher_adapted')))} |")
     lines += ["", "| scene | share of the SAR footprint called water: teacher | Otsu co-pol | adapted |",
               "|---|---|---|---|"]
     for name, r in out["teacher"].items():

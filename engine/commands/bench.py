@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any, Dict
 
-from ..cli import add_json_flag, int_list
+from ..cli import add_flip_average_arg, add_json_flag, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--work", help="folder to keep scenes and checkpoints between runs (default: temporary)"
     )
+    add_flip_average_arg(parser)
     parser.add_argument("--rss-worker", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true")
     add_json_flag(parser)
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         backend=args.backend,
         threads=args.threads,
         precision=args.precision,
+        flip_average=args.flip_average,
     )
     if args.repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")

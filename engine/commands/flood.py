@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, add_sar_levels_arg, int_list
+from ..cli import add_flip_average_arg, add_json_flag, add_sar_levels_arg, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles (64)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per network call (4)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the networks (0: default)")
+    add_flip_average_arg(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         threshold=WaterThresholdConfig(max_water_mean_db=-15.0),
     )
     inference = InferenceConfig(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                                device=args.device, threads=args.threads)
+                                device=args.device, threads=args.threads, flip_average=args.flip_average)
     result = map_flood(
         date("after"), date("before"), args.out, cfg, teacher_path=args.teacher, student_path=args.student,
         inference=inference, aoi=args.aoi, aoi_name_field=args.aoi_name_field, dem=args.dem, truth=args.truth,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, add_sar_levels_arg, add_units_args, int_list
+from ..cli import add_flip_average_arg, add_json_flag, add_sar_levels_arg, add_units_args, int_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +77,7 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_units_args(parser)
     add_sar_levels_arg(parser)
+    add_flip_average_arg(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
 
@@ -95,6 +96,7 @@ def inference_config(args: argparse.Namespace):
         amp=not args.no_amp,
         threads=args.threads,
         precision=getattr(args, "precision", "auto"),
+        flip_average=getattr(args, "flip_average", False),
     )
 
 

@@ -38,6 +38,7 @@ from ..config import (
 from ..cores import apply_threads, available_cores, threads_for
 from ..progress import NULL_PROGRESS, Progress
 from .backends import describe_device, make_backend, resolve_device
+from .flips import flip_averaged
 from .precision import cpu_model
 from .tiling import plan_tiles
 
@@ -152,8 +153,9 @@ def throughput(
 
     def backend_for(name: str, with_teacher: bool) -> Any:
         return make_backend(
-            name, student, teacher if with_teacher else None, 6, *channels, plan.tile_shape, device, cfg.amp,
-            cfg.threads, info=progress.info, precision=precision,
+            name, flip_averaged(student, cfg.flip_average),
+            flip_averaged(teacher, cfg.flip_average) if with_teacher else None, 6, *channels, plan.tile_shape, device,
+            cfg.amp, cfg.threads, info=progress.info, precision=precision,
         )
 
     backends = {False: backend_for(cfg.backend, False), True: backend_for(cfg.backend, True)}
@@ -323,8 +325,8 @@ def peak_rss(
         tile = plan_tiles(size, size, cfg.tile_size, cfg.overlap).tile_shape
         make_backend(
             cfg.backend,
-            s_model,
-            t_model,
+            flip_averaged(s_model, cfg.flip_average),
+            flip_averaged(t_model, cfg.flip_average),
             6,
             s_model.config.optical_channels,
             s_model.config.sar_channels,

@@ -36,6 +36,7 @@ from ..validate import (
 from ..water.scene_cut import spread, with_scene_cut
 from .aoi import AoiLike, load_aoi
 from .backends import describe_device, make_backend, resolve_device
+from .flips import flip_averaged
 from .outputs import OutputSet, output_paths
 from .precision import decide as decide_precision
 from .precision import weights_key as precision_key
@@ -163,6 +164,7 @@ def segment_scene(
                 f"device: {describe_device(device)}, backend: {getattr(backend, 'name', 'custom')}, "
                 f"precision: {getattr(backend, 'precision', 'fp32')}, "
                 f"threads: {torch.get_num_threads()}, tiles: {len(plan.tiles)}/{plan.total}"
+                + (", averaged over 4 flips" if cfg.flip_average else "")
             )
             return backend
 
@@ -203,6 +205,7 @@ def segment_scene(
         "device": describe_device(device),
         "backend": getattr(backend, "name", "custom"),
         "precision": getattr(backend, "precision", "fp32"),
+        "flip_average": cfg.flip_average,
         "scene_cut": getattr(backend, "scene_cut", None),  # relative SAR levels: the teacher's cut
         "threads": torch.get_num_threads(),
         "seconds": round(wall, 3),
@@ -270,8 +273,9 @@ class SceneJob:
         if work_pixels is None:
             work_pixels = len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1]
         progress.info(f"loading {self.model_path}" + (f" and {self.teacher_path}" if self.teacher_path else ""))
-        student, _ = load_model(self.model_path, "student")
-        teacher = load_model(self.teacher_path, "teacher")[0] if self.teacher_path else None
+        student = flip_averaged(load_model(self.model_path, "student")[0], cfg.flip_average)
+        teacher = flip_averaged(load_model(self.teacher_path, "teacher")[0], cfg.flip_average) if self.teacher_path \
+            else None
         scene_cut = None
         if teacher is not None and self.resolved.sar_relative_levels:
             teacher, scene_cut = with_scene_cut(teacher.to(device), _teacher_sample(self.reader(), plan, progress),

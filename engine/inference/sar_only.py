@@ -35,6 +35,7 @@ from ..water.scene_cut import spread, with_scene_cut
 from .assembler import BlockAssembler
 from .backends import TeacherWater, describe_device, resolve_device
 from .blending import BlendAccumulator
+from .flips import flip_averaged
 from .tiling import plan_tiles
 
 PathLike = Union[str, Path]
@@ -115,7 +116,7 @@ def water_probability(
 
     device = resolve_device(cfg.device)
     apply_threads(cfg.threads)
-    network = teacher[0] if teacher is not None else load_teacher(teacher_path)[0]
+    network = flip_averaged(teacher[0] if teacher is not None else load_teacher(teacher_path)[0], cfg.flip_average)
     scene_threshold = None
     if resolved.sar_relative_levels:
         network, scene_threshold = with_scene_cut(network.to(device), _sample(reader, plan, progress), device)
@@ -126,6 +127,7 @@ def water_probability(
     progress.info(
         f"water teacher on {describe_device(device)}: {len(plan.tiles)} tile(s) of {plan.tile_shape[1]}x"
         f"{plan.tile_shape[0]} over {grid.width}x{grid.height} pixels"
+        + (", averaged over 4 flips" if cfg.flip_average else "")
     )
     counts = np.zeros(2, np.int64)
     p_sum = 0.0
@@ -169,6 +171,7 @@ def water_probability(
         "mean_probability": round(p_sum / counts[0], 4),
         "water_fraction": round(float(counts[1]) / counts[0], 4),
         "scene_cut": None if scene_threshold is None else round(scene_threshold, 4),
+        "flip_average": cfg.flip_average,
     }
 
 

@@ -44,6 +44,7 @@ from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
+from .levels import PolarisationBalance, polarisation_balance
 from .units import (
     TYPICAL_MEDIAN_DB,
     UnitsDecision,
@@ -309,9 +310,15 @@ def resolve_inputs(
     )
     warnings += [note] if note else []
     lines.append(sar_units.line(sar_path))
-    relative = relative_sar_levels(overrides.sar_levels, sar_units.units, overrides.sar_calibration)
+    balance = None if overrides.sar_levels == "relative" else polarisation_balance(sar_path, sar_units.units)
+    relative = relative_sar_levels(overrides.sar_levels, sar_units.units, overrides.sar_calibration, balance)
+    if balance is not None and balance.relative and overrides.sar_levels == "calibrated":
+        warnings.append(f"SAR levels of {sar_path.name} were given as calibrated, but its {balance.reason()}; "
+                        "if no water is found, use --sar-levels relative / SAR_LEVELS=relative")
     if relative:
-        why = "as given" if overrides.sar_levels == "relative" else "digital numbers without a calibration constant"
+        why = "as given" if overrides.sar_levels == "relative" else (
+            balance.reason() if balance is not None and balance.relative
+            else "digital numbers without a calibration constant")
         # the scene's split is there whether or not it holds water: dry pasture chips got 57-61 %
         lines.append(f"SAR levels of {sar_path.name}: relative ({why}); the water teacher's cut comes from this "
                      "scene, which it splits in two even without open water: check the water map of a dry scene")
@@ -368,13 +375,16 @@ def check_sar_levels(levels: str, whose: str = "") -> None:
         raise ValueError(f"SAR levels{whose} must be one of {list(SAR_LEVELS)}, got {levels!r}")
 
 
-def relative_sar_levels(levels: str, units: str, calibration: float) -> bool:
+def relative_sar_levels(
+    levels: str, units: str, calibration: float, balance: Optional[PolarisationBalance] = None
+) -> bool:
     """Whether SAR levels are only relative (``config.SAR_LEVELS``): as given, or, for ``auto``,
-    digital numbers without a calibration constant."""
+    digital numbers without a calibration constant, or polarisations whose balance rules out
+    calibrated backscatter (:mod:`.levels`)."""
     check_sar_levels(levels)
     if levels != "auto":
         return levels == "relative"
-    return units == "dn" and calibration <= 0
+    return (units == "dn" and calibration <= 0) or (balance is not None and balance.relative)
 
 
 def resolve_for(

@@ -91,8 +91,8 @@ class UnitsDecision:
         return f"{text} in {Path(path).name}"
 
 
-def sample_values(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_SIDE) -> Tuple[List[np.ndarray], Any]:
-    """Valid values (nodata and NaN removed) of each band from about ``max_side``² pixels, and the dtype.
+def sample_pixels(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_SIDE) -> Tuple[np.ma.MaskedArray, Any]:
+    """``(C, N)`` masked values of the same pixels in each band (about ``max_side``² of them), and the dtype.
 
     A decimated read of the whole raster, which uses the file's overviews when it has them;
     a large tiled file without overviews is sampled by :data:`SAMPLE_BLOCKS` of its own blocks
@@ -113,11 +113,15 @@ def sample_values(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_S
             data = src.read(
                 [int(b) for b in bands], out_shape=(len(bands),) + shape, resampling=Resampling.nearest, masked=True
             )
-    out = []
-    for band in data:
-        values = np.asarray(band.compressed(), dtype=np.float64)
-        out.append(values[np.isfinite(values)])
-    return out, dtype
+    data = np.ma.masked_invalid(np.ma.asarray(data, dtype=np.float64).reshape(len(bands), -1))
+    return data, dtype
+
+
+def sample_values(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_SIDE) -> Tuple[List[np.ndarray], Any]:
+    """Valid values (nodata and NaN removed) of each band from about ``max_side``² pixels
+    (:func:`sample_pixels`), and the dtype."""
+    data, dtype = sample_pixels(path, bands, max_side)
+    return [np.asarray(band.compressed()) for band in data], dtype
 
 
 def _block_sample(src: Any, bands: List[int], max_side: int) -> Optional[np.ma.MaskedArray]:

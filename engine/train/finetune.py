@@ -455,7 +455,15 @@ def finetune_from_polygons(
                               "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size,
                               "scene_cut": None}
     teacher_done = False
-    if teacher is not None and resolved.sar_relative_levels:
+    hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles] + [np.empty(0, np.int64)]),
+                       minlength=256)
+    binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
+    drawn_cut = cfg.update_teacher and polygons is not None and min(binary) > 0
+    if teacher is not None and resolved.sar_relative_levels and drawn_cut:
+        # drawn water and land set the cut; starting from the scene's guess kept its over-called water
+        # where no polygon was drawn (Rotterdam's evaluation polygons: 64.2 against 100.0)
+        progress.info("relative SAR levels: the drawn water and land polygons set the water expert's cut")
+    elif teacher is not None and resolved.sar_relative_levels:
         # relative SAR levels: the teacher's cut comes from this scene (engine.water.scene_cut) before its
         # pseudo-labels, gates or training see it, and the saved teacher keeps it
         teacher, cut = with_scene_cut(teacher.to(dev), ((t.teacher_sar[None], t.valid[None]) for t in spread(tiles)),
@@ -465,9 +473,6 @@ def finetune_from_polygons(
         progress.info(f"relative SAR levels: the water expert's cut moves to this scene's ({cut:.2f})")
 
     # -- the teacher: water vs the rest on the training polygons, or on automatic pseudo-labels
-    hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles] + [np.empty(0, np.int64)]),
-                       minlength=256)
-    binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
     teacher_tiles = tiles
     teacher_params = teacher.parameters() if teacher is not None else None
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:

@@ -47,7 +47,8 @@ OPTICAL_UNIT_CHOICES = (
     ("landsat_c2", "Landsat Collection 2 surface reflectance (× 2.75e-5 − 0.2)"),
 )
 SAR_LEVEL_CHOICES = (
-    ("auto", "Calibrated, except DN without a calibration constant"),
+    ("auto", "Calibrated, except DN without a calibration constant and co-/cross-polarised bands too close "
+             "for calibrated backscatter"),
     ("calibrated", "Calibrated backscatter (sigma0 / gamma0, e.g. Sentinel-1)"),
     ("relative", "Relative levels (airborne or uncalibrated SAR): the water cut comes from the scene"),
 )
@@ -236,6 +237,14 @@ class EngineAlgorithm(SgcadAlgorithm):
 
     def sar_levels_value(self, parameters, context) -> str:
         return self.parameterAsEnumString(parameters, "SAR_LEVELS", context) or "auto"
+
+    def add_flip_average(self) -> None:
+        """FLIP_AVERAGE: the networks' logits averaged over 4 flips of each tile (engine.inference.flips)."""
+        self.add_flag("FLIP_AVERAGE", "Average over 4 flips of each tile (slightly better water maps, 4x slower)",
+                      False)
+
+    def flip_average_value(self, parameters, context) -> bool:
+        return bool(parameters.get("FLIP_AVERAGE")) and self.parameterAsBoolean(parameters, "FLIP_AVERAGE", context)
 
     def add_pseudo_label_layers(self) -> None:
         """PSEUDO_LABEL_LAYERS: the teacher's layers that learn from automatic water pseudo-labels."""

@@ -104,6 +104,7 @@ class FloodMap(EngineAlgorithm):
         self.add_number("TILE_SIZE", "Tile size (pixels)", 512, 64, 8192)
         self.add_number("OVERLAP", "Tile overlap (pixels)", 64, 0, 2048)
         self.add_number("BATCH_SIZE", "Tiles per batch", 4, 1, 256)
+        self.add_flip_average()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("FLOOD_EXTENT", self.tr("Flood extent")))
@@ -212,6 +213,7 @@ class FloodMap(EngineAlgorithm):
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             device=device,
             threads=threads,
+            flip_average=self.flip_average_value(parameters, context),
         )
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         vectorize = self.parameterAsBoolean(parameters, "VECTORIZE", context)

@@ -82,6 +82,7 @@ class Segment(EngineAlgorithm):
         )
         self.add_units()
         self.add_sar_levels()
+        self.add_flip_average()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
@@ -170,6 +171,7 @@ class Segment(EngineAlgorithm):
             device=device,
             backend=BACKENDS[self.parameterAsEnum(parameters, "BACKEND", context)][0],
             threads=threads,
+            flip_average=self.flip_average_value(parameters, context),
         )
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         with self.stage(feedback, "Segmentation") as progress:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from engine.config import ClassSchema, FinetuneConfig, LossConfig
-from engine.inputs.contract import InputRecipe, resolve_inputs
+from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from engine.inputs.reader import PairReader
 from engine.losses import SegmentationLoss
 from engine.models.checkpoint import load_model, read_metadata
@@ -215,11 +215,12 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
 
 
 def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):
-    # airborne X-band Rotterdam: the bimodal tiles disagree, so no pseudo-label is made, the water
-    # expert is not touched, and the user is told why and what to do instead
+    # airborne X-band Rotterdam read as calibrated: the bimodal tiles disagree, so no pseudo-label is
+    # made, the water expert is not touched, and the user is told why and what to do instead
     warnings = []
     result = finetune_from_polygons(None, ROTTERDAM / "sar_masked.tif", None, "class", None, tmp_path / "adapt",
                                     teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=FinetuneConfig(),
+                                    overrides=InputOverrides(sar_levels="calibrated"),
                                     progress=CallbackProgress(warning=warnings.append))
     assert result["teacher"] is None and result["pseudo_labels"]["pixels"]["water"] == 0
     assert not (tmp_path / "adapt" / "teacher.safetensors").exists()

@@ -243,14 +243,15 @@ def test_geographic_pixel_areas():
 
 def test_relative_levels_take_each_dates_cut_from_the_scene(tmp_path):
     # airborne X-band Rotterdam (not sigma0): at the Sentinel-1 cut the teacher finds little water;
-    # declared relative, each date's cut comes from its own scene and is reported
+    # relative (given, or found from its polarisations), each date's cut comes from its own scene
     sar = ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"
     runs = {}
-    for levels in ("auto", "relative"):
+    for levels in ("calibrated", "relative", "auto"):
         runs[levels] = map_flood(FloodDate(sar, levels=levels), FloodDate(sar, levels=levels), tmp_path / levels,
                                  FloodConfig(method="teacher"), teacher_path=TEACHER)["dates"]["after"]
-    assert runs["auto"]["scene_cut"] is None and 0.2 < runs["relative"]["scene_cut"] < 0.45
-    assert runs["relative"]["teacher_water_fraction"] > runs["auto"]["teacher_water_fraction"] + 0.2
+    assert runs["calibrated"]["scene_cut"] is None and 0.2 < runs["relative"]["scene_cut"] < 0.45
+    assert runs["relative"]["teacher_water_fraction"] > runs["calibrated"]["teacher_water_fraction"] + 0.2
+    assert runs["auto"]["scene_cut"] == runs["relative"]["scene_cut"]
 
 
 def test_requests_that_cannot_work(pair, tmp_path):

@@ -62,12 +62,13 @@ def test_relative_levels_find_rotterdams_water_where_the_sentinel1_cut_does_not(
     scene = scenes()["rotterdam"]
     truth = water_labels(scene, "train")
     figures = {}
-    for levels in ("auto", "relative"):
+    for levels in ("calibrated", "relative", "auto"):
         result = water_probability(scene["sar"], TEACHER, tmp_path / f"{levels}.tif", sar_levels=levels)
         with rasterio.open(tmp_path / f"{levels}.tif") as src:
             figures[levels] = (iou(src.read(1) >= 0.5, truth), result["scene_cut"])
-    assert figures["auto"][0] < 0.3 and figures["auto"][1] is None
+    assert figures["calibrated"][0] < 0.3 and figures["calibrated"][1] is None
     assert figures["relative"][0] > 0.75 and 0.2 < figures["relative"][1] < 0.45, figures
+    assert figures["auto"] == figures["relative"]  # its polarisations say the levels are relative
     # the segment path folds the same cut into its teacher: same water decisions
     out = segment_scene(scene["optical"], scene["sar"], MODELS / "sgcad_student.safetensors", tmp_path / "seg",
                         teacher_path=TEACHER, sar_levels="relative")
@@ -94,3 +95,18 @@ def test_adapting_with_relative_levels_saves_a_teacher_with_the_scenes_cut(tmp_p
     assert any("keeps only this scene's cut" in w for w in warnings), warnings
     water = teacher_water(Path(result["teacher"]), rotterdam["sar"], None) > 0.5
     assert iou(water, water_labels(rotterdam, "train")) > 0.75
+
+
+def test_drawn_water_and_land_set_the_cut_of_relative_levels(tmp_path):
+    # with water and land polygons the labels set the cut: the scene's guess is not folded in first
+    # (starting from it, the fine-tuned teacher kept its over-called water where nothing was drawn)
+    from engine.config import FinetuneConfig
+    from engine.progress import CallbackProgress
+    from engine.train.finetune import finetune_from_polygons
+
+    rotterdam, infos = scenes()["rotterdam"], []
+    result = finetune_from_polygons(None, rotterdam["sar"], rotterdam["train"], "class", None, tmp_path / "ft",
+                                    teacher_path=TEACHER, cfg=FinetuneConfig(teacher_steps=4, eval_every=2),
+                                    progress=CallbackProgress(info=infos.append))
+    assert result["scene_cut"] is None and result["teacher_fit"]["steps_run"] == 4
+    assert any("drawn water and land polygons set the water expert's cut" in i for i in infos), infos

@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self):
         super().__init__()
-        self.warnings, self.debug = [], []
+        self.warnings, self.debug, self.infos = [], [], []
+
+    def pushInfo(self, info):  # noqa: N802 - QGIS API
+        self.infos.append(info)
+        super().pushInfo(info)
 
     def pushWarning(self, warning):  # noqa: N802 - QGIS API
         self.warnings.append(warning)
@@ -100,6 +104,13 @@ def test_bands_as_written_in_the_docs_work(scene, untrained_models, tmp_path):
     np.testing.assert_array_equal(maps[1], maps[2])
     message = _refusal("segment", _params(scene, untrained_models, tmp_path / "x", OPTICAL_BANDS="1,two,3"))
     assert "expected band numbers such as 1,2,3" in message
+
+
+def test_flip_averaging_reaches_the_engine(scene, untrained_models, tmp_path):
+    feedback = RecordingFeedback()
+    result = _run("segment", _params(scene, untrained_models, tmp_path / "f", FLIP_AVERAGE=True), feedback)
+    assert Path(result["CLASSES"]).is_file()
+    assert any("averaged over 4 flips" in line for line in feedback.infos + feedback.debug), feedback.infos
 
 
 def test_model_files_are_judged_by_content_and_numbers_by_range(scene, untrained_models, tmp_path):
@@ -354,20 +365,21 @@ def test_qgis_process_never_records_a_failed_setup(tmp_path):
 
 
 def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_path):
-    # Rotterdam's airborne X-band: no scene threshold can be trusted, so the teacher is not
-    # replaced, and the warning gives the mapper's reason and the way out
+    # Rotterdam's airborne X-band read as calibrated: no scene threshold can be trusted, so the
+    # teacher is not replaced, and the warning gives the mapper's reason and the way out
     feedback = RecordingFeedback()
     result = _run("adaptwater", {"SAR": str(ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"),
                                  "TEACHER": str(ROOT / "resources" / "models" / "sgcad_teacher.safetensors"),
-                                 "DEVICE": 1, "THREADS": 1, "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
+                                 "SAR_LEVELS": "calibrated", "DEVICE": 1, "THREADS": 1,
+                                 "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
     assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0 and result["SCENE_CUT"] is None
     said = [w for w in feedback.warnings if "no water threshold could be trusted" in w]
     assert len(said) == 1 and "split different things" in said[0] and "polygons" in said[0], feedback.warnings
-    # declared relative (its levels are not sigma0), the teacher is saved with the scene's cut
+    # at the default its polarisations show the levels are relative (not sigma0): the teacher is
+    # saved with the scene's cut
     result = _run("adaptwater", {"SAR": str(ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"),
                                  "TEACHER": str(ROOT / "resources" / "models" / "sgcad_teacher.safetensors"),
-                                 "SAR_LEVELS": "relative", "DEVICE": 1, "THREADS": 1,
-                                 "OUTPUT_FOLDER": str(tmp_path / "relative")})
+                                 "DEVICE": 1, "THREADS": 1, "OUTPUT_FOLDER": str(tmp_path / "relative")})
     assert Path(result["OUTPUT_TEACHER"]).is_file() and 0.2 < result["SCENE_CUT"] < 0.45
 
 
