@@ -55,8 +55,10 @@ class PolarisationBalance:
 
     def reason(self) -> str:
         """Why, in a few words with the numbers."""
+        gap = f"only {self.median_db:.1f} dB under" if self.median_db >= 0 else \
+            f"{-self.median_db:.1f} dB above (are the bands named right?)"
         return (
-            f"cross-polarised band(s) {_listed(self.cross_bands)} only {self.median_db:.1f} dB under co-polarised "
+            f"cross-polarised band(s) {_listed(self.cross_bands)} {gap} co-polarised "
             f"band(s) {_listed(self.co_bands)} (median; {self.how}); in calibrated backscatter cross-polarised "
             "sits about 5 dB or more under co-polarised"
         )

@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBand,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
@@ -57,12 +56,7 @@ class FloodMap(EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_raster("AFTER", "SAR raster after the event")
         self.add_raster("BEFORE", "SAR raster before the event")
-        method = QgsProcessingParameterEnum(
-            "METHOD", self.tr("Water on each date"), options=[k for k, _ in METHODS], defaultValue="teacher"
-        )
-        method.setUsesStaticStrings(True)
-        method.setHelp(self.tr("; ".join(f"{k}: {t}" for k, t in METHODS)))
-        self.addParameter(method)
+        self.add_choice("METHOD", "Water on each date", METHODS, "teacher", advanced=False)
         self.add_model("TEACHER", "SAR water teacher model", optional=True)
         self.addParameter(QgsProcessingParameterFeatureSource(
             "AOI_LAYER", self.tr("Areas to report (polygons; maps are cut to their extent)"),
@@ -77,12 +71,7 @@ class FloodMap(EngineAlgorithm):
         for key, date in DATES:
             self.add_advanced(QgsProcessingParameterBand(
                 f"{key}_BAND", self.tr(f"Band of the {date} SAR (default 1)"), None, key, optional=True))
-            units = QgsProcessingParameterEnum(
-                f"{key}_UNITS", self.tr(f"Units of the {date} SAR"), options=[k for k, _ in SAR_UNIT_CHOICES],
-                defaultValue="auto")
-            units.setUsesStaticStrings(True)
-            units.setHelp(self.tr("; ".join(f"{k}: {t}" for k, t in SAR_UNIT_CHOICES)))
-            self.add_advanced(units)
+            self.add_choice(f"{key}_UNITS", f"Units of the {date} SAR", SAR_UNIT_CHOICES, "auto")
             self.add_advanced(QgsProcessingParameterRasterLayer(
                 f"{key}_LOCAL_INCIDENCE", self.tr(f"Local incidence angle of the {date} date (degrees)"),
                 optional=True))

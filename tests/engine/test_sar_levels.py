@@ -60,6 +60,9 @@ def test_calibrated_sentinel1_stays_calibrated_in_any_units(tmp_path):
     linear = _rewrite(india, tmp_path / "linear.tif", (1, 2), ["VV", "VH"], lambda d: 10 ** (d / 10))
     assert polarisation_balance(linear, "linear").median_db == pytest.approx(in_db.median_db, abs=0.05)
     assert not resolve_inputs(RECIPE, None, linear).sar_relative_levels
+    swapped = _rewrite(india, tmp_path / "swapped.tif", (1, 2), ["VH", "VV"])  # names the wrong way round
+    assert polarisation_balance(swapped, "db").relative
+    assert any("dB above (are the bands named right?)" in line for line in resolve_inputs(RECIPE, None, swapped).lines)
     # a BigEarthNet pair stacked by the product: the band names come from the file names
     chip = next((ROOT.parent / "shared" / "data" / "bigearthnet").rglob("*_4_55_VV.tif"))
     stacked = tmp_path / "vv_vh.tif"
