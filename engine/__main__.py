@@ -8,6 +8,27 @@ from .progress import record_stop_signal, stop_signal
 from .validate import STOPS
 
 
+class QuietAfterStop:
+    """stderr that, once Ctrl-C or SIGTERM is recorded, passes only the stop's own line.
+
+    A library can print the interrupt's traceback itself when it lands inside a C call (seen once
+    inside an import, under load); the run still stops as it should, and says so in one line.
+    """
+
+    LINES = frozenset(message for message, _ in STOPS.values())
+
+    def __init__(self, stream) -> None:
+        self._stream, self._after_line = stream, False
+
+    def write(self, text: str) -> int:
+        passes = stop_signal() is None or text in self.LINES or (text == "\n" and self._after_line)
+        self._after_line = text in self.LINES
+        return self._stream.write(text) if passes else len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def _stop_while_loading(signum, frame):  # noqa: ARG001 - signal handler signature
     record_stop_signal(signum)  # kept even if an import swallows the exception below
     raise KeyboardInterrupt()
@@ -23,6 +44,8 @@ def _exit_after_stop(code: int) -> None:
 
 
 def _run() -> None:
+    if "--debug" not in sys.argv and os.environ.get("SGCAD_DEBUG", "") in ("", "0"):  # --debug: every traceback
+        sys.stderr = QuietAfterStop(sys.stderr)
     for signum in STOPS:
         signal.signal(signum, _stop_while_loading)
     code = None

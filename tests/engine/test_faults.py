@@ -285,6 +285,27 @@ def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(models, tmp_pat
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_after_a_stop_stderr_passes_only_the_stop_line():
+    # a library may print the interrupt's traceback from inside a C call before the run stops
+    import io
+
+    from engine.__main__ import QuietAfterStop
+    from engine.progress import record_stop_signal
+
+    stream = io.StringIO()
+    quiet = QuietAfterStop(stream)
+    print("reading tiles", file=quiet)  # before a stop: everything passes
+    try:
+        record_stop_signal(signal.SIGINT)
+        quiet.write('Traceback (most recent call last):\n  File "<frozen importlib._bootstrap>"\nKeyboardInterrupt\n')
+        print("\n", file=quiet)
+        print(validate.STOPS[signal.SIGINT][0], file=quiet)
+    finally:
+        record_stop_signal(None)
+    assert stream.getvalue() == "reading tiles\n" + validate.STOPS[signal.SIGINT][0] + "\n"
+    assert quiet.encoding == stream.encoding  # the rest of the stream's interface is the stream's
+
+
 def test_debug_flag_adds_the_traceback(scene, tmp_path, capsys):
     args = ["preprocess", "--input", tmp_path / "missing.tif", "--output", tmp_path / "o.tif", "--modality", "sar"]
     code, _, err = cli(capsys, *args)
