@@ -226,6 +226,10 @@ class SgcadDock(QDockWidget):
         self.segment_button.clicked.connect(self.segment)
         layout.addWidget(text)
         layout.addWidget(self.segment_button)
+        self.flip_average = QCheckBox("Average 4 flips (4x slower)", tab)
+        self.flip_average.setToolTip("Runs the networks on each tile as it is and flipped three ways and averages "
+                                     "them (FLIP_AVERAGE of sgcad:segment; docs/inference.md)")
+        layout.addWidget(self.flip_average)
         self.vector_option = VectorizeOption(self, tab)
         layout.addWidget(self.vector_option)
         why = QLabel("<b>Why this map</b> (measured on the run's outputs):", tab)
@@ -440,6 +444,7 @@ class SgcadDock(QDockWidget):
         except ValueError as exc:
             self.notify(str(exc), 2)
             return False
+        params["FLIP_AVERAGE"] = self.flip_average.isChecked()
         if not self.job.active:  # a re-segmentation after a fine-tune continues that job's bar
             self.job.begin(JobProgress.SEGMENT)
             self.progress.setValue(0)

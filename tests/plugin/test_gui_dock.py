@@ -300,6 +300,15 @@ def test_segment_runs_in_background_and_adds_styled_layers(dock, rotterdam, tmp_
     assert "outside the last segmentation" in dock.status.text()
 
 
+def test_flip_averaging_is_one_tick_away(dock, rotterdam, sgcad_provider, monkeypatch):
+    started = []
+    monkeypatch.setattr(dock, "_start", lambda alg, params, pending: started.append(params) or True)
+    dock.area.set_mode("canvas")
+    assert dock.segment() and started[-1]["FLIP_AVERAGE"] is False  # off by default: 4x the time
+    dock.flip_average.setChecked(True)
+    assert dock.segment() and started[-1]["FLIP_AVERAGE"] is True
+
+
 def test_rectangle_area_and_cancel(dock, rotterdam, sgcad_provider):
     canvas = dock.canvas
     dock.area.set_mode("drawn")
