@@ -44,7 +44,8 @@ def _exit_after_stop(code: int) -> None:
 
 
 def _run() -> None:
-    if "--debug" not in sys.argv and os.environ.get("SGCAD_DEBUG", "") in ("", "0"):  # --debug: every traceback
+    debug = "--debug" in sys.argv or os.environ.get("SGCAD_DEBUG", "") not in ("", "0")
+    if sys.stderr is not None and not debug:  # --debug: every traceback
         sys.stderr = QuietAfterStop(sys.stderr)
     for signum in STOPS:
         signal.signal(signum, _stop_while_loading)
