@@ -76,7 +76,7 @@ def _to_db(values: np.ndarray, units: str) -> np.ndarray:
 
 
 def _bands_by_name(path: PathLike, count: int) -> Optional[Tuple[List[int], List[int]]]:
-    kinds = polarisations(path, range(1, count + 1)) if count > 1 else [None]
+    kinds = polarisations(path, range(1, count + 1))
     co = [i + 1 for i, k in enumerate(kinds) if k == "co"]
     cross = [i + 1 for i, k in enumerate(kinds) if k == "cross"]
     return (co, cross) if co and cross else None
@@ -94,6 +94,8 @@ def polarisation_balance(path: PathLike, units: str) -> Optional[PolarisationBal
         return None
     with rasterio.open(path) as src:
         count = src.count
+    if count < 2:  # one band: no polarisation to compare (and its file name is not read as a band name)
+        return None
     named = _bands_by_name(path, count)
     if named is not None:
         co, cross = named
