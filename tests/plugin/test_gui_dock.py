@@ -129,9 +129,9 @@ def test_defaults_pick_optical_and_sar_layers_and_model_bands(dock, rotterdam):
     assert dock.device.combo.itemText(0).startswith("Automatic")
     assert dock.device.summary.text().startswith("Automatic runs on: ")
     assert [b.text() for b in dock.labels.palette._group.buttons()][:3] == ["farmland", "city", "village"]
+    shot(dock, "dock_segment")  # as a user first sees it (docs/img/gui_segment.png)
     dock.sar.set_bands([2])
     assert dock.sar.selected_bands() == [2]
-    shot(dock, "dock_segment")
     dock.show_tab(2)
     assert not dock.report_button.isEnabled() and not dock.chart.epochs
     shot(dock, "dock_gates_empty")
