@@ -79,6 +79,7 @@ FINETUNE_RUN_FILES = (
     "report.html",
     "gates.tif",
     "kd_ratio.tif",
+    "pseudo_labels.tif",
 )
 
 #: The files each algorithm / command with an output folder writes into it: an input inside the

@@ -69,6 +69,7 @@ KIND_PLAIN = "plain"  # keep QGIS's default rendering; only the layer name is se
 KIND_FLOOD_EXTENT = "flood_extent"  # flood maps (sgcad:floodmap): classes of flood_extent.tif
 KIND_EXCLUSION = "exclusion"  # where SAR cannot see water (exclusion.tif)
 KIND_FLOOD_LIKELIHOOD = "flood_likelihood"  # 0-1 ramp
+KIND_PSEUDO_LABELS = "pseudo_labels"  # what the water expert learnt from without labels (pseudo_labels.tif)
 KINDS = (
     KIND_CLASSES,
     KIND_PROBABILITY,
@@ -80,11 +81,14 @@ KINDS = (
     KIND_FLOOD_EXTENT,
     KIND_EXCLUSION,
     KIND_FLOOD_LIKELIHOOD,
+    KIND_PSEUDO_LABELS,
 )
 
 #: Gate-mask values written by the distillation algorithms (0 = outside both gates).
 GATE_CLASSES = ((1, "#1f78b4", "KD gate: confident water"), (2, "#ff7f00", "KD gate: confident non-water"))
 GATE_OPACITY = 0.55
+#: Values of pseudo_labels.tif (255, left out, is transparent).
+PSEUDO_LABEL_CLASSES = ((0, "#c8a064", "pseudo-label: not water"), (1, "#1f78b4", "pseudo-label: water"))
 #: Class-map value of segmentation outputs where only SAR was available and it is not water.
 SAR_ONLY_NON_WATER = (254, "#a0a0a0", "non-water (SAR only)")
 
@@ -273,8 +277,9 @@ def apply_style(layer: QgsRasterLayer, kind: str, schema=None, band: int = 1, ex
             raise ValueError("a class map needs the class schema to be styled")
         classes = [(i, schema.colors[n], f"{i} {schema.names[n]}") for n, i in enumerate(schema.ids)]
         layer.setRenderer(paletted_renderer(layer, classes + list(extra_classes), band))
-    elif kind == KIND_GATES:
-        layer.setRenderer(paletted_renderer(layer, GATE_CLASSES, band))
+    elif kind in (KIND_GATES, KIND_PSEUDO_LABELS):
+        layer.setRenderer(paletted_renderer(layer, GATE_CLASSES if kind == KIND_GATES else PSEUDO_LABEL_CLASSES,
+                                            band))
         layer.renderer().setOpacity(GATE_OPACITY)
     elif kind == KIND_PROBABILITY:
         layer.setRenderer(ramp_renderer(layer, 0.0, 1.0, PROBABILITY_COLORS, band))
@@ -462,6 +467,15 @@ def finetune_results(gates: str, kd_ratio: str, block="") -> List[ResultLayer]:
                     "Fraction of pixels in each block that passed a confidence gate."),
     ]
     return [i for i in items if i.path]
+
+
+def pseudo_label_results(path: str) -> List[ResultLayer]:
+    """The pseudo-label layer of a label-free adaptation (none when the teacher learnt from none)."""
+    item = ResultLayer("pseudo_labels", path or "", "Pseudo-labels the water expert learnt from", KIND_PSEUDO_LABELS,
+                       "The scene threshold's water and not-water labels the adaptation trained on; "
+                       "transparent: left out (near the threshold, specks, far too dark, or vetoed by the expert).",
+                       visible=True)
+    return [item] if item.path else []
 
 
 def run_group_name(label: str, model_name: str = "", when: Optional[float] = None) -> str:

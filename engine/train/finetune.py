@@ -55,6 +55,7 @@ from ..models.checkpoint import load_model, save_model
 from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
+from ..validate import FINETUNE_RUN_FILES as OUTPUTS
 from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import IGNORE, CropSampler, Tile, build_cache
 from .baseline import fit_lda
@@ -62,8 +63,6 @@ from .loop import resolve_device, train_mode
 from .polygon_split import read_polygons, split_polygons
 
 PathLike = Union[str, Path]
-OUTPUTS = ("student.safetensors", "student.safetensors.json", "teacher.safetensors", "teacher.safetensors.json",
-           "metrics.json", "history.json", "report.html", "gates.tif", "kd_ratio.tif")
 
 
 def _groups(split_polys, all_groups) -> List[list]:
@@ -248,9 +247,7 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
     canvas = [t for t in tiles if t.split == "canvas" and t.teacher_water is not None]
     if not canvas:
         return {}
-    c0, r0 = min(t.box[0] for t in canvas), min(t.box[1] for t in canvas)
-    c1, r1 = max(t.box[2] for t in canvas), max(t.box[3] for t in canvas)
-    area = Grid(grid.crs_wkt, grid.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0)
+    area, c0, r0 = _canvas_area(canvas, grid)
     gates = np.full((area.height, area.width), 255, np.uint8)
     valid = np.zeros_like(gates, dtype=bool)
     dcfg = DistillConfig()
@@ -287,6 +284,37 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
         "kd_ratio_water": float((gates == 1).sum() / n),
         "kd_ratio_non_water": float((gates == 2).sum() / n),
     }
+
+
+def _canvas_area(canvas: Sequence[Tile], grid):
+    """The grid of the box around the canvas tiles, and its (column, row) offset on ``grid``."""
+    from affine import Affine
+
+    from ..raster.grid import Grid
+
+    c0, r0 = min(t.box[0] for t in canvas), min(t.box[1] for t in canvas)
+    c1, r1 = max(t.box[2] for t in canvas), max(t.box[3] for t in canvas)
+    return Grid(grid.crs_wkt, grid.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0), c0, r0
+
+
+def write_pseudo_label_raster(tiles: Sequence[Tile], grid, water: int, path: Path) -> Optional[str]:
+    """``pseudo_labels.tif`` over the training canvas: what the water expert learnt from without
+    labels (1 water, 0 not water, 255 left out: near the threshold, specks, far darker than water,
+    vetoed by the teacher, outside the canvas or without SAR). None when no pixel was labelled."""
+    from ..raster.io import open_writer
+
+    canvas = [t for t in tiles if t.split == "canvas"]
+    if not canvas or not any((t.label != IGNORE).any() for t in canvas):
+        return None
+    area, c0, r0 = _canvas_area(canvas, grid)
+    out = np.full((area.height, area.width), 255, np.uint8)
+    for t in canvas:
+        labelled = (t.label != IGNORE) & t.valid
+        rs, cs = slice(t.box[1] - r0, t.box[3] - r0), slice(t.box[0] - c0, t.box[2] - c0)
+        out[rs, cs] = np.where(labelled, (t.label == water).astype(np.uint8), 255)
+    with open_writer(path, area, 1, "uint8", 255, True, ["water_pseudo_label"]) as dst:
+        dst.write(out[None])
+    return str(path)
 
 
 def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress,
@@ -368,7 +396,8 @@ def finetune_from_polygons(
             without polygons the teacher adapts to the scene from automatic pseudo-labels.
         student_path: the student to fine-tune; ``teacher_path``: its SAR water teacher.
         out_dir: receives ``student.safetensors``, ``teacher.safetensors`` (when fine-tuned),
-            ``metrics.json`` and ``report.html``.
+            ``metrics.json``, ``report.html``, the gate rasters and, when the teacher learnt from
+            automatic pseudo-labels, ``pseudo_labels.tif``.
         cfg: steps, crops, learning rate, validation, distillation (:class:`FinetuneConfig`).
         overrides: bands and units the user chose.
         area: ``(col0, row0, col1, row1)`` on the SAR grid the unlabelled context is drawn from.
@@ -550,6 +579,7 @@ def finetune_from_polygons(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".finetune-{uuid.uuid4().hex[:8]}"
     work.mkdir()
+    pseudo_raster = None
     try:
         record = {
             "stage": "finetune",
@@ -569,6 +599,8 @@ def finetune_from_polygons(
             save_model(work / "teacher.safetensors", teacher.cpu(), _metadata(t_meta, resolved, t_record))
         if teacher is not None:
             result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work)
+        if result.get("pseudo_labels") and teacher_done:  # what the adapted teacher learnt from
+            pseudo_raster = write_pseudo_label_raster(teacher_tiles, grid, water, work / "pseudo_labels.tif")
         result["timings"] = {"read_s": round(t_read - t0, 2), "teacher_s": round(t_teacher - t_read, 2),
                              "student_s": round(t_student - t_teacher, 2)}
         result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -586,6 +618,7 @@ def finetune_from_polygons(
     for name in ("gates", "kd_ratio"):
         path = out_dir / f"{name}.tif"
         result[f"{name}_raster"] = str(path) if result.get("gates") and path.exists() else None
+    result["pseudo_labels_raster"] = str(out_dir / "pseudo_labels.tif") if pseudo_raster else None
     progress.report(1.0, "fine-tuning done")
     return result
 

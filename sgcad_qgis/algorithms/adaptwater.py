@@ -6,10 +6,12 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputRasterLayer,
     QgsProcessingOutputString,
     QgsProcessingParameterFolderDestination,
 )
 
+from .. import layers
 from . import _checks
 from ._common import EngineAlgorithm, verdict
 
@@ -23,9 +25,9 @@ class AdaptWater(EngineAlgorithm):
         "operational flood services do: the scene's water / land threshold is found from tiles "
         "whose histogram is clearly bimodal, water is grown from confident seeds, and the pixels "
         "far from the threshold become automatic labels (ambiguous, too dark or isolated pixels are "
-        "left out). The teacher is then fine-tuned on them. Use the adapted teacher for segmentation "
-        "and as the teacher of a fine-tune. Its accuracy cannot be measured without labels; "
-        "docs/finetune.md reports it on labelled real scenes."
+        "left out). The teacher is then fine-tuned on them; they load as a layer, so you can see what it "
+        "learnt from. Use the adapted teacher for segmentation and as the teacher of a fine-tune. Its "
+        "accuracy cannot be measured without labels; docs/finetune.md reports it on labelled real scenes."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -49,6 +51,7 @@ class AdaptWater(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputString("METHOD", self.tr("How the threshold was found")))
         self.addOutput(QgsProcessingOutputNumber("SCENE_CUT", self.tr("Water cut taken from this scene "
                                                                       "(relative SAR levels)")))
+        self.addOutput(QgsProcessingOutputRasterLayer("PSEUDO_LABELS", self.tr("Pseudo-labels learnt from")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)
@@ -84,7 +87,13 @@ class AdaptWater(EngineAlgorithm):
         pseudo = result.get("pseudo_labels") or {}
         threshold = pseudo.get("threshold", {})
         pixels = pseudo.get("pixels", {})
+        items = layers.pseudo_label_results(result.get("pseudo_labels_raster") or "")
+        if items:
+            from pathlib import Path
+
+            layers.publish_on_completion(context, items, layers.run_group_name("Water adaptation", Path(folder).name))
         return {
+            "PSEUDO_LABELS": result.get("pseudo_labels_raster") or "",
             "OUTPUT_FOLDER": folder,
             "OUTPUT_TEACHER": result.get("teacher") or "",
             "REPORT": result["report"],

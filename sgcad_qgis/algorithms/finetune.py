@@ -112,6 +112,8 @@ class FineTune(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
         self.addOutput(QgsProcessingOutputRasterLayer("GATES", self.tr("KD gate masks")))
         self.addOutput(QgsProcessingOutputRasterLayer("KD_RATIO", self.tr("KD region ratio grid")))
+        self.addOutput(QgsProcessingOutputRasterLayer("PSEUDO_LABELS", self.tr(
+            "Pseudo-labels the water expert learnt from (polygons without water)")))
         self.addOutput(QgsProcessingOutputNumber("KD_RATIO_AREA", self.tr("KD region ratio over the area")))
         self.addOutput(QgsProcessingOutputNumber("SECONDS", self.tr("Run time (s)")))
         self.addOutput(QgsProcessingOutputString("WARNINGS", self.tr("Warnings (one per line)")))
@@ -250,6 +252,7 @@ class FineTune(EngineAlgorithm):
             "MEASURED": int(bool(figures["measured"])),
             "GATES": result.get("gates_raster") or "",
             "KD_RATIO": result.get("kd_ratio_raster") or "",
+            "PSEUDO_LABELS": result.get("pseudo_labels_raster") or "",
             "KD_RATIO_AREA": (result.get("gates") or {}).get("kd_ratio"),
             "SECONDS": result["seconds"],
             "WARNINGS": "\n".join(result.get("warnings", [])),
@@ -260,5 +263,6 @@ class FineTune(EngineAlgorithm):
             from pathlib import Path
 
             items = layers.finetune_results(outputs["GATES"], outputs["KD_RATIO"], result["crop_size"])
+            items += layers.pseudo_label_results(outputs["PSEUDO_LABELS"])
             layers.publish_on_completion(context, items, layers.run_group_name("KD gates", Path(folder).name))
         return outputs

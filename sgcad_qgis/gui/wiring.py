@@ -327,9 +327,12 @@ def kd_series(results: Dict[str, Any]) -> Tuple[List[int], Dict[str, List[float]
 
 
 def finetune_layers(results: Dict[str, Any]) -> List[ResultLayer]:
-    """Gate masks and the KD-region-ratio raster written by ``sgcad:finetune``."""
-    return styles.finetune_results(_output(results, ("GATES",), "gates.tif"),
-                                   _output(results, ("KD_RATIO",), "kd_ratio.tif"))
+    """Gate masks and the KD-region-ratio raster written by ``sgcad:finetune``, and the
+    pseudo-labels its water expert learnt from when the polygons held no water."""
+    pseudo = results.get("PSEUDO_LABELS")  # this run's only: a run folder may keep an older one
+    return (styles.finetune_results(_output(results, ("GATES",), "gates.tif"),
+                                    _output(results, ("KD_RATIO",), "kd_ratio.tif"))
+            + styles.pseudo_label_results(pseudo if isinstance(pseudo, str) and Path(pseudo).is_file() else ""))
 
 
 EXPLAIN = "sgcad:explain"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 from engine.config import ClassSchema, FinetuneConfig, LossConfig
@@ -206,6 +207,12 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
     pseudo = result["pseudo_labels"]
     # the bundled teacher calls about 2 % of the threshold's non-water water (bright flooded fields)
     assert 0.005 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.05
+    # what it learnt from is kept as a raster on the SAR grid (the chip is small: its whole canvas)
+    with rasterio.open(result["pseudo_labels_raster"]) as dst, rasterio.open(sar) as src:
+        assert (dst.transform, dst.shape, dst.crs) == (src.transform, src.shape, src.crs)
+        learnt = dst.read(1)
+    assert (learnt == 1).sum() == pseudo["pixels"]["water"]
+    assert (learnt == 0).sum() == pseudo["pixels"]["non_water"] - pseudo["vetoed_by_teacher"]
     # only the water classifier learns from pseudo-labels (FinetuneConfig.pseudo_label_layers)
     assert pseudo["layers"] == "head"
     before = load_model(MODELS / "sgcad_teacher.safetensors", "teacher")[0].state_dict()
@@ -224,4 +231,5 @@ def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(t
                                     progress=CallbackProgress(warning=warnings.append))
     assert result["teacher"] is None and result["pseudo_labels"]["pixels"]["water"] == 0
     assert not (tmp_path / "adapt" / "teacher.safetensors").exists()
+    assert result["pseudo_labels_raster"] is None and not (tmp_path / "adapt" / "pseudo_labels.tif").exists()
     assert any("split different things" in w and "draw water and land polygons" in w for w in warnings), warnings

@@ -373,6 +373,7 @@ def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_pa
                                  "SAR_LEVELS": "calibrated", "DEVICE": 1, "THREADS": 1,
                                  "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
     assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0 and result["SCENE_CUT"] is None
+    assert result["PSEUDO_LABELS"] == ""  # nothing was learnt from, so no layer
     said = [w for w in feedback.warnings if "no water threshold could be trusted" in w]
     assert len(said) == 1 and "split different things" in said[0] and "polygons" in said[0], feedback.warnings
     # at the default its polarisations show the levels are relative (not sigma0): the teacher is
@@ -398,3 +399,15 @@ def test_label_free_adaptation_passes_the_layers_that_learn(sgcad_provider, tmp_
     after = load_model(result["OUTPUT_TEACHER"], "teacher")[0].state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
     assert {"head", "stem", "stages"} <= changed, changed
+    # the pseudo-labels it learnt from are an output, styled: water blue, not water tan, the rest clear
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(result["PSEUDO_LABELS"], "pseudo", "gdal")
+    assert layer.isValid() and layer.renderer().type() == "paletted"
+    assert [c.value for c in layer.renderer().classes()] == [0, 1]
+    del layer
+    # the dock shows it with the gate layers; a file the run did not report (an older run's) is not shown
+    from sgcad_qgis.gui import wiring
+
+    assert [i.role for i in wiring.finetune_layers(result)] == ["kd_gates", "kd_ratio", "pseudo_labels"]
+    assert "pseudo_labels" not in [i.role for i in wiring.finetune_layers(dict(result, PSEUDO_LABELS=""))]
