@@ -307,13 +307,11 @@ def write_pseudo_label_raster(tiles: Sequence[Tile], grid, water: int, path: Pat
     if not canvas or not any((t.label != IGNORE).any() for t in canvas):
         return None
     area, c0, r0 = _canvas_area(canvas, grid)
-    out = np.full((area.height, area.width), 255, np.uint8)
-    for t in canvas:
-        labelled = (t.label != IGNORE) & t.valid
-        rs, cs = slice(t.box[1] - r0, t.box[3] - r0), slice(t.box[0] - c0, t.box[2] - c0)
-        out[rs, cs] = np.where(labelled, (t.label == water).astype(np.uint8), 255)
     with open_writer(path, area, 1, "uint8", 255, True, ["water_pseudo_label"]) as dst:
-        dst.write(out[None])
+        for t in canvas:  # tile by tile: blocks no tile covers stay nodata, whatever the area's size
+            labelled = (t.label != IGNORE) & t.valid
+            window = Window(t.box[0] - c0, t.box[1] - r0, t.box[2] - t.box[0], t.box[3] - t.box[1])
+            dst.write(np.where(labelled, (t.label == water).astype(np.uint8), 255)[None], window=window)
     return str(path)
 
 
