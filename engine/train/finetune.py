@@ -248,41 +248,38 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
     if not canvas:
         return {}
     area, c0, r0 = _canvas_area(canvas, grid)
-    gates = np.full((area.height, area.width), 255, np.uint8)
-    valid = np.zeros_like(gates, dtype=bool)
-    dcfg = DistillConfig()
-    other = next(c for c in schema.ids if c != schema.water_class)
-    for t in canvas:
-        label, p, ok = (torch.from_numpy(a) for a in (t.label, t.teacher_water, t.valid))
-        if cfg.kd == "unlabelled":
-            label = _pseudo_target(label, p, ok, schema.water_class, other, dcfg)
-        m_water, m_non = gate_masks(p, label, schema.water_class, dcfg, IGNORE)
-        out = np.where(t.label != IGNORE, 0, 255).astype(np.uint8)
-        if cfg.kd != "none":
-            out[m_water.numpy()], out[m_non.numpy()] = 1, 2
-        rs, cs = slice(t.box[1] - r0, t.box[3] - r0), slice(t.box[0] - c0, t.box[2] - c0)
-        gates[rs, cs], valid[rs, cs] = out, t.valid
     block = cfg.crop_size
     ny, nx = -(-area.height // block), -(-area.width // block)
-    ratio = np.full((3, ny, nx), np.nan, np.float32)
-    for j in range(ny):
-        for i in range(nx):
-            cell = np.s_[j * block:(j + 1) * block, i * block:(i + 1) * block]
-            g, v = gates[cell], valid[cell]
-            if v.any():
-                n = float(v.sum())
-                ratio[:, j, i] = [((g == 1) | (g == 2)).sum() / n, (g == 1).sum() / n, (g == 2).sum() / n]
-    coarse = Grid(area.crs_wkt, area.transform * Affine.scale(block), nx, ny)
+    # per ratio cell: valid pixels, pixels in a gate, in the water gate, in the non-water gate
+    counts = np.zeros((4, ny * nx), np.int64)
+    dcfg = DistillConfig()
+    other = next(c for c in schema.ids if c != schema.water_class)
     with open_writer(folder / "gates.tif", area, 1, "uint8", 255, True, ["gate"]) as dst:
-        dst.write(gates[None])
+        for t in canvas:  # tile by tile: memory does not grow with the canvas's extent
+            label, p, ok = (torch.from_numpy(a) for a in (t.label, t.teacher_water, t.valid))
+            if cfg.kd == "unlabelled":
+                label = _pseudo_target(label, p, ok, schema.water_class, other, dcfg)
+            m_water, m_non = gate_masks(p, label, schema.water_class, dcfg, IGNORE)
+            out = np.where(t.label != IGNORE, 0, 255).astype(np.uint8)
+            if cfg.kd != "none":
+                out[m_water.numpy()], out[m_non.numpy()] = 1, 2
+            (tc0, tr0, tc1, tr1) = t.box
+            dst.write(out[None], window=Window(tc0 - c0, tr0 - r0, tc1 - tc0, tr1 - tr0))
+            cell = ((np.arange(tr0, tr1) - r0) // block)[:, None] * nx + ((np.arange(tc0, tc1) - c0) // block)[None]
+            for k, mask in enumerate((t.valid, (out == 1) | (out == 2), out == 1, out == 2)):
+                counts[k] += np.bincount(cell[mask], minlength=ny * nx)
+    ratio = np.full((3, ny * nx), np.nan, np.float32)
+    seen = counts[0] > 0
+    ratio[:, seen] = counts[1:, seen] / counts[0, seen]
+    coarse = Grid(area.crs_wkt, area.transform * Affine.scale(block), nx, ny)
     with open_writer(folder / "kd_ratio.tif", coarse, 3, "float32", float("nan"), True,
                      ["kd_ratio", "kd_ratio_water", "kd_ratio_non_water"]) as dst:
-        dst.write(ratio)
-    n = max(int(valid.sum()), 1)
+        dst.write(ratio.reshape(3, ny, nx))
+    n = max(int(counts[0].sum()), 1)
     return {
-        "kd_ratio": float(((gates == 1) | (gates == 2)).sum() / n),
-        "kd_ratio_water": float((gates == 1).sum() / n),
-        "kd_ratio_non_water": float((gates == 2).sum() / n),
+        "kd_ratio": float(counts[1].sum() / n),
+        "kd_ratio_water": float(counts[2].sum() / n),
+        "kd_ratio_non_water": float(counts[3].sum() / n),
     }
 
 

@@ -21,9 +21,9 @@ from engine.losses import SegmentationLoss
 from engine.models.checkpoint import load_model, read_metadata
 from engine.progress import NULL_PROGRESS, CallbackProgress
 from engine.raster.grid import grid_of
-from engine.train.area_cache import IGNORE, CropSampler, build_cache
+from engine.train.area_cache import IGNORE, CropSampler, Tile, build_cache
 from engine.train.baseline import fit_lda
-from engine.train.finetune import finetune_from_polygons
+from engine.train.finetune import finetune_from_polygons, write_gate_rasters
 from engine.train.loop import train_mode
 from engine.train.polygon_split import read_polygons, split_polygons
 
@@ -233,3 +233,37 @@ def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(t
     assert not (tmp_path / "adapt" / "teacher.safetensors").exists()
     assert result["pseudo_labels_raster"] is None and not (tmp_path / "adapt" / "pseudo_labels.tif").exists()
     assert any("split different things" in w and "draw water and land polygons" in w for w in warnings), warnings
+
+
+def test_gate_rasters_are_written_tile_by_tile_over_separate_tiles(tmp_path):
+    # two canvas tiles far apart (as a large scene's context blocks are): each keeps its gates in
+    # its own window, the gap between them stays nodata, and each ratio cell (64 px, not aligned
+    # with the tiles) is the share of its valid pixels inside a gate
+    rng = np.random.default_rng(0)
+    tiles = []
+    for col, row in ((0, 0), (300, 250)):
+        h, w = 150, 170
+        label = np.where(rng.random((h, w)) < 0.3, rng.integers(0, 6, (h, w)), IGNORE).astype(np.int64)
+        empty = np.zeros((1, h, w), np.float32)
+        tiles.append(Tile((col, row, col + w, row + h), "canvas", np.zeros((0, h, w), np.float32), empty, empty,
+                          rng.random((h, w)) < 0.9, label, rng.random((h, w)).astype(np.float32)))
+    grid = grid_of(ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "India_900498_S1Hand.tif")
+    figures = write_gate_rasters(tiles, grid, ClassSchema(), FinetuneConfig(crop_size=64), tmp_path)
+    with rasterio.open(tmp_path / "gates.tif") as src:
+        gates = src.read(1)
+    with rasterio.open(tmp_path / "kd_ratio.tif") as src:
+        ratio = src.read()
+    assert gates.shape == (400, 470) and (gates[150:250, :] == 255).all()  # the gap between the tiles
+    valid = np.zeros(gates.shape, bool)
+    for t in tiles:
+        c0, r0, c1, r1 = t.box
+        valid[r0:r1, c0:c1] = t.valid
+        written = gates[r0:r1, c0:c1]
+        labelled = t.label != IGNORE  # 0 (not distilled) or a gate; unlabelled: a gate (kd "unlabelled") or 255
+        assert np.isin(written[labelled], (0, 1, 2)).all() and np.isin(written[~labelled], (1, 2, 255)).all()
+    gated = (gates == 1) | (gates == 2)
+    assert 0 < gated.sum() and figures["kd_ratio"] == pytest.approx(gated.sum() / valid.sum())
+    for j, i in ((0, 0), (1, 2), (4, 5), (6, 6)):
+        cell = np.s_[j * 64:(j + 1) * 64, i * 64:(i + 1) * 64]
+        assert ratio[0, j, i] == pytest.approx(gated[cell].sum() / valid[cell].sum())
+    assert np.isnan(ratio[0, 3, 1])  # a cell no tile touches
