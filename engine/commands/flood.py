@@ -95,7 +95,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..flood.mapping import FloodConfig, FloodDate, map_flood
     from ..flood.terrain import Geometry
     from ..progress import ConsoleProgress
-    from ..water.threshold import WaterThresholdConfig
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -111,7 +110,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = FloodConfig(
         method=args.method, water_threshold=args.water_threshold, low_db=args.low_db,
         min_change_db=args.min_change_db, shared_threshold=not args.own_thresholds,
-        threshold=WaterThresholdConfig(max_water_mean_db=-15.0),
     )
     inference = InferenceConfig(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                                 device=args.device, threads=args.threads, flip_average=args.flip_average)

@@ -64,7 +64,13 @@ from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
 from ..validate import RunLock, check_output_folder, check_outputs_not_inputs, check_unlocked
 from ..water.source import smoothed_reader
-from ..water.threshold import ThresholdResult, WaterThresholdConfig, estimate_threshold, iter_water_masks
+from ..water.threshold import (
+    ThresholdResult,
+    WaterThresholdConfig,
+    estimate_threshold,
+    iter_water_masks,
+    threshold_config,
+)
 from .report import EXCLUSION_CLASSES, FLOOD_CLASSES, AreaCounter, load_zones, summarise, write_reports
 from .sources import DateSar, bands_of, db_source, footprint_share
 from .terrain import Geometry, shadow_layover
@@ -114,7 +120,7 @@ class FloodConfig:
     min_change_db: float = 3.0
     darkened_water_is_flood: bool = True
     grow: bool = True
-    threshold: WaterThresholdConfig = field(default_factory=lambda: WaterThresholdConfig(max_water_mean_db=-15.0))
+    threshold: WaterThresholdConfig = field(default_factory=threshold_config)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

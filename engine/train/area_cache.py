@@ -130,6 +130,7 @@ def build_cache(
     context_blocks: int = 4,
     seed: int = 0,
     progress: Progress = NULL_PROGRESS,
+    focus: Sequence[Box] = (),
 ) -> List[Tile]:
     """Canvas tiles with the training labels (held-out boxes cut out) and held-out tiles.
 
@@ -141,10 +142,12 @@ def build_cache(
         val_margin: context kept (and cut out of the canvas) around each held-out group.
         area: ``(col0, row0, col1, row1)`` the canvas is drawn from (default the whole grid).
         context_blocks: unlabelled blocks added when the area is too large to read whole.
+        focus: boxes read like the training polygons' surroundings when the area is too large
+            (a label-free adaptation's blocks where water meets land).
     """
     area = area or (0, 0, grid.width, grid.height)
     held = [grow(union(g), val_margin, grid) for g in val_groups]
-    train_boxes = [grow(p.box, crop // 2, grid) for p in train]
+    train_boxes = [grow(p.box, crop // 2, grid) for p in train] + list(focus)
     jobs: List[Tuple[Box, str, Sequence[Polygon]]] = [
         (b, "canvas", [p for p in train if _overlaps(p.box, b)])
         for b in canvas_boxes(grid, area, train_boxes, context_blocks, seed)

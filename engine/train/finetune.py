@@ -57,12 +57,14 @@ from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
 from ..water.scene_cut import spread, with_scene_cut
-from .area_cache import IGNORE, CropSampler, Tile, build_cache
+from .area_cache import BLOCK, IGNORE, WHOLE_AREA_PIXELS, CropSampler, Tile, build_cache
 from .baseline import fit_lda
 from .loop import resolve_device, train_mode
 from .polygon_split import read_polygons, split_polygons
 
 PathLike = Union[str, Path]
+WATER_EDGE_BLOCKS = 6
+"""Blocks where water meets land that a label-free adaptation of a large scene reads (of 512 px)."""
 
 
 def _groups(split_polys, all_groups) -> List[list]:
@@ -312,6 +314,38 @@ def write_pseudo_label_raster(tiles: Sequence[Tile], grid, water: int, path: Pat
     return str(path)
 
 
+def _to_db(resolved) -> Callable[[np.ndarray], np.ndarray]:
+    """dB of the first SAR band the model reads, whatever the file's units (the threshold works in dB)."""
+    from ..preprocess.sar import to_linear_power
+
+    one_band = dataclasses.replace(resolved.sar_cfg, calibration_constants=resolved.sar_cfg.calibration_constants[:1])
+
+    def to_db(values: np.ndarray) -> np.ndarray:
+        power = to_linear_power(np.asarray(values, np.float32)[None], one_band)[0]
+        return 10.0 * np.log10(np.maximum(power, 1e-10))
+    return to_db
+
+
+def _water_edge_blocks(resolved, area: Tuple[int, int, int, int], seed: int, progress: Progress) -> List[Tuple]:
+    """Blocks of a large area where the scene threshold's water meets its land: a label-free
+    adaptation reads these (plus the usual random blocks) instead of random blocks only, which
+    often hold no water (:func:`engine.water.pseudo_labels.mixed_blocks`)."""
+    from ..water.pseudo_labels import mixed_blocks
+    from ..water.source import file_source
+    from ..water.threshold import estimate_threshold, threshold_config
+
+    if (area[2] - area[0]) * (area[3] - area[1]) <= WHOLE_AREA_PIXELS:
+        return []  # read whole anyway
+    cfg = threshold_config(resolved.sar_relative_levels)
+    source = file_source(resolved.sar_path, resolved.bands.sar_bands[0], _to_db(resolved))
+    result = estimate_threshold(source, cfg, progress.sub(0.0, 0.5))
+    blocks = mixed_blocks(source, result, area, BLOCK, WATER_EDGE_BLOCKS, cfg, seed, progress.sub(0.5, 1.0))
+    if blocks:
+        progress.info(f"large scene: the water expert adapts on {len(blocks)} blocks where the scene's water meets "
+                      "its land, and a few others")
+    return blocks
+
+
 def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress,
                         teacher_water: Optional[Callable[[Tile], np.ndarray]] = None, veto: float = 1.0):
     """Canvas tiles whose unlabelled pixels carry the scene's automatic water / non-water labels
@@ -320,21 +354,17 @@ def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, 
     where ``teacher_water(tile)`` exceeds ``veto``."""
     import tempfile
 
-    from ..preprocess.sar import to_linear_power
     from ..raster.io import read_bands
     from ..water.pseudo_labels import write_pseudo_labels
-
-    one_band = dataclasses.replace(resolved.sar_cfg, calibration_constants=resolved.sar_cfg.calibration_constants[:1])
-
-    def to_db(values: np.ndarray) -> np.ndarray:
-        power = to_linear_power(np.asarray(values, np.float32)[None], one_band)[0]
-        return 10.0 * np.log10(np.maximum(power, 1e-10))
+    from ..water.threshold import threshold_config
 
     other = next(c for c in schema.ids if c != schema.water_class)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pseudo-") as tmp:
         report = write_pseudo_labels(resolved.sar_path, Path(tmp) / "labels.tif", Path(tmp) / "confidence.tif",
-                                     band=resolved.bands.sar_bands[0], to_db=to_db, progress=progress.sub(0.1, 0.15))
+                                     band=resolved.bands.sar_bands[0],
+                                     cfg=threshold_config(resolved.sar_relative_levels), to_db=_to_db(resolved),
+                                     progress=progress.sub(0.1, 0.15))
         out, vetoed = [], 0
         for t in tiles:
             if t.split != "canvas":
@@ -469,8 +499,12 @@ def finetune_from_polygons(
         )
     for text in warnings[len(resolved.warnings):]:
         progress.warning(text)
+    focus = []
+    if polygons is None and teacher is not None and cfg.update_teacher and cfg.pseudo_labels:
+        focus = _water_edge_blocks(resolved, area or (0, 0, grid.width, grid.height), cfg.seed,
+                                   progress.sub(0.03, 0.06))
     tiles = build_cache(reader, grid, split.train, _groups(split.val, split.groups), cfg.crop_size, cfg.val_margin,
-                        area, seed=cfg.seed, progress=progress.sub(0.03, 0.1))
+                        area, seed=cfg.seed, progress=progress.sub(0.06, 0.1), focus=focus)
     train_tiles = [t for t in tiles if t.split == "canvas"]
     water = schema.water_class
     val_tiles = [t for t in tiles if t.split == "val"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
@@ -78,6 +78,50 @@ def _label_window(
         counts[name] = int(m.sum())
     counts["ambiguous"] = int(valid.sum()) - sum(counts[k] for k in RULES if k not in ("nodata", "ambiguous"))
     return label, conf, counts
+
+
+MIXED_SHARE = 0.05
+"""A block is mixed when at least this share of its valid pixels lies on each side of the threshold."""
+
+
+def mixed_blocks(
+    source: SarSource,
+    result: ThresholdResult,
+    area: Tuple[int, int, int, int],
+    block: int,
+    count: int,
+    cfg: Optional[WaterThresholdConfig] = None,
+    seed: int = 0,
+    progress: Progress = NULL_PROGRESS,
+) -> List[Tuple[int, int, int, int]]:
+    """Up to ``count`` blocks where the scene's water meets its land, for a label-free adaptation
+    that can read only a few blocks of a large scene (random blocks often hold no water at all).
+
+    Blocks are ``(col0, row0, col1, row1)`` on a ``block``-pixel lattice from the corner of
+    ``area``. A block qualifies when at least :data:`MIXED_SHARE` of its valid smoothed dB lies
+    on each side of the threshold. The ``3 * count`` most balanced qualify for a seeded draw of
+    ``count``. Empty when the threshold found no water.
+    """
+    cfg = cfg or WaterThresholdConfig()
+    if not result.has_water or count < 1:
+        return []
+    read = smoothed_reader(source, cfg.smoothing, cfg.smoothing_size)
+    c0, r0, c1, r1 = area
+    starts = [(c, r) for r in range(r0, r1, block) for c in range(c0, c1, block)]
+    scored = []
+    for i, (c, r) in enumerate(starts):
+        progress.check()
+        box = (c, r, min(c + block, c1), min(r + block, r1))
+        values = read(Window(c, r, box[2] - c, box[3] - r))
+        values = values[np.isfinite(values)]
+        if values.size:
+            share = float((values < result.threshold).mean())
+            if MIXED_SHARE <= share <= 1 - MIXED_SHARE:
+                scored.append((abs(share - 0.5), box))
+        progress.report((i + 1) / len(starts), "finding where water meets land")
+    best = [box for _, box in sorted(scored)[: 3 * count]]
+    picked = np.random.default_rng(seed).permutation(len(best))[:count]
+    return [best[i] for i in sorted(picked)]
 
 
 def iter_pseudo_labels(

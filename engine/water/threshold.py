@@ -52,6 +52,11 @@ from .histogram import Bins, Mixture, fit_two_gaussians, kittler_illingworth_ind
 from .source import SarSource, WindowReader, array_source, file_source, smoothed_reader
 
 WATER, LAND, NODATA = 1, 0, 255
+WATER_MEAN_CAP_DB = -15.0
+"""Highest dark-mode mean of a tile that can be open water in calibrated sigma0. Calm to breezy
+open water in co-polarised C-band lies below it; the dark modes of dry fields that split a tile
+in two lie above it (-12 to -14 dB on the BigEarthNet chips, docs/experiments/zero_shot_real.md).
+On cross-polarised bands it excludes nothing."""
 
 
 @dataclass
@@ -85,6 +90,12 @@ class WaterThresholdConfig:
         if not 8 <= self.min_tile_size <= self.tile_size:
             raise ValueError(f"min_tile_size must be 8..tile_size ({self.tile_size}), got {self.min_tile_size}")
         self.block = -(-self.block // self.tile_size) * self.tile_size  # tiles never straddle windows
+
+
+def threshold_config(relative_levels: bool = False) -> WaterThresholdConfig:
+    """The threshold's settings for a SAR raster: calibrated sigma0 caps the water mode at
+    :data:`WATER_MEAN_CAP_DB`; relative levels (not sigma0) have no level to cap at."""
+    return WaterThresholdConfig(max_water_mean_db=None if relative_levels else WATER_MEAN_CAP_DB)
 
 
 @dataclass

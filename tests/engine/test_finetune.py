@@ -222,7 +222,7 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
 
 
 def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):
-    # airborne X-band Rotterdam read as calibrated: the bimodal tiles disagree, so no pseudo-label is
+    # airborne X-band Rotterdam read as calibrated: no threshold can be trusted, so no pseudo-label is
     # made, the water expert is not touched, and the user is told why and what to do instead
     warnings = []
     result = finetune_from_polygons(None, ROTTERDAM / "sar_masked.tif", None, "class", None, tmp_path / "adapt",
@@ -232,7 +232,8 @@ def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(t
     assert result["teacher"] is None and result["pseudo_labels"]["pixels"]["water"] == 0
     assert not (tmp_path / "adapt" / "teacher.safetensors").exists()
     assert result["pseudo_labels_raster"] is None and not (tmp_path / "adapt" / "pseudo_labels.tif").exists()
-    assert any("split different things" in w and "draw water and land polygons" in w for w in warnings), warnings
+    # read as sigma0, no tile's dark mode is dark enough for open water (its water sits at -15 dB HH)
+    assert any("tiles qualified" in w and "draw water and land polygons" in w for w in warnings), warnings
 
 
 def test_gate_rasters_are_written_tile_by_tile_over_separate_tiles(tmp_path):
@@ -267,3 +268,37 @@ def test_gate_rasters_are_written_tile_by_tile_over_separate_tiles(tmp_path):
         cell = np.s_[j * 64:(j + 1) * 64, i * 64:(i + 1) * 64]
         assert ratio[0, j, i] == pytest.approx(gated[cell].sum() / valid[cell].sum())
     assert np.isnan(ratio[0, 3, 1])  # a cell no tile touches
+
+
+def test_label_free_adaptation_of_a_large_scene_reads_where_water_meets_land(tmp_path):
+    # a large scene is read as a few blocks; random ones miss a flood in one corner about half the
+    # time (4 of 25 blocks hold it in a 2560-px scene), so the adaptation also reads the blocks
+    # where the scene threshold's water meets its land. Dry pasture (BigEarthNet VV, tiled) around
+    # the Nigeria flood chip (VV) at an offset off the 512-px block lattice
+    shared = ROOT.parent / "shared" / "data"
+    with rasterio.open(shared / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif") as src:
+        flood, profile = src.read(1).astype(np.float32), src.profile
+    with rasterio.open(next((shared / "bigearthnet").rglob("*36_85_VV.tif"))) as src:
+        dry = src.read(1).astype(np.float32)
+    size, row, col = 2100, 1500, 1550  # 4.4 Mpx: more than an area read whole
+    scene = np.tile(dry, (-(-size // dry.shape[0]),) * 2)[:size, :size].copy()
+    scene[row:row + 512, col:col + 512] = flood
+    profile.update(count=1, width=size, height=size, dtype="float32", nodata=None,
+                   transform=profile["transform"] * profile["transform"].translation(-col, -row))
+    with rasterio.open(tmp_path / "large_vv.tif", "w", **profile) as dst:
+        dst.write(scene[None])
+    infos = []
+    result = finetune_from_polygons(None, tmp_path / "large_vv.tif", None, "class", None, tmp_path / "adapt",
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors",
+                                    cfg=FinetuneConfig(teacher_steps=3, crop_size=64, batch_size=2),
+                                    progress=CallbackProgress(info=infos.append))
+    assert any("blocks where the scene's water meets its land" in i for i in infos), infos
+    assert result["pseudo_labels"]["threshold"]["threshold_db"] == pytest.approx(-16.1, abs=0.5)  # the chip's own
+    assert result["teacher"] is not None
+    with rasterio.open(result["pseudo_labels_raster"]) as src:
+        learnt, offset = src.read(1), ~profile["transform"] * (src.transform.c, src.transform.f)
+    water_rows, water_cols = np.nonzero(learnt == 1)
+    assert water_rows.size > 20000
+    # every pseudo-water pixel learnt from lies in the flood chip (the dry pasture holds none)
+    assert row <= water_rows.min() + offset[1] and water_rows.max() + offset[1] < row + 512
+    assert col <= water_cols.min() + offset[0] and water_cols.max() + offset[0] < col + 512

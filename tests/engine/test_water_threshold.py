@@ -237,3 +237,21 @@ def test_real_chip_pseudo_label_precision():
     assert ((label != 255) & valid).sum() / valid.sum() == pytest.approx(0.877, abs=0.003)
     assert report["pixels"]["nodata"] == int(np.isnan(db).sum())
     assert np.array_equal(conf > 0, label != 255)
+
+
+def test_calibrated_sigma0_caps_the_water_mode_so_dry_fields_map_no_water():
+    # the dry BigEarthNet pasture chips hold tiles whose dark fields (-12 to -14 dB VV) split from
+    # the bright ones; read as sigma0 no such split is open water, while every real water scene's
+    # threshold stays where it was (the four Sentinel-1 scenes: -12.8 to -16.1 dB)
+    from engine.water.threshold import WATER_MEAN_CAP_DB, threshold_config
+
+    assert threshold_config(False).max_water_mean_db == WATER_MEAN_CAP_DB
+    assert threshold_config(True).max_water_mean_db is None  # relative levels: no level to cap at
+    dry = sorted((SHARED / "bigearthnet").rglob("*_VV.tif"))
+    assert len(dry) == 3
+    uncapped = [estimate_threshold(file_source(p)).method for p in dry]
+    assert uncapped.count("split") == 2  # without the cap two dry chips get a water threshold
+    assert all(estimate_threshold(file_source(p), threshold_config()).method == "none" for p in dry)
+    for chip, expected in (("Nigeria_812045_S1Hand.tif", -16.1), ("India_900498_S1Hand.tif", -12.8)):
+        result = estimate_threshold(file_source(CHIPS / chip), threshold_config())
+        assert result.method == "split" and result.threshold == pytest.approx(expected, abs=0.1)
