@@ -326,16 +326,17 @@ def _to_db(resolved) -> Callable[[np.ndarray], np.ndarray]:
     return to_db
 
 
-def _water_edge_blocks(resolved, area: Tuple[int, int, int, int], seed: int, progress: Progress) -> List[Tuple]:
+def _water_edge_blocks(resolved, area: Tuple[int, int, int, int], seed: int, progress: Progress) -> Tuple[List, Any]:
     """Blocks of a large area where the scene threshold's water meets its land: a label-free
     adaptation reads these (plus the usual random blocks) instead of random blocks only, which
-    often hold no water (:func:`engine.water.pseudo_labels.mixed_blocks`)."""
+    often hold no water (:func:`engine.water.pseudo_labels.mixed_blocks`). Also returns the
+    threshold estimated for them (None for an area read whole), which the pseudo-labels reuse."""
     from ..water.pseudo_labels import mixed_blocks
     from ..water.source import file_source
     from ..water.threshold import estimate_threshold, threshold_config
 
     if (area[2] - area[0]) * (area[3] - area[1]) <= WHOLE_AREA_PIXELS:
-        return []  # read whole anyway
+        return [], None  # read whole anyway
     cfg = threshold_config(resolved.sar_relative_levels)
     source = file_source(resolved.sar_path, resolved.bands.sar_bands[0], _to_db(resolved))
     result = estimate_threshold(source, cfg, progress.sub(0.0, 0.5))
@@ -343,15 +344,16 @@ def _water_edge_blocks(resolved, area: Tuple[int, int, int, int], seed: int, pro
     if blocks:
         progress.info(f"large scene: the water expert adapts on {len(blocks)} blocks where the scene's water meets "
                       "its land, and a few others")
-    return blocks
+    return blocks, result
 
 
 def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress,
-                        teacher_water: Optional[Callable[[Tile], np.ndarray]] = None, veto: float = 1.0):
+                        teacher_water: Optional[Callable[[Tile], np.ndarray]] = None, veto: float = 1.0,
+                        threshold=None):
     """Canvas tiles whose unlabelled pixels carry the scene's automatic water / non-water labels
     (split-based threshold, region growing, ambiguous pixels left out: :mod:`engine.water`);
     drawn labels win where they exist, held-out pixels stay out. Pseudo non-water is dropped
-    where ``teacher_water(tile)`` exceeds ``veto``."""
+    where ``teacher_water(tile)`` exceeds ``veto``; ``threshold``: the scene's, when already estimated."""
     import tempfile
 
     from ..raster.io import read_bands
@@ -364,7 +366,7 @@ def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, 
         report = write_pseudo_labels(resolved.sar_path, Path(tmp) / "labels.tif", Path(tmp) / "confidence.tif",
                                      band=resolved.bands.sar_bands[0],
                                      cfg=threshold_config(resolved.sar_relative_levels), to_db=_to_db(resolved),
-                                     progress=progress.sub(0.1, 0.15))
+                                     progress=progress.sub(0.1, 0.15), result=threshold)
         out, vetoed = [], 0
         for t in tiles:
             if t.split != "canvas":
@@ -499,10 +501,10 @@ def finetune_from_polygons(
         )
     for text in warnings[len(resolved.warnings):]:
         progress.warning(text)
-    focus = []
+    focus, scene_threshold = [], None
     if polygons is None and teacher is not None and cfg.update_teacher and cfg.pseudo_labels:
-        focus = _water_edge_blocks(resolved, area or (0, 0, grid.width, grid.height), cfg.seed,
-                                   progress.sub(0.03, 0.06))
+        focus, scene_threshold = _water_edge_blocks(resolved, area or (0, 0, grid.width, grid.height), cfg.seed,
+                                                    progress.sub(0.03, 0.06))
     tiles = build_cache(reader, grid, split.train, _groups(split.val, split.groups), cfg.crop_size, cfg.val_margin,
                         area, seed=cfg.seed, progress=progress.sub(0.06, 0.1), focus=focus)
     train_tiles = [t for t in tiles if t.split == "canvas"]
@@ -537,7 +539,7 @@ def finetune_from_polygons(
         teacher.to(dev)
         teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(
             tiles, resolved, schema, out_dir, progress,
-            lambda t: _predict(teacher, t, True, dev), cfg.pseudo_label_veto)
+            lambda t: _predict(teacher, t, True, dev), cfg.pseudo_label_veto, scene_threshold)
         pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
         binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
         teacher_params, layers = _pseudo_label_params(teacher, cfg.pseudo_label_layers)

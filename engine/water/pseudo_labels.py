@@ -177,17 +177,19 @@ def write_pseudo_labels(
     to_db: Optional[Callable[[np.ndarray], np.ndarray]] = None,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
+    result: Optional[ThresholdResult] = None,
 ) -> dict:
     """Write the pseudo-label raster (uint8: 0 non-water, 1 water, 255 ignore) and its confidence.
 
-    Both GeoTIFFs are on the SAR band's grid and appear only when both are complete.
+    Both GeoTIFFs are on the SAR band's grid and appear only when both are complete. ``result``:
+    the threshold of this band with ``cfg`` when already estimated (saves a pass over the raster).
 
     Returns:
         Report: ``threshold`` (the threshold result), ``pixels`` (count per rule), the paths.
     """
     cfg = cfg or WaterThresholdConfig()
     source = file_source(sar_path, band, to_db)
-    result = estimate_threshold(source, cfg, progress.sub(0.0, 0.3))
+    result = result or estimate_threshold(source, cfg, progress.sub(0.0, 0.3))
     counts = dict.fromkeys(RULES, 0)
     with open_writer(label_path, source.grid, 1, "uint8", NODATA, overwrite, ["water_pseudo_label"]) as lab_dst:
         with open_writer(confidence_path, source.grid, 1, "float32", float("nan"), overwrite, ["confidence"]) as cf_dst:
