@@ -254,6 +254,24 @@ def test_relative_levels_take_each_dates_cut_from_the_scene(tmp_path):
     assert runs["auto"]["scene_cut"] == runs["relative"]["scene_cut"]
 
 
+def test_threshold_method_caps_the_water_mode_on_calibrated_levels_only(tmp_path):
+    # the Nigeria flood chip's VV raised by 8 dB (water near -12 dB): read as sigma0 no tile's dark
+    # mode can be open water, so the threshold maps none; given as relative levels (an airborne
+    # product's own scale) the same split is the scene's water
+    with rasterio.open(ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif") as src:
+        profile, vv = src.profile, src.read(1) + 8.0
+    profile.update(count=1)
+    with rasterio.open(tmp_path / "brighter.tif", "w", **profile) as dst:
+        dst.write(vv[None])
+    runs = {}
+    for levels in ("calibrated", "relative"):
+        date = FloodDate(tmp_path / "brighter.tif", levels=levels)
+        runs[levels] = map_flood(date, date, tmp_path / levels, FloodConfig(method="threshold"))["dates"]["after"]
+    assert runs["calibrated"]["sar_levels"] == "calibrated" and runs["calibrated"]["threshold"]["method"] == "none"
+    assert runs["relative"]["sar_levels"] == "relative" and runs["relative"]["threshold"]["method"] == "split"
+    assert runs["relative"]["threshold"]["threshold_db"] == pytest.approx(-16.1 + 8.0, abs=0.3)
+
+
 def test_requests_that_cannot_work(pair, tmp_path):
     with pytest.raises(ValueError, match="teacher"):
         map_flood(pair["after_sar"], pair["before_sar"], tmp_path, FloodConfig(method="teacher"))
