@@ -55,9 +55,9 @@ def scenes() -> Dict[str, dict]:
     rot = ROOT / "resources" / "sample" / "rotterdam"
     return {
         "india": dict(sar=s1f / "India_900498_S1Hand.tif", train=LABELS / "sen1floods11_India_900498_train.gpkg",
-                      truth=s1f / "India_900498_LabelHand.tif", vh=2, bands=("VV", "VH")),
+                      truth=s1f / "India_900498_LabelHand.tif", bands=("VV", "VH")),
         "nigeria": dict(sar=s1f / "Nigeria_812045_S1Hand.tif", train=LABELS / "sen1floods11_Nigeria_812045_train.gpkg",
-                        truth=s1f / "Nigeria_812045_LabelHand.tif", vh=2, bands=("VV", "VH")),
+                        truth=s1f / "Nigeria_812045_LabelHand.tif", bands=("VV", "VH")),
         "camargue": dict(sar=next(cam.glob("*20170309*.tif")), train=LABELS / "camargue_train.gpkg",
                          eval=LABELS / "camargue_eval.gpkg", bands=("VV",)),
         "rhone": dict(sar=next(cam.glob("*20171210*.tif")), train=LABELS / "lower_rhone_train.gpkg",
@@ -168,9 +168,10 @@ def student_classes(student_path: Path, teacher_path: Optional[Path], optical: P
 def baselines(scene: dict, truth: np.ndarray, grid) -> Dict[str, float]:
     db = sar_db(scene["sar"])
     out = {"otsu_co": iou(otsu_water(db[0]), truth)}
-    if scene.get("vh"):
-        out["otsu_vh"] = iou(otsu_water(db[scene["vh"] - 1]), truth)
-        out["vh_below_-22"] = iou(db[scene["vh"] - 1] < -22, truth)
+    if "VH" in scene["bands"]:
+        vh = db[scene["bands"].index("VH")]
+        out["otsu_vh"] = iou(otsu_water(vh), truth)
+        out["vh_below_-22"] = iou(vh < -22, truth)
     from engine.config import ClassSchema
 
     train, _ = rasterize_labels(scene["train"], "class", grid, ClassSchema())

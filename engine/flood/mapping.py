@@ -58,7 +58,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..config import InferenceConfig
-from ..inputs.contract import check_sar_levels, relative_sar_levels
+from ..inputs.contract import check_sar_levels, sar_levels_of
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
@@ -68,6 +68,7 @@ from ..water.threshold import (
     ThresholdResult,
     WaterThresholdConfig,
     estimate_threshold,
+    for_levels,
     iter_water_masks,
     threshold_config,
 )
@@ -127,19 +128,6 @@ class FloodConfig:
             raise ValueError(f"flood method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 < self.water_threshold < 1.0:
             raise ValueError(f"water threshold must be between 0 and 1, got {self.water_threshold}")
-
-
-def _relative_levels(d: FloodDate, sar: DateSar) -> bool:
-    """Whether this date's SAR levels are only relative (as given, or what ``auto`` finds)."""
-    from ..inputs.levels import polarisation_balance
-
-    balance = None if d.levels != "auto" else polarisation_balance(d.sar, sar.units.units)
-    return relative_sar_levels(d.levels, sar.units.units, d.calibration, balance)
-
-
-def _for_levels(threshold: WaterThresholdConfig, relative: bool) -> WaterThresholdConfig:
-    """The threshold's water-mode cap holds for calibrated sigma0 only (:func:`threshold_config`)."""
-    return dataclasses.replace(threshold, max_water_mean_db=None) if relative else threshold
 
 
 def _date(value: Union[FloodDate, PathLike]) -> FloodDate:
@@ -307,8 +295,8 @@ def map_flood(
                                       tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"))
                     warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]
                 else:
-                    relative = _relative_levels(d, water.sar)
-                    water.threshold = estimate_threshold(water.sar.source, _for_levels(cfg.threshold, relative), sub)
+                    relative = sar_levels_of(d.sar, d.levels, water.sar.units.units, d.calibration)[0]
+                    water.threshold = estimate_threshold(water.sar.source, for_levels(cfg.threshold, relative), sub)
                     water.info.update(method="threshold", threshold=water.threshold.to_dict(),
                                       sar_levels="relative" if relative else "calibrated")
             if cfg.method == "threshold":

@@ -310,8 +310,7 @@ def resolve_inputs(
     )
     warnings += [note] if note else []
     lines.append(sar_units.line(sar_path))
-    balance = None if overrides.sar_levels == "relative" else polarisation_balance(sar_path, sar_units.units)
-    relative = relative_sar_levels(overrides.sar_levels, sar_units.units, overrides.sar_calibration, balance)
+    relative, balance = sar_levels_of(sar_path, overrides.sar_levels, sar_units.units, overrides.sar_calibration)
     if balance is not None and balance.relative and overrides.sar_levels == "calibrated":
         warnings.append(f"SAR levels of {sar_path.name} were given as calibrated, but its {balance.reason()}; "
                         "if no water is found, use --sar-levels relative / SAR_LEVELS=relative")
@@ -385,6 +384,15 @@ def relative_sar_levels(
     if levels != "auto":
         return levels == "relative"
     return (units == "dn" and calibration <= 0) or (balance is not None and balance.relative)
+
+
+def sar_levels_of(
+    path: PathLike, levels: str, units: str, calibration: float
+) -> Tuple[bool, Optional[PolarisationBalance]]:
+    """Whether a SAR raster's levels are only relative (:func:`relative_sar_levels`), and its
+    polarisation balance where it was looked at (unless the levels are given as relative)."""
+    balance = None if levels == "relative" else polarisation_balance(path, units)
+    return relative_sar_levels(levels, units, calibration, balance), balance
 
 
 def resolve_for(

@@ -37,6 +37,7 @@ the block size.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,10 +93,15 @@ class WaterThresholdConfig:
         self.block = -(-self.block // self.tile_size) * self.tile_size  # tiles never straddle windows
 
 
+def for_levels(cfg: WaterThresholdConfig, relative_levels: bool) -> WaterThresholdConfig:
+    """``cfg`` for a raster's SAR levels: relative levels (not sigma0) have no level to cap the water mode at."""
+    return dataclasses.replace(cfg, max_water_mean_db=None) if relative_levels else cfg
+
+
 def threshold_config(relative_levels: bool = False) -> WaterThresholdConfig:
     """The threshold's settings for a SAR raster: calibrated sigma0 caps the water mode at
-    :data:`WATER_MEAN_CAP_DB`; relative levels (not sigma0) have no level to cap at."""
-    return WaterThresholdConfig(max_water_mean_db=None if relative_levels else WATER_MEAN_CAP_DB)
+    :data:`WATER_MEAN_CAP_DB` (:func:`for_levels`)."""
+    return for_levels(WaterThresholdConfig(max_water_mean_db=WATER_MEAN_CAP_DB), relative_levels)
 
 
 @dataclass
