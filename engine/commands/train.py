@@ -25,9 +25,11 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
         help="folder of scene folders, each with optical.tif, sar.tif and label.tif (as `engine synth` "
         "writes them): one run over all of them, each scene's units and scaling resolved on its own",
     )
-    group.add_argument("--optical-bands", type=nonempty_int_list, default=[1, 2, 3],
-                       help="1-based optical bands (1,2,3)")
-    group.add_argument("--sar-bands", type=nonempty_int_list, default=[1], help="1-based SAR bands (1)")
+    group.add_argument("--optical-bands", type=nonempty_int_list,
+                       help="1-based optical bands (default: red, green, blue where the band names say which, "
+                       "else 1,2,3)")
+    group.add_argument("--sar-bands", type=nonempty_int_list,
+                       help="1-based SAR bands (default: the co-polarised band where the band names say, else 1)")
     group.add_argument(
         "--resolution", type=float, help="grid pixel size when labels are polygons (default: SAR's)"
     )
@@ -158,18 +160,14 @@ def _rift_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _inputs(args: argparse.Namespace):
-    from ..config import BandMapping, OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig
+    from ..config import OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig
+    from ..inputs.bands import training_bands
     from ..train.data import TrainingInputs
 
     for name in ("epochs", "batch_size", "patch_size", "tile_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    bands = BandMapping(
-        optical_bands=tuple(args.optical_bands),
-        sar_bands=tuple(args.sar_bands),
-        optical_names=tuple(f"optical_b{b}" for b in args.optical_bands),
-        sar_names=tuple(f"sar_b{b}" for b in args.sar_bands),
-    )
+    bands = training_bands(args.optical, args.sar, args.optical_bands or (), args.sar_bands or ())
     one = TrainingInputs(
         optical=args.optical,
         sar=args.sar,

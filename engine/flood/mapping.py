@@ -251,7 +251,7 @@ def map_flood(
     warnings: List[str] = []
     dates = {}
     for name, d in (("after", after), ("before", before)):
-        sar = db_source(d.sar, bands_of(d.bands), grid, d.units, d.calibration, name)
+        sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name)
         progress.info(f"{name}: " + sar.units.line(d.sar))
         if sar.note:
             warnings.append(f"{name}: {sar.note}")

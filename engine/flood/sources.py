@@ -14,7 +14,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from rasterio.windows import Window
 
-from ..config import SarPreprocessConfig
+from ..config import BandMapping, SarPreprocessConfig
+from ..inputs.bands import choose_bands
 from ..inputs.contract import resolve_chain
 from ..inputs.units import UnitsDecision
 from ..preprocess.sar import to_linear_power
@@ -73,6 +74,11 @@ def footprint_share(source: SarSource, block: int = 512, step: int = 4) -> float
     return valid / max(total, 1)
 
 
-def bands_of(bands: Tuple[int, ...]) -> int:
-    """The one band a date is mapped from (the first given; 1 by default)."""
-    return int(bands[0]) if bands else 1
+def bands_of(bands: Tuple[int, ...], path: Optional[PathLike] = None) -> int:
+    """The one band a date is mapped from: the first given; else the co-polarised band where the
+    band descriptions say which it is (a VH, VV raster: 2; :mod:`engine.inputs.bands`); else 1."""
+    if bands:
+        return int(bands[0])
+    one_band = BandMapping(optical_bands=(), optical_names=(), sar_bands=(1,), sar_names=("sar",))
+    choice = choose_bands(path, one_band, "sar") if path is not None else None
+    return choice.bands[0] if choice else 1

@@ -44,6 +44,7 @@ from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
+from .bands import choose_bands, roles_of, unnamed_optical_warning
 from .levels import PolarisationBalance, polarisation_balance
 from .units import (
     TYPICAL_MEDIAN_DB,
@@ -152,13 +153,29 @@ def _bands(given: Sequence[int], stored: Sequence[int], what: str) -> Tuple[int,
     return tuple(int(b) for b in given)
 
 
-def _mapping(recipe: BandMapping, optical: Tuple[int, ...], sar: Tuple[int, ...]) -> BandMapping:
+def _by_role(
+    path: Path, recipe: BandMapping, modality: str, stored: Tuple[int, ...], lines: List[str]
+) -> Tuple[int, ...]:
+    """The bands holding the roles the model reads, where the raster says so (:mod:`.bands`)."""
+    choice = choose_bands(path, recipe, modality)
+    if choice is None:
+        return stored
+    lines.append(choice.line("optical" if modality == "optical" else "SAR", path, stored))
+    return choice.bands
+
+
+def _mapping(
+    recipe: BandMapping, optical: Tuple[int, ...], sar: Tuple[int, ...],
+    optical_path: Optional[Path] = None, sar_path: Optional[Path] = None,
+) -> BandMapping:
     same_o, same_s = optical == tuple(recipe.optical_bands), sar == tuple(recipe.sar_bands)
     return BandMapping(
         optical_bands=optical,
         sar_bands=sar,
-        optical_names=tuple(recipe.optical_names) if same_o else tuple(f"optical_b{b}" for b in optical),
-        sar_names=tuple(recipe.sar_names) if same_s else tuple(f"sar_b{b}" for b in sar),
+        optical_names=tuple(recipe.optical_names) if same_o else (
+            roles_of(optical_path, optical, "optical") or tuple(f"optical_b{b}" for b in optical)),
+        sar_names=tuple(recipe.sar_names) if same_s else (
+            roles_of(sar_path, sar, "sar") or tuple(f"sar_b{b}" for b in sar)),
     )
 
 
@@ -304,6 +321,13 @@ def resolve_inputs(
     lines: List[str] = []
     warnings: List[str] = []
     stats: Dict[str, Any] = {}
+    if not overrides.sar_bands:
+        s_bands = _by_role(sar_path, recipe.bands, "sar", s_bands, lines)
+    if optical_path is not None and not overrides.optical_bands:
+        o_bands = _by_role(optical_path, recipe.bands, "optical", o_bands, lines)
+        same = o_bands == tuple(recipe.bands.optical_bands)
+        note = unnamed_optical_warning(optical_path, recipe.bands) if same else None
+        warnings += [note] if note else []
 
     sar_cfg, sar_units, note = resolve_chain(
         recipe.sar, sar_path, s_bands, overrides.sar_units, overrides.sar_calibration, recipe.stats.get("sar", {})
@@ -353,7 +377,7 @@ def resolve_inputs(
     return ResolvedInputs(
         optical_path,
         sar_path,
-        _mapping(recipe.bands, o_bands, s_bands),
+        _mapping(recipe.bands, o_bands, s_bands, optical_path, sar_path),
         optical_units,
         sar_units,
         optical_cfg,

@@ -133,12 +133,18 @@ def model_bands(
 ) -> Optional[str]:
     """Message when the bands fed to a model do not fit it.
 
-    With no band chosen the model's own band numbers are used, so they must exist in the layer;
-    chosen bands must be as many as the model was trained on.
+    With no band chosen the engine reads the bands holding the model's roles where the layer's file
+    says which is which (``engine.inputs.bands``), else the model's own band numbers, which must
+    then exist in the layer; chosen bands must be as many as the model was trained on.
     """
     if meta is None or layer is None:
         return None
     stored = list(meta.bands.optical_bands if modality == "optical" else meta.bands.sar_bands)
+    if not bands and plain_file(layer):
+        from sgcad_qgis.engine.inputs.bands import choose_bands
+
+        choice = choose_bands(plain_file(layer), meta.bands, modality)
+        bands = list(choice.bands) if choice else []
     message = band_choice(layer, list(bands) or stored, len(stored), label)
     if message:
         return f"{message} The {model_label} was trained on {modality} bands {stored}."

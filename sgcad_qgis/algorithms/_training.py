@@ -59,9 +59,10 @@ class TrainingAlgorithm(EngineAlgorithm):
     # ------------------------------------------------------------------ parameters
     def add_training_data(self) -> None:
         self.add_raster("OPTICAL", "Optical raster", optional=True)
-        self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default 1, 2, 3)")
+        self.add_bands("OPTICAL_BANDS", "OPTICAL",
+                       "Optical bands (default: red, green, blue by band names, else 1, 2, 3)")
         self.add_raster("SAR", "SAR raster", optional=True)
-        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default 1)")
+        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: VV or HH by band names, else 1)")
         self.add_raster("LABELS", "Label raster (class ids, 255 = unlabelled)", optional=True)
         self.addParameter(
             QgsProcessingParameterFeatureSource(
@@ -229,24 +230,14 @@ class TrainingAlgorithm(EngineAlgorithm):
 
     def training_inputs(self, parameters, context, feedback):
         """The engine's ``TrainingInputs`` from the data parameters (layers exported if needed)."""
-        from sgcad_qgis.engine.config import (
-            BandMapping,
-            OpticalPreprocessConfig,
-            PatchConfig,
-            SarPreprocessConfig,
-        )
+        from sgcad_qgis.engine.config import OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig
+        from sgcad_qgis.engine.inputs.bands import training_bands
         from sgcad_qgis.engine.train.data import TrainingInputs
 
-        optical_bands = self.bands(parameters, "OPTICAL_BANDS", context) or (1, 2, 3)
-        sar_bands = self.bands(parameters, "SAR_BANDS", context) or (1,)
         patch = self.parameterAsInt(parameters, "PATCH_SIZE", context)
+        given = self.bands(parameters, "OPTICAL_BANDS", context), self.bands(parameters, "SAR_BANDS", context)
         inputs = TrainingInputs(
-            bands=BandMapping(
-                optical_bands=optical_bands,
-                sar_bands=sar_bands,
-                optical_names=tuple(f"optical_b{b}" for b in optical_bands),
-                sar_names=tuple(f"sar_b{b}" for b in sar_bands),
-            ),
+            bands=training_bands(None, None, *given),
             patch=PatchConfig(
                 tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
                 patch_size=patch,
@@ -267,6 +258,7 @@ class TrainingAlgorithm(EngineAlgorithm):
             return inputs
         inputs.optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster")
         inputs.sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster")
+        inputs.bands = training_bands(inputs.optical, inputs.sar, *given)  # by role where the rasters say
         if parameters.get("LABELS") not in (None, ""):
             inputs.labels = self.raster_path(parameters, "LABELS", context, feedback, "label raster")
         else:

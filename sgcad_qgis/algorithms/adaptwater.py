@@ -34,7 +34,7 @@ class AdaptWater(EngineAlgorithm):
         from sgcad_qgis.engine.config import FinetuneConfig
 
         self.add_raster("SAR", "SAR raster")
-        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
+        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's, found by band names)")
         self.add_model("TEACHER", "SAR water teacher model")
         self.add_number("TEACHER_STEPS", "Teacher steps", FinetuneConfig.teacher_steps, 1, 100000, advanced=False)
         self.add_pseudo_label_layers()

@@ -120,17 +120,16 @@ class Distill(TrainingAlgorithm):
         )
 
     def student_bands(self, inputs, parameters, context, student_path: str) -> None:
-        """Bands not chosen by the user are the student's own (it was trained on them)."""
+        """Bands not chosen by the user are those the student reads from these rasters (its own
+        roles, found by band names, else its band numbers), as segmentation would read them."""
+        from sgcad_qgis.engine.inputs.bands import model_bands_in
         from sgcad_qgis.engine.models.checkpoint import read_metadata
 
         stored = read_metadata(student_path).bands
         if not self.bands(parameters, "OPTICAL_BANDS", context):
-            inputs.bands.optical_bands, inputs.bands.optical_names = (
-                stored.optical_bands,
-                stored.optical_names,
-            )
+            inputs.bands.optical_bands, inputs.bands.optical_names = model_bands_in(inputs.optical, stored, "optical")
         if not self.bands(parameters, "SAR_BANDS", context):
-            inputs.bands.sar_bands, inputs.bands.sar_names = stored.sar_bands, stored.sar_names
+            inputs.bands.sar_bands, inputs.bands.sar_names = model_bands_in(inputs.sar, stored, "sar")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from sgcad_qgis.engine.train.stages import distill

@@ -56,9 +56,9 @@ class FineTune(EngineAlgorithm):
         d = FinetuneConfig()
         self.add_raster("OPTICAL", "Optical raster (empty: the teacher on SAR only, or a SAR-only student)",
                         optional=True)
-        self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's)")
+        self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's, found by band names)")
         self.add_raster("SAR", "SAR raster")
-        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
+        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's, found by band names)")
         self.add_model("STUDENT", "Student model to fine-tune", optional=True)
         self.add_model("TEACHER", "SAR water teacher model", optional=True)
         self.add_model("SAR_ENCODER", "Pretrained SAR encoder (sgcad:pretrainsar) to start from", optional=True)

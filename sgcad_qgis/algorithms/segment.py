@@ -45,9 +45,9 @@ class Segment(EngineAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_raster("OPTICAL", "Optical raster (empty for a SAR-only model)", optional=True)
-        self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's)")
+        self.add_bands("OPTICAL_BANDS", "OPTICAL", "Optical bands (default: the model's, found by band names)")
         self.add_raster("SAR", "SAR raster")
-        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's)")
+        self.add_bands("SAR_BANDS", "SAR", "SAR bands (default: the model's, found by band names)")
         self.add_model("MODEL", "Student model")
         self.add_model("TEACHER", "SAR water teacher model", optional=True)
         self.add_aoi()

@@ -423,10 +423,8 @@ class SgcadDock(QDockWidget):
         self.schema = self.metadata.schema
         self.labels.set_schema(self.schema)
         bands = self.metadata.bands
-        self.optical.default_bands, self.sar.default_bands = bands.optical_channels, bands.sar_channels
-        for picker, count in ((self.optical, bands.optical_channels), (self.sar, bands.sar_channels)):
-            if picker.layer() is not None and len(picker.selected_bands()) != count:
-                picker.set_bands(range(1, count + 1))
+        self.optical.set_model_bands(bands, bands.optical_channels)
+        self.sar.set_model_bands(bands, bands.sar_channels)
         self.model_info.setStyleSheet("")
         self.model_info.setText(wiring.describe_model(self.metadata))
         if self.history.current() is None or self.history.current().path != path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsSettings
 from qgis.gui import QgsMapLayerComboBox
@@ -59,6 +59,8 @@ class RasterBandPicker(QWidget):
         super().__init__(parent)
         self.default_bands = default_bands
         self.prefer_sar = prefer_sar
+        self.model_bands: Any = None  # the model's BandMapping: its roles choose the default ticks
+        self.order: List[int] = []  # the ticked bands in the order the model reads them
         self.layer_combo = QgsMapLayerComboBox(self)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.layer_combo.setAllowEmptyLayer(True)
@@ -91,16 +93,33 @@ class RasterBandPicker(QWidget):
         if bands is not None:
             self.set_bands(bands)
 
+    def set_model_bands(self, model_bands: Any, count: int) -> None:
+        """A model was chosen: tick what it reads from the current layer, unless the ticks fit it
+        and were not the previous model's defaults."""
+        was_default = self.selected_bands() == self.default_order(self.layer())
+        self.model_bands, self.default_bands = model_bands, count
+        if self.layer() is not None and (was_default or len(self.selected_bands()) != count):
+            self.set_bands(self.default_order(self.layer()))
+
+    def default_order(self, layer) -> List[int]:
+        """The bands ticked when ``layer`` is chosen: those the engine reads by role where the
+        layer's file says which band is which (a Sentinel-2 stack's 4, 3, 2), else the leading ones."""
+        if not isinstance(layer, QgsRasterLayer):
+            return []
+        return role_bands(layer, self.model_bands, "sar" if self.prefer_sar else "optical") or list(
+            range(1, min(self.default_bands, layer.bandCount()) + 1))
+
     def _fill_bands(self, layer) -> None:
         self.bands.blockSignals(True)
         self.bands.clear()
+        self.order = self.default_order(layer)
         if isinstance(layer, QgsRasterLayer):
             for band in range(1, layer.bandCount() + 1):
                 name = layer.bandName(band)
                 item = QListWidgetItem(name)
                 item.setData(Qt.UserRole, band)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(Qt.Checked if band <= self.default_bands else Qt.Unchecked)
+                item.setCheckState(Qt.Checked if band in self.order else Qt.Unchecked)
                 self.bands.addItem(item)
         self.bands.blockSignals(False)
         rows = min(max(self.bands.count(), 1), 3)  # up to three bands visible, then scroll
@@ -109,15 +128,33 @@ class RasterBandPicker(QWidget):
         self.changed.emit()
 
     def selected_bands(self) -> List[int]:
-        """1-based band numbers that are ticked, in list order."""
-        return [self.bands.item(i).data(Qt.UserRole) for i in range(self.bands.count())
-                if self.bands.item(i).checkState() == Qt.Checked]
+        """1-based band numbers that are ticked: in the order they were set (by role, or by
+        :meth:`set_bands`) while the same bands stay ticked, else in list order."""
+        ticked = [self.bands.item(i).data(Qt.UserRole) for i in range(self.bands.count())
+                  if self.bands.item(i).checkState() == Qt.Checked]
+        return list(self.order) if sorted(ticked) == sorted(self.order) else ticked
 
     def set_bands(self, bands: Sequence[int]) -> None:
-        wanted = set(int(b) for b in bands)
+        self.order = [int(b) for b in bands]
+        wanted = set(self.order)
         for i in range(self.bands.count()):
             item = self.bands.item(i)
             item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in wanted else Qt.Unchecked)
+
+
+def role_bands(layer: QgsRasterLayer, model_bands: Any, modality: str) -> Optional[List[int]]:
+    """The bands the engine reads by role from the layer's file (``engine.inputs.bands``), or
+    None: no model yet, not a local file, the file does not say, or the engine cannot load."""
+    path = Path(layer.source().split("|")[0])
+    if model_bands is None or not path.is_file():
+        return None
+    try:
+        from ..engine.inputs.bands import choose_bands
+
+        choice = choose_bands(path, model_bands, modality)
+    except (ImportError, OSError, ValueError):  # without rasterio (dependencies not installed yet): leading bands
+        return None
+    return list(choice.bands) if choice else None
 
 
 def bundled_models(folder: Path) -> List[Path]:

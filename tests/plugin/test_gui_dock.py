@@ -137,6 +137,37 @@ def test_defaults_pick_optical_and_sar_layers_and_model_bands(dock, rotterdam):
     shot(dock, "dock_gates_empty")
 
 
+def test_a_sentinel2_stack_is_ticked_by_band_roles(dock, shared_data, tmp_path):
+    """A real 12-band Sentinel-2 stack (B01 ... B12, B8A) ticks B04, B03, B02, read in that order;
+    bands the user ticks instead are read as ticked."""
+    from sgcad_qgis.engine.raster.stack import stack_bands
+
+    s2 = next((shared_data / "bigearthnet").rglob("S2A_MSIL2A_20170613T101031_87_48"))
+    stack_bands([(p, 1) for p in sorted(s2.glob("*_B*.tif"))], tmp_path / "s2_all.tif")
+    layer = QgsRasterLayer(str(tmp_path / "s2_all.tif"), "s2_all")
+    QgsProject.instance().addMapLayer(layer)
+    dock.optical.set_layer(layer)
+    assert dock.optical.selected_bands() == [4, 3, 2]
+    dock.optical.bands.item(3).setCheckState(Qt.Unchecked)
+    dock.optical.bands.item(7).setCheckState(Qt.Checked)
+    assert dock.optical.selected_bands() == [2, 3, 8]
+    rgb = QgsProject.instance().mapLayersByName("rgb_unmasked")[0]
+    dock.optical.set_layer(rgb)
+    assert dock.optical.selected_bands() == [1, 2, 3]
+    # a model fine-tuned on the stack reads bands 4, 3, 2 as red, green, blue: the Toolbox's check
+    # takes the RGB layer's own red, green, blue rather than refusing its missing band 4
+    from types import SimpleNamespace
+
+    from sgcad_qgis.engine.config import BandMapping
+
+    from sgcad_qgis.algorithms import _checks
+
+    meta = SimpleNamespace(bands=BandMapping(optical_bands=(4, 3, 2)))
+    assert _checks.model_bands(meta, rgb, [], "optical", "optical layer") is None
+    unnamed = SimpleNamespace(bands=BandMapping(optical_bands=(4, 3, 2), optical_names=("b4", "b3", "b2")))
+    assert "[4] do not exist" in _checks.model_bands(unnamed, rgb, [], "optical", "optical layer")
+
+
 def canvas_pixel(canvas, x_map: float, y_map: float):
     point = canvas.getCoordinateTransform().transform(x_map, y_map)
     return int(round(point.x())), int(round(point.y()))

@@ -1,0 +1,238 @@
+"""Which bands of a raster a model reads when the user does not choose them.
+
+A model reads bands by role. The optical networks read red, green, blue: every bundled model, and
+every model trained on the default bands 1, 2, 3 of an RGB raster. A SAR network reads a
+co-polarised band first, then a cross-polarised one (the teacher learnt open water as dark
+co-polarised backscatter). Band numbers alone do not carry those roles: a 13-band Sentinel-2
+stack's bands 1, 2, 3 are B1 (coastal aerosol), B2 (blue) and B3 (green). Read as red, green,
+blue, the bundled student called 0.5 % of a flooded Sentinel-2 chip water where the hand label
+has 27 % (water IoU 1.5 %; 39.3 % with bands 4, 3, 2; docs/inputs.md, "Band roles").
+
+So when a raster says what its bands are, the roles choose them: band descriptions (colour words,
+or band names such as ``B4``, ``B04``, ``SR_B4``; Landsat 4-7 numbering when the file or band
+names say Landsat 4, 5 or 7), then a band's wavelength tag, then GDAL's colour interpretation; SAR
+bands by their polarisation in the descriptions (:func:`engine.inputs.units.polarisations`).
+Bands the user chose are never changed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import rasterio
+from rasterio.enums import ColorInterp
+
+from ..config import BandMapping
+from .units import PathLike, polarisations
+
+OPTICAL_ROLES = ("red", "green", "blue")
+"""What a 3-band optical model reads when its band names do not say: the product's convention."""
+SAR_ROLES = ("co", "cross")
+"""What the first and second SAR band of a model are when their names do not say."""
+
+_S2_L8_NUMBERS = {"2": "blue", "3": "green", "4": "red", "8": "nir"}
+"""Sentinel-2 and Landsat 8/9 band numbers (the usual reading of a name such as B4)."""
+_TM_NUMBERS = {"1": "blue", "2": "green", "3": "red", "4": "nir"}
+"""Landsat 4, 5 and 7 (TM, ETM+) band numbers."""
+_TM_SENSOR = re.compile(r"(?<![a-z0-9])(?:lt0?[45]|le0?7)(?![0-9])|landsat[ _-]?[457](?![0-9])")
+_BAND_TOKEN = re.compile(r"(?<![a-z0-9])(?:sr_)?b0?(\d{1,2}|8a)(?![a-z0-9])")
+_COLOUR_WORDS = re.compile(r"(?<![a-z])(red[ _-]?edge|red|green|blue|nir|near[ _-]?infra[ _-]?red)(?![a-z])")
+_COLOUR_INTERP = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
+_POLARISATION_NAMES = {"vv": "co", "hh": "co", "co": "co", "vh": "cross", "hv": "cross", "cross": "cross"}
+# nm; a band whose centre lies in one of these is that colour (Sentinel-2, Landsat 4-9 centres fit)
+_WAVELENGTHS_NM = (("blue", 440.0, 510.0), ("green", 510.0, 590.0), ("red", 620.0, 700.0), ("nir", 760.0, 900.0))
+
+
+@dataclass(frozen=True)
+class BandChoice:
+    """Bands chosen by role for one input, and what the choice rests on."""
+
+    bands: Tuple[int, ...]
+    roles: Tuple[str, ...]
+    how: str
+
+    def line(self, what: str, path: PathLike, stored: Sequence[int]) -> str:
+        """One line for the run's log: which bands, as what, and why not the model's numbers."""
+        bands = ("bands " if len(self.bands) > 1 else "band ") + ", ".join(str(b) for b in self.bands)
+        return (f"{what}: {bands} of {Path(path).name} read as {', '.join(self.roles)} ({self.how}); "
+                f"the model's band numbers {list(stored)} hold other bands in this raster")
+
+
+def _colour_from_text(text: str, numbers: dict) -> Optional[str]:
+    words = {w for w in _COLOUR_WORDS.findall(text) if not w.startswith("red") or w == "red"}
+    words = {"nir" if w.startswith("near") else w for w in words}
+    if len(words) == 1:
+        return words.pop()
+    if words:
+        return None
+    tokens = _BAND_TOKEN.findall(text)
+    if len(set(tokens)) > 1 and re.search(r"_b\d+$", text):
+        tokens = tokens[:-1]  # engine stack names a band "<file stem>_b<band>": the suffix is not a sensor band
+    return numbers.get(tokens[0]) if len(set(tokens)) == 1 else None
+
+
+def _colour_from_wavelength(tags: dict) -> Optional[str]:
+    for key, value in tags.items():
+        if "wavelength" not in key.lower() or "unit" in key.lower():
+            continue
+        match = re.match(r"\s*([0-9.]+)", str(value))
+        if not match:
+            continue
+        nm = float(match.group(1))
+        nm = nm * 1000.0 if nm < 5.0 else nm  # micrometres
+        return next((name for name, low, high in _WAVELENGTHS_NM if low <= nm < high), None)
+    return None
+
+
+def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
+    """The colour of every band of an optical raster (None where it does not say), and how known."""
+    with rasterio.open(path) as src:
+        descriptions = [(d or "").lower() for d in src.descriptions]
+        tags = [src.tags(b) for b in range(1, src.count + 1)]
+        interp = list(src.colorinterp)
+        context = " ".join([Path(path).name.lower(), *descriptions, *(str(v).lower() for v in src.tags().values())])
+    numbers = _TM_NUMBERS if _TM_SENSOR.search(context) else _S2_L8_NUMBERS
+    sources = (
+        ("band descriptions", [_colour_from_text(d, numbers) for d in descriptions]),
+        ("band names in the metadata", [_colour_from_text(str(t.get("BANDNAME", "")).lower(), numbers) for t in tags]),
+        ("wavelengths in the metadata", [_colour_from_wavelength(t) for t in tags]),
+        ("colour interpretation", [_COLOUR_INTERP.get(c) for c in interp]),
+    )
+    for how, roles in sources:
+        if all(r in roles for r in OPTICAL_ROLES):
+            return roles, how
+    return [None] * len(descriptions), ""
+
+
+def model_roles(bands: BandMapping, modality: str) -> Optional[Tuple[str, ...]]:
+    """The roles of a model's input bands, from its band names or the product's convention.
+
+    Generic names (``optical_b1``, ``sar``) take the convention only for the default bands: an
+    optical model on bands 1, 2, 3 reads red, green, blue; a SAR model's bands 1 (and 2) read co-
+    (and cross-) polarised backscatter. A model trained on other numbered bands keeps its numbers.
+    """
+    stored = tuple(bands.optical_bands if modality == "optical" else bands.sar_bands)
+    names = tuple(n.lower() for n in (bands.optical_names if modality == "optical" else bands.sar_names))
+    if modality == "optical":
+        if names and all(n in OPTICAL_ROLES + ("nir",) for n in names):
+            return names
+        return OPTICAL_ROLES if stored == (1, 2, 3) else None
+    if names and all(n in _POLARISATION_NAMES for n in names):
+        return tuple(_POLARISATION_NAMES[n] for n in names)
+    return SAR_ROLES[: len(stored)] if stored == tuple(range(1, len(stored) + 1)) and len(stored) <= 2 else None
+
+
+def _pick(raster_roles: Sequence[Optional[str]], wanted: Sequence[str]) -> Optional[Tuple[int, ...]]:
+    picked: List[int] = []
+    for role in wanted:
+        bands = [i + 1 for i, r in enumerate(raster_roles) if r == role and i + 1 not in picked]
+        if not bands:
+            return None
+        if role in OPTICAL_ROLES and len(bands) > 1:
+            return None  # two bands say they are red: the raster does not tell
+        picked.append(bands[0])
+    return tuple(picked)
+
+
+def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[BandChoice]:
+    """Bands of ``path`` holding the roles the model reads, when they differ from its band numbers.
+
+    Returns None when the raster does not say which band holds each role, or when the model's own
+    band numbers already hold them (or the model's roles are not known).
+    """
+    wanted = model_roles(bands, modality)
+    if not wanted:
+        return None
+    stored = tuple(bands.optical_bands if modality == "optical" else bands.sar_bands)
+    if modality == "optical":
+        roles, how = optical_roles(path)
+    else:
+        with rasterio.open(path) as src:
+            count = src.count
+        if count < 2:
+            return None
+        roles, how = list(polarisations(path, range(1, count + 1))), "polarisations in the band descriptions"
+    picked = _pick(roles, wanted)
+    if picked is None or picked == stored:
+        return None
+    with rasterio.open(path) as src:
+        said = [src.descriptions[b - 1] for b in picked]
+    if how == "band descriptions" or all(said):
+        how = f"{how}: {', '.join(str(d) for d in said)}"
+    return BandChoice(picked, tuple(_role_name(r, modality) for r in wanted), how)
+
+
+def _role_name(role: str, modality: str) -> str:
+    if modality == "optical":
+        return role
+    return "co-polarised" if role == "co" else "cross-polarised"
+
+
+def roles_of(path: Optional[PathLike], bands: Sequence[int], modality: str) -> Optional[Tuple[str, ...]]:
+    """What the raster says the given bands are (``red``...; ``vv``...), as a model stores them in
+    its band names so that it reads them by role later; None where the raster does not say."""
+    if path is None or not bands:
+        return None
+    if modality == "optical":
+        roles = optical_roles(path)[0]
+    else:
+        with rasterio.open(path) as src:
+            roles = [(d or "").strip().lower() for d in src.descriptions]
+        roles = [r if r in ("vv", "vh", "hh", "hv") else None for r in roles]
+    picked = [roles[b - 1] if 1 <= b <= len(roles) else None for b in bands]
+    return tuple(picked) if all(picked) and len(set(picked)) == len(picked) else None  # type: ignore[arg-type]
+
+
+def model_bands_in(
+    path: Optional[PathLike], model: BandMapping, modality: str
+) -> Tuple[Tuple[int, ...], Tuple[str, ...]]:
+    """The bands of ``path`` a model reads when none are chosen (:func:`choose_bands`, else its
+    own numbers), and their names for a model trained on from them (roles where the raster says)."""
+    stored = tuple(model.optical_bands if modality == "optical" else model.sar_bands)
+    names = tuple(model.optical_names if modality == "optical" else model.sar_names)
+    choice = choose_bands(path, model, modality) if path is not None else None
+    if choice is None:
+        return stored, names
+    return choice.bands, roles_of(path, choice.bands, modality) or names
+
+
+def training_bands(
+    optical: Optional[PathLike], sar: Optional[PathLike], optical_bands: Sequence[int] = (),
+    sar_bands: Sequence[int] = (),
+) -> BandMapping:
+    """The bands a new model learns from: those given, else those holding red, green, blue and a
+    co-polarised band where the rasters say so, else 1, 2, 3 and 1; named by role where known, so
+    that the model reads the same bands of the next raster whatever their numbers."""
+    out = []
+    inputs = ((optical, optical_bands, "optical", (1, 2, 3)), (sar, sar_bands, "sar", (1,)))
+    for path, given, modality, default in inputs:
+        bands = tuple(int(b) for b in given)
+        if not bands:
+            generic = BandMapping(optical_bands=default if modality == "optical" else (), optical_names=(),
+                                  sar_bands=(1,), sar_names=("sar",))
+            choice = choose_bands(path, generic, modality) if path is not None else None
+            bands = choice.bands if choice else default
+        prefix = "optical_b" if modality == "optical" else "sar_b"
+        out.append((bands, roles_of(path, bands, modality) or tuple(f"{prefix}{b}" for b in bands)))
+    (o_bands, o_names), (s_bands, s_names) = out
+    return BandMapping(optical_bands=o_bands, sar_bands=s_bands, optical_names=o_names, sar_names=s_names)
+
+
+def unnamed_optical_warning(path: PathLike, bands: BandMapping) -> Optional[str]:
+    """A warning when a many-band optical raster does not say which band is red, green, blue and
+    the model's band numbers are read as those colours."""
+    if model_roles(bands, "optical") != OPTICAL_ROLES:
+        return None
+    with rasterio.open(path) as src:
+        count = src.count
+    roles, _ = optical_roles(path)
+    if count < 4 or any(roles):
+        return None
+    stored = ", ".join(str(b) for b in bands.optical_bands)
+    return (f"optical raster {Path(path).name} has {count} bands and does not say which is red, green or blue; "
+            f"bands {stored} are read as red, green, blue. If that is not their order (a Sentinel-2 stack's "
+            "bands 1-3 are B1 coastal, B2 blue, B3 green: use 4, 3, 2), choose the bands: --optical-bands / "
+            "OPTICAL_BANDS, or tick them in the dock")

@@ -1,0 +1,144 @@
+"""Bands read by role (engine.inputs.bands): a raster that says which band is red, green, blue or
+co-polarised gets those bands read, whatever their numbers; bands a user chose are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import ColorInterp
+
+from engine.config import BandMapping, InferenceConfig
+from engine.inference.pipeline import segment_scene
+from engine.inputs.bands import choose_bands, model_bands_in, optical_roles, training_bands
+from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
+from engine.models.checkpoint import read_metadata
+from engine.raster.stack import stack_bands
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "resources" / "models"
+STUDENT = MODELS / "sgcad_student.safetensors"
+TEACHER = MODELS / "sgcad_teacher.safetensors"
+CPU = InferenceConfig(backend="torch", device="cpu", tile_size=256, overlap=32)
+MODEL_BANDS = BandMapping(optical_names=("optical_b1", "optical_b2", "optical_b3"))  # the bundled student's
+
+
+@pytest.fixture(scope="module")
+def bigearthnet(tmp_path_factory, shared_data):
+    """A real Sentinel-2 patch as a user stacks it: all 12 bands in file order (B01 ... B12, B8A),
+    named as ``stack_bands`` names them, its RGB stack (B04, B03, B02), and the Sentinel-1 VV."""
+    d = tmp_path_factory.mktemp("s2")
+    s2 = next((shared_data / "bigearthnet").rglob("S2A_MSIL2A_20170613T101031_87_48"))
+    every = sorted(s2.glob("*_B*.tif"))
+    stack_bands([(p, 1) for p in every], d / "s2_all.tif")
+    stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")], d / "s2_rgb.tif")
+    sar = next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))
+    return d / "s2_all.tif", d / "s2_rgb.tif", sar, [p.stem.rsplit("_", 1)[1] for p in every]
+
+
+def _copy(src: Path, dst: Path, order, descriptions=None, colorinterp=None, tags=None) -> Path:
+    with rasterio.open(src) as s:
+        profile, data = s.profile, s.read([b + 1 for b in order])
+        names = [s.descriptions[b] for b in order]
+    profile.update(count=len(order))
+    with rasterio.open(dst, "w", **profile) as d:
+        d.write(data)
+        for i, name in enumerate(descriptions if descriptions is not None else names):
+            d.set_band_description(i + 1, name or "")
+        if colorinterp:
+            d.colorinterp = colorinterp
+        for i, band_tags in enumerate(tags or []):
+            d.update_tags(i + 1, **band_tags)
+    return dst
+
+
+def test_a_twelve_band_sentinel2_stack_is_read_as_its_red_green_blue(bigearthnet, tmp_path):
+    every, rgb, sar, names = bigearthnet
+    assert names[:4] == ["B01", "B02", "B03", "B04"]  # bands 1-3 are coastal, blue, green
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), every, sar)
+    assert resolved.bands.optical_bands == (4, 3, 2)
+    assert resolved.bands.optical_names == ("red", "green", "blue")  # a model saved from this run reads by role
+    assert any("bands 4, 3, 2" in line and "B04" in line for line in resolved.lines)
+    maps = {}
+    for name, optical in (("all", every), ("rgb", rgb)):
+        result = segment_scene(optical, sar, STUDENT, tmp_path / name, cfg=CPU)
+        with rasterio.open(result["outputs"]["classes"]) as src:
+            maps[name] = src.read(1)
+    assert np.array_equal(maps["all"], maps["rgb"])  # the 12-band stack maps as its RGB stack does
+    # bands the user chose are read as given, and said nothing about
+    chosen = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), every, sar, InputOverrides(optical_bands=(1, 2, 3)))
+    assert chosen.bands.optical_bands == (1, 2, 3) and not any("read as red" in line for line in chosen.lines)
+
+
+def test_training_and_distillation_read_the_bands_segmentation_reads(bigearthnet):
+    every, _, sar, _ = bigearthnet
+    bands = training_bands(every, sar)
+    assert (bands.optical_bands, bands.optical_names, bands.sar_bands) == ((4, 3, 2), ("red", "green", "blue"), (1,))
+    assert model_bands_in(every, read_metadata(STUDENT).bands, "optical") == ((4, 3, 2), ("red", "green", "blue"))
+    chosen = training_bands(every, sar, (8, 4, 3))  # a false-colour model keeps its bands, named by role
+    assert (chosen.optical_bands, chosen.optical_names) == ((8, 4, 3), ("nir", "red", "green"))
+    assert choose_bands(every, chosen, "optical") is None
+    unnamed = training_bands(None, None)
+    assert (unnamed.optical_bands, unnamed.optical_names) == ((1, 2, 3), ("optical_b1", "optical_b2", "optical_b3"))
+
+
+def test_an_unnamed_many_band_raster_keeps_the_model_bands_and_is_warned(bigearthnet, tmp_path):
+    every, _, sar, names = bigearthnet
+    unnamed = _copy(every, tmp_path / "unnamed.tif", range(len(names)), descriptions=[""] * len(names))
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), unnamed, sar)
+    assert resolved.bands.optical_bands == (1, 2, 3)
+    warning = [w for w in resolved.warnings if "does not say which is red" in w]
+    assert warning and "4, 3, 2" in warning[0] and "--optical-bands" in warning[0]
+
+
+def test_a_sar_raster_with_vh_first_gives_the_teacher_its_vv(shared_data, tmp_path):
+    from engine.inference.sar_only import water_probability
+
+    india = shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+    swapped = _copy(india, tmp_path / "vh_vv.tif", [1, 0])
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(TEACHER)), None, swapped)
+    assert resolved.bands.sar_bands == (2,) and resolved.bands.sar_names == ("vv",)
+    maps = [water_probability(p, TEACHER, tmp_path / f"w{i}.tif", cfg=CPU)["path"]
+            for i, p in enumerate((india, swapped))]
+    with rasterio.open(maps[0]) as a, rasterio.open(maps[1]) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    from engine.flood.sources import bands_of
+
+    assert (bands_of((), swapped), bands_of((), india), bands_of((1,), swapped)) == (2, 1, 1)  # flood mapping's band
+
+
+@pytest.mark.parametrize(
+    "name, descriptions, colorinterp, tags, expected",
+    [
+        ("sentinel2.tif", ["B2", "B3", "B4", "B8"], None, None, (3, 2, 1)),
+        ("sentinel2_padded.tif", ["B02", "B03", "B04", "B08"], None, None, (3, 2, 1)),
+        ("LE07_L2SP_stack.tif", ["SR_B1", "SR_B2", "SR_B3", "SR_B4"], None, None, (3, 2, 1)),  # Landsat 7 numbering
+        ("LC08_L2SP_stack.tif", ["SR_B2", "SR_B3", "SR_B4", "SR_B5"], None, None, (3, 2, 1)),
+        ("words.tif", ["Blue", "Green", "Red", "Red edge 1"], None, None, (3, 2, 1)),
+        ("bgr.tif", ["", "", "", ""], [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.alpha],
+         None, (3, 2, 1)),
+        ("wavelengths.tif", ["", "", "", ""], None,
+         [{"WAVELENGTH": "842"}, {"WAVELENGTH": "665"}, {"WAVELENGTH": "560"}, {"WAVELENGTH": "0.49"}], (2, 3, 4)),
+        ("rgb_nir.tif", ["red", "green", "blue", "nir"], None, None, None),  # bands 1, 2, 3 already: nothing to say
+        ("two_reds.tif", ["red", "red", "green", "blue"], None, None, None),  # contradicts itself: not trusted
+    ],
+)
+def test_band_roles_from_names_wavelengths_and_colour_interpretation(
+    tmp_path, name, descriptions, colorinterp, tags, expected
+):
+    data = np.random.default_rng(0).integers(0, 255, (4, 8, 8), dtype=np.uint8)
+    path = tmp_path / name
+    profile = dict(driver="GTiff", width=8, height=8, count=4, dtype="uint8", crs="EPSG:32631",
+                   transform=rasterio.transform.from_origin(0, 80, 10, 10))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, text in enumerate(descriptions):
+            dst.set_band_description(i + 1, text)
+        if colorinterp:
+            dst.colorinterp = colorinterp
+        for i, band_tags in enumerate(tags or []):
+            dst.update_tags(i + 1, **band_tags)
+    choice = choose_bands(path, MODEL_BANDS, "optical")
+    assert (choice.bands if choice else None) == expected, optical_roles(path)
