@@ -178,8 +178,33 @@ def export_window(
         _remove(tmp)
         reason = "canceled" if block_feedback.isCanceled() else f"GDAL writer error {int(error)}"
         raise QgsProcessingException(f"Exporting the {label} '{layer.name()}' failed ({reason}).")
+    _keep_band_names(layer, tmp)
     os.replace(tmp, target)
     return str(target)
+
+
+def _keep_band_names(layer: QgsRasterLayer, path: Path) -> None:
+    """Copy the source's band descriptions and band metadata (B4, VV, WAVELENGTH) into an exported
+    window: QGIS's writer drops them, and the engine reads bands by role from them
+    (``engine.inputs.bands``; a zipped or SAFE Sentinel-2 product is exported, not read in place)."""
+    if layer.providerType() != "gdal":
+        return
+    from osgeo import gdal
+
+    source = gdal.Open(layer.source())
+    if source is None or source.RasterCount != layer.bandCount():
+        return
+    target = gdal.Open(str(path), gdal.GA_Update)
+    if target is None:
+        return
+    for b in range(1, source.RasterCount + 1):
+        band, out = source.GetRasterBand(b), target.GetRasterBand(b)
+        if band.GetDescription():
+            out.SetDescription(band.GetDescription())
+        metadata = band.GetMetadata() or {}
+        if metadata:
+            out.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+    target = None  # noqa: F841 - closing the dataset writes the names
 
 
 def _snap(rect: QgsRectangle, layer: QgsRasterLayer) -> QgsRectangle:

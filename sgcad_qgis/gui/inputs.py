@@ -145,13 +145,13 @@ class RasterBandPicker(QWidget):
 def role_bands(layer: QgsRasterLayer, model_bands: Any, modality: str) -> Optional[List[int]]:
     """The bands the engine reads by role from the layer's file (``engine.inputs.bands``), or
     None: no model yet, not a local file, the file does not say, or the engine cannot load."""
-    path = Path(layer.source().split("|")[0])
-    if model_bands is None or not path.is_file():
+    source = layer.source().split("|")[0]
+    if model_bands is None or layer.providerType() != "gdal":
         return None
     try:
         from ..engine.inputs.bands import choose_bands
 
-        choice = choose_bands(path, model_bands, modality)
+        choice = choose_bands(source, model_bands, modality)  # a file, or what GDAL opens (/vsizip/, SAFE)
     except (ImportError, OSError, ValueError):  # without rasterio (dependencies not installed yet): leading bands
         return None
     return list(choice.bands) if choice else None

@@ -92,6 +92,29 @@ def test_layer_without_a_file_is_exported_over_the_needed_window_only(qgis_app, 
         layers.raster_source(virtual, "optical raster", feedback, outside, temp_dir=str(tmp_path / "t"))
 
 
+def test_a_zipped_sentinel2_stack_is_exported_with_its_band_names_and_read_by_role(qgis_app, shared_data, tmp_path):
+    """A layer GDAL reads from a zip is exported before a run; the export keeps the band names, so
+    the engine still reads B04, B03, B02 of a real 12-band stack as red, green, blue."""
+    import zipfile
+
+    from sgcad_qgis.engine.config import BandMapping
+    from sgcad_qgis.engine.inputs.bands import choose_bands
+    from sgcad_qgis.engine.raster.stack import stack_bands
+
+    s2 = next((shared_data / "bigearthnet").rglob("S2A_MSIL2A_20170613T101031_87_48"))
+    stack_bands([(p, 1) for p in sorted(s2.glob("*_B*.tif"))], tmp_path / "s2_all.tif")
+    with zipfile.ZipFile(tmp_path / "s2.zip", "w") as archive:
+        archive.write(tmp_path / "s2_all.tif", "s2_all.tif")
+    layer = QgsRasterLayer(f"/vsizip/{tmp_path / 's2.zip'}/s2_all.tif", "zipped")
+    assert layer.isValid()
+    out = layers.raster_source(layer, "optical raster", temp_dir=str(tmp_path / "t"))
+    assert out.startswith(str(tmp_path / "t"))  # exported, not read in place
+    with rasterio.open(tmp_path / "s2_all.tif") as src, rasterio.open(out) as exported:
+        assert exported.descriptions == src.descriptions and exported.descriptions[3].endswith("_B04_b1")
+    model = BandMapping(optical_names=("optical_b1", "optical_b2", "optical_b3"))
+    assert choose_bands(out, model, "optical").bands == (4, 3, 2)
+
+
 def test_class_map_is_paletted_with_schema_names_and_colours_also_from_its_sidecar(qgis_app, tmp_path):
     schema = ClassSchema(
         names=("land", "water", "urban"),
