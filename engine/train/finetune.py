@@ -639,8 +639,12 @@ def finetune_from_polygons(
         history = {"records": [dict(r, epoch=r["step"]) for r in result.get("student_fit", {}).get("history", [])]}
         atomic_write_bytes(work / "history.json", json.dumps(history, indent=1).encode("utf-8"))
         _report(work / "report.html", result, schema)
+        written = {path.name for path in work.iterdir()}
         for path in work.iterdir():
             path.replace(out_dir / path.name)
+        for name in existing:  # overwritten: an earlier run's file this run did not write would pass as this run's
+            if name not in written:
+                (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["model"] = str(out_dir / "student.safetensors") if student is not None else None

@@ -225,9 +225,12 @@ def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(t
     # airborne X-band Rotterdam read as calibrated: no threshold can be trusted, so no pseudo-label is
     # made, the water expert is not touched, and the user is told why and what to do instead
     warnings = []
+    (tmp_path / "adapt").mkdir()
+    for stale in ("teacher.safetensors", "pseudo_labels.tif"):  # an earlier run's, in the folder overwritten
+        (tmp_path / "adapt" / stale).write_bytes(b"earlier run")
     result = finetune_from_polygons(None, ROTTERDAM / "sar_masked.tif", None, "class", None, tmp_path / "adapt",
                                     teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=FinetuneConfig(),
-                                    overrides=InputOverrides(sar_levels="calibrated"),
+                                    overrides=InputOverrides(sar_levels="calibrated"), overwrite=True,
                                     progress=CallbackProgress(warning=warnings.append))
     assert result["teacher"] is None and result["pseudo_labels"]["pixels"]["water"] == 0
     assert not (tmp_path / "adapt" / "teacher.safetensors").exists()
