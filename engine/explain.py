@@ -38,6 +38,7 @@ from .config import ClassSchema
 from .files import atomic_write_bytes
 from .metrics import ConfusionMatrix
 from .progress import NULL_PROGRESS, Progress
+from .raster.grid import row_areas_m2
 from .raster.io import iter_windows, read_bands
 
 PathLike = Union[str, Path]
@@ -147,11 +148,13 @@ def measure(
     edge_all = np.zeros(k, np.int64)
     low_sector = np.zeros((k, 3, 3), np.int64)
     sar_only = sar_only_water = nodata = answered_n = 0
+    area_m2 = 0.0
     gate_water = gate_non = agree_n = agree_yes = 0
     disagree_sector = np.zeros((3, 3), np.int64)
     cm = ConfusionMatrix(k, schema.ignore_index)
     labelled_without_class = 0
     windows = list(iter_windows(width, height, block, halo=1))
+    north_up = grid.transform.e < 0 and grid.transform.b == 0 and grid.transform.d == 0
     for i, (core, padded) in enumerate(windows):
         progress.check()
         gwin = Window(core.col_off + x0, core.row_off + y0, core.width, core.height)
@@ -173,6 +176,8 @@ def measure(
         both = answered & np.isfinite(conf) & (conf >= 0) & (cls < k)
         only = answered & ~both & ((cls == SAR_ONLY_NON_WATER) | (cls == schema.water_class))
         answered = both | only
+        if north_up:  # metres on a projected grid; on a geographic one, each row's cell area on the sphere
+            area_m2 += float(answered.sum(axis=1) @ row_areas_m2(grid, int(gwin.row_off), int(gwin.height)))
         answered_n += int(answered.sum())
         sar_only += int(only.sum())
         sar_only_water += int((only & (cls == schema.water_class)).sum())
@@ -208,13 +213,12 @@ def measure(
         progress.report((i + 1) / len(windows), f"explaining window {i + 1}/{len(windows)}")
 
     total = answered_n + nodata
-    res = abs(grid.transform.a * grid.transform.e)
-    north_up = grid.transform.e < 0 and grid.transform.b == 0 and grid.transform.d == 0
     numbers: Dict[str, Any] = {
         "region": {
             "kind": region_kind, "col_off": x0, "row_off": y0, "width": width, "height": height,
             "pixels": total, "answered": answered_n, "answered_share": _share(answered_n, total),
-            "area_km2": answered_n * res / 1e6, "north_up": bool(north_up),
+            "area_km2": (area_m2 if north_up else answered_n * abs(grid.transform.a * grid.transform.e)) / 1e6,
+            "north_up": bool(north_up),
         },
         "low_confidence_threshold": low_confidence,
         "water_class": schema.names[schema.water_class],

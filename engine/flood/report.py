@@ -22,10 +22,9 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from ..files import atomic_write_bytes
-from ..raster.grid import Grid
+from ..raster.grid import Grid, row_areas_m2
 
 PathLike = Union[str, Path]
-EARTH_RADIUS_M = 6_371_000.0
 
 #: flood-extent values: (value, key in reports, legend label, colour)
 FLOOD_CLASSES = (
@@ -44,26 +43,6 @@ EXCLUSION_CLASSES = (
     (3, "layover", "layover on a date", "#737373"),
     (4, "low_backscatter", "very low backscatter on both dates, not water on both", "#a6a6a6"),
 )
-
-
-def row_areas_m2(grid: Grid, row0: int, height: int) -> np.ndarray:
-    """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of a north-up ``grid``."""
-    t = grid.transform
-    crs = grid.crs
-    if crs.is_projected:
-        factor = _linear_factor(crs)
-        return np.full(height, abs(t.a * t.e - t.b * t.d) * factor * factor)
-    lat_top = t.f + t.e * (row0 + np.arange(height))
-    lat_bottom = lat_top + t.e
-    band = np.abs(np.sin(np.radians(lat_top)) - np.sin(np.radians(lat_bottom)))
-    return EARTH_RADIUS_M**2 * math.radians(abs(t.a)) * band
-
-
-def _linear_factor(crs) -> float:
-    try:
-        return float(crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001 - rasterio builds without the property: metres
-        return 1.0
 
 
 @dataclass

@@ -275,3 +275,26 @@ def _same_lattice(a: Affine, b: Affine, tol: float = 1e-6) -> bool:
         return False
     dx, dy = (b.c - a.c) / a.a, (b.f - a.f) / a.e
     return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
+
+
+EARTH_RADIUS_M = 6_371_000.0
+
+
+def row_areas_m2(grid: Grid, row0: int, height: int) -> np.ndarray:
+    """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of a north-up ``grid``."""
+    t = grid.transform
+    crs = grid.crs
+    if crs.is_projected:
+        factor = _linear_factor(crs)
+        return np.full(height, abs(t.a * t.e - t.b * t.d) * factor * factor)
+    lat_top = t.f + t.e * (row0 + np.arange(height))
+    lat_bottom = lat_top + t.e
+    band = np.abs(np.sin(np.radians(lat_top)) - np.sin(np.radians(lat_bottom)))
+    return EARTH_RADIUS_M**2 * math.radians(abs(t.a)) * band
+
+
+def _linear_factor(crs) -> float:
+    try:
+        return float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - rasterio builds without the property: metres
+        return 1.0

@@ -128,6 +128,23 @@ def test_each_number_of_a_hand_made_run_is_what_the_test_works_out(tmp_path):
     assert explain_run(tmp_path / "run", labels=tmp_path / "run" / "label.tif", write=False)["text"] == text
 
 
+def test_the_area_of_a_run_on_a_geographic_grid_is_in_square_kilometres_not_degrees(tmp_path):
+    # Sentinel-1 chips come in EPSG:4326 (Sen1Floods11): 0.0001 degree pixels at 60 N are about
+    # 11.1 m x 5.6 m, which the report once multiplied as 1e-8 "m2" (0.00 km2)
+    _hand_run(tmp_path / "run")
+    for name in ("classes", "confidence", "gates", "water_probability"):
+        with rasterio.open(tmp_path / "run" / f"{name}.tif", "r+") as dst:
+            dst.crs, dst.transform = "EPSG:4326", from_origin(10.0, 60.0, 1e-4, 1e-4)
+    result = explain_run(tmp_path / "run")
+    radius, step = 6_371_000.0, np.radians(1e-4)
+    top = np.radians(60.0 - 1e-4 * np.arange(9))
+    row_area = radius**2 * step * (np.sin(top) - np.sin(top - step))
+    answered = np.full(9, 9)
+    answered[0] = 8  # the pixel without an answer
+    assert result["numbers"]["region"]["area_km2"] == pytest.approx(float(answered @ row_area) / 1e6, rel=1e-9)
+    assert 80 * 60e-6 < result["numbers"]["region"]["area_km2"] < 80 * 63e-6  # about 61.8 m2 a pixel
+
+
 def test_a_window_or_an_aoi_explains_only_that_part_and_files_are_written_once(tmp_path):
     arrays = _hand_run(tmp_path / "run", teacher=False)
     win = explain_run(tmp_path / "run", window=(6, 0, 3, 9))  # the water columns
