@@ -45,6 +45,9 @@ def _is_sar_like(layer: QgsRasterLayer) -> bool:
     return layer.dataProvider().dataType(1) in (6, 7)  # Qgis.Float32, Qgis.Float64
 
 
+TICK_TIP = "Tick the bands the model reads; ticked by hand, they are read top to bottom."
+
+
 class RasterBandPicker(QWidget):
     """A raster layer combo and a checkable list of its bands.
 
@@ -67,7 +70,7 @@ class RasterBandPicker(QWidget):
         shrinkable(self.layer_combo)
         self.bands = QListWidget(self)
         self.bands.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.bands.setToolTip("Tick the bands the model reads, in order (top to bottom).")
+        self.bands.setToolTip(TICK_TIP)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.layer_combo)
@@ -98,16 +101,20 @@ class RasterBandPicker(QWidget):
         and were not the previous model's defaults."""
         was_default = self.selected_bands() == self.default_order(self.layer())
         self.model_bands, self.default_bands = model_bands, count
+        order = self.default_order(self.layer())  # also says in the tooltip what it rests on
         if self.layer() is not None and (was_default or len(self.selected_bands()) != count):
-            self.set_bands(self.default_order(self.layer()))
+            self.set_bands(order)
 
     def default_order(self, layer) -> List[int]:
         """The bands ticked when ``layer`` is chosen: those the engine reads by role where the
         layer's file says which band is which (a Sentinel-2 stack's 4, 3, 2), else the leading ones."""
         if not isinstance(layer, QgsRasterLayer):
             return []
-        return role_bands(layer, self.model_bands, "sar" if self.prefer_sar else "optical") or list(
-            range(1, min(self.default_bands, layer.bandCount()) + 1))
+        choice = role_bands(layer, self.model_bands, "sar" if self.prefer_sar else "optical")
+        self.bands.setToolTip(TICK_TIP if choice is None else (
+            f"Ticked by the layer's band names ({choice.how}): bands {', '.join(map(str, choice.bands))} are "
+            f"read as {', '.join(choice.roles)}. " + TICK_TIP))
+        return list(choice.bands) if choice else list(range(1, min(self.default_bands, layer.bandCount()) + 1))
 
     def _fill_bands(self, layer) -> None:
         self.bands.blockSignals(True)
@@ -142,9 +149,9 @@ class RasterBandPicker(QWidget):
             item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in wanted else Qt.Unchecked)
 
 
-def role_bands(layer: QgsRasterLayer, model_bands: Any, modality: str) -> Optional[List[int]]:
-    """The bands the engine reads by role from the layer's file (``engine.inputs.bands``), or
-    None: no model yet, not a local file, the file does not say, or the engine cannot load."""
+def role_bands(layer: QgsRasterLayer, model_bands: Any, modality: str) -> Any:
+    """The engine's choice of bands by role from the layer's source (``engine.inputs.bands``), or
+    None: no model yet, not a GDAL source, the source does not say, or the engine cannot load."""
     source = layer.source().split("|")[0]
     if model_bands is None or layer.providerType() != "gdal":
         return None
@@ -154,7 +161,7 @@ def role_bands(layer: QgsRasterLayer, model_bands: Any, modality: str) -> Option
         choice = choose_bands(source, model_bands, modality)  # a file, or what GDAL opens (/vsizip/, SAFE)
     except (ImportError, OSError, ValueError):  # without rasterio (dependencies not installed yet): leading bands
         return None
-    return list(choice.bands) if choice else None
+    return choice
 
 
 def bundled_models(folder: Path) -> List[Path]:

@@ -148,6 +148,7 @@ def test_a_sentinel2_stack_is_ticked_by_band_roles(dock, shared_data, tmp_path):
     QgsProject.instance().addMapLayer(layer)
     dock.optical.set_layer(layer)
     assert dock.optical.selected_bands() == [4, 3, 2]
+    assert "read as red, green, blue" in dock.optical.bands.toolTip()
     dock.optical.bands.item(3).setCheckState(Qt.Unchecked)
     dock.optical.bands.item(7).setCheckState(Qt.Checked)
     assert dock.optical.selected_bands() == [2, 3, 8]
