@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from .progress import record_stop_signal, stop_signal
+from .progress import inside_import, record_stop_signal, stop_signal
 from .validate import STOPS
 
 
@@ -29,9 +29,10 @@ class QuietAfterStop:
         return getattr(self._stream, name)
 
 
-def _stop_while_loading(signum, frame):  # noqa: ARG001 - signal handler signature
+def _stop_while_loading(signum, frame):
     record_stop_signal(signum)  # kept even if an import swallows the exception below
-    raise KeyboardInterrupt()
+    if not inside_import(frame):  # inside one, raising can abort the process (progress.inside_import)
+        raise KeyboardInterrupt()
 
 
 def _exit_after_stop(code: int) -> None:

@@ -23,7 +23,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import __version__
-from .progress import record_stop_signal, stop_signal
+from .progress import inside_import, record_stop_signal, stop_signal
 from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, STOPS, SgcadError, describe_error
 
 
@@ -126,10 +126,12 @@ def _print_result(result: Dict[str, Any], as_json: bool) -> None:
         print(f"{key}: {value}")
 
 
-def _on_stop_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+def _on_stop_signal(signum, frame):
     # Recorded first: an exception raised inside a C extension that is calling back into Python
     # (torch building a tensor, say) can come out as a different error, or be swallowed.
     record_stop_signal(signum)
+    if inside_import(frame):  # the run stops at its next progress check instead
+        return
     if signum == signal.SIGTERM:
         raise Terminated()
     raise KeyboardInterrupt()

@@ -24,6 +24,21 @@ def record_stop_signal(signum: Optional[int]) -> None:
     _stop_signal = signum
 
 
+def inside_import(frame) -> bool:
+    """Whether ``frame`` runs inside an import.
+
+    A stop raised there can cross a C++ frame of the module being loaded: torch's initialisation
+    calls back into Python through pybind11, which cannot pass the exception on and aborts the
+    process ("terminate called after throwing an instance of 'pybind11::error_already_set'",
+    seen in CI under load). The stop is then only recorded, and the run stops at its next check.
+    """
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def stop_signal() -> Optional[int]:
     """The stop signal the command line received, if any."""
     return _stop_signal

@@ -285,6 +285,32 @@ def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(models, tmp_pat
     assert not out.exists() or list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "module, handler", [("engine.cli", "_on_stop_signal"), ("engine.__main__", "_stop_while_loading")]
+)
+def test_a_stop_inside_an_import_is_recorded_not_raised(tmp_path, monkeypatch, module, handler):
+    # Raised inside an import, the interrupt crossed torch's C++ initialisation (pybind11) and the
+    # process aborted with "terminate called ..." (CI, under load). Inside an import the handlers
+    # only record the stop (the run stops at its next check); anywhere else they raise.
+    import importlib
+
+    from engine.progress import record_stop_signal, stop_signal
+
+    (tmp_path / "stops_while_imported.py").write_text(
+        f"import signal, sys\nfrom {module} import {handler}\n{handler}(signal.SIGINT, sys._getframe())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("stops_while_imported")
+        assert stop_signal() == signal.SIGINT
+        record_stop_signal(None)
+        with pytest.raises(KeyboardInterrupt):
+            getattr(importlib.import_module(module), handler)(signal.SIGINT, sys._getframe())
+        assert stop_signal() == signal.SIGINT
+    finally:
+        record_stop_signal(None)
+        sys.modules.pop("stops_while_imported", None)
+
+
 def test_after_a_stop_stderr_passes_only_the_stop_line():
     # a library may print the interrupt's traceback from inside a C call before the run stops
     import io
