@@ -38,6 +38,8 @@ _S2_L8_NUMBERS = {"2": "blue", "3": "green", "4": "red", "8": "nir"}
 _TM_NUMBERS = {"1": "blue", "2": "green", "3": "red", "4": "nir"}
 """Landsat 4, 5 and 7 (TM, ETM+) band numbers."""
 _TM_SENSOR = re.compile(r"(?<![a-z0-9])(?:lt0?[45]|le0?7)(?![0-9])|landsat[ _-]?[457](?![0-9])")
+_SENSOR = re.compile(r"s2[abc]_|msil[12]|sentinel|landsat|(?<![a-z0-9])l[ceot]0?[45789]")
+"""A Sentinel-2 or Landsat product in the file or band names: their band numbers mean bands."""
 _BAND_TOKEN = re.compile(r"(?<![a-z0-9])(?:sr_)?b0?(\d{1,2}|8a)(?![a-z0-9])")
 _COLOUR_WORDS = re.compile(r"(?<![a-z])(red[ _-]?edge|red|green|blue|nir|near[ _-]?infra[ _-]?red)(?![a-z])")
 _COLOUR_INTERP = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
@@ -87,6 +89,12 @@ def _colour_from_wavelength(tags: dict) -> Optional[str]:
     return None
 
 
+def _counting(descriptions: Sequence[str]) -> bool:
+    """Whether a few bands are named only by their position (B1, B2, B3, B4 on bands 1-4)."""
+    return len(descriptions) <= 4 and all(
+        re.fullmatch(rf"b0?{i}", d.strip()) for i, d in enumerate(descriptions, start=1))
+
+
 def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
     """The colour of every band of an optical raster (None where it does not say), and how known."""
     with rasterio.open(path) as src:
@@ -95,8 +103,11 @@ def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
         interp = list(src.colorinterp)
         context = " ".join([Path(path).name.lower(), *descriptions, *(str(v).lower() for v in src.tags().values())])
     numbers = _TM_NUMBERS if _TM_SENSOR.search(context) else _S2_L8_NUMBERS
+    by_name = [_colour_from_text(d, numbers) for d in descriptions]
+    if _counting(descriptions) and not _SENSOR.search(context):
+        by_name = [None] * len(descriptions)  # "B1" ... "B4" on bands 1 ... 4 may only count them
     sources = (
-        ("band descriptions", [_colour_from_text(d, numbers) for d in descriptions]),
+        ("band descriptions", by_name),
         ("band names in the metadata", [_colour_from_text(str(t.get("BANDNAME", "")).lower(), numbers) for t in tags]),
         ("wavelengths in the metadata", [_colour_from_wavelength(t) for t in tags]),
         ("colour interpretation", [_COLOUR_INTERP.get(c) for c in interp]),

@@ -122,6 +122,8 @@ def test_a_sar_raster_with_vh_first_gives_the_teacher_its_vv(shared_data, tmp_pa
         ("wavelengths.tif", ["", "", "", ""], None,
          [{"WAVELENGTH": "842"}, {"WAVELENGTH": "665"}, {"WAVELENGTH": "560"}, {"WAVELENGTH": "0.49"}], (2, 3, 4)),
         ("rgb_nir.tif", ["red", "green", "blue", "nir"], None, None, None),  # bands 1, 2, 3 already: nothing to say
+        ("counted.tif", ["B1", "B2", "B3", "B4"], None, None, None),  # may only number the bands: not trusted
+        ("LC08_L1TP_counted.tif", ["B1", "B2", "B3", "B4"], None, None, (4, 3, 2)),  # a Landsat 8 product's bands
         ("two_reds.tif", ["red", "red", "green", "blue"], None, None, None),  # contradicts itself: not trusted
     ],
 )
