@@ -72,6 +72,20 @@ def auto_levels_relative(teacher: Path, sar: Path) -> bool:
     return resolve_inputs(InputRecipe.of(read_metadata(teacher)), None, sar).sar_relative_levels
 
 
+def adapted_water(teacher: Path, sar: Path, out: Path, zero_shot: np.ndarray,
+                  levels: str = "auto") -> tuple:
+    """The label-free adaptation's water map (the zero-shot map where it refuses) and its result."""
+    from engine.config import FinetuneConfig
+    from engine.inputs.contract import InputOverrides
+    from engine.train.finetune import finetune_from_polygons
+
+    result = finetune_from_polygons(None, sar, None, "class", None, out, teacher_path=teacher, cfg=FinetuneConfig(),
+                                    overwrite=True, overrides=InputOverrides(sar_levels=levels))
+    if not result["teacher"]:
+        return zero_shot, result
+    return teacher_water(Path(result["teacher"]), sar, None) > 0.5, result
+
+
 def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
     rows = {}
     for name in ("india", "nigeria", "camargue", "rhone", "rotterdam"):
@@ -105,26 +119,12 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
             row["teacher_calibrated"], row["share_calibrated"] = row["teacher"], row["share_teacher"]
             row["teacher"], row["share_teacher"] = row["teacher_relative"], row["share_relative"]
         if adapt:
-            from engine.config import FinetuneConfig
-            from engine.train.finetune import finetune_from_polygons
-
-            result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-{name}",
-                                            teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True)
-            adapted = zero_shot
-            if result["teacher"]:
-                adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
+            adapted, result = adapted_water(teacher, scene["sar"], tmp / f"adapt-{name}", zero_shot)
             row["teacher_adapted"], row["share_adapted"] = iou(adapted, truth), footprint_share(adapted, footprint)
             row["adaptation"] = result.get("pseudo_labels", {}).get("threshold", {}).get("note", "")
             if relative_levels:  # the other levels' adaptation, for the record
-                from engine.inputs.contract import InputOverrides
-
                 other = "calibrated" if row["levels"] == "relative" else "relative"
-                result = finetune_from_polygons(None, scene["sar"], None, "class", None, tmp / f"adapt-{other}-{name}",
-                                                teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True,
-                                                overrides=InputOverrides(sar_levels=other))
-                adapted = zero_shot
-                if result["teacher"]:
-                    adapted = teacher_water(Path(result["teacher"]), scene["sar"], None) > 0.5
+                adapted, _ = adapted_water(teacher, scene["sar"], tmp / f"adapt-{other}-{name}", zero_shot, other)
                 row[f"teacher_adapted_{other}"] = iou(adapted, truth)
                 row[f"share_adapted_{other}"] = footprint_share(adapted, footprint)
         rows[name] = row
@@ -146,20 +146,14 @@ def heldout_real_rows(student: Path, teacher: Path, folder: Path, adapt: bool, t
         with rasterio.open(sar) as src:
             bands = tuple((d or f"band {i + 1}").upper() for i, d in enumerate(src.descriptions))
         scene = dict(sar=sar, truth=labels[0], bands=bands)
-        truth = water_labels(scene)
+        truth, zero_shot = water_labels(scene), teacher_water(teacher, sar, None) > 0.5
         by_band = otsu_by_band(scene, truth)
         row = {"water_share": float((truth == 1).sum() / max((truth != 255).sum(), 1)), "bands_otsu": by_band,
                "otsu_raw": max(v["raw"] for v in by_band.values()),
                "otsu_median5": max(v["median5"] for v in by_band.values()),
-               "teacher": iou(teacher_water(teacher, sar, None) > 0.5, truth)}
+               "teacher": iou(zero_shot, truth)}
         if adapt:
-            from engine.config import FinetuneConfig
-            from engine.train.finetune import finetune_from_polygons
-
-            result = finetune_from_polygons(None, sar, None, "class", None, tmp / f"adapt-{chip}",
-                                            teacher_path=teacher, cfg=FinetuneConfig(), overwrite=True)
-            row["teacher_adapted"] = row["teacher"] if not result["teacher"] else iou(
-                teacher_water(Path(result["teacher"]), sar, None) > 0.5, truth)
+            row["teacher_adapted"] = iou(adapted_water(teacher, sar, tmp / f"adapt-{chip}", zero_shot)[0], truth)
         optical = list(folder.rglob(f"{chip}_S2Hand.tif"))
         if optical:
             classes = student_classes(student, teacher, optical[0], sar, tmp / f"student-{chip}")

@@ -14,8 +14,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from rasterio.windows import Window
 
-from ..config import BandMapping, SarPreprocessConfig
-from ..inputs.bands import choose_bands
+from ..config import SarPreprocessConfig
+from ..inputs.bands import choose_bands, generic_mapping
 from ..inputs.contract import resolve_chain
 from ..inputs.units import UnitsDecision
 from ..preprocess.sar import to_linear_power
@@ -79,6 +79,5 @@ def bands_of(bands: Tuple[int, ...], path: Optional[PathLike] = None) -> int:
     band descriptions say which it is (a VH, VV raster: 2; :mod:`engine.inputs.bands`); else 1."""
     if bands:
         return int(bands[0])
-    one_band = BandMapping(optical_bands=(), optical_names=(), sar_bands=(1,), sar_names=("sar",))
-    choice = choose_bands(path, one_band, "sar") if path is not None else None
+    choice = choose_bands(path, generic_mapping("sar"), "sar") if path is not None else None
     return choice.bands[0] if choice else 1

@@ -26,7 +26,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from ..config import BandMapping
-from .units import PathLike, polarisations
+from .units import PathLike, polarisation_names, polarisations
 
 OPTICAL_ROLES = ("red", "green", "blue")
 """What a 3-band optical model reads when its band names do not say: the product's convention."""
@@ -136,6 +136,13 @@ def model_roles(bands: BandMapping, modality: str) -> Optional[Tuple[str, ...]]:
     return SAR_ROLES[: len(stored)] if stored == tuple(range(1, len(stored) + 1)) and len(stored) <= 2 else None
 
 
+def generic_mapping(modality: str) -> BandMapping:
+    """A model that reads the convention's roles (:data:`OPTICAL_ROLES` on bands 1, 2, 3; one
+    co-polarised SAR band): what a new model or a model-free step (flood mapping) reads."""
+    optical = (1, 2, 3) if modality == "optical" else ()
+    return BandMapping(optical_bands=optical, optical_names=(), sar_bands=(1,), sar_names=("sar",))
+
+
 def _pick(raster_roles: Sequence[Optional[str]], wanted: Sequence[str]) -> Optional[Tuple[int, ...]]:
     picked: List[int] = []
     for role in wanted:
@@ -191,8 +198,7 @@ def roles_of(path: Optional[PathLike], bands: Sequence[int], modality: str) -> O
         roles = optical_roles(path)[0]
     else:
         with rasterio.open(path) as src:
-            roles = [(d or "").strip().lower() for d in src.descriptions]
-        roles = [r if r in ("vv", "vh", "hh", "hv") else None for r in roles]
+            roles = polarisation_names(path, range(1, src.count + 1))
     picked = [roles[b - 1] if 1 <= b <= len(roles) else None for b in bands]
     return tuple(picked) if all(picked) and len(set(picked)) == len(picked) else None  # type: ignore[arg-type]
 
@@ -222,9 +228,7 @@ def training_bands(
     for path, given, modality, default in inputs:
         bands = tuple(int(b) for b in given)
         if not bands:
-            generic = BandMapping(optical_bands=default if modality == "optical" else (), optical_names=(),
-                                  sar_bands=(1,), sar_names=("sar",))
-            choice = choose_bands(path, generic, modality) if path is not None else None
+            choice = choose_bands(path, generic_mapping(modality), modality) if path is not None else None
             bands = choice.bands if choice else default
         prefix = "optical_b" if modality == "optical" else "sar_b"
         out.append((bands, roles_of(path, bands, modality) or tuple(f"{prefix}{b}" for b in bands)))

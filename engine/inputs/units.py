@@ -227,17 +227,23 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
     )
 
 
-def polarisations(path: PathLike, bands: Sequence[int]) -> List[Optional[str]]:
-    """``"co"``, ``"cross"`` or None per band, from band descriptions, else the file name."""
+def polarisation_names(path: PathLike, bands: Sequence[int]) -> List[Optional[str]]:
+    """``"vv"``, ``"vh"``, ``"hh"``, ``"hv"`` or None per band, from band descriptions
+    (``Sigma0_VV_db`` is VV), else the file name."""
     with rasterio.open(path) as src:
         names = [(src.descriptions[b - 1] or "") for b in bands]
     if not any(names) and len(bands) == 1:
         names = [Path(path).stem]
     out: List[Optional[str]] = []
     for name in names:
-        found = re.findall(r"(?:^|[^a-z])(vv|hh|vh|hv)(?:[^a-z]|$)", name.lower())
-        out.append(None if len(set(found)) != 1 else ("co" if found[0] in ("vv", "hh") else "cross"))
+        found = set(re.findall(r"(?:^|[^a-z])(vv|hh|vh|hv)(?:[^a-z]|$)", name.lower()))
+        out.append(found.pop() if len(found) == 1 else None)
     return out
+
+
+def polarisations(path: PathLike, bands: Sequence[int]) -> List[Optional[str]]:
+    """``"co"``, ``"cross"`` or None per band (:func:`polarisation_names`)."""
+    return [None if n is None else ("co" if n in ("vv", "hh") else "cross") for n in polarisation_names(path, bands)]
 
 
 def _plausibility(values_db: List[np.ndarray], pols: Sequence[Optional[str]]) -> float:
