@@ -426,6 +426,12 @@ class FinetuneConfig:
     # labels of four Sentinel-1 scenes: mean water IoU 93.3 against 92.2 with "all"; 3.4x faster);
     # drawn water polygons always train every layer
     pseudo_label_layers: str = "head"
+    # weight of the term keeping the starting student's confident answers of classes no polygon holds,
+    # on unlabelled pixels (engine.losses.keep); without it they vanished from the map: a Sentinel-2
+    # chip with water and farmland drawn kept 0.1 % of its 16.3 % city, village, forest and road, and
+    # 24.8 % with it (docs/experiments/finetune_keep.md; 1 cost Rotterdam 2.9 points; 0 disables)
+    keep_undrawn: float = 0.5
+    keep_min_confidence: float = 0.5  # the starting model's probability of an undrawn class to keep it
     seed: int = 42
 
 

@@ -1,9 +1,10 @@
 """Losses: segmentation (wCE + Dice + Lovász, RIFT, or alpha-scaled focal + Dice), teacher edge loss,
-confidence-gated distillation."""
+confidence-gated distillation, keeping undrawn classes while fine-tuning."""
 
 from .dice import dice_loss
 from .distill import DistillResult, gate_masks, gated_distillation
 from .focal_dice import FocalDiceLoss, FocalDiceTeacherLoss, alpha_scaled_weights
+from .keep import keep_undrawn_loss
 from .lovasz import lovasz_grad, lovasz_softmax
 from .rift import (
     LOSS_KINDS,
@@ -38,6 +39,7 @@ __all__ = [
     "gate_masks",
     "gated_distillation",
     "inverse_frequency_weights",
+    "keep_undrawn_loss",
     "loss_config_of",
     "lovasz_grad",
     "lovasz_softmax",

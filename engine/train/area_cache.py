@@ -44,6 +44,7 @@ class Tile:
     valid: np.ndarray  # (h, w) bool: inputs present and not held out
     label: np.ndarray  # (h, w) int64, 255 unlabelled
     teacher_water: Optional[np.ndarray] = None  # (h, w) teacher's water probability, once computed
+    start_probs: Optional[np.ndarray] = None  # (K, h, w) float16, the starting student's, when kept
 
     @property
     def labelled(self) -> int:
@@ -187,7 +188,7 @@ class CropSampler:
         rs, cs = slice(r0, min(r0 + k, h)), slice(c0, min(c0 + k, w))
         out = {}
         for name, fill in (("optical", 0.0), ("sar", 0.0), ("teacher_sar", 0.0), ("label", IGNORE),
-                           ("teacher_water", np.nan), ("valid", False)):
+                           ("teacher_water", np.nan), ("start_probs", np.nan), ("valid", False)):
             a = getattr(tile, name)
             if a is None:
                 continue

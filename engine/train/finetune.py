@@ -48,6 +48,7 @@ from ..losses import (
     gate_masks,
     gated_distillation,
     inverse_frequency_weights,
+    keep_undrawn_loss,
     loss_config_of,
 )
 from ..metrics import ConfusionMatrix
@@ -79,8 +80,15 @@ def _predict(model: torch.nn.Module, tile: Tile, teacher: bool, device: torch.de
     if teacher:
         x = torch.from_numpy(tile.teacher_sar[None]).to(device)
         return torch.softmax(model(x).float(), 1)[0, 1].cpu().numpy()
+    return _student_probs(model, tile, device).argmax(0)
+
+
+@torch.no_grad()
+def _student_probs(model: torch.nn.Module, tile: Tile, device: torch.device) -> np.ndarray:
+    """The student's class probabilities (K, h, w) over a whole tile, in eval mode."""
+    model.eval()
     o, s = (torch.from_numpy(a[None]).to(device) for a in (tile.optical, tile.sar))
-    return model(o, s).float().argmax(1)[0].cpu().numpy()
+    return torch.softmax(model(o, s).float(), 1)[0].cpu().numpy()
 
 
 def _score(tiles: Sequence[Tile], predict: Callable[[Tile], np.ndarray], classes: int) -> Dict[str, Any]:
@@ -211,11 +219,12 @@ def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tens
 
 
 def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion, schema, use_teacher: bool,
-                  device) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
+                  device, undrawn: Sequence[int] = ()) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
     water = schema.water_class
     other = next(c for c in schema.ids if c != water)
     dcfg = DistillConfig(lambda_kd=cfg.lambda_kd)
-    n_context = cfg.batch_size // 2 if (use_teacher and cfg.kd == "unlabelled") else 0
+    keep = bool(undrawn) and cfg.keep_undrawn > 0
+    n_context = cfg.batch_size // 2 if ((use_teacher and cfg.kd == "unlabelled") or keep) else 0
 
     def step() -> Tuple[torch.Tensor, Dict[str, float]]:
         batch = sampler.batch(cfg.batch_size - n_context, n_context)
@@ -233,6 +242,11 @@ def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion,
             pixels = float(label.numel())
             terms.update(kd_loss=float(kd.loss.detach()), kd_ratio=kd.ratio, kd_ratio_water=kd.n_water / pixels,
                          kd_ratio_non_water=kd.n_non_water / pixels)
+        if keep:
+            kept = keep_undrawn_loss(logits, batch["start_probs"].to(device).float(),
+                                     (label == IGNORE) & batch["valid"].to(device), undrawn, cfg.keep_min_confidence)
+            loss = loss + cfg.keep_undrawn * kept
+            terms["keep_loss"] = float(kept.detach())
         return loss, terms
     return step
 
@@ -476,8 +490,12 @@ def finetune_from_polygons(
     grid = grid_of(sar)
     reader = PairReader(optical, sar, grid, resolved.bands.optical_bands, resolved.bands.sar_bands, chains)
 
+    start_student, undrawn = None, []
     if polygons is not None:
         polys, poly_report = read_polygons(polygons, class_field, grid, schema, layer)
+        undrawn = [c for c in schema.ids if c not in {p.class_id for p in polys}]
+        if student is not None and undrawn and cfg.keep_undrawn > 0:  # the map the user saw, correction included
+            start_student = copy.deepcopy(student)
         if student is not None and remove_prior_correction(student, s_meta.train) is not None:
             # the correction suits zero-shot maps; with the user's polygons the balanced losses
             # decide (kept in, it cost up to 25 points of mIoU on Rotterdam: docs/finetune.md)
@@ -587,6 +605,15 @@ def finetune_from_polygons(
         classes = schema.num_classes
         weights = inverse_frequency_weights(hist[:classes]) if hist[:classes].sum() else None
         criterion = build_segmentation_loss(loss_config_of(s_meta.train), weights, IGNORE).to(dev)  # the model's own
+        if start_student is not None:
+            start_student.to(dev)
+            for tile in train_tiles:
+                progress.check()
+                tile.start_probs = _student_probs(start_student, tile, dev).astype(np.float16)
+            start_student = None
+            progress.info(f"classes no polygon holds ({', '.join(schema.names[c] for c in undrawn)}) keep the "
+                          "starting model's confident answers where nothing was drawn (keep_undrawn 0 turns this off)")
+        result["undrawn_classes"] = [schema.names[c] for c in undrawn] if cfg.keep_undrawn > 0 else []
         sampler = CropSampler(tiles, cfg.crop_size, cfg.seed + 1)
         evaluate_student = None
         if split.measured:
@@ -598,7 +625,8 @@ def finetune_from_polygons(
         params = [p for p in student.parameters() if p.requires_grad]
         fitter = _Fitter(student, params, cfg, cfg.steps, progress.sub(0.4, 0.9), "student")
         result["student_fit"] = fitter.run(
-            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev), evaluate_student
+            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev,
+                          undrawn if cfg.keep_undrawn > 0 else ()), evaluate_student
         )
         if split.measured:
             result["validation"] = _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)

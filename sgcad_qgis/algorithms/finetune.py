@@ -87,6 +87,8 @@ class FineTune(EngineAlgorithm):
                            "paper's gates on labelled pixels only; none"))
         self.add_advanced(kd)
         self.add_number("LAMBDA_KD", "Distillation weight", d.lambda_kd, 0.0, 100.0, integer=False)
+        self.add_number("KEEP_UNDRAWN", "Weight keeping the starting map's classes that no polygon holds (0 = off)",
+                        d.keep_undrawn, 0.0, 100.0, integer=False)
         self.add_number("CROP_SIZE", "Training crop size (pixels)", d.crop_size, 32, 1024)
         self.add_number("BATCH_SIZE", "Crops per step", d.batch_size, 1, 256)
         self.add_flag("TRAIN_ENCODERS", "Let the student's encoders learn too (slower)", d.train_encoders,
@@ -177,7 +179,8 @@ class FineTune(EngineAlgorithm):
             steps=count("STEPS"), teacher_steps=count("TEACHER_STEPS"),
             update_teacher=self.parameterAsBoolean(parameters, "UPDATE_TEACHER", context),
             kd=self.parameterAsEnumString(parameters, "KD", context) or FinetuneConfig.kd,
-            lambda_kd=number("LAMBDA_KD"), crop_size=count("CROP_SIZE"), batch_size=count("BATCH_SIZE"),
+            lambda_kd=number("LAMBDA_KD"), keep_undrawn=number("KEEP_UNDRAWN"), crop_size=count("CROP_SIZE"),
+            batch_size=count("BATCH_SIZE"),
             lr=number("LR"), val_fraction=number("VAL_FRACTION"), seed=count("SEED"),
             train_encoders=self.parameterAsBoolean(parameters, "TRAIN_ENCODERS", context),
             pseudo_label_layers=self.pseudo_label_layers_value(parameters, context),

@@ -14,7 +14,7 @@ import pytest
 import rasterio
 import torch
 
-from engine.config import ClassSchema, FinetuneConfig, LossConfig
+from engine.config import ClassSchema, FinetuneConfig, InferenceConfig, LossConfig
 from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from engine.inputs.reader import PairReader
 from engine.losses import SegmentationLoss
@@ -305,3 +305,32 @@ def test_label_free_adaptation_of_a_large_scene_reads_where_water_meets_land(tmp
     # every pseudo-water pixel learnt from lies in the flood chip (the dry pasture holds none)
     assert row <= water_rows.min() + offset[1] and water_rows.max() + offset[1] < row + 512
     assert col <= water_cols.min() + offset[0] and water_cols.max() + offset[0] < col + 512
+
+
+def test_classes_no_polygon_holds_stay_on_the_map(tmp_path, keep=FinetuneConfig.keep_undrawn):
+    # Rotterdam with only its water and farmland training polygons: its port's city was gone from
+    # the fine-tuned map without the keep term (0 of the city evaluation pixels), kept with it
+    from osgeo import gdal
+
+    from engine.inference.pipeline import segment_scene
+    from engine.raster.labels import rasterize_labels
+
+    gdal.VectorTranslate(str(tmp_path / "two.gpkg"), str(ROTTERDAM / "labels_digitised.gpkg"),
+                         where="class IN ('water', 'farmland')")
+    infos = []
+    result = finetune_from_polygons(ROTTERDAM / "rgb_unmasked.tif", ROTTERDAM / "sar_masked.tif", tmp_path / "two.gpkg",
+                                    "class", MODELS / "sgcad_student.safetensors", tmp_path / "ft",
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors",
+                                    cfg=FinetuneConfig(keep_undrawn=keep, update_teacher=False),
+                                    progress=CallbackProgress(info=infos.append))
+    assert result["undrawn_classes"] == ["city", "village", "forest", "road"]
+    assert any("keep the starting model's confident answers" in i for i in infos), infos
+    seg = segment_scene(ROTTERDAM / "rgb_unmasked.tif", ROTTERDAM / "sar_masked.tif", result["model"],
+                        tmp_path / "seg", cfg=InferenceConfig(backend="torch"))
+    with rasterio.open(seg["outputs"]["classes"]) as src:
+        pred = src.read(1)
+    truth, _ = rasterize_labels(LABELS / "rotterdam_eval.gpkg", "class", grid_of(ROTTERDAM / "sar_masked.tif"),
+                                ClassSchema())
+    city = (truth == 1) & (pred < 6)  # evaluation city pixels with SAR
+    assert city.sum() > 300
+    assert (pred[city] == 1).mean() > 0.8

@@ -17,6 +17,7 @@ from engine.losses import (
     edge_aware_bce,
     gated_distillation,
     inverse_frequency_weights,
+    keep_undrawn_loss,
     lovasz_softmax,
     morphological_boundary,
     sobel_magnitude,
@@ -242,3 +243,29 @@ def test_distillation_is_finite_for_saturated_logits():
     assert torch.isfinite(logits.grad).all()
     with pytest.raises(ValueError, match="one size"):
         gated_distillation(logits, torch.zeros(1, 2, 2), torch.zeros(1, 1, 1, dtype=torch.long), 1)
+
+
+def test_keep_undrawn_keeps_confident_undrawn_answers_and_leaves_drawn_ones_to_the_polygons():
+    # four pixels of a 4-class start map; classes 0, 1 drawn, 2, 3 not
+    start = torch.tensor([[0.7, 0.1, 0.1, 0.1],  # a drawn class: the polygons decide
+                          [0.1, 0.1, 0.7, 0.1],  # undrawn, sure: kept as class 2
+                          [0.3, 0.2, 0.1, 0.4],  # undrawn but unsure (0.4 < 0.5): not kept
+                          [0.0, 0.0, 0.0, 1.0]])  # undrawn, sure, but labelled (masked): not kept
+    start = start.T.reshape(1, 4, 1, 4)
+    mask = torch.tensor([[[True, True, True, False]]])
+    logits = torch.randn(1, 4, 1, 4, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    loss = keep_undrawn_loss(logits, start, mask, [2, 3])
+    expected = -torch.log_softmax(logits[0, :, 0, 1], 0)[2]  # pixel 1 alone, class 2
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    loss.backward()
+    grad = logits.grad[0, :, 0]
+    assert float(grad[2, 1]) < 0  # descending the loss raises the kept class
+    assert float(grad[:, [0, 2, 3]].abs().sum()) == 0.0  # the other pixels are left alone
+    # no pixel to keep (every class drawn, or nothing sure enough): an exact 0 with no gradient
+    logits.grad = None
+    off = keep_undrawn_loss(logits, start, mask, [])
+    off.backward()
+    assert float(off) == 0.0 and float(logits.grad.abs().sum()) == 0.0
+    assert float(keep_undrawn_loss(logits, start, mask, [2, 3], min_confidence=0.8)) == 0.0
+    with pytest.raises(ValueError, match="expects logits"):
+        keep_undrawn_loss(logits, start[:, :3], mask, [2])
