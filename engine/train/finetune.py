@@ -728,6 +728,8 @@ def _report(path: Path, result: Dict[str, Any], schema) -> None:
                          "html": metrics_table(result["teacher_validation"], ["not water", "water"])})
     facts = {"polygon groups": result["split"]["groups"], "validation": result["split"]["validation"],
              "seconds": result["seconds"], **{k: v for k, v in result["timings"].items()}}
+    if result.get("undrawn_classes"):
+        facts["classes no polygon holds, kept from the starting map"] = ", ".join(result["undrawn_classes"])
     if result["warnings"]:
         facts["warnings"] = " | ".join(result["warnings"])
     write_html_report(path, "SGCAD fine-tuning from polygons", sections, {}, facts)

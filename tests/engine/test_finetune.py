@@ -325,6 +325,8 @@ def test_classes_no_polygon_holds_stay_on_the_map(tmp_path, keep=FinetuneConfig.
                                     progress=CallbackProgress(info=infos.append))
     assert result["undrawn_classes"] == ["city", "village", "forest", "road"]
     assert any("keep the starting model's confident answers" in i for i in infos), infos
+    report = (tmp_path / "ft" / "report.html").read_text()
+    assert "kept from the starting map</th><td>city, village, forest, road" in report
     seg = segment_scene(ROTTERDAM / "rgb_unmasked.tif", ROTTERDAM / "sar_masked.tif", result["model"],
                         tmp_path / "seg", cfg=InferenceConfig(backend="torch"))
     with rasterio.open(seg["outputs"]["classes"]) as src:
