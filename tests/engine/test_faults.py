@@ -502,11 +502,13 @@ def test_one_class_fine_tune_warns_on_the_command_line(scene, models, tmp_path):
     args = ["finetune", "--optical", scene["optical"], "--sar", scene["sar"], "--polygons", water,
             "--class-field", "class_id", "--student", models["student"], "--no-teacher-update", "--out",
             tmp_path / "ft", "--steps", 1, "--teacher-steps", 1, "--crop-size", 64, "--batch-size", 1,
-            "--threads", 1, "--device", "cpu", "--quiet"]
+            "--threads", 1, "--device", "cpu", "--quiet", "--json"]
     done = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, env=subprocess_env(tmp_path),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "warning: all" in done.stderr and "polygons hold one class (" in done.stderr
+    kept = json.loads(done.stdout)["undrawn_classes"]  # the other classes keep the starting map's answers
+    assert len(kept) == 5  # six classes, one drawn
 
 
 # --------------------------------------------------------------------------- concurrent runs
