@@ -219,12 +219,12 @@ def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tens
 
 
 def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion, schema, use_teacher: bool,
-                  device, undrawn: Sequence[int] = ()) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
+                  device, kept: Sequence[int] = ()) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
+    """One step's loss; ``kept``: the undrawn classes whose starting answers stay targets (tiles' ``start_probs``)."""
     water = schema.water_class
     other = next(c for c in schema.ids if c != water)
     dcfg = DistillConfig(lambda_kd=cfg.lambda_kd)
-    keep = bool(undrawn) and cfg.keep_undrawn > 0
-    n_context = cfg.batch_size // 2 if ((use_teacher and cfg.kd == "unlabelled") or keep) else 0
+    n_context = cfg.batch_size // 2 if ((use_teacher and cfg.kd == "unlabelled") or kept) else 0
 
     def step() -> Tuple[torch.Tensor, Dict[str, float]]:
         batch = sampler.batch(cfg.batch_size - n_context, n_context)
@@ -242,11 +242,11 @@ def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion,
             pixels = float(label.numel())
             terms.update(kd_loss=float(kd.loss.detach()), kd_ratio=kd.ratio, kd_ratio_water=kd.n_water / pixels,
                          kd_ratio_non_water=kd.n_non_water / pixels)
-        if keep:
-            kept = keep_undrawn_loss(logits, batch["start_probs"].to(device).float(),
-                                     (label == IGNORE) & batch["valid"].to(device), undrawn, cfg.keep_min_confidence)
-            loss = loss + cfg.keep_undrawn * kept
-            terms["keep_loss"] = float(kept.detach())
+        if kept:
+            keep = keep_undrawn_loss(logits, batch["start_probs"].to(device).float(),
+                                     (label == IGNORE) & batch["valid"].to(device), kept, cfg.keep_min_confidence)
+            loss = loss + cfg.keep_undrawn * keep
+            terms["keep_loss"] = float(keep.detach())
         return loss, terms
     return step
 
@@ -490,11 +490,12 @@ def finetune_from_polygons(
     grid = grid_of(sar)
     reader = PairReader(optical, sar, grid, resolved.bands.optical_bands, resolved.bands.sar_bands, chains)
 
-    start_student, undrawn = None, []
+    start_student, kept = None, []  # kept: the undrawn classes whose starting answers stay targets
     if polygons is not None:
         polys, poly_report = read_polygons(polygons, class_field, grid, schema, layer)
-        undrawn = [c for c in schema.ids if c not in {p.class_id for p in polys}]
-        if student is not None and undrawn and cfg.keep_undrawn > 0:  # the map the user saw, correction included
+        if student is not None and cfg.keep_undrawn > 0:
+            kept = [c for c in schema.ids if c not in {p.class_id for p in polys}]
+        if kept:  # the map the user saw, class-prior correction included
             start_student = copy.deepcopy(student)
         if student is not None and remove_prior_correction(student, s_meta.train) is not None:
             # the correction suits zero-shot maps; with the user's polygons the balanced losses
@@ -611,9 +612,9 @@ def finetune_from_polygons(
                 progress.check()
                 tile.start_probs = _student_probs(start_student, tile, dev).astype(np.float16)
             start_student = None
-            progress.info(f"classes no polygon holds ({', '.join(schema.names[c] for c in undrawn)}) keep the "
+            progress.info(f"classes no polygon holds ({', '.join(schema.names[c] for c in kept)}) keep the "
                           "starting model's confident answers where nothing was drawn (keep_undrawn 0 turns this off)")
-        result["undrawn_classes"] = [schema.names[c] for c in undrawn] if cfg.keep_undrawn > 0 else []
+        result["undrawn_classes"] = [schema.names[c] for c in kept]
         sampler = CropSampler(tiles, cfg.crop_size, cfg.seed + 1)
         evaluate_student = None
         if split.measured:
@@ -625,8 +626,7 @@ def finetune_from_polygons(
         params = [p for p in student.parameters() if p.requires_grad]
         fitter = _Fitter(student, params, cfg, cfg.steps, progress.sub(0.4, 0.9), "student")
         result["student_fit"] = fitter.run(
-            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev,
-                          undrawn if cfg.keep_undrawn > 0 else ()), evaluate_student
+            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev, kept), evaluate_student
         )
         if split.measured:
             result["validation"] = _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)

@@ -307,9 +307,9 @@ def test_label_free_adaptation_of_a_large_scene_reads_where_water_meets_land(tmp
     assert col <= water_cols.min() + offset[0] and water_cols.max() + offset[0] < col + 512
 
 
-def test_classes_no_polygon_holds_stay_on_the_map(tmp_path, keep=FinetuneConfig.keep_undrawn):
-    # Rotterdam with only its water and farmland training polygons: its port's city was gone from
-    # the fine-tuned map without the keep term (0 of the city evaluation pixels), kept with it
+def test_classes_no_polygon_holds_stay_on_the_map(tmp_path):
+    # Rotterdam with only its water and farmland training polygons: without the keep term the
+    # fine-tuned map called 13.5 % of the city evaluation pixels city (mostly water), with it > 80 %
     from osgeo import gdal
 
     from engine.inference.pipeline import segment_scene
@@ -321,7 +321,7 @@ def test_classes_no_polygon_holds_stay_on_the_map(tmp_path, keep=FinetuneConfig.
     result = finetune_from_polygons(ROTTERDAM / "rgb_unmasked.tif", ROTTERDAM / "sar_masked.tif", tmp_path / "two.gpkg",
                                     "class", MODELS / "sgcad_student.safetensors", tmp_path / "ft",
                                     teacher_path=MODELS / "sgcad_teacher.safetensors",
-                                    cfg=FinetuneConfig(keep_undrawn=keep, update_teacher=False),
+                                    cfg=FinetuneConfig(update_teacher=False),
                                     progress=CallbackProgress(info=infos.append))
     assert result["undrawn_classes"] == ["city", "village", "forest", "road"]
     assert any("keep the starting model's confident answers" in i for i in infos), infos
