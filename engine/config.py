@@ -305,6 +305,10 @@ class TeacherConfig:
     modules_per_stage: Tuple[int, ...] = (1, 1, 3, 2)
     segm: bool = True
     segm_residual: bool = True  # F + F*G in the head, as in the student
+    # Scales the network reads its input at, logits averaged at full resolution: (1.0, 0.5) adds a
+    # pass over the 2 x 2 mean, the context wide water needs (a canal basin, a harbour) at 1.25
+    # times the cost. Each scale is 1/k for a whole k. docs/experiments/zero_shot_real.md
+    context_scales: Tuple[float, ...] = (1.0,)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Calibrate the water teacher's decision on the training polygons of the real scenes.
 
     .venv/bin/python scripts/calibrate_teacher.py --teacher RUN/best.safetensors --out DIR [--json FILE]
+        [--context-scales 1,0.5]
 
 For every real scene with water (Sen1Floods11 India and Nigeria, Camargue, lower Rhône,
 Rotterdam), the teacher's water probability is scored on the scene's training labels only: the
@@ -13,6 +14,9 @@ takes no part in the choice: two teachers whose maps found some of its water wer
 of 0.20-0.25 by its mostly-water training polygons and then called 10-39 % of dry real chips water
 (docs/experiments/zero_shot_real.md). The calibrated teacher is written to
 ``DIR/best.safetensors`` with the choice recorded in its metadata (``train.calibration``).
+With ``--context-scales`` the teacher is first set to read its input at those scales
+(``TeacherConfig.context_scales``), so the cut is chosen for the model as it will be read; an offset
+already in the head stays, and its record is kept as ``calibration.earlier``.
 Leave-one-scene-out figures (each scene scored with the threshold chosen on the others) are
 printed and stored, so the choice's transfer to an unseen scene is measured, not assumed.
 """
@@ -48,11 +52,20 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint to calibrate")
     parser.add_argument("--out", required=True, help="folder for the calibrated best.safetensors")
     parser.add_argument("--json", default="", help="write the IoU table and leave-one-out figures here")
+    parser.add_argument("--context-scales", default="",
+                        help="read the teacher at these scales first, e.g. 1,0.5 (TeacherConfig.context_scales)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     teacher = Path(args.teacher)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.context_scales:  # the scales are part of the model: calibrate the model as it will be read
+        model, meta = load_model(teacher, "teacher")
+        model.set_context_scales([float(v) for v in args.context_scales.split(",")])
+        meta.model = dict(meta.model, context_scales=list(model.config.context_scales))
+        teacher = save_model(out / "read_at_scales.safetensors", model, meta)
     data, known = {}, scenes()
     for name, scene in known.items():
         truth = water_labels(scene, "train", "left")  # the training labels only
@@ -73,9 +86,10 @@ def main(argv=None) -> int:
     offset = fold_water_offset(model, chosen)
     record = {"threshold": chosen, "logit_offset": round(offset, 4), "scenes": sorted(choosing),
               "reported_only": sorted(set(table) - set(choosing)), "labels": LABELS_USED, "leave_one_out": loo}
+    earlier = (meta.train or {}).get("calibration")
+    if earlier:  # an offset already in the head stays there: keep its record beside the new one
+        record["earlier"] = earlier
     meta.train = dict(meta.train or {}, calibration=record)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     save_model(out / "best.safetensors", model, meta)
     print(f"chosen threshold {chosen} (logit offset {offset:.3f}) -> {out / 'best.safetensors'}")
     if args.json:

@@ -104,11 +104,16 @@ def _verdicts(kind: str, real: dict) -> str:
         adapted = [n for n, r in rows.items() if (r.get("teacher_adapted") or 0) >= filtered[n]]
         adapted_raw = [n for n, r in rows.items() if (r.get("teacher_adapted") or 0) >= raw[n]]
         snow = [r["teacher_water_on_land"] for r in real.get("snow", {}).values()]
+        def below(key: str, names) -> str:
+            both = [f"{n} ({_pct(rows[n].get(key))})" for n in names if (rows[n].get(key) or 0) < raw[n]]
+            return f"; below both on {', '.join(both)}" if both else ""
+
         text = (f"- Zero-shot, the teacher matches or beats Otsu's threshold on the scene's best band on "
                 f"{', '.join(beat_raw) or 'no scene'}, and the speckle-filtered (5 x 5 median) Otsu as well on "
-                f"{', '.join(beat) or 'no scene'}; it is below the latter on {', '.join(lost) or 'no scene'}. After "
-                f"the label-free adaptation: {', '.join(adapted_raw) or 'no scene'} (band as it is), "
-                f"{', '.join(adapted) or 'no scene'} (5 x 5 median as well).")
+                f"{', '.join(beat) or 'no scene'}; it is below the latter on {', '.join(lost) or 'no scene'}"
+                f"{below('teacher', lost)}. After the label-free adaptation: {', '.join(adapted_raw) or 'no scene'} "
+                f"(band as it is), {', '.join(adapted) or 'no scene'} (5 x 5 median as well)"
+                f"{below('teacher_adapted', [n for n in rows if n not in adapted])}.")
         for name in lost:  # a sparse polygon set can reward a map that calls most of the scene water
             r = rows[name]
             if r.get("share_teacher") is not None:
@@ -175,6 +180,16 @@ def card(kind: str, path: Path, scene_metrics: dict, real: dict) -> str:
         if cal.get("reported_only"):
             weights += (f" Scored but not used for the choice (SAR levels not calibrated backscatter): "
                         f"{', '.join(cal['reported_only'])}.")
+        earlier = cal.get("earlier")
+        if earlier:
+            weights += (f" It adds to the offset {earlier['logit_offset']:+.3f} chosen the same way when the teacher "
+                        f"read one scale (cut {earlier['threshold']:.2f}).")
+    scales = meta.model.get("context_scales") or [1.0]
+    if kind == "teacher" and len(scales) > 1:
+        listed = ", ".join(f"{s:g}" for s in scales)
+        weights += (f"\n- **Context scales**: the network reads its SAR at scales {listed} "
+                    "(the finer pass for narrow channels, the 2 x 2 mean for water wider than its view) and averages "
+                    "the logits; about 1.25 times the cost of one pass (`TeacherConfig.context_scales`).")
     prior = meta.train.get("prior_correction") if meta.train else None
     if prior:
         offsets = ", ".join(f"{n} {o:+.2f}" for n, o in zip(meta.schema.names, prior["offsets"]))

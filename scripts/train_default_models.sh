@@ -72,7 +72,12 @@ mkdir -p "$WORK/distill-3"
 mkdir -p "$WORK/prior"
 [ -f "$WORK/prior/best.safetensors" ] || $PY scripts/set_class_prior.py "$WORK/distill-3/best.safetensors" \
     "$WORK/prior/best.safetensors" --labels "$WORK/student-scenes-2" --tau 0.5
+# the published teacher reads its SAR at two scales, its cut chosen again for them (added after the
+# fourth published student, which was distilled from the one-scale teacher-cal; judged by
+# scripts/check_teacher_candidate.py, docs/experiments/zero_shot_real.md, "Two context scales")
+$PY scripts/calibrate_teacher.py --teacher "$WORK/teacher-cal/best.safetensors" --out "$WORK/teacher-2s" \
+    --context-scales 1,0.5 --json "$WORK/calibration-2s.json"
 $PY scripts/eval_zero_shot.py --student "$WORK/prior/best.safetensors" \
-    --teacher "$WORK/teacher-cal/best.safetensors" --adapt --json "$WORK/zero_shot.json"
-$PY scripts/publish_models.py --teacher "$WORK/teacher-cal" --student "$WORK/prior" \
+    --teacher "$WORK/teacher-2s/best.safetensors" --adapt --json "$WORK/zero_shot.json"
+$PY scripts/publish_models.py --teacher "$WORK/teacher-2s" --student "$WORK/prior" \
     --real "$WORK/zero_shot.json" --out resources/models

@@ -5,7 +5,7 @@ flipped back and averaged with the unflipped run's. Flips keep a tile's shape (r
 would not for non-square tiles), and the four of them are a group, so the average is the same
 map whichever way a raster is stored. It costs four passes of the network. Averaging logits is
 linear, so an offset folded into the head (the water teacher's calibration and scene cut) moves
-the averaged decision exactly as it moves each pass's. Measured on the water teacher: training
+the averaged decision exactly as it moves each pass's. Measured on the one-scale water teacher: training
 labels of four real Sentinel-1 scenes 93.65 → 93.83, the lower Rhône's evaluation polygons 92.7
 → 94.6, held-out synthetic sample 73.6 → 80.4 (docs/experiments/zero_shot_real.md).
 """

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+import dataclasses
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812  (the usual torch alias)
@@ -75,6 +76,20 @@ class Transition(nn.Module):
         return [layer(xs[min(i, self.n_in - 1)]) for i, layer in enumerate(self.layers)]
 
 
+def context_poolings(scales: Sequence[float]) -> Tuple[int, ...]:
+    """The pooling factor ``k`` of each scale ``1/k`` in ``TeacherConfig.context_scales``."""
+    out = []
+    for scale in scales:
+        k = round(1.0 / scale) if scale > 0 else 0
+        if not 1 <= k <= 16 or abs(k * scale - 1.0) > 1e-6:
+            raise ValueError(f"TeacherConfig.context_scales must be 1/k for a whole k from 1 to 16 (1, 0.5, 0.25 ...), "
+                             f"got {scale}")
+        out.append(k)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"TeacherConfig.context_scales must list distinct scales, got {tuple(scales)}")
+    return tuple(out)
+
+
 @register_model(
     "hrnet_w18_small",
     config_cls=TeacherConfig,
@@ -124,9 +139,29 @@ class HRNetTeacher(nn.Module):
         self.segm = SEGM(STEM_CHANNELS, residual=config.segm_residual) if config.segm else None
         self.head = nn.Conv2d(total, config.num_classes, 1)
         self.stride = 2 ** (len(widths) + 1)
+        self.poolings = context_poolings(config.context_scales)
+
+    def set_context_scales(self, scales: Sequence[float]) -> None:
+        """Read the input at ``scales`` from now on (the weights are the same at every scale)."""
+        self.poolings = context_poolings(scales)
+        self.config = dataclasses.replace(self.config, context_scales=tuple(float(s) for s in scales))
 
     def forward(self, sar: torch.Tensor) -> torch.Tensor:
         check_input("HRNetTeacher", "SAR", sar, self.config.sar_channels, "TeacherConfig.sar_channels")
+        total = None
+        for k in self.poolings:
+            logits = self._one_scale(sar) if k == 1 else self._pooled(sar, k)
+            total = logits if total is None else total + logits
+        # a mean of logits: an offset folded into the head moves it as it moves each pass
+        return total / len(self.poolings)
+
+    def _pooled(self, sar: torch.Tensor, k: int) -> torch.Tensor:
+        """Logits of the ``k`` x ``k`` mean of ``sar``, bilinearly back at its size."""
+        x, (h, w) = pad_to_multiple(sar, k)
+        logits = self._one_scale(F.avg_pool2d(x, k))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+
+    def _one_scale(self, sar: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(sar, self.stride)
         stem = self.stem(x)
         xs = [self.layer1(stem)]

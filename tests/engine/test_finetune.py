@@ -205,8 +205,9 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
     result = finetune_from_polygons(None, sar, None, "class", None, tmp_path / "adapt",
                                     teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
     pseudo = result["pseudo_labels"]
-    # the bundled teacher calls about 2 % of the threshold's non-water water (bright flooded fields)
-    assert 0.005 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.05
+    # the bundled teacher calls 7.3 % of the threshold's non-water water (bright flooded fields; the
+    # one-scale teacher bundled until 2026-12-04: about 2 %)
+    assert 0.02 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.12
     # what it learnt from is kept as a raster on the SAR grid (the chip is small: its whole canvas)
     with rasterio.open(result["pseudo_labels_raster"]) as dst, rasterio.open(sar) as src:
         assert (dst.transform, dst.shape, dst.crs) == (src.transform, src.shape, src.crs)

@@ -11,6 +11,7 @@ import torch
 
 from engine.config import TeacherConfig
 from engine.models import build_model
+from engine.models.checkpoint import load_model, read_metadata
 from engine.water.calibration import best_threshold, fold_water_offset, leave_one_out, water_iou
 
 
@@ -69,3 +70,26 @@ def test_the_cut_is_chosen_on_calibrated_sar_only(monkeypatch, tmp_path):
     # all five scenes would choose 0.10 (mean 1.0); the calibrated four tie everywhere and keep 0.5
     assert record["calibration"]["threshold"] == 0.5 and record["calibration"]["reported_only"] == ["rotterdam"]
     assert "rotterdam" not in record["calibration"]["scenes"] and (tmp_path / "cal" / "best.safetensors").is_file()
+
+
+def test_a_teacher_read_at_new_scales_is_calibrated_as_it_will_be_read(monkeypatch, tmp_path):
+    """``--context-scales``: every probability scored comes from the model read at those scales, the
+    result keeps them, and the offset already in the head keeps its record."""
+    read = []
+
+    def fake_teacher(teacher, sar, _optical):
+        read.append(tuple(read_metadata(teacher).model["context_scales"]))
+        scene = next(s for s in calibrate_teacher.scenes().values() if s["sar"] == sar)
+        return np.where(calibrate_teacher.water_labels(scene, "train", "left") == 1, 0.45, 0.05)
+
+    monkeypatch.setattr(calibrate_teacher, "teacher_water", fake_teacher)
+    teacher = Path(__file__).resolve().parents[2] / "resources" / "models" / "sgcad_teacher.safetensors"
+    assert calibrate_teacher.main(["--teacher", str(teacher), "--out", str(tmp_path / "cal"),
+                                   "--context-scales", "1,0.25"]) == 0
+    assert read and set(read) == {(1.0, 0.25)}
+    meta = read_metadata(tmp_path / "cal" / "best.safetensors")
+    assert meta.model["context_scales"] == [1.0, 0.25]
+    cal = meta.train["calibration"]
+    assert cal["threshold"] == 0.4  # the highest cut under 0.45 that keeps every water pixel
+    assert cal["earlier"] == read_metadata(teacher).train["calibration"]
+    assert load_model(tmp_path / "cal" / "best.safetensors", "teacher")[0].poolings == (1, 4)
