@@ -27,10 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--min-area", type=float, default=0.0,
-        help="drop polygons and fill holes smaller than this, in map units squared (m² in a metric CRS)",
+        help="drop polygons and fill holes smaller than this, in m² on the ground (geographic CRSs too)",
     )
     parser.add_argument(
-        "--simplify", type=float, default=0.0, help="Douglas-Peucker tolerance in map units (0: pixel outline)"
+        "--simplify", type=float, default=0.0, help="Douglas-Peucker tolerance in metres (0: pixel outline)"
     )
     parser.add_argument(
         "--no-preserve-topology", action="store_true",

@@ -215,7 +215,7 @@ def map_flood(
         dem: elevation raster (metres) for shadow/layover with each date's look direction.
         truth: reference flood raster (1 = flooded, 0 = not, other = unknown), for scores.
         vectorize: also write the observed flood as polygons (``flood_polygons.gpkg``), dropping
-            those smaller than ``vector_min_area`` (map units²).
+            those smaller than ``vector_min_area`` (m² on the ground, whatever the CRS).
         overwrite: replace existing outputs.
         progress: reporting and cancellation.
 

@@ -20,8 +20,9 @@ the current block row; one component spanning the whole scene (a connected backg
 is held whole until the end, as its feature must be written whole.
 
 Attributes: ``class_id``, ``class_name``, ``pixels`` (the component's pixel count), ``area`` and
-``perimeter`` of the written polygon in map units (``area_m2``, ``perimeter_m`` when the CRS is
-projected; empty for geographic CRSs), ``mean_conf`` (mean confidence of the component's pixels)
+``perimeter`` of the written polygon in map units, ``area_m2`` and ``perimeter_m`` on the ground
+(on the sphere for a geographic CRS, :mod:`.measure`; empty only for a CRS without ground units),
+``mean_conf`` (mean confidence of the component's pixels)
 and ``sar_only`` (share of its pixels with negative confidence). ``engine segment`` writes the
 teacher's confidence as a negative value where only SAR was available; the mean is taken over
 the magnitude, so ``mean_conf`` is the confidence of whichever network answered there.
@@ -48,6 +49,7 @@ from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import atomic_output, iter_windows, read_bands
 from .components import ClassComponents, label_classes, scan_components
 from .geometry import build_polygons, canonical_rings, drop_small_holes, transform_rings, union_pieces
+from .measure import GroundMeasure
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -163,14 +165,6 @@ def _bounded_gdal_cache(limit: int = 64 * 1024 * 1024) -> Iterator[None]:
         gdal.SetCacheMax(previous)
 
 
-def _metres_per_unit(grid: Grid) -> Optional[float]:
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(grid.crs_wkt)
-    if not srs.IsProjected():
-        return None
-    return float(srs.GetLinearUnits())
-
-
 class _Tracer:
     """GDAL's polygoniser on one block of root ids, in global pixel coordinates."""
 
@@ -220,9 +214,12 @@ def vectorize_classes(
         confidence_path: optional confidence raster (``confidence.tif``) for ``mean_conf`` and
             ``sar_only``; read on the class raster's grid.
         classes: class ids or names to keep (e.g. ``["water"]``); default every class.
-        min_area: polygons smaller than this (map units², e.g. m²) are dropped and holes
-            smaller than this are filled; 0 keeps everything.
-        simplify: Douglas-Peucker tolerance in map units; 0 keeps the pixel outline.
+        min_area: polygons smaller than this (m² on the ground, whatever the CRS; map units²
+            for a CRS without ground units) are dropped and holes smaller than this are filled;
+            0 keeps everything. On a geographic grid the pixel area at the grid's centre converts it.
+        simplify: Douglas-Peucker tolerance in metres on the ground (map units for a CRS without
+            ground units; approximate on a geographic grid, :meth:`.GroundMeasure.metres_per_unit`);
+            0 keeps the pixel outline.
         preserve_topology: simplify without self-intersections or holes leaving their polygon
             (GEOS topology-preserving simplifier); neighbouring polygons are simplified each on
             its own, so their shared border may open small gaps of up to ``simplify``.
@@ -261,9 +258,10 @@ def vectorize_classes(
     names = dict(names) if names else class_names_of(classes_path)
     keep = select_classes(classes, names, classes_path)
     t = grid.transform
-    pixel_area = abs(t.a * t.e - t.b * t.d)
+    measure = GroundMeasure(grid)
+    pixel_area = measure.pixel_area_m2() or abs(t.a * t.e - t.b * t.d)
     min_pixels = min_area / pixel_area if min_area > 0 else 0.0
-    metres = _metres_per_unit(grid)
+    tolerance = simplify / (measure.metres_per_unit() or 1.0)  # map units
 
     def read(win: Window, with_confidence: bool = True) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         values = read_bands(classes_path, [band], win)[0]
@@ -284,10 +282,10 @@ def vectorize_classes(
         srs = osr.SpatialReference()
         srs.ImportFromWkt(grid.crs_wkt)
         with atomic_output(out_path, overwrite) as tmp:
-            writer = _Writer(tmp, layer_name, srs, names, comps, metres)
+            writer = _Writer(tmp, layer_name, srs, names, comps, measure)
             try:
                 stats = _trace_all(
-                    grid, comps, wanted, read, writer, t, min_pixels, simplify, preserve_topology,
+                    grid, comps, wanted, read, writer, t, min_pixels, tolerance, preserve_topology,
                     progress.sub(0.4, 1.0),
                 )
             finally:
@@ -301,7 +299,8 @@ def vectorize_classes(
         per_class=writer.per_class(),
         polygons=writer.written,
         legend=legend(writer.per_class(), class_colors_of(classes_path, band)),
-        crs_units_m=metres,
+        crs_units_m=measure.unit_m,
+        ground_units="sphere" if measure.geographic else ("crs" if measure.measured else "none"),
         seconds=round(time.perf_counter() - t0, 3),
         block=block,
     )
@@ -376,7 +375,7 @@ class _Writer:
     """Features into a GeoPackage layer, in transactions, with per-class totals."""
 
     def __init__(self, path: Path, layer_name: str, srs, names: Dict[int, str], comps: ClassComponents,
-                 metres: Optional[float]) -> None:
+                 measure: GroundMeasure) -> None:
         self.ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
         self.layer = self.ds.CreateLayer(layer_name, srs=srs, geom_type=ogr.wkbMultiPolygon)
         for name, kind in FIELDS:
@@ -386,15 +385,16 @@ class _Writer:
             self.layer.CreateField(field)
         self.defn = self.layer.GetLayerDefn()
         self.index = {name: self.defn.GetFieldIndex(name) for name, _ in FIELDS}
-        self.names, self.comps, self.metres = names, comps, metres
+        self.names, self.comps, self.measure = names, comps, measure
         self.written = 0
-        self.totals: Dict[int, List[float]] = {}
+        self.totals: Dict[int, List[float]] = {}  # class -> polygons, map-unit area, ground area
         self.layer.StartTransaction()
 
     def write(self, root: int, geom: ogr.Geometry) -> None:
         c = self.comps
         cls = int(c.cls[root])
         area, perimeter = geom.GetArea(), geom.Boundary().Length()
+        area_m2, perimeter_m = self.measure.area_perimeter(geom)
         feature = ogr.Feature(self.defn)
         f = self.index
         feature.SetField(f["class_id"], cls)
@@ -402,28 +402,29 @@ class _Writer:
         feature.SetField(f["pixels"], int(c.pixels[root]))
         feature.SetField(f["area"], float(area))
         feature.SetField(f["perimeter"], float(perimeter))
-        if self.metres is not None:
-            feature.SetField(f["area_m2"], float(area * self.metres**2))
-            feature.SetField(f["perimeter_m"], float(perimeter * self.metres))
+        if area_m2 is not None:
+            feature.SetField(f["area_m2"], float(area_m2))
+            feature.SetField(f["perimeter_m"], float(perimeter_m))
         if c.conf_pixels[root] > 0:
             feature.SetField(f["mean_conf"], float(c.conf_sum[root] / c.conf_pixels[root]))
             feature.SetField(f["sar_only"], float(c.sar_only[root] / c.conf_pixels[root]))
         feature.SetGeometry(ogr.ForceToMultiPolygon(geom))
         self.layer.CreateFeature(feature)
         self.written += 1
-        total = self.totals.setdefault(cls, [0, 0.0])
+        total = self.totals.setdefault(cls, [0, 0.0, 0.0])
         total[0] += 1
         total[1] += area
+        total[2] += area_m2 or 0.0
         if self.written % TRANSACTION == 0:
             self.layer.CommitTransaction()
             self.layer.StartTransaction()
 
     def per_class(self) -> Dict[str, Dict[str, float]]:
         out = {}
-        for cls, (n, area) in sorted(self.totals.items()):
+        for cls, (n, area, area_m2) in sorted(self.totals.items()):
             entry = {"class_id": cls, "polygons": int(n), "area": round(float(area), 3)}
-            if self.metres is not None:
-                entry["area_km2"] = round(float(area) * self.metres**2 / 1e6, 6)
+            if self.measure.measured:
+                entry["area_km2"] = round(float(area_m2) / 1e6, 6)
             out[self.names.get(cls, f"class {cls}")] = entry
         return out
 

@@ -88,7 +88,7 @@ class FloodMap(EngineAlgorithm):
                         integer=False)
         self.add_number("MIN_CHANGE_DB", "A flood needs the backscatter to fall by at least (dB)", 3.0, 0.0, 30.0,
                         integer=False)
-        self.add_number("MIN_AREA", "Flood polygons: minimum area (map units²)", 0.0, 0.0, integer=False)
+        self.add_number("MIN_AREA", "Flood polygons: minimum area (m²)", 0.0, 0.0, integer=False)
         self.add_device_parameter()
         self.add_number("TILE_SIZE", "Tile size (pixels)", 512, 64, 8192)
         self.add_number("OVERLAP", "Tile overlap (pixels)", 64, 0, 2048)

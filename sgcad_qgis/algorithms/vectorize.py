@@ -23,7 +23,7 @@ class Vectorize(EngineAlgorithm):
         "Turns a class map (e.g. the class map of 'Segment land cover', a flood extent, any raster of "
         "class ids) into polygons in a GeoPackage: one polygon per connected area of one class, merged "
         "across tiles so that no seam follows the tile borders, with the class id and name, the pixel "
-        "count, the area and perimeter (map units, and m²/m when the CRS is projected) and, with the "
+        "count, the area and perimeter (map units, and m²/m on the ground, also on a geographic CRS) and, with the "
         "confidence raster, the mean confidence and the share of SAR-only pixels (the segmentation "
         "writes SAR-only answers as negative confidence; the mean uses the magnitude). Keep only some "
         "classes (e.g. 'water'), drop polygons and fill holes smaller than a minimum area, and "
@@ -38,9 +38,9 @@ class Vectorize(EngineAlgorithm):
             "KEEP_CLASSES", self.tr("Classes to keep (ids or names, comma separated; empty = all)"), optional=True
         )
         self.addParameter(keep)
-        self.add_number("MIN_AREA", "Minimum polygon and hole area (map units², m² in a metric CRS)", 0.0, 0.0,
+        self.add_number("MIN_AREA", "Minimum polygon and hole area (m²)", 0.0, 0.0,
                         integer=False, advanced=False)
-        self.add_number("SIMPLIFY", "Simplification tolerance (map units; 0 = pixel outline)", 0.0, 0.0,
+        self.add_number("SIMPLIFY", "Simplification tolerance (m; 0 = pixel outline)", 0.0, 0.0,
                         integer=False, advanced=False)
         self.add_flag("PRESERVE_TOPOLOGY", "Simplify without self-intersections (topology-preserving)", True)
         self.add_number("BLOCK", "Block size in pixels (memory only; the polygons do not depend on it)", 1024, 16,

@@ -161,17 +161,50 @@ def test_outputs_are_atomic(class_map, tmp_path):
         vectorize_classes(class_map["classes"], tmp_path / "p.shp")
 
 
-def test_geographic_grid_has_no_metric_fields(tmp_path):
-    classes = np.zeros((40, 40), np.uint8)
-    classes[10:20, 10:20] = 1
-    g = Grid(CRS.from_epsg(4326).to_wkt(), Affine(0.001, 0, 4.0, 0, -0.001, 43.5), 40, 40)
+def test_geographic_grid_gets_ground_areas_and_metric_settings(tmp_path):
+    """A real Sen1Floods11 chip's grid (EPSG:4326, about 10 m): areas in m², minimum area in m² and
+    tolerance in metres, as on a projected grid; before, a minimum area given in m² was read as
+    square degrees and dropped every polygon."""
+    from osgeo import osr
+
+    from engine.raster.grid import grid_of, row_areas_m2
+
+    g = grid_of(ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "India_900498_S1Hand.tif")
+    classes = np.zeros((g.height, g.width), np.uint8)
+    classes[100:160, 50:150] = 3  # a 100 x 60 px pond
+    classes[300:303, 300:303] = 2  # a 3 x 3 px house, about 790 m²
     write_raster(tmp_path / "c.tif", classes, g, nodata=255)
-    vectorize_classes(tmp_path / "c.tif", tmp_path / "p.gpkg")
-    ds = ogr.Open(str(tmp_path / "p.gpkg"))
-    f = next(iter(ds.GetLayer(0)))
-    assert f.GetField("area") > 0 and f.GetField("area_m2") is None
-    assert f.GetField("class_name") in ("class 0", "class 1")
-    ds = None
+
+    def features(out, **kwargs):
+        result = vectorize_classes(tmp_path / "c.tif", tmp_path / out, names=NAMES, **kwargs)
+        ds = ogr.Open(str(tmp_path / out))
+        found = {f.GetField("class_name"): (f.GetField("area_m2"), f.GetField("perimeter_m"),
+                                            f.GetGeometryRef().Clone()) for f in ds.GetLayer(0)}
+        ds = None
+        return result, found
+
+    result, found = features("all.gpkg")
+    pond_m2, pond_m, pond = found["water"]
+    # the flood report's exact cell areas on the same sphere
+    assert pond_m2 == pytest.approx(100 * row_areas_m2(g, 100, 60).sum(), rel=1e-7)
+    lat = g.transform.f + g.transform.e * 130
+    width_m = np.radians(100 * g.transform.a) * 6_371_000 * np.cos(np.radians(lat))
+    height_m = np.radians(60 * abs(g.transform.e)) * 6_371_000
+    assert pond_m == pytest.approx(2 * (width_m + height_m), rel=1e-6)
+    # independent of the sphere: the pond in its UTM zone on the WGS84 ellipsoid, within 0.5 %
+    wgs84, utm = osr.SpatialReference(), osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    utm.ImportFromEPSG(32600 + int((g.transform.c + 180) // 6) + 1)
+    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    pond.Transform(osr.CoordinateTransformation(wgs84, utm))
+    assert pond_m2 == pytest.approx(pond.GetArea(), rel=5e-3)
+    assert result["per_class"]["water"]["area_km2"] == pytest.approx(pond_m2 / 1e6, abs=1e-6)
+    assert result["ground_units"] == "sphere" and 700 < found["village"][0] < 900
+
+    # a minimum area in m² drops the house only; a tolerance in metres, not degrees
+    result, found = features("min.gpkg", min_area=2000.0, simplify=5.0)
+    assert set(found) == {"farmland", "water"} and result["dropped"]["below_min_area"] == 1
+    assert found["water"][0] == pytest.approx(pond_m2, rel=1e-6)
 
 
 def test_cli_json(class_map, tmp_path):
