@@ -436,6 +436,11 @@ class FinetuneConfig:
     # 24.8 % with it (docs/experiments/finetune_keep.md; 1 cost Rotterdam 2.9 points; 0 disables)
     keep_undrawn: float = 0.5
     keep_min_confidence: float = 0.5  # the starting model's probability of an undrawn class to keep it
+    # weight of the term keeping the starting water expert's sure answers (probability >= 1 - c or
+    # <= c, c = teacher_keep_confidence) on unlabelled pixels while drawn polygons train it (not on
+    # relative SAR levels, where the polygons set the cut); 0 disables. docs/experiments/finetune_keep.md
+    teacher_keep: float = 0.0
+    teacher_keep_confidence: float = 0.1
     seed: int = 42
 
 

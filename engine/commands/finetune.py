@@ -50,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-undrawn", type=float, default=d.keep_undrawn,
                         help="weight of the term keeping the starting model's answers for classes no polygon holds, "
                         f"where nothing was drawn (0: off) ({d.keep_undrawn})")
+    parser.add_argument("--teacher-keep", type=float, default=d.teacher_keep,
+                        help="weight of the term keeping the starting water expert's sure answers where nothing was "
+                        "drawn, while drawn polygons train it (0: off; docs/finetune.md) "
+                        f"({d.teacher_keep})")
     parser.add_argument("--crop-size", type=int, default=d.crop_size, help=f"training crop edge ({d.crop_size})")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"crops per step ({d.batch_size})")
     parser.add_argument("--train-encoders", action="store_true", default=d.train_encoders,
@@ -83,8 +87,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.polygons is None and not args.teacher:
         raise ValueError("without --polygons only the teacher can adapt to the scene: give --teacher")
     apply_threads(args.threads)
-    if args.keep_undrawn < 0:
-        raise ValueError(f"--keep-undrawn must be 0 or more, got {args.keep_undrawn}")
+    for name in ("keep_undrawn", "teacher_keep"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
     for name in ("steps", "batch_size", "crop_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -92,8 +97,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         steps=args.steps, teacher_steps=args.teacher_steps, train_encoders=args.train_encoders,
         update_teacher=not args.no_teacher_update, kd=args.kd, pseudo_labels=not args.no_pseudo_labels,
         pseudo_label_layers=args.pseudo_label_layers,
-        lambda_kd=args.lambda_kd, keep_undrawn=args.keep_undrawn, crop_size=args.crop_size,
-        batch_size=args.batch_size, lr=args.lr,
+        lambda_kd=args.lambda_kd, keep_undrawn=args.keep_undrawn, teacher_keep=args.teacher_keep,
+        crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed,
     )
     overrides = InputOverrides(tuple(args.optical_bands or ()), tuple(args.sar_bands or ()), args.optical_units,

@@ -45,6 +45,7 @@ class Tile:
     label: np.ndarray  # (h, w) int64, 255 unlabelled
     teacher_water: Optional[np.ndarray] = None  # (h, w) teacher's water probability, once computed
     start_probs: Optional[np.ndarray] = None  # (K, h, w) float16, the starting student's, when kept
+    teacher_start: Optional[np.ndarray] = None  # (2, h, w) float16, the starting teacher's, when kept
 
     @property
     def labelled(self) -> int:
@@ -188,7 +189,8 @@ class CropSampler:
         rs, cs = slice(r0, min(r0 + k, h)), slice(c0, min(c0 + k, w))
         out = {}
         for name, fill in (("optical", 0.0), ("sar", 0.0), ("teacher_sar", 0.0), ("label", IGNORE),
-                           ("teacher_water", np.nan), ("start_probs", np.nan), ("valid", False)):
+                           ("teacher_water", np.nan), ("start_probs", np.nan), ("teacher_start", np.nan),
+                           ("valid", False)):
             a = getattr(tile, name)
             if a is None:
                 continue

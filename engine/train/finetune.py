@@ -186,12 +186,23 @@ class _Fitter:
                 "start_score": start_score, "best_score": best, "history": self.history}
 
 
-def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion, water: int, device):
+def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion, water: int, device,
+                  keep: bool = False):
+    """One step's loss; ``keep``: the starting teacher's sure answers (tiles' ``teacher_start``) stay targets."""
+    n_context = cfg.batch_size // 2 if keep else 0
+
     def step() -> Tuple[torch.Tensor, Dict[str, float]]:
-        batch = sampler.batch(cfg.batch_size, 0)
+        batch = sampler.batch(cfg.batch_size - n_context, n_context)
         sar = batch["teacher_sar"].to(device)
-        target = binary_water_target(batch["label"].to(device), water, IGNORE)
-        return criterion(teacher(sar).float(), target, sar), {}
+        label = batch["label"].to(device)
+        logits = teacher(sar).float()
+        loss = criterion(logits, binary_water_target(label, water, IGNORE), sar)
+        if not keep:
+            return loss, {}
+        held = keep_undrawn_loss(logits, batch["teacher_start"].to(device).float(),
+                                 (label == IGNORE) & batch["valid"].to(device), (0, 1),
+                                 1.0 - cfg.teacher_keep_confidence)
+        return loss + cfg.teacher_keep * held, {"keep_loss": float(held.detach())}
     return step
 
 
@@ -580,10 +591,20 @@ def finetune_from_polygons(
         if cfg.update_teacher and min(binary) > 0:
             weights = inverse_frequency_weights(binary)
             criterion = build_teacher_loss(loss_config_of(t_meta.train), weights, IGNORE).to(dev)  # the model's own
+            # drawn labels only: pseudo-labels already come from the scene, and on relative levels the
+            # starting answers rest on the Sentinel-1 cut the polygons replace
+            keep = cfg.teacher_keep > 0 and teacher_tiles is tiles and not resolved.sar_relative_levels
+            if keep:  # the drawn polygons teach; elsewhere the starting expert's sure answers stay
+                for tile in train_tiles:
+                    progress.check()
+                    p_water = _predict(teacher, tile, True, dev)
+                    tile.teacher_start = np.stack([1.0 - p_water, p_water]).astype(np.float16)
             sampler = CropSampler(teacher_tiles, cfg.crop_size, cfg.seed)
             fitter = _Fitter(teacher, teacher_params, cfg, cfg.teacher_steps, progress.sub(0.1, 0.4), "teacher")
-            result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev),
+            result["teacher_fit"] = fitter.run(_teacher_step(teacher, sampler, cfg, criterion, water, dev, keep),
                                                evaluate_teacher)
+            for tile in train_tiles:
+                tile.teacher_start = None  # used up: free the memory before the student's turn
             teacher_done = True
         elif cfg.update_teacher and polygons is None:
             note = (result.get("pseudo_labels") or {}).get("threshold", {}).get("note") or "pseudo-labels are off"

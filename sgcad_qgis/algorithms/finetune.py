@@ -89,6 +89,8 @@ class FineTune(EngineAlgorithm):
         self.add_number("LAMBDA_KD", "Distillation weight", d.lambda_kd, 0.0, 100.0, integer=False)
         self.add_number("KEEP_UNDRAWN", "Weight keeping the starting map's classes that no polygon holds (0 = off)",
                         d.keep_undrawn, 0.0, 100.0, integer=False)
+        self.add_number("TEACHER_KEEP", "Weight keeping the starting water expert's sure answers where nothing "
+                        "was drawn (0 = off)", d.teacher_keep, 0.0, 100.0, integer=False, advanced=True)
         self.add_number("CROP_SIZE", "Training crop size (pixels)", d.crop_size, 32, 1024)
         self.add_number("BATCH_SIZE", "Crops per step", d.batch_size, 1, 256)
         self.add_flag("TRAIN_ENCODERS", "Let the student's encoders learn too (slower)", d.train_encoders,
@@ -179,7 +181,8 @@ class FineTune(EngineAlgorithm):
             steps=count("STEPS"), teacher_steps=count("TEACHER_STEPS"),
             update_teacher=self.parameterAsBoolean(parameters, "UPDATE_TEACHER", context),
             kd=self.parameterAsEnumString(parameters, "KD", context) or FinetuneConfig.kd,
-            lambda_kd=number("LAMBDA_KD"), keep_undrawn=number("KEEP_UNDRAWN"), crop_size=count("CROP_SIZE"),
+            lambda_kd=number("LAMBDA_KD"), keep_undrawn=number("KEEP_UNDRAWN"), teacher_keep=number("TEACHER_KEEP"),
+            crop_size=count("CROP_SIZE"),
             batch_size=count("BATCH_SIZE"),
             lr=number("LR"), val_fraction=number("VAL_FRACTION"), seed=count("SEED"),
             train_encoders=self.parameterAsBoolean(parameters, "TRAIN_ENCODERS", context),
