@@ -40,6 +40,7 @@ from .metrics import ConfusionMatrix
 from .progress import NULL_PROGRESS, Progress
 from .raster.grid import row_areas_m2
 from .raster.io import iter_windows, read_bands
+from .raster.measure import GroundMeasure
 
 PathLike = Union[str, Path]
 SAR_ONLY_NON_WATER = 254  # engine.inference.products (not imported: no torch needed here)
@@ -217,7 +218,8 @@ def measure(
         "region": {
             "kind": region_kind, "col_off": x0, "row_off": y0, "width": width, "height": height,
             "pixels": total, "answered": answered_n, "answered_share": _share(answered_n, total),
-            "area_km2": (area_m2 if north_up else answered_n * abs(grid.transform.a * grid.transform.e)) / 1e6,
+            # a rotated grid: the pixel area at the grid's centre (engine.raster.measure), on the ground
+            "area_km2": (area_m2 if north_up else answered_n * (GroundMeasure(grid).pixel_area_m2() or 0.0)) / 1e6,
             "north_up": bool(north_up),
         },
         "low_confidence_threshold": low_confidence,

@@ -21,7 +21,7 @@ is held whole until the end, as its feature must be written whole.
 
 Attributes: ``class_id``, ``class_name``, ``pixels`` (the component's pixel count), ``area`` and
 ``perimeter`` of the written polygon in map units, ``area_m2`` and ``perimeter_m`` on the ground
-(on the sphere for a geographic CRS, :mod:`.measure`; empty only for a CRS without ground units),
+(on the sphere for a geographic CRS, :mod:`engine.raster.measure`; empty only for a CRS without ground units),
 ``mean_conf`` (mean confidence of the component's pixels)
 and ``sar_only`` (share of its pixels with negative confidence). ``engine segment`` writes the
 teacher's confidence as a negative value where only SAR was available; the mean is taken over
@@ -47,9 +47,9 @@ from rasterio.windows import Window
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import atomic_output, iter_windows, read_bands
+from ..raster.measure import GroundMeasure
 from .components import ClassComponents, label_classes, scan_components
 from .geometry import build_polygons, canonical_rings, drop_small_holes, transform_rings, union_pieces
-from .measure import GroundMeasure
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -145,6 +145,19 @@ def test_the_area_of_a_run_on_a_geographic_grid_is_in_square_kilometres_not_degr
     assert 80 * 60e-6 < result["numbers"]["region"]["area_km2"] < 80 * 63e-6  # about 61.8 m2 a pixel
 
 
+def test_the_area_of_a_run_on_a_rotated_grid_counts_whole_pixels(tmp_path):
+    # 10 m pixels turned by 30 degrees: 100 m2 each (once |a * e| = 75 m2, the rotation ignored)
+    from affine import Affine
+
+    _hand_run(tmp_path / "run")
+    for name in ("classes", "confidence", "gates", "water_probability"):
+        with rasterio.open(tmp_path / "run" / f"{name}.tif", "r+") as dst:
+            dst.crs, dst.transform = "EPSG:32631", Affine.translation(500000, 5000000) * Affine.rotation(30) \
+                * Affine.scale(10, -10)
+    region = explain_run(tmp_path / "run")["numbers"]["region"]
+    assert not region["north_up"] and region["area_km2"] == pytest.approx(80 * 100 / 1e6, rel=1e-9)
+
+
 def test_a_window_or_an_aoi_explains_only_that_part_and_files_are_written_once(tmp_path):
     arrays = _hand_run(tmp_path / "run", teacher=False)
     win = explain_run(tmp_path / "run", window=(6, 0, 3, 9))  # the water columns

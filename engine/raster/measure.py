@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from osgeo import ogr, osr
 
-from ..raster.grid import EARTH_RADIUS_M, Grid
+from .grid import EARTH_RADIUS_M, Grid
 
 
 class GroundMeasure:
