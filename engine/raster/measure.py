@@ -8,8 +8,9 @@ areas use: an area is the polygon's area in the sphere's cylindrical equal-area 
 (x = longitude, y = sin latitude), and an edge's length is measured along its parallel or meridian
 (mixed in quadrature for a slanted edge). Both are exact for edges along parallels and meridians,
 which is every edge of a polygon traced from a north-up grid, so a polygon layer's areas add up to
-the flood report's. The WGS84 ellipsoid differs from that sphere by at most about 0.5 %. A CRS with
-no ground unit (an engineering CRS) is not measured.
+the flood report's. Areas on the WGS84 ellipsoid differ from that sphere's by -0.45 % at the equator,
++0.2 % at 45° and +0.6 % at 60° of latitude. A CRS with no ground unit (an engineering CRS) is not
+measured.
 """
 
 from __future__ import annotations
