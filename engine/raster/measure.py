@@ -47,10 +47,12 @@ class GroundMeasure:
         """Whether ground measures exist (a projected or a geographic CRS)."""
         return self.geographic or self.unit_m is not None
 
-    def area_perimeter(self, geom: ogr.Geometry) -> Tuple[Optional[float], Optional[float]]:
-        """Area (m²) and perimeter (m, holes included) of a polygon or multipolygon; None when not measured."""
+    def area_perimeter(self, geom: ogr.Geometry, area: float,
+                       perimeter: float) -> Tuple[Optional[float], Optional[float]]:
+        """Area (m²) and perimeter (m, holes included) of a polygon or multipolygon whose map-unit
+        ``area`` and ``perimeter`` are known; None when not measured."""
         if self.unit_m is not None:
-            return geom.GetArea() * self.unit_m**2, geom.Boundary().Length() * self.unit_m
+            return area * self.unit_m**2, perimeter * self.unit_m
         if not self.geographic:
             return None, None
         area = perimeter = 0.0

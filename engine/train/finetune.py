@@ -80,15 +80,19 @@ def _predict(model: torch.nn.Module, tile: Tile, teacher: bool, device: torch.de
     if teacher:
         x = torch.from_numpy(tile.teacher_sar[None]).to(device)
         return torch.softmax(model(x).float(), 1)[0, 1].cpu().numpy()
-    return _student_probs(model, tile, device).argmax(0)
+    return _student_logits(model, tile, device).argmax(1)[0].cpu().numpy()
 
 
 @torch.no_grad()
 def _student_probs(model: torch.nn.Module, tile: Tile, device: torch.device) -> np.ndarray:
     """The student's class probabilities (K, h, w) over a whole tile, in eval mode."""
+    return torch.softmax(_student_logits(model, tile, device), 1)[0].cpu().numpy()
+
+
+def _student_logits(model: torch.nn.Module, tile: Tile, device: torch.device) -> torch.Tensor:
     model.eval()
     o, s = (torch.from_numpy(a[None]).to(device) for a in (tile.optical, tile.sar))
-    return torch.softmax(model(o, s).float(), 1)[0].cpu().numpy()
+    return model(o, s).float()
 
 
 def _score(tiles: Sequence[Tile], predict: Callable[[Tile], np.ndarray], classes: int) -> Dict[str, Any]:

@@ -394,7 +394,7 @@ class _Writer:
         c = self.comps
         cls = int(c.cls[root])
         area, perimeter = geom.GetArea(), geom.Boundary().Length()
-        area_m2, perimeter_m = self.measure.area_perimeter(geom)
+        area_m2, perimeter_m = self.measure.area_perimeter(geom, area, perimeter)
         feature = ogr.Feature(self.defn)
         f = self.index
         feature.SetField(f["class_id"], cls)
