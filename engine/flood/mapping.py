@@ -292,7 +292,8 @@ def map_flood(
                     )
                     water.prob_path = Path(res["path"])
                     water.info.update(method="teacher", teacher_water_fraction=res["water_fraction"],
-                                      tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"))
+                                      tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"),
+                                      cross_polarised=res.get("cross_polarised"))
                     warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]
                 else:
                     relative = sar_levels_of(d.sar, d.levels, water.sar.units.units, d.calibration)[0]

@@ -87,7 +87,9 @@ def water_probability(
     Returns:
         ``path``, ``inputs`` (units decisions and warnings), ``tiles``, ``device``, ``seconds``,
         ``valid_pixels``, ``mean_probability``, ``water_fraction`` (p >= 0.5 among valid pixels) and
-        ``scene_cut`` (the cut as a probability of the teacher on relative SAR levels, else None).
+        ``scene_cut`` (the cut as a probability of the teacher on relative SAR levels, else None) and
+        ``cross_polarised`` (:class:`engine.water.cross_pol.CrossPolCheck` of a raster with a VH
+        band the teacher did not read, on calibrated levels; else None).
 
     Raises:
         ValueError: a checkpoint that is not a teacher, bands that do not fit, a SAR raster
@@ -161,9 +163,23 @@ def water_probability(
     if counts[0] == 0:
         Path(out_path).unlink(missing_ok=True)
         raise ValueError(f"{sar_path} has no valid pixel on the output grid (no overlap, or all nodata)")
+    inputs = resolved.summary()
+    cross = None
+    if not resolved.sar_relative_levels:
+        try:
+            cross = _cross_check(sar_path, resolved.bands.sar_bands, grid, out_path, sar_units, sar_calibration,
+                                 progress)
+        except BaseException:
+            Path(out_path).unlink(missing_ok=True)  # a cancelled run leaves no output
+            raise
+        message = cross.warning() if cross is not None else None
+        if message:
+            progress.warning(message)
+            inputs["warnings"].append(message)
     return {
         "path": str(out_path),
-        "inputs": resolved.summary(),
+        "inputs": inputs,
+        "cross_polarised": None if cross is None else cross.to_dict(),
         "tiles": len(plan.tiles),
         "device": describe_device(device),
         "seconds": round(time.perf_counter() - t0, 3),
@@ -173,6 +189,19 @@ def water_probability(
         "scene_cut": None if scene_threshold is None else round(scene_threshold, 4),
         "flip_average": cfg.flip_average,
     }
+
+
+def _cross_check(sar_path: PathLike, read_bands: Sequence[int], grid: Grid, prob_path: PathLike, units: str,
+                 calibration: float, progress: Progress):
+    """What the raster's VH band says about the water map (None without one)."""
+    from ..flood.sources import db_source
+    from ..water.cross_pol import check_cross_polarised, cross_band
+
+    band = cross_band(sar_path, read_bands)
+    if band is None:
+        return None
+    source = db_source(sar_path, band, grid, units, calibration).source
+    return check_cross_polarised(source, band, prob_path, progress=progress)
 
 
 def _sample(reader: PairReader, plan, progress: Progress):
