@@ -90,6 +90,30 @@ def add_flip_average_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_streaming_args(parser: argparse.ArgumentParser) -> None:
+    """Device, tiles, threads, flips, ``--overwrite``, ``--quiet`` and ``--json`` of the commands that
+    stream a SAR water expert over a scene (``flood``, ``water``)."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--tile-size", type=int, default=512, help="network tile edge in pixels (512)")
+    parser.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles (64)")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per network call (4)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for the networks (0: default)")
+    add_flip_average_arg(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_json_flag(parser)
+
+
+def streaming_config(args: argparse.Namespace):
+    """The :class:`~engine.config.InferenceConfig` of :func:`add_streaming_args`' arguments."""
+    from .config import InferenceConfig
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    return InferenceConfig(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                           device=args.device, threads=args.threads, flip_average=args.flip_average)
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line of stdout"

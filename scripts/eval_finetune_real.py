@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:  # appended: a test importing this script keeps it
     sys.path.append(str(ROOT))
 
 from engine.config import FinetuneConfig, InferenceConfig  # noqa: E402
-from engine.inputs.contract import InputRecipe, resolve_inputs  # noqa: E402
+from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs  # noqa: E402
 from engine.inputs.reader import PairReader  # noqa: E402
 from engine.models.checkpoint import load_model  # noqa: E402
 from engine.preprocess.nodata import fill_sar_nodata  # noqa: E402
@@ -140,12 +140,20 @@ def sar_db(path: Path) -> np.ndarray:
     return a if np.nanmedian(a) < 0 else 10 * np.log10(np.maximum(a, 1e-10))
 
 
-def teacher_water(teacher_path: Path, sar: Path, optical: Optional[Path]) -> np.ndarray:
+def teacher_water(teacher_path: Path, sar: Path, optical: Optional[Path], expert: bool = False) -> np.ndarray:
+    """The teacher's water probability of a whole chip; ``expert``: the water expert the product
+    chooses for this raster (the VV + VH pair where the bands are named so, :mod:`engine.water.experts`)."""
     from engine.inference.flips import flip_averaged
+    from engine.water.experts import choose_water_expert, load_water_expert
 
-    teacher, meta = load_model(teacher_path, "teacher")
+    choice = choose_water_expert(teacher_path, sar) if expert else None
+    if choice is not None and choice.dual_pol:
+        teacher, meta = load_water_expert(choice, teacher_path)
+    else:
+        teacher, meta = load_model(teacher_path, "teacher")
     teacher = flip_averaged(teacher, INFERENCE.flip_average)
-    resolved = resolve_inputs(InputRecipe.of(meta), None, sar)
+    overrides = InputOverrides(sar_bands=choice.sar_bands) if choice is not None else InputOverrides()
+    resolved = resolve_inputs(InputRecipe.of(meta), None, sar, overrides)
     grid = grid_of(sar)
     reader = PairReader(None, sar, grid, (), resolved.bands.sar_bands, [resolved.preprocessor])
     x = fill_sar_nodata(reader.read(0, 0, grid.width, grid.height).sar[0])  # as the product does

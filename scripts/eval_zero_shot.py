@@ -2,12 +2,14 @@
 
     .venv/bin/python scripts/eval_zero_shot.py [--student PATH] [--teacher PATH] [--adapt] [--markdown FILE]
 
-* Water expert (teacher), SAR only: water IoU on the Sen1Floods11 chips (hand labels, the whole
-  chip: nothing was trained on them), on the Camargue and lower Rhone evaluation polygons and on
-  the Rotterdam evaluation polygons, next to Otsu's threshold on each SAR band: on the band as
-  it is (the issue's baseline; the best band is reported) and after a 5 x 5 median (the stronger
-  baseline: the better co-polarised band, and VH). With ``--adapt``, also the teacher after the
-  label-free scene adaptation (``python -m engine finetune`` without polygons).
+* Water expert (teacher), SAR only: the expert the product chooses (on VV + VH rasters the VV + VH
+  pair of :mod:`engine.water.experts`; the VV teacher alone is reported beside it): water IoU on
+  the Sen1Floods11 chips (hand labels, the whole chip: nothing was trained on them), on the
+  Camargue and lower Rhone evaluation polygons and on the Rotterdam evaluation polygons, next to
+  Otsu's threshold on each SAR band: on the band as it is (the issue's baseline; the best band is
+  reported) and after a 5 x 5 median (the stronger baseline: the better co-polarised band, and
+  VH). With ``--adapt``, also the VV teacher after the label-free scene adaptation (``python -m
+  engine finetune`` without polygons; where it keeps the teacher, the zero-shot map is scored).
 * Snow: synthetic winter scenes no model saw, the share of snow-covered land called water.
 * Held-out synthetic scenes (seeds 9300-9307, the student's latest training priors): OA / mIoU of
   whole scenes and of 128-px chips cut from them, and how often a chip agrees with the whole run.
@@ -54,6 +56,7 @@ from engine.metrics import ConfusionMatrix  # noqa: E402
 from engine.raster.grid import grid_of  # noqa: E402
 from engine.raster.labels import rasterize_labels  # noqa: E402
 from engine.raster.stack import stack_bands  # noqa: E402
+from engine.water.experts import choose_water_expert  # noqa: E402
 
 WATER = 3
 
@@ -92,7 +95,7 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
         scene = scenes()[name]
         truth, db = water_labels(scene), sar_db(scene["sar"])
         footprint = np.isfinite(db[0])
-        zero_shot = teacher_water(teacher, scene["sar"], None) > 0.5
+        zero_shot = teacher_water(teacher, scene["sar"], None, expert=True) > 0.5
         by_band = otsu_by_band(scene, truth)
         co = max((b for b in by_band if b in ("VV", "HH")), key=lambda b: by_band[b]["median5"])
         raw = max(by_band, key=lambda b: by_band[b]["raw"])
@@ -103,6 +106,8 @@ def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:
                "share_teacher": footprint_share(zero_shot, footprint)}
         if "VH" in by_band:
             row["otsu_vh"] = by_band["VH"]["median5"]
+        if choose_water_expert(teacher, scene["sar"]).dual_pol:  # the VV teacher alone, for the record
+            row["teacher_vv"] = iou(teacher_water(teacher, scene["sar"], None) > 0.5, truth)
         # the product's default: on levels that auto finds relative, the scene's cut
         row["levels"] = "relative" if auto_levels_relative(teacher, scene["sar"]) else "calibrated"
         relative_levels = row["levels"] == "relative" or scene.get("sigma0", True) is False
@@ -146,12 +151,14 @@ def heldout_real_rows(student: Path, teacher: Path, folder: Path, adapt: bool, t
         with rasterio.open(sar) as src:
             bands = tuple((d or f"band {i + 1}").upper() for i, d in enumerate(src.descriptions))
         scene = dict(sar=sar, truth=labels[0], bands=bands)
-        truth, zero_shot = water_labels(scene), teacher_water(teacher, sar, None) > 0.5
+        truth, zero_shot = water_labels(scene), teacher_water(teacher, sar, None, expert=True) > 0.5
         by_band = otsu_by_band(scene, truth)
         row = {"water_share": float((truth == 1).sum() / max((truth != 255).sum(), 1)), "bands_otsu": by_band,
                "otsu_raw": max(v["raw"] for v in by_band.values()),
                "otsu_median5": max(v["median5"] for v in by_band.values()),
                "teacher": iou(zero_shot, truth)}
+        if choose_water_expert(teacher, sar).dual_pol:  # the VV teacher alone, for the record
+            row["teacher_vv"] = iou(teacher_water(teacher, sar, None) > 0.5, truth)
         if adapt:
             row["teacher_adapted"] = iou(adapted_water(teacher, sar, tmp / f"adapt-{chip}", zero_shot)[0], truth)
         optical = list(folder.rglob(f"{chip}_S2Hand.tif"))
@@ -297,11 +304,12 @@ def _pct(v) -> str:
 
 def markdown(out: dict, args) -> str:
     """The figures as Markdown tables (the page's prose is written by hand around them)."""
-    lines = ["| scene | SAR levels (auto) | teacher | teacher, calibrated cut | Otsu, band as it is (best band) | "
-             "Otsu 5 x 5 median, co-pol | Otsu 5 x 5 median, VH | teacher adapted (no labels) | "
-             "adapted, calibrated cut |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scene | SAR levels (auto) | water expert | VV teacher alone | teacher, calibrated cut | "
+             "Otsu, band as it is (best band) | Otsu 5 x 5 median, co-pol | Otsu 5 x 5 median, VH | "
+             "teacher adapted (no labels) | adapted, calibrated cut |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in out["teacher"].items():
         lines.append(f"| {name} | {r.get('levels', 'calibrated')} | {_pct(r['teacher'])} | "
+                     f"{_pct(r.get('teacher_vv'))} | "
                      f"{_pct(r.get('teacher_calibrated', r['teacher']))} | "
                      f"{_pct(r['otsu_raw'])} ({r['otsu_raw_band']}) | "
                      f"{_pct(r['otsu_co'])} ({r['otsu_co_band']}) | "
@@ -331,10 +339,11 @@ def markdown(out: dict, args) -> str:
               f"| 128 px chips cut from them (agreement with the whole run: {_pct(h['chip_agreement'])} %) | "
               f"{_pct(h['chip_oa'])} | {_pct(h['chip_miou'])} | |"]
     if out.get("heldout_real"):
-        lines += ["", "| held-out Sen1Floods11 chip (water %) | teacher | adapted | Otsu, band as it is (best) | "
-                  "Otsu 5 x 5 median (best) | student, optical + SAR |", "|---|---|---|---|---|---|"]
+        lines += ["", "| held-out Sen1Floods11 chip (water %) | water expert | VV teacher alone | adapted | "
+                  "Otsu, band as it is (best) | Otsu 5 x 5 median (best) | student, optical + SAR |",
+                  "|---|---|---|---|---|---|---|"]
         for name, r in out["heldout_real"].items():
-            lines.append(f"| {name} ({_pct(r['water_share'])}) | {_pct(r['teacher'])} | "
+            lines.append(f"| {name} ({_pct(r['water_share'])}) | {_pct(r['teacher'])} | {_pct(r.get('teacher_vv'))} | "
                          f"{_pct(r.get('teacher_adapted'))} | {_pct(r['otsu_raw'])} | {_pct(r['otsu_median5'])} | "
                          f"{_pct(r.get('student'))} |")
     return "\n".join(lines) + "\n"

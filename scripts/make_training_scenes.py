@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -39,11 +39,12 @@ def scene_options(
     green_water: float = 0.0,
     dense_crops: float = 0.0,
     water_shapes: float = 0.0,
+    polarisations: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """The generator options of scene ``seed`` under a set's priors (the flags of this script)."""
     rng = np.random.default_rng(seed)
     sensors = ["s1"] if s1_share and rng.random() < s1_share else None
-    options = random_scene_options(rng, sensors=sensors)
+    options = random_scene_options(rng, sensors=sensors, polarisations=polarisations)
     # priors of the world the models meet: dark land (wet snow, sand, runways, shadow) is
     # much rarer than open water in real scenes, so a SAR-only expert must not learn that
     # "very dark" is a coin toss
@@ -78,14 +79,18 @@ def main() -> None:
                         help="largest darkening of dense crop parcels towards forest (drawn per scene in 0-this)")
     parser.add_argument("--water-shapes", type=float, default=0.0,
                         help="share of scenes with wide rivers, canals, harbour basins and ponds (density in 0.2-1)")
+    parser.add_argument("--polarisations", default="",
+                        help="the SAR bands of every scene, e.g. VV,VH (the VV + VH water expert's set, with "
+                             "--s1-share 1); default: drawn per sensor")
     args = parser.parse_args()
+    pols = tuple(p.strip().upper() for p in args.polarisations.split(",") if p.strip()) or None
     out = Path(args.out)
     summary = []
     for k in range(args.count):
         folder = out / f"scene{k:03d}"
         seed = args.seed + k
         options = scene_options(seed, args.max_confusers, args.snow, args.s1_share, args.green_water, args.dense_crops,
-                                args.water_shapes)
+                                args.water_shapes, pols)
         if not (folder / "label.tif").is_file():
             generate_scene(folder, size=args.size, seed=seed, write_vector=False, overwrite=True, **options)
         summary.append({"scene": folder.name, "seed": seed, **options})

@@ -747,6 +747,18 @@ def flood_results(paths: Dict[str, str], label: str = "") -> List[ResultLayer]:
     return [i for i in items if i.path]
 
 
+def water_date_results(water: str, probability: str) -> List[ResultLayer]:
+    """The layers of one date's water map (``sgcad:watermap``): water visible, its probability hidden."""
+    items = [
+        ResultLayer("water_date", water, "Water", "band",
+                    "Open water: the water expert's probability at or above the threshold.", visible=True,
+                    classes=((1, "#1f78b4", "water"),)),
+        ResultLayer("water_date_probability", probability, "Water probability", KIND_PROBABILITY,
+                    "The water expert's water probability (VV + VH expert where the bands are named so)."),
+    ]
+    return [i for i in items if i.path]
+
+
 # --------------------------------------------------------------------------- polygons
 POLYGON_OPACITY = 0.75
 

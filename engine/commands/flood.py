@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_flip_average_arg, add_json_flag, add_sar_levels_arg, int_list
+from ..cli import add_json_flag, add_sar_levels_arg, add_streaming_args, int_list, streaming_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--aoi-name-field", help="field naming the polygons in the report (default: first text field)")
     for date in ("after", "before"):
         parser.add_argument(f"--{date}-bands", type=int_list, default=[],
-                            help=f"1-based band of the {date} SAR to map (default 1)")
+                            help=f"1-based band of the {date} SAR to map (default: by band names; a raster with bands "
+                                 "named VV and VH is mapped by the VV + VH water expert)")
         parser.add_argument(f"--{date}-units", choices=SAR_UNITS, default="auto",
                             help=f"units of the {date} SAR: auto (detected), linear, db, amplitude, dn")
         parser.add_argument(f"--{date}-calibration", type=float, default=0.0,
@@ -59,15 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--vectorize", action="store_true",
                         help="also write the flood as polygons (flood_polygons.gpkg)")
     parser.add_argument("--min-area", type=float, default=0.0, help="with --vectorize: drop polygons below this (m²)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--tile-size", type=int, default=512, help="network tile edge in pixels (512)")
-    parser.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles (64)")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per network call (4)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for the networks (0: default)")
-    add_flip_average_arg(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    add_json_flag(parser)
+    add_streaming_args(parser)
     parser.set_defaults(func=run)
 
     pair = subparsers.add_parser(
@@ -91,13 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    from ..config import InferenceConfig
     from ..flood.mapping import FloodConfig, FloodDate, map_flood
     from ..flood.terrain import Geometry
     from ..progress import ConsoleProgress
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    inference = streaming_config(args)
 
     def date(name: str) -> FloodDate:
         get = lambda key: getattr(args, f"{name}_{key}")  # noqa: E731
@@ -111,8 +102,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         method=args.method, water_threshold=args.water_threshold, low_db=args.low_db,
         min_change_db=args.min_change_db, shared_threshold=not args.own_thresholds,
     )
-    inference = InferenceConfig(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                                device=args.device, threads=args.threads, flip_average=args.flip_average)
     result = map_flood(
         date("after"), date("before"), args.out, cfg, teacher_path=args.teacher, student_path=args.student,
         inference=inference, aoi=args.aoi, aoi_name_field=args.aoi_name_field, dem=args.dem, truth=args.truth,

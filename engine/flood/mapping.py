@@ -63,6 +63,7 @@ from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
 from ..validate import RunLock, check_output_folder, check_outputs_not_inputs, check_unlocked
+from ..water.experts import choose_water_expert, load_water_expert
 from ..water.source import smoothed_reader
 from ..water.threshold import (
     ThresholdResult,
@@ -269,11 +270,7 @@ def map_flood(
         tmp = out / f".flood-tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            if teacher is None and cfg.method == "teacher" and not all(uses_student.values()):
-                from ..inference.sar_only import load_teacher
-
-                progress.info(f"loading {teacher_path}")
-                teacher = load_teacher(teacher_path)
+            loaded = {}  # each water expert is loaded once, whichever dates it maps
             spans = {"after": (0.02, 0.38), "before": (0.38, 0.74)}
             for name, d in (("after", after), ("before", before)):
                 sub = progress.sub(*spans[name])
@@ -285,13 +282,23 @@ def map_flood(
                 elif cfg.method == "teacher":
                     from ..inference.sar_only import water_probability
 
+                    model, bands = teacher_path, d.bands or None
+                    if teacher is None:
+                        choice = choose_water_expert(teacher_path, d.sar, d.bands)
+                        model, bands = choice.path, choice.sar_bands or bands
+                        if choice.reason:
+                            progress.info(f"{name}: {choice.reason}")
+                        if model not in loaded:
+                            progress.info(f"loading {model}")
+                            loaded[model] = load_water_expert(choice, teacher_path)
                     res = water_probability(
-                        d.sar, teacher_path, tmp / f"water_{name}.tif", grid, inference, sar_bands=d.bands or None,
+                        d.sar, model, tmp / f"water_{name}.tif", grid, inference, sar_bands=bands,
                         sar_units=water.sar.units.units, sar_calibration=d.calibration, sar_levels=d.levels,
-                        teacher=teacher, progress=sub,
+                        teacher=teacher or loaded[model], progress=sub,
                     )
                     water.prob_path = Path(res["path"])
-                    water.info.update(method="teacher", teacher_water_fraction=res["water_fraction"],
+                    water.info.update(method="teacher", teacher=Path(model).name if model else "",
+                                      teacher_water_fraction=res["water_fraction"],
                                       tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"),
                                       cross_polarised=res.get("cross_polarised"))
                     warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]

@@ -69,7 +69,8 @@ def water_probability(
 
     Args:
         sar_path: SAR raster (any units the input contract reads; any CRS and resolution).
-        teacher_path: SAR water teacher checkpoint (``.safetensors``); may be None with ``teacher``.
+        teacher_path: SAR water teacher checkpoint (``.safetensors``); may be None with ``teacher``. Its
+            dual-polarisation companion maps a raster with VV and VH (:mod:`engine.water.experts`).
         out_path: GeoTIFF to write (float32, NaN = no SAR value).
         grid: output grid; default the SAR's own.
         cfg: tile size, overlap, batch size, device, threads, AMP and blend ramp.
@@ -85,8 +86,9 @@ def water_probability(
         progress: reporting and cancellation.
 
     Returns:
-        ``path``, ``inputs`` (units decisions and warnings), ``tiles``, ``device``, ``seconds``,
-        ``valid_pixels``, ``mean_probability``, ``water_fraction`` (p >= 0.5 among valid pixels) and
+        ``path``, ``teacher`` (the model that ran), ``inputs`` (units decisions and warnings), ``tiles``,
+        ``device``, ``seconds``, ``valid_pixels``, ``mean_probability``, ``water_fraction`` (p >= 0.5 among
+        valid pixels) and
         ``scene_cut`` (the cut as a probability of the teacher on relative SAR levels, else None) and
         ``cross_polarised`` (:class:`engine.water.cross_pol.CrossPolCheck` of a raster with a VH
         band the teacher did not read, on calibrated levels; else None).
@@ -103,6 +105,15 @@ def water_probability(
     for p, what in ((sar_path, "SAR"), (None if teacher is not None else teacher_path, "teacher")):
         if p is not None and not Path(p).exists():
             raise FileNotFoundError(f"{what} input {p} does not exist")
+    if teacher is None and teacher_path is not None:
+        from ..water.experts import choose_water_expert, load_water_expert
+
+        choice = choose_water_expert(teacher_path, sar_path, sar_bands)
+        if choice.reason:
+            progress.info(choice.reason)
+        if choice.dual_pol:
+            teacher = load_water_expert(choice, teacher_path)
+            teacher_path, sar_bands = choice.path, choice.sar_bands
     meta = teacher[1] if teacher is not None else read_metadata(teacher_path)
     if meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {meta.kind} checkpoint; the SAR-only water map needs a teacher")
@@ -178,6 +189,7 @@ def water_probability(
             inputs["warnings"].append(message)
     return {
         "path": str(out_path),
+        "teacher": str(teacher_path or ""),
         "inputs": inputs,
         "cross_polarised": None if cross is None else cross.to_dict(),
         "tiles": len(plan.tiles),

@@ -156,14 +156,31 @@ def sar_warnings(
                         "--sar-calibration)."
                     )
         if i < len(trained_bands) and "p50" in trained_bands[i]:
-            t = trained_bands[i]
-            if abs(b["p50"] - t["p50"]) > SAR_MEDIAN_SHIFT_DB:
-                out.append(
-                    f"{name}: median {b['p50']:.1f} dB, while the model's training data had {t['p50']:.1f} dB "
-                    f"(2-98 %: {t['p2']:.1f} to {t['p98']:.1f} dB); its answers may be unreliable. Check the SAR "
-                    "units and band (a cross-polarised band where the model expects co-polarised is 6-10 dB darker)."
-                )
+            message = _level_shift(name, b, trained_bands[i])
+            if message:
+                out.append(message)
     return out
+
+
+def _level_shift(name: str, b: Dict[str, float], t: Dict[str, float]) -> Optional[str]:
+    """A band whose median is far from the training data's, said in the words that fit the direction.
+
+    A scene mostly under open water has a dark median too. When its bright end still reaches the
+    training data's land (p98 at or above the training median), the level is right and only the
+    mix of surfaces differs: nothing is said. A dark scene without that bright end may be a flood
+    or a calibration error; the message names both.
+    """
+    shift = b["p50"] - t["p50"]
+    if abs(shift) <= SAR_MEDIAN_SHIFT_DB or (shift < 0 and b["p98"] >= t["p50"]):
+        return None
+    head = (f"{name}: median {b['p50']:.1f} dB, while the model's training data had {t['p50']:.1f} dB "
+            f"(2-98 %: {t['p2']:.1f} to {t['p98']:.1f} dB)")
+    if shift < 0 and b["p50"] >= t["p2"]:
+        return (f"{head}, and its brightest 2 % only reach {b['p98']:.1f} dB. If open water covers most of this "
+                "scene, that is expected; if not, check the SAR units and calibration (SAR_UNITS / --sar-units, "
+                "--sar-calibration): a wrong constant darkens every pixel.")
+    return (f"{head}; its answers may be unreliable. Check the SAR units and band (a cross-polarised band where "
+            "the model expects co-polarised is 6-10 dB darker).")
 
 
 def add_range_shares(stats: List[Dict[str, float]], table: np.ndarray, record: NormalizationRecord) -> None:

@@ -57,6 +57,7 @@ from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
+from ..water.experts import choose_water_expert
 from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import BLOCK, IGNORE, WHOLE_AREA_PIXELS, CropSampler, Tile, build_cache
 from .baseline import fit_lda
@@ -532,6 +533,14 @@ def finetune_from_polygons(
         warnings.append(
             "the polygons form one group (or one per class), so none could be held out: the fine-tuned model's "
             "accuracy is unmeasured; draw polygons in two or more separate places for an honest figure"
+        )
+    if polygons is None and teacher_path is not None and choose_water_expert(teacher_path, sar).dual_pol:
+        warnings.append(
+            "this SAR raster has VV and VH: its zero-shot water map comes from the VV + VH water expert, while this "
+            "adaptation trains the VV teacher alone, which does not see wind-roughened water. On nine real "
+            "Sentinel-1 chips the adapted VV teacher was 0.3-2.9 points of water IoU better on two (a river with sand "
+            "bars, a floodplain), 15-20 points worse on two (water that is not dark in VV), within 1.1 on the rest "
+            "(docs/experiments/zero_shot_real.md); compare its map with the zero-shot one before using it"
         )
     for text in warnings[len(resolved.warnings):]:
         progress.warning(text)

@@ -70,7 +70,8 @@ class FloodMap(EngineAlgorithm):
         self.add_model("STUDENT", "Student model (for dates with an optical image)", optional=True)
         for key, date in DATES:
             self.add_advanced(QgsProcessingParameterBand(
-                f"{key}_BAND", self.tr(f"Band of the {date} SAR (default 1)"), None, key, optional=True))
+                f"{key}_BAND", self.tr(f"Band of the {date} SAR (default: by band names; VV and VH named: both, "
+                                  "read by the VV + VH water expert)"), None, key, optional=True))
             self.add_choice(f"{key}_UNITS", f"Units of the {date} SAR", SAR_UNIT_CHOICES, "auto")
             self.add_advanced(QgsProcessingParameterRasterLayer(
                 f"{key}_LOCAL_INCIDENCE", self.tr(f"Local incidence angle of the {date} date (degrees)"),

@@ -1,4 +1,5 @@
-"""The dock's Flood tab (``sgcad:floodmap``) and its "vectorise the class map" option (``sgcad:vectorize``).
+"""The dock's Flood tab (``sgcad:floodmap``; ``sgcad:watermap`` without a before date) and its "vectorise
+the class map" option (``sgcad:vectorize``).
 
 Both run their Processing algorithm on a background task of their own (:mod:`.tasks`), share the
 dock's water expert, device and output folder, and show their results as styled layers in a
@@ -31,6 +32,7 @@ from .inputs import shrinkable
 from .tasks import TaskRunner
 
 FLOODMAP = "sgcad:floodmap"
+WATERMAP = "sgcad:watermap"
 VECTORIZE = "sgcad:vectorize"
 METHODS = (("teacher", "Water expert (network)"), ("threshold", "Scene-adaptive threshold"))
 
@@ -65,7 +67,8 @@ class FloodTab(QWidget):
         layout = QVBoxLayout(self)
         text = QLabel("Maps a flood from a SAR image before and one after the event: red = water after and "
                       "not before, blue = water on both dates, grey = where SAR cannot see water. The "
-                      "report gives the flooded km² per area.", self)
+                      "report gives the flooded km² per area. Leave 'Before' empty to map the water of "
+                      "the 'After' image alone.", self)
         text.setWordWrap(True)
         layout.addWidget(text)
         form = QFormLayout()
@@ -118,7 +121,13 @@ class FloodTab(QWidget):
         self.runner.progress.connect(lambda v: self.dock.progress.setValue(int(v)))
         self.runner.line.connect(lambda text: self.dock.log.appendPlainText(text))
         self.runner.finished.connect(self._finished)
+        self.before.layerChanged.connect(self._name_button)
         self._pick_defaults()
+        self._name_button()
+
+    def _name_button(self, *_) -> None:
+        """'Map flood' with a before layer; 'Map water' (of the after image alone) without one."""
+        self.run_button.setText("Map flood" if self.before.currentLayer() is not None else "Map water")
 
     def _raster_combo(self) -> QgsMapLayerComboBox:
         combo = QgsMapLayerComboBox(self)
@@ -143,9 +152,10 @@ class FloodTab(QWidget):
             ValueError: one sentence naming what is missing.
         """
         before, after = self.before.currentLayer(), self.after.currentLayer()
-        if before is None or after is None:
-            raise ValueError("Choose the SAR layer before and the SAR layer after the event in the Flood tab.")
-        if before.id() == after.id():
+        if after is None:
+            raise ValueError("Choose the SAR layer after the event in the Flood tab (and the one before it for a "
+                             "flood map).")
+        if before is not None and before.id() == after.id():
             raise ValueError("The before and after layers are the same layer; choose two dates.")
         method = self.method.currentData()
         teacher = self.dock.teacher.filePath().strip()
@@ -156,6 +166,12 @@ class FloodTab(QWidget):
         if not str(folder).strip() or str(folder) == ".":
             raise ValueError("Choose a folder to save runs in ('Save runs in').")
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        if before is None:
+            if method != "teacher":
+                raise ValueError("Without a before layer only the water expert maps the after image's water; "
+                                 "choose 'Water expert', or a before layer for a flood map.")
+            return {"SAR": after.source(), "TEACHER": teacher, "DEVICE": self.dock.device.index(),
+                    "OUTPUT_FOLDER": str(folder / f"water-{stamp}")}
         params = {
             "BEFORE": before.source(),
             "AFTER": after.source(),
@@ -181,12 +197,14 @@ class FloodTab(QWidget):
         except ValueError as exc:
             self.dock.notify(str(exc), 2)
             return False
-        name = f"Flood map {time.strftime('%H:%M:%S')}"
-        self.pending = {"name": name, "started": time.monotonic(), "method": params["METHOD"]}
-        self.dock.log.appendPlainText(f"--- {FLOODMAP} {name}")
+        alg = WATERMAP if "SAR" in params else FLOODMAP
+        name = f"{'Water' if alg == WATERMAP else 'Flood'} map {time.strftime('%H:%M:%S')}"
+        self.pending = {"name": name, "started": time.monotonic(), "method": params.get("METHOD", "teacher"),
+                        "alg": alg}
+        self.dock.log.appendPlainText(f"--- {alg} {name}")
         self.dock.progress.setValue(0)
         uses_project = not str(params.get("AOI_LAYER", "")).endswith((".gpkg", ".shp", ".geojson"))
-        self.runner.start(f"SGCAD {name}", FLOODMAP, params, use_project=uses_project and "AOI_LAYER" in params)
+        self.runner.start(f"SGCAD {name}", alg, params, use_project=uses_project and "AOI_LAYER" in params)
         self._set_busy(True)
         self.dock.notify(f"{name}: running in the background…", 0)
         return True
@@ -205,6 +223,9 @@ class FloodTab(QWidget):
             return
         self.dock.progress.setValue(100)
         try:
+            if pending.get("alg") == WATERMAP:
+                self.show_water(results, time.monotonic() - pending.get("started", 0))
+                return
             self.show_results(results, pending.get("method", ""), time.monotonic() - pending.get("started", 0))
         except ValueError as exc:
             self.dock.notify(f"{name}: {exc}", 2)
@@ -235,6 +256,21 @@ class FloodTab(QWidget):
         self.dock.notify(f"Flood map: {text} Layers in group '{group.name()}' ({seconds:.0f} s).", 3)
         for warning in filter(None, str(results.get("WARNINGS") or "").splitlines()):
             self.dock.notify(f"Flood map: {warning}", 1)
+
+    def show_water(self, results: dict, seconds: float = 0.0) -> None:
+        """The layers of a one-date water map in a new group; its area and model in the tab."""
+        items = styles.water_date_results(results.get("WATER", ""), results.get("WATER_PROBABILITY", ""))
+        model = str(results.get("MODEL_USED") or "")
+        group, self.layer_ids = styles.publish_results(QgsProject.instance(),
+                                                       styles.run_group_name("Water map", model), items)
+        self.last = dict(results)
+        self.report_button.setEnabled(False)
+        text = (f"Water {float(results.get('WATER_KM2') or 0):.3f} km² "
+                f"({100 * float(results.get('WATER_SHARE') or 0):.1f} % of the SAR footprint), mapped by {model}.")
+        self.summary.setText(text)
+        self.dock.notify(f"Water map: {text} Layers in group '{group.name()}' ({seconds:.0f} s).", 3)
+        for warning in filter(None, str(results.get("WARNINGS") or "").splitlines()):
+            self.dock.notify(f"Water map: {warning}", 1)
 
     def open_report(self) -> None:
         report = self.last.get("REPORT")

@@ -221,6 +221,9 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tm
     after = load_model(result["teacher"], "teacher")[0].state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
     assert changed == {"head"}, changed
+    # the chip has VV and VH: its zero-shot map comes from the VV + VH expert, which this does not train
+    said = [w for w in result["warnings"] if "VV + VH water expert" in w]
+    assert len(said) == 1 and "compare its map with the zero-shot one" in said[0]
 
 
 def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):

@@ -387,3 +387,35 @@ def test_large_tiled_rasters_are_sampled_by_blocks_with_the_same_decisions(share
         dst.build_overviews([2, 4, 8])
     sampled.clear()
     assert detect_sar_units(paths["amplitude"], [1]).units == "amplitude" and sampled == []
+
+
+def test_a_flooded_scene_is_not_called_a_unit_error_but_a_wrong_constant_still_is(shared_data, tmp_path):
+    # real Sentinel-1 pixels (Nigeria chip, VV + VH dB): a 90 x 90 block of open water (inside its
+    # hand label) mirrored over all but the chip's top 15 % of rows is a flood whose VH median is
+    # ~10 dB under the VV + VH expert's training data while its brightest pixels are still land
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        db = src.read().astype(np.float64)
+    with rasterio.open(chip.with_name("Nigeria_812045_LabelHand.tif")) as src:
+        assert (src.read(1)[182:272, 218:308] == 1).all()
+    block = db[:, 182:272, 218:308]
+    top = db.shape[1] * 15 // 100
+    reps = (1, -(-db.shape[1] // 90), -(-db.shape[2] // 90))
+    flooded = np.pad(block, ((0, 0), (0, 90), (0, 90)), mode="symmetric")[:, :180, :180]
+    flooded = np.tile(flooded, reps)[:, :db.shape[1], :db.shape[2]]
+    flooded[:, :top] = db[:, :top]
+    recipe = InputRecipe.of(read_metadata(MODELS / "sgcad_teacher_vvvh.safetensors"))
+    trained = recipe.stats["sar"]["bands"][1]["p50"]
+
+    def said(data, name):
+        path = _write(tmp_path / name, data, chip, "float32", descriptions=["VV", "VH"])
+        return [w for w in resolve_inputs(recipe, None, path, InputOverrides(sar_units="db")).warnings if "median" in w]
+
+    assert np.nanmedian(flooded[1]) < trained - 8  # a median alone would call this a unit error
+    assert said(flooded, "flood.tif") == []
+    # the real chip 10 dB too dark (a wrong calibration constant): said, naming both readings
+    dark = said(db - 10, "dark.tif")
+    assert len(dark) == 2 and all("--sar-calibration" in w and "open water covers most" in w for w in dark), dark
+    # 25 dB too dark is under the training data's darkest 2 %: a plain units warning
+    darker = said(db - 25, "darker.tif")
+    assert darker and all("may be unreliable" in w for w in darker), darker

@@ -38,14 +38,16 @@ def _water(sar: Path, out: Path) -> np.ndarray:
 def test_a_nodata_band_across_a_real_scene_leaves_the_rest_of_the_water_map_alone(tmp_path, monkeypatch, fill):
     # A Sentinel-1 chip whose top 40 % is cut away (a swath edge, a masked area): the water decisions
     # on the remaining pixels should be those of the whole chip.
+    # The bands keep their names (VV, VH), so both maps come from the same (VV + VH) water expert.
     with rasterio.open(INDIA) as src:
-        profile, data = src.profile, src.read().astype(np.float32)
+        profile, data, names = src.profile, src.read().astype(np.float32), src.descriptions
     cut = int(0.4 * data.shape[1])
     data[:, :cut] = np.nan
     profile.update(dtype="float32", nodata=float("nan"))
     masked = tmp_path / "masked.tif"
     with rasterio.open(masked, "w", **profile) as dst:
         dst.write(data)
+        dst.descriptions = names
     whole = _water(INDIA, tmp_path / "whole.tif") >= 0.5
     if fill == "zero":  # what the first releases did: the network saw the cut as dark water
         monkeypatch.setattr(sar_only, "fill_sar_nodata", lambda a: np.nan_to_num(a, nan=0.0))

@@ -184,9 +184,24 @@ def test_modeler_chains_floodmap_and_vectorize(flood_pair, tmp_path, sgcad_provi
     del layer
 
 
+def _wait_for(tab) -> None:
+    """Wait (at most 4 min) until the tab's background run ends; it must have succeeded."""
+    from qgis.PyQt.QtCore import QEventLoop, QTimer
+    from qgis.PyQt.QtWidgets import QApplication
+
+    finished = []
+    tab.runner.finished.connect(lambda *a: finished.append(a))
+    loop = QEventLoop()
+    tab.runner.finished.connect(loop.quit)
+    QTimer.singleShot(240_000, loop.quit)
+    while not finished and tab.runner.busy():
+        loop.exec_()
+    QApplication.processEvents()
+    assert finished and finished[0][1], finished
+
+
 def test_dock_flood_tab_runs_and_shows_layers(flood_pair, recording_iface, qgis_new_project, tmp_path,
                                               sgcad_provider):
-    from qgis.PyQt.QtCore import QEventLoop, QTimer
     from qgis.PyQt.QtWidgets import QApplication
 
     from sgcad_qgis.gui.dock import SgcadDock
@@ -212,15 +227,7 @@ def test_dock_flood_tab_runs_and_shows_layers(flood_pair, recording_iface, qgis_
         params = tab.parameters()
         assert params["METHOD"] == "threshold" and params["AOI_NAME_FIELD"] == "name"
         assert tab.start() is True and tab.runner.busy() and not tab.run_button.isEnabled()
-        finished = []
-        tab.runner.finished.connect(lambda *a: finished.append(a))
-        loop = QEventLoop()
-        tab.runner.finished.connect(loop.quit)
-        QTimer.singleShot(240_000, loop.quit)
-        while not finished and tab.runner.busy():
-            loop.exec_()
-        QApplication.processEvents()
-        assert finished and finished[0][1], finished
+        _wait_for(tab)
         group = project.layerTreeRoot().findGroup(dock.flood_tab.layer_ids and
                                                   [g.name() for g in project.layerTreeRoot().findGroups()
                                                    if g.name().startswith("SGCAD Flood map")][0])
@@ -239,4 +246,79 @@ def test_dock_flood_tab_runs_and_shows_layers(flood_pair, recording_iface, qgis_
         QApplication.processEvents()
         for layer in (before, after, areas):
             project.removeMapLayer(layer.id())
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def test_floodmap_maps_vv_vh_dates_with_the_vv_vh_water_expert(shared_data, tmp_path, sgcad_provider):
+    # a real Sentinel-1 chip whose bands are named VV and VH, the bundled teacher by default: each date
+    # is mapped by the VV + VH pair, found beside the bundled teacher in the plugin's models
+    chip = str(shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif")
+    result = run("sgcad:floodmap", {"AFTER": chip, "BEFORE": chip, "METHOD": "teacher", "DEVICE": 1,
+                                    "OUTPUT_FOLDER": str(tmp_path / "flood")})
+    dates = json.loads(Path(result["REPORT_JSON"]).read_text())["dates"]
+    for name in ("after", "before"):
+        assert dates[name]["teacher"] == "sgcad_teacher_vvvh.safetensors", dates[name]
+        assert dates[name]["cross_polarised"] is None  # VH was read: nothing to check it against
+        assert 0.4 < dates[name]["teacher_water_fraction"] < 0.6  # its hand label: 50.7 % water
+
+
+def test_watermap_maps_one_date_and_loads_styled_layers(shared_data, tmp_path, sgcad_provider):
+    import rasterio
+
+    chip = str(shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif")
+    alg = sgcad_provider.algorithm("watermap")
+    context = QgsProcessingContext()
+    teacher = alg.parameterDefinition("TEACHER").defaultValue()  # the bundled one
+    assert Path(teacher).name == "sgcad_teacher.safetensors"
+    ok, message = alg.checkParameterValues({"SAR": chip, "SAR_BANDS": [1, 2, 1], "TEACHER": teacher,
+                                            "OUTPUT_FOLDER": str(tmp_path / "w")}, context)
+    assert not ok and "Choose one SAR band" in message
+    context.setProject(QgsProject.instance())
+    result = run("sgcad:watermap", {"SAR": chip, "DEVICE": 1, "OUTPUT_FOLDER": str(tmp_path / "w")}, context)
+    assert result["MODEL_USED"] == "sgcad_teacher_vvvh.safetensors"
+    assert 0.4 < result["WATER_SHARE"] < 0.6 and result["WATER_KM2"] > 5  # its hand label: 50.7 % water
+    with rasterio.open(result["WATER"]) as src:
+        assert src.nodata == 255 and {0, 1} < set(src.read(1).ravel().tolist()) <= {0, 1, 255}
+    report = json.loads(Path(result["REPORT_JSON"]).read_text())
+    assert report["teacher"] == result["MODEL_USED"]
+    # a second run into the same folder is refused before anything runs, naming the file
+    ok, message = alg.checkParameterValues({"SAR": chip, "TEACHER": teacher, "OUTPUT_FOLDER": str(tmp_path / "w")},
+                                           context)
+    assert not ok and "water_probability.tif" in message
+
+
+def test_dock_flood_tab_without_a_before_layer_maps_the_water_of_one_date(shared_data, recording_iface,
+                                                                           qgis_new_project, tmp_path,
+                                                                           sgcad_provider):
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from sgcad_qgis.gui.dock import SgcadDock
+
+    project = QgsProject.instance()
+    after = QgsRasterLayer(str(shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"), "s1_after")
+    project.addMapLayer(after)
+    dock = SgcadDock(recording_iface)
+    try:
+        dock.output.setFilePath(str(tmp_path / "runs"))
+        tab = dock.flood_tab
+        tab.before.setLayer(None)
+        tab.after.setLayer(after)
+        assert tab.run_button.text() == "Map water"
+        tab.method.setCurrentIndex(1)  # the threshold needs a before date: said, nothing starts
+        assert tab.start() is False and not tab.runner.busy()
+        tab.method.setCurrentIndex(0)
+        assert set(tab.parameters()) == {"SAR", "TEACHER", "DEVICE", "OUTPUT_FOLDER"}
+        assert tab.start() is True
+        _wait_for(tab)
+        group = [g for g in project.layerTreeRoot().findGroups() if g.name().startswith("SGCAD Water map")][0]
+        assert "sgcad_teacher_vvvh" in group.name()
+        names = [(n.layer().name(), n.isVisible()) for n in group.findLayers()]
+        assert names == [("Water", True), ("Water probability", False)], names
+        assert "km²" in tab.summary.text() and "sgcad_teacher_vvvh.safetensors" in tab.summary.text()
+    finally:
+        dock.shutdown()
+        dock.close()
+        dock.deleteLater()
+        QApplication.processEvents()
+        project.removeMapLayer(after.id())
         shutil.rmtree(tmp_path / "runs", ignore_errors=True)

@@ -27,6 +27,7 @@ EXPECTED = {
     "synthscene": "preparation",
     "vectorize": "segmentation",
     "floodmap": "segmentation",
+    "watermap": "segmentation",
     "explain": "evaluation",
 }
 

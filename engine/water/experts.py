@@ -1,0 +1,134 @@
+"""Which water expert maps a SAR raster: the one reading VV and VH where the raster has both.
+
+Wind-roughened open water can be as bright as fields in co-polarised backscatter and still dark in
+cross-polarised (held-out Sen1Floods11 chip Sri-Lanka_534068: VV -11 dB, VH -26 dB over the
+water); a model reading VV alone maps none of it (docs/experiments/zero_shot_real.md). So a
+teacher may have a dual-polarisation companion beside it, named ``<teacher>_vvvh.safetensors``.
+It is used for SAR water maps when the raster's band names give VV and VH, or when the user chose
+two SAR bands; otherwise the single-band teacher reads the co-polarised band.
+The choice is made here only; front ends pass the teacher they were given and the user's bands.
+
+The companion alone called dry sand bars water on India's training half (VV -14, VH -24.5 dB; water
+IoU 80.1 against the VV teacher's 83.4), where the VV teacher was right. So on VV + VH the two
+answer together: the mean of the VV teacher's logits (on the co-polarised band) and the
+companion's (on both). That kept 81.0 there and found the windy water (Sri-Lanka 99.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import rasterio
+import torch
+from torch import nn
+
+from ..config import ModelMetadata
+from ..inputs.units import polarisation_names
+
+PathLike = Union[str, Path]
+DUAL_POL_SUFFIX = "_vvvh"
+"""File-name suffix of a teacher's dual-polarisation companion."""
+
+
+@dataclass(frozen=True)
+class ExpertChoice:
+    """The teacher to run, the SAR bands it reads (empty: the model's own choice) and why."""
+
+    path: Path
+    sar_bands: Tuple[int, ...]
+    reason: str
+
+    @property
+    def dual_pol(self) -> bool:
+        return len(self.sar_bands) == 2
+
+
+def companion(teacher_path: PathLike) -> Optional[Path]:
+    """The dual-polarisation companion file of ``teacher_path``, if there is one."""
+    path = Path(teacher_path)
+    if path.stem.endswith(DUAL_POL_SUFFIX):
+        return None
+    other = path.with_name(path.stem + DUAL_POL_SUFFIX + path.suffix)
+    return other if other.is_file() else None
+
+
+def _names(sar_path: PathLike) -> list:
+    with rasterio.open(sar_path) as src:
+        count = src.count
+    return polarisation_names(sar_path, range(1, count + 1)) if count > 1 else []
+
+
+def named_pair(sar_path: PathLike) -> Optional[Tuple[int, int]]:
+    """``(VV, VH)`` 1-based bands of a raster whose band names give both, else None (the companion
+    learnt C-band VV + VH; HH + HV or other sensors stay with the single-band teacher)."""
+    names = _names(sar_path)
+    if "vv" not in names or "vh" not in names:
+        return None
+    return names.index("vv") + 1, names.index("vh") + 1
+
+
+def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
+                        sar_bands: Optional[Sequence[int]] = None) -> ExpertChoice:
+    """The water expert for ``sar_path``: ``teacher_path`` or its dual-polarisation companion.
+
+    Args:
+        teacher_path: the teacher the user gave (the bundled one by default).
+        sar_path: the SAR raster to map.
+        sar_bands: 1-based bands the user chose (None or empty: found by band names).
+
+    Returns:
+        The model, its bands and a line for the run's log. The companion is chosen when it exists
+        and the user chose two bands (read as VV then VH), or chose none and the band names give
+        VV and VH. A single chosen band, a single-band raster or other bands keep ``teacher_path``
+        and the user's bands (with unnamed bands, ``reason`` says how to choose the companion).
+    """
+    chosen = tuple(int(b) for b in (sar_bands or ()))
+    dual = companion(teacher_path)
+    if dual is None or len(chosen) == 1:
+        return ExpertChoice(Path(teacher_path), chosen, "")
+    names = _names(sar_path)
+    pair = chosen if len(chosen) == 2 else named_pair(sar_path)
+    if pair is None:
+        hint = (f"water expert: {Path(teacher_path).name} reads one co-polarised band; the band names of "
+                f"{Path(sar_path).name} do not say which band is which. If two of its bands are VV and VH, choose "
+                "both (VV first) to map water with the VV + VH expert, which also sees wind-roughened water")
+        return ExpertChoice(Path(teacher_path), chosen, hint if names and not any(names) else "")
+    how = "the two bands chosen" if chosen else "found by their names"
+    return ExpertChoice(dual, tuple(pair), f"water expert: VV + VH, {Path(teacher_path).name} on band {pair[0]} "
+                                           f"averaged with {dual.name} on bands {pair[0]} and {pair[1]} ({how}); "
+                                           "wind-roughened water is seen in VH")
+
+
+class PolarisationPair(nn.Module):
+    """The mean water logits of a co-polarised teacher (band 1) and a co + cross one (bands 1, 2)."""
+
+    def __init__(self, co_polarised: nn.Module, dual_pol: nn.Module) -> None:
+        super().__init__()
+        self.co_polarised, self.dual_pol = co_polarised, dual_pol
+
+    def forward(self, sar: torch.Tensor) -> torch.Tensor:
+        if sar.shape[1] != 2:
+            raise ValueError(f"the VV + VH water expert reads 2 SAR channels (VV, VH), got {sar.shape[1]}")
+        return (self.co_polarised(sar[:, :1]).float() + self.dual_pol(sar).float()) / 2
+
+
+def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.Module, ModelMetadata]:
+    """The network and metadata of ``choice``; a dual-polarisation choice is paired with ``teacher_path``.
+
+    The pair reads its inputs as the companion does (its metadata: two SAR bands); both networks
+    must read SAR through the same preprocessing, or the co-polarised one would get other values.
+    """
+    from ..models.checkpoint import load_model
+
+    if not choice.dual_pol:
+        return load_model(choice.path, "teacher")
+    co_net, co_meta = load_model(teacher_path, "teacher")
+    dual_net, dual_meta = load_model(choice.path, "teacher")
+    first = dual_meta.sar_normalization.bands[:1] if dual_meta.sar_normalization else ()
+    if co_meta.sar_preprocess != dual_meta.sar_preprocess or (
+            co_meta.sar_normalization and tuple(co_meta.sar_normalization.bands) != tuple(first)):
+        raise ValueError(f"{choice.path.name} reads SAR differently from {Path(teacher_path).name} (preprocessing or "
+                         "range); they cannot answer together. Give one of them as the teacher and choose its bands.")
+    return PolarisationPair(co_net, dual_net).eval(), dual_meta

@@ -1,0 +1,164 @@
+"""Wind-hidden water on a real Sentinel-1 chip: the VV + VH water expert maps it; a map from the
+co-polarised band alone is checked against the cross-polarised band, quiet where the map holds the
+chip's water, a warning that names the band when wind hides the water from the co-polarised band."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from engine.cli import main as cli_main
+from engine.config import InferenceConfig
+from engine.inference.sar_only import water_probability
+from engine.models.checkpoint import load_model, save_model
+from engine.progress import CallbackProgress, Canceled
+from engine.raster.stack import stack_bands
+from engine.water.cross_pol import MISSED_SHARE_WARNING
+from engine.water.date_map import map_water_date
+from engine.water.experts import choose_water_expert, load_water_expert
+
+TEACHER = Path(__file__).resolve().parents[2] / "resources" / "models" / "sgcad_teacher.safetensors"
+CPU = InferenceConfig(device="cpu", backend="torch")
+
+
+def _windy(chip, label, out):
+    """The chip with its labelled water as bright as its land in VV (wind), VH unchanged."""
+    with rasterio.open(chip) as src, rasterio.open(label) as lab:
+        profile, bands, water = src.profile, src.read(), lab.read(1) == 1
+        land_vv = float(np.nanmedian(bands[0][lab.read(1) == 0]))
+        bands[0][water] += land_vv - float(np.nanmedian(bands[0][water]))
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(bands)
+            dst.descriptions = src.descriptions
+    return out
+
+
+def _iou(prob_path, label_path):
+    with rasterio.open(prob_path) as p, rasterio.open(label_path) as lab:
+        water, truth = p.read(1) >= 0.5, lab.read(1)
+    scored = truth >= 0
+    return float((water & (truth == 1) & scored).sum() / ((water | (truth == 1)) & scored).sum())
+
+
+def test_cross_polarised_band_flags_water_the_map_missed(shared_data, tmp_path):
+    folder = shared_data / "sen1floods11_s1"
+    chip, label = folder / "India_900498_S1Hand.tif", folder / "India_900498_LabelHand.tif"
+
+    # the co-polarised band alone (band 1 chosen): the VV teacher, checked against VH
+    plain = water_probability(chip, TEACHER, tmp_path / "plain.tif", cfg=CPU, sar_bands=(1,))
+    check = plain["cross_polarised"]
+    assert plain["teacher"] == str(TEACHER) and check["band"] == 2 and not check["warned"]
+    assert check["dark_share"] > 0.4 and check["missed_share"] < 0.1  # its dark VH is mapped water
+    assert not any("cross-polarised" in w for w in plain["inputs"]["warnings"])
+
+    windy_chip = _windy(chip, label, tmp_path / "windy.tif")
+    windy = water_probability(windy_chip, TEACHER, tmp_path / "windy_w.tif", cfg=CPU, sar_bands=(1,))
+    check = windy["cross_polarised"]
+    assert windy["water_fraction"] < plain["water_fraction"] - 0.2  # the VV-reading expert lost the water
+    assert check["warned"] and check["missed_share"] > MISSED_SHARE_WARNING
+    message = windy["inputs"]["warnings"][-1]
+    assert "SAR band 2 (cross-polarised)" in message and "--after-bands 2" in message
+    assert "VV + VH water expert" in message
+
+    # no band chosen: the names VV and VH call the VV + VH expert, which finds the water again
+    paired = water_probability(windy_chip, TEACHER, tmp_path / "paired.tif", cfg=CPU)
+    assert paired["teacher"].endswith("sgcad_teacher_vvvh.safetensors") and paired["cross_polarised"] is None
+    assert _iou(tmp_path / "windy_w.tif", label) < 0.15
+    assert _iou(tmp_path / "paired.tif", label) > 0.6
+    assert _iou(tmp_path / "plain.tif", label) > 0.75
+
+    camargue = next((shared_data / "sentinel1_camargue").glob("*20170309*.tif"))  # VV only: nothing to compare
+    single = water_probability(camargue, TEACHER, tmp_path / "vv.tif", cfg=CPU)
+    assert single["cross_polarised"] is None and single["teacher"] == str(TEACHER)
+
+
+def test_the_band_names_and_the_users_bands_choose_the_water_expert(shared_data, tmp_path):
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    pair = choose_water_expert(TEACHER, chip)
+    assert pair.dual_pol and pair.sar_bands == (1, 2) and "found by their names" in pair.reason
+    assert choose_water_expert(TEACHER, chip, (1,)).path == TEACHER  # one band chosen: the VV teacher
+    with rasterio.open(chip) as src:  # VH first, VV second: the names still decide
+        profile, bands = src.profile, src.read()
+    swapped, unnamed = tmp_path / "vh_vv.tif", tmp_path / "unnamed.tif"
+    with rasterio.open(swapped, "w", **profile) as dst:
+        dst.write(bands[::-1])
+        dst.descriptions = ("VH", "VV")
+    with rasterio.open(unnamed, "w", **profile) as dst:
+        dst.write(bands)
+    assert choose_water_expert(TEACHER, swapped).sar_bands == (2, 1)
+    kept = choose_water_expert(TEACHER, unnamed)  # unnamed bands: no guess, but the user is told how
+    assert kept.path == TEACHER and not kept.dual_pol and "choose both (VV first)" in kept.reason, kept
+    assert choose_water_expert(TEACHER, unnamed, (1, 2)).dual_pol  # two bands chosen: co, then cross
+    # Sentinel-1 VV and VH files stacked with the project's tool keep their names in the band
+    # descriptions (<file stem>_b1), so the pair is found without naming anything
+    ben = next((shared_data / "bigearthnet" / "BigEarthNet-S1-Example").iterdir())
+    stacked = stack_bands([(next(ben.glob("*_VV.tif")), 1), (next(ben.glob("*_VH.tif")), 1)], tmp_path / "s1.tif")
+    assert choose_water_expert(TEACHER, stacked["output"]).sar_bands == (1, 2)
+    alone = tmp_path / "models" / TEACHER.name  # a teacher without a companion keeps its own way
+    alone.parent.mkdir()
+    alone.write_bytes(TEACHER.read_bytes())
+    assert choose_water_expert(alone, chip).path == alone
+
+
+def test_the_pair_refuses_a_companion_that_reads_sar_differently(shared_data, tmp_path):
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    net, meta = load_water_expert(choose_water_expert(TEACHER, chip), TEACHER)
+    assert meta.bands.sar_bands == (1, 2)
+    with pytest.raises(ValueError, match="2 SAR channels"):
+        net(torch.zeros(1, 1, 64, 64))
+    teacher = tmp_path / "t.safetensors"
+    teacher.write_bytes(TEACHER.read_bytes())
+    companion, companion_meta = load_model(TEACHER.with_name("sgcad_teacher_vvvh.safetensors"), "teacher")
+    companion_meta.sar_preprocess = dataclasses.replace(companion_meta.sar_preprocess, lee_window=5)
+    save_model(tmp_path / "t_vvvh.safetensors", companion, companion_meta)
+    with pytest.raises(ValueError, match="reads SAR differently"):
+        load_water_expert(choose_water_expert(teacher, chip), teacher)
+
+
+def test_one_date_water_map_from_the_command_line(shared_data, tmp_path, capsys):
+    folder = shared_data / "sen1floods11_s1"
+    chip, label = folder / "India_900498_S1Hand.tif", folder / "India_900498_LabelHand.tif"
+    windy = _windy(chip, label, tmp_path / "windy.tif")
+    assert cli_main(["water", "--sar", str(windy), "--out", str(tmp_path / "pair"), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["teacher"] == "sgcad_teacher_vvvh.safetensors" and report["cross_polarised"] is None
+    with rasterio.open(tmp_path / "pair" / "water.tif") as src, rasterio.open(label) as lab:
+        water, truth = src.read(1), lab.read(1)
+        assert src.nodata == 255 and set(np.unique(water)) <= {0, 1, 255}
+    scored = truth >= 0
+    iou = ((water == 1) & (truth == 1) & scored).sum() / (((water == 1) | (truth == 1)) & scored).sum()
+    assert iou > 0.6, iou
+    assert report["water_share"] == pytest.approx(float((water == 1).sum() / (water != 255).sum()), abs=1e-4)
+    assert 10 < report["water_km2"] < 20  # 512 x 512 px of ~10 m, about half of it water
+    # one band chosen: the VV teacher, which loses the windy water and says where to look
+    assert cli_main(["water", "--sar", str(windy), "--sar-bands", "1", "--out", str(tmp_path / "vv"), "--quiet",
+                     "--json"]) == 0
+    vv = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert vv["teacher"] == TEACHER.name and vv["water_share"] < report["water_share"] - 0.3
+    assert vv["cross_polarised"]["warned"]
+
+
+def test_one_date_water_map_keeps_what_is_there_on_refusal_and_cancel(shared_data, tmp_path):
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "water.tif").write_bytes(b"the user's file")
+    with pytest.raises(ValueError, match="exists"):
+        map_water_date(chip, out, TEACHER)
+    assert (out / "water.tif").read_bytes() == b"the user's file"
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(Canceled):
+        map_water_date(chip, out, TEACHER, overwrite=True, progress=CallbackProgress(is_canceled=cancel))
+    assert sorted(p.name for p in out.iterdir()) == ["water.tif"]
+    assert (out / "water.tif").read_bytes() == b"the user's file"
