@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
 import rasterio
-import torch
-from torch import nn
 
-from ..config import ModelMetadata
 from ..inputs.units import polarisation_names
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded: choosing needs no network
+    from torch import nn
+
+    from ..config import ModelMetadata
 
 PathLike = Union[str, Path]
 DUAL_POL_SUFFIX = "_vvvh"
@@ -101,19 +103,6 @@ def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
                                            "wind-roughened water is seen in VH")
 
 
-class PolarisationPair(nn.Module):
-    """The mean water logits of a co-polarised teacher (band 1) and a co + cross one (bands 1, 2)."""
-
-    def __init__(self, co_polarised: nn.Module, dual_pol: nn.Module) -> None:
-        super().__init__()
-        self.co_polarised, self.dual_pol = co_polarised, dual_pol
-
-    def forward(self, sar: torch.Tensor) -> torch.Tensor:
-        if sar.shape[1] != 2:
-            raise ValueError(f"the VV + VH water expert reads 2 SAR channels (VV, VH), got {sar.shape[1]}")
-        return (self.co_polarised(sar[:, :1]).float() + self.dual_pol(sar).float()) / 2
-
-
 def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.Module, ModelMetadata]:
     """The network and metadata of ``choice``; a dual-polarisation choice is paired with ``teacher_path``.
 
@@ -121,6 +110,7 @@ def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.
     must read SAR through the same preprocessing, or the co-polarised one would get other values.
     """
     from ..models.checkpoint import load_model
+    from ..models.polarisation_pair import PolarisationPair
 
     if not choice.dual_pol:
         return load_model(choice.path, "teacher")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from engine.water.cross_pol import MISSED_SHARE_WARNING
 from engine.water.date_map import map_water_date
 from engine.water.experts import choose_water_expert, load_water_expert
 
-TEACHER = Path(__file__).resolve().parents[2] / "resources" / "models" / "sgcad_teacher.safetensors"
+ROOT = Path(__file__).resolve().parents[2]
+TEACHER = ROOT / "resources" / "models" / "sgcad_teacher.safetensors"
 CPU = InferenceConfig(device="cpu", backend="torch")
 
 
@@ -162,3 +165,24 @@ def test_one_date_water_map_keeps_what_is_there_on_refusal_and_cancel(shared_dat
         map_water_date(chip, out, TEACHER, overwrite=True, progress=CallbackProgress(is_canceled=cancel))
     assert sorted(p.name for p in out.iterdir()) == ["water.tif"]
     assert (out / "water.tif").read_bytes() == b"the user's file"
+
+
+def test_the_pair_reads_any_sar_units_alike_and_choosing_needs_no_torch(shared_data, tmp_path):
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        profile, db, names = src.profile, src.read().astype(np.float64), src.descriptions
+    shares = {}
+    for units, data in (("db", db), ("linear", 10 ** (db / 10)), ("amplitude", 10 ** (db / 20))):
+        path = tmp_path / f"{units}.tif"
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data.astype(np.float32))
+            dst.descriptions = names
+        result = water_probability(path, TEACHER, tmp_path / f"{units}_w.tif", cfg=CPU)
+        assert result["teacher"].endswith("_vvvh.safetensors") and result["inputs"]["sar_units"] == units
+        shares[units] = result["water_fraction"]
+    assert max(shares.values()) - min(shares.values()) < 0.002, shares
+    # the threshold method and the expert's choice load without torch (a QGIS without it still maps floods)
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import engine.water.experts, engine.flood.mapping, engine.water.date_map, engine.commands.water")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
