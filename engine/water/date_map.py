@@ -11,7 +11,6 @@ folder and moved into place at the end, so a failed or cancelled run leaves the 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -127,6 +126,4 @@ def _write_water(prob_path: Path, out_path: Path, threshold: float, progress: Pr
             counts["water_m2"] += float((water * areas).sum())
             counts["valid_m2"] += float((valid * areas).sum())
             progress.report((k + 1) / len(windows), "water / land")
-    if not math.isfinite(counts["valid_m2"]):
-        counts["valid_m2"] = 0.0
     return counts

@@ -57,18 +57,18 @@ def companion(teacher_path: PathLike) -> Optional[Path]:
 
 
 def _names(sar_path: PathLike) -> list:
+    """``"vv"``, ``"vh"``, ... or None per band of a multi-band raster; [] for a single band."""
     with rasterio.open(sar_path) as src:
         count = src.count
     return polarisation_names(sar_path, range(1, count + 1)) if count > 1 else []
 
 
-def named_pair(sar_path: PathLike) -> Optional[Tuple[int, int]]:
-    """``(VV, VH)`` 1-based bands of a raster whose band names give both, else None (the companion
+def named_pair(names: Sequence[Optional[str]]) -> Optional[Tuple[int, int]]:
+    """``(VV, VH)`` 1-based bands when the band names (:func:`_names`) give both, else None (the companion
     learnt C-band VV + VH; HH + HV or other sensors stay with the single-band teacher)."""
-    names = _names(sar_path)
     if "vv" not in names or "vh" not in names:
         return None
-    return names.index("vv") + 1, names.index("vh") + 1
+    return list(names).index("vv") + 1, list(names).index("vh") + 1
 
 
 def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
@@ -90,8 +90,8 @@ def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
     dual = companion(teacher_path)
     if dual is None or len(chosen) == 1:
         return ExpertChoice(Path(teacher_path), chosen, "")
-    names = _names(sar_path)
-    pair = chosen if len(chosen) == 2 else named_pair(sar_path)
+    names = [] if chosen else _names(sar_path)
+    pair = chosen if len(chosen) == 2 else named_pair(names)
     if pair is None:
         hint = (f"water expert: {Path(teacher_path).name} reads one co-polarised band; the band names of "
                 f"{Path(sar_path).name} do not say which band is which. If two of its bands are VV and VH, choose "
