@@ -23,7 +23,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import __version__
-from .progress import inside_import, record_stop_signal, stop_signal
+from .progress import end_progress_line, inside_import, record_stop_signal, stop_signal
 from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, STOPS, SgcadError, describe_error
 
 
@@ -162,6 +162,7 @@ def _on_stop_signal(signum, frame):
 
 
 def _fail(message: str, code: int, as_json: bool) -> int:
+    end_progress_line()
     print(f"error: {message}" if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED) else message, file=sys.stderr)
     if as_json:
         print(json.dumps({"ok": False, "error": message, "exit_status": code}))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 PathLike = Union[str, Path]
 
@@ -32,3 +33,17 @@ def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> P
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def output_folder(path: PathLike) -> Iterator[Path]:
+    """Create ``path`` (and its parents) for a run's outputs; a run that fails leaves no empty folder it made."""
+    path = Path(path)
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise

@@ -144,6 +144,7 @@ class ConsoleProgress(Progress):
         self.stream.write(f"\r[{fraction * 100:5.1f}%] {eta_text} {message[:60]:<60}")
         if fraction >= 1.0:
             self.stream.write("\n")
+        _OPEN_LINE[0] = self.stream if fraction < 1.0 else None
         self.stream.flush()
 
     def info(self, message: str) -> None:
@@ -158,7 +159,19 @@ class ConsoleProgress(Progress):
 
     def _line(self, message: str) -> None:
         self.stream.write(f"\n{message}\n" if self._last else f"{message}\n")
+        _OPEN_LINE[0] = None
         self.stream.flush()
+
+
+_OPEN_LINE: list = [None]  # the stream whose progress line is not ended yet
+
+
+def end_progress_line() -> None:
+    """End a console progress line left open, so that a message after it (an error) starts its own line."""
+    stream, _OPEN_LINE[0] = _OPEN_LINE[0], None
+    if stream is not None:
+        stream.write("\n")
+        stream.flush()
 
 
 NULL_PROGRESS = Progress()

@@ -284,7 +284,7 @@ def map_flood(
 
                     model, bands = teacher_path, d.bands or None
                     if teacher is None:
-                        choice = choose_water_expert(teacher_path, d.sar, d.bands)
+                        choice = choose_water_expert(teacher_path, d.sar, d.bands, d.units)
                         model, bands = choice.path, choice.sar_bands or bands
                         if choice.reason:
                             progress.info(f"{name}: {choice.reason}")

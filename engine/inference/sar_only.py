@@ -108,7 +108,7 @@ def water_probability(
     if teacher is None and teacher_path is not None:
         from ..water.experts import choose_water_expert, load_water_expert
 
-        choice = choose_water_expert(teacher_path, sar_path, sar_bands)
+        choice = choose_water_expert(teacher_path, sar_path, sar_bands, sar_units)
         if choice.reason:
             progress.info(choice.reason)
         if choice.dual_pol:
@@ -120,6 +120,8 @@ def water_probability(
     overrides = InputOverrides(sar_bands=tuple(sar_bands or ()), sar_units=sar_units, sar_calibration=sar_calibration,
                                sar_levels=sar_levels)
     resolved = resolve_inputs(InputRecipe.of(meta), None, sar_path, overrides, progress.sub(0.0, 0.03))
+    if resolved.sar_only_problem:  # the SAR is all this map has: nothing to map is an error, not a warning
+        raise ValueError(resolved.sar_only_problem)
     resolved.report(progress)
     grid = grid or grid_of(sar_path)
     reader = PairReader(None, sar_path, grid, (), resolved.bands.sar_bands, [resolved.preprocessor])

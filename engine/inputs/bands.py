@@ -11,7 +11,8 @@ has 27 % (water IoU 1.5 %; 39.3 % with bands 4, 3, 2; docs/inputs.md, "Band role
 So when a raster says what its bands are, the roles choose them: band descriptions (colour words,
 or band names such as ``B4``, ``B04``, ``SR_B4``; Landsat 4-7 numbering when the file or band
 names say Landsat 4, 5 or 7), then a band's wavelength tag, then GDAL's colour interpretation; SAR
-bands by their polarisation in the descriptions (:func:`engine.inputs.units.polarisations`).
+bands by their polarisation in the descriptions (:func:`engine.inputs.units.polarisations`), or, for
+two unnamed bands, by their calibrated levels (:func:`engine.inputs.levels.unnamed_co_cross`).
 Bands the user chose are never changed.
 """
 
@@ -26,6 +27,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from ..config import BandMapping
+from .levels import unnamed_co_cross
 from .units import PathLike, polarisation_names, polarisations
 
 OPTICAL_ROLES = ("red", "green", "blue")
@@ -93,6 +95,32 @@ def _counting(descriptions: Sequence[str]) -> bool:
     """Whether a few bands are named only by their position (B1, B2, B3, B4 on bands 1-4)."""
     return len(descriptions) <= 4 and all(
         re.fullmatch(rf"b0?{i}", d.strip()) for i, d in enumerate(descriptions, start=1))
+
+
+def picture_colours(path: PathLike) -> Optional[str]:
+    """The colours a raster's bands claim (GDAL colour interpretation red, green, blue, alpha or a
+    palette), as words; None when no band claims one. Backscatter is never stored that way: a SAR
+    input that says so is an optical image or a rendered picture (GDAL gives three-band 8-bit
+    GeoTIFFs red, green, blue by default)."""
+    with rasterio.open(path) as src:
+        interp = list(src.colorinterp)
+    words = [c.name for c in interp if c in (*_COLOUR_INTERP, ColorInterp.alpha, ColorInterp.palette)]
+    return ", ".join(words) if words else None
+
+
+def check_sar_not_picture(path: PathLike, with_optical: bool = False) -> None:
+    """Refuse a SAR input whose bands claim colours (:func:`picture_colours`); ``with_optical``: an
+    optical input was given too, so the two may have been swapped.
+
+    Raises:
+        ValueError: naming the raster, the colours and the remedy.
+    """
+    colours = picture_colours(path)
+    if colours:
+        swapped = " (are the optical and SAR inputs swapped?)" if with_optical else ""
+        raise ValueError(f"SAR raster {Path(path).name} says its bands are {colours} (GDAL colour interpretation): "
+                         f"that is an optical image or a rendered picture, not radar backscatter; choose the SAR "
+                         f"raster{swapped}")
 
 
 def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
@@ -173,6 +201,10 @@ def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[
         if count < 2:
             return None
         roles, how = list(polarisations(path, range(1, count + 1))), "polarisations in the band descriptions"
+        order = unnamed_co_cross(path) if count == 2 and not any(roles) else None
+        if order is not None:  # two unnamed bands: calibrated levels say which is co-polarised
+            roles = ["co" if b == order.co_band else "cross" for b in (1, 2)]
+            how = f"their levels ({order.reason()})"
     picked = _pick(roles, wanted)
     if picked is None or picked == stored:
         return None

@@ -44,7 +44,7 @@ from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
-from .bands import choose_bands, roles_of, unnamed_optical_warning
+from .bands import check_sar_not_picture, choose_bands, roles_of, unnamed_optical_warning
 from .levels import PolarisationBalance, polarisation_balance
 from .units import (
     TYPICAL_MEDIAN_DB,
@@ -111,6 +111,7 @@ class ResolvedInputs:
     warnings: List[str] = field(default_factory=list)
     lines: List[str] = field(default_factory=list)
     sar_relative_levels: bool = False  # the water teacher's cut then comes from the scene
+    sar_only_problem: Optional[str] = None  # why a map from this SAR alone would say nothing (it is refused)
 
     @property
     def preprocessor(self) -> InputPreprocessor:
@@ -308,7 +309,7 @@ def resolve_inputs(
     Raises:
         FileNotFoundError: an input does not exist.
         ValueError: bands that do not exist or do not fit the model, inputs without valid
-            pixels, units that are not known.
+            pixels, units that are not known, a SAR raster whose bands claim colours (a picture).
     """
     overrides = overrides or InputOverrides()
     sar_path = Path(sar)
@@ -316,6 +317,8 @@ def resolve_inputs(
     for path, what in ((optical_path, "optical"), (sar_path, "SAR")):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{what} raster {path} does not exist")
+    # checked first: swapped inputs otherwise fail on the optical side, with a less helpful message
+    check_sar_not_picture(sar_path, optical_path is not None)
     o_bands = _bands(overrides.optical_bands, recipe.bands.optical_bands, "optical")
     s_bands = _bands(overrides.sar_bands, recipe.bands.sar_bands, "SAR")
     lines: List[str] = []
@@ -355,6 +358,7 @@ def resolve_inputs(
         fixed=recipe.sar.normalization == "fixed", raw=sar_units.stats,
     )
     stats["sar"] = {"units": sar_units.units, "bands": _rounded(sar_stats)}
+    sar_problem = shift.sar_only_problem(sar_stats, sar_path.name, sar_units.units, sar_units.stats)
 
     optical_units, optical_cfg, optical_record = None, recipe.optical, None
     if optical_path is not None:
@@ -388,6 +392,7 @@ def resolve_inputs(
         warnings,
         lines,
         relative,
+        sar_problem,
     )
 
 

@@ -25,6 +25,7 @@ SMALL_CLIP_PIXELS = 256 * 256
 # outside snow and desert, and is what Sentinel-2's +1000 offset (baseline 04.00) looks like
 BRIGHT_DARK_END = 0.1
 SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from training's
+DB_MEDIAN_POSSIBLE = (-60.0, 40.0)  # a median outside, read as dB, is no radar's backscatter
 
 
 def band_stats(table: np.ndarray, bands: Sequence[int]) -> List[Dict[str, float]]:
@@ -56,6 +57,30 @@ def band_stats(table: np.ndarray, bands: Sequence[int]) -> List[Dict[str, float]
 
 def _constant(b: Dict[str, float]) -> bool:
     return b["max"] - b["min"] <= 1e-6 * max(1.0, abs(b["max"]))
+
+
+def sar_only_problem(stats: List[Dict[str, Any]], path: str, units: str = "",
+                     raw: Optional[Dict[str, float]] = None) -> Optional[str]:
+    """Why a map from this SAR alone would say nothing (a band without valid pixels, or constant, or
+    decibels no radar measures), or None. A SAR-only water map refuses such input: with optical
+    beside it, a model still sees something, and the run only warns. ``raw``: the file's own values'
+    statistics (``median``)."""
+    median = (raw or {}).get("median")
+    if units == "db" and median is not None and not DB_MEDIAN_POSSIBLE[0] <= median <= DB_MEDIAN_POSSIBLE[1]:
+        return (f"SAR {path} is read as dB, but its median is {median:.4g} dB; radar backscatter lies between about "
+                "-50 and +30 dB. If a fill value (-9999, for instance) marks missing data, set the raster's nodata "
+                "value; if the values are scaled (dB x 100 or x 10 in integers), divide them (Raster Calculator); "
+                "otherwise give the true units (SAR_UNITS / --sar-units)")
+    for b in stats:
+        name = f"SAR band {b['band']} of {path}"
+        if not b.get("n"):
+            return (f"{name} has no valid pixel in the sampled area: no water can be mapped from it; check the band "
+                    "choice and its nodata value")
+        if _constant(b):
+            return (f"{name} is constant ({b['max']:.4g} dB everywhere): no water can be mapped from it. If 0 (or "
+                    "another value) marks missing data, set the raster's nodata value (Layer Properties > "
+                    "Transparency, or gdal_translate -a_nodata); otherwise choose another SAR band or raster")
+    return None
 
 
 def optical_warnings(

@@ -22,6 +22,7 @@ import numpy as np
 import rasterio
 
 from ..config import InferenceConfig
+from ..files import output_folder
 from ..inputs.contract import check_sar_levels
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of, row_areas_m2
@@ -79,30 +80,30 @@ def map_water_date(
     out = check_output_folder(out_dir)
     finals = {name: out / name for name in (PROBABILITY, WATER, REPORT)}
     check_outputs_not_inputs(finals.values(), {"SAR": sar, "teacher": teacher_path})
-    out.mkdir(parents=True, exist_ok=True)
-    for path in finals.values():
-        check_output(path, overwrite)
-    with RunLock(out, "water"):
-        tmp = out / f".water-tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            res = water_probability(sar, teacher_path, tmp / PROBABILITY, cfg=cfg or InferenceConfig(),
-                                    sar_bands=sar_bands, sar_units=sar_units, sar_calibration=sar_calibration,
-                                    sar_levels=sar_levels, progress=progress.sub(0.0, 0.9))
-            counts = _write_water(tmp / PROBABILITY, tmp / WATER, water_threshold, progress.sub(0.9, 1.0))
-            report = {
-                "sar": str(sar), "teacher": Path(res["teacher"]).name, "water_threshold": water_threshold,
-                "water_share": round(counts["water"] / max(counts["valid"], 1), 4),
-                "water_km2": round(counts["water_m2"] / 1e6, 4), "valid_km2": round(counts["valid_m2"] / 1e6, 4),
-                "valid_pixels": counts["valid"], "scene_cut": res["scene_cut"],
-                "cross_polarised": res["cross_polarised"], "warnings": res["inputs"]["warnings"],
-                "inputs": res["inputs"], "device": res["device"], "seconds": round(time.perf_counter() - t0, 2),
-            }
-            (tmp / REPORT).write_text(json.dumps(report, indent=1, default=str))
-            for name, final in finals.items():
-                os.replace(tmp / name, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with output_folder(out):  # a refused or failed run leaves no empty folder behind
+        for path in finals.values():
+            check_output(path, overwrite)
+        with RunLock(out, "water"):
+            tmp = out / f".water-tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                res = water_probability(sar, teacher_path, tmp / PROBABILITY, cfg=cfg or InferenceConfig(),
+                                        sar_bands=sar_bands, sar_units=sar_units, sar_calibration=sar_calibration,
+                                        sar_levels=sar_levels, progress=progress.sub(0.0, 0.9))
+                counts = _write_water(tmp / PROBABILITY, tmp / WATER, water_threshold, progress.sub(0.9, 1.0))
+                report = {
+                    "sar": str(sar), "teacher": Path(res["teacher"]).name, "water_threshold": water_threshold,
+                    "water_share": round(counts["water"] / max(counts["valid"], 1), 4),
+                    "water_km2": round(counts["water_m2"] / 1e6, 4), "valid_km2": round(counts["valid_m2"] / 1e6, 4),
+                    "valid_pixels": counts["valid"], "scene_cut": res["scene_cut"],
+                    "cross_polarised": res["cross_polarised"], "warnings": res["inputs"]["warnings"],
+                    "inputs": res["inputs"], "device": res["device"], "seconds": round(time.perf_counter() - t0, 2),
+                }
+                (tmp / REPORT).write_text(json.dumps(report, indent=1, default=str))
+                for name, final in finals.items():
+                    os.replace(tmp / name, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     progress.info(f"water on {100 * report['water_share']:.1f} % of the SAR footprint ({report['water_km2']} km²), "
                   f"mapped by {report['teacher']}")
     return dict(report, paths={name: str(path) for name, path in finals.items()})

@@ -4,8 +4,10 @@ Wind-roughened open water can be as bright as fields in co-polarised backscatter
 cross-polarised (held-out Sen1Floods11 chip Sri-Lanka_534068: VV -11 dB, VH -26 dB over the
 water); a model reading VV alone maps none of it (docs/experiments/zero_shot_real.md). So a
 teacher may have a dual-polarisation companion beside it, named ``<teacher>_vvvh.safetensors``.
-It is used for SAR water maps when the raster's band names give VV and VH, or when the user chose
-two SAR bands; otherwise the single-band teacher reads the co-polarised band.
+It is used for SAR water maps when the raster's band names give VV and VH, when two unnamed bands'
+calibrated levels say which is co- and which cross-polarised (:func:`engine.inputs.levels.unnamed_co_cross`:
+GeoTIFF exports often drop band names), or when the user chose two SAR bands; otherwise the
+single-band teacher reads the co-polarised band.
 The choice is made here only; front ends pass the teacher they were given and the user's bands.
 
 The companion alone called dry sand bars water on India's training half (VV -14, VH -24.5 dB; water
@@ -16,12 +18,14 @@ companion's (on both). That kept 81.0 there and found the windy water (Sri-Lanka
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
 
 import rasterio
 
+from ..inputs.levels import unnamed_co_cross
 from ..inputs.units import polarisation_names
 
 if TYPE_CHECKING:  # torch is imported only when a model is loaded: choosing needs no network
@@ -71,20 +75,32 @@ def named_pair(names: Sequence[Optional[str]]) -> Optional[Tuple[int, int]]:
     return list(names).index("vv") + 1, list(names).index("vh") + 1
 
 
+def _by_levels(sar_path: PathLike, sar_units: str) -> Tuple[Optional[Tuple[int, int]], str]:
+    """``(co, cross)`` of two unnamed bands told apart by their levels, and why; (None, "") when they cannot be."""
+    order = unnamed_co_cross(sar_path, sar_units)
+    if order is None:
+        return None, ""
+    return (order.co_band, order.cross_band), (
+        f"unnamed bands read from their levels: {order.reason()}. The companion learnt Sentinel-1 VV + VH: if they "
+        f"are HH + HV (L-band), choose band {order.co_band} alone for the single-band teacher")
+
+
 def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
-                        sar_bands: Optional[Sequence[int]] = None) -> ExpertChoice:
+                        sar_bands: Optional[Sequence[int]] = None, sar_units: str = "auto") -> ExpertChoice:
     """The water expert for ``sar_path``: ``teacher_path`` or its dual-polarisation companion.
 
     Args:
         teacher_path: the teacher the user gave (the bundled one by default).
         sar_path: the SAR raster to map.
-        sar_bands: 1-based bands the user chose (None or empty: found by band names).
+        sar_bands: 1-based bands the user chose (None or empty: found by band names or levels).
+        sar_units: the SAR units the user gave (``"auto"``: detected), to read unnamed bands' levels.
 
     Returns:
         The model, its bands and a line for the run's log. The companion is chosen when it exists
         and the user chose two bands (read as VV then VH), or chose none and the band names give
-        VV and VH. A single chosen band, a single-band raster or other bands keep ``teacher_path``
-        and the user's bands (with unnamed bands, ``reason`` says how to choose the companion).
+        VV and VH, or two unnamed bands' levels do. A single chosen band, a single-band raster or
+        other bands keep ``teacher_path`` and the user's bands (when two unnamed bands cannot be
+        told apart, ``reason`` says how to choose the companion).
     """
     chosen = tuple(int(b) for b in (sar_bands or ()))
     dual = companion(teacher_path)
@@ -92,15 +108,24 @@ def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
         return ExpertChoice(Path(teacher_path), chosen, "")
     names = [] if chosen else _names(sar_path)
     pair = chosen if len(chosen) == 2 else named_pair(names)
-    if pair is None:
-        hint = (f"water expert: {Path(teacher_path).name} reads one co-polarised band; the band names of "
-                f"{Path(sar_path).name} do not say which band is which. If two of its bands are VV and VH, choose "
-                "both (VV first) to map water with the VV + VH expert, which also sees wind-roughened water")
-        return ExpertChoice(Path(teacher_path), chosen, hint if names and not any(names) else "")
     how = "the two bands chosen" if chosen else "found by their names"
+    unnamed = bool(names) and not any(names)
+    if pair is None and unnamed and len(names) == 2:
+        pair, how = _by_levels(sar_path, sar_units)
+    if pair is None:
+        hint = (f"water expert: {Path(teacher_path).name} reads one co-polarised band; neither the band names nor "
+                f"the levels of {Path(sar_path).name} say which band is which. If two of its bands are VV and VH, "
+                "choose both (VV first) to map water with the VV + VH expert, which also sees wind-roughened water")
+        return ExpertChoice(Path(teacher_path), chosen, hint if unnamed else "")
     return ExpertChoice(dual, tuple(pair), f"water expert: VV + VH, {Path(teacher_path).name} on band {pair[0]} "
                                            f"averaged with {dual.name} on bands {pair[0]} and {pair[1]} ({how}); "
                                            "wind-roughened water is seen in VH")
+
+
+def _chain(preprocess: Any) -> Any:
+    """A model's SAR preprocessing without the units of the file it last read (an adapted teacher stores them;
+    every run resolves the units of its own file)."""
+    return dataclasses.replace(preprocess, units="auto", calibration_constant=0.0, calibration_constants=())
 
 
 def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.Module, ModelMetadata]:
@@ -117,7 +142,7 @@ def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.
     co_net, co_meta = load_model(teacher_path, "teacher")
     dual_net, dual_meta = load_model(choice.path, "teacher")
     first = dual_meta.sar_normalization.bands[:1] if dual_meta.sar_normalization else ()
-    if co_meta.sar_preprocess != dual_meta.sar_preprocess or (
+    if _chain(co_meta.sar_preprocess) != _chain(dual_meta.sar_preprocess) or (
             co_meta.sar_normalization and tuple(co_meta.sar_normalization.bands) != tuple(first)):
         raise ValueError(f"{choice.path.name} reads SAR differently from {Path(teacher_path).name} (preprocessing or "
                          "range); they cannot answer together. Give one of them as the teacher and choose its bands.")

@@ -136,14 +136,19 @@ class FloodTab(QWidget):
         return shrinkable(combo)
 
     def _pick_defaults(self) -> None:
-        """Two single-band rasters, the older-sounding first (file names usually hold the date)."""
+        """SAR-like rasters (one band, or two such as VV + VH), the older-sounding first (file names
+        usually hold the date); a single one becomes 'After', for a one-date water map."""
         candidates = sorted(
             (layer for layer in QgsProject.instance().mapLayers().values()
-             if layer.type() == layer.RasterLayer and layer.bandCount() == 1),
+             if layer.type() == layer.RasterLayer and 1 <= layer.bandCount() <= 2),
             key=lambda layer: layer.name())
         if len(candidates) >= 2:
             self.before.setLayer(candidates[0])
             self.after.setLayer(candidates[1])
+        elif candidates:
+            self.before.setLayer(None)
+            self.after.setLayer(candidates[0])
+        self._name_button()
 
     def parameters(self) -> Dict[str, Any]:
         """The ``sgcad:floodmap`` parameters of the current choices.

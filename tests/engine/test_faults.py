@@ -568,3 +568,35 @@ def test_an_output_written_meanwhile_by_another_run_is_never_replaced(tmp_path):
             target.write_text("theirs")  # the other run committed first
     assert target.read_text() == "theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, models, tmp_path, capsys):
+    # real pixels made into what users hand over by mistake: an empty (all-zero) band, dB x 100 in integers,
+    # an RGB picture; each is one line naming the file and the remedy, and no output folder is left
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        profile, vv = dict(src.profile, count=1), src.read(1)
+    zeros, scaled = tmp_path / "zeros.tif", tmp_path / "db_x100.tif"
+    with rasterio.open(zeros, "w", **profile) as dst:
+        dst.write(np.zeros_like(vv)[None])
+    with rasterio.open(scaled, "w", **dict(profile, dtype="int16", nodata=None)) as dst:
+        dst.write(np.nan_to_num(vv * 100).astype("int16")[None])
+    picture = shared_data / "landsat_rgb" / "RGB.byte.tif"
+    expected = {zeros: "is constant (-60 dB everywhere): no water can be mapped from it. If 0 (or another value) "
+                       "marks missing data, set the raster's nodata value",
+                scaled: "is read as dB, but its median is -1",
+                picture: "says its bands are red, green, blue (GDAL colour interpretation): that is an optical image"}
+    for k, (path, words) in enumerate(expected.items()):
+        code, _, err = cli(capsys, "water", "--sar", path, "--out", tmp_path / f"w{k}", "--device", "cpu")
+        line = one_error_line(err)
+        assert code == 2 and path.name in line and words in line, line
+        assert not (tmp_path / f"w{k}").exists()
+    code, _, err = cli(capsys, "flood", "--before", picture, "--after", chip, "--method", "threshold",
+                       "--out", tmp_path / "f")
+    assert code == 2 and "RGB.byte.tif says its bands are red, green, blue" in one_error_line(err)
+    # swapped optical and SAR inputs are named as such, before the optical side fails on a missing band
+    swapped = dict(scene, optical=scene["sar"], sar=scene["optical"])
+    code, _, err = cli(capsys, *segment_args(swapped, models, tmp_path / "s"))
+    line = one_error_line(err)
+    assert code == 2 and "optical.tif says its bands are red, green, blue" in line and "swapped?" in line, line
+    assert not (tmp_path / "s").exists()

@@ -18,7 +18,8 @@ import torch
 from engine.cli import main as cli_main
 from engine.config import InferenceConfig
 from engine.inference.sar_only import water_probability
-from engine.models.checkpoint import load_model, save_model
+from engine.inputs.contract import InputRecipe, resolve_inputs
+from engine.models.checkpoint import load_model, read_metadata, save_model
 from engine.progress import CallbackProgress, Canceled
 from engine.raster.stack import stack_bands
 from engine.water.cross_pol import MISSED_SHARE_WARNING
@@ -95,8 +96,6 @@ def test_the_band_names_and_the_users_bands_choose_the_water_expert(shared_data,
     with rasterio.open(unnamed, "w", **profile) as dst:
         dst.write(bands)
     assert choose_water_expert(TEACHER, swapped).sar_bands == (2, 1)
-    kept = choose_water_expert(TEACHER, unnamed)  # unnamed bands: no guess, but the user is told how
-    assert kept.path == TEACHER and not kept.dual_pol and "choose both (VV first)" in kept.reason, kept
     assert choose_water_expert(TEACHER, unnamed, (1, 2)).dual_pol  # two bands chosen: co, then cross
     # Sentinel-1 VV and VH files stacked with the project's tool keep their names in the band
     # descriptions (<file stem>_b1), so the pair is found without naming anything
@@ -107,6 +106,51 @@ def test_the_band_names_and_the_users_bands_choose_the_water_expert(shared_data,
     alone.parent.mkdir()
     alone.write_bytes(TEACHER.read_bytes())
     assert choose_water_expert(alone, chip).path == alone
+
+
+def _write(path, profile, bands, names=None):
+    with rasterio.open(path, "w", **dict(profile, count=len(bands))) as dst:
+        dst.write(np.stack(bands).astype(profile["dtype"]))
+        if names:
+            dst.descriptions = names
+    return path
+
+
+def test_unnamed_bands_are_told_apart_by_their_levels(shared_data, tmp_path):
+    # GeoTIFF exports often drop band names: VH lies ~7 dB under VV at 99 % of the real chip's pixels,
+    # so VV and VH are found in either order, in dB or linear power, and map the same water
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        profile, vv, vh = src.profile, src.read(1), src.read(2)
+    unnamed = _write(tmp_path / "vv_vh.tif", profile, [vv, vh])
+    linear_vh_first = _write(tmp_path / "vh_vv_linear.tif", profile, [10 ** (vh / 10), 10 ** (vv / 10)])
+    choice = choose_water_expert(TEACHER, unnamed)
+    assert choice.dual_pol and choice.sar_bands == (1, 2) and "read from their levels" in choice.reason, choice
+    assert "band 2 is 6.9 dB under band 1" in choice.reason
+    assert choose_water_expert(TEACHER, linear_vh_first).sar_bands == (2, 1)
+    # a model reading one co-polarised band (the student, the VV teacher alone) reads band 2 there too
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(TEACHER)), None, linear_vh_first)
+    assert resolved.bands.sar_bands == (2,) and any("their levels" in line for line in resolved.lines)
+    named = water_probability(chip, TEACHER, tmp_path / "named.tif", cfg=CPU)
+    swapped = water_probability(linear_vh_first, TEACHER, tmp_path / "swapped.tif", cfg=CPU)
+    assert swapped["teacher"] == named["teacher"] and swapped["teacher"].endswith("_vvvh.safetensors")
+    assert abs(swapped["water_fraction"] - named["water_fraction"]) < 0.002
+
+    # two dates of one polarisation (the Camargue's VV, 2015 and 2017) are not a VV + VH pair: each is
+    # the darker at many pixels, so the VV teacher keeps band 1 and the log says how to choose
+    dates = sorted((shared_data / "sentinel1_camargue").glob("*_A_2015*.tif")) + sorted(
+        (shared_data / "sentinel1_camargue").glob("*_D_20170309*.tif"))
+    with rasterio.open(dates[0]) as a, rasterio.open(dates[1]) as b:
+        two_dates = _write(tmp_path / "two_dates.tif", a.profile, [a.read(1), b.read(1)])
+    kept = choose_water_expert(TEACHER, two_dates)
+    assert kept.path == TEACHER and not kept.dual_pol and "choose both (VV first)" in kept.reason, kept
+    # a raster given as uncalibrated numbers is not read for polarisations, nor is a band beside the SAR
+    # that is not backscatter (an incidence angle in degrees): band 1 stays the one read
+    assert not choose_water_expert(TEACHER, unnamed, sar_units="dn").dual_pol
+    angle = _write(tmp_path / "vv_angle.tif", profile, [vv, np.linspace(30, 45, vv.size).reshape(vv.shape)])
+    assert not choose_water_expert(TEACHER, angle).dual_pol
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(TEACHER)), None, angle)
+    assert resolved.bands.sar_bands == (1,)
 
 
 def test_the_pair_refuses_a_companion_that_reads_sar_differently(shared_data, tmp_path):
@@ -122,6 +166,10 @@ def test_the_pair_refuses_a_companion_that_reads_sar_differently(shared_data, tm
     save_model(tmp_path / "t_vvvh.safetensors", companion, companion_meta)
     with pytest.raises(ValueError, match="reads SAR differently"):
         load_water_expert(choose_water_expert(teacher, chip), teacher)
+    # the units of the file a model last read (an adapted teacher stores them) are not its preprocessing
+    companion_meta.sar_preprocess = dataclasses.replace(companion_meta.sar_preprocess, lee_window=7, units="db")
+    save_model(tmp_path / "t_vvvh.safetensors", companion, companion_meta)
+    assert load_water_expert(choose_water_expert(teacher, chip), teacher)[1].sar_preprocess.units == "db"
 
 
 def test_one_date_water_map_from_the_command_line(shared_data, tmp_path, capsys):

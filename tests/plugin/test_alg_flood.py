@@ -301,8 +301,8 @@ def test_dock_flood_tab_without_a_before_layer_maps_the_water_of_one_date(shared
     try:
         dock.output.setFilePath(str(tmp_path / "runs"))
         tab = dock.flood_tab
-        tab.before.setLayer(None)
-        tab.after.setLayer(after)
+        tab._pick_defaults()  # the only SAR-like layer, two bands (VV + VH): 'After', for one date
+        assert tab.before.currentLayer() is None and tab.after.currentLayer().id() == after.id()
         assert tab.run_button.text() == "Map water"
         tab.method.setCurrentIndex(1)  # the threshold needs a before date: said, nothing starts
         assert tab.start() is False and not tab.runner.busy()
@@ -322,3 +322,14 @@ def test_dock_flood_tab_without_a_before_layer_maps_the_water_of_one_date(shared
         QApplication.processEvents()
         project.removeMapLayer(after.id())
         shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def test_watermap_refuses_a_picture_given_as_sar_in_one_sentence(shared_data, tmp_path, sgcad_provider):
+    from qgis.core import QgsProcessingException
+
+    picture = str(shared_data / "landsat_rgb" / "RGB.byte.tif")
+    with pytest.raises(QgsProcessingException) as caught:
+        run("sgcad:watermap", {"SAR": picture, "DEVICE": 1, "OUTPUT_FOLDER": str(tmp_path / "w")})
+    assert "RGB.byte.tif says its bands are red, green, blue" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    assert not any((tmp_path / "w").glob("*"))  # Processing makes the folder itself; nothing is written in it
