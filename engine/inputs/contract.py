@@ -44,7 +44,7 @@ from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
-from .bands import check_sar_not_picture, choose_bands, roles_of, unnamed_optical_warning
+from .bands import check_sar_not_picture, choose_bands, model_roles, roles_of, unnamed_optical_warning
 from .levels import PolarisationBalance, polarisation_balance
 from .units import (
     TYPICAL_MEDIAN_DB,
@@ -152,6 +152,30 @@ def _bands(given: Sequence[int], stored: Sequence[int], what: str) -> Tuple[int,
             f"band(s) (trained on bands {list(stored)}); choose {len(stored)}"
         )
     return tuple(int(b) for b in given)
+
+
+def _check_band_count(
+    path: Path, bands: Tuple[int, ...], what: str, roles: Optional[Tuple[str, ...]], flag: str
+) -> None:
+    """Refuse bands the raster lacks, saying what the model reads (before any sampling names a band number)."""
+    with rasterio.open(path) as src:
+        count = src.count
+    if all(1 <= b <= count for b in bands):
+        return
+    reads = f" ({', '.join(roles)})" if roles else ""
+    missing = next(b for b in bands if not 1 <= b <= count)
+    raise ValueError(
+        f"{what} raster {path.name} has {count} band(s): band {missing} does not exist; the model reads "
+        f"{len(bands)}{reads} from bands {', '.join(str(b) for b in bands)}. Give a raster with those bands, or "
+        f"choose its bands ({flag})"
+    )
+
+
+def _role_names(bands: BandMapping, modality: str) -> Optional[Tuple[str, ...]]:
+    roles = model_roles(bands, modality)
+    if not roles or modality == "optical":
+        return roles
+    return tuple("co-polarised" if r == "co" else "cross-polarised" for r in roles)
 
 
 def _by_role(
@@ -332,6 +356,10 @@ def resolve_inputs(
         note = unnamed_optical_warning(optical_path, recipe.bands) if same else None
         warnings += [note] if note else []
 
+    _check_band_count(sar_path, s_bands, "SAR", _role_names(recipe.bands, "sar"), "--sar-bands / SAR_BANDS")
+    if optical_path is not None:
+        _check_band_count(optical_path, o_bands, "optical", _role_names(recipe.bands, "optical"),
+                          "--optical-bands / OPTICAL_BANDS")
     sar_cfg, sar_units, note = resolve_chain(
         recipe.sar, sar_path, s_bands, overrides.sar_units, overrides.sar_calibration, recipe.stats.get("sar", {})
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from ..validate import verify_geotiff
@@ -92,8 +93,23 @@ def read_bands_from(src: Any, bands: Sequence[int], window: Optional[Window] = N
         nd = src.nodatavals[b - 1]
         if nd is not None and not np.isnan(nd):
             data[i][data[i] == np.float32(nd)] = np.nan
+    _apply_dataset_mask(src, bands, inner, data)
     out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data
     return out
+
+
+def _apply_dataset_mask(src: Any, bands: Sequence[int], window: Window, data: np.ndarray) -> None:
+    """NaN where GDAL's mask of a band says no data beyond its nodata value: an alpha band (drone
+    orthophotos, QGIS's rendered exports) or a per-dataset mask (``.msk``, internal masks)."""
+    masks: Dict[int, np.ndarray] = {}
+    for i, b in enumerate(bands):
+        flags = src.mask_flag_enums[b - 1]
+        if MaskFlags.alpha not in flags and MaskFlags.per_dataset not in flags:
+            continue
+        key = 0 if MaskFlags.per_dataset in flags else b  # one mask for every band of the dataset
+        if key not in masks:
+            masks[key] = src.read_masks(b, window=window) == 0
+        data[i][masks[key]] = np.nan
 
 
 def has_valid_data(path: PathLike, bands: Sequence[int], block: int = 1024) -> bool:

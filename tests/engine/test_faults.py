@@ -600,3 +600,12 @@ def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, m
     line = one_error_line(err)
     assert code == 2 and "optical.tif says its bands are red, green, blue" in line and "swapped?" in line, line
     assert not (tmp_path / "s").exists()
+
+
+def test_a_raster_with_too_few_bands_is_told_what_the_model_reads(scene, models, tmp_path, capsys):
+    # a one-band (grey) image given as optical: not "band 2 does not exist", but what the model needs
+    code, _, err = cli(capsys, *segment_args(dict(scene, optical=scene["sar"]), models, tmp_path / "a"))
+    line = one_error_line(err)
+    assert code == 2 and "optical raster sar.tif has 1 band(s): band 2 does not exist; the model reads 3 (red, " \
+        "green, blue) from bands 1, 2, 3" in line, line
+    assert "--optical-bands / OPTICAL_BANDS" in line and not (tmp_path / "a").exists()

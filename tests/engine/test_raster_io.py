@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -13,6 +15,8 @@ from rasterio.windows import Window
 from engine.progress import Canceled
 from engine.raster.grid import Grid, grid_of
 from engine.raster.io import atomic_output, iter_windows, open_writer, read_bands, write_raster
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _grid(width=300, height=200):
@@ -86,3 +90,35 @@ def test_rasters_without_georeferencing_are_refused(tmp_path):
             dst.write(np.zeros((1, 8, 8), np.uint8))
         with pytest.raises(ValueError, match="plain.tif: no georeferencing"):
             grid_of(path)
+
+
+def test_alpha_bands_and_dataset_masks_read_as_nan_on_and_off_the_grid(shared_data, tmp_path):
+    # drone orthophotos and QGIS's rendered exports mark "no image" with an alpha band, other products with
+    # a mask band; both say no data as a nodata value does: every read (direct and warped) gives NaN there
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+    from engine.raster.grid import read_on_grid
+
+    rgb = ROOT / "resources" / "sample" / "rotterdam" / "rgb_unmasked.tif"  # real SpaceNet 6 pixels
+    with rasterio.open(rgb) as src:
+        profile, data = src.profile, src.read()
+    gone = np.zeros(data.shape[1:], bool)
+    gone[:, :50] = True
+    alpha_path, mask_path = tmp_path / "rgba.tif", tmp_path / "masked.tif"
+    with rasterio.open(alpha_path, "w", **dict(profile, count=4, photometric="RGB", alpha="YES")) as dst:
+        dst.write(np.concatenate([data, np.where(gone, 0, 255).astype(np.uint8)[None]]))
+    with rasterio.open(mask_path, "w", **profile) as dst:
+        dst.write(data)
+        dst.write_mask(np.where(gone, 0, 255).astype(np.uint8))
+    for path in (alpha_path, mask_path):
+        own = grid_of(path)
+        direct = read_on_grid(path, [1, 2, 3], own)
+        assert np.isnan(direct[:, gone]).all() and np.isfinite(direct[:, ~gone]).all()
+        coarser = Grid(own.crs_wkt, own.transform * Affine.scale(2.0), own.width // 2, own.height // 2)
+        warped = read_on_grid(path, [1, 2, 3], coarser)
+        assert np.isnan(warped[:, :, :24]).all() and np.isfinite(warped[:, :, 26:]).all()
+    # the optical statistics count only the image's pixels (30,000 of 40,000)
+    student = ROOT / "resources" / "models" / "sgcad_student.safetensors"
+    sar = rgb.with_name("sar_masked.tif")
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(student)), alpha_path, sar)
+    assert max(b["n"] for b in resolved.stats["optical"]["bands"]) == 30000
