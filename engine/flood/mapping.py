@@ -63,7 +63,7 @@ from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
 from ..validate import RunLock, check_output_folder, check_outputs_not_inputs, check_unlocked
-from ..water.experts import choose_water_expert, load_water_expert
+from ..water.experts import choose_for_dates, load_water_expert
 from ..water.source import smoothed_reader
 from ..water.threshold import (
     ThresholdResult,
@@ -271,6 +271,9 @@ def map_flood(
         tmp.mkdir()
         try:
             loaded = {}  # each water expert is loaded once, whichever dates it maps
+            experts = choose_for_dates(teacher_path, {n: (d.sar, d.bands, d.units) for n, d in (
+                ("after", after), ("before", before)) if not uses_student[n]}) if teacher is None and \
+                cfg.method == "teacher" and teacher_path else {}
             spans = {"after": (0.02, 0.38), "before": (0.38, 0.74)}
             for name, d in (("after", after), ("before", before)):
                 sub = progress.sub(*spans[name])
@@ -284,7 +287,7 @@ def map_flood(
 
                     model, bands = teacher_path, d.bands or None
                     if teacher is None:
-                        choice = choose_water_expert(teacher_path, d.sar, d.bands, d.units)
+                        choice = experts[name]
                         model, bands = choice.path, choice.sar_bands or bands
                         if choice.reason:
                             progress.info(f"{name}: {choice.reason}")

@@ -26,6 +26,7 @@ SMALL_CLIP_PIXELS = 256 * 256
 BRIGHT_DARK_END = 0.1
 SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from training's
 DB_MEDIAN_POSSIBLE = (-60.0, 40.0)  # a median outside, read as dB, is no radar's backscatter
+ZERO_FILL_SHARE = 0.01  # warn when this share of linear / amplitude SAR values is exactly 0 (fill, not data)
 
 
 def band_stats(table: np.ndarray, bands: Sequence[int]) -> List[Dict[str, float]]:
@@ -147,12 +148,21 @@ def sar_warnings(
     fixed: bool,
     raw: Optional[Dict[str, float]] = None,
 ) -> List[str]:
-    """Constant bands, dB values that are not dB, clipping by a fixed range, a shifted level.
+    """Zeros without nodata, constant bands, dB values that are not dB, clipping by a fixed range, a
+    shifted level.
 
-    ``raw`` holds the file's own values' statistics (``negative_share``, ``median``), which
-    say whether values read as dB can be dB.
+    ``raw`` holds the file's own values' statistics (``negative_share``, ``median``, ``zero_share``),
+    which say whether values read as dB can be dB, and whether zeros fill missing data.
     """
     out = []
+    zeros = (raw or {}).get("zero_share", 0.0)
+    if units in ("linear", "amplitude", "dn") and zeros >= ZERO_FILL_SHARE:
+        out.append(
+            f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them. In "
+            f"{units} units 0 means no backscatter at all, so those pixels read as the darkest surface, open "
+            "water; a Sentinel-1 scene's no-data border is often stored as 0. If 0 marks missing data, set the "
+            "raster's nodata value to 0 (Layer Properties > Transparency, or gdal_translate -a_nodata 0)."
+        )
     trained_bands = (trained or {}).get("bands", [])
     for i, b in enumerate(stats):
         name = f"SAR band {b['band']} of {path}"

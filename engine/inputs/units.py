@@ -283,7 +283,7 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
         raise ValueError(f"{path}: SAR band(s) {list(bands)} hold no valid pixel (all nodata or NaN)")
     negative = float((pooled < 0).mean())
     p50 = float(np.median(pooled))
-    stats = {"negative_share": negative, "median": p50}
+    stats = {"negative_share": negative, "median": p50, "zero_share": float((pooled == 0).mean())}
     if given != "auto":
         return UnitsDecision("sar", given, "given", "", stats=stats)
     if negative > 0.05:

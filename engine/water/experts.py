@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
 
 import rasterio
 
@@ -120,6 +120,25 @@ def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
     return ExpertChoice(dual, tuple(pair), f"water expert: VV + VH, {Path(teacher_path).name} on band {pair[0]} "
                                            f"averaged with {dual.name} on bands {pair[0]} and {pair[1]} ({how}); "
                                            "wind-roughened water is seen in VH")
+
+
+def choose_for_dates(teacher_path: PathLike, dates: Dict[str, Tuple[PathLike, Sequence[int], str]]
+                     ) -> Dict[str, ExpertChoice]:
+    """One water expert for every date of a change map: ``dates`` maps a name to (SAR raster, chosen bands,
+    units). Each date is chosen as :func:`choose_water_expert` does; when only some dates have VV and VH,
+    those are mapped by the single-band teacher on their co-polarised band too, so that the change compares
+    like with like (the pair and the VV teacher disagree on sand bars and wind: that is no flood)."""
+    choices = {name: choose_water_expert(teacher_path, sar, bands, units)
+               for name, (sar, bands, units) in dates.items()}
+    if len({c.dual_pol for c in choices.values()}) < 2:
+        return choices
+    single = [name for name, c in choices.items() if not c.dual_pol]
+    for name, c in choices.items():
+        if c.dual_pol:
+            choices[name] = ExpertChoice(Path(teacher_path), c.sar_bands[:1], (
+                f"water expert: {Path(teacher_path).name} on band {c.sar_bands[0]} (VV) alone, as for the "
+                f"{', '.join(single)} date(s) without VH, so that both dates are mapped by the same model"))
+    return choices
 
 
 def _chain(preprocess: Any) -> Any:

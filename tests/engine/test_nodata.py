@@ -58,3 +58,27 @@ def test_a_nodata_band_across_a_real_scene_leaves_the_rest_of_the_water_map_alon
         assert flips < 0.02, flips
     else:
         assert flips > 0.10, flips
+
+
+def test_a_zero_border_in_linear_sar_is_named_and_its_nodata_value_maps_nothing_there(tmp_path):
+    # Sentinel-1 scenes often store their no-data border as 0; read as linear power it is the darkest
+    # surface, so the run says so, and with nodata=0 declared the border is no data, not water
+    with rasterio.open(INDIA) as src:
+        profile, db = dict(src.profile, nodata=None), src.read()
+    linear = (10 ** (db / 10)).astype("float32")
+    linear[:, :, :40] = 0
+    plain, declared = tmp_path / "zeros.tif", tmp_path / "nodata0.tif"
+    for path, nodata in ((plain, None), (declared, 0.0)):
+        with rasterio.open(path, "w", **dict(profile, nodata=nodata)) as dst:
+            dst.write(linear)
+            dst.descriptions = ("VV", "VH")
+    result = sar_only.water_probability(plain, TEACHER, tmp_path / "a.tif")
+    assert any("7.8 % of its values are exactly 0 and no nodata value marks them" in w
+               for w in result["inputs"]["warnings"]), result["inputs"]["warnings"]
+    with rasterio.open(tmp_path / "a.tif") as src:
+        assert (src.read(1)[:, :40] >= 0.5).mean() > 0.9  # the border read as water: why the warning
+    result = sar_only.water_probability(declared, TEACHER, tmp_path / "b.tif")
+    assert not any("exactly 0" in w for w in result["inputs"]["warnings"])
+    with rasterio.open(tmp_path / "b.tif") as src:
+        p = src.read(1)
+    assert np.isnan(p[:, :40]).all() and np.isfinite(p[:, 40:]).all()

@@ -234,3 +234,25 @@ def test_the_pair_reads_any_sar_units_alike_and_choosing_needs_no_torch(shared_d
             "import engine.water.experts, engine.flood.mapping, engine.water.date_map, engine.commands.water")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_change_map_maps_both_dates_with_one_expert(shared_data, tmp_path):
+    # after: the real India chip with VV and VH; before: its VV band alone. Same pixels, so no flood:
+    # mapped by the pair after and the VV teacher before, their disagreements would read as flood
+    from engine.flood.mapping import map_flood
+
+    chip = shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        profile, vv = dict(src.profile, count=1), src.read(1)
+    before = tmp_path / "before_VV.tif"
+    with rasterio.open(before, "w", **profile) as dst:
+        dst.write(vv[None])
+    report = map_flood(chip, before, tmp_path / "flood", teacher_path=TEACHER, inference=CPU)
+    assert {d["teacher"] for d in report["dates"].values()} == {TEACHER.name}, report["dates"]
+    assert report["totals"]["flood_share_of_observed"] < 0.005, report["totals"]
+    # the two models apart on the same pixels: what the change would have counted as flood
+    pair = water_probability(chip, TEACHER, tmp_path / "pair.tif", cfg=CPU)
+    single = water_probability(chip, TEACHER, tmp_path / "vv.tif", cfg=CPU, sar_bands=(1,))
+    with rasterio.open(pair["path"]) as a, rasterio.open(single["path"]) as b:
+        apart = float(((a.read(1) >= 0.5) & (b.read(1) < 0.5)).mean())
+    assert apart > 0.03, apart  # measured 4.2 % of the chip
