@@ -21,6 +21,7 @@ so a scene of calm open sea, where both channels sink to the floor, is not taken
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -28,7 +29,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import rasterio
 
-from .units import detect_sar_units, polarisations, sample_pixels
+from .units import detect_sar_units, metadata_text, polarisations, sample_pixels
 
 PathLike = Union[str, Path]
 MIN_CO_CROSS_DB = 3.5
@@ -44,6 +45,9 @@ MIN_CROSS_UNDER_SHARE = 0.9
 """Two unnamed bands are co- and cross-polarised when the darker one is under the other at this share
 of the counted pixels, or more. Measured: 0.96-1.00 on 14 Sentinel-1 VV / VH pairs (Sen1Floods11,
 BigEarthNet); 0.60 for two dates of the Camargue's VV; 0.80 for Rotterdam's HH / HV (not sigma0)."""
+_OTHER_SENSOR = re.compile(r"(^|[^a-z])(hh|hv)([^a-z]|$)|alos|palsar|nisar|saocom|l-band")
+"""Words in a file's name or tags that say its two bands are not Sentinel-1 VV + VH (the only pair the
+water expert's companion learnt); then unnamed bands are not guessed from their levels."""
 MAX_CO_CROSS_DB = 20.0
 """A wider median gap is not two polarisations (measured up to 15.0 dB, on a chip of windy open water)."""
 CO_MEDIAN_DB = (-30.0, 5.0)
@@ -158,7 +162,8 @@ def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrd
     with rasterio.open(path) as src:
         if src.count != 2:
             return None
-    if any(polarisations(path, (1, 2))):
+    said = f"{Path(path).stem.lower()} {metadata_text(path, (1, 2))}"
+    if any(polarisations(path, (1, 2))) or _OTHER_SENSOR.search(said):
         return None
     try:
         units = detect_sar_units(path, (1, 2), units).units

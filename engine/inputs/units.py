@@ -26,6 +26,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..config import OPTICAL_UNITS, SAR_UNITS
+from ..raster.io import band_scaling
 
 PathLike = Union[str, Path]
 SAMPLE_SIDE = 512  # decimated read for detection: the units show at any scale
@@ -113,7 +114,11 @@ def sample_pixels(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_S
             data = src.read(
                 [int(b) for b in bands], out_shape=(len(bands),) + shape, resampling=Resampling.nearest, masked=True
             )
+        scaling = band_scaling(src, [int(b) for b in bands])
     data = np.ma.masked_invalid(np.ma.asarray(data, dtype=np.float64).reshape(len(bands), -1))
+    if scaling is not None:  # declared scale and offset: the values are read in the product's units
+        data = data * scaling[0][:, None].astype(np.float64) + scaling[1][:, None].astype(np.float64)
+        dtype = np.dtype(np.float32)
     return data, dtype
 
 
@@ -143,7 +148,7 @@ def _block_sample(src: Any, bands: List[int], max_side: int) -> Optional[np.ma.M
     return data if int(np.ma.count(data, axis=1).min()) >= MIN_VALID_SAMPLE else None
 
 
-def _metadata_text(path: PathLike, bands: Sequence[int]) -> str:
+def metadata_text(path: PathLike, bands: Sequence[int]) -> str:
     """Band descriptions, units and tags of the raster and its bands, lower case."""
     with rasterio.open(path) as src:
         parts = [str(v) for v in src.tags().values()] + [f"{k}" for k in src.tags()]
@@ -202,7 +207,7 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         return UnitsDecision("optical", "reflectance", "detected", why, stats=stats)
     if top <= 255.5:
         return UnitsDecision("optical", "uint8", "detected", f"{dtype.name}, all values <= {top:.0f}", stats=stats)
-    names = f"{Path(path).name} {_metadata_text(path, bands)}"
+    names = f"{Path(path).name} {metadata_text(path, bands)}"
     if _LANDSAT_C2_WORDS.search(names) and dtype.kind in "ui":
         why = f"{dtype.name}, a Landsat Collection 2 Level-2 product name in the file or band names"
         return UnitsDecision("optical", "landsat_c2", "metadata", why, stats=stats)
@@ -288,7 +293,7 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
         return UnitsDecision("sar", given, "given", "", stats=stats)
     if negative > 0.05:
         return UnitsDecision("sar", "db", "detected", f"{100 * negative:.0f} % of values are negative", stats=stats)
-    hint = _metadata_units(_metadata_text(path, bands))
+    hint = _metadata_units(metadata_text(path, bands))
     if hint is not None:
         if hint == "db":  # said dB, but no negative values: report, the shift check warns
             return UnitsDecision("sar", "db", "metadata", "the band metadata names dB", stats=stats)

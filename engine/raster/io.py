@@ -94,8 +94,21 @@ def read_bands_from(src: Any, bands: Sequence[int], window: Optional[Window] = N
         if nd is not None and not np.isnan(nd):
             data[i][data[i] == np.float32(nd)] = np.nan
     _apply_dataset_mask(src, bands, inner, data)
+    scaling = band_scaling(src, bands)
+    if scaling is not None:
+        data = data * scaling[0][:, None, None] + scaling[1][:, None, None]
     out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data
     return out
+
+
+def band_scaling(src: Any, bands: Sequence[int]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """GDAL's scale and offset of each band (value = stored x scale + offset), or None when every band is
+    stored as it is. A product that declares them (int16 dB x 100 with scale 0.01) is read in its units."""
+    scales = np.array([src.scales[b - 1] for b in bands], np.float32)
+    offsets = np.array([src.offsets[b - 1] for b in bands], np.float32)
+    if np.all(scales == 1) and np.all(offsets == 0):
+        return None
+    return scales, offsets
 
 
 def _apply_dataset_mask(src: Any, bands: Sequence[int], window: Window, data: np.ndarray) -> None:

@@ -419,3 +419,24 @@ def test_a_flooded_scene_is_not_called_a_unit_error_but_a_wrong_constant_still_i
     # 25 dB too dark is under the training data's darkest 2 %: a plain units warning
     darker = said(db - 25, "darker.tif")
     assert darker and all("may be unreliable" in w for w in darker), darker
+
+
+def test_a_declared_scale_and_offset_read_the_product_in_its_units(shared_data, tmp_path):
+    # the real Nigeria chip stored as int16 dB x 100 with GDAL's scale 0.01 declared (as some products
+    # ship): read in dB, its water map is the float chip's; without the scale it would be -1442 "dB"
+    from engine.inference.sar_only import water_probability
+
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        db = src.read()
+    scaled = _write(tmp_path / "db_x100.tif", np.where(np.isfinite(db), np.round(db * 100), -32768), chip, "int16",
+                    nodata=-32768, descriptions=["VV", "VH"])
+    with rasterio.open(scaled, "r+") as dst:
+        dst.scales, dst.offsets = (0.01, 0.01), (0.0, 0.0)
+    assert detect_sar_units(scaled, [1, 2]).units == "db"
+    teacher = MODELS / "sgcad_teacher.safetensors"
+    cpu = InferenceConfig(device="cpu", backend="torch")
+    plain = water_probability(chip, teacher, tmp_path / "a.tif", cfg=cpu)
+    stored = water_probability(scaled, teacher, tmp_path / "b.tif", cfg=cpu)
+    assert stored["teacher"] == plain["teacher"] and not stored["inputs"]["warnings"]
+    assert abs(stored["water_fraction"] - plain["water_fraction"]) < 0.002

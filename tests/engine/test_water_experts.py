@@ -144,6 +144,9 @@ def test_unnamed_bands_are_told_apart_by_their_levels(shared_data, tmp_path):
         two_dates = _write(tmp_path / "two_dates.tif", a.profile, [a.read(1), b.read(1)])
     kept = choose_water_expert(TEACHER, two_dates)
     assert kept.path == TEACHER and not kept.dual_pol and "choose both (VV first)" in kept.reason, kept
+    # a file whose name says HH + HV (L-band, which the companion never learnt) is not guessed either
+    l_band = _write(tmp_path / "ALOS2_HH_HV.tif", profile, [vv, vh])
+    assert not choose_water_expert(TEACHER, l_band).dual_pol
     # a raster given as uncalibrated numbers is not read for polarisations, nor is a band beside the SAR
     # that is not backscatter (an incidence angle in degrees): band 1 stays the one read
     assert not choose_water_expert(TEACHER, unnamed, sar_units="dn").dual_pol
