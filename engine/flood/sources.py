@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from ..config import SarPreprocessConfig
 from ..inputs.bands import check_sar_not_picture, choose_bands, generic_mapping
 from ..inputs.contract import resolve_chain
+from ..inputs.shift import zero_fill_warning
 from ..inputs.units import UnitsDecision
 from ..preprocess.sar import to_linear_power
 from ..raster.grid import Grid, read_on_grid
@@ -50,6 +51,8 @@ def db_source(
     check_sar_not_picture(path)
     chain = SarPreprocessConfig(lee_filter=False, to_db=True, robust_normalize=False)
     cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration)
+    zeros = zero_fill_warning(path.name, decision.units, decision.stats)
+    note = "; ".join(n for n in (note, zeros) if n) or None
 
     def read(window: Window) -> np.ndarray:
         raw = read_on_grid(path, [band], grid, window)

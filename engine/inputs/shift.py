@@ -139,6 +139,17 @@ def optical_warnings(
     return out
 
 
+def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]]) -> Optional[str]:
+    """A warning when many linear / amplitude SAR values are exactly 0 without a nodata value (a fill)."""
+    zeros = (raw or {}).get("zero_share", 0.0)
+    if units not in ("linear", "amplitude", "dn") or zeros < ZERO_FILL_SHARE:
+        return None
+    return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them. In "
+            f"{units} units 0 means no backscatter at all, so those pixels read as the darkest surface, open "
+            "water; a Sentinel-1 scene's no-data border is often stored as 0. If 0 marks missing data, set the "
+            "raster's nodata value to 0 (Layer Properties > Transparency, or gdal_translate -a_nodata 0).")
+
+
 def sar_warnings(
     stats: List[Dict[str, float]],
     path: str,
@@ -154,15 +165,8 @@ def sar_warnings(
     ``raw`` holds the file's own values' statistics (``negative_share``, ``median``, ``zero_share``),
     which say whether values read as dB can be dB, and whether zeros fill missing data.
     """
-    out = []
-    zeros = (raw or {}).get("zero_share", 0.0)
-    if units in ("linear", "amplitude", "dn") and zeros >= ZERO_FILL_SHARE:
-        out.append(
-            f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them. In "
-            f"{units} units 0 means no backscatter at all, so those pixels read as the darkest surface, open "
-            "water; a Sentinel-1 scene's no-data border is often stored as 0. If 0 marks missing data, set the "
-            "raster's nodata value to 0 (Layer Properties > Transparency, or gdal_translate -a_nodata 0)."
-        )
+    zeros = zero_fill_warning(path, units, raw)
+    out = [zeros] if zeros else []
     trained_bands = (trained or {}).get("bands", [])
     for i, b in enumerate(stats):
         name = f"SAR band {b['band']} of {path}"

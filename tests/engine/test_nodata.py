@@ -82,3 +82,9 @@ def test_a_zero_border_in_linear_sar_is_named_and_its_nodata_value_maps_nothing_
     with rasterio.open(tmp_path / "b.tif") as src:
         p = src.read(1)
     assert np.isnan(p[:, :40]).all() and np.isfinite(p[:, 40:]).all()
+    # the classical threshold of a flood map says it too, for the date that has the zeros
+    from engine.flood.mapping import FloodConfig, map_flood
+
+    report = map_flood(plain, declared, tmp_path / "flood", FloodConfig(method="threshold"))
+    said = [w for w in report["warnings"] if "exactly 0" in w]
+    assert len(said) == 1 and said[0].startswith("after: SAR zeros.tif: 7.8 %"), report["warnings"]
