@@ -39,11 +39,13 @@ def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = True) -> P
 def output_folder(path: PathLike) -> Iterator[Path]:
     """Create ``path`` (and its parents) for a run's outputs; a run that fails leaves no empty folder it made."""
     path = Path(path)
-    made = not path.exists()
+    made = [d for d in (path, *path.parents) if not d.exists()]  # deepest first
     path.mkdir(parents=True, exist_ok=True)
     try:
         yield path
     except BaseException:
-        if made and path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+        for folder in made:
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
         raise

@@ -58,6 +58,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..config import InferenceConfig
+from ..files import output_folder
 from ..inputs.contract import check_sar_levels, sar_levels_of
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
@@ -238,128 +239,129 @@ def map_flood(
     _check_request(after, before, out_dir, cfg, teacher_path, teacher is not None, student_path, aoi, dem, truth,
                    uses_student, vectorize, overwrite)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    full = grid_of(after.sar)
-    grid, zones = full, []
-    if aoi is not None:
-        zones = load_zones(aoi, full, aoi_name_field)
-        x0, y0 = min(z.window[0] for z in zones), min(z.window[1] for z in zones)
-        x1, y1 = max(z.window[2] for z in zones), max(z.window[3] for z in zones)
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"the areas of interest in {aoi} do not overlap the after date {after.sar}")
-        grid = full.window_grid(Window(x0, y0, x1 - x0, y1 - y0))
-        zones = load_zones(aoi, grid, aoi_name_field)
-    warnings: List[str] = []
-    dates = {}
-    for name, d in (("after", after), ("before", before)):
-        sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name)
-        progress.info(f"{name}: " + sar.units.line(d.sar))
-        if sar.note:
-            warnings.append(f"{name}: {sar.note}")
-        dates[name] = _DateWater(name, sar, cfg)
-    share = footprint_share(dates["before"].sar.source, cfg.threshold.block)
-    if share == 0:
-        raise ValueError(f"the before date {before.sar} has no valid pixel where the after date {after.sar} lies; "
-                         "choose two dates of the same place")
-    if share < 0.98:
-        warnings.append(f"the before date covers {100 * share:.1f} % of the after date's area; the rest is no data")
-    for text in warnings:
-        progress.warning(text)
+    with output_folder(out):  # a refused or failed run leaves no empty folder behind
+        full = grid_of(after.sar)
+        grid, zones = full, []
+        if aoi is not None:
+            zones = load_zones(aoi, full, aoi_name_field)
+            x0, y0 = min(z.window[0] for z in zones), min(z.window[1] for z in zones)
+            x1, y1 = max(z.window[2] for z in zones), max(z.window[3] for z in zones)
+            if x1 <= x0 or y1 <= y0:
+                raise ValueError(f"the areas of interest in {aoi} do not overlap the after date {after.sar}")
+            grid = full.window_grid(Window(x0, y0, x1 - x0, y1 - y0))
+            zones = load_zones(aoi, grid, aoi_name_field)
+        warnings: List[str] = []
+        dates = {}
+        for name, d in (("after", after), ("before", before)):
+            sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name)
+            progress.info(f"{name}: " + sar.units.line(d.sar))
+            if sar.note:
+                warnings.append(f"{name}: {sar.note}")
+            dates[name] = _DateWater(name, sar, cfg)
+        share = footprint_share(dates["before"].sar.source, cfg.threshold.block)
+        if share == 0:
+            raise ValueError(f"the before date {before.sar} has no valid pixel where the after date {after.sar} lies; "
+                             "choose two dates of the same place")
+        if share < 0.98:
+            warnings.append(f"the before date covers {100 * share:.1f} % of the after date's area; the rest is no data")
+        for text in warnings:
+            progress.warning(text)
 
-    with RunLock(out, "flood"):
-        tmp = out / f".flood-tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            loaded = {}  # each water expert is loaded once, whichever dates it maps
-            experts = choose_for_dates(teacher_path, {n: (d.sar, d.bands, d.units) for n, d in (
-                ("after", after), ("before", before)) if not uses_student[n]}) if teacher is None and \
-                cfg.method == "teacher" and teacher_path else {}
-            spans = {"after": (0.02, 0.38), "before": (0.38, 0.74)}
-            for name, d in (("after", after), ("before", before)):
-                sub = progress.sub(*spans[name])
-                water = dates[name]
-                if uses_student[name]:
-                    water.prob_path = _student_water(d, name, student_path, teacher_path, grid, tmp, inference, sub)
-                    water.decision_band = 2
-                    water.info["method"] = "student"
-                elif cfg.method == "teacher":
-                    from ..inference.sar_only import water_probability
+        with RunLock(out, "flood"):
+            tmp = out / f".flood-tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                loaded = {}  # each water expert is loaded once, whichever dates it maps
+                experts = {}  # one water expert for both dates (engine.water.experts.choose_for_dates)
+                if teacher is None and cfg.method == "teacher":
+                    experts = choose_for_dates(teacher_path, {n: (d.sar, d.bands, d.units) for n, d in (
+                        ("after", after), ("before", before)) if not uses_student[n]})
+                spans = {"after": (0.02, 0.38), "before": (0.38, 0.74)}
+                for name, d in (("after", after), ("before", before)):
+                    sub = progress.sub(*spans[name])
+                    water = dates[name]
+                    if uses_student[name]:
+                        water.prob_path = _student_water(d, name, student_path, teacher_path, grid, tmp, inference, sub)
+                        water.decision_band = 2
+                        water.info["method"] = "student"
+                    elif cfg.method == "teacher":
+                        from ..inference.sar_only import water_probability
 
-                    model, bands = teacher_path, d.bands or None
-                    if teacher is None:
-                        choice = experts[name]
-                        model, bands = choice.path, choice.sar_bands or bands
-                        if choice.reason:
-                            progress.info(f"{name}: {choice.reason}")
-                        if model not in loaded:
-                            progress.info(f"loading {model}")
-                            loaded[model] = load_water_expert(choice, teacher_path)
-                    res = water_probability(
-                        d.sar, model, tmp / f"water_{name}.tif", grid, inference, sar_bands=bands,
-                        sar_units=water.sar.units.units, sar_calibration=d.calibration, sar_levels=d.levels,
-                        teacher=teacher or loaded[model], progress=sub,
-                    )
-                    water.prob_path = Path(res["path"])
-                    water.info.update(method="teacher", teacher=Path(model).name if model else "",
-                                      teacher_water_fraction=res["water_fraction"],
-                                      tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"),
-                                      cross_polarised=res.get("cross_polarised"))
-                    warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]
-                else:
-                    relative = sar_levels_of(d.sar, d.levels, water.sar.units.units, d.calibration)[0]
-                    water.threshold = estimate_threshold(water.sar.source, for_levels(cfg.threshold, relative), sub)
-                    water.info.update(method="threshold", threshold=water.threshold.to_dict(),
-                                      sar_levels="relative" if relative else "calibrated")
-            if cfg.method == "threshold":
-                warnings += _share_thresholds(dates, uses_student, progress, cfg.shared_threshold)
-            result = _combine(after, before, dates, grid, cfg, out, zones, dem, truth, overwrite,
-                              progress.sub(0.74, 0.95))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        outputs = result.pop("outputs")
-        report = {
-            "after": str(after.sar),
-            "before": str(before.sar),
-            "method": cfg.method + (" (student where optical given)" if any(uses_student.values()) else ""),
-            "engine": __version__,
-            "totals": result["totals"],
-            "areas": result["areas"],
-            "scores": result.get("scores"),
-            "dates": {n: w.info for n, w in dates.items()},
+                        model, bands = teacher_path, d.bands or None
+                        if teacher is None:
+                            choice = experts[name]
+                            model, bands = choice.path, choice.sar_bands or bands
+                            if choice.reason:
+                                progress.info(f"{name}: {choice.reason}")
+                            if model not in loaded:
+                                progress.info(f"loading {model}")
+                                loaded[model] = load_water_expert(choice, teacher_path)
+                        res = water_probability(
+                            d.sar, model, tmp / f"water_{name}.tif", grid, inference, sar_bands=bands,
+                            sar_units=water.sar.units.units, sar_calibration=d.calibration, sar_levels=d.levels,
+                            teacher=teacher or loaded[model], progress=sub,
+                        )
+                        water.prob_path = Path(res["path"])
+                        water.info.update(method="teacher", teacher=Path(model).name if model else "",
+                                          teacher_water_fraction=res["water_fraction"],
+                                          tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"),
+                                          cross_polarised=res.get("cross_polarised"))
+                        warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]
+                    else:
+                        relative = sar_levels_of(d.sar, d.levels, water.sar.units.units, d.calibration)[0]
+                        water.threshold = estimate_threshold(water.sar.source, for_levels(cfg.threshold, relative), sub)
+                        water.info.update(method="threshold", threshold=water.threshold.to_dict(),
+                                          sar_levels="relative" if relative else "calibrated")
+                if cfg.method == "threshold":
+                    warnings += _share_thresholds(dates, uses_student, progress, cfg.shared_threshold)
+                result = _combine(after, before, dates, grid, cfg, out, zones, dem, truth, overwrite,
+                                  progress.sub(0.74, 0.95))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            outputs = result.pop("outputs")
+            report = {
+                "after": str(after.sar),
+                "before": str(before.sar),
+                "method": cfg.method + (" (student where optical given)" if any(uses_student.values()) else ""),
+                "engine": __version__,
+                "totals": result["totals"],
+                "areas": result["areas"],
+                "scores": result.get("scores"),
+                "dates": {n: w.info for n, w in dates.items()},
+                "warnings": warnings,
+                "settings": {
+                    "method": cfg.method, "water_threshold": cfg.water_threshold, "low_db": cfg.low_db,
+                    "smoothing": f"{cfg.smoothing} {cfg.smoothing_size}x{cfg.smoothing_size}",
+                    "shadow_deg": cfg.shadow_deg, "layover_deg": cfg.layover_deg,
+                    "teacher": str(teacher_path or ""), "student": str(student_path or ""), "dem": str(dem or ""),
+                    "aoi": str(aoi or ""), "grid": f"{grid.width}x{grid.height} at {grid.res[0]:g} x {grid.res[1]:g}",
+                },
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            outputs.update(write_reports(out, report, overwrite))
+            if vectorize:
+                from ..vector.polygonize import vectorize_classes
+
+                progress.report(0.95, "flood polygons")
+                vec = vectorize_classes(
+                    outputs["flood"], out / POLYGONS, confidence_path=outputs["likelihood"], classes=[FLOOD],
+                    min_area=vector_min_area, layer_name="flood", names={v: k for v, k, _, _ in FLOOD_CLASSES},
+                    overwrite=overwrite, progress=progress.sub(0.95, 1.0),
+                )
+                outputs["polygons"] = vec["path"]
+                result["polygons"] = vec["polygons"]
+        progress.report(1.0, "flood map written")
+        left, bottom, right, top = grid.bounds
+        return {
+            "outputs": outputs,
+            **result,
+            "dates": report["dates"],
+            "method": report["method"],
+            "grid": {"width": grid.width, "height": grid.height, "res": list(grid.res), "crs": grid.crs.to_string(),
+                     "bounds": [left, bottom, right, top]},
             "warnings": warnings,
-            "settings": {
-                "method": cfg.method, "water_threshold": cfg.water_threshold, "low_db": cfg.low_db,
-                "smoothing": f"{cfg.smoothing} {cfg.smoothing_size}x{cfg.smoothing_size}",
-                "shadow_deg": cfg.shadow_deg, "layover_deg": cfg.layover_deg,
-                "teacher": str(teacher_path or ""), "student": str(student_path or ""), "dem": str(dem or ""),
-                "aoi": str(aoi or ""), "grid": f"{grid.width}x{grid.height} at {grid.res[0]:g} x {grid.res[1]:g}",
-            },
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        outputs.update(write_reports(out, report, overwrite))
-        if vectorize:
-            from ..vector.polygonize import vectorize_classes
-
-            progress.report(0.95, "flood polygons")
-            vec = vectorize_classes(
-                outputs["flood"], out / POLYGONS, confidence_path=outputs["likelihood"], classes=[FLOOD],
-                min_area=vector_min_area, layer_name="flood", names={v: k for v, k, _, _ in FLOOD_CLASSES},
-                overwrite=overwrite, progress=progress.sub(0.95, 1.0),
-            )
-            outputs["polygons"] = vec["path"]
-            result["polygons"] = vec["polygons"]
-    progress.report(1.0, "flood map written")
-    left, bottom, right, top = grid.bounds
-    return {
-        "outputs": outputs,
-        **result,
-        "dates": report["dates"],
-        "method": report["method"],
-        "grid": {"width": grid.width, "height": grid.height, "res": list(grid.res), "crs": grid.crs.to_string(),
-                 "bounds": [left, bottom, right, top]},
-        "warnings": warnings,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
 
 
 def _share_thresholds(dates: Dict[str, _DateWater], uses_student: Dict[str, bool], progress: Progress,

@@ -21,6 +21,7 @@ so a scene of calm open sea, where both channels sink to the floor, is not taken
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,14 @@ def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrd
     said = f"{Path(path).stem.lower()} {metadata_text(path, (1, 2))}"
     if any(polarisations(path, (1, 2))) or _OTHER_SENSOR.search(said):
         return None
+    stat = Path(path).stat()
+    return _order_by_levels(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, units)
+
+
+@functools.lru_cache(maxsize=32)
+def _order_by_levels(path: str, mtime_ns: int, size: int, units: str) -> Optional[CoCrossOrder]:
+    """:func:`unnamed_co_cross`'s reading of the pixels, once per file version: one run asks for it from
+    the water expert's choice and from every model's band roles."""
     try:
         units = detect_sar_units(path, (1, 2), units).units
     except ValueError:  # no valid pixel: the input contract says so, naming the layer and band

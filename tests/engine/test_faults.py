@@ -592,8 +592,9 @@ def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, m
         assert code == 2 and path.name in line and words in line, line
         assert not (tmp_path / f"w{k}").exists()
     code, _, err = cli(capsys, "flood", "--before", picture, "--after", chip, "--method", "threshold",
-                       "--out", tmp_path / "f")
+                       "--out", tmp_path / "f" / "run")
     assert code == 2 and "RGB.byte.tif says its bands are red, green, blue" in one_error_line(err)
+    assert not (tmp_path / "f").exists()  # nor the parent folder the run would have made
     # swapped optical and SAR inputs are named as such, before the optical side fails on a missing band
     swapped = dict(scene, optical=scene["sar"], sar=scene["optical"])
     code, _, err = cli(capsys, *segment_args(swapped, models, tmp_path / "s"))
