@@ -177,7 +177,7 @@ def measure(
         both = answered & np.isfinite(conf) & (conf >= 0) & (cls < k)
         only = answered & ~both & ((cls == SAR_ONLY_NON_WATER) | (cls == schema.water_class))
         answered = both | only
-        if north_up:  # metres on a projected grid; on a geographic one, each row's cell area on the sphere
+        if north_up:  # metres on a projected grid; on a geographic one, each row's cell area on the ellipsoid
             area_m2 += float(answered.sum(axis=1) @ row_areas_m2(grid, int(gwin.row_off), int(gwin.height)))
         answered_n += int(answered.sum())
         sar_only += int(only.sum())

@@ -2,7 +2,7 @@
 
 Areas are summed per pixel while the flood map is written (no second pass): on a projected
 grid a pixel's area is its width times height (in m², from the CRS's linear unit); on a
-geographic grid it is the exact area of the pixel's cell on a sphere of radius 6 371 km.
+geographic grid it is the exact area of the pixel's cell on the CRS's ellipsoid (WGS84 for EPSG:4326).
 A pixel belongs to a polygon when its centre lies inside (as the AOI masks of ``engine
 segment``); polygons may overlap, each counts its own pixels.
 """

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from .. import __version__
 from ..config import InferenceConfig
 from ..cores import apply_threads, threads_for
+from ..files import output_folder
 from ..inputs.contract import InputOverrides, InputRecipe, optical_for, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of
@@ -150,7 +151,9 @@ def segment_scene(
         sar_calibration=sar_calibration, sar_levels=sar_levels,
     )
     meta, region, plan = job.meta, job.region, job.plan
-    with RunLock(out_dir, "segment"):  # a second run into this folder is refused, naming this one
+    # a second run into this folder is refused, naming this one; a failed or cancelled run leaves
+    # no empty folder it made
+    with output_folder(out_dir), RunLock(out_dir, "segment"):
         outputs = OutputSet(out_dir, job.keys, region, meta.schema, overwrite=overwrite, tags=job.tags)
 
         device = resolve_device(cfg.device)

@@ -20,6 +20,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 
+from .ellipsoid import ellipsoid_of
 from .io import check_bands, read_bands_from
 
 PathLike = Union[str, Path]
@@ -277,20 +278,18 @@ def _same_lattice(a: Affine, b: Affine, tol: float = 1e-6) -> bool:
     return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
 
 
-EARTH_RADIUS_M = 6_371_000.0
-
-
 def row_areas_m2(grid: Grid, row0: int, height: int) -> np.ndarray:
-    """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of a north-up ``grid``."""
+    """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of a north-up ``grid``; on a
+    geographic grid the exact area of the cell on the CRS's ellipsoid (:mod:`.ellipsoid`)."""
     t = grid.transform
     crs = grid.crs
     if crs.is_projected:
         factor = _linear_factor(crs)
         return np.full(height, abs(t.a * t.e - t.b * t.d) * factor * factor)
+    ellipsoid = ellipsoid_of(grid.crs_wkt)
     lat_top = t.f + t.e * (row0 + np.arange(height))
-    lat_bottom = lat_top + t.e
-    band = np.abs(np.sin(np.radians(lat_top)) - np.sin(np.radians(lat_bottom)))
-    return EARTH_RADIUS_M**2 * math.radians(abs(t.a)) * band
+    band = np.abs(ellipsoid.equal_area_y(lat_top) - ellipsoid.equal_area_y(lat_top + t.e))
+    return ellipsoid.semi_major_m * math.radians(abs(t.a)) * band
 
 
 def _linear_factor(crs) -> float:

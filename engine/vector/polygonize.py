@@ -21,7 +21,7 @@ is held whole until the end, as its feature must be written whole.
 
 Attributes: ``class_id``, ``class_name``, ``pixels`` (the component's pixel count), ``area`` and
 ``perimeter`` of the written polygon in map units, ``area_m2`` and ``perimeter_m`` on the ground
-(on the sphere for a geographic CRS, :mod:`engine.raster.measure`; empty only for a CRS without ground units),
+(on the CRS's ellipsoid for a geographic CRS, :mod:`engine.raster.measure`; empty only for a CRS without ground units),
 ``mean_conf`` (mean confidence of the component's pixels)
 and ``sar_only`` (share of its pixels with negative confidence). ``engine segment`` writes the
 teacher's confidence as a negative value where only SAR was available; the mean is taken over
@@ -300,7 +300,7 @@ def vectorize_classes(
         polygons=writer.written,
         legend=legend(writer.per_class(), class_colors_of(classes_path, band)),
         crs_units_m=measure.unit_m,
-        ground_units="sphere" if measure.geographic else ("crs" if measure.measured else "none"),
+        ground_units="ellipsoid" if measure.geographic else ("crs" if measure.measured else "none"),
         seconds=round(time.perf_counter() - t0, 3),
         block=block,
     )

@@ -136,9 +136,11 @@ def test_the_area_of_a_run_on_a_geographic_grid_is_in_square_kilometres_not_degr
         with rasterio.open(tmp_path / "run" / f"{name}.tif", "r+") as dst:
             dst.crs, dst.transform = "EPSG:4326", from_origin(10.0, 60.0, 1e-4, 1e-4)
     result = explain_run(tmp_path / "run")
-    radius, step = 6_371_000.0, np.radians(1e-4)
+    a, e2, step = 6_378_137.0, 0.0066943799901, np.radians(1e-4)
     top = np.radians(60.0 - 1e-4 * np.arange(9))
-    row_area = radius**2 * step * (np.sin(top) - np.sin(top - step))
+    mid = top - step / 2  # a 0.0001-degree row: its middle's radii of curvature give its area to 1e-9
+    row_area = step * step * a * np.cos(mid) / np.sqrt(1 - e2 * np.sin(mid) ** 2) * a * (1 - e2) / (
+        1 - e2 * np.sin(mid) ** 2) ** 1.5
     answered = np.full(9, 9)
     answered[0] = 8  # the pixel without an answer
     assert result["numbers"]["region"]["area_km2"] == pytest.approx(float(answered @ row_area) / 1e6, rel=1e-9)

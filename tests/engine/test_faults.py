@@ -241,7 +241,7 @@ def test_corrupt_or_truncated_input_is_named_with_the_remedy(scene, models, tmp_
     code, _, err = cli(capsys, *segment_args(dict(scene, optical=str(bad)), models, out))
     line = one_error_line(err)
     assert code == 2 and str(bad) in line and "re-create, re-download or re-export it" in line, line
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()
 
 
 def start_long_segment(models, tmp_path):
@@ -265,7 +265,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_files(scene, models, tmp_path):
     assert [line for line in err.splitlines() if line.strip()] == [
         "interrupted (Ctrl-C): stopped; no output was written"
     ]
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()  # the run made the folder, and removed it
 
 
 @pytest.mark.parametrize("after_s", [0.3, 0.7, 1.1, 1.5])
@@ -282,7 +282,7 @@ def test_ctrl_c_while_the_libraries_load_exits_130_with_one_line(models, tmp_pat
     assert [line for line in err.splitlines() if line.strip()] == [
         "interrupted (Ctrl-C): stopped; no output was written"
     ]
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()  # the run made the folder, and removed it
 
 
 @pytest.mark.parametrize(

@@ -233,12 +233,20 @@ def test_exclusion_layers_and_report(tmp_path):
     assert "west" in html and "east" in html
 
 
-def test_geographic_pixel_areas():
+def test_geographic_pixel_areas_are_the_wgs84_cells():
     g = Grid(CRS.from_epsg(4326).to_wkt(), Affine(0.01, 0, 0.0, 0, -0.01, 60.0), 10, 10)
     area = row_areas_m2(g, 0, 10)
-    # about 1.11 km x 0.556 km at 60 deg north
-    assert area[0] == pytest.approx(1111.95 * 1111.95 * np.cos(np.radians(59.995)), rel=1e-3)
+    # independent of the closed form: the surface element of the WGS84 ellipsoid integrated over the cell
+    a, f = 6_378_137.0, 1 / 298.257223563
+    e2 = f * (2 - f)
+    phi = np.radians(np.linspace(59.99, 60.0, 2001))
+    element = a * np.cos(phi) / np.sqrt(1 - e2 * np.sin(phi) ** 2) * a * (1 - e2) / (1 - e2 * np.sin(phi) ** 2) ** 1.5
+    expected = np.radians(0.01) * np.trapz(element, phi)
+    assert area[0] == pytest.approx(expected, rel=1e-9)
+    assert area[0] == pytest.approx(1111.95 * 1111.95 * np.cos(np.radians(59.995)) * 1.006, rel=1e-3)  # sphere + 0.6 %
     assert (np.diff(area) > 0).all()  # cells grow towards the equator
+    world = Grid(CRS.from_epsg(4326).to_wkt(), Affine(1.0, 0, -180.0, 0, -1.0, 90.0), 360, 180)
+    assert 360 * row_areas_m2(world, 0, 180).sum() == pytest.approx(510_065_621.724e6, rel=1e-9)  # WGS84's surface
 
 
 def test_relative_levels_take_each_dates_cut_from_the_scene(tmp_path):

@@ -185,21 +185,23 @@ def test_geographic_grid_gets_ground_areas_and_metric_settings(tmp_path):
 
     result, found = features("all.gpkg")
     pond_m2, pond_m, pond = found["water"]
-    # the flood report's exact cell areas on the same sphere
+    # the flood report's exact cell areas on the same ellipsoid
     assert pond_m2 == pytest.approx(100 * row_areas_m2(g, 100, 60).sum(), rel=1e-7)
-    lat = g.transform.f + g.transform.e * 130
-    width_m = np.radians(100 * g.transform.a) * 6_371_000 * np.cos(np.radians(lat))
-    height_m = np.radians(60 * abs(g.transform.e)) * 6_371_000
-    assert pond_m == pytest.approx(2 * (width_m + height_m), rel=1e-6)
-    # independent of the sphere: the pond in its UTM zone on the WGS84 ellipsoid, within 0.5 %
+    a, e2 = 6_378_137.0, 0.0066943799901
+    top, bottom = (np.radians(g.transform.f + g.transform.e * r) for r in (100, 160))
+    width_m = sum(np.radians(100 * g.transform.a) * a * np.cos(p) / np.sqrt(1 - e2 * np.sin(p) ** 2)
+                  for p in (top, bottom))
+    height_m = a * (1 - e2) * (top - bottom) / (1 - e2 * np.sin(0.5 * (top + bottom)) ** 2) ** 1.5
+    assert pond_m == pytest.approx(width_m + 2 * height_m, rel=1e-6)
+    # independent of the closed form: the pond in its UTM zone (a conformal map: scale 0.9996-1.0010), within 0.2 %
     wgs84, utm = osr.SpatialReference(), osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)
     utm.ImportFromEPSG(32600 + int((g.transform.c + 180) // 6) + 1)
     wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     pond.Transform(osr.CoordinateTransformation(wgs84, utm))
-    assert pond_m2 == pytest.approx(pond.GetArea(), rel=5e-3)
+    assert pond_m2 == pytest.approx(pond.GetArea(), rel=2e-3)
     assert result["per_class"]["water"]["area_km2"] == pytest.approx(pond_m2 / 1e6, abs=1e-6)
-    assert result["ground_units"] == "sphere" and 700 < found["village"][0] < 900
+    assert result["ground_units"] == "ellipsoid" and 700 < found["village"][0] < 900
 
     # a minimum area in m² drops the house only; a tolerance in metres, not degrees
     result, found = features("min.gpkg", min_area=2000.0, simplify=5.0)
