@@ -292,8 +292,21 @@ def incomplete_write(where: PathLike, written: PathLike, problem: str) -> str:
 
 
 # --------------------------------------------------------------------------- georeferencing and overlap
-def no_georeferencing(path: PathLike) -> str:
-    """The sentence for a raster without CRS or geotransform (the same as ``engine.raster.grid``'s)."""
+def no_georeferencing(path: PathLike, control_points: int = 0) -> str:
+    """The sentence for a raster without CRS or geotransform (``engine.raster.grid`` raises it too).
+
+    ``control_points``: its ground control points. A raster placed by those alone (a raw Sentinel-1
+    GRD or SLC measurement file is) shows in QGIS, warped on the fly, but has no map grid to read
+    windows from: it needs warping, not the Georeferencer.
+    """
+    if control_points:
+        return (
+            f"{path}: placed by {control_points} ground control points only, with no map grid (as a raw "
+            "Sentinel-1 GRD or SLC measurement file is): warp it onto a map grid first (QGIS: Raster > "
+            "Projections > Warp (Reproject); GDAL: gdalwarp -t_srs EPSG:<code> -r bilinear). For Sentinel-1, a "
+            "calibrated, terrain-corrected product (sigma0 or gamma0 from SNAP, pyroSAR or a processing service) "
+            "gives the water expert the levels it learnt"
+        )
     return (
         f"{path}: no georeferencing (CRS and geotransform are required; "
         "georeference the raster, e.g. with QGIS's Georeferencer, first)"
@@ -309,7 +322,7 @@ def check_georeferenced(path: PathLike) -> None:
         raise FileNotFoundError(f"{path}: file not found")
     with rasterio.open(path) as src:
         if src.crs is None or src.transform == Affine.identity():
-            raise SgcadError(no_georeferencing(path))
+            raise SgcadError(no_georeferencing(path, len(src.gcps[0])))
 
 
 def _fmt_box(box: Sequence[float]) -> str:

@@ -100,11 +100,11 @@ def _open_georeferenced(path: PathLike):
         raise FileNotFoundError(f"{path}: file not found")
     src = rasterio.open(path)
     if src.crs is None or src.transform == Affine.identity():
+        from ..validate import no_georeferencing
+
+        control_points = len(src.gcps[0])
         src.close()
-        raise ValueError(
-            f"{path}: no georeferencing (CRS and geotransform are required; "
-            "georeference the raster, e.g. with QGIS's Georeferencer, first)"
-        )
+        raise ValueError(no_georeferencing(path, control_points))
     return src
 
 

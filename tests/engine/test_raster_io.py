@@ -92,6 +92,34 @@ def test_rasters_without_georeferencing_are_refused(tmp_path):
             grid_of(path)
 
 
+def test_a_raster_placed_by_control_points_only_is_told_to_be_warped(shared_data, tmp_path):
+    # a raw Sentinel-1 GRD measurement file: amplitude numbers placed by ground control points, no map grid;
+    # QGIS shows it warped on the fly, and the Georeferencer is not the remedy: warping is, and it works
+    import subprocess
+
+    from rasterio.control import GroundControlPoint
+
+    from engine.validate import SgcadError, check_georeferenced
+
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        vv, t = src.read(1), src.transform
+    amplitude = np.sqrt(10 ** (np.nan_to_num(vv, nan=-30.0) / 10) * 2e5).astype(np.uint16)
+    corners = [GroundControlPoint(row=r, col=c, x=(t * (c, r))[0], y=(t * (c, r))[1])
+               for r in (0, 512) for c in (0, 512)]
+    path = tmp_path / "s1a-iw-grd-vv-measurement.tiff"
+    with pytest.warns(NotGeoreferencedWarning):
+        with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=1, dtype="uint16") as dst:
+            dst.write(amplitude[None])
+            dst.gcps = (corners, CRS.from_epsg(4326))
+        for check in (grid_of, check_georeferenced):
+            with pytest.raises((ValueError, SgcadError), match="placed by 4 ground control points only.*gdalwarp"):
+                check(path)
+    subprocess.run(["gdalwarp", "-q", "-t_srs", "EPSG:4326", str(path), str(tmp_path / "warped.tif")], check=True)
+    warped = grid_of(tmp_path / "warped.tif")
+    assert abs(warped.transform.a - t.a) < 0.05 * t.a and warped.crs.to_epsg() == 4326
+
+
 def test_alpha_bands_and_dataset_masks_read_as_nan_on_and_off_the_grid(shared_data, tmp_path):
     # drone orthophotos and QGIS's rendered exports mark "no image" with an alpha band, other products with
     # a mask band; both say no data as a nodata value does: every read (direct and warped) gives NaN there
