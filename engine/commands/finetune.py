@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="weight of the term keeping the starting water expert's sure answers where nothing was "
                         "drawn, while drawn polygons train it (0: off; docs/finetune.md) "
                         f"({d.teacher_keep})")
+    parser.add_argument("--teacher-contradiction", type=float, default=d.teacher_contradiction,
+                        help="the water expert's water is not distilled outside the polygons when it calls more than "
+                        "this share of the drawn non-water pixels water (wet snow, dry sand; 1: never withheld) "
+                        f"({d.teacher_contradiction})")
     parser.add_argument("--crop-size", type=int, default=d.crop_size, help=f"training crop edge ({d.crop_size})")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"crops per step ({d.batch_size})")
     parser.add_argument("--train-encoders", action="store_true", default=d.train_encoders,
@@ -90,6 +94,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for name in ("keep_undrawn", "teacher_keep"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if not 0 <= args.teacher_contradiction <= 1:
+        raise ValueError(f"--teacher-contradiction is a share from 0 to 1, got {args.teacher_contradiction}")
     for name in ("steps", "batch_size", "crop_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         update_teacher=not args.no_teacher_update, kd=args.kd, pseudo_labels=not args.no_pseudo_labels,
         pseudo_label_layers=args.pseudo_label_layers,
         lambda_kd=args.lambda_kd, keep_undrawn=args.keep_undrawn, teacher_keep=args.teacher_keep,
+        teacher_contradiction=args.teacher_contradiction,
         crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed,
     )

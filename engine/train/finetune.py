@@ -224,19 +224,23 @@ def _pseudo_label_params(teacher: torch.nn.Module, layers: str) -> Tuple[List[to
 
 
 def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tensor, water: int, other: int,
-                   dcfg: DistillConfig) -> torch.Tensor:
+                   dcfg: DistillConfig, teacher_water: bool = True) -> torch.Tensor:
     """Labels plus, on valid unlabelled pixels, water / non-water where the teacher is confident,
-    so the one gate rule (:func:`engine.losses.distill.gate_masks`) gates them too."""
+    so the one gate rule (:func:`engine.losses.distill.gate_masks`) gates them too; without
+    ``teacher_water`` (the teacher contradicts the drawn land: :func:`_teacher_on_drawn_land`) only
+    its non-water."""
     unlabelled = (label == IGNORE) & valid & torch.isfinite(p_water)
-    sure_water = unlabelled & (p_water > dcfg.water_threshold)
+    sure_water = unlabelled & (p_water > dcfg.water_threshold) & teacher_water
     sure_other = unlabelled & (p_water < dcfg.non_water_threshold)
     out = torch.where(sure_water, torch.full_like(label, water), label)
     return torch.where(sure_other, torch.full_like(label, other), out)
 
 
 def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion, schema, use_teacher: bool,
-                  device, kept: Sequence[int] = ()) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
-    """One step's loss; ``kept``: the undrawn classes whose starting answers stay targets (tiles' ``start_probs``)."""
+                  device, kept: Sequence[int] = (), teacher_water: bool = True
+                  ) -> Callable[[], Tuple[torch.Tensor, Dict[str, float]]]:
+    """One step's loss; ``kept``: the undrawn classes whose starting answers stay targets (tiles' ``start_probs``);
+    ``teacher_water``: whether the teacher's confident water on unlabelled pixels is distilled."""
     water = schema.water_class
     other = next(c for c in schema.ids if c != water)
     dcfg = DistillConfig(lambda_kd=cfg.lambda_kd)
@@ -252,7 +256,7 @@ def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion,
             p_water = batch["teacher_water"].to(device)
             target = label
             if cfg.kd == "unlabelled":
-                target = _pseudo_target(label, p_water, batch["valid"].to(device), water, other, dcfg)
+                target = _pseudo_target(label, p_water, batch["valid"].to(device), water, other, dcfg, teacher_water)
             kd = gated_distillation(logits, torch.nan_to_num(p_water, nan=0.5), target, water, dcfg, IGNORE)
             loss = loss + cfg.lambda_kd * kd.loss
             pixels = float(label.numel())
@@ -267,10 +271,11 @@ def _student_step(student, sampler: CropSampler, cfg: FinetuneConfig, criterion,
     return step
 
 
-def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig, folder: Path) -> Dict[str, Any]:
+def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig, folder: Path,
+                       teacher_water: bool = True) -> Dict[str, Any]:
     """``gates.tif`` over the training canvas (1 water gate, 2 non-water gate, 0 labelled but not
     distilled, 255 not distilled) and ``kd_ratio.tif``: per block of one crop, the share of valid
-    pixels inside a gate (bands: all, water, non-water)."""
+    pixels inside a gate (bands: all, water, non-water); ``teacher_water`` as for :func:`_student_step`."""
     from affine import Affine
 
     from ..raster.grid import Grid
@@ -290,7 +295,7 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
         for t in canvas:  # tile by tile: memory does not grow with the canvas's extent
             label, p, ok = (torch.from_numpy(a) for a in (t.label, t.teacher_water, t.valid))
             if cfg.kd == "unlabelled":
-                label = _pseudo_target(label, p, ok, schema.water_class, other, dcfg)
+                label = _pseudo_target(label, p, ok, schema.water_class, other, dcfg, teacher_water)
             m_water, m_non = gate_masks(p, label, schema.water_class, dcfg, IGNORE)
             out = np.where(t.label != IGNORE, 0, 255).astype(np.uint8)
             if cfg.kd != "none":
@@ -313,6 +318,16 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
         "kd_ratio_water": float(counts[2].sum() / n),
         "kd_ratio_non_water": float(counts[3].sum() / n),
     }
+
+
+def _teacher_on_drawn_land(tiles: Sequence[Tile], water: int) -> Dict[str, Any]:
+    """The share of the drawn non-water pixels (training polygons) the teacher calls water (p > 0.5)."""
+    called = drawn = 0
+    for t in tiles:
+        land = (t.label != IGNORE) & (t.label != water) & t.valid & np.isfinite(t.teacher_water)
+        drawn += int(land.sum())
+        called += int((t.teacher_water[land] > 0.5).sum())
+    return {"pixels": drawn, "called_water": called, "share": round(called / drawn, 4) if drawn else None}
 
 
 def _canvas_area(canvas: Sequence[Tile], grid):
@@ -558,6 +573,7 @@ def finetune_from_polygons(
                               "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size,
                               "scene_cut": None}
     teacher_done = False
+    teacher_water = True  # the teacher's confident water on unlabelled pixels is distilled
     hist = np.bincount(np.concatenate([t.label[t.label != IGNORE] for t in train_tiles] + [np.empty(0, np.int64)]),
                        minlength=256)
     binary = [int(hist[:schema.num_classes].sum() - hist[water]), int(hist[water])]
@@ -631,6 +647,16 @@ def finetune_from_polygons(
                 val_binary, lambda t: (_predict(teacher, t, True, dev) > 0.5).astype(np.int64), 2)
         for tile in tiles:
             tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
+        result["teacher_on_drawn_land"] = _teacher_on_drawn_land(train_tiles, water)
+        share = result["teacher_on_drawn_land"]["share"]
+        if student is not None and cfg.kd == "unlabelled" and share is not None and share > cfg.teacher_contradiction:
+            teacher_water = False
+            warnings.append(
+                f"the water expert calls {share:.0%} of your non-water polygons water: there the SAR is as dark as "
+                "water (wet snow, dry sand, tarmac or radar shadow?). Its water is therefore not taught to the "
+                "student outside your polygons, and its water map of this scene is not to be trusted on such "
+                "ground; draw water polygons, if the scene has water, so that it learns the difference")
+            progress.warning(warnings[-1])
     t_teacher = time.perf_counter()
 
     # -- the student: segmentation losses + distillation from the teacher
@@ -660,7 +686,8 @@ def finetune_from_polygons(
         params = [p for p in student.parameters() if p.requires_grad]
         fitter = _Fitter(student, params, cfg, cfg.steps, progress.sub(0.4, 0.9), "student")
         result["student_fit"] = fitter.run(
-            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev, kept), evaluate_student
+            _student_step(student, sampler, cfg, criterion, schema, teacher is not None, dev, kept, teacher_water),
+            evaluate_student
         )
         if split.measured:
             result["validation"] = _score(val_tiles, lambda t: _predict(student, t, False, dev), classes)
@@ -691,7 +718,7 @@ def finetune_from_polygons(
                             baseline=_brief((result["baseline"] or {}).get("teacher")))
             save_model(work / "teacher.safetensors", teacher.cpu(), _metadata(t_meta, resolved, t_record))
         if teacher is not None:
-            result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work)
+            result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work, teacher_water)
         if result.get("pseudo_labels") and teacher_done:  # what the adapted teacher learnt from
             pseudo_raster = write_pseudo_label_raster(teacher_tiles, grid, water, work / "pseudo_labels.tif")
         result["timings"] = {"read_s": round(t_read - t0, 2), "teacher_s": round(t_teacher - t_read, 2),
@@ -764,6 +791,10 @@ def _report(path: Path, result: Dict[str, Any], schema) -> None:
              "seconds": result["seconds"], **{k: v for k, v in result["timings"].items()}}
     if result.get("undrawn_classes"):
         facts["classes no polygon holds, kept from the starting map"] = ", ".join(result["undrawn_classes"])
+    drawn = result.get("teacher_on_drawn_land") or {}
+    if drawn.get("share") is not None:
+        facts["your non-water polygons called water by the water expert"] = (
+            f"{drawn['share']:.1%} of {drawn['pixels']} pixels")
     if result["warnings"]:
         facts["warnings"] = " | ".join(result["warnings"])
     write_html_report(path, "SGCAD fine-tuning from polygons", sections, {}, facts)

@@ -91,6 +91,9 @@ class FineTune(EngineAlgorithm):
                         d.keep_undrawn, 0.0, 100.0, integer=False)
         self.add_number("TEACHER_KEEP", "Weight keeping the starting water expert's sure answers where nothing "
                         "was drawn (0 = off)", d.teacher_keep, 0.0, 100.0, integer=False, advanced=True)
+        self.add_number("TEACHER_CONTRADICTION", "Withhold the water expert's water from the student when it calls "
+                        "more than this share of the drawn non-water polygons water (1 = never)",
+                        d.teacher_contradiction, 0.0, 1.0, integer=False, advanced=True)
         self.add_number("CROP_SIZE", "Training crop size (pixels)", d.crop_size, 32, 1024)
         self.add_number("BATCH_SIZE", "Crops per step", d.batch_size, 1, 256)
         self.add_flag("TRAIN_ENCODERS", "Let the student's encoders learn too (slower)", d.train_encoders,
@@ -182,6 +185,7 @@ class FineTune(EngineAlgorithm):
             update_teacher=self.parameterAsBoolean(parameters, "UPDATE_TEACHER", context),
             kd=self.parameterAsEnumString(parameters, "KD", context) or FinetuneConfig.kd,
             lambda_kd=number("LAMBDA_KD"), keep_undrawn=number("KEEP_UNDRAWN"), teacher_keep=number("TEACHER_KEEP"),
+            teacher_contradiction=number("TEACHER_CONTRADICTION"),
             crop_size=count("CROP_SIZE"),
             batch_size=count("BATCH_SIZE"),
             lr=number("LR"), val_fraction=number("VAL_FRACTION"), seed=count("SEED"),
