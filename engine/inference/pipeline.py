@@ -192,6 +192,9 @@ def segment_scene(
             paths = outputs.commit()
             _verify_outputs(paths)
             commit_s = time.perf_counter() - t_commit
+    gaps = _optical_gaps(stats, "water" in job.keys)
+    if gaps:
+        progress.warning(gaps)
     progress.report(1.0, "done")
     wall = time.perf_counter() - t0
     names = dict(zip(meta.schema.ids, meta.schema.names))
@@ -224,9 +227,20 @@ def segment_scene(
         },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
         "sar_only_pixels": stats.sar_only_pixels,
-        "inputs": _with_warnings(job.resolved.summary(), job.warnings),
+        "sar_without_optical_pixels": stats.sar_without_optical_pixels,
+        "inputs": _with_warnings(job.resolved.summary(), job.warnings + ([gaps] if gaps else [])),
         "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
     }
+
+
+def _optical_gaps(stats: Any, teacher: bool) -> Optional[str]:
+    """A warning when, without a teacher, a share of the SAR footprint had no optical input and got no answer."""
+    share = stats.sar_without_optical_pixels / max(stats.sar_pixels, 1)
+    if teacher or share < 0.01:
+        return None
+    return (f"{share:.1%} of the pixels with SAR have no optical data (nodata, cloud mask or outside the optical "
+            "footprint) and were left unclassified: give a water teacher (--teacher / TEACHER) for a SAR-only "
+            "water / non-water answer there")
 
 
 @dataclass

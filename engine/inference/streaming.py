@@ -22,7 +22,7 @@ from ..progress import NULL_PROGRESS, Progress
 from .assembler import BlockAssembler
 from .blending import BlendAccumulator
 from .outputs import SPECS, OutputSet
-from .products import AoiMask, Thresholds, cell_products
+from .products import OPTICAL_VALID, SAR_VALID, AoiMask, Thresholds, cell_products
 from .tiling import TilePlan
 
 _END = object()
@@ -41,6 +41,8 @@ class StreamStats:
     backend_s: float = 0.0  # building the backend, when given a builder (the reader runs meanwhile)
     class_pixels: Dict[int, int] = field(default_factory=dict)
     sar_only_pixels: int = 0  # answered by the teacher alone (optical missing)
+    sar_pixels: int = 0  # with every SAR band (run tiles, AOI or not)
+    sar_without_optical_pixels: int = 0  # of those, without the optical input (cloud, gap, nodata)
     peak_live_cells: int = 0
     peak_live_blocks: int = 0
 
@@ -112,6 +114,7 @@ def stream_segmentation(
     q_out: queue.Queue = queue.Queue(maxsize=queue_size)
     counts = np.zeros(256, dtype=np.int64)
     sar_only = [0]
+    sar_coverage = [0, 0]  # pixels with SAR, and of those without optical
 
     def reader() -> None:
         try:
@@ -142,6 +145,9 @@ def stream_segmentation(
                         cls = arrays["classes"][0]
                         counts[:] += np.bincount(cls.ravel(), minlength=256)
                         sar_only[0] += int((arrays["confidence"] < 0).sum())
+                        sar = (cell.flags & SAR_VALID) > 0
+                        sar_coverage[0] += int(sar.sum())
+                        sar_coverage[1] += int((sar & ((cell.flags & OPTICAL_VALID) == 0)).sum())
                         for x0, y0, block in assembler.add(cell.x0, cell.y0, arrays):
                             outputs.write(x0, y0, block)
                 stats.write_s += time.perf_counter() - t0
@@ -199,6 +205,7 @@ def stream_segmentation(
     stats.wall_s = time.perf_counter() - t_start - stats.backend_s
     stats.class_pixels = {int(i): int(c) for i, c in enumerate(counts) if c and i < 254}
     stats.sar_only_pixels = sar_only[0]
+    stats.sar_pixels, stats.sar_without_optical_pixels = sar_coverage
     stats.peak_live_cells = acc.peak_live_pixels
     stats.peak_live_blocks = assembler.peak_buffers
     return stats

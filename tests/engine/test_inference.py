@@ -253,6 +253,19 @@ def test_nodata_in_nodata_out_and_sar_only_answers_where_optical_is_missing(scen
     assert (cls[both] < K).all() and (conf[both] > 0).all()
     assert r["sar_only_pixels"] == int((conf < 0).sum()) == 100 * 100 + 40 * 80
     assert (cls == SAR_ONLY_NON_WATER).any() and (cls[conf < 0] == WATER).any()
+    assert r["sar_without_optical_pixels"] == 100 * 100 + 40 * 80  # the teacher answered there: no warning
+    assert not any("no optical data" in w for w in r["inputs"]["warnings"])
+
+    # without a teacher those pixels get no answer, and the run says so, with the share and the remedy
+    said = []
+    plain = _segment(scene, d / "o.tif", d / "s.tif", tmp_path / "plain", cloud_mask=d / "c.tif",
+                     backend=CallableBackend(lambda o, s: (context_model(o, s)[0], None), K, has_teacher=False),
+                     progress=CallbackProgress(warning=said.append))
+    gaps = _read(plain["outputs"]["classes"])
+    assert (gaps[100:200, 50:150] == 255).all() and (gaps[20:60, 300:380] == 255).all()
+    share = (100 * 100 + 40 * 80) / (360 * 400 - 50 * 400)
+    line = f"{share:.1%} of the pixels with SAR have no optical data"
+    assert any(line in w for w in said) and any(line in w for w in plain["inputs"]["warnings"])
 
 
 def test_aoi_polygon_limits_tiles_and_masks_outside(scene, tmp_path):
