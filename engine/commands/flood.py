@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Dict
 
 from ..cli import add_json_flag, add_sar_levels_arg, add_streaming_args, int_list, streaming_config
+from .water import BUNDLED_TEACHER
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--method", choices=("teacher", "threshold"), default="teacher",
                         help="water on each date: the SAR water teacher (default) or the scene-adaptive threshold")
-    parser.add_argument("--teacher", help="SAR water teacher model (.safetensors; needed by --method teacher)")
+    parser.add_argument("--teacher", default=str(BUNDLED_TEACHER) if BUNDLED_TEACHER.is_file() else None,
+                        help="SAR water teacher model (.safetensors; default the bundled one, with its VV + VH "
+                        "companion; read by --method teacher)")
     parser.add_argument("--student", help="student model: maps each date that has an optical image")
     parser.add_argument("--after-optical", help="optical image of the after date (with --student)")
     parser.add_argument("--before-optical", help="optical image of the before date (with --student)")

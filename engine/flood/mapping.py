@@ -264,6 +264,11 @@ def map_flood(
                              "choose two dates of the same place")
         if share < 0.98:
             warnings.append(f"the before date covers {100 * share:.1f} % of the after date's area; the rest is no data")
+        if Path(before.sar).resolve() == Path(after.sar).resolve() and bands_of(before.bands, before.sar) == bands_of(
+                after.bands, after.sar):
+            warnings.append(f"the before and after dates are the same raster ({Path(after.sar).name}): nothing can "
+                            "have changed, so no flood is mapped; give the image from before the event as the "
+                            "before date")
         for text in warnings:
             progress.warning(text)
 

@@ -330,3 +330,16 @@ def test_real_camargue_pair_cli(tmp_path):
     totals = result["totals"]
     assert totals["no_data_km2"] == 0 and totals["observed_km2"] == pytest.approx(268 * 217 * 400 / 1e6, rel=1e-6)
     assert totals["permanent_water_km2"] > totals["flood_km2"]
+
+
+def test_the_cli_maps_with_the_bundled_expert_and_names_one_raster_given_as_both_dates(tmp_path):
+    # no --teacher: the bundled water expert, as `engine water` uses (the command used to stop, asking for one)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "flood", "--after", str(AFTER_2017), "--before", str(AFTER_2017),
+         "--out", str(tmp_path / "same"), "--json", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["totals"]["flood_km2"] == 0 and result["totals"]["permanent_water_km2"] > 1
+    assert any("the before and after dates are the same raster" in w for w in result["warnings"])
