@@ -201,9 +201,9 @@ def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[
         if count < 2:
             return None
         roles, how = list(polarisations(path, range(1, count + 1))), "polarisations in the band descriptions"
-        order = unnamed_co_cross(path) if count == 2 and not any(roles) else None
-        if order is not None:  # two unnamed bands: calibrated levels say which is co-polarised
-            roles = ["co" if b == order.co_band else "cross" for b in (1, 2)]
+        order = unnamed_co_cross(path) if count in (2, 3) and not any(roles) else None
+        if order is not None:  # two unnamed bands (and an angle): calibrated levels say which is co-polarised
+            roles = [{order.co_band: "co", order.cross_band: "cross"}.get(b) for b in range(1, count + 1)]
             how = f"their levels ({order.reason()})"
     picked = _pick(roles, wanted)
     if picked is None or picked == stored:

@@ -54,6 +54,11 @@ MAX_CO_CROSS_DB = 20.0
 CO_MEDIAN_DB = (-30.0, 5.0)
 """Median of a co-polarised band read as sigma0: outside it, the brighter band is not backscatter
 (an incidence-angle or elevation band beside the SAR, for instance)."""
+ANGLE_RANGE_DEG = (10.0, 65.0)
+"""An unnamed band whose valid values all lie in this range of degrees, beside two others, is an incidence
+angle: Google Earth Engine's Sentinel-1 collection has bands VV, VH and angle (29-46 degrees over the IW
+swath), and its GeoTIFF exports can arrive without band names. Backscatter never lies there: dB is mostly
+negative, power and amplitude are under a few units."""
 
 
 @dataclass(frozen=True)
@@ -145,14 +150,17 @@ class CoCrossOrder:
     cross_band: int
     median_db: float
     under_share: float
+    angle_band: Optional[int] = None  # a third band read as the incidence angle, left out
 
     def reason(self) -> str:
+        angle = f"; band {self.angle_band} holds 10-65 degrees: an incidence angle" if self.angle_band else ""
         return (f"band {self.cross_band} is {self.median_db:.1f} dB under band {self.co_band} (median) and under it at "
-                f"{100 * self.under_share:.0f} % of pixels, as cross- under co-polarised backscatter")
+                f"{100 * self.under_share:.0f} % of pixels, as cross- under co-polarised backscatter{angle}")
 
 
 def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrder]:
-    """The co- and cross-polarised band of a two-band raster whose bands carry no polarisation name.
+    """The co- and cross-polarised band of a two-band raster whose bands carry no polarisation name, or of a
+    three-band one whose third band (any of the three) is an incidence angle (:data:`ANGLE_RANGE_DEG`).
 
     Calibrated backscatter only (``units`` db, linear or amplitude; ``auto``: detected). The brighter
     band (by median) is co-polarised when the other lies at least :data:`MIN_CO_CROSS_DB` under it
@@ -161,26 +169,44 @@ def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrd
     pair, and no guess is made.
     """
     with rasterio.open(path) as src:
-        if src.count != 2:
-            return None
-    said = f"{Path(path).stem.lower()} {metadata_text(path, (1, 2))}"
-    if any(polarisations(path, (1, 2))) or _OTHER_SENSOR.search(said):
+        count = src.count
+    if count not in (2, 3):
+        return None
+    every = tuple(range(1, count + 1))
+    said = f"{Path(path).stem.lower()} {metadata_text(path, every)}"
+    if any(polarisations(path, every)) or _OTHER_SENSOR.search(said):
         return None
     stat = Path(path).stat()
-    return _order_by_levels(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, units)
+    return _order_by_levels(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, units, count)
+
+
+def _angle_band(path: str) -> Optional[int]:
+    """The one band of a three-band raster whose valid values all lie in :data:`ANGLE_RANGE_DEG`."""
+    data, _ = sample_pixels(path, (1, 2, 3))
+    inside = []
+    for band in range(3):
+        values = np.ma.compressed(data[band])
+        values = values[np.isfinite(values)]
+        if values.size and ANGLE_RANGE_DEG[0] <= values.min() and values.max() <= ANGLE_RANGE_DEG[1]:
+            inside.append(band + 1)
+    return inside[0] if len(inside) == 1 else None
 
 
 @functools.lru_cache(maxsize=32)
-def _order_by_levels(path: str, mtime_ns: int, size: int, units: str) -> Optional[CoCrossOrder]:
+def _order_by_levels(path: str, mtime_ns: int, size: int, units: str, count: int = 2) -> Optional[CoCrossOrder]:
     """:func:`unnamed_co_cross`'s reading of the pixels, once per file version: one run asks for it from
     the water expert's choice and from every model's band roles."""
+    angle = _angle_band(path) if count == 3 else None
+    if count == 3 and angle is None:
+        return None
+    pair = tuple(b for b in range(1, count + 1) if b != angle)
     try:
-        units = detect_sar_units(path, (1, 2), units).units
+        units = detect_sar_units(path, pair, units).units
     except ValueError:  # no valid pixel: the input contract says so, naming the layer and band
         return None
     if units not in ("db", "linear", "amplitude"):
         return None
-    data, _ = sample_pixels(path, (1, 2))
+    data, _ = sample_pixels(path, pair)
     db = _to_db(np.ma.filled(data, np.nan), units)
     ok = np.isfinite(db).all(axis=0)
     if ok.sum() < 100:
@@ -195,4 +221,4 @@ def _order_by_levels(path: str, mtime_ns: int, size: int, units: str) -> Optiona
         return None
     if not CO_MEDIAN_DB[0] <= float(np.median(db[co, ok])) <= CO_MEDIAN_DB[1]:
         return None
-    return CoCrossOrder(co + 1, 2 - co, round(median, 2), round(under, 3))
+    return CoCrossOrder(pair[co], pair[1 - co], round(median, 2), round(under, 3), angle)

@@ -110,7 +110,7 @@ def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
     pair = chosen if len(chosen) == 2 else named_pair(names)
     how = "the two bands chosen" if chosen else "found by their names"
     unnamed = bool(names) and not any(names)
-    if pair is None and unnamed and len(names) == 2:
+    if pair is None and unnamed and len(names) in (2, 3):  # a third band: an incidence angle, if any
         pair, how = _by_levels(sar_path, sar_units)
     if pair is None:
         hint = (f"water expert: {Path(teacher_path).name} reads one co-polarised band; neither the band names nor "

@@ -156,6 +156,28 @@ def test_unnamed_bands_are_told_apart_by_their_levels(shared_data, tmp_path):
     assert resolved.bands.sar_bands == (1,)
 
 
+def test_an_earth_engine_export_of_vv_vh_and_angle_without_band_names_is_read_as_vv_and_vh(shared_data, tmp_path):
+    # Earth Engine's Sentinel-1 images hold VV, VH and angle (29-46 degrees), and its GeoTIFF exports can come
+    # without band names: the angle band is set aside and the other two are told apart by their levels, in any order
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    with rasterio.open(chip) as src:
+        profile, vv, vh = src.profile, src.read(1), src.read(2)
+    angle = np.tile(np.linspace(30.6, 45.9, vv.shape[1], dtype=np.float32), (vv.shape[0], 1))
+    export = _write(tmp_path / "s1_export.tif", profile, [vv, vh, angle])
+    angle_first = _write(tmp_path / "s1_export_2.tif", profile, [angle, vh, vv])
+    choice = choose_water_expert(TEACHER, export)
+    assert choice.dual_pol and choice.sar_bands == (1, 2) and "band 3 holds 10-65 degrees" in choice.reason, choice
+    assert choose_water_expert(TEACHER, angle_first).sar_bands == (3, 2)
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(TEACHER)), None, angle_first)
+    assert resolved.bands.sar_bands == (3,)  # the VV teacher alone (and the student) read VV, not the angle
+    named = water_probability(chip, TEACHER, tmp_path / "named.tif", cfg=CPU)
+    exported = water_probability(angle_first, TEACHER, tmp_path / "exported.tif", cfg=CPU)
+    assert exported["teacher"] == named["teacher"] and abs(exported["water_fraction"] - named["water_fraction"]) < 0.002
+    # a third band that is not an angle (a VV / VH ratio in dB, 0-20) leaves the raster unguessed
+    ratio = _write(tmp_path / "vv_vh_ratio.tif", profile, [vv, vh, np.clip(vv - vh, 0, 20)])
+    assert not choose_water_expert(TEACHER, ratio).dual_pol
+
+
 def test_the_pair_refuses_a_companion_that_reads_sar_differently(shared_data, tmp_path):
     chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
     net, meta = load_water_expert(choose_water_expert(TEACHER, chip), TEACHER)
