@@ -165,8 +165,9 @@ def _check_band_count(
     reads = f" ({', '.join(roles)})" if roles else ""
     missing = next(b for b in bands if not 1 <= b <= count)
     # products that come one band per file (Sentinel-2 JP2s, ASF's VV and VH files) are stacked first
-    stack = (" One band per file (a Sentinel-2 band, a VV or VH file)? Stack them into one raster first: QGIS's "
-             "Build Virtual Raster with each file in a separate band, or python -m engine stack") if count == 1 else ""
+    stack = (" One band per file (a Sentinel-2 band, a VV or VH file)? Stack them into one raster first: "
+             "sgcad:stackbands (Stack bands into one raster), which also names the bands, or python -m engine "
+             "stack") if count == 1 else ""
     raise ValueError(
         f"{what} raster {path.name} has {count} band(s): band {missing} does not exist; the model reads "
         f"{len(bands)}{reads} from bands {', '.join(str(b) for b in bands)}. Give a raster with those bands, or "

@@ -610,4 +610,4 @@ def test_a_raster_with_too_few_bands_is_told_what_the_model_reads(scene, models,
     assert code == 2 and "optical raster sar.tif has 1 band(s): band 2 does not exist; the model reads 3 (red, " \
         "green, blue) from bands 1, 2, 3" in line, line
     assert "--optical-bands / OPTICAL_BANDS" in line and not (tmp_path / "a").exists()
-    assert "Stack them into one raster first: QGIS's Build Virtual Raster" in line  # one band per file, as S2 has
+    assert "Stack them into one raster first: sgcad:stackbands" in line  # one band per file, as Sentinel-2 has

@@ -11,6 +11,8 @@ import pytest
 import rasterio
 from qgis.core import QgsPalettedRasterRenderer, QgsProcessingException, QgsRasterLayer
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _run(alg, params):
     import processing
@@ -297,3 +299,29 @@ def test_exportpatches_writes_a_leakage_free_patch_set_that_trains(scene, tmp_pa
         },
     )
     assert Path(trained["OUTPUT_MODEL"]).is_file()
+
+
+def test_stackbands_makes_one_band_per_file_products_readable_by_role(sgcad_provider, shared_data, tmp_path):
+    # real BigEarthNet files, one band each and listed out of order: Sentinel-2 B02 B03 B04 at 10 m with B8A at
+    # 20 m, and Sentinel-1 VH before VV; the stacks carry the files' names, so the models find their bands by role
+    from sgcad_qgis.engine.inputs.bands import choose_bands, generic_mapping
+    from sgcad_qgis.engine.water.experts import choose_water_expert
+
+    s2 = next((shared_data / "bigearthnet" / "BigEarthNet-S2-Example").glob("S2A_*_87_48"))
+    s1 = next((shared_data / "bigearthnet" / "BigEarthNet-S1-Example").glob("S1A_*_87_48"))
+    optical = _run("stackbands", {"INPUTS": [str(next(s2.glob(f"*_{b}.tif"))) for b in ("B02", "B03", "B04", "B8A")],
+                                  "OUTPUT": str(tmp_path / "s2.tif")})["OUTPUT"]
+    sar = _run("stackbands", {"INPUTS": [str(next(s1.glob(f"*_{p}.tif"))) for p in ("VH", "VV")],
+                              "OUTPUT": str(tmp_path / "s1.tif")})["OUTPUT"]
+    with rasterio.open(optical) as src:
+        assert src.count == 4 and src.res == (10.0, 10.0) and src.descriptions[2].endswith("_B04_b1")
+        b04 = src.read(3)
+    with rasterio.open(next(s2.glob("*_B04.tif"))) as src:
+        np.testing.assert_array_equal(b04, src.read(1).astype(np.float32))  # same grid: the values themselves
+    assert choose_bands(optical, generic_mapping("optical"), "optical").bands == (3, 2, 1)  # red, green, blue
+    choice = choose_water_expert(ROOT / "resources" / "models" / "sgcad_teacher.safetensors", sar)
+    assert choice.dual_pol and choice.sar_bands == (2, 1) and "found by their names" in choice.reason
+    with pytest.raises(QgsProcessingException, match="would replace the s2 input"):
+        _run("stackbands", {"INPUTS": [optical], "OUTPUT": optical, "OVERWRITE": True})
+    with pytest.raises(QgsProcessingException, match="exists"):
+        _run("stackbands", {"INPUTS": [sar], "OUTPUT": optical})

@@ -21,6 +21,7 @@ EXPECTED = {
     "evaluate": "evaluation",
     "preprocesssar": "preparation",
     "normalizeoptical": "preparation",
+    "stackbands": "preparation",
     "alignpair": "preparation",
     "rasterizelabels": "preparation",
     "exportpatches": "preparation",
