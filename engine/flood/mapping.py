@@ -75,7 +75,7 @@ from ..water.threshold import (
     threshold_config,
 )
 from .report import EXCLUSION_CLASSES, FLOOD_CLASSES, AreaCounter, load_zones, summarise, write_reports
-from .sources import DateSar, bands_of, db_source, footprint_share
+from .sources import REGISTRATION_MIN_SHIFT, DateSar, bands_of, db_source, footprint_share, registration_shift
 from .terrain import Geometry, shadow_layover
 
 PathLike = Union[str, Path]
@@ -264,6 +264,14 @@ def map_flood(
                              "choose two dates of the same place")
         if share < 0.98:
             warnings.append(f"the before date covers {100 * share:.1f} % of the after date's area; the rest is no data")
+        shift = registration_shift(dates["after"].sar.source, dates["before"].sar.source)
+        if shift is not None and max(abs(v) for v in shift) >= REGISTRATION_MIN_SHIFT:
+            east, north = -shift[0] * grid.res[0], shift[1] * grid.res[1]
+            warnings.append(
+                f"the before date lies {east:+g} m east and {north:+g} m north of the after date ({abs(shift[0])} "
+                f"columns, {abs(shift[1])} rows; phase correlation of the two dates' dB): a shifted date maps false "
+                "flood and receded water along every shore. Co-register the dates (one processor and DEM for both) "
+                "first")
         if Path(before.sar).resolve() == Path(after.sar).resolve() and bands_of(before.bands, before.sar) == bands_of(
                 after.bands, after.sar):
             warnings.append(f"the before and after dates are the same raster ({Path(after.sar).name}): nothing can "

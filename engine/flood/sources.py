@@ -78,6 +78,40 @@ def footprint_share(source: SarSource, block: int = 512, step: int = 4) -> float
     return valid / max(total, 1)
 
 
+REGISTRATION_WINDOW = 512
+"""Edge (pixels) of the central window two dates are compared on for a shift."""
+REGISTRATION_PEAK = 20.0
+"""Phase-correlation peak, in standard deviations of the correlation surface, above which two dates are read
+as the same place: 69 for the real Camargue pair (2015 and 2017, shifted or not), 6-7 for two different
+places (the Camargue and the lower Rhone; two Sen1Floods11 chips)."""
+REGISTRATION_MIN_SHIFT = 2
+"""A whole-pixel shift at least this long is reported; below it lies the registration of terrain-corrected
+products (under a pixel) and the rounding of the peak."""
+
+
+def registration_shift(after: SarSource, before: SarSource) -> Optional[Tuple[int, int]]:
+    """The (columns, rows) by which ``before`` must move to lie on ``after``, read by phase correlation of their
+    dB over a central window; None when the peak does not stand out (other places, or a scene changed beyond
+    recognition) or the dates share too few valid pixels."""
+    size = min(REGISTRATION_WINDOW, after.width, after.height)
+    if size < 32:
+        return None
+    window = Window((after.width - size) // 2, (after.height - size) // 2, size, size)
+    a, b = after.read(window).astype(np.float64), before.read(window).astype(np.float64)
+    both = np.isfinite(a) & np.isfinite(b)
+    if both.mean() < 0.5:
+        return None
+    taper = np.outer(np.hanning(size), np.hanning(size))
+    spectra = [np.fft.fft2(np.where(both, v - v[both].mean(), 0.0) * taper) for v in (a, b)]
+    cross = spectra[0] * np.conj(spectra[1])
+    surface = np.fft.ifft2(cross / (np.abs(cross) + 1e-12)).real
+    if surface.max() < REGISTRATION_PEAK * surface.std():
+        return None
+    peak = np.unravel_index(np.argmax(surface), surface.shape)
+    row, col = (int(v) if v <= size // 2 else int(v) - size for v in peak)
+    return col, row
+
+
 def bands_of(bands: Tuple[int, ...], path: Optional[PathLike] = None) -> int:
     """The one band a date is mapped from: the first given; else the co-polarised band where the
     band descriptions say which it is (a VH, VV raster: 2; :mod:`engine.inputs.bands`); else 1."""

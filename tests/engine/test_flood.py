@@ -343,3 +343,20 @@ def test_the_cli_maps_with_the_bundled_expert_and_names_one_raster_given_as_both
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["totals"]["flood_km2"] == 0 and result["totals"]["permanent_water_km2"] > 1
     assert any("the before and after dates are the same raster" in w for w in result["warnings"])
+
+
+def test_a_before_date_off_the_after_date_is_named_with_its_shift(tmp_path):
+    # products from two processors can sit a few pixels apart; every shore then maps as flood or receded water.
+    # The real Camargue pair (2015, 2017) lines up; the 2017 date moved 3 pixels east and 2 north does not
+    with rasterio.open(AFTER_2017) as src:
+        profile, data = src.profile, src.read()
+    profile["transform"] = src.transform * Affine.translation(3, -2)
+    moved = tmp_path / "moved.tif"
+    with rasterio.open(moved, "w", **profile) as dst:
+        dst.write(data)
+    cfg = FloodConfig(method="threshold")
+    lined_up = map_flood(AFTER_2017, BEFORE_2015, tmp_path / "pair", cfg)
+    assert not any("co-register" in w.lower() for w in lined_up["warnings"])
+    off = map_flood(BEFORE_2015, moved, tmp_path / "off", cfg)
+    said = [w for w in off["warnings"] if "Co-register the dates" in w]
+    assert said and "the before date lies +60 m east and +40 m north of the after date (3 columns, 2 rows" in said[0]
