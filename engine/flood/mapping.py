@@ -258,25 +258,7 @@ def map_flood(
             if sar.note:
                 warnings.append(f"{name}: {sar.note}")
             dates[name] = _DateWater(name, sar, cfg)
-        share = footprint_share(dates["before"].sar.source, cfg.threshold.block)
-        if share == 0:
-            raise ValueError(f"the before date {before.sar} has no valid pixel where the after date {after.sar} lies; "
-                             "choose two dates of the same place")
-        if share < 0.98:
-            warnings.append(f"the before date covers {100 * share:.1f} % of the after date's area; the rest is no data")
-        shift = registration_shift(dates["after"].sar.source, dates["before"].sar.source)
-        if shift is not None and max(abs(v) for v in shift) >= REGISTRATION_MIN_SHIFT:
-            east, north = -shift[0] * grid.res[0], shift[1] * grid.res[1]
-            warnings.append(
-                f"the before date lies {east:+g} m east and {north:+g} m north of the after date ({abs(shift[0])} "
-                f"columns, {abs(shift[1])} rows; phase correlation of the two dates' dB): a shifted date maps false "
-                "flood and receded water along every shore. Co-register the dates (one processor and DEM for both) "
-                "first")
-        if Path(before.sar).resolve() == Path(after.sar).resolve() and bands_of(before.bands, before.sar) == bands_of(
-                after.bands, after.sar):
-            warnings.append(f"the before and after dates are the same raster ({Path(after.sar).name}): nothing can "
-                            "have changed, so no flood is mapped; give the image from before the event as the "
-                            "before date")
+        warnings += _pair_warnings(after, before, dates, grid, cfg.threshold.block)
         for text in warnings:
             progress.warning(text)
 
@@ -375,6 +357,31 @@ def map_flood(
             "warnings": warnings,
             "seconds": round(time.perf_counter() - t0, 3),
         }
+
+
+def _pair_warnings(after: FloodDate, before: FloodDate, dates: Dict[str, _DateWater], grid: Grid,
+                   block: int) -> List[str]:
+    """Whether the two dates can be compared: the before date's coverage of the after date (none at all is
+    an error), a shift between them, and one raster given as both dates."""
+    out = []
+    share = footprint_share(dates["before"].sar.source, block)
+    if share == 0:
+        raise ValueError(f"the before date {before.sar} has no valid pixel where the after date {after.sar} lies; "
+                         "choose two dates of the same place")
+    if share < 0.98:
+        out.append(f"the before date covers {100 * share:.1f} % of the after date's area; the rest is no data")
+    shift = registration_shift(dates["after"].sar.source, dates["before"].sar.source)
+    if shift is not None and max(abs(v) for v in shift) >= REGISTRATION_MIN_SHIFT:
+        east, north = -shift[0] * grid.res[0], shift[1] * grid.res[1]
+        out.append(
+            f"the before date lies {east:+g} m east and {north:+g} m north of the after date ({abs(shift[0])} "
+            f"columns, {abs(shift[1])} rows; phase correlation of the two dates' dB): a shifted date maps false "
+            "flood and receded water along every shore. Co-register the dates (one processor and DEM for both) first")
+    same_band = bands_of(before.bands, before.sar) == bands_of(after.bands, after.sar)
+    if same_band and Path(before.sar).resolve() == Path(after.sar).resolve():
+        out.append(f"the before and after dates are the same raster ({Path(after.sar).name}): nothing can have "
+                   "changed, so no flood is mapped; give the image from before the event as the before date")
+    return out
 
 
 def _share_thresholds(dates: Dict[str, _DateWater], uses_student: Dict[str, bool], progress: Progress,

@@ -180,11 +180,10 @@ def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrd
     return _order_by_levels(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, units, count)
 
 
-def _angle_band(path: str) -> Optional[int]:
-    """The one band of a three-band raster whose valid values all lie in :data:`ANGLE_RANGE_DEG`."""
-    data, _ = sample_pixels(path, (1, 2, 3))
+def _angle_band(data: np.ma.MaskedArray) -> Optional[int]:
+    """The one band (1-based) of a three-band sample whose valid values all lie in :data:`ANGLE_RANGE_DEG`."""
     inside = []
-    for band in range(3):
+    for band in range(data.shape[0]):
         values = np.ma.compressed(data[band])
         values = values[np.isfinite(values)]
         if values.size and ANGLE_RANGE_DEG[0] <= values.min() and values.max() <= ANGLE_RANGE_DEG[1]:
@@ -196,7 +195,8 @@ def _angle_band(path: str) -> Optional[int]:
 def _order_by_levels(path: str, mtime_ns: int, size: int, units: str, count: int = 2) -> Optional[CoCrossOrder]:
     """:func:`unnamed_co_cross`'s reading of the pixels, once per file version: one run asks for it from
     the water expert's choice and from every model's band roles."""
-    angle = _angle_band(path) if count == 3 else None
+    data, _ = sample_pixels(path, tuple(range(1, count + 1)))  # read once: the angle and the pair's levels
+    angle = _angle_band(data) if count == 3 else None
     if count == 3 and angle is None:
         return None
     pair = tuple(b for b in range(1, count + 1) if b != angle)
@@ -206,8 +206,7 @@ def _order_by_levels(path: str, mtime_ns: int, size: int, units: str, count: int
         return None
     if units not in ("db", "linear", "amplitude"):
         return None
-    data, _ = sample_pixels(path, pair)
-    db = _to_db(np.ma.filled(data, np.nan), units)
+    db = _to_db(np.ma.filled(data[[b - 1 for b in pair]], np.nan), units)
     ok = np.isfinite(db).all(axis=0)
     if ok.sum() < 100:
         return None
