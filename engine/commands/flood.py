@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Dict
 
 from ..cli import add_json_flag, add_sar_levels_arg, add_streaming_args, int_list, streaming_config
-from .water import BUNDLED_TEACHER
+from .bundled import BUNDLED_TEACHER, bundled
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--method", choices=("teacher", "threshold"), default="teacher",
                         help="water on each date: the SAR water teacher (default) or the scene-adaptive threshold")
-    parser.add_argument("--teacher", default=str(BUNDLED_TEACHER) if BUNDLED_TEACHER.is_file() else None,
+    parser.add_argument("--teacher", default=bundled(BUNDLED_TEACHER),
                         help="SAR water teacher model (.safetensors; default the bundled one, with its VV + VH "
                         "companion; read by --method teacher)")
     parser.add_argument("--student", help="student model: maps each date that has an optical image")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Dict
 
 from ..cli import add_flip_average_arg, add_json_flag, add_sar_levels_arg, add_units_args, int_list
+from .bundled import BUNDLED_STUDENT, bundled, segment_teacher
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segment",
         help="segment a large optical + SAR scene with a trained student (and teacher)",
         description="Stream a scene tile by tile onto the model grid, blend overlapping tiles and "
-        "write classes.tif, confidence.tif and, with --teacher, water_probability.tif and gates.tif. "
+        "write classes.tif, confidence.tif and, with the water teacher (the bundled one unless --teacher or "
+        "--no-teacher), water_probability.tif and gates.tif. "
         "With --shards (or under torchrun) the scene is cut into row blocks shared by several "
         "processes and the outputs are VRT mosaics over per-block files (docs/distributed.md).",
     )
@@ -39,10 +41,15 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     """The options of ``segment`` (shared with ``segment-distributed``)."""
     parser.add_argument("--optical", help="optical raster (leave out for a SAR-only model, engine train-sar)")
     parser.add_argument("--sar", required=inputs_required, help="SAR raster")
-    parser.add_argument("--model", required=True, help="student checkpoint (.safetensors)")
+    student = bundled(BUNDLED_STUDENT)
+    parser.add_argument("--model", default=student, required=student is None,
+                        help="student checkpoint (.safetensors; default the bundled one)")
     parser.add_argument(
-        "--teacher", help="SAR-only water teacher checkpoint (water probability, gates, SAR-only answers)"
+        "--teacher", help="SAR-only water teacher checkpoint (water probability, gates, SAR-only answers; default "
+        "the bundled one where it reads as many SAR bands as the student)"
     )
+    parser.add_argument("--no-teacher", action="store_true",
+                        help="run the student alone: no water probability, no gates")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--optical-bands", type=int_list, help="1-based optical bands, e.g. 1,2,3 (default: the model's)"
@@ -121,15 +128,24 @@ def progress_for_rank(quiet: bool):
     return ConsoleProgress(quiet=quiet or not env_rank_info().is_main)
 
 
+def teacher_for(args: argparse.Namespace, progress) -> Any:
+    """The teacher of a run (:func:`engine.commands.bundled.segment_teacher`), its note reported."""
+    teacher, note = segment_teacher(args.model, args.teacher, args.no_teacher)
+    if note:
+        progress.warning(note)
+    return teacher
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..distributed import launched
     from ..inference.pipeline import segment_scene
 
+    progress = progress_for_rank(args.quiet)  # a single process is rank 0: it reports
     common = dict(
-        teacher_path=args.teacher,
+        teacher_path=teacher_for(args, progress),
         cfg=inference_config(args),
         aoi=args.aoi,
-        progress=progress_for_rank(args.quiet),  # a single process is rank 0: it reports
+        progress=progress,
         overwrite=args.overwrite,
         optical_bands=args.optical_bands,
         sar_bands=args.sar_bands,

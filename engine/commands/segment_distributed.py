@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .segment import add_segment_args, add_shard_args, inference_config, progress_for_rank, shard_options
+from .segment import add_segment_args, add_shard_args, inference_config, progress_for_rank, shard_options, teacher_for
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,17 +82,18 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         **shard_options(args),
     )
     progress = progress_for_rank(args.quiet)
+    teacher = teacher_for(args, progress)
     if args.scenes:
         if args.optical or args.sar or args.aoi or args.cloud_mask:
             raise ValueError("--scenes replaces --optical, --sar, --aoi and --cloud-mask (give them per scene)")
         result = segment_many(
-            read_scene_list(args.scenes), args.model, args.out, args.teacher, cfg, progress, args.overwrite, **options
+            read_scene_list(args.scenes), args.model, args.out, teacher, cfg, progress, args.overwrite, **options
         )
         return {"ok": True, **result}
     if not (args.optical and args.sar):
         raise ValueError("give --optical and --sar, or --scenes with a list of scenes")
     result = segment_sharded(
-        args.optical, args.sar, args.model, args.out, args.teacher, cfg, args.aoi, progress, args.overwrite,
+        args.optical, args.sar, args.model, args.out, teacher, cfg, args.aoi, progress, args.overwrite,
         cloud_mask=args.cloud_mask, **options,
     )
     return {"ok": True, **result}

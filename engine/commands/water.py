@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Dict
 
 from ..cli import add_sar_levels_arg, add_streaming_args, add_units_args, int_list, streaming_config
-
-BUNDLED_TEACHER = Path(__file__).resolve().parents[2] / "resources" / "models" / "sgcad_teacher.safetensors"
+from .bundled import BUNDLED_TEACHER, bundled
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--sar", required=True, help="SAR raster (any units; see --sar-units)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--teacher", default=str(BUNDLED_TEACHER) if BUNDLED_TEACHER.is_file() else None,
+    parser.add_argument("--teacher", default=bundled(BUNDLED_TEACHER),
                         help="SAR water teacher (.safetensors; default the bundled one, with its VV + VH companion)")
     parser.add_argument("--sar-bands", type=int_list, default=[],
                         help="1-based SAR bands (default: by band names; one band: the VV teacher; two: VV, VH)")

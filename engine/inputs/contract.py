@@ -520,6 +520,7 @@ def optical_for(meta: ModelMetadata, optical: Optional[PathLike], what: str, pro
     if not optical:
         raise ValueError(
             f"{what} was trained on optical + SAR and needs an optical image; give one, "
-            "or use a SAR-only model (python -m engine train-sar)"
+            "or use a SAR-only model (the bundled sgcad_student_sar_only.safetensors, or one trained with "
+            "python -m engine train-sar)"
         )
     return Path(optical)

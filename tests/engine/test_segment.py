@@ -140,3 +140,26 @@ def test_torch_and_onnx_backends_agree(shared_data, checkpoints, tmp_path, monke
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         assert np.nanmax(np.abs(a - b)) < 1e-4
     assert (out["torch"]["classes"] != out["onnx"]["classes"]).mean() < 1e-3
+
+
+def test_cli_defaults_to_the_bundled_models_as_the_plugin_does(checkpoints, tmp_path):
+    # sgcad:segment defaults to the bundled student and water teacher; so does the command line, and
+    # --no-teacher runs the student alone
+    from engine.commands.bundled import BUNDLED_TEACHER, segment_teacher
+
+    d = ROOT / "resources" / "sample" / "rotterdam"
+    base = ["--optical", d / "rgb_unmasked.tif", "--sar", d / "sar_masked.tif", "--json", "--quiet"]
+    both = json.loads(_cli(*base, "--out", tmp_path / "both", cache=tmp_path / "c").stdout.splitlines()[-1])
+    alone = json.loads(_cli(*base, "--out", tmp_path / "alone", "--no-teacher", cache=tmp_path / "c").stdout
+                       .splitlines()[-1])
+    assert both["ok"] and {"classes", "water", "gates"} <= set(both["outputs"])
+    assert alone["ok"] and "classes" in alone["outputs"] and not {"water", "gates"} & set(alone["outputs"])
+    with rasterio.open(both["outputs"]["water"]) as src:
+        assert src.tags()["teacher"] == BUNDLED_TEACHER.name
+
+    student, teacher = checkpoints  # two SAR bands: the bundled one-band teacher cannot join it
+    chosen, note = segment_teacher(str(student), None, False)
+    assert chosen is None and "reads 1 SAR band(s)" in note and "--teacher" in note
+    assert segment_teacher(str(student), str(teacher), False) == (str(teacher), None)
+    with pytest.raises(ValueError, match="--no-teacher"):
+        segment_teacher(str(student), str(teacher), True)
