@@ -375,7 +375,7 @@ def _pair_warnings(after: FloodDate, before: FloodDate, dates: Dict[str, _DateWa
         east, north = -shift[0] * grid.res[0], shift[1] * grid.res[1]
         out.append(
             f"the before date lies {east:+g} m east and {north:+g} m north of the after date ({abs(shift[0])} "
-            f"columns, {abs(shift[1])} rows; phase correlation of the two dates' dB): a shifted date maps false "
+            f"columns, {abs(shift[1])} rows; cross-correlation of the two dates' dB): a shifted date maps false "
             "flood and receded water along every shore. Co-register the dates (one processor and DEM for both) first")
     same_band = bands_of(before.bands, before.sar) == bands_of(after.bands, after.sar)
     if same_band and Path(before.sar).resolve() == Path(after.sar).resolve():

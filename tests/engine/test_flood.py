@@ -360,3 +360,24 @@ def test_a_before_date_off_the_after_date_is_named_with_its_shift(tmp_path):
     off = map_flood(BEFORE_2015, moved, tmp_path / "off", cfg)
     said = [w for w in off["warnings"] if "Co-register the dates" in w]
     assert said and "the before date lies +60 m east and +40 m north of the after date (3 columns, 2 rows" in said[0]
+    # 40 % of the scene's width off: the no-data collar takes 40 % of the window, the shared part still agrees
+    profile["transform"] = src.transform * Affine.translation(107, 0)
+    far = tmp_path / "far.tif"
+    with rasterio.open(far, "w", **profile) as dst:
+        dst.write(data)
+    off = map_flood(BEFORE_2015, far, tmp_path / "far", cfg)
+    said = [w for w in off["warnings"] if "Co-register the dates" in w]
+    assert said and "lies +2140 m east and +0 m north of the after date (107 columns, 0 rows" in said[0], said
+    # two different places (the lower Rhone written on the Camargue's grid) are not read as one place shifted
+    from engine.flood.sources import db_source, registration_shift
+    from engine.raster.grid import grid_of
+
+    with rasterio.open(next(CAMARGUE.glob("*20171210*.tif"))) as src:
+        rhone = src.read()
+    with rasterio.open(AFTER_2017) as src:
+        profile["transform"] = src.transform
+    elsewhere = tmp_path / "elsewhere.tif"
+    with rasterio.open(elsewhere, "w", **profile) as dst:
+        dst.write(rhone)
+    grid = grid_of(AFTER_2017)
+    assert registration_shift(db_source(AFTER_2017, 1, grid).source, db_source(elsewhere, 1, grid).source) is None
