@@ -83,7 +83,8 @@ REGISTRATION_WINDOW = 512
 REGISTRATION_MIN_NCC = 0.5
 """Normalised cross-correlation of the two dates' dB at the best shift above which they are read as the same
 place: 0.70 for the real Camargue pair (2015 ascending, 2017 descending), 0.77-0.78 with either date moved by up
-to 40 % of the scene; 0.25 for two different places (the Camargue and the lower Rhone)."""
+to 40 % of the scene; 0.21-0.25 for two different places (the Camargue and the lower Rhone; two Sen1Floods11
+chips)."""
 REGISTRATION_MIN_OVERLAP = 0.25
 """Least share of the after date's valid window pixels a shift must keep shared to be considered."""
 REGISTRATION_MIN_SHIFT = 2
