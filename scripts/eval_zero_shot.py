@@ -151,7 +151,11 @@ def heldout_real_rows(student: Path, teacher: Path, folder: Path, adapt: bool, t
         with rasterio.open(sar) as src:
             bands = tuple((d or f"band {i + 1}").upper() for i, d in enumerate(src.descriptions))
         scene = dict(sar=sar, truth=labels[0], bands=bands)
-        truth, zero_shot = water_labels(scene), teacher_water(teacher, sar, None, expert=True) > 0.5
+        try:
+            truth, zero_shot = water_labels(scene), teacher_water(teacher, sar, None, expert=True) > 0.5
+        except ValueError as exc:  # a chip without a valid SAR pixel (Paraguay_34417 of the public sample)
+            print(chip, f"skipped: {exc}", flush=True)
+            continue
         by_band = otsu_by_band(scene, truth)
         row = {"water_share": float((truth == 1).sum() / max((truth != 255).sum(), 1)), "bands_otsu": by_band,
                "otsu_raw": max(v["raw"] for v in by_band.values()),
