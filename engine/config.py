@@ -390,6 +390,7 @@ class TrainConfig:
     # stop, a cancel and an error always write the last completed epoch's state (chosen)
     state_every: int = 5
     optical_dropout: float = 0.0  # share of training patches whose optical is blanked (cloud robustness)
+    optical_haze: float = 0.0  # share of training patches given a path reflectance (top-of-atmosphere products)
 
 
 @dataclass

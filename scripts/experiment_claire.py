@@ -52,7 +52,7 @@ from engine.config import (  # noqa: E402
     TrainConfig,
     to_dict,
 )
-from engine.data.augment import set_optical_dropout  # noqa: E402
+from engine.data.augment import set_augmentation  # noqa: E402
 from engine.data.synthetic import generate_scene  # noqa: E402
 from engine.files import atomic_write_bytes  # noqa: E402
 from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs  # noqa: E402
@@ -169,12 +169,12 @@ def train_one(data, variant, seed: int, s: Dict[str, Any], out: Path) -> Dict[st
         result = json.loads(done.read_text())
         return {"model": result["model"], "seconds": None, "best_epoch": result["best_epoch"],
                 "split_test": {k: result["test"][k] for k in ("oa", "miou", "iou")}}
-    set_optical_dropout(data.datasets["train"], dropout)
+    set_augmentation(data.datasets["train"], optical_dropout=dropout)
     t0 = time.perf_counter()
     try:
         result = Trainer(task, model, meta, data.datasets, train_cfg, out, LR).fit(overwrite=True)
     finally:
-        set_optical_dropout(data.datasets["train"], 0.0)
+        set_augmentation(data.datasets["train"], optical_dropout=0.0)
     return {"model": result["model"], "seconds": round(time.perf_counter() - t0, 1),
             "split_test": {k: result["test"][k] for k in ("oa", "miou", "iou")}, "best_epoch": result["best_epoch"]}
 

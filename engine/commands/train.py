@@ -57,6 +57,9 @@ def _train_args(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None
     group.add_argument("--workers", type=int, help="data-loading processes (default: 0 on CPU, 4 on CUDA)")
     group.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     group.add_argument("--no-augment", action="store_true", help="no flips/rotations of training patches")
+    group.add_argument("--optical-haze", type=float, default=0.0,
+                       help="share of training patches given a random path reflectance, so the network "
+                            "also reads top-of-atmosphere products such as Sentinel-2 L1C (0)")
     group.add_argument(
         "--no-class-weights", action="store_true", help="plain CE instead of inverse-frequency"
     )
@@ -258,6 +261,7 @@ def _train_cfg(args: argparse.Namespace, lr_factor: float = 0.1):
         num_workers=workers,
         threads=args.threads,
         augment=not args.no_augment,
+        optical_haze=args.optical_haze,
         max_batches_per_epoch=args.max_batches,
         keep_epochs=args.keep_epochs,
         state_every=args.state_every,

@@ -49,6 +49,13 @@ class AugmentConfig:
     # chip of pasture) is by the per-scene normalisation: the network must not read "brightest
     # in the scene" as "bright"
     optical_restretch_prob: float = 0.3
+    # path reflectance (top-of-atmosphere products such as Sentinel-2 L1C): probability per patch,
+    # the largest offset (normalised units; 0.3 of the 0-0.35 reflectance range is about 0.1) and its
+    # share per channel in the model's order (red, green, blue: haze is strongest in blue). Off by
+    # default; docs/experiments/zero_shot_real.md, "A student that has seen haze".
+    optical_haze: float = 0.0
+    optical_haze_max: float = 0.3
+    optical_haze_shape: Tuple[float, ...] = (0.35, 0.6, 1.0)
     # optical dropout (cloud robustness): probability per patch; of those, the share blanked over
     # the whole patch (else 1-3 random elliptic blobs), and the share drawn as bright cloud
     # instead of blanked to 0
@@ -80,6 +87,8 @@ def photometric(optical: torch.Tensor, sar: torch.Tensor, cfg: AugmentConfig) ->
         sar, changed_sar = _blur(sar, u(0.5, cfg.sar_max_blur)), True
     if torch.rand(()) < cfg.sar_noise_prob:
         sar, changed_sar = sar + torch.randn_like(sar) * u(0.0, cfg.sar_max_noise), True
+    if cfg.optical_haze > 0 and optical.numel() and torch.rand(()) < cfg.optical_haze:
+        optical = add_haze(optical, cfg)
     if optical.numel() and torch.rand(()) < cfg.optical_restretch_prob:
         flat = optical.reshape(optical.shape[0], -1)
         low, high = torch.quantile(flat, 0.02, dim=1), torch.quantile(flat, 0.98, dim=1)
@@ -89,6 +98,15 @@ def photometric(optical: torch.Tensor, sar: torch.Tensor, cfg: AugmentConfig) ->
         optical = optical * u(1 - cfg.optical_gain, 1 + cfg.optical_gain) + u(-cfg.optical_offset, cfg.optical_offset)
         optical = optical.clamp(0.0, 1.0)
     return optical, sar.clamp(0.0, 1.0) if changed_sar else sar
+
+
+def add_haze(optical: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Add a random path reflectance: one level, shared out by ``cfg.optical_haze_shape`` per
+    channel, each share varied by +-20 % (channels beyond the shape get the last share)."""
+    level = float(torch.empty(()).uniform_(0.05, 1.0)) * cfg.optical_haze_max
+    shape = list(cfg.optical_haze_shape) + [cfg.optical_haze_shape[-1]] * optical.shape[0]
+    share = torch.tensor(shape[: optical.shape[0]]) * torch.empty(optical.shape[0]).uniform_(0.8, 1.2)
+    return (optical + level * share.to(optical.dtype)[:, None, None]).clamp(0.0, 1.0)
 
 
 def _blobs(h: int, w: int) -> torch.Tensor:
@@ -173,20 +191,23 @@ def augment(
     return optical.contiguous(), sar.contiguous(), label.contiguous()
 
 
-def set_optical_dropout(dataset, probability: float) -> int:
-    """Give every augmenting :class:`~engine.data.dataset.PatchDataset` inside ``dataset`` (one, or
-    a ``ConcatDataset`` of several scenes) an optical-dropout probability; returns how many.
+def set_augmentation(dataset, **probabilities: float) -> int:
+    """Set augmentation probabilities (``optical_dropout=0.2``, ``optical_haze=0.5`` ...) of every
+    augmenting :class:`~engine.data.dataset.PatchDataset` inside ``dataset`` (one, or a
+    ``ConcatDataset`` of several scenes); returns how many.
 
-    Used by the training stages with ``TrainConfig.optical_dropout``.
+    Used by the training stages with ``TrainConfig.optical_dropout`` and ``optical_haze``.
     """
     import dataclasses
 
-    if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"optical dropout must be a probability between 0 and 1, got {probability}")
+    for name, probability in probabilities.items():
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"{name.replace('_', ' ')} must be a probability between 0 and 1, got {probability}")
     parts = getattr(dataset, "datasets", None)
     if parts is not None:
-        return sum(set_optical_dropout(part, probability) for part in parts)
+        return sum(set_augmentation(part, **probabilities) for part in parts)
     if getattr(dataset, "augment", False) and hasattr(dataset, "augment_cfg"):
-        dataset.augment_cfg = dataclasses.replace(dataset.augment_cfg, optical_dropout=float(probability))
+        values = {name: float(probability) for name, probability in probabilities.items()}
+        dataset.augment_cfg = dataclasses.replace(dataset.augment_cfg, **values)
         return 1
     return 0

@@ -24,6 +24,7 @@ from ..config import (
     TrainConfig,
     to_dict,
 )
+from ..data.augment import set_augmentation
 from ..inputs.contract import InputRecipe, preprocessor_for
 from ..losses import inverse_frequency_weights
 from ..models import build_model
@@ -71,7 +72,9 @@ def _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress, recipe=N
         folder = Path(out_dir) / f"scene{i:03d}" if many else Path(out_dir)
         parts.append(prepare_data(one, schema, folder, recipe=recipe, augment=cfg.augment, seed=cfg.seed,
                                   reuse=resume, progress=sub))
-    return parts[0] if not many else combine_data(parts)
+    data = parts[0] if not many else combine_data(parts)
+    set_augmentation(data.datasets["train"], optical_dropout=cfg.optical_dropout, optical_haze=cfg.optical_haze)
+    return data
 
 
 def train_teacher(

@@ -11,7 +11,7 @@ import rasterio
 import torch
 
 from engine.config import FinetuneConfig, InferenceConfig, LossConfig, PatchConfig, StudentConfig, TrainConfig
-from engine.data.augment import AugmentConfig, augment, optical_dropout, set_optical_dropout
+from engine.data.augment import AugmentConfig, augment, optical_dropout, set_augmentation
 from engine.models import build_model, list_models
 from engine.models.claire import ClaireFusion, ClaireStudentConfig, PooledCrossAttention
 from engine.models.lightmcam import StageFusion
@@ -115,7 +115,7 @@ def test_optical_dropout_blanks_or_clouds_the_optical_and_keeps_the_label():
     assert torch.equal(l2, label) and torch.equal(s2, sar) and not torch.equal(o2, optical)
 
 
-def test_set_optical_dropout_reaches_every_augmenting_dataset():
+def test_set_augmentation_reaches_every_augmenting_dataset():
     class Fake:
         def __init__(self, augment):
             self.augment, self.augment_cfg = augment, AugmentConfig()
@@ -125,11 +125,12 @@ def test_set_optical_dropout_reaches_every_augmenting_dataset():
             self.datasets = parts
 
     parts = [Fake(True), Fake(True), Fake(False)]
-    assert set_optical_dropout(Concat(parts), 0.3) == 2
+    assert set_augmentation(Concat(parts), optical_dropout=0.3, optical_haze=0.5) == 2
     assert [p.augment_cfg.optical_dropout for p in parts] == [0.3, 0.3, 0.0]
-    with pytest.raises(ValueError, match="probability"):
-        set_optical_dropout(parts[0], 1.5)
-    assert TrainConfig().optical_dropout == 0.0
+    assert [p.augment_cfg.optical_haze for p in parts] == [0.5, 0.5, 0.0]
+    with pytest.raises(ValueError, match="optical haze must be a probability"):
+        set_augmentation(parts[0], optical_haze=1.5)
+    assert TrainConfig().optical_dropout == 0.0 and TrainConfig().optical_haze == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,23 @@ def test_a_claire_student_trains_with_rift_segments_through_the_pipeline_and_fin
                                    cfg=FinetuneConfig(steps=2, batch_size=2, crop_size=32, eval_every=1),
                                    device="cpu")
     assert read_metadata(tuned["model"]).model["fusion"] == "claire"
+
+
+def test_haze_lifts_blue_most_and_red_least_and_is_off_by_default():
+    from engine.data.augment import add_haze, photometric
+
+    torch.manual_seed(0)
+    dark = torch.full((3, 8, 8), 0.05)  # dark vegetation, normalised
+    lifted = torch.stack([add_haze(dark, AugmentConfig(optical_haze=1.0)) - dark for _ in range(200)])
+    mean = lifted.mean(dim=(0, 2, 3))
+    assert mean[2] > mean[1] > mean[0] > 0.0 and float(lifted.max()) <= 0.3 * 1.2 + 1e-6
+    # off by default: no random number is drawn for it, so runs without haze are unchanged
+    cfg = AugmentConfig(optical_restretch_prob=0.0, optical_jitter_prob=0.0, sar_blur_prob=0.0, sar_noise_prob=0.0)
+    torch.manual_seed(1)
+    photometric(dark, torch.zeros(1, 8, 8), cfg)
+    after = torch.rand(())
+    torch.manual_seed(1)
+    torch.empty(()).uniform_(-cfg.sar_shift, cfg.sar_shift)  # the SAR level shift
+    for _ in range(4):  # the coins of SAR blur, SAR noise, optical re-stretch, optical jitter: none for haze
+        torch.rand(())
+    assert torch.equal(torch.rand(()), after)
