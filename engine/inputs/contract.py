@@ -10,9 +10,9 @@ defaults of a new model) and a user's optical and SAR rasters with optional over
   filter, dB) and how features are normalised: optical surface reflectance by the model's
   **fixed reflectance range** (a small clip keeps its brightness), 8-bit and other digital
   numbers by **this raster's** 2-98 % percentiles (the paper's rule; any linear unit cancels
-  out); calibrated SAR by the **fixed dB range stored in the model** (so water stays dark in
-  absolute terms); uncalibrated SAR digital numbers are brought to the training data's level
-  and said so;
+  out; an 8-bit band too narrow for its own stretch is read near its 8-bit values); calibrated SAR
+  by the **fixed dB range stored in the model** (so water stays dark in absolute terms);
+  uncalibrated SAR digital numbers are brought to the training data's level and said so;
 * whether the scene is far from the training data (:mod:`.shift`).
 
 Segmentation, every training stage, fine-tuning, distillation, gate rasters and evaluation
@@ -39,7 +39,13 @@ from ..config import (
     OpticalPreprocessConfig,
     SarPreprocessConfig,
 )
-from ..preprocess.normalize import fixed_record, reads_every_pixel, record_from_features, sample_features
+from ..preprocess.normalize import (
+    fixed_record,
+    reads_every_pixel,
+    record_from_features,
+    sample_features,
+    widen_narrow_bands,
+)
 from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
@@ -56,6 +62,11 @@ from .units import (
 )
 
 PathLike = Union[str, Path]
+# An 8-bit picture of a landscape spans far more than 16 of its 255 levels between its 2nd and 98th
+# percentiles. A narrower band is one surface filling the picture: stretched by its percentiles, a
+# snowfield saturated at 255 became black (read as water) and a calm sea became texture. Such a band
+# is read toward its place on the 8-bit scale instead (docs/inputs.md, "8-bit pictures").
+DISPLAY_MIN_SPAN = 16 / 255
 STATS_DECIMALS = 3  # stored statistics: a dB copy and a linear copy of a scene store the same
 
 
@@ -293,7 +304,8 @@ def _record(
     if mode == "physical" and isinstance(cfg, OpticalPreprocessConfig):
         if reads_fixed_reflectance(mode, cfg):
             return fixed_record(bands, cfg, *cfg.reflectance_range)
-        mode = "scene"
+        record = record_from_features(table, cfg, bands, source=str(path))
+        return widen_narrow_bands(record, DISPLAY_MIN_SPAN) if cfg.units == "uint8" else record
     if mode == "scene":
         return record_from_features(table, cfg, bands, source=str(path))
     if mode != "fixed":
@@ -408,7 +420,8 @@ def resolve_inputs(
         optical_stats = shift.band_stats(table, o_bands)
         with rasterio.open(optical_path) as src:
             read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
-        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed)
+        warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed,
+                                           optical_units.units, model_roles(recipe.bands, "optical") or ())
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
     return ResolvedInputs(
         optical_path,

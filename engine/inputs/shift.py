@@ -26,6 +26,12 @@ SMALL_CLIP_PIXELS = 256 * 256
 BRIGHT_DARK_END = 0.1
 SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from training's
 DB_MEDIAN_POSSIBLE = (-60.0, 40.0)  # a median outside, read as dB, is no radar's backscatter
+# top-of-atmosphere reflectance: path reflectance lifts the darkest pixels, most in blue, least in red;
+# surface reflectance products keep dark water, shadow and forest near 0.01-0.03 in blue
+# (docs/experiments/zero_shot_real.md, "8-bit pictures of snow": 0.009-0.021 on three L2A chips,
+# 0.079-0.091 on hazy copies and on a real L1C chip); above 0.25 it is snow or cloud, not haze
+TOA_BLUE_DARK_END = (0.045, 0.25)
+DISPLAY_TOP = 254.5 / 255  # an 8-bit value of 255, as the reflectance-like feature the chain makes of it
 ZERO_FILL_SHARE = 0.01  # warn when this share of linear / amplitude SAR values is exactly 0 (fill, not data)
 
 
@@ -84,8 +90,20 @@ def sar_only_problem(stats: List[Dict[str, Any]], path: str, units: str = "",
     return None
 
 
+def _top_of_atmosphere(stats: List[Dict[str, float]], roles: Sequence[str]) -> Optional[str]:
+    """The blue, green and red dark ends (2nd percentiles) as text when they show path reflectance."""
+    ends = {role: b.get("p2") for role, b in zip(roles, stats) if b.get("n")}
+    if not all(ends.get(role) is not None for role in ("blue", "green", "red")):
+        return None
+    blue, green, red = ends["blue"], ends["green"], ends["red"]
+    if TOA_BLUE_DARK_END[0] <= blue <= TOA_BLUE_DARK_END[1] and blue > green > red:
+        return f"blue {blue:.3f}, green {green:.3f}, red {red:.3f}"
+    return None
+
+
 def optical_warnings(
-    stats: List[Dict[str, float]], path: str, read_whole: bool = False, fixed_reflectance: bool = False
+    stats: List[Dict[str, float]], path: str, read_whole: bool = False, fixed_reflectance: bool = False,
+    units: str = "", roles: Sequence[str] = (),
 ) -> List[str]:
     """Constant, all-zero and saturated optical bands (values are reflectance-like), a clip too
     small for its own contrast stretch, and reflectance with no dark end.
@@ -94,8 +112,20 @@ def optical_warnings(
     (a sparse sample of a large, mostly empty raster says nothing about the clip's size).
     ``fixed_reflectance``: the values are read in a fixed reflectance range, so an additive
     offset brightens the whole input (a per-raster stretch would cancel it).
+    ``units``: the file's resolved units; 8-bit values at 255 are named as saturated white.
+    ``roles``: the model's name for each band (``red``, ``green``, ``blue`` ...), in ``stats``' order.
     """
     out = []
+    toa = _top_of_atmosphere(stats, roles) if fixed_reflectance else None
+    if toa:
+        out.append(
+            f"optical {path} looks like top-of-atmosphere reflectance (a Sentinel-2 L1C or another product "
+            f"without atmospheric correction): its darkest 2 % are brightest in blue and least bright in red "
+            f"({toa}), the haze of the air above, where surface reflectance keeps dark water, shadow and forest "
+            "near 0.01-0.03 in blue. The model learnt surface reflectance: hazy vegetation can be called water "
+            "(33-80 % of three hazy pasture chips). Give the surface-reflectance product (Sentinel-2 L2A, Landsat "
+            "Level-2) or correct the image first (for instance DOS1 in the Semi-Automatic Classification Plugin)."
+        )
     valid = max((b["n"] for b in stats), default=0)
     dark_ends = [b["p2"] for b in stats if b.get("n")]
     if fixed_reflectance and dark_ends and min(dark_ends) >= BRIGHT_DARK_END:
@@ -122,6 +152,13 @@ def optical_warnings(
             out.append(
                 f"{name} holds only zeros ({b['n']} sampled pixels): the network gets no optical information "
                 "from it; check the band choice, or set the raster's nodata value if 0 marks missing data."
+            )
+        elif units == "uint8" and b["max"] >= DISPLAY_TOP and b["share_at_max"] > STUCK_SHARE:
+            out.append(
+                f"{name}: {100 * b['share_at_max']:.0f} % of valid pixels are at 255, the top of the 8-bit range: "
+                "surfaces brighter than the picture's range (snow, cloud, bright roofs), read as the brightest "
+                "white. If 255 marks missing data instead, set the raster's nodata value to 255; a product in "
+                "reflectance (Sentinel-2 L2A, Landsat Level-2) keeps snow's brightness and is read better."
             )
         elif _constant(b):
             out.append(

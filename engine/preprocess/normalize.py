@@ -8,6 +8,7 @@ decided by the input contract (:mod:`engine.inputs.contract`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -198,6 +199,26 @@ def fixed_record(bands: Sequence[int], cfg: PreprocessConfig, low: float, high: 
         bands=tuple(BandNormalization(int(b), float(low), float(high), steps) for b in bands),
         source="fixed range",
     )
+
+
+def widen_narrow_bands(
+    record: NormalizationRecord, min_span: float, scale: Tuple[float, float] = (0.0, 1.0)
+) -> NormalizationRecord:
+    """Move each band whose range is narrower than ``min_span`` toward the unit's full ``scale``.
+
+    A band without contrast of its own (a picture saturated white over snow, a sea) would be
+    stretched from noise, or, if constant, read as 0 everywhere. The weight of the full scale
+    grows from 0 at ``min_span`` to 1 at a span of 0, so a constant band is read at its place on
+    the unit's scale, and no band's reading jumps as its span crosses ``min_span``.
+    """
+    bands = []
+    for b in record.bands:
+        weight = min(max(1.0 - (b.p_high - b.p_low) / min_span, 0.0), 1.0)
+        if weight > 0.0:
+            b = dataclasses.replace(b, p_low=b.p_low + (scale[0] - b.p_low) * weight,
+                                    p_high=b.p_high + (scale[1] - b.p_high) * weight)
+        bands.append(b)
+    return dataclasses.replace(record, bands=tuple(bands))
 
 
 def apply_normalization(arr: np.ndarray, record: NormalizationRecord) -> np.ndarray:

@@ -440,3 +440,18 @@ def test_a_declared_scale_and_offset_read_the_product_in_its_units(shared_data, 
     stored = water_probability(scaled, teacher, tmp_path / "b.tif", cfg=cpu)
     assert stored["teacher"] == plain["teacher"] and not stored["inputs"]["warnings"]
     assert abs(stored["water_fraction"] - plain["water_fraction"]) < 0.002
+
+
+def test_top_of_atmosphere_reflectance_is_named_and_surface_reflectance_is_not(real_pairs, tmp_path):
+    """Path reflectance (clear sky, the size a real Sentinel-2 L1C chip shows) added to a real L2A chip
+    turned 33-80 % of three pasture chips into water; the run now says what the file looks like."""
+    optical, sar, _ = real_pairs["bigearthnet"]
+    assert not [w for w in _warnings(optical, sar) if "top-of-atmosphere" in w]
+    with rasterio.open(optical) as src:
+        surface = src.read().astype(np.float64)
+    hazy = _write(tmp_path / "hazy.tif", surface + np.array([250.0, 400.0, 700.0])[:, None, None], optical, "uint16", 0)
+    said = [w for w in _warnings(hazy, sar) if "top-of-atmosphere" in w]
+    assert len(said) == 1 and "L2A" in said[0] and "blue 0.0" in said[0], said
+    # snow is bright in every band, but it is no haze
+    snow = _write(tmp_path / "snow.tif", 5500 + surface / 10, optical, "uint16", 0)
+    assert not [w for w in _warnings(snow, sar, optical_units="reflectance10000") if "top-of-atmosphere" in w]

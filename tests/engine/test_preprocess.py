@@ -156,3 +156,25 @@ def test_sample_windows_without_a_halo_keep_exactly_the_streamed_values(tmp_path
     # the nine 256-grid windows less the 3-pixel rims between them: every kept value is exact
     assert sampled.size == (650 - 2 * 2 * 3) * (700 - 2 * 2 * 3)
     assert np.isin(sampled, whole).all()
+
+
+def test_a_band_without_contrast_is_read_at_its_place_on_the_unit_scale():
+    from engine.config import BandNormalization, NormalizationRecord
+    from engine.preprocess.normalize import apply_normalization, widen_narrow_bands
+
+    record = NormalizationRecord(modality="optical", bands=(
+        BandNormalization(1, 1.0, 1.0),  # saturated white: every pixel at 255
+        BandNormalization(2, 0.04, 0.05),  # a sea: narrow and dark
+        BandNormalization(3, 0.02, 0.40),  # a landscape: kept as it is
+    ))
+    widened = widen_narrow_bands(record, 16 / 255)
+    assert [(b.p_low, b.p_high) for b in widened.bands][::2] == [(0.0, 1.0), (0.02, 0.40)]
+    x = np.array([1.0, 0.045, 0.21], dtype=np.float32)[:, None, None]
+    out = apply_normalization(x, widened)[:, 0, 0]
+    assert out[0] == 1.0  # white, where the empty stretch gave 0 (black: water to the network)
+    assert out[1] < 0.2  # the sea stays dark instead of being stretched to mid-grey
+    assert out[2] == pytest.approx(0.5, abs=1e-6)
+    # continuous: a span just under the limit moves its range by almost nothing
+    nearly = widen_narrow_bands(NormalizationRecord(modality="optical", bands=(
+        BandNormalization(1, 0.5, 0.5 + 0.999 * 16 / 255),)), 16 / 255).bands[0]
+    assert abs(nearly.p_low - 0.5) < 1e-3
