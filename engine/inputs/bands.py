@@ -123,6 +123,24 @@ def check_sar_not_picture(path: PathLike, with_optical: bool = False) -> None:
                          f"raster{swapped}")
 
 
+def check_optical_not_paletted(path: PathLike, bands: Sequence[int]) -> None:
+    """Refuse optical bands that hold colour-table indices (a paletted picture, as some exports and
+    web-map downloads are): their numbers are entries of a table, not brightness.
+
+    Raises:
+        ValueError: naming the raster and how to expand it to red, green and blue.
+    """
+    with rasterio.open(path) as src:
+        interp = list(src.colorinterp)
+    paletted = sorted({b for b in bands if 1 <= b <= len(interp) and interp[b - 1] == ColorInterp.palette})
+    if paletted:
+        raise ValueError(
+            f"optical raster {Path(path).name}: band {', '.join(map(str, paletted))} holds colour-table indices "
+            "(a paletted picture): its numbers are entries of a table, not brightness. Expand it to red, green and "
+            "blue first: Raster > Conversion > PCT to RGB in QGIS, or gdal_translate -expand rgb IN.tif OUT.tif"
+        )
+
+
 def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
     """The colour of every band of an optical raster (None where it does not say), and how known."""
     with rasterio.open(path) as src:

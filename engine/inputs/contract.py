@@ -50,7 +50,14 @@ from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
-from .bands import check_sar_not_picture, choose_bands, model_roles, roles_of, unnamed_optical_warning
+from .bands import (
+    check_optical_not_paletted,
+    check_sar_not_picture,
+    choose_bands,
+    model_roles,
+    roles_of,
+    unnamed_optical_warning,
+)
 from .levels import PolarisationBalance, polarisation_balance
 from .units import (
     TYPICAL_MEDIAN_DB,
@@ -374,6 +381,7 @@ def resolve_inputs(
 
     _check_band_count(sar_path, s_bands, "SAR", _role_names(recipe.bands, "sar"), "--sar-bands / SAR_BANDS")
     if optical_path is not None:
+        check_optical_not_paletted(optical_path, o_bands)
         _check_band_count(optical_path, o_bands, "optical", _role_names(recipe.bands, "optical"),
                           "--optical-bands / OPTICAL_BANDS")
     sar_cfg, sar_units, note = resolve_chain(

@@ -140,6 +140,12 @@ def model_bands(
     if meta is None or layer is None:
         return None
     stored = list(meta.bands.optical_bands if modality == "optical" else meta.bands.sar_bands)
+    if modality == "optical" and plain_file(layer):
+        from sgcad_qgis.engine.inputs.bands import check_optical_not_paletted
+
+        paletted = engine_check(check_optical_not_paletted, plain_file(layer), list(bands) or stored)
+        if paletted:
+            return paletted
     if not bands and plain_file(layer):
         from sgcad_qgis.engine.inputs.bands import choose_bands
 

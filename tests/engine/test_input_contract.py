@@ -455,3 +455,25 @@ def test_top_of_atmosphere_reflectance_is_named_and_surface_reflectance_is_not(r
     # snow is bright in every band, but it is no haze
     snow = _write(tmp_path / "snow.tif", 5500 + surface / 10, optical, "uint16", 0)
     assert not [w for w in _warnings(snow, sar, optical_units="reflectance10000") if "top-of-atmosphere" in w]
+
+
+def test_a_paletted_picture_is_refused_with_how_to_expand_it(tmp_path, capsys):
+    """A paletted export (one band of colour-table indices, as rgb2pct or some web-map downloads
+    write) was refused only as 'band 2 does not exist'; its numbers are no brightness at all."""
+    from engine.cli import main
+
+    optical, sar = SAMPLE / "rotterdam" / "rgb_unmasked.tif", SAMPLE / "rotterdam" / "sar_masked.tif"
+    with rasterio.open(optical) as src:
+        profile, rgb = src.profile, src.read()
+    levels = (rgb // 64).astype("uint8")  # 4 levels per colour: 64 entries
+    index = levels[0] * 16 + levels[1] * 4 + levels[2]
+    paletted = tmp_path / "paletted.tif"
+    profile.update(count=1, photometric="palette")
+    with rasterio.open(paletted, "w", **profile) as dst:
+        dst.write(index, 1)
+        dst.write_colormap(1, {i: (i // 16 * 85, i // 4 % 4 * 85, i % 4 * 85, 255) for i in range(64)})
+    with pytest.raises(ValueError, match="paletted picture.*PCT to RGB.*-expand rgb"):
+        resolve_inputs(InputRecipe.of(read_metadata(MODELS / "sgcad_student.safetensors")), paletted, sar)
+    out = tmp_path / "seg"
+    assert main(["segment", "--optical", str(paletted), "--sar", str(sar), "--out", str(out), "--quiet"]) == 2
+    assert "paletted picture" in capsys.readouterr().err and not out.exists()

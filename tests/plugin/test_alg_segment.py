@@ -102,6 +102,17 @@ def test_segment_refuses_before_running(scene, untrained_models, tmp_path):
     with pytest.raises(QgsProcessingException, match="do not overlap"):
         _run(_params(scene, untrained_models, tmp_path / "c", SAR=str(far)))
 
+    paletted = tmp_path / "paletted.tif"  # one band of colour-table indices: named, with the remedy
+    with rasterio.open(scene["optical"]) as src:
+        profile, rgb = src.profile, src.read()
+    profile.update(count=1, dtype="uint8", photometric="palette", nodata=None)
+    with rasterio.open(paletted, "w", **profile) as dst:
+        dst.write((rgb[0] > np.median(rgb[0])).astype("uint8"), 1)
+        dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 255, 255, 255)})
+    with pytest.raises(QgsProcessingException, match="paletted picture.*PCT to RGB"):
+        _run(_params(scene, untrained_models, tmp_path / "p", OPTICAL=str(paletted)))
+    assert not (tmp_path / "p").exists()
+
     out = tmp_path / "d"
     out.mkdir()
     (out / "classes.tif").write_bytes(b"keep me")
