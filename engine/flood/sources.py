@@ -15,7 +15,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..config import SarPreprocessConfig
-from ..inputs.bands import check_sar_not_picture, choose_bands, generic_mapping
+from ..inputs.bands import check_not_complex, check_sar_not_picture, choose_bands, generic_mapping
 from ..inputs.contract import resolve_chain
 from ..inputs.shift import zero_fill_warning
 from ..inputs.units import UnitsDecision
@@ -48,6 +48,7 @@ def db_source(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"SAR raster {path} does not exist")
+    check_not_complex(path, "SAR")
     check_sar_not_picture(path)
     chain = SarPreprocessConfig(lee_filter=False, to_db=True, robust_normalize=False)
     cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration)

@@ -123,6 +123,24 @@ def check_sar_not_picture(path: PathLike, with_optical: bool = False) -> None:
                          f"raster{swapped}")
 
 
+def check_not_complex(path: PathLike, what: str) -> None:
+    """Refuse complex values (a single-look complex radar product: I and Q, not backscatter).
+
+    Raises:
+        ValueError: naming the raster, its data type and how to make detected backscatter.
+    """
+    with rasterio.open(path) as src:
+        dtypes = set(src.dtypes)
+    complex_types = sorted(d for d in dtypes if d.startswith("complex"))
+    if complex_types:
+        raise ValueError(
+            f"{what} raster {Path(path).name} holds complex values ({', '.join(complex_types)}): a single-look "
+            "complex (SLC) product, whose numbers are phase and amplitude, not backscatter. Give a detected product "
+            "(Sentinel-1 GRD, calibrated to sigma0), or make one from the SLC first: calibrate, take the intensity "
+            "and multilook (SNAP: Calibration, Multilooking, Terrain Correction)"
+        )
+
+
 def check_optical_not_paletted(path: PathLike, bands: Sequence[int]) -> None:
     """Refuse optical bands that hold colour-table indices (a paletted picture, as some exports and
     web-map downloads are): their numbers are entries of a table, not brightness.

@@ -51,6 +51,7 @@ from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
 from .bands import (
+    check_not_complex,
     check_optical_not_paletted,
     check_sar_not_picture,
     choose_bands,
@@ -364,6 +365,9 @@ def resolve_inputs(
     for path, what in ((optical_path, "optical"), (sar_path, "SAR")):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{what} raster {path} does not exist")
+    for path, what in ((sar_path, "SAR"), (optical_path, "optical")):
+        if path is not None:
+            check_not_complex(path, what)
     # checked first: swapped inputs otherwise fail on the optical side, with a less helpful message
     check_sar_not_picture(sar_path, optical_path is not None)
     o_bands = _bands(overrides.optical_bands, recipe.bands.optical_bands, "optical")

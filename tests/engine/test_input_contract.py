@@ -477,3 +477,29 @@ def test_a_paletted_picture_is_refused_with_how_to_expand_it(tmp_path, capsys):
     out = tmp_path / "seg"
     assert main(["segment", "--optical", str(paletted), "--sar", str(sar), "--out", str(out), "--quiet"]) == 2
     assert "paletted picture" in capsys.readouterr().err and not out.exists()
+
+
+def test_complex_sar_is_refused_by_every_sar_reader(tmp_path, capsys):
+    """Single-look complex values were read as their real part, as if they were backscatter."""
+    from engine.cli import main
+
+    optical, sar = SAMPLE / "rotterdam" / "rgb_unmasked.tif", SAMPLE / "rotterdam" / "sar_masked.tif"
+    with rasterio.open(sar) as src:
+        profile, power = src.profile, src.read(1).astype(np.float64)
+    amplitude = np.sqrt(10 ** (np.nan_to_num(power, nan=-30.0) / 10))
+    phase = np.random.default_rng(0).uniform(-np.pi, np.pi, amplitude.shape)
+    slc = tmp_path / "slc.tif"
+    profile.update(count=1, dtype="complex64", nodata=None)
+    with rasterio.open(slc, "w", **profile) as dst:
+        dst.write((amplitude * np.exp(1j * phase)).astype("complex64"), 1)
+    runs = {
+        "segment": ["segment", "--optical", str(optical), "--sar", str(slc)],
+        "water": ["water", "--sar", str(slc)],
+        "flood": ["flood", "--after", str(slc), "--before", str(sar), "--method", "threshold"],
+    }
+    for name, args in runs.items():
+        out = tmp_path / name
+        assert main(args + ["--out", str(out), "--quiet"]) == 2, name
+        said = capsys.readouterr().err
+        assert "slc.tif holds complex values (complex64)" in said and "GRD" in said, (name, said)
+        assert not out.exists(), name
