@@ -28,8 +28,8 @@ SAR_MEDIAN_SHIFT_DB = 8.0  # warn when a SAR band's median is this far from trai
 DB_MEDIAN_POSSIBLE = (-60.0, 40.0)  # a median outside, read as dB, is no radar's backscatter
 # top-of-atmosphere reflectance: path reflectance lifts the darkest pixels, most in blue, least in red;
 # surface reflectance products keep dark water, shadow and forest near 0.01-0.03 in blue
-# (docs/experiments/zero_shot_real.md, "8-bit pictures of snow": 0.009-0.021 on three L2A chips,
-# 0.079-0.091 on hazy copies and on a real L1C chip); above 0.25 it is snow or cloud, not haze
+# (2nd percentiles, docs/experiments/zero_shot_real.md, "8-bit pictures of snow": 0.010-0.021 on three
+# L2A chips, about 0.08-0.09 on their hazy copies and on a real L1C chip); above 0.25 it is snow or cloud
 TOA_BLUE_DARK_END = (0.045, 0.25)
 DISPLAY_TOP = 254.5 / 255  # an 8-bit value of 255, as the reflectance-like feature the chain makes of it
 ZERO_FILL_SHARE = 0.01  # warn when this share of linear / amplitude SAR values is exactly 0 (fill, not data)
