@@ -108,14 +108,19 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, min_overlap: float = REGIS
     f, m = np.where(m_f, fixed, 0.0), np.where(m_m, moving, 0.0)
     m_f, m_m = m_f.astype(np.float64), m_m.astype(np.float64)
 
-    def corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # sum over p of x(p + s) y(p), for every shift s
-        return np.fft.irfft2(np.fft.rfft2(x, shape) * np.conj(np.fft.rfft2(y, shape)), shape)
+    # each image's spectrum once: the six correlations below share them
+    fixed_spectra = {k: np.fft.rfft2(x, shape) for k, x in (("mask", m_f), ("value", f), ("square", f * f))}
+    moving_spectra = {k: np.conj(np.fft.rfft2(x, shape)) for k, x in (("mask", m_m), ("value", m), ("square", m * m))}
 
-    count = np.round(corr(m_f, m_m))
+    def corr(x: str, y: str) -> np.ndarray:  # sum over p of fixed_x(p + s) moving_y(p), for every shift s
+        return np.fft.irfft2(fixed_spectra[x] * moving_spectra[y], shape)
+
+    count = np.round(corr("mask", "mask"))
     n = np.maximum(count, 1.0)
-    s_f, s_m = corr(f, m_m), corr(m_f, m)
-    cov = corr(f, m) - s_f * s_m / n
-    var = np.maximum(corr(f * f, m_m) - s_f ** 2 / n, 0.0) * np.maximum(corr(m_f, m * m) - s_m ** 2 / n, 0.0)
+    s_f, s_m = corr("value", "mask"), corr("mask", "value")
+    cov = corr("value", "value") - s_f * s_m / n
+    var = (np.maximum(corr("square", "mask") - s_f ** 2 / n, 0.0)
+           * np.maximum(corr("mask", "square") - s_m ** 2 / n, 0.0))
     enough = (count >= min_overlap * m_f.sum()) & (var > 1e-9)
     return np.where(enough, cov / np.sqrt(np.where(enough, var, 1.0)), 0.0)
 

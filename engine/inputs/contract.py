@@ -365,7 +365,6 @@ def resolve_inputs(
     for path, what in ((optical_path, "optical"), (sar_path, "SAR")):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{what} raster {path} does not exist")
-    for path, what in ((sar_path, "SAR"), (optical_path, "optical")):
         if path is not None:
             check_not_complex(path, what)
     # checked first: swapped inputs otherwise fail on the optical side, with a less helpful message
