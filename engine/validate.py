@@ -74,6 +74,8 @@ FINETUNE_RUN_FILES = (
     "student.safetensors.json",
     "teacher.safetensors",
     "teacher.safetensors.json",
+    "teacher_vvvh.safetensors",  # the VV + VH companion, when the pair adapted (engine.water.experts)
+    "teacher_vvvh.safetensors.json",
     "metrics.json",
     "history.json",
     "report.html",

@@ -86,7 +86,7 @@ def adapted_water(teacher: Path, sar: Path, out: Path, zero_shot: np.ndarray,
                                     overwrite=True, overrides=InputOverrides(sar_levels=levels))
     if not result["teacher"]:
         return zero_shot, result
-    return teacher_water(Path(result["teacher"]), sar, None) > 0.5, result
+    return teacher_water(Path(result["teacher"]), sar, None, expert=True) > 0.5, result  # with its companion, if saved
 
 
 def teacher_rows(teacher: Path, adapt: bool, tmp: Path) -> dict:

@@ -32,10 +32,9 @@ class FlipAveraged(nn.Module):
         super().__init__()
         self.model = model
 
-    @property
-    def head(self) -> nn.Module:
-        """The wrapped network's head, so that calibration offsets fold into it."""
-        return self.model.head
+    def members(self) -> Tuple[nn.Module]:
+        """The wrapped network, so that calibration offsets fold into its head(s)."""
+        return (self.model,)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         total = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
@@ -12,6 +14,10 @@ class PolarisationPair(nn.Module):
     def __init__(self, co_polarised: nn.Module, dual_pol: nn.Module) -> None:
         super().__init__()
         self.co_polarised, self.dual_pol = co_polarised, dual_pol
+
+    def members(self) -> Tuple[nn.Module, nn.Module]:
+        """The co-polarised expert and the dual-polarisation one, in that order."""
+        return self.co_polarised, self.dual_pol
 
     def forward(self, sar: torch.Tensor) -> torch.Tensor:
         if sar.shape[1] != 2:

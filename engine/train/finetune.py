@@ -57,7 +57,8 @@ from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
-from ..water.experts import choose_water_expert
+from ..water.calibration import water_heads
+from ..water.experts import DUAL_POL_SUFFIX, choose_water_expert
 from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import BLOCK, IGNORE, WHOLE_AREA_PIXELS, CropSampler, Tile, build_cache
 from .baseline import fit_lda
@@ -214,13 +215,17 @@ def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion,
 def _pseudo_label_params(teacher: torch.nn.Module, layers: str) -> Tuple[List[torch.nn.Parameter], str]:
     """The teacher's parameters that learn from pseudo-labels (``FinetuneConfig.pseudo_label_layers``)
     and which layers they are; the others are frozen, so no gradient is computed for them."""
-    head = getattr(teacher, "head", None)
-    if layers != "head" or not isinstance(head, torch.nn.Module):  # as asked, or no separate classifier
+    try:
+        heads = water_heads(teacher)  # a pair's two heads: it learns as it answers, through its mean logits
+    except ValueError:  # no separate two-class classifier
+        heads = []
+    if layers != "head" or not heads:
         return list(teacher.parameters()), "all"
-    keep = {id(p) for p in head.parameters()}
+    learning = [p for head in heads for p in head.parameters()]
+    keep = {id(p) for p in learning}
     for param in teacher.parameters():
         param.requires_grad_(id(param) in keep)
-    return list(head.parameters()), "head"
+    return learning, "head"
 
 
 def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tensor, water: int, other: int,
@@ -429,17 +434,38 @@ def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, 
     return out, dict({k: v for k, v in report.items() if k in ("threshold", "pixels")}, vetoed_by_teacher=vetoed)
 
 
-def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any]) -> ModelMetadata:
+def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any], sar_bands: Optional[int] = None) -> ModelMetadata:
     """The fine-tuned model keeps its recipe (chains, stored ranges); it records the units and
-    statistics of the scene it was fine-tuned on, and the run."""
+    statistics of the scene it was fine-tuned on (of its first ``sar_bands`` SAR bands: the
+    co-polarised member of a pair reads VV only), and the run."""
     out = copy.deepcopy(meta)
     out.sar_preprocess = dataclasses.replace(meta.sar_preprocess, units=resolved.sar_cfg.units)
     if resolved.optical_units is not None:
         out.optical_preprocess = dataclasses.replace(meta.optical_preprocess, units=resolved.optical_cfg.units)
-    out.input_stats = resolved.stats
+    out.input_stats = copy.deepcopy(resolved.stats)
+    if sar_bands is not None and "sar" in out.input_stats:
+        out.input_stats["sar"]["bands"] = out.input_stats["sar"]["bands"][:sar_bands]
     out.train, out.engine_version = record, __version__
     out.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return out
+
+
+def _water_expert_for(teacher_path: PathLike, sar: PathLike, overrides: Optional[InputOverrides],
+                      progress: Progress) -> Optional[tuple]:
+    """The VV + VH pair, its (companion's) metadata, the VV teacher's and the overrides reading its two
+    bands, when the scene's zero-shot water map comes from the pair (:mod:`engine.water.experts`);
+    None when it comes from ``teacher_path`` alone. A label-free adaptation then adapts the map the
+    user saw: the pair learns as it answers, through its mean logits."""
+    from ..models.checkpoint import read_metadata
+    from ..water.experts import load_water_expert
+
+    given = overrides or InputOverrides()
+    choice = choose_water_expert(teacher_path, sar, given.sar_bands, given.sar_units)
+    if not choice.dual_pol:
+        return None
+    progress.info(choice.reason + "; both adapt to this scene and are saved side by side")
+    pair, dual_meta = load_water_expert(choice, teacher_path)
+    return pair, dual_meta, read_metadata(teacher_path), dataclasses.replace(given, sar_bands=choice.sar_bands)
 
 
 def finetune_from_polygons(
@@ -507,8 +533,16 @@ def finetune_from_polygons(
             student_path = None
     if student_path is None and teacher_path is None:
         raise ValueError("fine-tuning needs a student (with an optical raster) or a teacher")
+    if polygons is None and student_path is not None:  # no labels: only the water expert adapts
+        progress.info("no polygons: only the water expert adapts to this scene; the student and the optical image "
+                      "are not read")
+        student_path = optical = None
     student, s_meta = load_model(student_path, "student") if student_path else (None, None)
     teacher, t_meta = load_model(teacher_path, "teacher") if teacher_path else (None, None)
+    co_meta = None  # the co-polarised member's metadata when the VV + VH pair adapts
+    if polygons is None and teacher is not None:
+        teacher, t_meta, co_meta, overrides = _water_expert_for(teacher_path, sar, overrides, progress) or (
+            teacher, t_meta, None, overrides)
     if sar_encoder:  # like the trained encoders, it stays frozen unless train_encoders (docs/pretraining.md)
         _apply_pretrained(sar_encoder, student, teacher, progress)
     schema = (s_meta or t_meta).schema
@@ -548,14 +582,6 @@ def finetune_from_polygons(
         warnings.append(
             "the polygons form one group (or one per class), so none could be held out: the fine-tuned model's "
             "accuracy is unmeasured; draw polygons in two or more separate places for an honest figure"
-        )
-    if polygons is None and teacher_path is not None and choose_water_expert(teacher_path, sar).dual_pol:
-        warnings.append(
-            "this SAR raster has VV and VH: its zero-shot water map comes from the VV + VH water expert, while this "
-            "adaptation trains the VV teacher alone, which does not see wind-roughened water. On nine real "
-            "Sentinel-1 chips the adapted VV teacher was 0.3-2.9 points of water IoU better on two (a river with sand "
-            "bars, a floodplain), 15-20 points worse on two (water that is not dark in VV), within 1.1 on the rest "
-            "(docs/experiments/zero_shot_real.md); compare its map with the zero-shot one before using it"
         )
     for text in warnings[len(resolved.warnings):]:
         progress.warning(text)
@@ -716,7 +742,13 @@ def finetune_from_polygons(
         if teacher_done:
             t_record = dict(record, validation=_brief(result.get("teacher_validation")),
                             baseline=_brief((result["baseline"] or {}).get("teacher")))
-            save_model(work / "teacher.safetensors", teacher.cpu(), _metadata(t_meta, resolved, t_record))
+            if co_meta is None:
+                save_model(work / "teacher.safetensors", teacher.cpu(), _metadata(t_meta, resolved, t_record))
+            else:  # the pair as two files, the companion named as choose_water_expert finds it
+                save_model(work / "teacher.safetensors", teacher.co_polarised.cpu(),
+                           _metadata(co_meta, resolved, t_record, sar_bands=1))
+                save_model(work / f"teacher{DUAL_POL_SUFFIX}.safetensors", teacher.dual_pol.cpu(),
+                           _metadata(t_meta, resolved, t_record))
         if teacher is not None:
             result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work, teacher_water)
         if result.get("pseudo_labels") and teacher_done:  # what the adapted teacher learnt from
@@ -738,6 +770,8 @@ def finetune_from_polygons(
         shutil.rmtree(work, ignore_errors=True)
     result["model"] = str(out_dir / "student.safetensors") if student is not None else None
     result["teacher"] = str(out_dir / "teacher.safetensors") if teacher_done else None
+    companion = out_dir / f"teacher{DUAL_POL_SUFFIX}.safetensors"  # beside it, the water maps find it
+    result["teacher_companion"] = str(companion) if teacher_done and co_meta is not None else None
     result["report"] = str(out_dir / "report.html")
     for name in ("gates", "kd_ratio"):
         path = out_dir / f"{name}.tif"

@@ -65,20 +65,32 @@ def logit_offset(threshold: float) -> float:
     return math.log((1 - threshold) / threshold)
 
 
+def water_heads(model: nn.Module) -> List[nn.Conv2d]:
+    """The two-class heads whose logits make ``model``'s water answer: its own ``head``, or those of the
+    networks it wraps or averages (``members()``: a flip-averaged network, a pair of experts answering
+    together, :class:`engine.models.polarisation_pair.PolarisationPair`)."""
+    members = getattr(model, "members", None)
+    if callable(members):
+        return [head for net in members() for head in water_heads(net)]
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Conv2d) or head.out_channels != 2 or head.bias is None:
+        raise ValueError("water calibration needs a teacher whose `head` is a 2-class Conv2d with a bias")
+    return [head]
+
+
 def fold_water_offset(model: nn.Module, threshold: float) -> float:
     """Shift the two-class head's bias so that the old ``p > threshold`` becomes ``p > 0.5``.
 
     Softmax over (not water, water) depends on the logit difference only: half the offset goes
-    to each bias. Exact, since everything after the head (bilinear upsampling) is linear.
+    to each bias. Exact, since everything after the head (bilinear upsampling) is linear; a pair
+    averages its members' logits, so shifting each member's head by the offset shifts the pair's.
 
     Returns:
         the logit offset applied.
     """
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Conv2d) or head.out_channels != 2 or head.bias is None:
-        raise ValueError("water calibration needs a teacher whose `head` is a 2-class Conv2d with a bias")
     offset = logit_offset(threshold)
     with torch.no_grad():
-        head.bias[1] += offset / 2
-        head.bias[0] -= offset / 2
+        for head in water_heads(model):
+            head.bias[1] += offset / 2
+            head.bias[0] -= offset / 2
     return offset

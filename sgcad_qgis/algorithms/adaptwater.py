@@ -26,8 +26,11 @@ class AdaptWater(EngineAlgorithm):
         "whose histogram is clearly bimodal, water is grown from confident seeds, and the pixels "
         "far from the threshold become automatic labels (ambiguous, too dark or isolated pixels are "
         "left out). The teacher is then fine-tuned on them; they load as a layer, so you can see what it "
-        "learnt from. Use the adapted teacher for segmentation and as the teacher of a fine-tune. Its "
-        "accuracy cannot be measured without labels; docs/finetune.md reports it on labelled real scenes."
+        "learnt from. A raster with VV and VH is mapped by the VV teacher averaged with its VV + VH "
+        "companion; both then adapt and are saved side by side (teacher.safetensors, "
+        "teacher_vvvh.safetensors), and maps made with the adapted teacher use both. Use the adapted "
+        "teacher for segmentation and as the teacher of a fine-tune. Its accuracy cannot be measured "
+        "without labels; docs/finetune.md reports it on labelled real scenes."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802

@@ -26,6 +26,7 @@ from engine.train.baseline import fit_lda
 from engine.train.finetune import finetune_from_polygons, write_gate_rasters
 from engine.train.loop import train_mode
 from engine.train.polygon_split import read_polygons, split_polygons
+from engine.water.experts import choose_water_expert
 
 ROOT = Path(__file__).resolve().parents[2]
 ROTTERDAM = ROOT / "resources" / "sample" / "rotterdam"
@@ -199,31 +200,35 @@ def test_model_selection_keeps_the_start_only_when_fine_tuning_is_worse():
     assert run([0.5, 0.7, 0.6, 0.6]) == (2, False)  # the best held-out step
 
 
-def test_label_free_adaptation_drops_pseudo_non_water_the_teacher_calls_water(tmp_path):
+def test_label_free_adaptation_drops_pseudo_non_water_the_expert_calls_water(tmp_path):
     sar = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
     # teacher_keep applies to drawn polygons only: set, it leaves the pseudo-label path alone
     cfg = FinetuneConfig(teacher_steps=3, eval_every=5, crop_size=64, batch_size=2, teacher_keep=0.5)
     result = finetune_from_polygons(None, sar, None, "class", None, tmp_path / "adapt",
                                     teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
     pseudo = result["pseudo_labels"]
-    # the bundled teacher calls 7.3 % of the threshold's non-water water (bright flooded fields; the
-    # one-scale teacher bundled until 2026-12-04: about 2 %)
-    assert 0.02 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.12
+    # the chip has VV and VH, so the VV + VH pair is the water expert that vetoes: it calls 3.9 % of the
+    # threshold's non-water water (bright flooded fields; the VV teacher alone: 7.3 %)
+    assert 0.02 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.06
     # what it learnt from is kept as a raster on the SAR grid (the chip is small: its whole canvas)
     with rasterio.open(result["pseudo_labels_raster"]) as dst, rasterio.open(sar) as src:
         assert (dst.transform, dst.shape, dst.crs) == (src.transform, src.shape, src.crs)
         learnt = dst.read(1)
     assert (learnt == 1).sum() == pseudo["pixels"]["water"]
     assert (learnt == 0).sum() == pseudo["pixels"]["non_water"] - pseudo["vetoed_by_teacher"]
-    # only the water classifier learns from pseudo-labels (FinetuneConfig.pseudo_label_layers)
-    assert pseudo["layers"] == "head"
-    before = load_model(MODELS / "sgcad_teacher.safetensors", "teacher")[0].state_dict()
-    after = load_model(result["teacher"], "teacher")[0].state_dict()
-    changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
-    assert changed == {"head"}, changed
-    # the chip has VV and VH: its zero-shot map comes from the VV + VH expert, which this does not train
-    said = [w for w in result["warnings"] if "VV + VH water expert" in w]
-    assert len(said) == 1 and "compare its map with the zero-shot one" in said[0]
+    # the pair adapts as it answers: only the two water classifiers learn (FinetuneConfig.pseudo_label_layers),
+    # and both are saved side by side, so a water map of the adapted teacher is the adapted pair's
+    assert pseudo["layers"] == "head" and not result["warnings"]
+    assert result["teacher_companion"] == str(tmp_path / "adapt" / "teacher_vvvh.safetensors")
+    for start, adapted in (("sgcad_teacher", result["teacher"]), ("sgcad_teacher_vvvh", result["teacher_companion"])):
+        before = load_model(MODELS / f"{start}.safetensors", "teacher")[0].state_dict()
+        after = load_model(adapted, "teacher")[0].state_dict()
+        changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
+        assert changed == {"head"}, (start, changed)
+    choice = choose_water_expert(result["teacher"], sar)
+    assert choice.dual_pol and str(choice.path) == result["teacher_companion"]
+    # the VV member keeps the statistics of the band it reads, not both bands'
+    assert len(read_metadata(result["teacher"]).input_stats["sar"]["bands"]) == 1
 
 
 def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):

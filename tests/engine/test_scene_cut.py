@@ -111,3 +111,29 @@ def test_drawn_water_and_land_set_the_cut_of_relative_levels(tmp_path):
                                     progress=CallbackProgress(info=infos.append))
     assert result["scene_cut"] is None and result["teacher_fit"]["steps_run"] == 4
     assert any("drawn water and land polygons set the water expert's cut" in i for i in infos), infos
+
+
+def test_the_vv_vh_pair_takes_the_scenes_cut_as_one_expert(tmp_path):
+    # Sentinel-1 VV + VH given as relative levels (as uncalibrated dual-pol numbers would be): the pair maps
+    # it, and the scene's cut folds into both members' heads, so that the pair's mean moves by that cut
+    # (until 2026-12-04 this stopped with "needs a teacher whose `head` is a 2-class Conv2d")
+    import torch
+
+    from engine.inference.flips import flip_averaged
+    from engine.water.calibration import fold_water_offset
+    from engine.water.experts import choose_water_expert, load_water_expert
+
+    chip = scenes()["nigeria"]["sar"]
+    pair = load_water_expert(choose_water_expert(TEACHER, chip), TEACHER)[0]
+    x = torch.randn(1, 2, 64, 64)
+    with torch.no_grad():
+        before = torch.softmax(pair(x), 1)[0, 1]
+        fold_water_offset(flip_averaged(pair, True), 0.3)  # a flip-averaged pair reaches both heads too
+        after = torch.softmax(pair(x), 1)[0, 1]
+    near = (before - 0.3).abs() < 1e-4
+    assert ((before > 0.3) == (after > 0.5))[~near].all() and (before != after).any()
+    result = water_probability(chip, TEACHER, tmp_path / "w.tif", sar_levels="relative")
+    assert result["teacher"].endswith("_vvvh.safetensors") and result["scene_cut"] is not None
+    with rasterio.open(tmp_path / "w.tif") as src:
+        water = src.read(1) >= 0.5
+    assert iou(water, water_labels(scenes()["nigeria"], chip_half="left")) > 0.8

@@ -399,6 +399,8 @@ def test_label_free_adaptation_passes_the_layers_that_learn(sgcad_provider, tmp_
     after = load_model(result["OUTPUT_TEACHER"], "teacher")[0].state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
     assert {"head", "stem", "stages"} <= changed, changed
+    # the chip has VV and VH: its water expert is the pair, and the adapted companion is saved beside it
+    assert (tmp_path / "adapt" / "teacher_vvvh.safetensors").is_file()
     # the pseudo-labels it learnt from are an output, styled: water blue, not water tan, the rest clear
     from qgis.core import QgsRasterLayer
 
