@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         args.layer = choose_vector_layer(args.polygons, args.layer)
     with RunLock(out, "finetune"):
         result = _run_finetune(args, cfg, overrides)
-    keys = ("model", "teacher", "teacher_companion", "report", "seconds", "timings", "split", "warnings", "gates", "pseudo_labels",
-            "pseudo_labels_raster", "undrawn_classes")
+    keys = ("model", "teacher", "teacher_companion", "report", "seconds", "timings", "split", "warnings", "gates",
+            "pseudo_labels", "pseudo_labels_raster", "undrawn_classes")
     out_json = {k: result.get(k) for k in keys}
     out_json["held_out"] = summary(result)
     return {"ok": True, **out_json}
