@@ -561,7 +561,8 @@ class RunLock:
     The lock is a file created exclusively, holding the run's id, pid, host, start time and
     command. A lock whose process is gone (same host: the pid does not exist or belongs to a newer
     process) is stale and taken over; a live one refuses the second run, naming the first. The same
-    thread may take a lock it already holds (nested engine calls). The folder is created if needed.
+    thread may take a lock it already holds (nested engine calls). The folder is created if needed, and
+    removed on release (with the parents the run made) when the run left nothing in it.
 
     Raises:
         SgcadError: another live run holds the folder.
@@ -575,6 +576,7 @@ class RunLock:
         self.id = uuid.uuid4().hex[:12]
         self._key = str(self.path.absolute())
         self._owned = False
+        self._made: List[Path] = []
 
     def acquire(self) -> RunLock:
         with _HELD_GUARD:
@@ -583,6 +585,8 @@ class RunLock:
                 _HELD[self._key] = (held[0], held[1] + 1)
                 return self
         check_output_folder(self.folder)
+        # the folders this run makes: a run refused or failed before writing leaves none of them behind
+        self._made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -632,6 +636,11 @@ class RunLock:
         with contextlib.suppress(OSError):
             if json.loads(self.path.read_text()).get("id") == self.id:
                 self.path.unlink()
+        for folder in self._made:  # innermost first; rmdir removes only what is still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> RunLock:
         return self.acquire()

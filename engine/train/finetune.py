@@ -547,6 +547,8 @@ def finetune_from_polygons(
         _apply_pretrained(sar_encoder, student, teacher, progress)
     schema = (s_meta or t_meta).schema
     resolved = resolve_inputs(InputRecipe.of(s_meta or t_meta), optical, sar, overrides, progress.sub(0.0, 0.03))
+    if optical is None and resolved.sar_only_problem:  # SAR is all it learns from, as a SAR-only map refuses it
+        raise ValueError(resolved.sar_only_problem)
     resolved.report(progress)
     warnings = list(resolved.warnings)
     chains = [resolved.preprocessor]

@@ -32,6 +32,7 @@ from engine.raster.io import atomic_output
 ROOT = Path(__file__).resolve().parents[2]
 TINY_STUDENT = {"widths": [8, 8, 16, 16], "blocks_per_stage": [1, 1, 1, 1], "decoder_channels": 8,
                 "attention_dim": 8, "pool_size": 4}
+BUNDLED_TEACHER = ROOT / "resources" / "models" / "sgcad_teacher.safetensors"
 TINY_TEACHER = {"widths": [4, 8, 8, 8], "blocks_per_branch": [1, 1, 1, 1], "modules_per_stage": [1, 1, 1, 1]}
 
 
@@ -591,6 +592,16 @@ def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, m
         line = one_error_line(err)
         assert code == 2 and path.name in line and words in line, line
         assert not (tmp_path / f"w{k}").exists()
+    # so does the label-free adaptation, which learns from the SAR alone (before, a constant raster read as
+    # relative levels saved a "scene-adapted" teacher with a cut taken from no information)
+    constant = tmp_path / "constant.tif"
+    with rasterio.open(constant, "w", **dict(profile, count=2)) as dst:
+        dst.write(np.full((2, *vv.shape), -12.0, np.float32))
+    for path, words in ((zeros, "is constant (-60 dB everywhere)"), (constant, "is constant (-12 dB everywhere)")):
+        code, _, err = cli(capsys, "finetune", "--sar", path, "--teacher", BUNDLED_TEACHER, "--out", tmp_path / "adapt",
+                           "--device", "cpu")
+        assert code == 2 and words in one_error_line(err), err
+        assert not (tmp_path / "adapt").exists()
     code, _, err = cli(capsys, "flood", "--before", picture, "--after", chip, "--method", "threshold",
                        "--out", tmp_path / "f" / "run")
     assert code == 2 and "RGB.byte.tif says its bands are red, green, blue" in one_error_line(err)
