@@ -35,6 +35,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..algorithms._base import BUNDLED_DEFAULTS, BUNDLED_MODELS
 from ..engine.config import ClassSchema, FinetuneConfig, PretrainConfig
 from ..layers import publish_results
 from . import labels, wiring
@@ -47,9 +48,7 @@ from .labelling import LabelPanel
 from .setup import DependencyPanel
 from .tasks import JobProgress, TaskRunner
 
-PLUGIN_DIR = Path(__file__).absolute().parent.parent  # not resolve(): dev builds are symlinks
-BUNDLED_MODELS = PLUGIN_DIR / "resources" / "models"
-BUNDLED_TEACHER = BUNDLED_MODELS / "sgcad_teacher.safetensors"
+BUNDLED_TEACHER = BUNDLED_MODELS / BUNDLED_DEFAULTS["TEACHER"]
 FINETUNE_STEPS = FinetuneConfig.steps
 PRETRAIN_STEPS = PretrainConfig.steps  # "pretrain on this SAR layer first" (sgcad:pretrainsar)
 #: Width the dock's contents must fit without clipping (a typical side panel).
