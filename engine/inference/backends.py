@@ -366,6 +366,7 @@ def onnx_models(
     sar_channels: int,
     tile_shape: Tuple[int, int],
     folder: Optional[Path] = None,
+    teacher_sar_channels: Optional[int] = None,
 ) -> Tuple[Path, Optional[Path]]:
     """ONNX files of the student and teacher for a tile shape, exported once and cached by
     the weights' digest (a retrained model gets a new file).
@@ -379,10 +380,11 @@ def onnx_models(
     folder = Path(folder) if folder is not None else cache_dir() / "onnx"
     h, w = tile_shape
     o, s = torch.rand(1, optical_channels, h, w), torch.rand(1, sar_channels, h, w)
+    t = torch.rand(1, teacher_sar_channels, h, w) if teacher_sar_channels else s  # the teacher may read more bands
     sp, tp = _onnx_paths(student, teacher, tile_shape, folder)
     jobs = [(StudentProbabilities(student), (o, s), ("optical", "sar"), "probs", sp)]
     if teacher is not None:
-        jobs.append((TeacherWater(teacher), (s,), ("sar",), "water", tp))
+        jobs.append((TeacherWater(teacher), (t,), ("sar",), "water", tp))
     for module, inputs, names, output, path in jobs:
         if path.exists():
             continue
@@ -414,6 +416,7 @@ def make_backend(
     work_pixels: Optional[int] = None,
     precision: str = "fp32",
     calibration: Optional[Sequence[np.ndarray]] = None,
+    teacher_sar_channels: Optional[int] = None,
 ):
     """Build the backend asked for; ``"auto"`` is torch on CUDA and ONNX Runtime on CPU
     (the faster one on CPU in ``docs/benchmarks.md``).
@@ -426,6 +429,8 @@ def make_backend(
             quantisation, CPU), as decided by :mod:`.precision`.
         calibration: ``(optical, sar, teacher_sar | None)`` tiles that calibrate an int8
             model not quantised before (cached beside the fp32 export).
+        teacher_sar_channels: SAR channels the teacher reads when not ``sar_channels`` (the
+            VV + VH water expert beside a VV student).
 
     Raises:
         ValueError: unknown backend or precision, ONNX asked for with a CUDA device, or a
@@ -446,7 +451,8 @@ def make_backend(
         if backend == "torch" or dev.type != "cpu":
             raise ValueError("int8 runs in ONNX Runtime on CPU; use --backend onnx or auto on a CPU device")
         return _int8_backend(
-            student, teacher, num_classes, optical_channels, sar_channels, tile_shape, threads, calibration
+            student, teacher, num_classes, optical_channels, sar_channels, tile_shape, threads, calibration,
+            teacher_sar_channels,
         )
     if backend == "torch" or (backend == "auto" and dev.type != "cpu"):
         return TorchBackend(student, teacher, num_classes, dev, amp)
@@ -463,7 +469,8 @@ def make_backend(
             if not all(p is None or p.exists() for p in paths):
                 return TorchBackend(student, teacher, num_classes, dev, amp)
     try:
-        sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape)
+        sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape,
+                             teacher_sar_channels=teacher_sar_channels)
     except OnnxExportError as exc:
         if backend == "onnx":
             raise ValueError(f"{exc}; use --backend torch (or another --tile-size)") from None
@@ -481,6 +488,7 @@ def _int8_backend(
     tile_shape: Tuple[int, int],
     threads: int,
     calibration: Optional[Sequence[np.ndarray]],
+    teacher_sar_channels: Optional[int] = None,
 ) -> OnnxBackend:
     """ONNX Runtime on int8 models quantised from the cached fp32 exports (once per weights)."""
     from .precision import quantize_int8
@@ -489,7 +497,8 @@ def _int8_backend(
     if teacher is not None:
         teacher.eval()
     try:
-        sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape)
+        sp, tp = onnx_models(student, teacher, optical_channels, sar_channels, tile_shape,
+                             teacher_sar_channels=teacher_sar_channels)
     except OnnxExportError as exc:
         raise ValueError(f"{exc}; int8 needs the ONNX export: use --precision fp32") from None
     quantised = []

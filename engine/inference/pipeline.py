@@ -8,6 +8,7 @@ the student (and the SAR-only teacher), blended without seams, and written block
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from ..validate import (
     vector_layers,
     verify_geotiff,
 )
+from ..water.experts import ExpertChoice, choose_water_expert
 from ..water.scene_cut import spread, with_scene_cut
 from .aoi import AoiLike, load_aoi
 from .backends import describe_device, make_backend, resolve_device
@@ -267,6 +269,7 @@ class SceneJob:
     keys: List[str]
     tags: Dict[str, str]
     warnings: List[str]
+    expert: Optional[ExpertChoice] = None  # the VV + VH water expert, when it maps this SAR's water
 
     @property
     def thresholds(self) -> Thresholds:
@@ -276,6 +279,7 @@ class SceneJob:
         return TileReader(
             self.optical_path, self.sar_path, self.region, self.o_bands, self.s_bands,
             self.resolved.preprocessor, self.teacher_pre, self.cloud_mask,
+            self.expert.sar_bands if self.expert is not None else (),
         )
 
     def make_backend(
@@ -291,8 +295,13 @@ class SceneJob:
             work_pixels = len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1]
         progress.info(f"loading {self.model_path}" + (f" and {self.teacher_path}" if self.teacher_path else ""))
         student = flip_averaged(load_model(self.model_path, "student")[0], cfg.flip_average)
-        teacher = flip_averaged(load_model(self.teacher_path, "teacher")[0], cfg.flip_average) if self.teacher_path \
-            else None
+        teacher = None
+        if self.expert is not None:
+            from ..water.experts import load_water_expert
+
+            teacher = flip_averaged(load_water_expert(self.expert, self.teacher_path)[0], cfg.flip_average)
+        elif self.teacher_path:
+            teacher = flip_averaged(load_model(self.teacher_path, "teacher")[0], cfg.flip_average)
         scene_cut = None
         if teacher is not None and self.resolved.sar_relative_levels:
             teacher, scene_cut = with_scene_cut(teacher.to(device), _teacher_sample(self.reader(), plan, progress),
@@ -318,6 +327,7 @@ class SceneJob:
                 work_pixels=work_pixels,
                 precision=precision,
                 calibration=samples()[0] if precision == "int8" else None,
+                teacher_sar_channels=len(self.expert.sar_bands) if self.expert is not None else None,
             )
 
         # the weights' digest names a cached decision: only "auto" looks one up
@@ -410,8 +420,15 @@ def prepare_job(
     resolved.report(progress)
     pre = resolved.preprocessor
     o_bands, s_bands = resolved.bands.optical_bands, resolved.bands.sar_bands
-    teacher_pre = None
+    teacher_pre, expert = None, None
     if teacher_meta is not None:
+        expert = _pair_expert(teacher_path, sar_path, sar_bands, sar_units, s_bands)
+    if expert is not None:  # the pair reads VV and VH, through its own resolution of this SAR's bands
+        progress.info(expert.reason)
+        teacher_pre = resolve_inputs(InputRecipe.of(read_metadata(expert.path)), None, sar_path,
+                                     dataclasses.replace(overrides, optical_bands=(), sar_bands=expert.sar_bands)
+                                     ).preprocessor
+    elif teacher_meta is not None:
         teacher_pre = resolve_for(resolved, InputRecipe.of(teacher_meta))
         if (teacher_pre.sar_cfg, teacher_pre.sar_record) == (pre.sar_cfg, pre.sar_record):
             teacher_pre = None  # the same SAR values feed both networks: read them once
@@ -434,14 +451,29 @@ def prepare_job(
     tags = {
         "sgcad_engine": __version__,
         "model": Path(model_path).name,
-        "teacher": Path(teacher_path).name if teacher_path else "",
+        "teacher": (f"{Path(teacher_path).name} + {expert.path.name}" if expert is not None
+                    else Path(teacher_path).name if teacher_path else ""),
         "optical": str(optical_path or ""),
         "sar": str(sar_path),
     }
     return SceneJob(
         optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
-        cloud_mask, region, plan, keep, mask, keys, tags, [overlap_warning] if overlap_warning else [],
+        cloud_mask, region, plan, keep, mask, keys, tags, [overlap_warning] if overlap_warning else [], expert,
     )
+
+
+def _pair_expert(teacher_path: PathLike, sar_path: PathLike, chosen: Optional[Sequence[int]], sar_units: str,
+                 student_bands: Sequence[int]) -> Optional[ExpertChoice]:
+    """The VV + VH water expert for the teacher's part of a segmentation (water probability, gates, the answer
+    where optical is missing), chosen as the water map chooses it (:mod:`engine.water.experts`), when the
+    student reads the co-polarised band alone and the user chose no SAR band; else None (the teacher alone
+    reads the student's band, as before)."""
+    if chosen or len(student_bands) != 1:
+        return None
+    choice = choose_water_expert(teacher_path, sar_path, None, sar_units)
+    if not choice.dual_pol or choice.sar_bands[0] != student_bands[0]:
+        return None
+    return choice
 
 
 def _check_request(

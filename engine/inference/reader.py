@@ -32,7 +32,7 @@ class TileBatch:
     tiles: List[Tile]
     optical: np.ndarray  # (B, Co, h, w)
     sar: np.ndarray  # (B, Cs, h, w) for the student
-    teacher_sar: Optional[np.ndarray]  # (B, Cs, h, w) when the teacher is normalised differently
+    teacher_sar: Optional[np.ndarray]  # (B, Ct, h, w) when the teacher reads or normalises SAR differently
     flags: np.ndarray  # (B, h, w)
 
 
@@ -47,6 +47,8 @@ class TileReader:
         preprocessor: the student's preprocessing (from the resolved inputs).
         teacher_preprocessor: the teacher's, when it differs from the student's SAR chain.
         cloud_mask: optional raster; non-zero pixels mark the optical input as missing.
+        teacher_sar_bands: 1-based SAR bands the teacher reads when they are not the student's
+            (the VV + VH water expert beside a VV student: ``sar_bands`` then come first).
     """
 
     def __init__(
@@ -59,9 +61,16 @@ class TileReader:
         preprocessor: InputPreprocessor,
         teacher_preprocessor: Optional[InputPreprocessor] = None,
         cloud_mask: Optional[PathLike] = None,
+        teacher_sar_bands: Sequence[int] = (),
     ) -> None:
         chains = [preprocessor] + ([teacher_preprocessor] if teacher_preprocessor is not None else [])
-        self.pair = PairReader(optical_path, sar_path, grid, optical_bands, sar_bands, chains, cloud_mask)
+        read, channels = list(sar_bands), None
+        if teacher_sar_bands and tuple(teacher_sar_bands) != tuple(sar_bands):
+            if teacher_preprocessor is None:
+                raise ValueError("a teacher reading other SAR bands than the student needs its own preprocessor")
+            read += [b for b in teacher_sar_bands if b not in read]
+            channels = [tuple(range(len(sar_bands))), tuple(read.index(b) for b in teacher_sar_bands)]
+        self.pair = PairReader(optical_path, sar_path, grid, optical_bands, read, chains, cloud_mask, channels)
         self.has_teacher_chain = teacher_preprocessor is not None
 
     def read_region(self, x0: int, y0: int, width: int, height: int, fill: bool = True) -> Tuple:

@@ -41,6 +41,9 @@ class PairReader:
         preprocessors: one per network fed from these files (student first); the optical
             array comes from the first.
         cloud_mask: raster whose non-zero pixels mark the optical input as missing.
+        sar_channels: per preprocessor, the positions in ``sar_bands`` it reads (default: all of
+            them), when the networks read different SAR bands (a VV student beside the VV + VH
+            water expert: ``[(0,), (0, 1)]``); the bands are read once.
     """
 
     def __init__(
@@ -52,9 +55,14 @@ class PairReader:
         sar_bands: Sequence[int],
         preprocessors: Sequence[InputPreprocessor],
         cloud_mask: Optional[PathLike] = None,
+        sar_channels: Optional[Sequence[Sequence[int]]] = None,
     ) -> None:
         if not preprocessors:
             raise ValueError("PairReader needs at least one preprocessor")
+        every = tuple(range(len(sar_bands)))
+        self.sar_channels = [tuple(c) for c in sar_channels] if sar_channels else [every] * len(preprocessors)
+        if len(self.sar_channels) != len(preprocessors):
+            raise ValueError("PairReader needs one SAR channel selection per preprocessor")
         self.optical_path = Path(optical_path) if optical_path else None
         self.sar_path, self.grid = Path(sar_path), grid
         self.optical_bands, self.sar_bands = list(optical_bands), list(sar_bands)
@@ -80,11 +88,12 @@ class PairReader:
                 opt_raw[:, np.isfinite(cloud) & (cloud != 0)] = np.nan
             optical = self._crop(self.preprocessors[0].optical(opt_raw), self.preprocessors[0])
         sar = []
-        for pre in self.preprocessors:
+        for pre, channels in zip(self.preprocessors, self.sar_channels):
             d = self.halo - pre.halo  # crop the shared halo down to what this chain needs
-            raw, inc = sar_raw, incidence
+            raw = sar_raw if channels == tuple(range(len(sar_raw))) else sar_raw[list(channels)]
+            inc = incidence
             if d:
-                raw = sar_raw[:, d:-d, d:-d]
+                raw = raw[:, d:-d, d:-d]
                 inc = incidence[d:-d, d:-d] if incidence is not None else None
             sar.append(pre.sar(raw, inc).astype(np.float32, copy=False))
         return PairWindow(optical.astype(np.float32, copy=False) if optical is not None else None, sar)

@@ -281,3 +281,45 @@ def test_a_change_map_maps_both_dates_with_one_expert(shared_data, tmp_path):
     with rasterio.open(pair["path"]) as a, rasterio.open(single["path"]) as b:
         apart = float(((a.read(1) >= 0.5) & (b.read(1) < 0.5)).mean())
     assert apart > 0.03, apart  # measured 4.2 % of the chip
+
+
+def test_segmentation_maps_water_with_the_expert_the_water_map_uses(shared_data, tmp_path):
+    # a real BigEarthNet pair (Sentinel-2 L2A, Sentinel-1 VV + VH; dry farmland) whose optical image misses a strip:
+    # the student reads VV, while the water probability, the gates and the answer where optical is missing come
+    # from the VV + VH pair, as in the water map (until 2026-12-05 from the VV teacher alone: 11.5 % of the chip
+    # water, against the pair's 2.6 %)
+    from engine.inference.pipeline import segment_scene
+
+    s1 = shared_data / "bigearthnet" / "BigEarthNet-S1-Example" / "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48"
+    s2 = shared_data / "bigearthnet" / "BigEarthNet-S2-Example" / "S2A_MSIL2A_20170613T101031_87_48"
+    sar, optical = tmp_path / "s1.tif", tmp_path / "s2.tif"
+    stack_bands([(s1 / f"{s1.name}_{p}.tif", 1) for p in ("VV", "VH")], sar)
+    stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")], optical)
+    with rasterio.open(optical) as dst:  # no optical on the left quarter
+        data = dst.read().astype(np.float32)
+        data[:, :, :30] = np.nan
+    with rasterio.open(optical) as src:
+        profile = dict(src.profile, dtype="float32", nodata=np.nan)
+    gappy = tmp_path / "s2_gap.tif"
+    with rasterio.open(gappy, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = ("B04", "B03", "B02")
+    water = water_probability(sar, TEACHER, tmp_path / "water.tif", cfg=CPU)
+    assert water["teacher"].endswith("_vvvh.safetensors")
+    runs = {}
+    for name, bands in (("pair", None), ("vv", (1,))):
+        runs[name] = segment_scene(gappy, sar, ROOT / "resources" / "models" / "sgcad_student.safetensors",
+                                   tmp_path / name, teacher_path=TEACHER, sar_bands=bands, cfg=CPU)
+    with rasterio.open(runs["pair"]["outputs"]["water"]) as a, rasterio.open(tmp_path / "water.tif") as b:
+        assert a.tags()["teacher"] == "sgcad_teacher.safetensors + sgcad_teacher_vvvh.safetensors"
+        pair, alone = a.read(1), b.read(1)
+    assert np.nanmax(np.abs(pair - alone)) < 1e-4  # the same expert, the same water
+    with rasterio.open(runs["vv"]["outputs"]["water"]) as src:  # one band chosen: the VV teacher, as before
+        assert src.tags()["teacher"] == "sgcad_teacher.safetensors"
+        vv = src.read(1)
+    assert (pair >= 0.5).mean() < 0.05 < (vv >= 0.5).mean()
+    # where optical is missing the class map is the expert's answer: the pair's water, not the VV teacher's
+    with rasterio.open(runs["pair"]["outputs"]["classes"]) as a, rasterio.open(runs["vv"]["outputs"]["classes"]) as b:
+        strip_pair, strip_vv = a.read(1)[:, :30] == 3, b.read(1)[:, :30] == 3
+    assert runs["pair"]["sar_only_pixels"] == 3600
+    assert strip_pair.mean() < strip_vv.mean() - 0.05, (strip_pair.mean(), strip_vv.mean())
