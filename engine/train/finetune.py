@@ -585,6 +585,15 @@ def finetune_from_polygons(
             "the polygons form one group (or one per class), so none could be held out: the fine-tuned model's "
             "accuracy is unmeasured; draw polygons in two or more separate places for an honest figure"
         )
+    if polygons is not None and teacher is not None and cfg.update_teacher and choose_water_expert(
+            teacher_path, sar, (overrides or InputOverrides()).sar_bands, (overrides or InputOverrides()).sar_units
+    ).dual_pol:
+        warnings.append(
+            "this SAR raster has VV and VH, and its zero-shot water map comes from the VV + VH water expert; a "
+            "fine-tune from polygons trains the VV teacher alone (trained as a pair on a few polygons, it collapsed "
+            "on a real chip: docs/finetune.md), so maps made with the fine-tuned teacher read VV only and miss water "
+            "that wind makes bright in VV. Compare its map with the zero-shot one"
+        )
     for text in warnings[len(resolved.warnings):]:
         progress.warning(text)
     focus, scene_threshold = [], None

@@ -152,6 +152,10 @@ def test_finetune_on_real_polygons_reports_held_out_figures_and_a_baseline(tmp_p
     assert stored.train["stage"] == "finetune" and stored.train["validation"]["pixels"] == held["pixels"]
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["split"]["groups"] > 1
     assert not [p for p in (tmp_path / "ft").iterdir() if p.name.startswith(".")]  # no temporary left
+    # the chip's zero-shot water expert is the VV + VH pair; polygons train the VV teacher alone, and the user is told
+    assert result["teacher_companion"] is None and not (tmp_path / "ft" / "teacher_vvvh.safetensors").exists()
+    said = [w for w in result["warnings"] if "trains the VV teacher alone" in w]
+    assert len(said) == 1 and "Compare its map with the zero-shot one" in said[0]
     with pytest.raises(ValueError, match="already holds"):
         finetune_from_polygons(None, sar, LABELS / "sen1floods11_Nigeria_812045_train.gpkg", "class", None,
                                tmp_path / "ft", teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
