@@ -38,7 +38,9 @@ class Segment(EngineAlgorithm):
         "are read from the model file; choose bands only if this scene stores them in another "
         "order. With the SAR water teacher, the water probability and the teacher's confidence "
         "gates are written too, and pixels without optical data still get water / non-water from "
-        "the SAR. A SAR-only model (trained with `engine train-sar`) needs no optical raster: leave it "
+        "the SAR. On a SAR raster with VV and VH (and no SAR band chosen), the teacher's part comes from "
+        "the VV + VH water expert, as in the water map. A SAR-only model (trained with `engine train-sar`) "
+        "needs no optical raster: leave it "
         "empty. Outputs (in the output folder): classes.tif, confidence.tif and, with a teacher, "
         "water_probability.tif and gates.tif."
     )
