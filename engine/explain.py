@@ -80,10 +80,9 @@ def _labels_reader(labels: PathLike, class_field: Optional[str], layer: Optional
             ref = read_on_grid(labels, [1], grid, window, resampling="nearest")[0]
             return np.where(np.isfinite(ref), ref, schema.ignore_index).astype(np.int64)
         return read
-    if not class_field:
-        raise ValueError(f"{labels} is a polygon layer: give the attribute holding the classes (class field)")
-    from .raster.labels import rasterize_window, read_label_polygons
+    from .raster.labels import class_field_of, rasterize_window, read_label_polygons
 
+    class_field = class_field_of(labels, class_field, layer)
     by_class, _ = read_label_polygons(labels, class_field, grid, schema, layer=layer)
     return lambda window: rasterize_window(by_class, grid, window, schema.ignore_index)[0].astype(np.int64)
 

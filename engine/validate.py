@@ -456,6 +456,17 @@ def _gdal_exceptions(gdal) -> Iterator[None]:
             gdal.DontUseExceptions()
 
 
+def labels_layer(path: PathLike, layer: Optional[str] = None) -> Optional[str]:
+    """:func:`choose_vector_layer` for a polygon label file; for a label raster (or a missing file, reported
+    where it is read) ``layer`` as given. A polygon layer needs no class field named here: without one its
+    ``class`` attribute is read (:func:`engine.raster.labels.class_field_of`)."""
+    from .train.evaluate import is_raster
+
+    if not Path(path).exists() or is_raster(path):
+        return layer
+    return choose_vector_layer(path, layer)
+
+
 def choose_vector_layer(path: PathLike, layer: Optional[str] = None) -> Optional[str]:
     """The layer of a vector file to read: ``layer`` when given, else the only layer with geometry.
 

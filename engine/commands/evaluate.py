@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prediction", required=True, help="single-band class raster (e.g. classes.tif)")
     parser.add_argument(
-        "--reference", required=True, help="label raster, or polygon layer with --class-field"
+        "--reference", required=True, help="label raster, or polygon layer (classes in --class-field)"
     )
-    parser.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
+    parser.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names (class)")
     parser.add_argument("--layer", help="layer name inside a multi-layer vector file")
     parser.add_argument(
         "--model", help="take the class schema from this checkpoint (default: the six classes)"
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..models.checkpoint import read_metadata
     from ..progress import ConsoleProgress
     from ..train.evaluate import evaluate_rasters
-    from ..validate import check_distinct_outputs, check_outputs_not_inputs, check_writable, choose_vector_layer
+    from ..validate import check_distinct_outputs, check_outputs_not_inputs, check_writable, labels_layer
 
     if args.boundary_tolerance < 0:
         raise ValueError(f"--boundary-tolerance must be 0 or more pixels, got {args.boundary_tolerance}")
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         if not Path(target).parent.is_dir():
             raise ValueError(f"{target}: output folder {Path(target).parent} does not exist")
         check_writable(Path(target).parent, target=target)
-    layer = choose_vector_layer(args.reference, args.layer) if args.class_field else args.layer
+    layer = labels_layer(args.reference, args.layer)
     result = evaluate_rasters(
         args.prediction,
         args.reference,

@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "into the run folder.",
     )
     parser.add_argument("--run", required=True, help="output folder of `engine segment`")
-    parser.add_argument("--labels", help="reference label raster, or polygon layer with --class-field")
-    parser.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
+    parser.add_argument("--labels", help="reference label raster, or polygon layer (classes in --class-field)")
+    parser.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names (class)")
     parser.add_argument("--layer", help="layer name inside a multi-layer vector file")
     area = parser.add_mutually_exclusive_group()
     area.add_argument("--aoi", help="explain only this area: polygon file or minx,miny,maxx,maxy[,CRS]")
@@ -37,12 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..explain import explain_run
-    from ..validate import choose_vector_layer
+    from ..validate import labels_layer
 
     if args.window is not None and len(args.window) != 4:
         raise ValueError(f"--window needs four integers COL,ROW,WIDTH,HEIGHT, got {args.window}")
-    if args.labels and args.class_field:
-        args.layer = choose_vector_layer(args.labels, args.layer)
+    if args.labels:
+        args.layer = labels_layer(args.labels, args.layer)
     result = explain_run(
         args.run,
         labels=args.labels,

@@ -15,9 +15,9 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--optical", help="optical raster")
     group.add_argument("--sar", help="SAR raster")
     group.add_argument(
-        "--labels", help="label raster (255 = unlabelled) or polygon layer (with --class-field)"
+        "--labels", help="label raster (255 = unlabelled) or polygon layer (classes in --class-field)"
     )
-    group.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names")
+    group.add_argument("--class-field", help="attribute of the polygon layer holding class ids or names (class)")
     group.add_argument("--layer", help="layer name inside a multi-layer vector file")
     group.add_argument("--patches", help="exported patch set folder (manifest.json) instead of the rasters")
     group.add_argument(
@@ -218,7 +218,7 @@ def _guarded(args: argparse.Namespace, command: str, run, **models: Optional[str
         RunLock,
         check_output_folder,
         check_outputs_not_inputs,
-        choose_vector_layer,
+        labels_layer,
     )
 
     out = check_output_folder(args.out)
@@ -233,8 +233,8 @@ def _guarded(args: argparse.Namespace, command: str, run, **models: Optional[str
     if args.patches:
         inputs["patch set manifest"] = Path(args.patches) / "manifest.json"
     check_outputs_not_inputs([out / name for name in TRAINING_RUN_FILES], inputs)
-    if args.labels and args.class_field:
-        args.layer = choose_vector_layer(args.labels, args.layer)
+    if args.labels:
+        args.layer = labels_layer(args.labels, args.layer)
     with RunLock(out, command):
         return run()
 

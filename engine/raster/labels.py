@@ -45,6 +45,28 @@ def _open_layer(vector_path: PathLike, layer: Optional[str]):
     return ds, lyr
 
 
+DEFAULT_CLASS_FIELD = "class"
+"""The attribute a polygon layer's classes are read from when none is named (as fine-tuning reads them)."""
+
+
+def class_field_of(vector_path: PathLike, class_field: Optional[str], layer: Optional[str] = None,
+                   option: str = "--class-field / CLASS_FIELD") -> str:
+    """``class_field``, or :data:`DEFAULT_CLASS_FIELD` when none is given and the layer has it.
+
+    Raises:
+        ValueError: none given and no such field; the message lists the layer's fields.
+    """
+    if class_field:
+        return class_field
+    _, lyr = _open_layer(vector_path, layer)
+    defn = lyr.GetLayerDefn()
+    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if DEFAULT_CLASS_FIELD in fields:
+        return DEFAULT_CLASS_FIELD
+    raise ValueError(f"{vector_path} is a polygon layer without a {DEFAULT_CLASS_FIELD!r} field: give the attribute "
+                     f"holding the classes ({option}); its fields: {fields}")
+
+
 def read_label_polygons(
     vector_path: PathLike,
     class_field: str,

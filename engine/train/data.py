@@ -130,16 +130,16 @@ def _label_raster(
     """A label raster on the training grid: the given one, or the polygons rasterised."""
     if is_raster(labels):
         return labels, grid_of(labels)
-    if not inputs.class_field:
-        raise ValueError(f"{labels} is a polygon layer: give the attribute holding the classes (--class-field)")
     from ..raster.grid import default_grid
-    from ..raster.labels import rasterize_labels_to_file
+    from ..raster.labels import class_field_of, rasterize_labels_to_file
+
+    class_field = class_field_of(labels, inputs.class_field, inputs.layer)
 
     # SAR-only: the SAR's own grid (its footprint, in its CRS when projected)
     grid = default_grid(optical or sar, sar, resolution=inputs.resolution, min_size=inputs.patch.patch_size)
     out = run_dir / "labels.tif"
     report = rasterize_labels_to_file(
-        labels, inputs.class_field, grid, schema, out, layer=inputs.layer, overwrite=True, progress=progress
+        labels, class_field, grid, schema, out, layer=inputs.layer, overwrite=True, progress=progress
     )
     progress.info(
         f"rasterised {labels} onto a {grid.width}x{grid.height} grid: "

@@ -80,14 +80,11 @@ def evaluate_rasters(
     if not reference.exists():
         raise FileNotFoundError(f"reference {reference} does not exist")
     raster_ref = is_raster(reference)
-    if not raster_ref and not class_field:
-        raise ValueError(
-            f"{reference} is a polygon layer: give the attribute holding the classes (class_field)"
-        )
     grid = grid_of(prediction)
     if not raster_ref:
-        from ..raster.labels import rasterize_window, read_label_polygons
+        from ..raster.labels import class_field_of, rasterize_window, read_label_polygons
 
+        class_field = class_field_of(reference, class_field, layer)
         # polygons are read once, then burnt window by window
         by_class, _ = read_label_polygons(reference, class_field, grid, schema, layer=layer)
     cm = ConfusionMatrix(schema.num_classes, schema.ignore_index)

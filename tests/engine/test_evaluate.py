@@ -87,7 +87,9 @@ def test_bad_inputs_give_clear_errors(pair, tmp_path):
     from engine.raster.polygons import polygonize_labels
 
     gpkg = polygonize_labels(ref_path, tmp_path / "ref.gpkg", ClassSchema())
-    with pytest.raises(ValueError, match="class_field"):
+    # no field named: a layer without a "class" attribute is refused with the fields it has
+    with pytest.raises(ValueError, match=r"without a 'class' field: give the attribute holding the classes "
+                                         r"\(--class-field / CLASS_FIELD\); its fields: \['class_id', 'class_name'\]"):
         evaluate_rasters(pred_path, gpkg)
 
 
@@ -99,3 +101,17 @@ def test_polygon_reference_is_rasterised_per_window(pair, tmp_path):
     from_polygons = evaluate_rasters(pred_path, gpkg, class_field="class_id", block=32)
     from_raster = evaluate_rasters(pred_path, ref_path)
     assert from_polygons["matrix"] == from_raster["matrix"]
+    # a layer with a "class" attribute (as fine-tuning reads) needs no field named, on the command line either
+    from osgeo import ogr
+
+    ds = ogr.Open(str(gpkg), 1)
+    layer = ds.GetLayer(0)
+    layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
+    for feature in layer:
+        feature.SetField("class", feature.GetField("class_id"))
+        layer.SetFeature(feature)
+    ds = None
+    assert evaluate_rasters(pred_path, gpkg, block=32)["matrix"] == from_raster["matrix"]
+    from engine.cli import main as cli_main
+
+    assert cli_main(["evaluate", "--prediction", str(pred_path), "--reference", str(gpkg), "--quiet"]) == 0
