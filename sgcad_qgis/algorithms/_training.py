@@ -76,7 +76,7 @@ class TrainingAlgorithm(EngineAlgorithm):
             QgsProcessingParameterField(
                 "CLASS_FIELD",
                 self.tr("Class field of the polygons (ids or names)"),
-                None,
+                "class",  # the engine's default (engine.raster.labels.DEFAULT_CLASS_FIELD), as fine-tuning's
                 "LABEL_POLYGONS",
                 optional=True,
             )

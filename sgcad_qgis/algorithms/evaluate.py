@@ -59,7 +59,7 @@ class Evaluate(EngineAlgorithm):
             QgsProcessingParameterField(
                 "CLASS_FIELD",
                 self.tr("Class field of the polygons (ids or names)"),
-                None,
+                "class",  # the engine's default (engine.raster.labels.DEFAULT_CLASS_FIELD), as fine-tuning's
                 "REFERENCE_VECTOR",
                 optional=True,
             )

@@ -53,7 +53,7 @@ class Explain(EngineAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterField(
-                "CLASS_FIELD", self.tr("Class field of the polygons (ids or names)"), None, "REFERENCE_VECTOR",
+                "CLASS_FIELD", self.tr("Class field of the polygons (ids or names)"), "class", "REFERENCE_VECTOR",
                 optional=True,
             )
         )
