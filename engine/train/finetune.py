@@ -533,6 +533,9 @@ def finetune_from_polygons(
             student_path = None
     if student_path is None and teacher_path is None:
         raise ValueError("fine-tuning needs a student (with an optical raster) or a teacher")
+    if polygons is None and teacher_path is None:
+        raise ValueError("without polygons only the water expert adapts to the scene (automatic pseudo-labels): "
+                         "give a teacher")
     if polygons is None and student_path is not None:  # no labels: only the water expert adapts
         progress.info("no polygons: only the water expert adapts to this scene; the student and the optical image "
                       "are not read")
