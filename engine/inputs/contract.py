@@ -40,7 +40,9 @@ from ..config import (
     SarPreprocessConfig,
 )
 from ..preprocess.normalize import (
+    clipped_white_share,
     fixed_record,
+    read_from_black,
     reads_every_pixel,
     record_from_features,
     sample_features,
@@ -75,6 +77,11 @@ PathLike = Union[str, Path]
 # snowfield saturated at 255 became black (read as water) and a calm sea became texture. Such a band
 # is read toward its place on the 8-bit scale instead (docs/inputs.md, "8-bit pictures").
 DISPLAY_MIN_SPAN = 16 / 255
+# A picture with this share of its pixels white in every band (255) has its bright end clipped, as a
+# true-colour rendition (Sentinel-2 TCI) clips snow and cloud: a fixed rendition of reflectance, not a
+# stretch of this scene. Its dark end is then read from black, not from its 2nd percentile, which over
+# snow with trees stretched the trees to black, read as water (docs/inputs.md, "8-bit pictures").
+CLIPPED_WHITE_SHARE = 0.05
 STATS_DECIMALS = 3  # stored statistics: a dB copy and a linear copy of a scene store the same
 
 
@@ -313,7 +320,11 @@ def _record(
         if reads_fixed_reflectance(mode, cfg):
             return fixed_record(bands, cfg, *cfg.reflectance_range)
         record = record_from_features(table, cfg, bands, source=str(path))
-        return widen_narrow_bands(record, DISPLAY_MIN_SPAN) if cfg.units == "uint8" else record
+        if cfg.units != "uint8":
+            return record
+        record = widen_narrow_bands(record, DISPLAY_MIN_SPAN)
+        clipped = clipped_white_share(table, shift.DISPLAY_TOP) >= CLIPPED_WHITE_SHARE
+        return read_from_black(record) if clipped else record
     if mode == "scene":
         return record_from_features(table, cfg, bands, source=str(path))
     if mode != "fixed":

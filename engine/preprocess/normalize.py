@@ -221,6 +221,21 @@ def widen_narrow_bands(
     return dataclasses.replace(record, bands=tuple(bands))
 
 
+def clipped_white_share(table: np.ndarray, top: float) -> float:
+    """Share of the sampled pixels (columns of ``table``, one row per band, scaled to 0-1) at the top of
+    the scale in every band: white clipped by the rendition; pixels with a NaN band are left out."""
+    table = np.asarray(table, dtype=np.float64)
+    valid = np.isfinite(table).all(axis=0)
+    if not valid.any():
+        return 0.0
+    return float((table[:, valid] >= top).all(axis=0).mean())
+
+
+def read_from_black(record: NormalizationRecord) -> NormalizationRecord:
+    """Each band read from 0 (its low end moved to the bottom of the scale), its high end kept."""
+    return dataclasses.replace(record, bands=tuple(dataclasses.replace(b, p_low=0.0) for b in record.bands))
+
+
 def apply_normalization(arr: np.ndarray, record: NormalizationRecord) -> np.ndarray:
     """Scale each band to [0, 1] by its record: clip((x - p_low) / (p_high - p_low), 0, 1); NaN kept."""
     x = np.asarray(arr, dtype=np.float32)

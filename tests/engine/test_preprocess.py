@@ -178,3 +178,17 @@ def test_a_band_without_contrast_is_read_at_its_place_on_the_unit_scale():
     nearly = widen_narrow_bands(NormalizationRecord(modality="optical", bands=(
         BandNormalization(1, 0.5, 0.5 + 0.999 * 16 / 255),)), 16 / 255).bands[0]
     assert abs(nearly.p_low - 0.5) < 1e-3
+
+
+def test_the_share_of_a_picture_clipped_white_counts_pixels_white_in_every_band():
+    from engine.config import BandNormalization, NormalizationRecord
+    from engine.preprocess.normalize import clipped_white_share, read_from_black
+
+    top = 254.5 / 255
+    table = np.array([[1.0, 1.0, 1.0, 0.2, np.nan],   # white, white, white in red only, dark, no data
+                      [1.0, 1.0, 0.5, 0.2, 0.3],
+                      [1.0, 1.0, 0.5, 0.2, 0.3]])
+    assert clipped_white_share(table, top) == pytest.approx(2 / 4)  # the NaN column is left out
+    assert clipped_white_share(np.full((3, 4), np.nan), top) == 0.0
+    record = read_from_black(NormalizationRecord(modality="optical", bands=(BandNormalization(1, 0.1, 1.0),)))
+    assert (record.bands[0].p_low, record.bands[0].p_high) == (0.0, 1.0)

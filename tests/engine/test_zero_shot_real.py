@@ -77,26 +77,30 @@ def test_snow_covered_real_chips_are_not_water(chips, tmp_path):
 def test_a_snowfield_saturated_in_an_8bit_picture_is_read_as_white_not_water(chips, tmp_path):
     """Snow in a true-colour 8-bit picture (Sentinel-2 TCI-like: reflectance x 637.5, clipped at
     255) is one white surface. Its 2-98 % stretch was empty, so it was read as black: 97-99.9 %
-    water over wet-snow SAR (6 dB darker), 85-100 % forest over dry."""
+    water over wet-snow SAR (6 dB darker), 85-100 % forest over dry. With trees (its darkest 15 %
+    keep their reflectance), the stretch made the trees black: 4.8 / 2.3 / 0.4 % water over dry SAR;
+    a picture clipped white is now read from black (contract.CLIPPED_WHITE_SHARE)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from eval_snow_chips import snow_cover
 
     for patch, (rgb, vv, labels) in chips.items():
         with rasterio.open(rgb) as src:
             profile, values = dict(src.profile, dtype="uint8", nodata=0), src.read().astype(np.float64)
-        picture = tmp_path / f"{patch}_snow.tif"
-        with rasterio.open(picture, "w", **profile) as dst:
-            dst.write(np.clip(np.round(snow_cover(values, trees=False) / 10000 * 637.5), 1, 255).astype("uint8"))
         with rasterio.open(vv) as src:
             sar_profile, sar = src.profile, src.read()
         wet = tmp_path / f"{patch}_wet.tif"
         with rasterio.open(wet, "w", **sar_profile) as dst:
             dst.write(sar - 6.0)
-        result = segment_scene(picture, wet, STUDENT, tmp_path / f"seg_{patch}", cfg=InferenceConfig(backend="torch"))
-        assert any("top of the 8-bit range" in w for w in result["inputs"]["warnings"]), result["inputs"]["warnings"]
-        with rasterio.open(result["outputs"]["classes"]) as src:
-            pred = src.read(1)
-        pred = pred[pred < len(ClassSchema().names)]
-        ids = [ClassSchema().names.index(c) for c in patch_admissible_classes(labels)]
-        assert float((pred == WATER).mean()) < 0.02, patch
-        assert float(np.isin(pred, ids).mean()) > 0.9, patch  # the rest stays what the chip's labels admit
+        for trees, radar in ((False, wet), (True, vv)):
+            picture = tmp_path / f"{patch}_snow_{trees}.tif"
+            with rasterio.open(picture, "w", **profile) as dst:
+                dst.write(np.clip(np.round(snow_cover(values, trees=trees) / 10000 * 637.5), 1, 255).astype("uint8"))
+            result = segment_scene(picture, radar, STUDENT, tmp_path / f"seg_{patch}_{trees}",
+                                   cfg=InferenceConfig(backend="torch"))
+            assert any("top of the 8-bit range" in w for w in result["inputs"]["warnings"]), result["inputs"]
+            with rasterio.open(result["outputs"]["classes"]) as src:
+                pred = src.read(1)
+            pred = pred[pred < len(ClassSchema().names)]
+            ids = [ClassSchema().names.index(c) for c in patch_admissible_classes(labels)]
+            assert float((pred == WATER).mean()) < 0.02, (patch, trees)
+            assert float(np.isin(pred, ids).mean()) > 0.9, (patch, trees)  # the rest stays what the labels admit
