@@ -7,6 +7,7 @@ holds the checkpoint path, validation and test metrics and the report paths.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -97,6 +98,7 @@ def train_teacher(
     schema, cfg, loss_cfg = schema or ClassSchema(), train_cfg or TrainConfig(), loss_cfg or LossConfig()
     teacher_cfg = teacher_cfg or TeacherConfig()
     teacher_cfg.sar_channels = _first(inputs).bands.sar_channels
+    inputs = [_sar_only(i) for i in inputs] if isinstance(inputs, (list, tuple)) else _sar_only(inputs)
     data = _prepare(inputs, schema, out_dir, cfg, resume, overwrite, progress)
     water = data.histogram[schema.water_class]
     binary = [sum(data.histogram) - water, water]
@@ -112,6 +114,13 @@ def train_teacher(
     trainer = Trainer(task, model, meta, data.datasets, cfg, Path(out_dir), cfg.lr, progress,
                       pretrained=init_from is not None)
     return trainer.fit(resume=resume, overwrite=overwrite)
+
+
+def _sar_only(inputs: TrainingInputs) -> TrainingInputs:
+    """Rasters without an optical one train the teacher from SAR and labels alone (it reads no optical band)."""
+    if inputs.optical or inputs.patch_set:
+        return inputs
+    return dataclasses.replace(inputs, bands=dataclasses.replace(inputs.bands, optical_bands=(), optical_names=()))
 
 
 def train_student(

@@ -160,14 +160,15 @@ class TrainingAlgorithm(EngineAlgorithm):
                 return [f"{folder} is not a patch set: it holds no manifest.json (see Export patches)."]
             messages: List[Optional[str]] = []
         else:
-            if not (given["OPTICAL"] and given["SAR"]) or given["LABELS"] == given["LABEL_POLYGONS"]:
-                return [
-                    "Give an optical raster, a SAR raster and either a label raster or label polygons "
-                    "with a class field (or an exported patch set)."
-                ]
-            optical = self.parameterAsRasterLayer(parameters, "OPTICAL", context)
+            optical_needed = self.MODEL_KIND != "teacher"  # the water teacher reads SAR only
+            if not ((given["OPTICAL"] or not optical_needed) and given["SAR"]) or \
+                    given["LABELS"] == given["LABEL_POLYGONS"]:
+                what = "an optical raster, a SAR raster" if optical_needed else "a SAR raster (optical: optional)"
+                return [f"Give {what} and either a label raster or label polygons with a class field (or an "
+                        "exported patch set)."]
+            optical = self.parameterAsRasterLayer(parameters, "OPTICAL", context) if given["OPTICAL"] else None
             sar = self.parameterAsRasterLayer(parameters, "SAR", context)
-            messages = [_checks.overlap(optical, sar, "optical raster", "SAR raster")]
+            messages = [_checks.overlap(optical, sar, "optical raster", "SAR raster")] if optical else []
             if given["LABELS"]:
                 labels = self.parameterAsRasterLayer(parameters, "LABELS", context)
                 messages += [
@@ -184,6 +185,8 @@ class TrainingAlgorithm(EngineAlgorithm):
                     _checks.label_field(source, field, schema, "label polygons"),
                 ]
             for name, label in (("OPTICAL", "optical raster"), ("SAR", "SAR raster")):
+                if not given[name]:
+                    continue
                 layer = self.parameterAsRasterLayer(parameters, name, context)
                 messages.append(
                     _checks.band_choice(layer, self.bands(parameters, f"{name}_BANDS", context), None, label)
@@ -256,7 +259,8 @@ class TrainingAlgorithm(EngineAlgorithm):
         if parameters.get("PATCH_SET") not in (None, ""):
             inputs.patch_set = self.parameterAsFile(parameters, "PATCH_SET", context)
             return inputs
-        inputs.optical = self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster")
+        inputs.optical = (self.raster_path(parameters, "OPTICAL", context, feedback, "optical raster")
+                          if parameters.get("OPTICAL") not in (None, "") else None)  # the teacher's is optional
         inputs.sar = self.raster_path(parameters, "SAR", context, feedback, "SAR raster")
         inputs.bands = training_bands(inputs.optical, inputs.sar, *given)  # by role where the rasters say
         if parameters.get("LABELS") not in (None, ""):

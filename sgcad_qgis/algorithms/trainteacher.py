@@ -13,8 +13,8 @@ class TrainTeacher(TrainingAlgorithm):
     HELP = (
         "Trains the water expert: an HRNet that sees only the SAR bands and learns water versus "
         "non-water from the labels (cross-entropy with inverse-frequency weights plus an edge loss "
-        "that stresses water boundaries where the SAR changes sharply). The optical raster is read "
-        "only to build the shared training grid and patches. The scene is split into tiles for "
+        "that stresses water boundaries where the SAR changes sharply). The optical raster is optional: "
+        "when given, it is read only to build the shared training grid and patches. The scene is split into tiles for "
         "training, validation and test before patches are cut, so no patch of one split overlaps "
         "another. The run folder receives best.safetensors (the model of the best validation mIoU, "
         "with its preprocessing and band mapping), the per-epoch history, plots and report.html."
