@@ -82,6 +82,11 @@ DISPLAY_MIN_SPAN = 16 / 255
 # stretch of this scene. Its dark end is then read from black, not from its 2nd percentile, which over
 # snow with trees stretched the trees to black, read as water (docs/inputs.md, "8-bit pictures").
 CLIPPED_WHITE_SHARE = 0.05
+# ... unless its dark ends show haze (path radiance): blue's 2nd percentile at least this (0-1 scale;
+# reflectance 0.04 on a TCI's scale, above clear L2A dark ends of 0.010-0.021) and blue > green > red.
+# Read from black, a hazy picture's lifted dark end is read as water: hazy TCI-like pictures with a white
+# cloud fell to 10-64 % admissible classes (docs/experiments/zero_shot_real.md, "8-bit pictures of snow").
+PICTURE_HAZE_BLUE = 0.10
 STATS_DECIMALS = 3  # stored statistics: a dB copy and a linear copy of a scene store the same
 
 
@@ -322,9 +327,7 @@ def _record(
         record = record_from_features(table, cfg, bands, source=str(path))
         if cfg.units != "uint8":
             return record
-        record = widen_narrow_bands(record, DISPLAY_MIN_SPAN)
-        clipped = clipped_white_share(table, shift.DISPLAY_TOP) >= CLIPPED_WHITE_SHARE
-        return read_from_black(record) if clipped else record
+        return widen_narrow_bands(record, DISPLAY_MIN_SPAN)
     if mode == "scene":
         return record_from_features(table, cfg, bands, source=str(path))
     if mode != "fixed":
@@ -338,6 +341,17 @@ def _record(
             f"the model's {what} range covers {len(stored.bands)} band(s), but {len(bands)} are read"
         )
     return stored
+
+
+def _clipped_clear(table: np.ndarray, roles: Sequence[str]) -> bool:
+    """Whether an 8-bit picture is clipped white (:data:`CLIPPED_WHITE_SHARE`) without haze at its dark
+    end (:data:`PICTURE_HAZE_BLUE`): such a picture is read from black instead of its 2nd percentiles."""
+    if clipped_white_share(table, shift.DISPLAY_TOP) < CLIPPED_WHITE_SHARE:
+        return False
+    ends = {role: float(np.nanpercentile(row, 2)) for role, row in zip(roles, table) if np.isfinite(row).any()}
+    if all(r in ends for r in ("blue", "green", "red")):  # path radiance lifts blue most, then green, then red
+        return not (ends["blue"] >= PICTURE_HAZE_BLUE and ends["blue"] > ends["green"] > ends["red"])
+    return True
 
 
 def _stretch_line(record: NormalizationRecord, own: bool, units: str) -> str:
@@ -434,6 +448,9 @@ def resolve_inputs(
         optical_record = _record(
             recipe.optical.normalization, recipe.optical_record, table, optical_cfg, o_bands, optical_path, "optical"
         )
+        roles = model_roles(recipe.bands, "optical") or ()
+        if optical_units.units == "uint8" and optical_record is not None and _clipped_clear(table, roles):
+            optical_record = read_from_black(optical_record)
         mode = recipe.optical.normalization
         fixed = optical_record is not None and reads_fixed_reflectance(mode, optical_cfg)
         own_stretch = optical_record is not None and mode != "fixed" and not fixed
@@ -443,7 +460,7 @@ def resolve_inputs(
         with rasterio.open(optical_path) as src:
             read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
         warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed,
-                                           optical_units.units, model_roles(recipe.bands, "optical") or ())
+                                           optical_units.units, roles)
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
     return ResolvedInputs(
         optical_path,

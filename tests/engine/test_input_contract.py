@@ -457,6 +457,26 @@ def test_top_of_atmosphere_reflectance_is_named_and_surface_reflectance_is_not(r
     assert not [w for w in _warnings(snow, sar, optical_units="reflectance10000") if "top-of-atmosphere" in w]
 
 
+def test_a_picture_clipped_white_is_read_from_black_unless_its_dark_end_is_hazy(real_pairs, tmp_path):
+    """A TCI-like 8-bit rendition (reflectance x 637.5) of a real chip with a white cloud (10 % at 255) is a
+    fixed rendition: read from black. With path reflectance added (haze), reading from black made 82 % of a
+    chip water (docs/experiments/zero_shot_real.md, "8-bit pictures of snow"), so it keeps its stretch."""
+    optical, sar, _ = real_pairs["bigearthnet"]
+    with rasterio.open(optical) as src:
+        surface = src.read().astype(np.float64) / 10000
+    recipe = InputRecipe.of(read_metadata(MODELS / "sgcad_student.safetensors"))
+    lows = {}
+    for name, haze in (("clear", 0.0), ("hazy", 1.0), ("no_cloud", 0.0)):
+        picture = np.clip((surface + haze * np.array([0.025, 0.04, 0.07])[:, None, None]) * 637.5, 1, 255)
+        if name != "no_cloud":
+            picture[:, :38, :38] = 255
+        path = _write(tmp_path / f"{name}.tif", np.round(picture), optical, "uint8", 0)
+        record = resolve_inputs(recipe, path, sar).optical_record
+        lows[name] = [b.p_low for b in record.bands]
+    assert lows["clear"] == [0.0, 0.0, 0.0], lows
+    assert min(lows["hazy"]) > 0.05 and min(lows["no_cloud"]) > 0.0, lows  # their own 2nd percentiles
+
+
 def test_a_paletted_picture_is_refused_with_how_to_expand_it(tmp_path, capsys):
     """A paletted export (one band of colour-table indices, as rgb2pct or some web-map downloads
     write) was refused only as 'band 2 does not exist'; its numbers are no brightness at all."""
