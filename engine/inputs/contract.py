@@ -82,8 +82,8 @@ DISPLAY_MIN_SPAN = 16 / 255
 # stretch of this scene. Its dark end is then read from black, not from its 2nd percentile, which over
 # snow with trees stretched the trees to black, read as water (docs/inputs.md, "8-bit pictures").
 CLIPPED_WHITE_SHARE = 0.05
-# ... unless its dark ends show haze (path radiance): blue's 2nd percentile at least this (0-1 scale;
-# reflectance 0.04 on a TCI's scale, above clear L2A dark ends of 0.010-0.021) and blue > green > red.
+# ... unless its dark end shows haze (path radiance): blue's 2nd percentile at least this (0-1 scale;
+# reflectance 0.04 on a TCI's scale, above clear L2A dark ends of 0.010-0.021).
 # Read from black, a hazy picture's lifted dark end is read as water: hazy TCI-like pictures with a white
 # cloud fell to 10-64 % admissible classes (docs/experiments/zero_shot_real.md, "8-bit pictures of snow").
 PICTURE_HAZE_BLUE = 0.10
@@ -349,9 +349,9 @@ def _clipped_clear(table: np.ndarray, roles: Sequence[str]) -> bool:
     if clipped_white_share(table, shift.DISPLAY_TOP) < CLIPPED_WHITE_SHARE:
         return False
     ends = {role: float(np.nanpercentile(row, 2)) for role, row in zip(roles, table) if np.isfinite(row).any()}
-    if all(r in ends for r in ("blue", "green", "red")):  # path radiance lifts blue most, then green, then red
-        return not (ends["blue"] >= PICTURE_HAZE_BLUE and ends["blue"] > ends["green"] > ends["red"])
-    return True
+    # path radiance lifts blue most; a lifted blue dark end keeps the stretch whatever the other bands do
+    # (thin grey haze or smoke lifts them all)
+    return ends.get("blue", 0.0) < PICTURE_HAZE_BLUE
 
 
 def _stretch_line(record: NormalizationRecord, own: bool, units: str) -> str:
