@@ -325,9 +325,7 @@ def _record(
         if reads_fixed_reflectance(mode, cfg):
             return fixed_record(bands, cfg, *cfg.reflectance_range)
         record = record_from_features(table, cfg, bands, source=str(path))
-        if cfg.units != "uint8":
-            return record
-        return widen_narrow_bands(record, DISPLAY_MIN_SPAN)
+        return widen_narrow_bands(record, DISPLAY_MIN_SPAN) if cfg.units == "uint8" else record
     if mode == "scene":
         return record_from_features(table, cfg, bands, source=str(path))
     if mode != "fixed":
@@ -449,12 +447,16 @@ def resolve_inputs(
             recipe.optical.normalization, recipe.optical_record, table, optical_cfg, o_bands, optical_path, "optical"
         )
         roles = model_roles(recipe.bands, "optical") or ()
-        if optical_units.units == "uint8" and optical_record is not None and _clipped_clear(table, roles):
-            optical_record = read_from_black(optical_record)
         mode = recipe.optical.normalization
         fixed = optical_record is not None and reads_fixed_reflectance(mode, optical_cfg)
         own_stretch = optical_record is not None and mode != "fixed" and not fixed
-        if mode == "physical" and optical_record is not None:
+        clipped = mode == "physical" and own_stretch and optical_units.units == "uint8" and _clipped_clear(table, roles)
+        if clipped:
+            optical_record = read_from_black(optical_record)
+            lines.append(f"optical stretch: from black to this raster's 98th percentiles (at least "
+                         f"{CLIPPED_WHITE_SHARE:.0%} of its pixels are white in every band: a rendition clipped "
+                         "at 255, as a true-colour image clips snow and cloud)")
+        elif mode == "physical" and optical_record is not None:
             lines.append(_stretch_line(optical_record, own_stretch, optical_units.units))
         optical_stats = shift.band_stats(table, o_bands)
         with rasterio.open(optical_path) as src:
