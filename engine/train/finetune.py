@@ -58,7 +58,7 @@ from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
 from ..water.calibration import water_heads
-from ..water.experts import DUAL_POL_SUFFIX, choose_water_expert
+from ..water.experts import choose_water_expert, companion_path, load_water_expert
 from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import BLOCK, IGNORE, WHOLE_AREA_PIXELS, CropSampler, Tile, build_cache
 from .baseline import fit_lda
@@ -457,7 +457,6 @@ def _water_expert_for(teacher_path: PathLike, sar: PathLike, overrides: Optional
     None when it comes from ``teacher_path`` alone. A label-free adaptation then adapts the map the
     user saw: the pair learns as it answers, through its mean logits."""
     from ..models.checkpoint import read_metadata
-    from ..water.experts import load_water_expert
 
     given = overrides or InputOverrides()
     choice = choose_water_expert(teacher_path, sar, given.sar_bands, given.sar_units)
@@ -588,9 +587,9 @@ def finetune_from_polygons(
             "the polygons form one group (or one per class), so none could be held out: the fine-tuned model's "
             "accuracy is unmeasured; draw polygons in two or more separate places for an honest figure"
         )
+    given = overrides or InputOverrides()
     if polygons is not None and teacher is not None and cfg.update_teacher and choose_water_expert(
-            teacher_path, sar, (overrides or InputOverrides()).sar_bands, (overrides or InputOverrides()).sar_units
-    ).dual_pol:
+            teacher_path, sar, given.sar_bands, given.sar_units).dual_pol:
         warnings.append(
             "this SAR raster has VV and VH, and its zero-shot water map comes from the VV + VH water expert; a "
             "fine-tune from polygons trains the VV teacher alone (trained as a pair on a few polygons, it collapsed "
@@ -761,7 +760,7 @@ def finetune_from_polygons(
             else:  # the pair as two files, the companion named as choose_water_expert finds it
                 save_model(work / "teacher.safetensors", teacher.co_polarised.cpu(),
                            _metadata(co_meta, resolved, t_record, sar_bands=1))
-                save_model(work / f"teacher{DUAL_POL_SUFFIX}.safetensors", teacher.dual_pol.cpu(),
+                save_model(companion_path(work / "teacher.safetensors"), teacher.dual_pol.cpu(),
                            _metadata(t_meta, resolved, t_record))
         if teacher is not None:
             result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work, teacher_water)
@@ -784,8 +783,8 @@ def finetune_from_polygons(
         shutil.rmtree(work, ignore_errors=True)
     result["model"] = str(out_dir / "student.safetensors") if student is not None else None
     result["teacher"] = str(out_dir / "teacher.safetensors") if teacher_done else None
-    companion = out_dir / f"teacher{DUAL_POL_SUFFIX}.safetensors"  # beside it, the water maps find it
-    result["teacher_companion"] = str(companion) if teacher_done and co_meta is not None else None
+    # beside the teacher, where the water maps find it
+    result["teacher_companion"] = str(companion_path(result["teacher"])) if result["teacher"] and co_meta else None
     result["report"] = str(out_dir / "report.html")
     for name in ("gates", "kd_ratio"):
         path = out_dir / f"{name}.tif"

@@ -51,12 +51,17 @@ class ExpertChoice:
         return len(self.sar_bands) == 2
 
 
+def companion_path(teacher_path: PathLike) -> Path:
+    """Where the dual-polarisation companion of ``teacher_path`` is (or is written): beside it, suffixed."""
+    path = Path(teacher_path)
+    return path.with_name(path.stem + DUAL_POL_SUFFIX + path.suffix)
+
+
 def companion(teacher_path: PathLike) -> Optional[Path]:
     """The dual-polarisation companion file of ``teacher_path``, if there is one."""
-    path = Path(teacher_path)
-    if path.stem.endswith(DUAL_POL_SUFFIX):
+    if Path(teacher_path).stem.endswith(DUAL_POL_SUFFIX):
         return None
-    other = path.with_name(path.stem + DUAL_POL_SUFFIX + path.suffix)
+    other = companion_path(teacher_path)
     return other if other.is_file() else None
 
 

@@ -93,7 +93,7 @@ def test_bad_inputs_give_clear_errors(pair, tmp_path):
         evaluate_rasters(pred_path, gpkg)
 
 
-def test_polygon_reference_is_rasterised_per_window(pair, tmp_path):
+def test_polygon_reference_is_rasterised_per_window(pair, tmp_path, capsys):
     from engine.raster.polygons import polygonize_labels
 
     pred_path, ref_path, _, _ = pair
@@ -114,4 +114,5 @@ def test_polygon_reference_is_rasterised_per_window(pair, tmp_path):
     assert evaluate_rasters(pred_path, gpkg, block=32)["matrix"] == from_raster["matrix"]
     from engine.cli import main as cli_main
 
-    assert cli_main(["evaluate", "--prediction", str(pred_path), "--reference", str(gpkg), "--quiet"]) == 0
+    assert cli_main(["evaluate", "--prediction", str(pred_path), "--reference", str(gpkg), "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["matrix"] == from_raster["matrix"]
