@@ -27,6 +27,10 @@ BUNDLED_DEFAULTS = {
     "TEACHER": "sgcad_teacher.safetensors",
 }
 
+#: Parameter types that ``qgis_process`` of QGIS 3.22 demands even when they have a default
+#: (numbers, booleans and enums take theirs): see :meth:`SgcadAlgorithm.addParameter`.
+DEFAULTED_TYPES = ("file", "field")
+
 #: Public address of the documentation (``…/docs``); empty until the project is published
 #: (docs/install.md, "Publishing"). Until then the help button opens the copy of
 #: docs/processing.md shipped in the plugin's ``help`` folder.
@@ -121,22 +125,48 @@ class SgcadAlgorithm(QgsProcessingAlgorithm):
 
     def addParameter(self, definition, createOutput=True):  # noqa: N802 - QGIS API
         """Adds ``definition``; a model file parameter named in :data:`BUNDLED_DEFAULTS`
-        without a default gets the bundled model as its default."""
+        without a default gets the bundled model as its default.
+
+        A required file or field parameter that has a default is flagged optional, its default
+        standing in when it is left out or empty: ``qgis_process`` of QGIS 3.22 refuses to run
+        without every required file and field parameter, default or not ("The following
+        mandatory parameters were not specified: MODEL").
+        """
         bundled = BUNDLED_DEFAULTS.get(definition.name())
         if bundled and definition.type() == "file" and definition.defaultValue() in (None, ""):
             path = BUNDLED_MODELS / bundled
             if path.is_file():
                 definition.setDefaultValue(str(path))
+        optional = definition.flags() & QgsProcessingParameterDefinition.FlagOptional
+        if definition.type() in DEFAULTED_TYPES and not optional and definition.defaultValue() not in (None, ""):
+            definition.setFlags(definition.flags() | QgsProcessingParameterDefinition.FlagOptional)
+            self.defaulted_parameters()[definition.name()] = definition.defaultValue()
         return super().addParameter(definition, createOutput)
+
+    def defaulted_parameters(self) -> dict:
+        """Required parameters flagged optional because they have a default (:meth:`addParameter`): name → default."""
+        if not hasattr(self, "_defaulted"):
+            self._defaulted = {}
+        return self._defaulted
 
     def parameterAsFile(self, parameters, name, context):  # noqa: N802 - QGIS API
         """As QGIS's, except that an optional model given explicitly as empty (``TEACHER=``, a
-        cleared field) means "none" rather than the bundled default."""
-        if name in BUNDLED_DEFAULTS and name in parameters and parameters[name] in (None, ""):
+        cleared field) means "none" rather than the bundled default, and that a required one
+        left empty (``MODEL=``) means its default."""
+        if name in parameters and parameters[name] in (None, ""):
+            if name in self.defaulted_parameters():
+                return str(self.defaulted_parameters()[name])
             definition = self.parameterDefinition(name)
-            if definition is not None and definition.flags() & QgsProcessingParameterDefinition.FlagOptional:
+            if name in BUNDLED_DEFAULTS and definition is not None and (
+                    definition.flags() & QgsProcessingParameterDefinition.FlagOptional):
                 return ""
         return super().parameterAsFile(parameters, name, context)
+
+    def parameterAsString(self, parameters, name, context):  # noqa: N802 - QGIS API
+        """As QGIS's, except that a required field parameter left empty (``CLASS_FIELD=``) means its default."""
+        if name in self.defaulted_parameters() and parameters.get(name) in (None, ""):
+            return str(self.defaulted_parameters()[name])
+        return super().parameterAsString(parameters, name, context)
 
     def add_device_parameter(self, name: str = "DEVICE") -> None:
         """Device choice: auto, CPU, and each CUDA device by name."""

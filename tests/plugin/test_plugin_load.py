@@ -49,6 +49,24 @@ def test_algorithm_ids_are_lowercase_and_stable(sgcad_provider):
         assert alg.displayName() and alg.shortHelpString()
 
 
+def test_no_parameter_with_a_default_is_demanded_by_qgis_process(sgcad_provider):
+    """qgis_process (QGIS 3.22) lists a parameter as missing when it is left out, not optional and its
+    check refuses no value; for file and field parameters that check ignores the default, so MODEL of
+    sgcad:segment was demanded although the bundled model is its default."""
+    from qgis.core import QgsProcessingParameterDefinition
+
+    demanded = []
+    for alg in sgcad_provider.algorithms():
+        for p in alg.parameterDefinitions():
+            optional = p.flags() & QgsProcessingParameterDefinition.FlagOptional
+            if p.defaultValue() not in (None, "") and not optional and not p.checkValueIsAcceptable(None):
+                demanded.append(f"{alg.id()} {p.name()}")
+    assert demanded == []
+    segment = sgcad_provider.algorithm("segment")
+    assert Path(segment.parameterDefinition("MODEL").defaultValue()).name == "sgcad_student.safetensors"
+    assert sgcad_provider.algorithm("finetune").parameterDefinition("CLASS_FIELD").defaultValue() == "class"
+
+
 def test_metadata_is_complete():
     import configparser
 
