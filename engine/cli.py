@@ -51,8 +51,9 @@ def nonempty_int_list(text: str) -> List[int]:
 
 
 def add_units_args(parser: argparse.ArgumentParser) -> None:
-    """``--optical-units``, ``--sar-units`` and ``--sar-calibration``, the same for every command."""
-    from .config import OPTICAL_UNITS, SAR_UNITS
+    """``--optical-units``, ``--sar-units``, ``--sar-calibration`` and ``--sar-backscatter``, the same for
+    every command."""
+    from .config import OPTICAL_UNITS, SAR_BACKSCATTER, SAR_UNITS
 
     group = parser.add_argument_group("units of the input files (detected unless given; docs/inputs.md)")
     group.add_argument(
@@ -67,6 +68,11 @@ def add_units_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--sar-calibration", type=float, default=0.0,
         help="calibration constant for --sar-units dn: sigma0 = DN^2 / constant (0: matched to the model)",
+    )
+    group.add_argument(
+        "--sar-backscatter", choices=SAR_BACKSCATTER, default="auto",
+        help="auto (named by the file, else sigma0), sigma0, or gamma0 (terrain-flattened RTC products: read as "
+             "sigma0 x cos 37 deg)",
     )
 
 

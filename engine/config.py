@@ -181,6 +181,12 @@ PSEUDO_LABEL_LAYERS = ("head", "all")
 """Which of the water teacher's layers learn from automatic pseudo-labels: its 1x1 water classifier
 (``head``) or every layer (``all``); ``FinetuneConfig.pseudo_label_layers``."""
 
+SAR_BACKSCATTER = ("auto", "sigma0", "gamma0")
+"""Which backscatter a calibrated SAR raster holds: sigma nought (Sentinel-1 GRD as calibrated by ESA,
+Google Earth Engine, Sen1Floods11) or terrain-flattened gamma nought (RTC products: OPERA RTC-S1, ASF
+HyP3, SNAP terrain flattening, pyroSAR). The models read sigma nought, so gamma nought is brought to it
+(:mod:`engine.inputs.backscatter`). ``auto``: named by the file or its bands, else sigma nought."""
+
 SAR_UNITS = ("auto", "linear", "db", "amplitude", "dn")
 """Units a SAR raster may hold: ``auto`` (detected per file), linear power (sigma0 / gamma0),
 decibels, amplitude (square root of power), or uncalibrated amplitude digital numbers
@@ -200,6 +206,7 @@ class SarPreprocessConfig:
     units: str = "auto"
     calibration_constant: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
     calibration_constants: Tuple[float, ...] = ()  # per band, resolved at run time for "dn"
+    backscatter: str = "auto"  # SAR_BACKSCATTER, resolved per file: gamma0 is read as sigma0 (x cos 37 deg)
     incidence_normalize: bool = False
     incidence_angle_deg: Optional[float] = None  # constant angle when no angle band is given
     incidence_band: Optional[int] = None  # 1-based band holding the angle in degrees

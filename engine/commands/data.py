@@ -49,7 +49,7 @@ def run_preprocess(args) -> Dict[str, Any]:
 
     if args.modality == "sar":
         cfg = SarPreprocessConfig(
-            units=args.units, calibration_constant=args.calibration_constant or 0.0,
+            units=args.units, calibration_constant=args.calibration_constant or 0.0, backscatter=args.backscatter,
             incidence_normalize=args.incidence_angle is not None or args.incidence_band is not None,
             incidence_angle_deg=args.incidence_angle, incidence_band=args.incidence_band,
             lee_filter=not args.no_lee, lee_window=args.lee_window, lee_looks=args.looks,
@@ -154,6 +154,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "optical uint8, reflectance10000, reflectance, dn, landsat_c2")
     p.add_argument("--calibration-constant", type=float, default=None,
                    help="SAR units dn: sigma0 = DN^2 / constant")
+    p.add_argument("--backscatter", choices=("auto", "sigma0", "gamma0"), default="auto",
+                   help="SAR: auto (named by the file, else sigma0), sigma0, gamma0 (read as sigma0 x cos 37 deg)")
     p.add_argument("--incidence-angle", type=float, default=None, help="SAR: constant incidence angle (deg)")
     p.add_argument("--incidence-band", type=int, default=None, help="SAR: band holding the angle (deg)")
     p.add_argument("--no-lee", action="store_true")

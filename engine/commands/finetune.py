@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         val_fraction=args.val_fraction, seed=args.seed,
     )
     overrides = InputOverrides(tuple(args.optical_bands or ()), tuple(args.sar_bands or ()), args.optical_units,
-                               args.sar_units, args.sar_calibration, args.sar_levels)
+                               args.sar_units, args.sar_calibration, args.sar_levels, args.sar_backscatter)
     out = check_output_folder(args.out)  # the checks every interface shares (engine.validate)
     check_outputs_not_inputs([out / name for name in FINETUNE_RUN_FILES], {
         "optical": args.optical, "SAR": args.sar, "polygons": args.polygons, "student": args.student,

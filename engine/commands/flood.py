@@ -10,7 +10,7 @@ from .bundled import BUNDLED_TEACHER, bundled
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..config import SAR_UNITS
+    from ..config import SAR_BACKSCATTER, SAR_UNITS
 
     parser = subparsers.add_parser(
         "flood",
@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help=f"units of the {date} SAR: auto (detected), linear, db, amplitude, dn")
         parser.add_argument(f"--{date}-calibration", type=float, default=0.0,
                             help=f"calibration constant of the {date} SAR in units dn (sigma0 = DN^2 / constant)")
+        parser.add_argument(f"--{date}-backscatter", choices=SAR_BACKSCATTER, default="auto",
+                            help=f"backscatter of the {date} SAR: auto (named by the file, else sigma0), sigma0, "
+                                 "gamma0 (terrain-flattened: read as sigma0 x cos 37 deg)")
         parser.add_argument(f"--{date}-local-incidence",
                             help=f"local incidence angle raster of the {date} date "
                             "(degrees; shadow >= 90, layover <= 0)")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         get = lambda key: getattr(args, f"{name}_{key}")  # noqa: E731
         return FloodDate(
             sar=getattr(args, name), bands=tuple(get("bands")), units=get("units"), calibration=get("calibration"),
-            levels=args.sar_levels, optical=get("optical"),
+            levels=args.sar_levels, backscatter=get("backscatter"), optical=get("optical"),
             geometry=Geometry(get("local_incidence"), get("look_azimuth"), get("incidence")),
         )
 

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         cc_weight=0.0 if args.no_cc else PretrainConfig.cc_weight,
         seed=args.seed, device=args.device, amp=not args.no_amp,
     )
-    overrides = InputOverrides((), (), "auto", args.sar_units, args.sar_calibration)
+    overrides = InputOverrides((), (), "auto", args.sar_units, args.sar_calibration,
+                               sar_backscatter=args.sar_backscatter)
     out = check_output_folder(args.out)
     with RunLock(out, "pretrain-sar"):
         result = pretrain_sar(args.sar, out, cfg, like=args.like, sar_bands=tuple(args.sar_bands or ()),

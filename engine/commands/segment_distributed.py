@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         optical_units=args.optical_units,
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
+        sar_backscatter=args.sar_backscatter,
         sar_levels=args.sar_levels,
         **shard_options(args),
     )

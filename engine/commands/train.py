@@ -192,6 +192,7 @@ def _inputs(args: argparse.Namespace):
         optical_units=args.optical_units,
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
+        sar_backscatter=args.sar_backscatter,
     )
     if not getattr(args, "scenes", None):
         return one

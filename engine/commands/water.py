@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     inference = streaming_config(args)
     result = map_water_date(
         args.sar, args.out, args.teacher, inference, sar_bands=tuple(args.sar_bands), sar_units=args.sar_units,
-        sar_calibration=args.sar_calibration, sar_levels=args.sar_levels, water_threshold=args.water_threshold,
+        sar_calibration=args.sar_calibration, sar_levels=args.sar_levels, sar_backscatter=args.sar_backscatter,
+        water_threshold=args.water_threshold,
         overwrite=args.overwrite, progress=ConsoleProgress(quiet=args.quiet),
     )
     return {"ok": True, **result}

@@ -52,7 +52,10 @@ def align_pair(
 
     The grid is :func:`~engine.raster.grid.default_grid` (the SAR's resolution in a projected
     CRS, the intersection of both footprints) unless ``resolution``, ``crs`` or ``bounds`` say
-    otherwise. Imagery is resampled bilinearly; outputs are float32 with NaN as nodata.
+    otherwise. Imagery is resampled bilinearly; outputs are float32 with NaN as nodata. Bands are
+    named ``<name>_b<band>``. The values are the inputs' own, so each output keeps its source's file
+    name as the tag ``source``, which the input contract reads as it reads a file name (a Sentinel-2
+    product name, gamma nought, dB).
 
     Args:
         optical_path, sar_path: the inputs (any CRS and resolution).
@@ -83,12 +86,12 @@ def align_pair(
     with contextlib.ExitStack() as stack:
         writers = [
             stack.enter_context(
-                open_writer(
-                    out, grid, len(bands), "float32", float("nan"), overwrite, [f"{name}_b{b}" for b in bands]
-                )
+                open_writer(out, grid, len(bands), "float32", float("nan"), overwrite, [f"{name}_b{b}" for b in bands])
             )
             for _, bands, out, name in jobs
         ]
+        for (path, _, _, _), dst in zip(jobs, writers):
+            dst.update_tags(source=Path(path).name)
         valid = [0, 0]
         for k, window in enumerate(windows):
             progress.check()
@@ -154,7 +157,8 @@ def preprocess_raster(
         check_output(out, overwrite)
     # the file's units, decided as for every other run (cfg.units "auto": detected)
     calibration = getattr(cfg, "calibration_constant", 0.0)
-    cfg, decision, note = resolve_chain(cfg, path, bands, cfg.units, calibration)
+    backscatter = getattr(cfg, "backscatter", "auto")  # SAR only
+    cfg, decision, note = resolve_chain(cfg, path, bands, cfg.units, calibration, backscatter=backscatter)
     progress.info(decision.line(path))
     if note:
         progress.warning(note)

@@ -102,6 +102,7 @@ class FloodDate:
     units: str = "auto"
     calibration: float = 0.0
     levels: str = "auto"  # calibrated or relative SAR levels (config.SAR_LEVELS): the teacher's water cut
+    backscatter: str = "auto"  # sigma or gamma nought (config.SAR_BACKSCATTER; auto: named by the file)
     optical: Optional[PathLike] = None
     optical_bands: Tuple[int, ...] = ()
     optical_units: str = "auto"
@@ -253,7 +254,7 @@ def map_flood(
         warnings: List[str] = []
         dates = {}
         for name, d in (("after", after), ("before", before)):
-            sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name)
+            sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name, d.backscatter)
             progress.info(f"{name}: " + sar.units.line(d.sar))
             if sar.note:
                 warnings.append(f"{name}: {sar.note}")
@@ -294,7 +295,7 @@ def map_flood(
                         res = water_probability(
                             d.sar, model, tmp / f"water_{name}.tif", grid, inference, sar_bands=bands,
                             sar_units=water.sar.units.units, sar_calibration=d.calibration, sar_levels=d.levels,
-                            teacher=teacher or loaded[model], progress=sub,
+                            sar_backscatter=d.backscatter, teacher=teacher or loaded[model], progress=sub,
                         )
                         water.prob_path = Path(res["path"])
                         water.info.update(method="teacher", teacher=Path(model).name if model else "",
@@ -480,7 +481,7 @@ def _student_water(d: FloodDate, name: str, student_path, teacher_path, grid: Gr
         d.optical, d.sar, student_path, tmp / f"segment_{name}", teacher_path=teacher_path, cfg=inference,
         aoi=box, progress=progress.sub(0.0, 0.9), optical_bands=d.optical_bands or None,
         sar_bands=d.bands or None, grid="sar", optical_units=d.optical_units, sar_units=d.units,
-        sar_calibration=d.calibration, sar_levels=d.levels,
+        sar_calibration=d.calibration, sar_levels=d.levels, sar_backscatter=d.backscatter,
     )
     schema = read_metadata(student_path).schema
     others = max(schema.num_classes - 1, 1)

@@ -38,7 +38,8 @@ class DateSar:
 
 
 def db_source(
-    path: PathLike, band: int, grid: Grid, units: str = "auto", calibration: float = 0.0, name: str = ""
+    path: PathLike, band: int, grid: Grid, units: str = "auto", calibration: float = 0.0, name: str = "",
+    backscatter: str = "auto",
 ) -> DateSar:
     """A :class:`~engine.water.source.SarSource` of ``path``'s band in dB on ``grid``.
 
@@ -51,7 +52,7 @@ def db_source(
     check_not_complex(path, "SAR")
     check_sar_not_picture(path)
     chain = SarPreprocessConfig(lee_filter=False, to_db=True, robust_normalize=False)
-    cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration)
+    cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration, backscatter=backscatter)
     zeros = zero_fill_warning(path.name, decision.units, decision.stats)
     note = "; ".join(n for n in (note, zeros) if n) or None
 

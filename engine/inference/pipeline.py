@@ -106,6 +106,7 @@ def segment_scene(
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
+    sar_backscatter: str = "auto",
 ) -> Dict[str, Any]:
     """Segment a scene with a student (and optional teacher) checkpoint.
 
@@ -134,6 +135,7 @@ def segment_scene(
         sar_calibration: calibration constant of uncalibrated SAR numbers (power = DN**2 / it).
         sar_levels: calibrated or relative SAR levels (``config.SAR_LEVELS``); on relative levels
             the teacher's water cut comes from the scene (:mod:`engine.water.scene_cut`).
+        sar_backscatter: sigma or gamma nought (``config.SAR_BACKSCATTER``; ``"auto"``: named by the file).
 
     Returns:
         written paths and run figures (tiles, timings, throughput, device, class pixels).
@@ -150,7 +152,7 @@ def segment_scene(
         optical_path, sar_path, model_path, out_dir, teacher_path, cfg, aoi, progress,
         optical_bands=optical_bands, sar_bands=sar_bands, cloud_mask=cloud_mask, grid=grid,
         resolution=resolution, backend=backend, optical_units=optical_units, sar_units=sar_units,
-        sar_calibration=sar_calibration, sar_levels=sar_levels,
+        sar_calibration=sar_calibration, sar_levels=sar_levels, sar_backscatter=sar_backscatter,
     )
     meta, region, plan = job.meta, job.region, job.plan
     # a second run into this folder is refused, naming this one; a failed or cancelled run leaves
@@ -387,6 +389,7 @@ def prepare_job(
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
+    sar_backscatter: str = "auto",
     output_keys: Optional[Callable[[List[str]], List[Path]]] = None,
     lock_check: bool = True,
 ) -> SceneJob:
@@ -413,9 +416,8 @@ def prepare_job(
     teacher_meta = read_metadata(teacher_path) if teacher_path else None
     if teacher_meta is not None and teacher_meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
-    overrides = InputOverrides(
-        tuple(optical_bands or ()), tuple(sar_bands or ()), optical_units, sar_units, sar_calibration, sar_levels
-    )
+    overrides = InputOverrides(tuple(optical_bands or ()), tuple(sar_bands or ()), optical_units, sar_units,
+                               sar_calibration, sar_levels, sar_backscatter)
     resolved = resolve_inputs(InputRecipe.of(meta), optical_path, sar_path, overrides, progress.sub(0.0, 0.03))
     resolved.report(progress)
     pre = resolved.preprocessor

@@ -60,6 +60,7 @@ def water_probability(
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
+    sar_backscatter: str = "auto",
     teacher: Optional[Tuple[torch.nn.Module, ModelMetadata]] = None,
     band_name: str = "water_probability",
     overwrite: bool = False,
@@ -79,6 +80,7 @@ def water_probability(
             calibration constant of uncalibrated numbers.
         sar_levels: calibrated or relative levels (``config.SAR_LEVELS``); on relative levels the
             water cut comes from the scene (:mod:`engine.water.scene_cut`).
+        sar_backscatter: sigma or gamma nought (``config.SAR_BACKSCATTER``; ``"auto"``: named by the file).
         teacher: an already loaded ``(network, metadata)`` of ``teacher_path`` (saves loading
             it twice for two dates).
         band_name: band description of the output.
@@ -118,7 +120,7 @@ def water_probability(
     if meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {meta.kind} checkpoint; the SAR-only water map needs a teacher")
     overrides = InputOverrides(sar_bands=tuple(sar_bands or ()), sar_units=sar_units, sar_calibration=sar_calibration,
-                               sar_levels=sar_levels)
+                               sar_levels=sar_levels, sar_backscatter=sar_backscatter)
     resolved = resolve_inputs(InputRecipe.of(meta), None, sar_path, overrides, progress.sub(0.0, 0.03))
     if resolved.sar_only_problem:  # the SAR is all this map has: nothing to map is an error, not a warning
         raise ValueError(resolved.sar_only_problem)
@@ -181,7 +183,7 @@ def water_probability(
     if not resolved.sar_relative_levels:
         try:
             cross = _cross_check(sar_path, resolved.bands.sar_bands, grid, out_path, sar_units, sar_calibration,
-                                 progress)
+                                 progress, resolved.sar_cfg.backscatter)
         except BaseException:
             Path(out_path).unlink(missing_ok=True)  # a cancelled run leaves no output
             raise
@@ -206,7 +208,7 @@ def water_probability(
 
 
 def _cross_check(sar_path: PathLike, read_bands: Sequence[int], grid: Grid, prob_path: PathLike, units: str,
-                 calibration: float, progress: Progress):
+                 calibration: float, progress: Progress, backscatter: str = "auto"):
     """What the raster's VH band says about the water map (None without one)."""
     from ..flood.sources import db_source
     from ..water.cross_pol import check_cross_polarised, cross_band
@@ -214,7 +216,7 @@ def _cross_check(sar_path: PathLike, read_bands: Sequence[int], grid: Grid, prob
     band = cross_band(sar_path, read_bands)
     if band is None:
         return None
-    source = db_source(sar_path, band, grid, units, calibration).source
+    source = db_source(sar_path, band, grid, units, calibration, backscatter=backscatter).source
     return check_cross_polarised(source, band, prob_path, progress=progress)
 
 

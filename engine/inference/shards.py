@@ -255,7 +255,8 @@ def segment_sharded(
             one job: blocks are dealt round-robin across scenes).
         backend: a ready backend (tests; a multi-scene job reuses one), else the checkpoints'.
         **options: ``optical_bands``, ``sar_bands``, ``cloud_mask``, ``grid``, ``resolution``,
-            ``optical_units``, ``sar_units``, ``sar_calibration`` as in ``segment_scene``.
+            ``optical_units``, ``sar_units``, ``sar_calibration``, ``sar_levels``, ``sar_backscatter`` as in
+            ``segment_scene``.
 
     Returns:
         this shard's figures, the block layout and, when the mosaic is complete, its outputs.

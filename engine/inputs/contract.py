@@ -52,6 +52,7 @@ from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
 from . import shift
+from .backscatter import detect_backscatter
 from .bands import (
     check_not_complex,
     check_optical_not_paletted,
@@ -100,6 +101,7 @@ class InputOverrides:
     sar_units: str = "auto"
     sar_calibration: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
     sar_levels: str = "auto"  # one of config.SAR_LEVELS
+    sar_backscatter: str = "auto"  # one of config.SAR_BACKSCATTER: sigma or gamma nought (auto: named by the file)
 
 
 @dataclass
@@ -277,12 +279,15 @@ def resolve_chain(
     units: str = "auto",
     calibration: float = 0.0,
     trained: Optional[Dict[str, Any]] = None,
+    backscatter: str = "auto",
 ) -> Tuple[Chain, UnitsDecision, Optional[str]]:
     """A copy of a chain with this file's units resolved, the decision, and a warning if any.
 
     Optical units set the linear conversion to reflectance-like values (``custom`` keeps the
     chain's own). SAR digital numbers without a calibration constant are brought to the level
-    of ``trained`` statistics (or typical backscatter), with a warning saying so.
+    of ``trained`` statistics (or typical backscatter), with a warning saying so. Calibrated SAR
+    also gets its backscatter (``backscatter``: as given, else named by the file; gamma nought is
+    read as sigma nought, :mod:`engine.inputs.backscatter`); the units decision carries it.
     """
     path = Path(path)
     if isinstance(cfg, OpticalPreprocessConfig):
@@ -292,7 +297,11 @@ def resolve_chain(
             out.scale, out.offset = conversion_for(decision.units, decision.offset_dn)
         return out, decision, None
     decision = detect_sar_units(path, bands, units)
-    out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=())
+    # digital numbers are matched to the model's level below: no backscatter convention to honour
+    found = detect_backscatter(path, bands, backscatter if decision.units != "dn" or calibration > 0 else "sigma0")
+    decision.backscatter = found
+    out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=(),
+                              backscatter=found.convention)
     note = None
     if decision.units == "dn" and calibration <= 0:
         out.calibration_constants, targets = _dn_constants(path, bands, trained or {})
@@ -411,7 +420,8 @@ def resolve_inputs(
         _check_band_count(optical_path, o_bands, "optical", _role_names(recipe.bands, "optical"),
                           "--optical-bands / OPTICAL_BANDS")
     sar_cfg, sar_units, note = resolve_chain(
-        recipe.sar, sar_path, s_bands, overrides.sar_units, overrides.sar_calibration, recipe.stats.get("sar", {})
+        recipe.sar, sar_path, s_bands, overrides.sar_units, overrides.sar_calibration, recipe.stats.get("sar", {}),
+        overrides.sar_backscatter,
     )
     warnings += [note] if note else []
     lines.append(sar_units.line(sar_path))
@@ -545,6 +555,7 @@ def preprocessor_for(
         units=runtime_sar.units,
         calibration_constant=runtime_sar.calibration_constant,
         calibration_constants=runtime_sar.calibration_constants,
+        backscatter=runtime_sar.backscatter,
     )
     if recipe.sar.normalization == "scene" and recipe.sar.robust_normalize:
         table, _ = sample_features(sar_path, bands, sar_cfg, progress=progress)

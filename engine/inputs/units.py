@@ -77,6 +77,7 @@ class UnitsDecision:
     unsure: bool = False
     offset_dn: float = 0.0  # optical: additive offset in file units (Sentinel-2 BOA_ADD_OFFSET)
     stats: Dict[str, float] = field(default_factory=dict)
+    backscatter: Any = None  # SAR: the file's engine.inputs.backscatter.BackscatterDecision, once resolved
 
     def line(self, path: PathLike) -> str:
         """One line for logs, e.g. ``optical: reflectance (0-1) detected (99.5 % <= 0.41) in s2.tif``."""
@@ -89,7 +90,9 @@ class UnitsDecision:
         if self.unsure:
             parameter = "--optical-units / OPTICAL_UNITS" if self.modality == "optical" else "--sar-units / SAR_UNITS"
             text += f"; unsure: set {parameter} if this is wrong"
-        return f"{text} in {Path(path).name}"
+        text = f"{text} in {Path(path).name}"
+        extra = self.backscatter.line() if self.backscatter is not None else ""
+        return f"{text}; {extra}" if extra else text
 
 
 def sample_pixels(path: PathLike, bands: Sequence[int], max_side: int = SAMPLE_SIDE) -> Tuple[np.ma.MaskedArray, Any]:

@@ -10,7 +10,11 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..config import SarPreprocessConfig
+from ..config import SAR_BACKSCATTER, SarPreprocessConfig
+
+GAMMA0_INCIDENCE_DEG = 37.0
+"""Incidence angle at which gamma nought is brought to sigma nought (:mod:`engine.inputs.backscatter`):
+the middle of Sentinel-1's IW swath (29-46 degrees); at its edges the error is -0.4 / +0.6 dB."""
 
 
 def box_sum(values: np.ndarray, size: int) -> np.ndarray:
@@ -117,8 +121,25 @@ def sar_steps(cfg: SarPreprocessConfig) -> List[str]:
     return steps
 
 
+def gamma0_to_sigma0_factor(convention: str) -> float:
+    """The linear power factor that brings a raster of this resolved backscatter to sigma nought
+    (``SarPreprocessConfig.backscatter``; "auto", never resolved by the input contract, is read as it is)."""
+    if convention == "gamma0":
+        return float(np.cos(np.deg2rad(GAMMA0_INCIDENCE_DEG)))
+    if convention in ("sigma0", "auto"):
+        return 1.0
+    raise ValueError(f"SAR backscatter must be one of {list(SAR_BACKSCATTER)}, got {convention!r}")
+
+
 def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
-    """Convert raw values in ``cfg.units`` to linear power (float32, NaN kept)."""
+    """Convert raw values in ``cfg.units`` to linear sigma-nought power (float32, NaN kept): gamma
+    nought (``cfg.backscatter``) is brought to sigma nought (:mod:`engine.inputs.backscatter`)."""
+    power = _power(x, cfg)
+    factor = gamma0_to_sigma0_factor(cfg.backscatter)
+    return power if factor == 1.0 else power * np.float32(factor)
+
+
+def _power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     units = cfg.units
     if units == "linear":
         return x
@@ -155,6 +176,8 @@ def sar_to_features(
     db_in = cfg.units == "db" and not _needs_linear(cfg)
     if not db_in:
         x = to_linear_power(x, cfg)
+    elif cfg.backscatter == "gamma0":
+        x = x + np.float32(10.0 * np.log10(gamma0_to_sigma0_factor(cfg.backscatter)))
     if cfg.incidence_normalize:
         if incidence is None:
             if cfg.incidence_angle_deg is None:

@@ -60,6 +60,7 @@ class TrainingInputs:
     optical_units: str = "auto"
     sar_units: str = "auto"
     sar_calibration: float = 0.0
+    sar_backscatter: str = "auto"  # config.SAR_BACKSCATTER: sigma or gamma nought (auto: named by the file)
 
 
 @dataclass
@@ -168,6 +169,7 @@ def _overrides(inputs: TrainingInputs) -> InputOverrides:
         inputs.optical_units,
         inputs.sar_units,
         inputs.sar_calibration,
+        sar_backscatter=inputs.sar_backscatter,
     )
 
 

@@ -45,6 +45,7 @@ def map_water_date(
     sar_units: str = "auto",
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
+    sar_backscatter: str = "auto",
     water_threshold: float = 0.5,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
@@ -56,7 +57,7 @@ def map_water_date(
         out_dir: receives ``water_probability.tif``, ``water.tif`` and ``water_report.json``.
         teacher_path: the water teacher (its VV + VH companion beside it is used where it applies).
         cfg: tiles, device, threads, flip averaging.
-        sar_bands, sar_units, sar_calibration, sar_levels: user overrides (none: as detected).
+        sar_bands, sar_units, sar_calibration, sar_levels, sar_backscatter: user overrides (none: as detected).
         water_threshold: water where the probability reaches this (0.5).
         overwrite: replace the outputs of an earlier run.
         progress: reporting and cancellation.
@@ -89,7 +90,8 @@ def map_water_date(
             try:
                 res = water_probability(sar, teacher_path, tmp / PROBABILITY, cfg=cfg or InferenceConfig(),
                                         sar_bands=sar_bands, sar_units=sar_units, sar_calibration=sar_calibration,
-                                        sar_levels=sar_levels, progress=progress.sub(0.0, 0.9))
+                                        sar_levels=sar_levels, sar_backscatter=sar_backscatter,
+                                        progress=progress.sub(0.0, 0.9))
                 counts = _write_water(tmp / PROBABILITY, tmp / WATER, water_threshold, progress.sub(0.9, 1.0))
                 report = {
                     "sar": str(sar), "teacher": Path(res["teacher"]).name, "water_threshold": water_threshold,

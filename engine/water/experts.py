@@ -147,9 +147,10 @@ def choose_for_dates(teacher_path: PathLike, dates: Dict[str, Tuple[PathLike, Se
 
 
 def _chain(preprocess: Any) -> Any:
-    """A model's SAR preprocessing without the units of the file it last read (an adapted teacher stores them;
-    every run resolves the units of its own file)."""
-    return dataclasses.replace(preprocess, units="auto", calibration_constant=0.0, calibration_constants=())
+    """A model's SAR preprocessing without the units and backscatter of the file it last read (an adapted
+    teacher stores them; every run resolves those of its own file)."""
+    return dataclasses.replace(preprocess, units="auto", calibration_constant=0.0, calibration_constants=(),
+                               backscatter="auto")
 
 
 def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.Module, ModelMetadata]:

@@ -46,6 +46,11 @@ OPTICAL_UNIT_CHOICES = (
     ("dn", "Digital numbers of another scale"),
     ("landsat_c2", "Landsat Collection 2 surface reflectance (× 2.75e-5 − 0.2)"),
 )
+SAR_BACKSCATTER_CHOICES = (
+    ("auto", "Named by the file or its bands (gamma0, RTC, Gamma0_VV, ...), else sigma0"),
+    ("sigma0", "Sigma nought (ESA GRD calibration, Google Earth Engine)"),
+    ("gamma0", "Terrain-flattened gamma nought (RTC: OPERA, ASF HyP3, SNAP): read as sigma0 × cos 37°"),
+)
 SAR_LEVEL_CHOICES = (
     ("auto", "Calibrated, except DN without a calibration constant and co-/cross-polarised bands too close "
              "for calibrated backscatter"),
@@ -209,9 +214,10 @@ class EngineAlgorithm(SgcadAlgorithm):
         self.add_advanced(param) if advanced else self.addParameter(param)
 
     def add_units(self, optical: bool = True, advanced: bool = True) -> None:
-        """OPTICAL_UNITS, SAR_UNITS and SAR_CALIBRATION: the engine detects units unless told."""
+        """OPTICAL_UNITS, SAR_UNITS, SAR_BACKSCATTER and SAR_CALIBRATION: the engine detects them unless told."""
         choices = ((("OPTICAL_UNITS", "Units of the optical raster", OPTICAL_UNIT_CHOICES),) if optical else ()) + (
             ("SAR_UNITS", "Units of the SAR raster", SAR_UNIT_CHOICES),
+            ("SAR_BACKSCATTER", "Backscatter of the SAR raster", SAR_BACKSCATTER_CHOICES),
         )
         for name, label, options in choices:
             self.add_choice(name, label, options, "auto", advanced)
@@ -261,9 +267,10 @@ class EngineAlgorithm(SgcadAlgorithm):
                 or FinetuneConfig.pseudo_label_layers)
 
     def units_values(self, parameters, context) -> dict:
-        """The engine's ``optical_units``, ``sar_units`` and ``sar_calibration`` from the parameters."""
+        """The engine's ``optical_units``, ``sar_units``, ``sar_backscatter`` and ``sar_calibration``."""
         out = {}
-        for name, key in (("OPTICAL_UNITS", "optical_units"), ("SAR_UNITS", "sar_units")):
+        for name, key in (("OPTICAL_UNITS", "optical_units"), ("SAR_UNITS", "sar_units"),
+                          ("SAR_BACKSCATTER", "sar_backscatter")):
             if name in parameters or self.parameterDefinition(name) is not None:
                 out[key] = self.parameterAsEnumString(parameters, name, context) or "auto"
         if self.parameterDefinition("SAR_CALIBRATION") is not None:

@@ -29,7 +29,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QPointF
 
-from ._common import OPTICAL_UNIT_CHOICES, SAR_UNIT_CHOICES
+from ._common import OPTICAL_UNIT_CHOICES, SAR_BACKSCATTER_CHOICES, SAR_UNIT_CHOICES
 
 # not resolve(): in the assembled plugin folder, resources/ sits beside this package
 MODEL_FILE = Path(__file__).parent.parent / "resources" / "modeler" / "sgcad_pipeline.model3"
@@ -67,6 +67,7 @@ def _add_inputs(model: QgsProcessingModelAlgorithm) -> None:
     for name, label, choices in (
         ("optical_units", "Units of the optical raster", OPTICAL_UNIT_CHOICES),
         ("sar_units", "Units of the SAR raster", SAR_UNIT_CHOICES),
+        ("sar_backscatter", "Backscatter of the SAR raster", SAR_BACKSCATTER_CHOICES),
     ):
         units = QgsProcessingParameterEnum(name, label, options=[k for k, _ in choices], defaultValue="auto")
         units.setUsesStaticStrings(True)
@@ -126,7 +127,8 @@ def build_pipeline_model() -> QgsProcessingModelAlgorithm:
         }
     )
     _add_inputs(model)
-    units = {"OPTICAL_UNITS": _param("optical_units"), "SAR_UNITS": _param("sar_units")}
+    units = {"OPTICAL_UNITS": _param("optical_units"), "SAR_UNITS": _param("sar_units"),
+             "SAR_BACKSCATTER": _param("sar_backscatter")}
     training = {
         "OPTICAL": _child("align", "OUTPUT_OPTICAL"),
         "SAR": _child("align", "OUTPUT_SAR"),

@@ -78,7 +78,7 @@ class AdaptWater(EngineAlgorithm):
         units = self.units_values(parameters, context)
         overrides = InputOverrides((), self.bands(parameters, "SAR_BANDS", context), "auto",
                                    units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
-                                   self.sar_levels_value(parameters, context))
+                                   self.sar_levels_value(parameters, context), units.get("sar_backscatter", "auto"))
         cfg = FinetuneConfig(teacher_steps=self.parameterAsInt(parameters, "TEACHER_STEPS", context),
                              pseudo_label_layers=self.pseudo_label_layers_value(parameters, context))
         with self.stage(feedback, "Adapting the water expert") as progress:

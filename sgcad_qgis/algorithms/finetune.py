@@ -196,7 +196,7 @@ class FineTune(EngineAlgorithm):
         overrides = InputOverrides(
             self.bands(parameters, "OPTICAL_BANDS", context), self.bands(parameters, "SAR_BANDS", context),
             units.get("optical_units", "auto"), units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
-            self.sar_levels_value(parameters, context),
+            self.sar_levels_value(parameters, context), units.get("sar_backscatter", "auto"),
         )
         area = self._area(parameters, context, feedback, sar)
         sar_encoder = self.parameterAsFile(parameters, "SAR_ENCODER", context) or None

@@ -22,7 +22,7 @@ from qgis.core import (
 
 from .. import layers
 from . import _checks
-from ._common import SAR_UNIT_CHOICES, EngineAlgorithm, verdict
+from ._common import SAR_BACKSCATTER_CHOICES, SAR_UNIT_CHOICES, EngineAlgorithm, verdict
 
 METHODS = (("teacher", "SAR water expert (teacher network)"), ("threshold", "Scene-adaptive threshold (no network)"))
 OUTPUT_NAMES = ("flood_extent.tif", "flood_likelihood.tif", "exclusion.tif", "water_after.tif", "water_before.tif",
@@ -73,6 +73,7 @@ class FloodMap(EngineAlgorithm):
                 f"{key}_BAND", self.tr(f"Band of the {date} SAR (default: by band names; VV and VH named: both, "
                                   "read by the VV + VH water expert)"), None, key, optional=True))
             self.add_choice(f"{key}_UNITS", f"Units of the {date} SAR", SAR_UNIT_CHOICES, "auto")
+            self.add_choice(f"{key}_BACKSCATTER", f"Backscatter of the {date} SAR", SAR_BACKSCATTER_CHOICES, "auto")
             self.add_advanced(QgsProcessingParameterRasterLayer(
                 f"{key}_LOCAL_INCIDENCE", self.tr(f"Local incidence angle of the {date} date (degrees)"),
                 optional=True))
@@ -172,6 +173,7 @@ class FloodMap(EngineAlgorithm):
                 sar=self.raster_path(parameters, key, context, feedback, f"{date} SAR raster"),
                 bands=tuple(self.bands(parameters, f"{key}_BAND", context))[:1],
                 units=self.parameterAsEnumString(parameters, f"{key}_UNITS", context) or "auto",
+                backscatter=self.parameterAsEnumString(parameters, f"{key}_BACKSCATTER", context) or "auto",
                 levels=self.sar_levels_value(parameters, context),
                 optical=optional_raster(f"{key}_OPTICAL", f"{date} optical image"),
                 geometry=Geometry(

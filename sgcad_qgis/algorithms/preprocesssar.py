@@ -72,6 +72,7 @@ class PreprocessSar(EngineAlgorithm):
         return SarPreprocessConfig(
             units=units["sar_units"],
             calibration_constant=units["sar_calibration"],
+            backscatter=units["sar_backscatter"],
             incidence_normalize=bool(angle or band),
             incidence_angle_deg=angle or None,
             incidence_band=band or None,

@@ -94,7 +94,8 @@ class PretrainSar(EngineAlgorithm):
             seed=self.parameterAsInt(parameters, "SEED", context), device=device,
         )
         units = self.units_values(parameters, context)
-        overrides = InputOverrides((), (), "auto", units.get("sar_units", "auto"), units.get("sar_calibration", 0.0))
+        overrides = InputOverrides((), (), "auto", units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
+                                   sar_backscatter=units.get("sar_backscatter", "auto"))
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         with self.stage(feedback, "Pretraining the SAR encoder") as progress:
             result = pretrain_sar(paths, folder, cfg, like=like, sar_bands=self._bands(parameters, context),

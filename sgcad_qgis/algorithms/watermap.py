@@ -97,6 +97,7 @@ class WaterMap(EngineAlgorithm):
                 sar_bands=self.bands(parameters, "SAR_BANDS", context), sar_units=units.get("sar_units", "auto"),
                 sar_calibration=units.get("sar_calibration", 0.0),
                 sar_levels=self.sar_levels_value(parameters, context),
+                sar_backscatter=units.get("sar_backscatter", "auto"),
                 water_threshold=self.parameterAsDouble(parameters, "WATER_THRESHOLD", context),
                 overwrite=self.overwrite(parameters, context), progress=progress,
             )

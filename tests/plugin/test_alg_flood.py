@@ -287,6 +287,18 @@ def test_watermap_maps_one_date_and_loads_styled_layers(shared_data, tmp_path, s
     assert not ok and "water_probability.tif" in message
 
 
+def test_watermap_reads_gamma_nought_as_sigma_nought_unless_told(shared_data, tmp_path, sgcad_provider):
+    """The lower Rhône is pyroSAR RTC gamma nought (its file name says so): read as sigma nought x cos 37 deg
+    it calls 37 % of the footprint water, 29 % when SAR_BACKSCATTER says sigma0 (Otsu on its band: 37.5 %)."""
+    rhone = str(shared_data / "sentinel1_camargue" / "S1A__IW___D_20171210T054359_VV_grd_mli_geo_norm_db.tif")
+    shares = {}
+    for reading in ("auto", "sigma0"):
+        result = run("sgcad:watermap", {"SAR": rhone, "DEVICE": 1, "SAR_BACKSCATTER": reading,
+                                        "OUTPUT_FOLDER": str(tmp_path / reading)})
+        shares[reading] = result["WATER_SHARE"]
+    assert shares["auto"] > 0.33 and shares["sigma0"] < 0.31, shares
+
+
 def test_dock_flood_tab_without_a_before_layer_maps_the_water_of_one_date(shared_data, recording_iface,
                                                                            qgis_new_project, tmp_path,
                                                                            sgcad_provider):
