@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import rasterio
+
 from ..config import SAR_BACKSCATTER
 from ..preprocess.sar import GAMMA0_INCIDENCE_DEG, gamma0_to_sigma0_factor
 from .units import metadata_text
@@ -73,13 +75,17 @@ def _named(text: str) -> Optional[str]:
 
 
 def detect_backscatter(path: PathLike, bands: Sequence[int], given: str = "auto") -> BackscatterDecision:
-    """Decide whether ``path`` holds sigma or gamma nought: as given, else by its band names, band and
-    file tags (searched first: they name what the band holds), else by its file name, else sigma nought."""
+    """Decide whether ``path`` holds sigma or gamma nought: as given, else by the names of its bands (they
+    say what each band holds), else by its band and file tags (a processing history there may name both),
+    else by its file name, else sigma nought."""
     if given not in SAR_BACKSCATTER:
         raise ValueError(f"SAR backscatter must be one of {list(SAR_BACKSCATTER)}, got {given!r}")
     if given != "auto":
         return BackscatterDecision(given, "given")
-    for where, text in (("band names or tags", metadata_text(path, bands)), ("file name", Path(path).name)):
+    with rasterio.open(path) as src:
+        names = " ".join(src.descriptions[b - 1] or "" for b in bands)
+    for where, text in (("band names", names), ("band or file tags", metadata_text(path, bands)),
+                        ("file name", Path(path).name)):
         found = _named(text)
         if found:
             return BackscatterDecision(found, "metadata", f"named in the {where}")

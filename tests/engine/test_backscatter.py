@@ -44,6 +44,8 @@ def _raster(path: Path, description: str = "", tags=None) -> Path:
     ("S1A_IW_20230101T000000_DVP_RTC30_S_gpuned_1A2B_VV.tif", "", None, "sigma0", "metadata"),  # HyP3 sigma
     ("subset.tif", "Gamma0_VV", None, "gamma0", "metadata"),  # SNAP terrain flattening
     ("subset_rtc.tif", "Sigma0_VV", None, "sigma0", "metadata"),  # the band's name wins over the file's
+    # a SNAP export: the band is Gamma0_VV, its processing history names both
+    ("subset.tif", "Gamma0_VV", {"history": "Calibration: Sigma0; Terrain-Flattening: Gamma0"}, "gamma0", "metadata"),
     ("scene.tif", "", {"backscatter": "gamma nought, terrain flattened"}, "gamma0", "metadata"),
     ("India_900498_S1Hand.tif", "", None, "sigma0", "default"),  # Sen1Floods11: nothing said
     ("S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39_VV.tif", "VV", None, "sigma0", "default"),  # BigEarthNet
