@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp
 
 from ..config import NormalizationRecord, OpticalPreprocessConfig, SarPreprocessConfig, save_json, to_dict
 from ..inputs.contract import resolve_chain
@@ -24,14 +25,36 @@ from ..raster.io import check_output, iter_windows, open_writer, read_bands
 from ..validate import check_distinct_outputs, check_outputs_not_inputs
 
 PathLike = Union[str, Path]
+_COLOUR_ROLES = (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.gray)
 PreprocessConfig = Union[SarPreprocessConfig, OpticalPreprocessConfig]
 
 
-def _band_count(path: PathLike) -> int:
+def _data_bands(path: PathLike) -> list:
+    """Every band but an alpha band: its mask is already NaN in the bands read (``read_on_grid``)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: file not found")
     with rasterio.open(path) as src:
-        return src.count
+        return [b for b in range(1, src.count + 1) if src.colorinterp[b - 1] != ColorInterp.alpha]
+
+
+def carry_band_metadata(path: PathLike, bands: Sequence[int], dst: Any) -> None:
+    """Give ``dst`` (open for writing, one band per band of ``bands``) what ``path`` says of those bands:
+    their descriptions, band and file tags, and colour roles (never alpha: the mask is already NaN).
+
+    The input contract reads these to decide band roles, units and backscatter, so an aligned raster
+    reads as its source reads; generic names such as ``optical_b4`` would instead say "Sentinel-2 band 4,
+    red" of whatever the source's fourth band holds. The file name goes along as the tag ``source``.
+    """
+    with rasterio.open(path) as src:
+        dst.update_tags(**{k: v for k, v in src.tags().items() if k != "AREA_OR_POINT"}, source=Path(path).name)
+        for i, b in enumerate(bands, start=1):
+            if src.descriptions[b - 1]:
+                dst.set_band_description(i, src.descriptions[b - 1])
+            if src.tags(b):
+                dst.update_tags(i, **src.tags(b))
+        interp = [src.colorinterp[b - 1] for b in bands]
+    if any(c in _COLOUR_ROLES for c in interp):
+        dst.colorinterp = [c if c in _COLOUR_ROLES else ColorInterp.undefined for c in interp]
 
 
 def align_pair(
@@ -52,15 +75,14 @@ def align_pair(
 
     The grid is :func:`~engine.raster.grid.default_grid` (the SAR's resolution in a projected
     CRS, the intersection of both footprints) unless ``resolution``, ``crs`` or ``bounds`` say
-    otherwise. Imagery is resampled bilinearly; outputs are float32 with NaN as nodata. Bands are
-    named ``<name>_b<band>``. The values are the inputs' own, so each output keeps its source's file
-    name as the tag ``source``, which the input contract reads as it reads a file name (a Sentinel-2
-    product name, gamma nought, dB).
+    otherwise. Imagery is resampled bilinearly; outputs are float32 with NaN as nodata. The values
+    are the inputs' own (scale and offset applied), so each output carries what its source says of
+    them (:func:`carry_band_metadata`): an aligned raster reads as its source reads.
 
     Args:
         optical_path, sar_path: the inputs (any CRS and resolution).
         optical_out, sar_out: the aligned GeoTIFFs to write.
-        optical_bands, sar_bands: 1-based bands to keep, in this order (default all).
+        optical_bands, sar_bands: 1-based bands to keep, in this order (default all but alpha).
         resolution: pixel size in target CRS units.
         crs: target CRS (e.g. ``EPSG:32631``); must be projected.
         bounds: (left, bottom, right, top) in the target CRS restricting the extent.
@@ -76,8 +98,8 @@ def align_pair(
     """
     check_outputs_not_inputs([optical_out, sar_out], {"optical": optical_path, "SAR": sar_path})
     check_distinct_outputs({"aligned optical output": optical_out, "aligned SAR output": sar_out})
-    optical_bands = list(optical_bands or range(1, _band_count(optical_path) + 1))
-    sar_bands = list(sar_bands or range(1, _band_count(sar_path) + 1))
+    optical_bands = list(optical_bands or _data_bands(optical_path))
+    sar_bands = list(sar_bands or _data_bands(sar_path))
     for out in (optical_out, sar_out):
         check_output(out, overwrite)
     grid = default_grid(optical_path, sar_path, resolution=resolution, crs=crs, bounds=bounds)
@@ -86,12 +108,11 @@ def align_pair(
     with contextlib.ExitStack() as stack:
         writers = [
             stack.enter_context(
-                open_writer(out, grid, len(bands), "float32", float("nan"), overwrite, [f"{name}_b{b}" for b in bands])
-            )
-            for _, bands, out, name in jobs
+                open_writer(out, grid, len(bands), "float32", float("nan"), overwrite))
+            for _, bands, out, _ in jobs
         ]
-        for (path, _, _, _), dst in zip(jobs, writers):
-            dst.update_tags(source=Path(path).name)
+        for (path, bands, _, _), dst in zip(jobs, writers):
+            carry_band_metadata(path, bands, dst)
         valid = [0, 0]
         for k, window in enumerate(windows):
             progress.check()
@@ -148,7 +169,10 @@ def preprocess_raster(
     check_outputs_not_inputs([out_path] + ([record_path] if record_path else []), {"raster": path})
     if record_path:
         check_distinct_outputs({"output": out_path, "normalisation record": record_path})
-    count = _band_count(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    with rasterio.open(path) as src:
+        count = src.count
     bands = [int(b) for b in bands]
     missing = [b for b in bands if not 1 <= b <= count]
     if not bands or missing:

@@ -25,8 +25,11 @@ class AlignPair(EngineAlgorithm):
         "SAR's pixel size, in the optical raster's CRS when it is projected (else the UTM zone of "
         "the scene), over the area both rasters cover. A pixel size, a projected CRS and an extent "
         "can be given instead. Imagery is resampled bilinearly; outputs are float32 GeoTIFFs with "
-        "NaN as nodata, written window by window. Training and segmentation align on the fly, so "
-        "this is for inspecting or sharing aligned data and for Modeler pipelines."
+        "NaN as nodata, written window by window. Each output keeps what its source says of its bands "
+        "(names such as B04 or VV, tags, colours; the file name as the tag source), so it is read as the "
+        "source is read; an alpha band is not copied (its transparent pixels become NaN). Training and "
+        "segmentation align on the fly, so this is for inspecting or sharing aligned data and for Modeler "
+        "pipelines."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802

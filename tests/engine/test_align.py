@@ -133,3 +133,41 @@ def test_stack_command_runs_as_written(shared_data, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["width"] == 120 and result["res"] == [10.0, 10.0] and len(result["bands"]) == 4
+
+
+def test_an_aligned_pair_reads_as_its_sources_read(shared_data, tmp_path):
+    """Band roles, units and polarisations survive alignment. Generic names (``optical_b4``) read
+    as "Sentinel-2 band 4, red" and made the near infrared of a blue, green, red, NIR raster red."""
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+
+    recipe = InputRecipe.of(read_metadata(ROOT / "resources" / "models" / "sgcad_student.safetensors"))
+    s2, vv, vh = _bigearthnet(shared_data)[0]
+    named = tmp_path / "s2_named.tif"  # Sentinel-2 band files stacked: the names say which band is red
+    stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in S2_BANDS], named)
+    sar = tmp_path / "vh_vv.tif"
+    stack_bands([(vh, 1), (vv, 1)], sar)  # VH first: the names say which band is co-polarised
+    unnamed = tmp_path / "bgrn.tif"  # blue, green, red, NIR as bands 1-4 with nothing said: read as 1, 2, 3
+    write_raster(unnamed, read_bands(named, [2, 3, 4, 8]), grid_of(named))
+    rgba = tmp_path / "rgba.tif"  # an 8-bit picture with an alpha band
+    rgb = shared_data / "spacenet6_rotterdam" / "rgb_unmasked.tif"
+    with rasterio.open(rgb) as src:
+        profile = dict(src.profile, count=4, photometric="RGB", alpha="YES")
+        picture, rgba_grid = src.read(), grid_of(rgb)
+    with rasterio.open(rgba, "w", **profile) as dst:
+        dst.write(np.concatenate([picture, np.full_like(picture[:1], 255)]))
+    for k, optical in enumerate((named, unnamed)):
+        out_o, out_s = tmp_path / f"o{k}.tif", tmp_path / f"s{k}.tif"
+        align_pair(optical, sar, out_o, out_s, resolution=20.0)  # resampled, not copied
+        before, after = resolve_inputs(recipe, optical, sar), resolve_inputs(recipe, out_o, out_s)
+        assert after.bands == before.bands and after.bands.sar_bands == (2,)  # VV: band 2
+        assert after.optical_units.units == before.optical_units.units == "reflectance10000"
+        assert after.sar_units.units == before.sar_units.units == "db"
+        with rasterio.open(out_s) as src:
+            assert src.descriptions == (f"{vh.stem}_b1", f"{vv.stem}_b1") and src.tags()["source"] == "vh_vv.tif"
+    assert before.bands.optical_bands == (1, 2, 3)  # unnamed: the convention, not the NIR as red
+    align_pair(rgba, shared_data / "spacenet6_rotterdam" / "sar_masked.tif", tmp_path / "po.tif",
+               tmp_path / "ps.tif")
+    with rasterio.open(tmp_path / "po.tif") as src:  # the alpha band is the mask (NaN), not a fourth colour
+        assert src.count == 3 and [c.name for c in src.colorinterp] == ["red", "green", "blue"]
+        assert grid_of(tmp_path / "po.tif").same_as(grid_of(tmp_path / "ps.tif")) and rgba_grid.crs == src.crs
