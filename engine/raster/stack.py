@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import rasterio
 
 from ..progress import NULL_PROGRESS, Progress
 from .grid import Grid, grid_of, read_on_grid
@@ -25,6 +26,21 @@ def parse_band_source(text: str) -> BandSource:
     if sep and band.isdigit() and path:
         return path, int(band)
     return text, 1
+
+
+def default_band_names(sources: Sequence[BandSource]) -> List[str]:
+    """What each stacked band is called when the caller does not say: the source band's own description
+    (``VV``, ``B04``), else ``<file stem>_b1`` for a one-band file (its name says the band: ``..._B04_b1``),
+    else ``<file stem>_band<k>``: ``_b<k>`` would read as Sentinel-2 band k (``_b4`` as red) whatever it holds."""
+    names = []
+    for path, band in sources:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: file not found")
+        with rasterio.open(path) as src:
+            described, count = src.descriptions[band - 1] if 1 <= band <= src.count else None, src.count
+        stem = Path(path).stem
+        names.append(described or (f"{stem}_b{band}" if count == 1 else f"{stem}_band{band}"))
+    return names
 
 
 def finest_grid(sources: Sequence[BandSource]) -> Grid:
@@ -49,7 +65,7 @@ def stack_bands(
         sources: (file, 1-based band) pairs; files may differ in resolution and CRS.
         out_path: the stacked GeoTIFF (NaN = nodata).
         grid: target grid; default the grid of the finest-resolution source.
-        names: band descriptions; default ``<file stem>_b<band>``.
+        names: band descriptions; default :func:`default_band_names`.
         block: window edge in pixels.
         resampling: ``"bilinear"`` for imagery, ``"nearest"`` for classes.
         overwrite: replace an existing output.
@@ -63,7 +79,7 @@ def stack_bands(
         raise ValueError("stack_bands: no band sources given")
     check_output(out_path, overwrite)
     grid = grid or finest_grid(sources)
-    names = list(names) if names else [f"{Path(p).stem}_b{b}" for p, b in sources]
+    names = list(names) if names else default_band_names(sources)
     valid: List[int] = [0] * len(sources)
     windows = list(iter_windows(grid.width, grid.height, block))
     with open_writer(out_path, grid, len(sources), "float32", float("nan"), overwrite, names) as dst:

@@ -171,3 +171,22 @@ def test_an_aligned_pair_reads_as_its_sources_read(shared_data, tmp_path):
     with rasterio.open(tmp_path / "po.tif") as src:  # the alpha band is the mask (NaN), not a fourth colour
         assert src.count == 3 and [c.name for c in src.colorinterp] == ["red", "green", "blue"]
         assert grid_of(tmp_path / "po.tif").same_as(grid_of(tmp_path / "ps.tif")) and rgba_grid.crs == src.crs
+
+
+def test_stacked_bands_are_named_as_their_sources_name_them(shared_data, tmp_path):
+    """A band's own name goes along (India's VV, VH); band k of an unnamed multi-band file is
+    ``..._band<k>``, not ``..._b<k>``, which reads as Sentinel-2 band k (``_b4``: red)."""
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+
+    india = shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+    result = stack_bands([(india, 2), (india, 1)], tmp_path / "vh_vv.tif")
+    assert result["bands"] == ["VH", "VV"]
+    s2, vv, _ = _bigearthnet(shared_data)[0]
+    bgrn = tmp_path / "bgrn.tif"  # blue, green, red, NIR, nothing said
+    write_raster(bgrn, np.stack([read_bands(next(s2.glob(f"*_{b}.tif")), [1])[0] for b in ("B02", "B03", "B04", "B08")]),
+                 grid_of(vv))
+    out = tmp_path / "stacked.tif"
+    assert stack_bands([(bgrn, b) for b in (1, 2, 3, 4)], out)["bands"] == [f"bgrn_band{b}" for b in (1, 2, 3, 4)]
+    recipe = InputRecipe.of(read_metadata(ROOT / "resources" / "models" / "sgcad_student.safetensors"))
+    assert resolve_inputs(recipe, out, vv).bands.optical_bands == (1, 2, 3)  # as the source: unnamed, by convention
