@@ -178,15 +178,17 @@ def export_window(
         _remove(tmp)
         reason = "canceled" if block_feedback.isCanceled() else f"GDAL writer error {int(error)}"
         raise QgsProcessingException(f"Exporting the {label} '{layer.name()}' failed ({reason}).")
-    _keep_band_names(layer, tmp)
+    _keep_source_metadata(layer, tmp)
     os.replace(tmp, target)
     return str(target)
 
 
-def _keep_band_names(layer: QgsRasterLayer, path: Path) -> None:
-    """Copy the source's band descriptions and band metadata (B4, VV, WAVELENGTH) into an exported
-    window: QGIS's writer drops them, and the engine reads bands by role from them
-    (``engine.inputs.bands``; a zipped or SAFE Sentinel-2 product is exported, not read in place)."""
+def _keep_source_metadata(layer: QgsRasterLayer, path: Path) -> None:
+    """Copy what the source says of its pixels into an exported window: band descriptions and band
+    metadata (B4, VV, WAVELENGTH), the file's metadata, and its file name as the tag ``source``. QGIS's
+    writer drops them, and the engine reads band roles, units and backscatter from them
+    (``engine.inputs``; a zipped product or a ``SENTINEL2_L2A:`` subdataset is exported, not read in place),
+    as ``engine.data.raster_ops.carry_band_metadata`` keeps them through alignment."""
     if layer.providerType() != "gdal":
         return
     from osgeo import gdal
@@ -197,6 +199,9 @@ def _keep_band_names(layer: QgsRasterLayer, path: Path) -> None:
     target = gdal.Open(str(path), gdal.GA_Update)
     if target is None:
         return
+    tags = {str(k): str(v) for k, v in (source.GetMetadata() or {}).items() if k != "AREA_OR_POINT"}
+    name = Path(layer.source().split("|")[0]).name
+    target.SetMetadata(dict(tags, source=f"{name}, from {tags['source']}" if tags.get("source") else name))
     for b in range(1, source.RasterCount + 1):
         band, out = source.GetRasterBand(b), target.GetRasterBand(b)
         if band.GetDescription():

@@ -46,7 +46,9 @@ def carry_band_metadata(path: PathLike, bands: Sequence[int], dst: Any) -> None:
     red" of whatever the source's fourth band holds. The file name goes along as the tag ``source``.
     """
     with rasterio.open(path) as src:
-        dst.update_tags(**{k: v for k, v in src.tags().items() if k != "AREA_OR_POINT"}, source=Path(path).name)
+        tags = {k: v for k, v in src.tags().items() if k != "AREA_OR_POINT"}
+        name = Path(path).name  # an aligned raster aligned again keeps the first name too
+        dst.update_tags(**dict(tags, source=f"{name}, from {tags['source']}" if tags.get("source") else name))
         for i, b in enumerate(bands, start=1):
             if src.descriptions[b - 1]:
                 dst.set_band_description(i, src.descriptions[b - 1])

@@ -119,3 +119,5 @@ def test_an_aligned_pair_keeps_saying_gamma_nought(tmp_path):
     align_pair(optical, sar, tmp_path / "o.tif", tmp_path / "s.tif")
     assert detect_backscatter(tmp_path / "s.tif", [1]).convention == "gamma0"
     assert detect_backscatter(tmp_path / "o.tif", [1]).convention == "sigma0"  # nothing said
+    align_pair(tmp_path / "o.tif", tmp_path / "s.tif", tmp_path / "o2.tif", tmp_path / "s2.tif", resolution=20.0)
+    assert detect_backscatter(tmp_path / "s2.tif", [1]).convention == "gamma0"  # aligned twice: the first name stays

@@ -115,6 +115,24 @@ def test_a_zipped_sentinel2_stack_is_exported_with_its_band_names_and_read_by_ro
     assert choose_bands(out, model, "optical").bands == (4, 3, 2)
 
 
+def test_a_zipped_gamma_nought_raster_is_exported_still_saying_gamma_nought(qgis_app, shared_data, tmp_path):
+    """The export is named after the layer; the source's file name goes along as a tag, so the zipped
+    pyroSAR RTC scene of the lower Rhone is still read as gamma nought (else as sigma nought, 1 dB too bright)."""
+    import zipfile
+
+    from sgcad_qgis.engine.inputs.backscatter import detect_backscatter
+
+    sar = next((shared_data / "sentinel1_camargue").glob("*20171210*.tif"))
+    with zipfile.ZipFile(tmp_path / "scene.zip", "w") as archive:
+        archive.write(sar, sar.name)
+    layer = QgsRasterLayer(f"/vsizip/{tmp_path / 'scene.zip'}/{sar.name}", "flood scene")
+    assert layer.isValid()
+    out = layers.raster_source(layer, "SAR raster", temp_dir=str(tmp_path / "t"))
+    assert out.startswith(str(tmp_path / "t")) and sar.stem not in out  # exported under another name
+    decision = detect_backscatter(out, [1])
+    assert decision.convention == "gamma0" and "tags" in decision.reason, decision
+
+
 def test_class_map_is_paletted_with_schema_names_and_colours_also_from_its_sidecar(qgis_app, tmp_path):
     schema = ClassSchema(
         names=("land", "water", "urban"),
