@@ -207,6 +207,7 @@ class SarPreprocessConfig:
     calibration_constant: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
     calibration_constants: Tuple[float, ...] = ()  # per band, resolved at run time for "dn"
     backscatter: str = "auto"  # SAR_BACKSCATTER, resolved per file: gamma0 is read as sigma0 (x cos 37 deg)
+    zero_is_nodata: bool = False  # resolved per file (engine.inputs.shift.zeros_are_missing): an exact 0 is a fill
     incidence_normalize: bool = False
     incidence_angle_deg: Optional[float] = None  # constant angle when no angle band is given
     incidence_band: Optional[int] = None  # 1-based band holding the angle in degrees

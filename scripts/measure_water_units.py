@@ -3,8 +3,8 @@
     .venv/bin/python scripts/measure_water_units.py [--heldout FOLDER]
 
 Each Sen1Floods11 chip (VV, VH in dB with a hand label; the two in ``../shared/data`` and, with
-``--heldout``, every ``*_S1Hand.tif`` of FOLDER with its ``*_LabelHand.tif``) is written seven ways:
-dB with and without band names, linear power with nodata 0, amplitude, VH before VV, uncalibrated
+``--heldout``, every ``*_S1Hand.tif`` of FOLDER with its ``*_LabelHand.tif``) is written eight ways:
+dB with and without band names, linear power with nodata 0 and with 0 undeclared, amplitude, VH before VV, uncalibrated
 uint16 amplitude numbers and VV alone. Each copy is mapped by the product's command line with the
 bundled models, and its water map scored against the hand label (water IoU, %, labelled pixels).
 """
@@ -37,6 +37,7 @@ def variants(db: np.ndarray) -> Dict[str, Tuple[np.ndarray, List[Optional[str]],
         "dB, named VV and VH": (db, ["VV", "VH"], None, "float32"),
         "dB, unnamed": (db, [None, None], None, "float32"),
         "linear power, nodata 0": (power, ["VV", "VH"], 0.0, "float32"),
+        "linear power, 0 not declared": (power, ["VV", "VH"], None, "float32"),
         "amplitude": (np.where(valid, np.sqrt(power), 0.0), ["Amplitude_VV", "Amplitude_VH"], 0.0, "float32"),
         "VH first, then VV": (db[::-1], ["VH", "VV"], None, "float32"),
         "uint16 numbers, uncalibrated": (numbers, ["VV", "VH"], 0.0, "uint16"),

@@ -53,7 +53,7 @@ def db_source(
     check_sar_not_picture(path)
     chain = SarPreprocessConfig(lee_filter=False, to_db=True, robust_normalize=False)
     cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration, backscatter=backscatter)
-    zeros = zero_fill_warning(path.name, decision.units, decision.stats)
+    zeros = zero_fill_warning(path.name, decision.units, decision.stats, cfg.zero_is_nodata)
     note = "; ".join(n for n in (note, zeros) if n) or None
 
     def read(window: Window) -> np.ndarray:

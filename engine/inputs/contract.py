@@ -301,7 +301,8 @@ def resolve_chain(
     found = detect_backscatter(path, bands, backscatter if decision.units != "dn" or calibration > 0 else "sigma0")
     decision.backscatter = found
     out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=(),
-                              backscatter=found.convention)
+                              backscatter=found.convention,
+                              zero_is_nodata=shift.zeros_are_missing(path, bands, decision.units))
     note = None
     if decision.units == "dn" and calibration <= 0:
         out.calibration_constants, targets = _dn_constants(path, bands, trained or {})
@@ -443,7 +444,7 @@ def resolve_inputs(
         shift.add_range_shares(sar_stats, table, sar_record)
     warnings += shift.sar_warnings(
         sar_stats, sar_path.name, sar_units.units, sar_record, recipe.stats.get("sar"),
-        fixed=recipe.sar.normalization == "fixed", raw=sar_units.stats,
+        fixed=recipe.sar.normalization == "fixed", raw=sar_units.stats, zeros_missing=sar_cfg.zero_is_nodata,
     )
     stats["sar"] = {"units": sar_units.units, "bands": _rounded(sar_stats)}
     sar_problem = shift.sar_only_problem(sar_stats, sar_path.name, sar_units.units, sar_units.stats)
@@ -556,6 +557,7 @@ def preprocessor_for(
         calibration_constant=runtime_sar.calibration_constant,
         calibration_constants=runtime_sar.calibration_constants,
         backscatter=runtime_sar.backscatter,
+        zero_is_nodata=runtime_sar.zero_is_nodata,
     )
     if recipe.sar.normalization == "scene" and recipe.sar.robust_normalize:
         table, _ = sample_features(sar_path, bands, sar_cfg, progress=progress)

@@ -10,11 +10,15 @@ data's level.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import rasterio
 
 from ..config import NormalizationRecord
+
+PathLike = Union[str, Path]
 
 CLIPPED_SHARE = 0.3  # warn when this share of a band falls outside a fixed range at one end
 STUCK_SHARE = 0.25  # warn when this share of a band sits on its minimum or maximum value
@@ -81,8 +85,9 @@ def sar_only_problem(stats: List[Dict[str, Any]], path: str, units: str = "",
     for b in stats:
         name = f"SAR band {b['band']} of {path}"
         if not b.get("n"):
-            return (f"{name} has no valid pixel in the sampled area: no water can be mapped from it; check the band "
-                    "choice and its nodata value")
+            zeros = " (all its values are exactly 0, read as missing data)" if (raw or {}).get("zero_share") == 1 else ""
+            return (f"{name} has no valid pixel in the sampled area{zeros}: no water can be mapped from it; check the "
+                    "band choice and its nodata value")
         if _constant(b):
             return (f"{name} is constant ({b['max']:.4g} dB everywhere): no water can be mapped from it. If 0 (or "
                     "another value) marks missing data, set the raster's nodata value (Layer Properties > "
@@ -176,11 +181,28 @@ def optical_warnings(
     return out
 
 
-def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]]) -> Optional[str]:
-    """A warning when many linear / amplitude SAR values are exactly 0 without a nodata value (a fill)."""
+def zeros_are_missing(path: PathLike, bands: Sequence[int], units: str) -> bool:
+    """Whether an exact 0 of this SAR file is a fill, read as missing data: in linear power, amplitude or
+    digital numbers stored in more than 8 bits no surface returns exactly nothing, while Sentinel-1 GRD
+    borders and exports without a nodata value hold 0 (read as power, the darkest surface: open water).
+    An 8-bit picture may quantise dark water to 0, so there 0 stays a value (and is warned about)."""
+    if units not in ("linear", "amplitude", "dn"):
+        return False
+    with rasterio.open(path) as src:
+        return all(np.dtype(src.dtypes[b - 1]).itemsize > 1 for b in bands)
+
+
+def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]], missing: bool = False) -> Optional[str]:
+    """A warning when many linear / amplitude SAR values are exactly 0 without a nodata value (a fill);
+    ``missing``: they are read as missing data (:func:`zeros_are_missing`)."""
     zeros = (raw or {}).get("zero_share", 0.0)
     if units not in ("linear", "amplitude", "dn") or zeros < ZERO_FILL_SHARE:
         return None
+    if missing:
+        return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them; in "
+                f"{units} units no surface returns exactly nothing, so they are read as missing data (a Sentinel-1 "
+                "scene's no-data border is often stored as 0) and mapped as nodata. Set the raster's nodata value "
+                "to 0 to say so and silence this (gdal_translate -a_nodata 0).")
     return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them. In "
             f"{units} units 0 means no backscatter at all, so those pixels read as the darkest surface, open "
             "water; a Sentinel-1 scene's no-data border is often stored as 0. If 0 marks missing data, set the "
@@ -195,6 +217,7 @@ def sar_warnings(
     trained: Optional[Dict[str, Any]],
     fixed: bool,
     raw: Optional[Dict[str, float]] = None,
+    zeros_missing: bool = False,
 ) -> List[str]:
     """Zeros without nodata, constant bands, dB values that are not dB, clipping by a fixed range, a
     shifted level.
@@ -202,7 +225,7 @@ def sar_warnings(
     ``raw`` holds the file's own values' statistics (``negative_share``, ``median``, ``zero_share``),
     which say whether values read as dB can be dB, and whether zeros fill missing data.
     """
-    zeros = zero_fill_warning(path, units, raw)
+    zeros = zero_fill_warning(path, units, raw, zeros_missing)
     out = [zeros] if zeros else []
     trained_bands = (trained or {}).get("bands", [])
     for i, b in enumerate(stats):

@@ -141,6 +141,8 @@ def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
 
 def _power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     units = cfg.units
+    if cfg.zero_is_nodata and units in ("linear", "amplitude", "dn"):
+        x = np.where(x == 0, np.float32(np.nan), x)  # a fill (no-data border), not the darkest water
     if units == "linear":
         return x
     if units == "db":

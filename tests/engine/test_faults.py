@@ -583,8 +583,7 @@ def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, m
     with rasterio.open(scaled, "w", **dict(profile, dtype="int16", nodata=None)) as dst:
         dst.write(np.nan_to_num(vv * 100).astype("int16")[None])
     picture = shared_data / "landsat_rgb" / "RGB.byte.tif"
-    expected = {zeros: "is constant (-60 dB everywhere): no water can be mapped from it. If 0 (or another value) "
-                       "marks missing data, set the raster's nodata value",
+    expected = {zeros: "has no valid pixel in the sampled area (all its values are exactly 0, read as missing data)",
                 scaled: "is read as dB, but its median is -1",
                 picture: "says its bands are red, green, blue (GDAL colour interpretation): that is an optical image"}
     for k, (path, words) in enumerate(expected.items()):
@@ -597,7 +596,8 @@ def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, m
     constant = tmp_path / "constant.tif"
     with rasterio.open(constant, "w", **dict(profile, count=2)) as dst:
         dst.write(np.full((2, *vv.shape), -12.0, np.float32))
-    for path, words in ((zeros, "is constant (-60 dB everywhere)"), (constant, "is constant (-12 dB everywhere)")):
+    for path, words in ((zeros, "(all its values are exactly 0, read as missing data)"),
+                        (constant, "is constant (-12 dB everywhere)")):
         code, _, err = cli(capsys, "finetune", "--sar", path, "--teacher", BUNDLED_TEACHER, "--out", tmp_path / "adapt",
                            "--device", "cpu")
         assert code == 2 and words in one_error_line(err), err

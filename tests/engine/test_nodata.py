@@ -60,9 +60,12 @@ def test_a_nodata_band_across_a_real_scene_leaves_the_rest_of_the_water_map_alon
         assert flips > 0.10, flips
 
 
-def test_a_zero_border_in_linear_sar_is_named_and_its_nodata_value_maps_nothing_there(tmp_path):
-    # Sentinel-1 scenes often store their no-data border as 0; read as linear power it is the darkest
-    # surface, so the run says so, and with nodata=0 declared the border is no data, not water
+def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
+    # Sentinel-1 scenes often store their no-data border as 0; read as linear power it was the darkest
+    # surface, open water. No surface returns exactly nothing, so 0 in linear (more than 8-bit) SAR is
+    # read as missing, with or without nodata=0 declared; the run says so when it is not declared
+    from engine.inputs.shift import zeros_are_missing
+
     with rasterio.open(INDIA) as src:
         profile, db = dict(src.profile, nodata=None), src.read()
     linear = (10 ** (db / 10)).astype("float32")
@@ -73,18 +76,23 @@ def test_a_zero_border_in_linear_sar_is_named_and_its_nodata_value_maps_nothing_
             dst.write(linear)
             dst.descriptions = ("VV", "VH")
     result = sar_only.water_probability(plain, TEACHER, tmp_path / "a.tif")
-    assert any("7.8 % of its values are exactly 0 and no nodata value marks them" in w
+    assert any("7.8 % of its values are exactly 0 and no nodata value marks them; in linear units" in w
                for w in result["inputs"]["warnings"]), result["inputs"]["warnings"]
-    with rasterio.open(tmp_path / "a.tif") as src:
-        assert (src.read(1)[:, :40] >= 0.5).mean() > 0.9  # the border read as water: why the warning
     result = sar_only.water_probability(declared, TEACHER, tmp_path / "b.tif")
     assert not any("exactly 0" in w for w in result["inputs"]["warnings"])
-    with rasterio.open(tmp_path / "b.tif") as src:
-        p = src.read(1)
-    assert np.isnan(p[:, :40]).all() and np.isfinite(p[:, 40:]).all()
-    # the classical threshold of a flood map says it too, for the date that has the zeros
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        p, q = a.read(1), b.read(1)
+    assert np.isnan(p[:, :40]).all() and np.isnan(q[:, :40]).all()  # nodata, not water (was > 90 % water)
+    np.testing.assert_allclose(p[:, 40:], q[:, 40:], atol=1e-5)  # the rest: as with nodata declared
+    # the classical threshold of a flood map reads them as missing too, and says so for that date
     from engine.flood.mapping import FloodConfig, map_flood
 
     report = map_flood(plain, declared, tmp_path / "flood", FloodConfig(method="threshold"))
     said = [w for w in report["warnings"] if "exactly 0" in w]
-    assert len(said) == 1 and said[0].startswith("after: SAR zeros.tif: 7.8 %"), report["warnings"]
+    assert len(said) == 1 and said[0].startswith("after: SAR zeros.tif: 7.8 %") and "missing" in said[0], said
+    # an 8-bit picture may quantise dark water to 0: there 0 stays a value
+    eight = tmp_path / "amplitude8.tif"
+    with rasterio.open(eight, "w", **dict(profile, dtype="uint8")) as dst:
+        dst.write(np.clip(np.sqrt(linear) * 255, 0, 255).astype("uint8"))
+    assert not zeros_are_missing(eight, [1, 2], "amplitude") and zeros_are_missing(plain, [1, 2], "linear")
+    assert not zeros_are_missing(plain, [1, 2], "db")  # 0 dB is a bright, real value
