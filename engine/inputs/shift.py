@@ -85,7 +85,8 @@ def sar_only_problem(stats: List[Dict[str, Any]], path: str, units: str = "",
     for b in stats:
         name = f"SAR band {b['band']} of {path}"
         if not b.get("n"):
-            zeros = " (all its values are exactly 0, read as missing data)" if (raw or {}).get("zero_share") == 1 else ""
+            all_zero = (raw or {}).get("zero_share") == 1
+            zeros = " (all its values are exactly 0, read as missing data)" if all_zero else ""
             return (f"{name} has no valid pixel in the sampled area{zeros}: no water can be mapped from it; check the "
                     "band choice and its nodata value")
         if _constant(b):

@@ -21,7 +21,8 @@ class StackBands(EngineAlgorithm):
     HELP = (
         "Writes every band of the chosen rasters, in the order listed, into one float32 GeoTIFF on one "
         "grid (the finest input's, or the grid raster's), each band named as its source names it (VV, B04), "
-        "else after its file (…_B04_b1, …_VV_b1; …_band4 for band 4 of a multi-band file); nodata is NaN. Products that come one band per file (Sentinel-2 band files, VV and VH "
+        "else after its file (…_B04_b1, …_VV_b1; …_band4 for band 4 of a multi-band file); nodata is NaN. "
+        "Products that come one band per file (Sentinel-2 band files, VV and VH "
         "files from ASF or SNAP) thus become the one optical or SAR raster the models read, and the names "
         "let them find red, green and blue, or VV and VH, by role: list them in any order."
     )

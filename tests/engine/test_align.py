@@ -184,8 +184,8 @@ def test_stacked_bands_are_named_as_their_sources_name_them(shared_data, tmp_pat
     assert result["bands"] == ["VH", "VV"]
     s2, vv, _ = _bigearthnet(shared_data)[0]
     bgrn = tmp_path / "bgrn.tif"  # blue, green, red, NIR, nothing said
-    write_raster(bgrn, np.stack([read_bands(next(s2.glob(f"*_{b}.tif")), [1])[0] for b in ("B02", "B03", "B04", "B08")]),
-                 grid_of(vv))
+    files = [next(s2.glob(f"*_{b}.tif")) for b in ("B02", "B03", "B04", "B08")]
+    write_raster(bgrn, np.stack([read_bands(f, [1])[0] for f in files]), grid_of(vv))
     out = tmp_path / "stacked.tif"
     assert stack_bands([(bgrn, b) for b in (1, 2, 3, 4)], out)["bands"] == [f"bgrn_band{b}" for b in (1, 2, 3, 4)]
     recipe = InputRecipe.of(read_metadata(ROOT / "resources" / "models" / "sgcad_student.safetensors"))
