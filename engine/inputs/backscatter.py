@@ -28,6 +28,7 @@ import rasterio
 
 from ..config import SAR_BACKSCATTER
 from ..preprocess.sar import GAMMA0_INCIDENCE_DEG, gamma0_to_sigma0_factor
+from .names import band_names
 from .units import metadata_text
 
 PathLike = Union[str, Path]
@@ -83,7 +84,8 @@ def detect_backscatter(path: PathLike, bands: Sequence[int], given: str = "auto"
     if given != "auto":
         return BackscatterDecision(given, "given")
     with rasterio.open(path) as src:
-        names = " ".join(src.descriptions[b - 1] or "" for b in bands)
+        every = band_names(src)
+        names = " ".join(every[b - 1] for b in bands)
     for where, text in (("band names", names), ("band or file tags", metadata_text(path, bands)),
                         ("file name", Path(path).name)):
         found = _named(text)

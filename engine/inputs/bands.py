@@ -28,6 +28,7 @@ from rasterio.enums import ColorInterp
 
 from ..config import BandMapping
 from .levels import unnamed_co_cross
+from .names import band_names
 from .units import PathLike, polarisation_names, polarisations
 
 OPTICAL_ROLES = ("red", "green", "blue")
@@ -162,7 +163,7 @@ def check_optical_not_paletted(path: PathLike, bands: Sequence[int]) -> None:
 def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
     """The colour of every band of an optical raster (None where it does not say), and how known."""
     with rasterio.open(path) as src:
-        descriptions = [(d or "").lower() for d in src.descriptions]
+        descriptions = [d.lower() for d in band_names(src)]
         tags = [src.tags(b) for b in range(1, src.count + 1)]
         interp = list(src.colorinterp)
         context = " ".join([Path(path).name.lower(), *descriptions, *(str(v).lower() for v in src.tags().values())])
@@ -245,7 +246,7 @@ def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[
     if picked is None or picked == stored:
         return None
     with rasterio.open(path) as src:
-        said = [src.descriptions[b - 1] for b in picked]
+        said = [band_names(src)[b - 1] for b in picked]
     if how == "band descriptions" or all(said):
         how = f"{how}: {', '.join(str(d) for d in said)}"
     return BandChoice(picked, tuple(_role_name(r, modality) for r in wanted), how)

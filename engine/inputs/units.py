@@ -27,6 +27,7 @@ from rasterio.windows import Window
 
 from ..config import OPTICAL_UNITS, SAR_UNITS
 from ..raster.io import band_scaling
+from .names import band_names
 
 PathLike = Union[str, Path]
 SAMPLE_SIDE = 512  # decimated read for detection: the units show at any scale
@@ -155,8 +156,9 @@ def metadata_text(path: PathLike, bands: Sequence[int]) -> str:
     """Band descriptions, units and tags of the raster and its bands, lower case."""
     with rasterio.open(path) as src:
         parts = [str(v) for v in src.tags().values()] + [f"{k}" for k in src.tags()]
+        names = band_names(src)
         for b in bands:
-            parts += [src.descriptions[b - 1] or "", src.units[b - 1] or ""]
+            parts += [names[b - 1], src.units[b - 1] or ""]
             parts += [f"{k} {v}" for k, v in src.tags(b).items()]
     return " ".join(parts).lower()
 
@@ -236,10 +238,11 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
 
 
 def polarisation_names(path: PathLike, bands: Sequence[int]) -> List[Optional[str]]:
-    """``"vv"``, ``"vh"``, ``"hh"``, ``"hv"`` or None per band, from band descriptions
-    (``Sigma0_VV_db`` is VV), else the file name."""
+    """``"vv"``, ``"vh"``, ``"hh"``, ``"hv"`` or None per band, from band names (``Sigma0_VV_db`` is VV;
+    :func:`engine.inputs.names.band_names`), else the file name."""
     with rasterio.open(path) as src:
-        names = [(src.descriptions[b - 1] or "") for b in bands]
+        every = band_names(src)
+        names = [every[b - 1] for b in bands]
     if not any(names) and len(bands) == 1:
         names = [Path(path).stem]
     out: List[Optional[str]] = []

@@ -144,3 +144,28 @@ def test_band_roles_from_names_wavelengths_and_colour_interpretation(
             dst.update_tags(i + 1, **band_tags)
     choice = choose_bands(path, MODEL_BANDS, "optical")
     assert (choice.bands if choice else None) == expected, optical_roles(path)
+
+
+def test_a_virtual_raster_of_band_files_is_read_by_its_files_names(shared_data, tmp_path):
+    """QGIS's Build Virtual Raster ("each input file into a separate band") leaves the band descriptions
+    empty and lists Sentinel-2 files alphabetically, B02 first: read as unnamed, blue became red and the
+    bundled student called 19-47 % of three dry BigEarthNet chips water. The files' names say the bands."""
+    from osgeo import gdal
+
+    s2 = next((shared_data / "bigearthnet").rglob("S2A_MSIL2A_20170613T101031_87_48"))
+    files = [next(s2.glob(f"*_{b}.tif")) for b in ("B02", "B03", "B04", "B08")]
+    s1 = sorted((shared_data / "bigearthnet").rglob("*87_48_V[HV].tif"))  # VH first
+    local = tmp_path / "bands"  # next to the VRT: its sources are written relative to it
+    local.mkdir()
+    for path in s1:
+        (local / path.name).write_bytes(path.read_bytes())
+    optical, sar = tmp_path / "s2.vrt", tmp_path / "s1.vrt"
+    gdal.BuildVRT(str(optical), [str(f) for f in files], separate=True)
+    gdal.BuildVRT(str(sar), [str(local / p.name) for p in s1], separate=True)
+    assert 'relativeToVRT="1"' in sar.read_text() and 'relativeToVRT="0"' in optical.read_text()
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), optical, sar)
+    assert resolved.bands.optical_bands == (3, 2, 1) and resolved.bands.sar_bands == (2,)  # B04 B03 B02; VV
+    assert resolved.optical_units.how == "metadata"  # the Sentinel-2 product name in the files' names
+    assert not any("does not say which is red" in w for w in resolved.warnings), resolved.warnings
+    (local / s1[0].name).unlink()  # a source that moved: its band goes unnamed, the other still says VV
+    assert choose_bands(sar, BandMapping(sar_bands=(1,), sar_names=("vv",)), "sar").bands == (2,)

@@ -1,0 +1,51 @@
+"""What each band of a raster is called: its description, else, in a virtual raster, its source's name.
+
+QGIS's *Build Virtual Raster* with "Place each input file into a separate band" (``gdalbuildvrt
+-separate``) leaves every band description empty, and lists the band files in the order the user
+picked them, alphabetical by default: Sentinel-2's B02, B03, B04, B08 become bands 1-4, which an
+unnamed raster's convention reads as red, green, blue. The files' own names (``..._B04.jp2``,
+``..._VV.tif``) say which band is which, so a virtual band without a description is called by its
+source: the source band's description, else the name of a one-band source file. A band mosaicked
+from several tiles is called by all of its sources' names (they agree on the band).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, List
+
+import rasterio
+
+_SOURCE = re.compile(r"<SourceFilename([^>]*)>([^<]+)</SourceFilename>\s*<SourceBand>(\d+)</SourceBand>")
+
+
+def band_names(src: Any) -> List[str]:
+    """Every band's name ("" where nothing says) of an open rasterio dataset."""
+    names = [d or "" for d in src.descriptions]
+    if src.driver != "VRT":
+        return names
+    return [name or _virtual_band_name(src, b) for b, name in enumerate(names, start=1)]
+
+
+def _virtual_band_name(src: Any, band: int) -> str:
+    found: List[str] = []
+    for xml in src.tags(band, ns="vrt_sources").values():
+        for attributes, filename, source_band in _SOURCE.findall(xml):
+            path = Path(filename)
+            if 'relativeToVRT="1"' in attributes:
+                path = Path(src.name).parent / filename
+            name = _source_band_name(path, int(source_band))
+            if name and name not in found:
+                found.append(name)
+    return " ".join(found)
+
+
+def _source_band_name(path: Path, band: int) -> str:
+    try:
+        with rasterio.open(path) as source:
+            if not 1 <= band <= source.count:
+                return ""
+            return source.descriptions[band - 1] or (path.stem if source.count == 1 else "")
+    except rasterio.errors.RasterioIOError:  # a source that moved: the VRT itself will say so when read
+        return ""
