@@ -245,6 +245,9 @@ class OpticalPreprocessConfig:
     units: str = "auto"
     scale: float = 1.0
     offset: float = 0.0
+    # resolved per file (engine.inputs.contract.resolve_chain): in a file of more than 8 bits, a pixel
+    # that is exactly 0 in every band is a fill (Sentinel-2's NO_DATA), not black ground
+    zero_is_nodata: bool = False
     robust_normalize: bool = True
     normalization: str = "physical"
     # (chosen) about the training scenes' median 98th percentile (0.31-0.36), below snow and cloud

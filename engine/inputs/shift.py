@@ -182,15 +182,19 @@ def optical_warnings(
     return out
 
 
+def more_than_8_bits(path: PathLike, bands: Sequence[int]) -> bool:
+    """Whether every band of ``bands`` is stored in more than 8 bits: there an exact 0 is a fill, while an
+    8-bit picture may quantise dark ground or water to 0 (optical pixels 0 in every band, linear SAR)."""
+    with rasterio.open(path) as src:
+        return all(np.dtype(src.dtypes[b - 1]).itemsize > 1 for b in bands)
+
+
 def zeros_are_missing(path: PathLike, bands: Sequence[int], units: str) -> bool:
     """Whether an exact 0 of this SAR file is a fill, read as missing data: in linear power, amplitude or
     digital numbers stored in more than 8 bits no surface returns exactly nothing, while Sentinel-1 GRD
     borders and exports without a nodata value hold 0 (read as power, the darkest surface: open water).
     An 8-bit picture may quantise dark water to 0, so there 0 stays a value (and is warned about)."""
-    if units not in ("linear", "amplitude", "dn"):
-        return False
-    with rasterio.open(path) as src:
-        return all(np.dtype(src.dtypes[b - 1]).itemsize > 1 for b in bands)
+    return units in ("linear", "amplitude", "dn") and more_than_8_bits(path, bands)
 
 
 def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]], missing: bool = False) -> Optional[str]:

@@ -58,6 +58,8 @@ def optical_to_features(arr: np.ndarray, cfg: OpticalPreprocessConfig) -> np.nda
     x = np.asarray(arr, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"optical array must be (C, H, W), got shape {x.shape}")
+    if cfg.zero_is_nodata:
+        x = np.where((x == 0).all(0), np.float32(np.nan), x)  # a fill in every band: missing, not black
     if cfg.scale == 1.0 and cfg.offset == 0.0:
         return x
     return x * np.float32(cfg.scale) + np.float32(cfg.offset)

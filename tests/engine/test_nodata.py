@@ -96,3 +96,32 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
         dst.write(np.clip(np.sqrt(linear) * 255, 0, 255).astype("uint8"))
     assert not zeros_are_missing(eight, [1, 2], "amplitude") and zeros_are_missing(plain, [1, 2], "linear")
     assert not zeros_are_missing(plain, [1, 2], "db")  # 0 dB is a bright, real value
+
+
+def test_an_optical_zero_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path):
+    # Sentinel-2 stores NO_DATA as 0 in every band; exported without its nodata value, a 30-column border of
+    # a real BigEarthNet chip was mapped 85 % forest and 15 % water. In a file of more than 8 bits a pixel 0
+    # in every band is read as missing optical, as with nodata 0 declared
+    from engine.config import InferenceConfig
+    from engine.inference.pipeline import segment_scene
+    from engine.raster.stack import stack_bands
+
+    s2 = next((shared_data / "bigearthnet").rglob("S2A_MSIL2A_20170613T101031_87_48"))
+    sar = next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))
+    stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")], tmp_path / "rgb.tif")
+    with rasterio.open(tmp_path / "rgb.tif") as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    data[:, :, :30] = 0
+    maps = {}
+    for nodata in (None, 0):
+        path = tmp_path / f"rgb_{nodata}.tif"
+        with rasterio.open(path, "w", **dict(profile, dtype="uint16", nodata=nodata)) as dst:
+            dst.write(np.round(data).astype("uint16"))
+            dst.descriptions = names
+        student = ROOT / "resources" / "models" / "sgcad_student.safetensors"
+        result = segment_scene(path, sar, student, tmp_path / f"o{nodata}", teacher_path=TEACHER,
+                               cfg=InferenceConfig(backend="torch", device="cpu"))
+        with rasterio.open(result["outputs"]["classes"]) as src:
+            maps[nodata] = src.read(1)
+    np.testing.assert_array_equal(maps[None], maps[0])
+    assert not np.isin(maps[None][:, :30], [0, 1, 2, 4, 5]).any()  # no land class from black: optical gap or water
