@@ -193,6 +193,14 @@ decibels, amplitude (square root of power), or uncalibrated amplitude digital nu
 (power = DN**2 / calibration constant)."""
 
 
+SAR_FILL_BELOW = -80.0
+"""A raw SAR value under this is a fill (-9999, -32768), read as missing data: power, amplitude and numbers are
+never negative, and no radar measures backscatter under about -50 dB (Sentinel-1's noise floor: -22 to -30)."""
+SAR_FILL_VALUES = 3
+"""...when a file's sampled values under :data:`SAR_FILL_BELOW` take at most this many distinct values: fills are
+constants, while many values there are data in other units (dB x 100 in integers), which the run refuses."""
+
+
 @dataclass
 class SarPreprocessConfig:
     """SAR chain; each step can be switched off (METHOD.md, Preprocessing).
@@ -208,6 +216,7 @@ class SarPreprocessConfig:
     calibration_constants: Tuple[float, ...] = ()  # per band, resolved at run time for "dn"
     backscatter: str = "auto"  # SAR_BACKSCATTER, resolved per file: gamma0 is read as sigma0 (x cos 37 deg)
     zero_is_nodata: bool = False  # resolved per file (engine.inputs.shift.zeros_are_missing): an exact 0 is a fill
+    fill_is_nodata: bool = False  # resolved per file: values under SAR_FILL_BELOW are fills (SAR_FILL_VALUES)
     incidence_normalize: bool = False
     incidence_angle_deg: Optional[float] = None  # constant angle when no angle band is given
     incidence_band: Optional[int] = None  # 1-based band holding the angle in degrees

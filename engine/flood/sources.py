@@ -17,7 +17,7 @@ from rasterio.windows import Window
 from ..config import SarPreprocessConfig
 from ..inputs.bands import check_not_complex, check_sar_not_picture, choose_bands, generic_mapping
 from ..inputs.contract import resolve_chain
-from ..inputs.shift import zero_fill_warning
+from ..inputs.shift import fill_value_warning, zero_fill_warning
 from ..inputs.units import UnitsDecision
 from ..preprocess.sar import to_linear_power
 from ..raster.grid import Grid, read_on_grid
@@ -54,7 +54,8 @@ def db_source(
     chain = SarPreprocessConfig(lee_filter=False, to_db=True, robust_normalize=False)
     cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration, backscatter=backscatter)
     zeros = zero_fill_warning(path.name, decision.units, decision.stats, cfg.zero_is_nodata)
-    note = "; ".join(n for n in (note, zeros) if n) or None
+    fills = fill_value_warning(path.name, decision.stats)
+    note = "; ".join(n for n in (note, zeros, fills) if n) or None
 
     def read(window: Window) -> np.ndarray:
         raw = read_on_grid(path, [band], grid, window)

@@ -302,7 +302,8 @@ def resolve_chain(
     decision.backscatter = found
     out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=(),
                               backscatter=found.convention,
-                              zero_is_nodata=shift.zeros_are_missing(path, bands, decision.units))
+                              zero_is_nodata=shift.zeros_are_missing(path, bands, decision.units),
+                              fill_is_nodata=bool(decision.stats.get("fills_missing")))
     note = None
     if decision.units == "dn" and calibration <= 0:
         out.calibration_constants, targets = _dn_constants(path, bands, trained or {})
@@ -558,6 +559,7 @@ def preprocessor_for(
         calibration_constants=runtime_sar.calibration_constants,
         backscatter=runtime_sar.backscatter,
         zero_is_nodata=runtime_sar.zero_is_nodata,
+        fill_is_nodata=runtime_sar.fill_is_nodata,
     )
     if recipe.sar.normalization == "scene" and recipe.sar.robust_normalize:
         table, _ = sample_features(sar_path, bands, sar_cfg, progress=progress)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import rasterio
 
-from ..config import NormalizationRecord
+from ..config import SAR_FILL_BELOW, NormalizationRecord
 
 PathLike = Union[str, Path]
 
@@ -214,6 +214,18 @@ def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]], mi
             "raster's nodata value to 0 (Layer Properties > Transparency, or gdal_translate -a_nodata 0).")
 
 
+def fill_value_warning(path: str, raw: Optional[Dict[str, float]]) -> Optional[str]:
+    """A warning when SAR values under ``SAR_FILL_BELOW`` (-9999 ...) stand in for missing data without a
+    nodata value; they are read as missing (:func:`engine.preprocess.sar.missing_as_nan`)."""
+    share = (raw or {}).get("fill_share", 0.0)
+    if share < ZERO_FILL_SHARE:
+        return None
+    return (f"SAR {path}: {100 * share:.1f} % of its values are under {SAR_FILL_BELOW:g} (down to "
+            f"{raw['fill_value']:.6g}) and no nodata value marks them; no radar measures backscatter there, so "
+            "they are read as missing data and mapped as nodata. Set the raster's nodata value to say so and "
+            "silence this (gdal_translate -a_nodata).")
+
+
 def sar_warnings(
     stats: List[Dict[str, float]],
     path: str,
@@ -230,8 +242,7 @@ def sar_warnings(
     ``raw`` holds the file's own values' statistics (``negative_share``, ``median``, ``zero_share``),
     which say whether values read as dB can be dB, and whether zeros fill missing data.
     """
-    zeros = zero_fill_warning(path, units, raw, zeros_missing)
-    out = [zeros] if zeros else []
+    out = [w for w in (zero_fill_warning(path, units, raw, zeros_missing), fill_value_warning(path, raw)) if w]
     trained_bands = (trained or {}).get("bands", [])
     for i, b in enumerate(stats):
         name = f"SAR band {b['band']} of {path}"

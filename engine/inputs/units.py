@@ -25,7 +25,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from ..config import OPTICAL_UNITS, SAR_UNITS
+from ..config import OPTICAL_UNITS, SAR_FILL_BELOW, SAR_FILL_VALUES, SAR_UNITS
 from ..raster.io import band_scaling
 from .names import band_names
 
@@ -289,12 +289,20 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
     if given not in SAR_UNITS:
         raise ValueError(f"SAR units must be one of {list(SAR_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
+    every = np.concatenate(values) if values else np.empty(0)
+    below = np.unique(every[every < SAR_FILL_BELOW])
+    fills = below.size <= SAR_FILL_VALUES  # a few constants (-9999) stand for missing data; many values are data
+    if fills:
+        values = [v[v >= SAR_FILL_BELOW] for v in values]
     pooled = np.concatenate(values) if values else np.empty(0)
     if pooled.size == 0:
-        raise ValueError(f"{path}: SAR band(s) {list(bands)} hold no valid pixel (all nodata or NaN)")
+        raise ValueError(f"{path}: SAR band(s) {list(bands)} hold no valid pixel (all nodata, NaN or fill values "
+                         f"under {SAR_FILL_BELOW:g})")
     negative = float((pooled < 0).mean())
     p50 = float(np.median(pooled))
-    stats = {"negative_share": negative, "median": p50, "zero_share": float((pooled == 0).mean())}
+    stats = {"negative_share": negative, "median": p50, "zero_share": float((pooled == 0).mean()),
+             "fills_missing": fills, "fill_share": float((every < SAR_FILL_BELOW).mean()) if fills else 0.0,
+             "fill_value": float(below.min()) if below.size else 0.0}
     if given != "auto":
         return UnitsDecision("sar", given, "given", "", stats=stats)
     if negative > 0.05:

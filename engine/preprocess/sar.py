@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..config import SAR_BACKSCATTER, SarPreprocessConfig
+from ..config import SAR_BACKSCATTER, SAR_FILL_BELOW, SarPreprocessConfig
 
 GAMMA0_INCIDENCE_DEG = 37.0
 """Incidence angle at which gamma nought is brought to sigma nought (:mod:`engine.inputs.backscatter`):
@@ -131,18 +131,26 @@ def gamma0_to_sigma0_factor(convention: str) -> float:
     raise ValueError(f"SAR backscatter must be one of {list(SAR_BACKSCATTER)}, got {convention!r}")
 
 
+def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
+    """Raw SAR values that are fills, not backscatter, as NaN: anything under :data:`SAR_FILL_BELOW`
+    (-9999) where ``cfg.fill_is_nodata`` says so, and exact zeros where ``cfg.zero_is_nodata`` does."""
+    fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else np.zeros(x.shape, bool)
+    if cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn"):
+        fill |= x == 0  # a no-data border, not the darkest water
+    return np.where(fill, np.float32(np.nan), x) if fill.any() else x
+
+
 def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
-    """Convert raw values in ``cfg.units`` to linear sigma-nought power (float32, NaN kept): gamma
-    nought (``cfg.backscatter``) is brought to sigma nought (:mod:`engine.inputs.backscatter`)."""
-    power = _power(x, cfg)
+    """Convert raw values in ``cfg.units`` to linear sigma-nought power (float32, NaN kept): fills are
+    missing (:func:`missing_as_nan`); gamma nought (``cfg.backscatter``) is brought to sigma nought
+    (:mod:`engine.inputs.backscatter`)."""
+    power = _power(missing_as_nan(np.asarray(x, np.float32), cfg), cfg)
     factor = gamma0_to_sigma0_factor(cfg.backscatter)
     return power if factor == 1.0 else power * np.float32(factor)
 
 
 def _power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     units = cfg.units
-    if cfg.zero_is_nodata and units in ("linear", "amplitude", "dn"):
-        x = np.where(x == 0, np.float32(np.nan), x)  # a fill (no-data border), not the darkest water
     if units == "linear":
         return x
     if units == "db":
@@ -174,6 +182,7 @@ def sar_to_features(
     x = np.asarray(arr, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"SAR array must be (C, H, W), got shape {x.shape}")
+    x = missing_as_nan(x, cfg)
     # dB input that only stays dB skips the round trip through linear power
     db_in = cfg.units == "db" and not _needs_linear(cfg)
     if not db_in:

@@ -150,7 +150,7 @@ def _chain(preprocess: Any) -> Any:
     """A model's SAR preprocessing without the units and backscatter of the file it last read (an adapted
     teacher stores them; every run resolves those of its own file)."""
     return dataclasses.replace(preprocess, units="auto", calibration_constant=0.0, calibration_constants=(),
-                               backscatter="auto", zero_is_nodata=False)
+                               backscatter="auto", zero_is_nodata=False, fill_is_nodata=False)
 
 
 def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.Module, ModelMetadata]:

@@ -125,3 +125,28 @@ def test_an_optical_zero_border_without_nodata_is_missing_optical_not_forest(sha
             maps[nodata] = src.read(1)
     np.testing.assert_array_equal(maps[None], maps[0])
     assert not np.isin(maps[None][:, :30], [0, 1, 2, 4, 5]).any()  # no land class from black: optical gap or water
+
+
+@pytest.mark.parametrize("units", ["db", "linear"])
+def test_a_minus_9999_border_without_nodata_is_missing_data_not_water(tmp_path, units):
+    # -9999 written where a product has no data, the nodata value lost on the way: read as dB it was
+    # the darkest water (the 40-column border of a real chip: 100 % water, no warning), and read as
+    # linear it made 8 % of the values negative, which only dB can be
+    with rasterio.open(INDIA) as src:
+        profile, db = dict(src.profile, nodata=None), src.read()
+    values = db if units == "db" else (10 ** (db / 10)).astype("float32")
+    maps = {}
+    for name, fill in (("declared", np.nan), ("minus9999", -9999.0)):
+        data = values.copy()
+        data[:, :, :40] = fill
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data)
+            dst.descriptions = ("VV", "VH")
+        result = sar_only.water_probability(tmp_path / f"{name}.tif", TEACHER, tmp_path / f"{name}_water.tif")
+        assert result["inputs"]["sar_units"] == units
+        with rasterio.open(tmp_path / f"{name}_water.tif") as src:
+            maps[name] = src.read(1)
+        said = [w for w in result["inputs"]["warnings"] if "under -80 (down to -9999)" in w]
+        assert len(said) == (name == "minus9999"), result["inputs"]["warnings"]
+    assert np.isnan(maps["minus9999"][:, :40]).all()
+    np.testing.assert_allclose(maps["minus9999"], maps["declared"], atol=1e-5)
