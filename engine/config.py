@@ -193,6 +193,9 @@ decibels, amplitude (square root of power), or uncalibrated amplitude digital nu
 (power = DN**2 / calibration constant)."""
 
 
+OPTICAL_FILL_BELOW = -1000.0
+"""An optical value under this is a fill (-9999, -32768), read as missing: reflectance in any of the units read
+(0-1, x 10000 before its offset, digital numbers) is never that negative."""
 SAR_FILL_BELOW = -80.0
 """A raw SAR value under this is a fill (-9999, -32768), read as missing data: power, amplitude and numbers are
 never negative, and no radar measures backscatter under about -50 dB (Sentinel-1's noise floor: -22 to -30)."""

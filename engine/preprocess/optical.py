@@ -6,7 +6,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..config import OpticalPreprocessConfig
+from ..config import OPTICAL_FILL_BELOW, OpticalPreprocessConfig
 
 # (scale, offset) to reflectance-like values for each unit; "dn" assumes the full 16-bit range
 # (its true scale is unknown, and per-scene normalisation makes any linear scale irrelevant)
@@ -58,8 +58,11 @@ def optical_to_features(arr: np.ndarray, cfg: OpticalPreprocessConfig) -> np.nda
     x = np.asarray(arr, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"optical array must be (C, H, W), got shape {x.shape}")
+    missing = (x < np.float32(OPTICAL_FILL_BELOW)).any(0)  # -9999: no unit's reflectance
     if cfg.zero_is_nodata:
-        x = np.where((x == 0).all(0), np.float32(np.nan), x)  # a fill in every band: missing, not black
+        missing |= (x == 0).all(0)  # a fill in every band: missing, not black
+    if missing.any():
+        x = np.where(missing, np.float32(np.nan), x)
     if cfg.scale == 1.0 and cfg.offset == 0.0:
         return x
     return x * np.float32(cfg.scale) + np.float32(cfg.offset)

@@ -98,10 +98,12 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
     assert not zeros_are_missing(plain, [1, 2], "db")  # 0 dB is a bright, real value
 
 
-def test_an_optical_zero_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path):
-    # Sentinel-2 stores NO_DATA as 0 in every band; exported without its nodata value, a 30-column border of
-    # a real BigEarthNet chip was mapped 85 % forest and 15 % water. In a file of more than 8 bits a pixel 0
-    # in every band is read as missing optical, as with nodata 0 declared
+@pytest.mark.parametrize("fill, dtype, scale", [(0, "uint16", 1.0), (-9999, "float32", 1e-4)])
+def test_an_optical_fill_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path, fill, dtype, scale):
+    # Sentinel-2 stores NO_DATA as 0 in every band, float products often -9999; exported without the
+    # nodata value, a 30-column border of a real BigEarthNet chip was mapped 85 % forest and 15 % water.
+    # Both are read as missing optical (0 only in every band of a file of more than 8 bits), as with
+    # nodata declared
     from engine.config import InferenceConfig
     from engine.inference.pipeline import segment_scene
     from engine.raster.stack import stack_bands
@@ -110,21 +112,23 @@ def test_an_optical_zero_border_without_nodata_is_missing_optical_not_forest(sha
     sar = next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))
     stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")], tmp_path / "rgb.tif")
     with rasterio.open(tmp_path / "rgb.tif") as src:
-        profile, data, names = src.profile, src.read(), src.descriptions
-    data[:, :, :30] = 0
+        profile, data, names = src.profile, src.read() * scale, src.descriptions
     maps = {}
-    for nodata in (None, 0):
-        path = tmp_path / f"rgb_{nodata}.tif"
-        with rasterio.open(path, "w", **dict(profile, dtype="uint16", nodata=nodata)) as dst:
-            dst.write(np.round(data).astype("uint16"))
+    for declared in (False, True):
+        border = fill if not declared else (np.nan if dtype == "float32" else 0)
+        data[:, :, :30] = border
+        path = tmp_path / f"rgb_{declared}.tif"
+        nodata = border if declared else (np.nan if dtype == "float32" else None)  # undeclared: NaN means nothing
+        with rasterio.open(path, "w", **dict(profile, dtype=dtype, nodata=nodata)) as dst:
+            dst.write(np.round(data).astype(dtype) if dtype == "uint16" else data.astype(dtype))
             dst.descriptions = names
         student = ROOT / "resources" / "models" / "sgcad_student.safetensors"
-        result = segment_scene(path, sar, student, tmp_path / f"o{nodata}", teacher_path=TEACHER,
+        result = segment_scene(path, sar, student, tmp_path / f"o{declared}", teacher_path=TEACHER,
                                cfg=InferenceConfig(backend="torch", device="cpu"))
         with rasterio.open(result["outputs"]["classes"]) as src:
-            maps[nodata] = src.read(1)
-    np.testing.assert_array_equal(maps[None], maps[0])
-    assert not np.isin(maps[None][:, :30], [0, 1, 2, 4, 5]).any()  # no land class from black: optical gap or water
+            maps[declared] = src.read(1)
+    np.testing.assert_array_equal(maps[False], maps[True])
+    assert not np.isin(maps[False][:, :30], [0, 1, 2, 4, 5]).any()  # no land class from a fill: optical gap or water
 
 
 @pytest.mark.parametrize("units", ["db", "linear"])
