@@ -120,7 +120,10 @@ def raster_source(
         raise QgsProcessingException(f"The {label} is missing or is not a valid raster layer.")
     provider = layer.providerType()
     if provider == "gdal" and Path(layer.source()).is_file():
-        return layer.source()  # a plain file: the engine streams it itself
+        nodata = _user_nodata(layer, label)
+        if nodata is None:
+            return layer.source()  # a plain file: the engine streams it itself
+        return _with_nodata(layer, nodata, temp_dir)
     if provider in RENDERED_PROVIDERS:
         raise QgsProcessingException(
             f"The {label} '{layer.name()}' is a web map ({provider} provider: WMS/WMTS/XYZ or a "
@@ -135,6 +138,42 @@ def raster_source(
             "as a GeoTIFF (Export > Save As…) and select that file."
         )
     return export_window(layer, label, feedback, extent, extent_crs, temp_dir)
+
+
+def _user_nodata(layer: QgsRasterLayer, label: str) -> Optional[float]:
+    """The no-data value the user set on the layer in QGIS (Layer Properties > Transparency > Additional
+    no data value), which the file does not hold; None when there is none."""
+    data = layer.dataProvider()
+    values = set()
+    for band in range(1, layer.bandCount() + 1):
+        for r in data.userNoDataValues(band):
+            if r.min() != r.max():
+                raise QgsProcessingException(
+                    f"The {label} '{layer.name()}' has the no-data range {r.min():g} to {r.max():g} set in QGIS; "
+                    "SGCAD reads one no-data value: set a single value (Layer Properties > Transparency), or "
+                    "save the layer as a GeoTIFF with its no-data value (Export > Save As...) and select that file."
+                )
+            values.add(float(r.min()))
+    if len(values) > 1:
+        raise QgsProcessingException(
+            f"The {label} '{layer.name()}' has different no-data values set in QGIS for its bands "
+            f"({', '.join(f'{v:g}' for v in sorted(values))}); SGCAD reads one value for every band: set the same "
+            "value on each band (Layer Properties > Transparency).")
+    return values.pop() if values else None
+
+
+def _with_nodata(layer: QgsRasterLayer, nodata: float, temp_dir: Optional[str] = None) -> str:
+    """A virtual raster over the layer's file that declares ``nodata`` (no pixel is copied). Its name starts
+    with the file's, so what the name says (a product, gamma nought, dB) is still read."""
+    from osgeo import gdal
+
+    folder = Path(temp_dir or QgsProcessingUtils.tempFolder())
+    folder.mkdir(parents=True, exist_ok=True)
+    source = Path(layer.source())
+    target = folder / f"{source.stem}_nodata_{uuid.uuid4().hex[:8]}.vrt"
+    if gdal.Translate(str(target), str(source), format="VRT", noData=nodata) is None:
+        raise QgsProcessingException(f"Cannot declare the no-data value {nodata:g} of '{layer.name()}' ({source}).")
+    return str(target)
 
 
 def export_window(

@@ -23,6 +23,8 @@ from sgcad_qgis.engine.config import ClassSchema
 
 from sgcad_qgis import layers
 
+MODELS = Path(__file__).resolve().parents[2] / "resources" / "models"
+
 
 def _write(path: Path, array: np.ndarray, dtype: str = "float32") -> Path:
     with rasterio.open(
@@ -131,6 +133,42 @@ def test_a_zipped_gamma_nought_raster_is_exported_still_saying_gamma_nought(qgis
     assert out.startswith(str(tmp_path / "t")) and sar.stem not in out  # exported under another name
     decision = detect_backscatter(out, [1])
     assert decision.convention == "gamma0" and "tags" in decision.reason, decision
+
+
+def test_a_no_data_value_set_in_qgis_reaches_the_engine(qgis_app, shared_data, tmp_path):
+    """SNAP writes 0 where a dB band has no data, and an export may lose the nodata tag: 0 dB is bright land.
+    The value a user sets in Layer Properties > Transparency (what the runs' warnings advise) is declared in
+    a virtual raster over the file, so the border is no data in the water map; ranges are refused by name."""
+    from qgis.core import QgsRasterRange
+    from sgcad_qgis.engine.inference import sar_only
+
+    with rasterio.open(shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif") as src:
+        profile, db = dict(src.profile, nodata=None), src.read()
+    db[:, :, :40] = 0
+    path = tmp_path / "subset_Sigma0_db.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(db)
+        dst.descriptions = ("Sigma0_VV_db", "Sigma0_VH_db")
+    layer = QgsRasterLayer(str(path), "flood scene")
+    assert layers.raster_source(layer, "SAR raster") == str(path)  # nothing set: the file itself
+    for band in (1, 2):
+        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
+    declared = layers.raster_source(layer, "SAR raster", temp_dir=str(tmp_path / "t"))
+    assert declared.endswith(".vrt") and Path(declared).name.startswith("subset_Sigma0_db")
+    nan_border = tmp_path / "nan_border.tif"  # what a file that said it would hold
+    with rasterio.open(nan_border, "w", **dict(profile, nodata=float("nan"))) as dst:
+        dst.write(np.where(db == 0, np.nan, db))
+        dst.descriptions = ("Sigma0_VV_db", "Sigma0_VH_db")
+    maps = {}
+    for name, sar in (("file", path), ("declared", declared), ("nan", nan_border)):
+        sar_only.water_probability(sar, MODELS / "sgcad_teacher.safetensors", tmp_path / f"{name}.tif")
+        with rasterio.open(tmp_path / f"{name}.tif") as src:
+            maps[name] = src.read(1)
+    assert np.isfinite(maps["file"][:, :40]).all() and np.isnan(maps["declared"][:, :40]).all()
+    np.testing.assert_allclose(maps["declared"], maps["nan"], atol=1e-5)
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(-1, 0)])
+    with pytest.raises(QgsProcessingException, match="has the no-data range -1 to 0 set in QGIS"):
+        layers.raster_source(layer, "SAR raster")
 
 
 def test_class_map_is_paletted_with_schema_names_and_colours_also_from_its_sidecar(qgis_app, tmp_path):
