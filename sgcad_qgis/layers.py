@@ -184,7 +184,9 @@ def export_window(
     extent_crs: Optional[QgsCoordinateReferenceSystem] = None,
     temp_dir: Optional[str] = None,
 ) -> str:
-    """Write the layer's raw values over ``extent`` (snapped to its pixels) to a temporary GeoTIFF."""
+    """Write the layer's raw values over ``extent`` (snapped to its pixels) to a temporary GeoTIFF, with the
+    no-data value set on the layer in QGIS, if any (QGIS's writer leaves those pixels as they are)."""
+    nodata = _user_nodata(layer, label)
     window = QgsRectangle(layer.extent())
     if extent is not None and not extent.isEmpty():
         wanted = QgsRectangle(extent)
@@ -217,26 +219,28 @@ def export_window(
         _remove(tmp)
         reason = "canceled" if block_feedback.isCanceled() else f"GDAL writer error {int(error)}"
         raise QgsProcessingException(f"Exporting the {label} '{layer.name()}' failed ({reason}).")
-    _keep_source_metadata(layer, tmp)
+    _keep_source_metadata(layer, tmp, nodata)
     os.replace(tmp, target)
     return str(target)
 
 
-def _keep_source_metadata(layer: QgsRasterLayer, path: Path) -> None:
+def _keep_source_metadata(layer: QgsRasterLayer, path: Path, nodata: Optional[float] = None) -> None:
     """Copy what the source says of its pixels into an exported window: band descriptions and band
     metadata (B4, VV, WAVELENGTH), the file's metadata, and its file name as the tag ``source``. QGIS's
     writer drops them, and the engine reads band roles, units and backscatter from them
     (``engine.inputs``; a zipped product or a ``SENTINEL2_L2A:`` subdataset is exported, not read in place),
-    as ``engine.data.raster_ops.carry_band_metadata`` keeps them through alignment."""
-    if layer.providerType() != "gdal":
-        return
+    as ``engine.data.raster_ops.carry_band_metadata`` keeps them through alignment; ``nodata``: the value
+    set on the layer in QGIS, declared on every band."""
     from osgeo import gdal
 
-    source = gdal.Open(layer.source())
-    if source is None or source.RasterCount != layer.bandCount():
-        return
     target = gdal.Open(str(path), gdal.GA_Update)
     if target is None:
+        return
+    if nodata is not None:
+        for b in range(1, target.RasterCount + 1):
+            target.GetRasterBand(b).SetNoDataValue(nodata)
+    source = gdal.Open(layer.source()) if layer.providerType() == "gdal" else None
+    if source is None or source.RasterCount != layer.bandCount():
         return
     tags = {str(k): str(v) for k, v in (source.GetMetadata() or {}).items() if k != "AREA_OR_POINT"}
     name = Path(layer.source().split("|")[0]).name

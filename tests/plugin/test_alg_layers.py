@@ -159,13 +159,22 @@ def test_a_no_data_value_set_in_qgis_reaches_the_engine(qgis_app, shared_data, t
     with rasterio.open(nan_border, "w", **dict(profile, nodata=float("nan"))) as dst:
         dst.write(np.where(db == 0, np.nan, db))
         dst.descriptions = ("Sigma0_VV_db", "Sigma0_VH_db")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "scene.zip", "w") as archive:  # a layer that is exported before a run
+        archive.write(path, path.name)
+    zipped = QgsRasterLayer(f"/vsizip/{tmp_path / 'scene.zip'}/{path.name}", "zipped scene")
+    for band in (1, 2):
+        zipped.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
+    exported = layers.raster_source(zipped, "SAR raster", temp_dir=str(tmp_path / "t"))
     maps = {}
-    for name, sar in (("file", path), ("declared", declared), ("nan", nan_border)):
+    for name, sar in (("file", path), ("declared", declared), ("nan", nan_border), ("exported", exported)):
         sar_only.water_probability(sar, MODELS / "sgcad_teacher.safetensors", tmp_path / f"{name}.tif")
         with rasterio.open(tmp_path / f"{name}.tif") as src:
             maps[name] = src.read(1)
     assert np.isfinite(maps["file"][:, :40]).all() and np.isnan(maps["declared"][:, :40]).all()
     np.testing.assert_allclose(maps["declared"], maps["nan"], atol=1e-5)
+    np.testing.assert_allclose(maps["exported"], maps["nan"], atol=1e-5)
     layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(-1, 0)])
     with pytest.raises(QgsProcessingException, match="has the no-data range -1 to 0 set in QGIS"):
         layers.raster_source(layer, "SAR raster")
