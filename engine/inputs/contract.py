@@ -292,7 +292,8 @@ def resolve_chain(
     path = Path(path)
     if isinstance(cfg, OpticalPreprocessConfig):
         decision = detect_optical_units(path, bands, units)
-        out = dataclasses.replace(cfg, units=decision.units, zero_is_nodata=shift.more_than_8_bits(path, bands))
+        out = dataclasses.replace(cfg, units=decision.units,
+                                  zero_is_nodata=shift.optical_zeros_are_missing(path, bands))
         if decision.units != "custom":
             out.scale, out.offset = conversion_for(decision.units, decision.offset_dn)
         return out, decision, None

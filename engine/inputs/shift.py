@@ -10,6 +10,7 @@ data's level.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -187,6 +188,12 @@ def more_than_8_bits(path: PathLike, bands: Sequence[int]) -> bool:
     8-bit picture may quantise dark ground or water to 0 (optical pixels 0 in every band, linear SAR)."""
     with rasterio.open(path) as src:
         return all(np.dtype(src.dtypes[b - 1]).itemsize > 1 for b in bands)
+
+
+def optical_zeros_are_missing(path: PathLike, bands: Sequence[int]) -> bool:
+    """Whether an optical pixel 0 in every band is a fill: in files of more than 8 bits, and in Sentinel-2's
+    8-bit true-colour image (``..._TCI_10m.jp2``), whose product specification makes 0 its no-data value."""
+    return more_than_8_bits(path, bands) or bool(re.search(r"(?<![a-z0-9])tci(?![a-z])", Path(path).name.lower()))
 
 
 def zeros_are_missing(path: PathLike, bands: Sequence[int], units: str) -> bool:

@@ -98,12 +98,14 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
     assert not zeros_are_missing(plain, [1, 2], "db")  # 0 dB is a bright, real value
 
 
-@pytest.mark.parametrize("fill, dtype, scale", [(0, "uint16", 1.0), (-9999, "float32", 1e-4)])
-def test_an_optical_fill_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path, fill, dtype, scale):
+@pytest.mark.parametrize("fill, dtype, scale, name", [(0, "uint16", 1.0, "rgb"), (-9999, "float32", 1e-4, "rgb"),
+                                                     (0, "uint8", 255 / 2500, "T33UUP_20170613T101031_TCI_10m")])
+def test_an_optical_fill_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path, fill, dtype, scale,
+                                                                             name):
     # Sentinel-2 stores NO_DATA as 0 in every band, float products often -9999; exported without the
     # nodata value, a 30-column border of a real BigEarthNet chip was mapped 85 % forest and 15 % water.
     # Both are read as missing optical (0 only in every band of a file of more than 8 bits), as with
-    # nodata declared
+    # nodata declared; so is 0 in Sentinel-2's 8-bit true-colour image (TCI), by its product specification
     from engine.config import InferenceConfig
     from engine.inference.pipeline import segment_scene
     from engine.raster.stack import stack_bands
@@ -113,14 +115,19 @@ def test_an_optical_fill_border_without_nodata_is_missing_optical_not_forest(sha
     stack_bands([(next(s2.glob(f"*_{b}.tif")), 1) for b in ("B04", "B03", "B02")], tmp_path / "rgb.tif")
     with rasterio.open(tmp_path / "rgb.tif") as src:
         profile, data, names = src.profile, src.read() * scale, src.descriptions
+    if dtype == "float32":
+        values = data.astype(dtype)
+    else:  # real pixels are never 0 here: only the border is
+        values = np.round(np.clip(data, 1, np.iinfo(dtype).max)).astype(dtype)
     maps = {}
     for declared in (False, True):
         border = fill if not declared else (np.nan if dtype == "float32" else 0)
-        data[:, :, :30] = border
-        path = tmp_path / f"rgb_{declared}.tif"
+        values[:, :, :30] = border
+        path = tmp_path / str(declared) / f"{name}.tif"
+        path.parent.mkdir()
         nodata = border if declared else (np.nan if dtype == "float32" else None)  # undeclared: NaN means nothing
         with rasterio.open(path, "w", **dict(profile, dtype=dtype, nodata=nodata)) as dst:
-            dst.write(np.round(data).astype(dtype) if dtype == "uint16" else data.astype(dtype))
+            dst.write(values)
             dst.descriptions = names
         student = ROOT / "resources" / "models" / "sgcad_student.safetensors"
         result = segment_scene(path, sar, student, tmp_path / f"o{declared}", teacher_path=TEACHER,
