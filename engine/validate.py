@@ -120,6 +120,20 @@ def _plain(path: Any) -> Optional[Path]:
     return Path(text)
 
 
+def _vrt_sources(path: Path) -> List[Path]:
+    """The files a virtual raster reads (QGIS's Build Virtual Raster, the plugin's no-data declarations):
+    writing onto one of them would replace the input as surely as writing onto the VRT."""
+    if path.suffix.lower() != ".vrt" or not path.is_file():
+        return []
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            return [Path(f) for f in src.files[1:]]
+    except rasterio.errors.RasterioIOError:
+        return []
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Same file after resolving links (``..``, symlinks) or through a hard link."""
     try:
@@ -147,15 +161,17 @@ def check_outputs_not_inputs(outputs: Iterable[Any], inputs: Mapping[str, Any]) 
     Raises:
         SgcadError: naming the output, the input and the remedy.
     """
-    given = [(label, p) for label, value in inputs.items() if (p := _plain(value)) is not None]
+    given = [(label, p, "") for label, value in inputs.items() if (p := _plain(value)) is not None]
+    given += [(label, source, f" (read through {vrt.name})") for label, vrt, _ in list(given)
+              for source in _vrt_sources(vrt)]
     for out in outputs:
         target = _plain(out)
         if target is None:
             continue
-        for label, source in given:
+        for label, source, via in given:
             if _same_file(target, source):
                 raise SgcadError(
-                    f"{target}: this output would replace the {label} input {source}; inputs are never replaced, "
+                    f"{target}: this output would replace the {label} input {source}{via}; inputs are never replaced, "
                     "not even with --overwrite (OVERWRITE=true): choose another output name or folder"
                 )
 

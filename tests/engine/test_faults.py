@@ -121,6 +121,24 @@ def read_only_folder(tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- inputs are never replaced
+def test_a_water_map_never_replaces_a_file_that_its_virtual_raster_reads(shared_data, tmp_path, capsys):
+    # QGIS's Build Virtual Raster, or the plugin's no-data declaration, reads its bands from other files;
+    # an output named like one of them would replace the input as surely as one named like the VRT
+    from osgeo import gdal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    band_file = out / "water.tif"  # a source that happens to carry an output's name
+    shutil.copy(shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif", band_file)
+    before = band_file.read_bytes()
+    vrt = tmp_path / "scene.vrt"
+    gdal.BuildVRT(str(vrt), [str(band_file)])
+    code, _, err = cli(capsys, "water", "--sar", vrt, "--out", out, "--overwrite", "--device", "cpu")
+    line = one_error_line(err)
+    assert code == 2 and "would replace the SAR input" in line and "(read through scene.vrt)" in line, line
+    assert band_file.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["water.tif"]
+
+
 def test_segment_never_replaces_an_input_named_like_an_output(scene, models, tmp_path, capsys):
     out = tmp_path / "shared"
     out.mkdir()
