@@ -196,6 +196,9 @@ decibels, amplitude (square root of power), or uncalibrated amplitude digital nu
 OPTICAL_FILL_BELOW = -1000.0
 """An optical value under this is a fill (-9999, -32768), read as missing: reflectance in any of the units read
 (0-1, x 10000 before its offset, digital numbers) is never that negative."""
+OPTICAL_FILL_TOP = 65535.0
+"""An optical pixel at this value in every band is missing: the 16-bit maximum is a fill, or saturation (Sentinel-2's
+SATURATED) that leaves nothing to read; the units are decided without such values."""
 SAR_FILL_BELOW = -80.0
 """A raw SAR value under this is a fill (-9999, -32768), read as missing data: power, amplitude and numbers are
 never negative, and no radar measures backscatter under about -50 dB (Sentinel-1's noise floor: -22 to -30)."""

@@ -25,7 +25,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from ..config import OPTICAL_FILL_BELOW, OPTICAL_UNITS, SAR_FILL_BELOW, SAR_FILL_VALUES, SAR_UNITS
+from ..config import OPTICAL_FILL_BELOW, OPTICAL_FILL_TOP, OPTICAL_UNITS, SAR_FILL_BELOW, SAR_FILL_VALUES, SAR_UNITS
 from ..raster.io import band_scaling
 from .names import band_names
 
@@ -195,7 +195,7 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
     if given not in OPTICAL_UNITS:
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
-    values = [v[v >= OPTICAL_FILL_BELOW] for v in values]  # fills (-9999) are no unit's reflectance
+    values = [v[(v >= OPTICAL_FILL_BELOW) & (v != OPTICAL_FILL_TOP)] for v in values]  # fills (-9999, 65535)
     offset = _s2_offset(path, bands)
     if given != "auto":
         return UnitsDecision("optical", given, "given", "", offset_dn=offset if given == "reflectance10000" else 0.0)

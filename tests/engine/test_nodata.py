@@ -99,13 +99,15 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
 
 
 @pytest.mark.parametrize("fill, dtype, scale, name", [(0, "uint16", 1.0, "rgb"), (-9999, "float32", 1e-4, "rgb"),
+                                                     (65535, "uint16", 1.0, "rgb"),
                                                      (0, "uint8", 255 / 2500, "T33UUP_20170613T101031_TCI_10m")])
 def test_an_optical_fill_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path, fill, dtype, scale,
                                                                              name):
     # Sentinel-2 stores NO_DATA as 0 in every band, float products often -9999; exported without the
     # nodata value, a 30-column border of a real BigEarthNet chip was mapped 85 % forest and 15 % water.
     # Both are read as missing optical (0 only in every band of a file of more than 8 bits), as with
-    # nodata declared; so is 0 in Sentinel-2's 8-bit true-colour image (TCI), by its product specification
+    # nodata declared; so is 0 in Sentinel-2's 8-bit true-colour image (TCI), by its product specification,
+    # and 65535 in every band (a fill, or saturation), which had also made the units read as digital numbers
     from engine.config import InferenceConfig
     from engine.inference.pipeline import segment_scene
     from engine.raster.stack import stack_bands
