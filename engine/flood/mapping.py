@@ -302,7 +302,8 @@ def map_flood(
                                           teacher_water_fraction=res["water_fraction"],
                                           tiles=res["tiles"], device=res["device"], scene_cut=res.get("scene_cut"),
                                           cross_polarised=res.get("cross_polarised"))
-                        warnings += [f"{name}: {w}" for w in res["inputs"]["warnings"]]
+                        # the date's own reading said some of these already (zeros, fills): once is enough
+                        warnings += [t for w in res["inputs"]["warnings"] if (t := f"{name}: {w}") not in warnings]
                     else:
                         relative = sar_levels_of(d.sar, d.levels, water.sar.units.units, d.calibration)[0]
                         water.threshold = estimate_threshold(water.sar.source, for_levels(cfg.threshold, relative), sub)
