@@ -160,10 +160,20 @@ def check_optical_not_paletted(path: PathLike, bands: Sequence[int]) -> None:
         )
 
 
+VIRTUAL_BAND_FILES = "names of the virtual raster's band files"
+
+
+def _named_by(src) -> str:
+    """What the band names of an open raster are: its descriptions, or its virtual bands' files."""
+    return VIRTUAL_BAND_FILES if any(n and not d for n, d in zip(band_names(src), src.descriptions)) else (
+        "band descriptions")
+
+
 def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
     """The colour of every band of an optical raster (None where it does not say), and how known."""
     with rasterio.open(path) as src:
         descriptions = [d.lower() for d in band_names(src)]
+        named_by = _named_by(src)
         tags = [src.tags(b) for b in range(1, src.count + 1)]
         interp = list(src.colorinterp)
         context = " ".join([Path(path).name.lower(), *descriptions, *(str(v).lower() for v in src.tags().values())])
@@ -172,7 +182,7 @@ def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
     if _counting(descriptions) and not _SENSOR.search(context):
         by_name = [None] * len(descriptions)  # "B1" ... "B4" on bands 1 ... 4 may only count them
     sources = (
-        ("band descriptions", by_name),
+        (named_by, by_name),
         ("band names in the metadata", [_colour_from_text(str(t.get("BANDNAME", "")).lower(), numbers) for t in tags]),
         ("wavelengths in the metadata", [_colour_from_wavelength(t) for t in tags]),
         ("colour interpretation", [_COLOUR_INTERP.get(c) for c in interp]),
@@ -234,10 +244,10 @@ def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[
         roles, how = optical_roles(path)
     else:
         with rasterio.open(path) as src:
-            count = src.count
+            count, named_by = src.count, _named_by(src)
         if count < 2:
             return None
-        roles, how = list(polarisations(path, range(1, count + 1))), "polarisations in the band descriptions"
+        roles, how = list(polarisations(path, range(1, count + 1))), f"polarisations in the {named_by}"
         order = unnamed_co_cross(path) if count in (2, 3) and not any(roles) else None
         if order is not None:  # two unnamed bands (and an angle): calibrated levels say which is co-polarised
             roles = [{order.co_band: "co", order.cross_band: "cross"}.get(b) for b in range(1, count + 1)]
@@ -247,7 +257,7 @@ def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[
         return None
     with rasterio.open(path) as src:
         said = [band_names(src)[b - 1] for b in picked]
-    if how == "band descriptions" or all(said):
+    if how in ("band descriptions", VIRTUAL_BAND_FILES) or all(said):
         how = f"{how}: {', '.join(str(d) for d in said)}"
     return BandChoice(picked, tuple(_role_name(r, modality) for r in wanted), how)
 

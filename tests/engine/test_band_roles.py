@@ -167,5 +167,7 @@ def test_a_virtual_raster_of_band_files_is_read_by_its_files_names(shared_data, 
     assert resolved.bands.optical_bands == (3, 2, 1) and resolved.bands.sar_bands == (2,)  # B04 B03 B02; VV
     assert resolved.optical_units.how == "metadata"  # the Sentinel-2 product name in the files' names
     assert not any("does not say which is red" in w for w in resolved.warnings), resolved.warnings
+    assert any("read as red, green, blue (names of the virtual raster's band files: " in line
+               for line in resolved.lines), resolved.lines
     (local / s1[0].name).unlink()  # a source that moved: its band goes unnamed, the other still says VV
     assert choose_bands(sar, BandMapping(sar_bands=(1,), sar_names=("vv",)), "sar").bands == (2,)
