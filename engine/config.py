@@ -193,9 +193,10 @@ decibels, amplitude (square root of power), or uncalibrated amplitude digital nu
 (power = DN**2 / calibration constant)."""
 
 
-OPTICAL_FILL_BELOW = -1000.0
-"""An optical value under this is a fill (-9999, -32768), read as missing: reflectance in any of the units read
-(0-1, x 10000 before its offset, digital numbers) is never that negative."""
+OPTICAL_FILL_AT_MOST = -1000.0
+"""An optical value at or under this is a fill (-9999, -32768; -1000: Sentinel-2's NO_DATA 0 with the +1000 offset
+of processing baseline 04.00 already taken off), read as missing: reflectance in any of the units read (0-1, x 10000,
+digital numbers) is never that negative."""
 OPTICAL_FILL_TOP = 65535.0
 """An optical pixel at this value in every band is missing: the 16-bit maximum is a fill, or saturation (Sentinel-2's
 SATURATED) that leaves nothing to read; the units are decided without such values."""

@@ -25,7 +25,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from ..config import OPTICAL_FILL_BELOW, OPTICAL_FILL_TOP, OPTICAL_UNITS, SAR_FILL_BELOW, SAR_FILL_VALUES, SAR_UNITS
+from ..config import OPTICAL_FILL_AT_MOST, OPTICAL_FILL_TOP, OPTICAL_UNITS, SAR_FILL_BELOW, SAR_FILL_VALUES, SAR_UNITS
 from ..raster.io import band_scaling
 from .names import band_names
 
@@ -195,14 +195,14 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
     if given not in OPTICAL_UNITS:
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
-    values = [v[(v >= OPTICAL_FILL_BELOW) & (v != OPTICAL_FILL_TOP)] for v in values]  # fills (-9999, 65535)
+    values = [v[(v > OPTICAL_FILL_AT_MOST) & (v != OPTICAL_FILL_TOP)] for v in values]  # fills (-9999, 65535)
     offset = _s2_offset(path, bands)
     if given != "auto":
         return UnitsDecision("optical", given, "given", "", offset_dn=offset if given == "reflectance10000" else 0.0)
     pooled = np.concatenate(values) if values else np.empty(0)
     if pooled.size == 0:
         raise ValueError(f"{path}: optical band(s) {list(bands)} hold no valid pixel (all nodata, NaN or fill values "
-                         f"under {OPTICAL_FILL_BELOW:g})")
+                         f"at or under {OPTICAL_FILL_AT_MOST:g})")
     p50, p995, top = (float(v) for v in np.percentile(pooled, [50, 99.5, 100]))
     positive = pooled[pooled > 0]  # a fill collar of zeros without a nodata value is not a dark end
     p2 = float(np.percentile(positive, 2)) if positive.size else 0.0

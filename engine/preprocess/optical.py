@@ -6,7 +6,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..config import OPTICAL_FILL_BELOW, OPTICAL_FILL_TOP, OpticalPreprocessConfig
+from ..config import OPTICAL_FILL_AT_MOST, OPTICAL_FILL_TOP, OpticalPreprocessConfig
 
 # (scale, offset) to reflectance-like values for each unit; "dn" assumes the full 16-bit range
 # (its true scale is unknown, and per-scene normalisation makes any linear scale irrelevant)
@@ -58,7 +58,8 @@ def optical_to_features(arr: np.ndarray, cfg: OpticalPreprocessConfig) -> np.nda
     x = np.asarray(arr, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"optical array must be (C, H, W), got shape {x.shape}")
-    missing = (x < np.float32(OPTICAL_FILL_BELOW)).any(0) | (x == np.float32(OPTICAL_FILL_TOP)).all(0)  # -9999, 65535
+    # -9999 in any band, 65535 in every band: fills, not reflectance
+    missing = (x <= np.float32(OPTICAL_FILL_AT_MOST)).any(0) | (x == np.float32(OPTICAL_FILL_TOP)).all(0)
     if cfg.zero_is_nodata:
         missing |= (x == 0).all(0)  # a fill in every band: missing, not black
     if missing.any():

@@ -100,7 +100,7 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
 
 
 @pytest.mark.parametrize("fill, dtype, scale, name", [(0, "uint16", 1.0, "rgb"), (-9999, "float32", 1e-4, "rgb"),
-                                                     (65535, "uint16", 1.0, "rgb"),
+                                                     (65535, "uint16", 1.0, "rgb"), (-1000, "float32", 1.0, "rgb"),
                                                      (0, "uint8", 255 / 2500, "T33UUP_20170613T101031_TCI_10m")])
 def test_an_optical_fill_border_without_nodata_is_missing_optical_not_forest(shared_data, tmp_path, fill, dtype, scale,
                                                                              name):
