@@ -110,18 +110,30 @@ def picture_colours(path: PathLike) -> Optional[str]:
 
 
 def check_sar_not_picture(path: PathLike, with_optical: bool = False) -> None:
-    """Refuse a SAR input whose bands claim colours (:func:`picture_colours`); ``with_optical``: an
-    optical input was given too, so the two may have been swapped.
+    """Refuse a SAR input whose bands claim colours (:func:`picture_colours`) or are named red, green and
+    blue (:func:`optical_roles`: B04, B03, B02 ...); ``with_optical``: an optical input was given too, so the
+    two may have been swapped.
 
     Raises:
         ValueError: naming the raster, the colours and the remedy.
     """
+    swapped = " (are the optical and SAR inputs swapped?)" if with_optical else ""
     colours = picture_colours(path)
     if colours:
-        swapped = " (are the optical and SAR inputs swapped?)" if with_optical else ""
         raise ValueError(f"SAR raster {Path(path).name} says its bands are {colours} (GDAL colour interpretation): "
                          f"that is an optical image or a rendered picture, not radar backscatter; choose the SAR "
                          f"raster{swapped}")
+    roles, how = optical_roles(path)
+    with rasterio.open(path) as src:
+        names = band_names(src)
+        context = " ".join([Path(path).name, *names, *(str(v) for v in src.tags().values())]).lower()
+    # band numbers alone (SAR_b2 ... as earlier releases named aligned bands) say nothing without a sensor
+    named = how and how != "colour interpretation" and (
+        _SENSOR.search(context) or any(_COLOUR_WORDS.search(n.lower()) for n in names) or "metadata" in how)
+    if named:  # red, green and blue named: optical bands
+        said = [names[roles.index(r)] or r for r in OPTICAL_ROLES]
+        raise ValueError(f"SAR raster {Path(path).name} holds red, green and blue bands ({how}: {', '.join(said)}): "
+                         f"that is an optical image, not radar backscatter; choose the SAR raster{swapped}")
 
 
 def check_not_complex(path: PathLike, what: str) -> None:

@@ -171,3 +171,21 @@ def test_a_virtual_raster_of_band_files_is_read_by_its_files_names(shared_data, 
                for line in resolved.lines), resolved.lines
     (local / s1[0].name).unlink()  # a source that moved: its band goes unnamed, the other still says VV
     assert choose_bands(sar, BandMapping(sar_bands=(1,), sar_names=("vv",)), "sar").bands == (2,)
+
+
+def test_a_sar_input_named_red_green_blue_is_refused_and_band_numbers_alone_are_not(bigearthnet, shared_data,
+                                                                                     tmp_path):
+    """Sentinel-2 bands given as the SAR (a swap, or the wrong layer) were mapped as uncalibrated radar; their
+    names say what they are. Names like SAR_b2 (aligned SAR of earlier releases) name no sensor: accepted."""
+    from engine.inputs.bands import check_sar_not_picture
+
+    _, rgb, _, _ = bigearthnet
+    with pytest.raises(ValueError, match=r"SAR raster s2_rgb.tif holds red, green and blue bands \(band descriptions: "
+                                         r"S2A_MSIL2A_20170613T101031_87_48_B04_b1.*swapped"):
+        check_sar_not_picture(rgb, with_optical=True)
+    with rasterio.open(shared_data / "spacenet6_rotterdam" / "sar_masked.tif") as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(tmp_path / "sar_aligned.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = ("SAR_b1", "SAR_b2", "SAR_b3", "SAR_b4")
+    check_sar_not_picture(tmp_path / "sar_aligned.tif", with_optical=True)
