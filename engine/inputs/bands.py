@@ -136,6 +136,23 @@ def check_sar_not_picture(path: PathLike, with_optical: bool = False) -> None:
                          f"that is an optical image, not radar backscatter; choose the SAR raster{swapped}")
 
 
+def check_optical_not_sar(path: PathLike) -> None:
+    """Refuse an optical input whose bands are named as radar polarisations (``VV``, ``Sigma0_VH_db``): the
+    SAR given as the optical image, which was read as a dim 8-bit picture.
+
+    Raises:
+        ValueError: naming the raster, its bands and the remedy.
+    """
+    with rasterio.open(path) as src:
+        names = band_names(src)
+        count = src.count
+    pols = polarisation_names(path, range(1, count + 1)) if any(names) else [None] * count
+    said = [n for n, p in zip(names, pols) if p]
+    if said:
+        raise ValueError(f"optical raster {Path(path).name} holds radar bands ({', '.join(said)}): that is SAR, not "
+                         "an optical image; choose the optical raster (are the optical and SAR inputs swapped?)")
+
+
 def check_not_complex(path: PathLike, what: str) -> None:
     """Refuse complex values (a single-look complex radar product: I and Q, not backscatter).
 

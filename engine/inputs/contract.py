@@ -56,6 +56,7 @@ from .backscatter import detect_backscatter
 from .bands import (
     check_not_complex,
     check_optical_not_paletted,
+    check_optical_not_sar,
     check_sar_not_picture,
     choose_bands,
     model_roles,
@@ -404,6 +405,8 @@ def resolve_inputs(
             check_not_complex(path, what)
     # checked first: swapped inputs otherwise fail on the optical side, with a less helpful message
     check_sar_not_picture(sar_path, optical_path is not None)
+    if optical_path is not None:
+        check_optical_not_sar(optical_path)
     o_bands = _bands(overrides.optical_bands, recipe.bands.optical_bands, "optical")
     s_bands = _bands(overrides.sar_bands, recipe.bands.sar_bands, "SAR")
     lines: List[str] = []

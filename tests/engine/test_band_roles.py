@@ -173,7 +173,7 @@ def test_a_virtual_raster_of_band_files_is_read_by_its_files_names(shared_data, 
     assert choose_bands(sar, BandMapping(sar_bands=(1,), sar_names=("vv",)), "sar").bands == (2,)
 
 
-def test_a_sar_input_named_red_green_blue_is_refused_and_band_numbers_alone_are_not(bigearthnet, shared_data,
+def test_inputs_named_as_the_other_modality_are_refused_and_band_numbers_alone_are_not(bigearthnet, shared_data,
                                                                                      tmp_path):
     """Sentinel-2 bands given as the SAR (a swap, or the wrong layer) were mapped as uncalibrated radar; their
     names say what they are. Names like SAR_b2 (aligned SAR of earlier releases) name no sensor: accepted."""
@@ -189,3 +189,10 @@ def test_a_sar_input_named_red_green_blue_is_refused_and_band_numbers_alone_are_
         dst.write(data)
         dst.descriptions = ("SAR_b1", "SAR_b2", "SAR_b3", "SAR_b4")
     check_sar_not_picture(tmp_path / "sar_aligned.tif", with_optical=True)
+    # and the other way round: the SAR given as the optical image was read as a dim 8-bit picture
+    from engine.inputs.bands import check_optical_not_sar
+
+    with pytest.raises(ValueError, match=r"optical raster India_900498_S1Hand.tif holds radar bands \(VV, VH\)"):
+        check_optical_not_sar(shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif")
+    check_optical_not_sar(rgb)
+    check_optical_not_sar(tmp_path / "sar_aligned.tif")  # SAR_b1 ... name no polarisation: nothing said

@@ -634,9 +634,16 @@ def test_a_water_map_refuses_sar_that_holds_nothing_to_map(shared_data, scene, m
 
 def test_a_raster_with_too_few_bands_is_told_what_the_model_reads(scene, models, tmp_path, capsys):
     # a one-band (grey) image given as optical: not "band 2 does not exist", but what the model needs
-    code, _, err = cli(capsys, *segment_args(dict(scene, optical=scene["sar"]), models, tmp_path / "a"))
+    with rasterio.open(scene["optical"]) as src:
+        profile, grey = dict(src.profile, count=1), src.read(1)
+    with rasterio.open(tmp_path / "grey.tif", "w", **profile) as dst:
+        dst.write(grey[None])
+    code, _, err = cli(capsys, *segment_args(dict(scene, optical=str(tmp_path / "grey.tif")), models, tmp_path / "a"))
     line = one_error_line(err)
-    assert code == 2 and "optical raster sar.tif has 1 band(s): band 2 does not exist; the model reads 3 (red, " \
+    assert code == 2 and "optical raster grey.tif has 1 band(s): band 2 does not exist; the model reads 3 (red, " \
         "green, blue) from bands 1, 2, 3" in line, line
     assert "--optical-bands / OPTICAL_BANDS" in line and not (tmp_path / "a").exists()
     assert "Stack them into one raster first: sgcad:stackbands" in line  # one band per file, as Sentinel-2 has
+    # the SAR itself (its band is named VV) given as the optical image is named as such
+    code, _, err = cli(capsys, *segment_args(dict(scene, optical=scene["sar"]), models, tmp_path / "b"))
+    assert code == 2 and "optical raster sar.tif holds radar bands (VV): that is SAR" in one_error_line(err)
