@@ -36,8 +36,12 @@ def test_auto_precision_is_measured_decided_by_the_rule_cached_and_int8_runs_end
     # the bundled student at int8 disagrees with fp32 on a few % of the held-out scene's pixels
     assert 0.9 < int8["agreement"] < 1.0 and int8["speedup"] > 0
     assert set(int8["iou_change"]) <= set(job.meta.schema.names) and max(int8["iou_change"].values()) > 0
-    chosen = int8["agreement"] >= precision.MIN_AGREEMENT and int8["speedup"] >= precision.MIN_SPEEDUP
-    assert decision.precision == ("int8" if chosen else "fp32") and backend.precision == decision.precision
+    # the rule: the fastest candidate that is faithful and fast enough, else fp32 (bf16 is one where the CPU has
+    # native bf16, and on a noisy machine it sometimes passes)
+    passing = {name: m["speedup"] for name, m in decision.measured.items()
+               if m.get("faithful") and m.get("speedup", 0) >= precision.MIN_SPEEDUP}
+    expected = max(passing, key=passing.get) if passing else "fp32"
+    assert decision.precision == expected and backend.precision == decision.precision, decision.measured
     if not precision.native_bf16():
         assert "bf16 matrix instructions" in decision.measured["bf16"]["skipped"]
     # the second run reads the decision back without touching the scene
