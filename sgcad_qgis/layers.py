@@ -243,8 +243,9 @@ def _keep_source_metadata(layer: QgsRasterLayer, path: Path, nodata: Optional[fl
     if source is None or source.RasterCount != layer.bandCount():
         return
     tags = {str(k): str(v) for k, v in (source.GetMetadata() or {}).items() if k != "AREA_OR_POINT"}
-    name = Path(layer.source().split("|")[0]).name
-    target.SetMetadata(dict(tags, source=f"{name}, from {tags['source']}" if tags.get("source") else name))
+    from sgcad_qgis.engine.raster.io import source_tag
+
+    target.SetMetadata(dict(tags, source=source_tag(Path(layer.source().split("|")[0]).name, tags)))
     for b in range(1, source.RasterCount + 1):
         band, out = source.GetRasterBand(b), target.GetRasterBand(b)
         if band.GetDescription():

@@ -21,7 +21,7 @@ from ..inputs.contract import resolve_chain
 from ..preprocess.normalize import apply_normalization, compute_normalization, feature_halo, features
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, default_grid, grid_of, read_on_grid
-from ..raster.io import check_output, iter_windows, open_writer, read_bands
+from ..raster.io import check_output, iter_windows, open_writer, read_bands, source_tag
 from ..validate import check_distinct_outputs, check_outputs_not_inputs
 
 PathLike = Union[str, Path]
@@ -47,8 +47,7 @@ def carry_band_metadata(path: PathLike, bands: Sequence[int], dst: Any) -> None:
     """
     with rasterio.open(path) as src:
         tags = {k: v for k, v in src.tags().items() if k != "AREA_OR_POINT"}
-        name = Path(path).name  # an aligned raster aligned again keeps the first name too
-        dst.update_tags(**dict(tags, source=f"{name}, from {tags['source']}" if tags.get("source") else name))
+        dst.update_tags(**dict(tags, source=source_tag(Path(path).name, tags)))
         for i, b in enumerate(bands, start=1):
             if src.descriptions[b - 1]:
                 dst.set_band_description(i, src.descriptions[b - 1])

@@ -285,7 +285,8 @@ def choose_bands(path: PathLike, bands: BandMapping, modality: str) -> Optional[
     if picked is None or picked == stored:
         return None
     with rasterio.open(path) as src:
-        said = [band_names(src)[b - 1] for b in picked]
+        names = band_names(src)
+    said = [names[b - 1] for b in picked]
     if how in ("band descriptions", VIRTUAL_BAND_FILES) or all(said):
         how = f"{how}: {', '.join(str(d) for d in said)}"
     return BandChoice(picked, tuple(_role_name(r, modality) for r in wanted), how)

@@ -11,9 +11,11 @@ from several tiles is called by all of its sources' names (they agree on the ban
 
 from __future__ import annotations
 
+import os
 import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import rasterio
 
@@ -23,9 +25,21 @@ _SOURCE = re.compile(r"<SourceFilename([^>]*)>([^<]+)</SourceFilename>\s*<Source
 def band_names(src: Any) -> List[str]:
     """Every band's name ("" where nothing says) of an open rasterio dataset."""
     names = [d or "" for d in src.descriptions]
-    if src.driver != "VRT":
+    if src.driver != "VRT" or all(names):
         return names
-    return [name or _virtual_band_name(src, b) for b, name in enumerate(names, start=1)]
+    # a run asks several times (roles, units, backscatter); a mosaic may hold hundreds of source files
+    try:
+        sources = _virtual_band_names(src.name, os.stat(src.name).st_mtime_ns)
+    except OSError:  # a VRT GDAL reads from elsewhere (/vsizip/): not cached
+        sources = tuple(_virtual_band_name(src, b) for b in range(1, src.count + 1))
+    return [name or source for name, source in zip(names, sources)]
+
+
+@lru_cache(maxsize=32)
+def _virtual_band_names(path: str, mtime_ns: int) -> Tuple[str, ...]:
+    """The source names of every band of the VRT ``path`` (``mtime_ns``: a rewritten VRT is read again)."""
+    with rasterio.open(path) as src:
+        return tuple(_virtual_band_name(src, b) for b in range(1, src.count + 1))
 
 
 def _virtual_band_name(src: Any, band: int) -> str:

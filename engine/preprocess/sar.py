@@ -134,8 +134,11 @@ def gamma0_to_sigma0_factor(convention: str) -> float:
 def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Raw SAR values that are fills, not backscatter, as NaN: anything under :data:`SAR_FILL_BELOW`
     (-9999) where ``cfg.fill_is_nodata`` says so, and exact zeros where ``cfg.zero_is_nodata`` does."""
-    fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else np.zeros(x.shape, bool)
-    if cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn"):
+    zeros = cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn")
+    if not (cfg.fill_is_nodata or zeros):
+        return x
+    fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else x != x  # x != x: NaN, already missing
+    if zeros:
         fill |= x == 0  # a no-data border, not the darkest water
     return np.where(fill, np.float32(np.nan), x) if fill.any() else x
 
@@ -144,7 +147,12 @@ def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Convert raw values in ``cfg.units`` to linear sigma-nought power (float32, NaN kept): fills are
     missing (:func:`missing_as_nan`); gamma nought (``cfg.backscatter``) is brought to sigma nought
     (:mod:`engine.inputs.backscatter`)."""
-    power = _power(missing_as_nan(np.asarray(x, np.float32), cfg), cfg)
+    return _sigma0_power(missing_as_nan(np.asarray(x, np.float32), cfg), cfg)
+
+
+def _sigma0_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
+    """Linear sigma-nought power of raw values whose fills are already NaN."""
+    power = _power(x, cfg)
     factor = gamma0_to_sigma0_factor(cfg.backscatter)
     return power if factor == 1.0 else power * np.float32(factor)
 
@@ -186,7 +194,7 @@ def sar_to_features(
     # dB input that only stays dB skips the round trip through linear power
     db_in = cfg.units == "db" and not _needs_linear(cfg)
     if not db_in:
-        x = to_linear_power(x, cfg)
+        x = _sigma0_power(x, cfg)  # fills already NaN (above)
     elif cfg.backscatter == "gamma0":
         x = x + np.float32(10.0 * np.log10(gamma0_to_sigma0_factor(cfg.backscatter)))
     if cfg.incidence_normalize:

@@ -236,6 +236,12 @@ def gtiff_profile(grid: Grid, count: int, dtype: str, nodata: Optional[float], *
     return profile
 
 
+def source_tag(name: str, tags: Dict[str, str]) -> str:
+    """The ``source`` tag of a raster written from the file ``name`` whose tags are ``tags``: its name, and
+    the name it came from in turn (an aligned raster aligned again), as the input contract reads names."""
+    return f"{name}, from {tags['source']}" if tags.get("source") else name
+
+
 @contextlib.contextmanager
 def open_writer(
     path: PathLike,
