@@ -335,6 +335,30 @@ def _teacher_on_drawn_land(tiles: Sequence[Tile], water: int) -> Dict[str, Any]:
     return {"pixels": drawn, "called_water": called, "share": round(called / drawn, 4) if drawn else None}
 
 
+def _map_change(tiles: Sequence[Tile], before: Sequence[np.ndarray]) -> Dict[str, Any]:
+    """How the adapted water map (the tiles' ``teacher_water``) differs from ``before`` (the zero-shot
+    answers, water True) on the valid pixels the adaptation read, as shares of them. Without labels
+    the adaptation's accuracy is unknown; where the two maps differ is where a user should look."""
+    counts = np.zeros(4, np.int64)  # valid, water before, water after, water -> land
+    for tile, was in zip(tiles, before):
+        ok = tile.valid & np.isfinite(tile.teacher_water)
+        now = tile.teacher_water > 0.5
+        counts += [ok.sum(), (was & ok).sum(), (now & ok).sum(), (was & ~now & ok).sum()]
+    valid, was, now, lost = (int(c) for c in counts)
+    share = (lambda n: round(n / valid, 4)) if valid else (lambda n: None)
+    return {"pixels": valid, "water_before": share(was), "water_after": share(now),
+            "water_to_land": share(lost), "land_to_water": share(now - was + lost)}
+
+
+def _change_message(change: Dict[str, Any]) -> str:
+    if change["water_after"] is None:
+        return "the adapted water expert read no valid pixel"
+    return (f"the adapted water expert calls {change['water_after']:.1%} of the {change['pixels']} pixels it read "
+            f"water, the zero-shot one {change['water_before']:.1%}: {change['water_to_land']:.1%} went from water "
+            f"to land and {change['land_to_water']:.1%} from land to water. Without labels its accuracy is "
+            "unknown; compare the two water maps where they differ")
+
+
 def _canvas_area(canvas: Sequence[Tile], grid):
     """The grid of the box around the canvas tiles, and its (column, row) offset on ``grid``."""
     from affine import Affine
@@ -631,13 +655,15 @@ def finetune_from_polygons(
         progress.info(f"relative SAR levels: the water expert's cut moves to this scene's ({cut:.2f})")
 
     # -- the teacher: water vs the rest on the training polygons, or on automatic pseudo-labels
-    teacher_tiles = tiles
+    teacher_tiles, zero_shot = tiles, None
     teacher_params = teacher.parameters() if teacher is not None else None
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
         teacher.to(dev)
+        start = {id(t): _predict(teacher, t, True, dev) for t in train_tiles}  # the map the user saw
+        zero_shot = [start[id(t)] > 0.5 for t in train_tiles] if polygons is None else None
         teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(
-            tiles, resolved, schema, out_dir, progress,
-            lambda t: _predict(teacher, t, True, dev), cfg.pseudo_label_veto, scene_threshold)
+            tiles, resolved, schema, out_dir, progress, lambda t: start[id(t)], cfg.pseudo_label_veto, scene_threshold)
+        del start
         pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
         binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
         teacher_params, layers = _pseudo_label_params(teacher, cfg.pseudo_label_layers)
@@ -686,6 +712,9 @@ def finetune_from_polygons(
                 val_binary, lambda t: (_predict(teacher, t, True, dev) > 0.5).astype(np.int64), 2)
         for tile in tiles:
             tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
+        if zero_shot is not None and teacher_done:
+            result["pseudo_labels"]["change"] = _map_change(train_tiles, zero_shot)
+            progress.info(_change_message(result["pseudo_labels"]["change"]))
         result["teacher_on_drawn_land"] = _teacher_on_drawn_land(train_tiles, water)
         share = result["teacher_on_drawn_land"]["share"]
         if student is not None and cfg.kd == "unlabelled" and share is not None and share > cfg.teacher_contradiction:
@@ -838,6 +867,11 @@ def _report(path: Path, result: Dict[str, Any], schema) -> None:
              "seconds": result["seconds"], **{k: v for k, v in result["timings"].items()}}
     if result.get("undrawn_classes"):
         facts["classes no polygon holds, kept from the starting map"] = ", ".join(result["undrawn_classes"])
+    change = (result.get("pseudo_labels") or {}).get("change")
+    if change and change["water_after"] is not None:
+        facts["water, adapted expert / zero-shot (pixels read)"] = (
+            f"{change['water_after']:.1%} / {change['water_before']:.1%} of {change['pixels']} pixels; "
+            f"water to land {change['water_to_land']:.1%}, land to water {change['land_to_water']:.1%}")
     drawn = result.get("teacher_on_drawn_land") or {}
     if drawn.get("share") is not None:
         facts["your non-water polygons called water by the water expert"] = (

@@ -15,6 +15,7 @@ import rasterio
 import torch
 
 from engine.config import ClassSchema, FinetuneConfig, InferenceConfig, LossConfig
+from engine.inference.sar_only import water_probability
 from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from engine.inputs.reader import PairReader
 from engine.losses import SegmentationLoss
@@ -208,9 +209,27 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_expert_calls_water(tmp
     sar = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
     # teacher_keep applies to drawn polygons only: set, it leaves the pseudo-label path alone
     cfg = FinetuneConfig(teacher_steps=3, eval_every=5, crop_size=64, batch_size=2, teacher_keep=0.5)
+    said = []
     result = finetune_from_polygons(None, sar, None, "class", None, tmp_path / "adapt",
-                                    teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg,
+                                    progress=CallbackProgress(info=said.append))
     pseudo = result["pseudo_labels"]
+    # how far the adapted map moved from the zero-shot one, on the pixels read (the whole chip): the same
+    # shares as the two water maps made by inference, before and after
+    shares = {}
+    for name, teacher in (("before", MODELS / "sgcad_teacher.safetensors"), ("after", result["teacher"])):
+        made = water_probability(sar, teacher, tmp_path / f"water-{name}", cfg=InferenceConfig(backend="torch"))
+        with rasterio.open(made["path"]) as src:
+            p = src.read(1)
+        shares[name] = p[np.isfinite(p)] >= 0.5
+    change = pseudo["change"]
+    assert change["pixels"] == shares["before"].size
+    assert change["water_before"] == pytest.approx(shares["before"].mean(), abs=1e-3)
+    assert change["water_after"] == pytest.approx(shares["after"].mean(), abs=1e-3)
+    assert change["water_to_land"] == pytest.approx((shares["before"] & ~shares["after"]).mean(), abs=1e-3)
+    assert change["land_to_water"] == pytest.approx((~shares["before"] & shares["after"]).mean(), abs=1e-3)
+    assert 0 < change["water_to_land"] + change["land_to_water"] < 0.2
+    assert any("compare the two water maps where they differ" in line for line in said)
     # the chip has VV and VH, so the VV + VH pair is the water expert that vetoes: it calls 3.9 % of the
     # threshold's non-water water (bright flooded fields; the VV teacher alone: 7.3 %)
     assert 0.02 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.06

@@ -374,6 +374,7 @@ def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_pa
                                  "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
     assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0 and result["SCENE_CUT"] is None
     assert result["PSEUDO_LABELS"] == ""  # nothing was learnt from, so no layer
+    assert result["WATER_SHARE_ADAPTED"] is None and result["CHANGED_SHARE"] is None
     said = [w for w in feedback.warnings if "no water threshold could be trusted" in w]
     assert len(said) == 1 and "tiles qualified" in said[0] and "polygons" in said[0], feedback.warnings
     # at the default its polarisations show the levels are relative (not sigma0): the teacher is
@@ -401,6 +402,9 @@ def test_label_free_adaptation_passes_the_layers_that_learn(sgcad_provider, tmp_
     assert {"head", "stem", "stages"} <= changed, changed
     # the chip has VV and VH: its water expert is the pair, and the adapted companion is saved beside it
     assert (tmp_path / "adapt" / "teacher_vvvh.safetensors").is_file()
+    # how far the adapted map moved from the zero-shot one (the engine's test checks the figures)
+    assert 0.3 < result["WATER_SHARE_ZERO_SHOT"] < 0.7 and 0 < result["WATER_SHARE_ADAPTED"] < 1
+    assert result["CHANGED_SHARE"] >= abs(result["WATER_SHARE_ADAPTED"] - result["WATER_SHARE_ZERO_SHOT"]) - 1e-3
     # the pseudo-labels it learnt from are an output, styled: water blue, not water tan, the rest clear
     from qgis.core import QgsRasterLayer
 
