@@ -220,3 +220,14 @@ class CropSampler:
                 item[name] = np.ascontiguousarray(a[..., ::-1] if flip else a)
             items.append(item)
         return {name: torch.from_numpy(np.stack([it[name] for it in items])) for name in items[0]}
+
+
+def canvas_area(canvas: Sequence[Tile], grid):
+    """The grid of the box around the canvas tiles, and its (column, row) offset on ``grid``."""
+    from affine import Affine
+
+    from ..raster.grid import Grid
+
+    c0, r0 = min(t.box[0] for t in canvas), min(t.box[1] for t in canvas)
+    c1, r1 = max(t.box[2] for t in canvas), max(t.box[3] for t in canvas)
+    return Grid(grid.crs_wkt, grid.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0), c0, r0

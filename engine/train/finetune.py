@@ -8,7 +8,8 @@ map improve. In order:
    for validation (:mod:`.polygon_split`);
 2. tiles around the polygons, and unlabelled context tiles, are read once into memory
    (:mod:`.area_cache`); every step then costs only the networks;
-3. the SAR water teacher is fine-tuned on the polygons (water vs the rest), then the student,
+3. the SAR water teacher is fine-tuned on the polygons (water vs the rest), or, when none holds
+   water, adapts from automatic pseudo-labels (:mod:`.label_free`); then the student,
    with the segmentation losses plus distillation from the teacher: the paper's gates on
    labelled pixels and, by default, the teacher's confident pixels of the unlabelled area;
 4. BatchNorm statistics stay frozen (:func:`.loop.train_mode`), the best state on the held-out
@@ -57,17 +58,23 @@ from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
-from ..water.calibration import water_heads
-from ..water.experts import choose_water_expert, companion_path, load_water_expert
+from ..water.experts import choose_water_expert, companion_path
 from ..water.scene_cut import spread, with_scene_cut
-from .area_cache import BLOCK, IGNORE, WHOLE_AREA_PIXELS, CropSampler, Tile, build_cache
+from .area_cache import IGNORE, CropSampler, Tile, build_cache, canvas_area
 from .baseline import fit_lda
+from .label_free import (
+    change_message,
+    map_change,
+    pseudo_label_params,
+    water_edge_blocks,
+    water_expert_for,
+    with_pseudo_labels,
+    write_pseudo_label_raster,
+)
 from .loop import resolve_device, train_mode
 from .polygon_split import read_polygons, split_polygons
 
 PathLike = Union[str, Path]
-WATER_EDGE_BLOCKS = 6
-"""Blocks where water meets land that a label-free adaptation of a large scene reads (of 512 px)."""
 
 
 def _groups(split_polys, all_groups) -> List[list]:
@@ -212,22 +219,6 @@ def _teacher_step(teacher, sampler: CropSampler, cfg: FinetuneConfig, criterion,
     return step
 
 
-def _pseudo_label_params(teacher: torch.nn.Module, layers: str) -> Tuple[List[torch.nn.Parameter], str]:
-    """The teacher's parameters that learn from pseudo-labels (``FinetuneConfig.pseudo_label_layers``)
-    and which layers they are; the others are frozen, so no gradient is computed for them."""
-    try:
-        heads = water_heads(teacher)  # a pair's two heads: it learns as it answers, through its mean logits
-    except ValueError:  # no separate two-class classifier
-        heads = []
-    if layers != "head" or not heads:
-        return list(teacher.parameters()), "all"
-    learning = [p for head in heads for p in head.parameters()]
-    keep = {id(p) for p in learning}
-    for param in teacher.parameters():
-        param.requires_grad_(id(param) in keep)
-    return learning, "head"
-
-
 def _pseudo_target(label: torch.Tensor, p_water: torch.Tensor, valid: torch.Tensor, water: int, other: int,
                    dcfg: DistillConfig, teacher_water: bool = True) -> torch.Tensor:
     """Labels plus, on valid unlabelled pixels, water / non-water where the teacher is confident,
@@ -289,7 +280,7 @@ def write_gate_rasters(tiles: Sequence[Tile], grid, schema, cfg: FinetuneConfig,
     canvas = [t for t in tiles if t.split == "canvas" and t.teacher_water is not None]
     if not canvas:
         return {}
-    area, c0, r0 = _canvas_area(canvas, grid)
+    area, c0, r0 = canvas_area(canvas, grid)
     block = cfg.crop_size
     ny, nx = -(-area.height // block), -(-area.width // block)
     # per ratio cell: valid pixels, pixels in a gate, in the water gate, in the non-water gate
@@ -335,129 +326,6 @@ def _teacher_on_drawn_land(tiles: Sequence[Tile], water: int) -> Dict[str, Any]:
     return {"pixels": drawn, "called_water": called, "share": round(called / drawn, 4) if drawn else None}
 
 
-def _map_change(tiles: Sequence[Tile], before: Sequence[np.ndarray]) -> Dict[str, Any]:
-    """How the adapted water map (the tiles' ``teacher_water``) differs from ``before`` (the zero-shot
-    answers, water True) on the valid pixels the adaptation read, as shares of them. Without labels
-    the adaptation's accuracy is unknown; where the two maps differ is where a user should look."""
-    counts = np.zeros(4, np.int64)  # valid, water before, water after, water -> land
-    for tile, was in zip(tiles, before):
-        ok = tile.valid & np.isfinite(tile.teacher_water)
-        now = tile.teacher_water > 0.5
-        counts += [ok.sum(), (was & ok).sum(), (now & ok).sum(), (was & ~now & ok).sum()]
-    valid, was, now, lost = (int(c) for c in counts)
-    share = (lambda n: round(n / valid, 4)) if valid else (lambda n: None)
-    return {"pixels": valid, "water_before": share(was), "water_after": share(now),
-            "water_to_land": share(lost), "land_to_water": share(now - was + lost)}
-
-
-def _change_message(change: Dict[str, Any]) -> str:
-    if change["water_after"] is None:
-        return "the adapted water expert read no valid pixel"
-    return (f"the adapted water expert calls {change['water_after']:.1%} of the {change['pixels']} pixels it read "
-            f"water, the zero-shot one {change['water_before']:.1%}: {change['water_to_land']:.1%} went from water "
-            f"to land and {change['land_to_water']:.1%} from land to water. Without labels its accuracy is "
-            "unknown; compare the two water maps where they differ")
-
-
-def _canvas_area(canvas: Sequence[Tile], grid):
-    """The grid of the box around the canvas tiles, and its (column, row) offset on ``grid``."""
-    from affine import Affine
-
-    from ..raster.grid import Grid
-
-    c0, r0 = min(t.box[0] for t in canvas), min(t.box[1] for t in canvas)
-    c1, r1 = max(t.box[2] for t in canvas), max(t.box[3] for t in canvas)
-    return Grid(grid.crs_wkt, grid.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0), c0, r0
-
-
-def write_pseudo_label_raster(tiles: Sequence[Tile], grid, water: int, path: Path) -> Optional[str]:
-    """``pseudo_labels.tif`` over the training canvas: what the water expert learnt from without
-    labels (1 water, 0 not water, 255 left out: near the threshold, specks, far darker than water,
-    vetoed by the teacher, outside the canvas or without SAR). None when no pixel was labelled."""
-    from ..raster.io import open_writer
-
-    canvas = [t for t in tiles if t.split == "canvas"]
-    if not canvas or not any((t.label != IGNORE).any() for t in canvas):
-        return None
-    area, c0, r0 = _canvas_area(canvas, grid)
-    with open_writer(path, area, 1, "uint8", 255, True, ["water_pseudo_label"]) as dst:
-        for t in canvas:  # tile by tile: blocks no tile covers stay nodata, whatever the area's size
-            labelled = (t.label != IGNORE) & t.valid
-            window = Window(t.box[0] - c0, t.box[1] - r0, t.box[2] - t.box[0], t.box[3] - t.box[1])
-            dst.write(np.where(labelled, (t.label == water).astype(np.uint8), 255)[None], window=window)
-    return str(path)
-
-
-def _to_db(resolved) -> Callable[[np.ndarray], np.ndarray]:
-    """dB of the first SAR band the model reads, whatever the file's units (the threshold works in dB)."""
-    from ..preprocess.sar import to_linear_power
-
-    one_band = dataclasses.replace(resolved.sar_cfg, calibration_constants=resolved.sar_cfg.calibration_constants[:1])
-
-    def to_db(values: np.ndarray) -> np.ndarray:
-        power = to_linear_power(np.asarray(values, np.float32)[None], one_band)[0]
-        return 10.0 * np.log10(np.maximum(power, 1e-10))
-    return to_db
-
-
-def _water_edge_blocks(resolved, area: Tuple[int, int, int, int], seed: int, progress: Progress) -> Tuple[List, Any]:
-    """Blocks of a large area where the scene threshold's water meets its land: a label-free
-    adaptation reads these (plus the usual random blocks) instead of random blocks only, which
-    often hold no water (:func:`engine.water.pseudo_labels.mixed_blocks`). Also returns the
-    threshold estimated for them (None for an area read whole), which the pseudo-labels reuse."""
-    from ..water.pseudo_labels import mixed_blocks
-    from ..water.source import file_source
-    from ..water.threshold import estimate_threshold, threshold_config
-
-    if (area[2] - area[0]) * (area[3] - area[1]) <= WHOLE_AREA_PIXELS:
-        return [], None  # read whole anyway
-    cfg = threshold_config(resolved.sar_relative_levels)
-    source = file_source(resolved.sar_path, resolved.bands.sar_bands[0], _to_db(resolved))
-    result = estimate_threshold(source, cfg, progress.sub(0.0, 0.5))
-    blocks = mixed_blocks(source, result, area, BLOCK, WATER_EDGE_BLOCKS, cfg, seed, progress.sub(0.5, 1.0))
-    if blocks:
-        progress.info(f"large scene: the water expert adapts on {len(blocks)} blocks where the scene's water meets "
-                      "its land, and a few others")
-    return blocks, result
-
-
-def _with_pseudo_labels(tiles: Sequence[Tile], resolved, schema, out_dir: Path, progress: Progress,
-                        teacher_water: Optional[Callable[[Tile], np.ndarray]] = None, veto: float = 1.0,
-                        threshold=None):
-    """Canvas tiles whose unlabelled pixels carry the scene's automatic water / non-water labels
-    (split-based threshold, region growing, ambiguous pixels left out: :mod:`engine.water`);
-    drawn labels win where they exist, held-out pixels stay out. Pseudo non-water is dropped
-    where ``teacher_water(tile)`` exceeds ``veto``; ``threshold``: the scene's, when already estimated."""
-    import tempfile
-
-    from ..raster.io import read_bands
-    from ..water.pseudo_labels import write_pseudo_labels
-    from ..water.threshold import threshold_config
-
-    other = next(c for c in schema.ids if c != schema.water_class)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pseudo-") as tmp:
-        report = write_pseudo_labels(resolved.sar_path, Path(tmp) / "labels.tif", Path(tmp) / "confidence.tif",
-                                     band=resolved.bands.sar_bands[0],
-                                     cfg=threshold_config(resolved.sar_relative_levels), to_db=_to_db(resolved),
-                                     progress=progress.sub(0.1, 0.15), result=threshold)
-        out, vetoed = [], 0
-        for t in tiles:
-            if t.split != "canvas":
-                out.append(t)
-                continue
-            c0, r0, c1, r1 = t.box
-            raw = read_bands(report["label_path"], [1], Window(c0, r0, c1 - c0, r1 - r0))[0]
-            if teacher_water is not None and veto < 1:
-                drop = (raw == 0) & (teacher_water(t) > veto) & t.valid
-                vetoed += int(drop.sum())
-                raw = np.where(drop, IGNORE, raw)
-            pseudo = np.where(raw == 1, schema.water_class, np.where(raw == 0, other, IGNORE))
-            label = np.where(t.label != IGNORE, t.label, np.where(t.valid, pseudo, IGNORE)).astype(np.int64)
-            out.append(dataclasses.replace(t, label=label))
-    return out, dict({k: v for k, v in report.items() if k in ("threshold", "pixels")}, vetoed_by_teacher=vetoed)
-
-
 def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any], sar_bands: Optional[int] = None) -> ModelMetadata:
     """The fine-tuned model keeps its recipe (chains, stored ranges); it records the units and
     statistics of the scene it was fine-tuned on (of its first ``sar_bands`` SAR bands: the
@@ -472,23 +340,6 @@ def _metadata(meta: ModelMetadata, resolved, record: Dict[str, Any], sar_bands: 
     out.train, out.engine_version = record, __version__
     out.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return out
-
-
-def _water_expert_for(teacher_path: PathLike, sar: PathLike, overrides: Optional[InputOverrides],
-                      progress: Progress) -> Optional[tuple]:
-    """The VV + VH pair, its (companion's) metadata, the VV teacher's and the overrides reading its two
-    bands, when the scene's zero-shot water map comes from the pair (:mod:`engine.water.experts`);
-    None when it comes from ``teacher_path`` alone. A label-free adaptation then adapts the map the
-    user saw: the pair learns as it answers, through its mean logits."""
-    from ..models.checkpoint import read_metadata
-
-    given = overrides or InputOverrides()
-    choice = choose_water_expert(teacher_path, sar, given.sar_bands, given.sar_units)
-    if not choice.dual_pol:
-        return None
-    progress.info(choice.reason + "; both adapt to this scene and are saved side by side")
-    pair, dual_meta = load_water_expert(choice, teacher_path)
-    return pair, dual_meta, read_metadata(teacher_path), dataclasses.replace(given, sar_bands=choice.sar_bands)
 
 
 def finetune_from_polygons(
@@ -567,7 +418,7 @@ def finetune_from_polygons(
     teacher, t_meta = load_model(teacher_path, "teacher") if teacher_path else (None, None)
     co_meta = None  # the co-polarised member's metadata when the VV + VH pair adapts
     if polygons is None and teacher is not None:
-        teacher, t_meta, co_meta, overrides = _water_expert_for(teacher_path, sar, overrides, progress) or (
+        teacher, t_meta, co_meta, overrides = water_expert_for(teacher_path, sar, overrides, progress) or (
             teacher, t_meta, None, overrides)
     if sar_encoder:  # like the trained encoders, it stays frozen unless train_encoders (docs/pretraining.md)
         _apply_pretrained(sar_encoder, student, teacher, progress)
@@ -624,7 +475,7 @@ def finetune_from_polygons(
         progress.warning(text)
     focus, scene_threshold = [], None
     if polygons is None and teacher is not None and cfg.update_teacher and cfg.pseudo_labels:
-        focus, scene_threshold = _water_edge_blocks(resolved, area or (0, 0, grid.width, grid.height), cfg.seed,
+        focus, scene_threshold = water_edge_blocks(resolved, area or (0, 0, grid.width, grid.height), cfg.seed,
                                                     progress.sub(0.03, 0.06))
     tiles = build_cache(reader, grid, split.train, _groups(split.val, split.groups), cfg.crop_size, cfg.val_margin,
                         area, seed=cfg.seed, progress=progress.sub(0.06, 0.1), focus=focus)
@@ -661,12 +512,12 @@ def finetune_from_polygons(
         teacher.to(dev)
         start = {id(t): _predict(teacher, t, True, dev) for t in train_tiles}  # the map the user saw
         zero_shot = [start[id(t)] > 0.5 for t in train_tiles] if polygons is None else None
-        teacher_tiles, result["pseudo_labels"] = _with_pseudo_labels(
+        teacher_tiles, result["pseudo_labels"] = with_pseudo_labels(
             tiles, resolved, schema, out_dir, progress, lambda t: start[id(t)], cfg.pseudo_label_veto, scene_threshold)
         del start
         pseudo = np.concatenate([t.label[t.label != IGNORE] for t in teacher_tiles if t.split == "canvas"])
         binary = [int((pseudo != water).sum()), int((pseudo == water).sum())]
-        teacher_params, layers = _pseudo_label_params(teacher, cfg.pseudo_label_layers)
+        teacher_params, layers = pseudo_label_params(teacher, cfg.pseudo_label_layers)
         result["pseudo_labels"]["layers"] = layers
         progress.info(
             f"no water polygon: the water expert adapts to this scene from automatic pseudo-labels "
@@ -713,8 +564,8 @@ def finetune_from_polygons(
         for tile in tiles:
             tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
         if zero_shot is not None and teacher_done:
-            result["pseudo_labels"]["change"] = _map_change(train_tiles, zero_shot)
-            progress.info(_change_message(result["pseudo_labels"]["change"]))
+            result["pseudo_labels"]["change"] = map_change(train_tiles, zero_shot)
+            progress.info(change_message(result["pseudo_labels"]["change"]))
         result["teacher_on_drawn_land"] = _teacher_on_drawn_land(train_tiles, water)
         share = result["teacher_on_drawn_land"]["share"]
         if student is not None and cfg.kd == "unlabelled" and share is not None and share > cfg.teacher_contradiction:
