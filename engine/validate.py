@@ -82,6 +82,7 @@ FINETUNE_RUN_FILES = (
     "gates.tif",
     "kd_ratio.tif",
     "pseudo_labels.tif",
+    "water_change.tif",  # a label-free adaptation's map against the zero-shot one
 )
 
 #: The files each algorithm / command with an output folder writes into it: an input inside the

@@ -70,6 +70,7 @@ KIND_FLOOD_EXTENT = "flood_extent"  # flood maps (sgcad:floodmap): classes of fl
 KIND_EXCLUSION = "exclusion"  # where SAR cannot see water (exclusion.tif)
 KIND_FLOOD_LIKELIHOOD = "flood_likelihood"  # 0-1 ramp
 KIND_PSEUDO_LABELS = "pseudo_labels"  # what the water expert learnt from without labels (pseudo_labels.tif)
+KIND_WATER_CHANGE = "water_change"  # a label-free adaptation's water map against the zero-shot one
 KINDS = (
     KIND_CLASSES,
     KIND_PROBABILITY,
@@ -82,6 +83,7 @@ KINDS = (
     KIND_EXCLUSION,
     KIND_FLOOD_LIKELIHOOD,
     KIND_PSEUDO_LABELS,
+    KIND_WATER_CHANGE,
 )
 
 #: Gate-mask values written by the distillation algorithms (0 = outside both gates).
@@ -89,6 +91,9 @@ GATE_CLASSES = ((1, "#1f78b4", "KD gate: confident water"), (2, "#ff7f00", "KD g
 GATE_OPACITY = 0.55
 #: Values of pseudo_labels.tif (255, left out, is transparent).
 PSEUDO_LABEL_CLASSES = ((0, "#c8a064", "pseudo-label: not water"), (1, "#1f78b4", "pseudo-label: water"))
+#: Values of water_change.tif drawn (0, land in both maps, and 255, not read, are transparent).
+WATER_CHANGE_CLASSES = ((1, "#a6cee3", "water in both maps"), (2, "#ff7f00", "water before adapting, land after"),
+                        (3, "#e31a1c", "land before adapting, water after"))
 #: Class-map value of segmentation outputs where only SAR was available and it is not water.
 SAR_ONLY_NON_WATER = (254, "#a0a0a0", "non-water (SAR only)")
 
@@ -351,9 +356,10 @@ def apply_style(layer: QgsRasterLayer, kind: str, schema=None, band: int = 1, ex
             raise ValueError("a class map needs the class schema to be styled")
         classes = [(i, schema.colors[n], f"{i} {schema.names[n]}") for n, i in enumerate(schema.ids)]
         layer.setRenderer(paletted_renderer(layer, classes + list(extra_classes), band))
-    elif kind in (KIND_GATES, KIND_PSEUDO_LABELS):
-        layer.setRenderer(paletted_renderer(layer, GATE_CLASSES if kind == KIND_GATES else PSEUDO_LABEL_CLASSES,
-                                            band))
+    elif kind in (KIND_GATES, KIND_PSEUDO_LABELS, KIND_WATER_CHANGE):
+        palette = {KIND_GATES: GATE_CLASSES, KIND_PSEUDO_LABELS: PSEUDO_LABEL_CLASSES,
+                   KIND_WATER_CHANGE: WATER_CHANGE_CLASSES}[kind]
+        layer.setRenderer(paletted_renderer(layer, palette, band))
         layer.renderer().setOpacity(GATE_OPACITY)
     elif kind == KIND_PROBABILITY:
         layer.setRenderer(ramp_renderer(layer, 0.0, 1.0, PROBABILITY_COLORS, band))
@@ -548,6 +554,15 @@ def pseudo_label_results(path: str) -> List[ResultLayer]:
     item = ResultLayer("pseudo_labels", path or "", "Pseudo-labels the water expert learnt from", KIND_PSEUDO_LABELS,
                        "The scene threshold's water and not-water labels the adaptation trained on; "
                        "transparent: left out (near the threshold, specks, far too dark, or vetoed by the expert).",
+                       visible=True)
+    return [item] if item.path else []
+
+
+def water_change_results(path: str) -> List[ResultLayer]:
+    """Where a label-free adaptation's water map differs from the zero-shot one (none when nothing adapted)."""
+    item = ResultLayer("water_change", path or "", "Water map: adapted against zero-shot", KIND_WATER_CHANGE,
+                       "On the pixels the adaptation read: orange, water before adapting and land after; red, land "
+                       "before and water after; light blue, water in both; transparent, land in both or not read.",
                        visible=True)
     return [item] if item.path else []
 

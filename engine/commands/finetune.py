@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     with RunLock(out, "finetune"):
         result = _run_finetune(args, cfg, overrides)
     keys = ("model", "teacher", "teacher_companion", "report", "seconds", "timings", "split", "warnings", "gates",
-            "pseudo_labels", "pseudo_labels_raster", "undrawn_classes")
+            "pseudo_labels", "pseudo_labels_raster", "water_change_raster", "undrawn_classes")
     out_json = {k: result.get(k) for k in keys}
     out_json["held_out"] = summary(result)
     return {"ok": True, **out_json}

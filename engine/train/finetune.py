@@ -70,6 +70,7 @@ from .label_free import (
     water_expert_for,
     with_pseudo_labels,
     write_pseudo_label_raster,
+    write_water_change_raster,
 )
 from .loop import resolve_device, train_mode
 from .polygon_split import read_polygons, split_polygons
@@ -618,7 +619,7 @@ def finetune_from_polygons(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".finetune-{uuid.uuid4().hex[:8]}"
     work.mkdir()
-    pseudo_raster = None
+    pseudo_raster = change_raster = None
     try:
         record = {
             "stage": "finetune",
@@ -646,6 +647,8 @@ def finetune_from_polygons(
             result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work, teacher_water)
         if result.get("pseudo_labels") and teacher_done:  # what the adapted teacher learnt from
             pseudo_raster = write_pseudo_label_raster(teacher_tiles, grid, water, work / "pseudo_labels.tif")
+        if (result.get("pseudo_labels") or {}).get("change"):  # where the adapted map differs from the zero-shot one
+            change_raster = write_water_change_raster(train_tiles, zero_shot, grid, work / "water_change.tif")
         result["timings"] = {"read_s": round(t_read - t0, 2), "teacher_s": round(t_teacher - t_read, 2),
                              "student_s": round(t_student - t_teacher, 2)}
         result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -670,6 +673,7 @@ def finetune_from_polygons(
         path = out_dir / f"{name}.tif"
         result[f"{name}_raster"] = str(path) if result.get("gates") and path.exists() else None
     result["pseudo_labels_raster"] = str(out_dir / "pseudo_labels.tif") if pseudo_raster else None
+    result["water_change_raster"] = str(out_dir / "water_change.tif") if change_raster else None
     progress.report(1.0, "fine-tuning done")
     return result
 

@@ -150,22 +150,45 @@ def change_message(change: Dict[str, Any]) -> str:
     return (f"the adapted water expert calls {change['water_after']:.1%} of the {change['pixels']} pixels it read "
             f"water, the zero-shot one {change['water_before']:.1%}: {change['water_to_land']:.1%} went from water "
             f"to land and {change['land_to_water']:.1%} from land to water. Without labels its accuracy is "
-            "unknown; compare the two water maps where they differ")
+            "unknown; compare the two water maps where they differ (water_change.tif in the run folder shows where)")
 
 
 def write_pseudo_label_raster(tiles: Sequence[Tile], grid, water: int, path: Path) -> Optional[str]:
     """``pseudo_labels.tif`` over the training canvas: what the water expert learnt from without
     labels (1 water, 0 not water, 255 left out: near the threshold, specks, far darker than water,
     vetoed by the teacher, outside the canvas or without SAR). None when no pixel was labelled."""
-    from ..raster.io import open_writer
-
     canvas = [t for t in tiles if t.split == "canvas"]
     if not canvas or not any((t.label != IGNORE).any() for t in canvas):
         return None
+    values = [np.where((t.label != IGNORE) & t.valid, (t.label == water).astype(np.uint8), 255) for t in canvas]
+    return _write_canvas(canvas, values, grid, path, "water_pseudo_label")
+
+
+WATER_CHANGE_CODES = {"land in both": 0, "water in both": 1, "water to land": 2, "land to water": 3}
+"""Values of ``water_change.tif`` (255: not read, or no valid SAR)."""
+
+
+def write_water_change_raster(tiles: Sequence[Tile], before: Sequence[np.ndarray], grid, path: Path) -> Optional[str]:
+    """``water_change.tif`` over the pixels the adaptation read: the zero-shot answers (``before``,
+    water True, one per tile) against the adapted ones (the tiles' ``teacher_water``), coded by
+    :data:`WATER_CHANGE_CODES`, so that a user can see where the two maps differ."""
+    if not tiles:
+        return None
+    values = []
+    for tile, was in zip(tiles, before):
+        now = tile.teacher_water > 0.5
+        code = np.where(was, np.where(now, 1, 2), np.where(now, 3, 0)).astype(np.uint8)
+        values.append(np.where(tile.valid & np.isfinite(tile.teacher_water), code, 255))
+    return _write_canvas(tiles, values, grid, path, "water_change")
+
+
+def _write_canvas(canvas: Sequence[Tile], values: Sequence[np.ndarray], grid, path: Path, name: str) -> str:
+    """One uint8 band (nodata 255) over the box around the canvas tiles, each tile's ``values`` in its window."""
+    from ..raster.io import open_writer
+
     area, c0, r0 = canvas_area(canvas, grid)
-    with open_writer(path, area, 1, "uint8", 255, True, ["water_pseudo_label"]) as dst:
-        for t in canvas:  # tile by tile: blocks no tile covers stay nodata, whatever the area's size
-            labelled = (t.label != IGNORE) & t.valid
+    with open_writer(path, area, 1, "uint8", 255, True, [name]) as dst:
+        for t, v in zip(canvas, values):  # tile by tile: blocks no tile covers stay nodata, whatever the area's size
             window = Window(t.box[0] - c0, t.box[1] - r0, t.box[2] - t.box[0], t.box[3] - t.box[1])
-            dst.write(np.where(labelled, (t.label == water).astype(np.uint8), 255)[None], window=window)
+            dst.write(v.astype(np.uint8)[None], window=window)
     return str(path)

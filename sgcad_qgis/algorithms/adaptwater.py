@@ -31,8 +31,9 @@ class AdaptWater(EngineAlgorithm):
         "teacher_vvvh.safetensors), and maps made with the adapted teacher use both. Use the adapted "
         "teacher for segmentation and as the teacher of a fine-tune. Its accuracy cannot be measured "
         "without labels; docs/finetune.md reports it on labelled real scenes (it gained on some and lost up "
-        "to 4 points on others). The run reports how much of the scene changed answer: compare the adapted "
-        "and the zero-shot water maps where they differ before relying on the adapted one."
+        "to 4 points on others). The run reports how much of the scene changed answer, and loads where as a layer "
+        "(orange: water before, land after; red: the reverse): check those places before relying on the "
+        "adapted expert."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -57,6 +58,7 @@ class AdaptWater(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("SCENE_CUT", self.tr("Water cut taken from this scene "
                                                                       "(relative SAR levels)")))
         self.addOutput(QgsProcessingOutputRasterLayer("PSEUDO_LABELS", self.tr("Pseudo-labels learnt from")))
+        self.addOutput(QgsProcessingOutputRasterLayer("WATER_CHANGE", self.tr("Water map: adapted against zero-shot")))
         # without labels the adapted map cannot be scored; how far it moved from the map the user saw can
         self.addOutput(QgsProcessingOutputNumber("WATER_SHARE_ZERO_SHOT", self.tr(
             "Share of the pixels read called water before adapting")))
@@ -102,13 +104,15 @@ class AdaptWater(EngineAlgorithm):
         change = pseudo.get("change") or {}
         changed = (None if change.get("water_to_land") is None
                    else round(change["water_to_land"] + change["land_to_water"], 4))
-        items = layers.pseudo_label_results(result.get("pseudo_labels_raster") or "")
+        items = (layers.pseudo_label_results(result.get("pseudo_labels_raster") or "")
+                 + layers.water_change_results(result.get("water_change_raster") or ""))
         if items:
             from pathlib import Path
 
             layers.publish_on_completion(context, items, layers.run_group_name("Water adaptation", Path(folder).name))
         return {
             "PSEUDO_LABELS": result.get("pseudo_labels_raster") or "",
+            "WATER_CHANGE": result.get("water_change_raster") or "",
             "OUTPUT_FOLDER": folder,
             "OUTPUT_TEACHER": result.get("teacher") or "",
             "REPORT": result["report"],

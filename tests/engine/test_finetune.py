@@ -230,6 +230,15 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_expert_calls_water(tmp
     assert change["land_to_water"] == pytest.approx((~shares["before"] & shares["after"]).mean(), abs=1e-3)
     assert 0 < change["water_to_land"] + change["land_to_water"] < 0.2
     assert any("compare the two water maps where they differ" in line for line in said)
+    # and where: water_change.tif on the chip's grid codes both maps pixel by pixel
+    with rasterio.open(result["water_change_raster"]) as dst, rasterio.open(sar) as src:
+        assert (dst.transform, dst.shape, dst.crs) == (src.transform, src.shape, src.crs)
+        code = dst.read(1)
+    read = code != 255
+    assert read.sum() == change["pixels"]
+    assert (code == 2).sum() / read.sum() == pytest.approx(change["water_to_land"], abs=1e-4)
+    assert (code == 3).sum() / read.sum() == pytest.approx(change["land_to_water"], abs=1e-4)
+    assert np.isin(code[read], (1, 2)).mean() == pytest.approx(change["water_before"], abs=1e-4)
     # the chip has VV and VH, so the VV + VH pair is the water expert that vetoes: it calls 3.9 % of the
     # threshold's non-water water (bright flooded fields; the VV teacher alone: 7.3 %)
     assert 0.02 < pseudo["vetoed_by_teacher"] / pseudo["pixels"]["non_water"] < 0.06

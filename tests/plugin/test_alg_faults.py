@@ -374,7 +374,7 @@ def test_label_free_adaptation_says_why_it_found_no_water(sgcad_provider, tmp_pa
                                  "OUTPUT_FOLDER": str(tmp_path / "adapt")}, feedback)
     assert result["OUTPUT_TEACHER"] == "" and result["WATER_PIXELS"] == 0 and result["SCENE_CUT"] is None
     assert result["PSEUDO_LABELS"] == ""  # nothing was learnt from, so no layer
-    assert result["WATER_SHARE_ADAPTED"] is None and result["CHANGED_SHARE"] is None
+    assert result["WATER_SHARE_ADAPTED"] is None and result["CHANGED_SHARE"] is None and result["WATER_CHANGE"] == ""
     said = [w for w in feedback.warnings if "no water threshold could be trusted" in w]
     assert len(said) == 1 and "tiles qualified" in said[0] and "polygons" in said[0], feedback.warnings
     # at the default its polarisations show the levels are relative (not sigma0): the teacher is
@@ -412,6 +412,9 @@ def test_label_free_adaptation_passes_the_layers_that_learn(sgcad_provider, tmp_
     assert layer.isValid() and layer.renderer().type() == "paletted"
     assert [c.value for c in layer.renderer().classes()] == [0, 1]
     del layer
+    change = QgsRasterLayer(result["WATER_CHANGE"], "change", "gdal")  # where: styled, unchanged land clear
+    assert change.isValid() and [c.value for c in change.renderer().classes()] == [1, 2, 3]
+    del change
     # the dock shows it with the gate layers; a file the run did not report (an older run's) is not shown
     from sgcad_qgis.gui import wiring
 
