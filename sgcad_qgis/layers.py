@@ -551,20 +551,22 @@ def finetune_results(gates: str, kd_ratio: str, block="") -> List[ResultLayer]:
 
 def pseudo_label_results(path: str) -> List[ResultLayer]:
     """The pseudo-label layer of a label-free adaptation (none when the teacher learnt from none)."""
-    item = ResultLayer("pseudo_labels", path or "", "Pseudo-labels the water expert learnt from", KIND_PSEUDO_LABELS,
-                       "The scene threshold's water and not-water labels the adaptation trained on; "
-                       "transparent: left out (near the threshold, specks, far too dark, or vetoed by the expert).",
-                       visible=True)
-    return [item] if item.path else []
+    return _adaptation_layer(path, "pseudo_labels", "Pseudo-labels the water expert learnt from", KIND_PSEUDO_LABELS,
+                             "The scene threshold's water and not-water labels the adaptation trained on; transparent: "
+                             "left out (near the threshold, specks, far too dark, or vetoed by the expert).")
 
 
 def water_change_results(path: str) -> List[ResultLayer]:
     """Where a label-free adaptation's water map differs from the zero-shot one (none when nothing adapted)."""
-    item = ResultLayer("water_change", path or "", "Water map: adapted against zero-shot", KIND_WATER_CHANGE,
-                       "On the pixels the adaptation read: orange, water before adapting and land after; red, land "
-                       "before and water after; light blue, water in both; transparent, land in both or not read.",
-                       visible=True)
-    return [item] if item.path else []
+    return _adaptation_layer(path, "water_change", "Water map: adapted against zero-shot", KIND_WATER_CHANGE,
+                             "On the pixels the adaptation read: orange, water before adapting and land after; red, "
+                             "land before and water after; light blue, water in both; transparent, land in both or "
+                             "not read.")
+
+
+def _adaptation_layer(path: str, role: str, name: str, kind: str, tooltip: str) -> List[ResultLayer]:
+    """One visible layer of a label-free adaptation's run, or none without a file."""
+    return [ResultLayer(role, path, name, kind, tooltip, visible=True)] if path else []
 
 
 def run_group_name(label: str, model_name: str = "", when: Optional[float] = None) -> str:
