@@ -137,7 +137,7 @@ def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     zeros = cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn")
     if not (cfg.fill_is_nodata or zeros):
         return x
-    fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else x != x  # x != x: NaN, already missing
+    fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else np.zeros(x.shape, bool)
     if zeros:
         fill |= x == 0  # a no-data border, not the darkest water
     return np.where(fill, np.float32(np.nan), x) if fill.any() else x

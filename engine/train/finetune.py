@@ -63,6 +63,7 @@ from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import IGNORE, CropSampler, Tile, build_cache, canvas_area
 from .baseline import fit_lda
 from .label_free import (
+    change_codes,
     change_message,
     map_change,
     pseudo_label_params,
@@ -507,7 +508,7 @@ def finetune_from_polygons(
         progress.info(f"relative SAR levels: the water expert's cut moves to this scene's ({cut:.2f})")
 
     # -- the teacher: water vs the rest on the training polygons, or on automatic pseudo-labels
-    teacher_tiles, zero_shot = tiles, None
+    teacher_tiles, zero_shot, water_change = tiles, None, None
     teacher_params = teacher.parameters() if teacher is not None else None
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
         teacher.to(dev)
@@ -565,7 +566,8 @@ def finetune_from_polygons(
         for tile in tiles:
             tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
         if zero_shot is not None and teacher_done:
-            result["pseudo_labels"]["change"] = map_change(train_tiles, zero_shot)
+            water_change = change_codes(train_tiles, zero_shot)
+            result["pseudo_labels"]["change"] = map_change(water_change)
             progress.info(change_message(result["pseudo_labels"]["change"]))
         result["teacher_on_drawn_land"] = _teacher_on_drawn_land(train_tiles, water)
         share = result["teacher_on_drawn_land"]["share"]
@@ -647,8 +649,8 @@ def finetune_from_polygons(
             result["gates"] = write_gate_rasters(tiles, grid, schema, cfg, work, teacher_water)
         if result.get("pseudo_labels") and teacher_done:  # what the adapted teacher learnt from
             pseudo_raster = write_pseudo_label_raster(teacher_tiles, grid, water, work / "pseudo_labels.tif")
-        if (result.get("pseudo_labels") or {}).get("change"):  # where the adapted map differs from the zero-shot one
-            change_raster = write_water_change_raster(train_tiles, zero_shot, grid, work / "water_change.tif")
+        if water_change is not None:  # where the adapted map differs from the zero-shot one
+            change_raster = write_water_change_raster(train_tiles, water_change, grid, work / "water_change.tif")
         result["timings"] = {"read_s": round(t_read - t0, 2), "teacher_s": round(t_teacher - t_read, 2),
                              "student_s": round(t_student - t_teacher, 2)}
         result["seconds"] = round(time.perf_counter() - t0, 2)

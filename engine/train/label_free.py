@@ -129,19 +129,39 @@ def pseudo_label_params(teacher: torch.nn.Module, layers: str) -> Tuple[List[tor
     return learning, "head"
 
 
-def map_change(tiles: Sequence[Tile], before: Sequence[np.ndarray]) -> Dict[str, Any]:
-    """How the adapted water map (the tiles' ``teacher_water``) differs from ``before`` (the zero-shot
-    answers, water True) on the valid pixels the adaptation read, as shares of them. Without labels
-    the adaptation's accuracy is unknown; where the two maps differ is where a user should look."""
-    counts = np.zeros(4, np.int64)  # valid, water before, water after, water -> land
+WATER_CHANGE_CODES = {"land in both": 0, "water in both": 1, "water to land": 2, "land to water": 3}
+"""Per pixel read, how the adapted water map compares with the zero-shot one (``water_change.tif``;
+255: not read, or no valid SAR)."""
+
+
+def change_codes(tiles: Sequence[Tile], before: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """Per tile, :data:`WATER_CHANGE_CODES` of the adapted answers (the tiles' ``teacher_water``) against
+    ``before`` (the zero-shot answers, water True)."""
+    codes = WATER_CHANGE_CODES
+    out = []
     for tile, was in zip(tiles, before):
-        ok = tile.valid & np.isfinite(tile.teacher_water)
         now = tile.teacher_water > 0.5
-        counts += [ok.sum(), (was & ok).sum(), (now & ok).sum(), (was & ~now & ok).sum()]
-    valid, was, now, lost = (int(c) for c in counts)
-    share = (lambda n: round(n / valid, 4)) if valid else (lambda n: None)
-    return {"pixels": valid, "water_before": share(was), "water_after": share(now),
-            "water_to_land": share(lost), "land_to_water": share(now - was + lost)}
+        code = np.where(was, np.where(now, codes["water in both"], codes["water to land"]),
+                        np.where(now, codes["land to water"], codes["land in both"]))
+        out.append(np.where(tile.valid & np.isfinite(tile.teacher_water), code, 255).astype(np.uint8))
+    return out
+
+
+def map_change(codes: Sequence[np.ndarray]) -> Dict[str, Any]:
+    """How far the adapted water map moved from the zero-shot one (:func:`change_codes`), as shares of the
+    valid pixels the adaptation read. Without labels the adaptation's accuracy is unknown; where the two
+    maps differ is where a user should look."""
+    counts = np.bincount(np.concatenate([c.ravel() for c in codes] + [np.empty(0, np.uint8)]), minlength=256)
+    valid = int(counts[:4].sum())
+    share = {name: (round(int(counts[v]) / valid, 4) if valid else None) for name, v in WATER_CHANGE_CODES.items()}
+    if not valid:
+        return {"pixels": 0, "water_before": None, "water_after": None, "water_to_land": None,
+                "land_to_water": None, "changed": None}
+    return {"pixels": valid,
+            "water_before": round(share["water in both"] + share["water to land"], 4),
+            "water_after": round(share["water in both"] + share["land to water"], 4),
+            "water_to_land": share["water to land"], "land_to_water": share["land to water"],
+            "changed": round(share["water to land"] + share["land to water"], 4)}
 
 
 def change_message(change: Dict[str, Any]) -> str:
@@ -164,22 +184,10 @@ def write_pseudo_label_raster(tiles: Sequence[Tile], grid, water: int, path: Pat
     return _write_canvas(canvas, values, grid, path, "water_pseudo_label")
 
 
-WATER_CHANGE_CODES = {"land in both": 0, "water in both": 1, "water to land": 2, "land to water": 3}
-"""Values of ``water_change.tif`` (255: not read, or no valid SAR)."""
-
-
-def write_water_change_raster(tiles: Sequence[Tile], before: Sequence[np.ndarray], grid, path: Path) -> Optional[str]:
-    """``water_change.tif`` over the pixels the adaptation read: the zero-shot answers (``before``,
-    water True, one per tile) against the adapted ones (the tiles' ``teacher_water``), coded by
-    :data:`WATER_CHANGE_CODES`, so that a user can see where the two maps differ."""
-    if not tiles:
-        return None
-    values = []
-    for tile, was in zip(tiles, before):
-        now = tile.teacher_water > 0.5
-        code = np.where(was, np.where(now, 1, 2), np.where(now, 3, 0)).astype(np.uint8)
-        values.append(np.where(tile.valid & np.isfinite(tile.teacher_water), code, 255))
-    return _write_canvas(tiles, values, grid, path, "water_change")
+def write_water_change_raster(tiles: Sequence[Tile], codes: Sequence[np.ndarray], grid, path: Path) -> Optional[str]:
+    """``water_change.tif`` over the pixels the adaptation read: each tile's :func:`change_codes`, so that a
+    user can see where the adapted and the zero-shot water maps differ."""
+    return _write_canvas(tiles, codes, grid, path, "water_change") if tiles else None
 
 
 def _write_canvas(canvas: Sequence[Tile], values: Sequence[np.ndarray], grid, path: Path, name: str) -> str:

@@ -102,8 +102,6 @@ class AdaptWater(EngineAlgorithm):
         threshold = pseudo.get("threshold", {})
         pixels = pseudo.get("pixels", {})
         change = pseudo.get("change") or {}
-        changed = (None if change.get("water_to_land") is None
-                   else round(change["water_to_land"] + change["land_to_water"], 4))
         items = (layers.pseudo_label_results(result.get("pseudo_labels_raster") or "")
                  + layers.water_change_results(result.get("water_change_raster") or ""))
         if items:
@@ -123,5 +121,5 @@ class AdaptWater(EngineAlgorithm):
             "SCENE_CUT": result.get("scene_cut"),
             "WATER_SHARE_ZERO_SHOT": change.get("water_before"),
             "WATER_SHARE_ADAPTED": change.get("water_after"),
-            "CHANGED_SHARE": changed,
+            "CHANGED_SHARE": change.get("changed"),
         }
