@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     if args.optical:
         raise ValueError("train-sar is SAR-only: leave out --optical (train-student uses optical + SAR)")
-    if len(args.sar_bands) > 2:
+    if args.sar_bands and len(args.sar_bands) > 2:
         raise ValueError(f"train-sar takes one or two SAR bands (--sar-bands), got {args.sar_bands}")
     if args.water_head_weight < 0:
         raise ValueError(f"--water-head-weight must be 0 or more, got {args.water_head_weight}")

@@ -222,3 +222,21 @@ def test_sar_only_learns_water_and_land_from_sar():
     assert (classes.argmax(1) == label).float().mean() > 0.9
     assert ((water.argmax(1) == 1) == (label == 0)).float().mean() > 0.9
     assert "water_head" in logs
+
+
+def test_train_sar_command_without_band_choice(tmp_path):
+    """The command line with no --sar-bands (the usual call), over a --scenes folder whose scenes also
+    hold an optical image: the co-polarised band 1 is learnt, the optical image is not read."""
+    from engine.cli import main
+    from engine.data.synthetic import generate_scene
+    from engine.models.checkpoint import read_metadata
+
+    torch.set_num_threads(1)
+    generate_scene(tmp_path / "scenes" / "a", size=128, seed=6, sensor="s1", polarisations=("VV", "VH"),
+                   write_vector=False)
+    code = main(["train-sar", "--scenes", str(tmp_path / "scenes"), "--out", str(tmp_path / "run"),
+                 "--epochs", "1", "--batch-size", "4", "--tile-size", "64", "--patch-size", "32",
+                 "--widths", "8,8,16,16", "--threads", "1", "--quiet"])
+    assert code == 0
+    meta = read_metadata(tmp_path / "run" / "best.safetensors")
+    assert meta.bands.sar_bands == (1,) and meta.bands.optical_bands == () and meta.bands.optical_channels == 0
