@@ -67,9 +67,12 @@ def make_progress(feedback):
     from sgcad_qgis.engine.progress import Progress
 
     class _Bridge(Progress):
+        last_text = ""
+
         def report(self, fraction: float, message: str = "") -> None:
             feedback.setProgress(100.0 * min(max(fraction, 0.0), 1.0))
-            if message:
+            if message and message != self.last_text:  # a loop repeats its text at every step: log it once
+                self.last_text = message
                 feedback.setProgressText(message)
 
         def info(self, message: str) -> None:

@@ -53,10 +53,20 @@ def flood_pair(tmp_path_factory):
     return pair
 
 
-def run(alg: str, params: dict, context=None) -> dict:
+def run(alg: str, params: dict, context=None, feedback=None) -> dict:
     import processing
 
-    return processing.run(alg, params, context=context, feedback=QgsProcessingFeedback())
+    return processing.run(alg, params, context=context, feedback=feedback or QgsProcessingFeedback())
+
+
+class TextRecorder(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.texts = []
+
+    def setProgressText(self, text):  # noqa: N802 - QGIS API
+        self.texts.append(text)
+        super().setProgressText(text)
 
 
 def test_floodmap_writes_styled_maps_and_a_report_per_area(flood_pair, tmp_path, sgcad_provider):
@@ -274,8 +284,11 @@ def test_watermap_maps_one_date_and_loads_styled_layers(shared_data, tmp_path, s
                                             "OUTPUT_FOLDER": str(tmp_path / "w")}, context)
     assert not ok and "Choose one SAR band" in message
     context.setProject(QgsProject.instance())
-    result = run("sgcad:watermap", {"SAR": chip, "DEVICE": 1, "OUTPUT_FOLDER": str(tmp_path / "w")}, context)
+    feedback = TextRecorder()
+    result = run("sgcad:watermap", {"SAR": chip, "DEVICE": 1, "OUTPUT_FOLDER": str(tmp_path / "w")}, context, feedback)
     assert result["MODEL_USED"] == "sgcad_teacher_vvvh.safetensors"
+    # the log shows each step once, not once per window read (it did: "sampling ..." four times)
+    assert feedback.texts and all(a != b for a, b in zip(feedback.texts, feedback.texts[1:])), feedback.texts
     assert 0.4 < result["WATER_SHARE"] < 0.6 and result["WATER_KM2"] > 5  # its hand label: 50.7 % water
     with rasterio.open(result["WATER"]) as src:
         assert src.nodata == 255 and {0, 1} < set(src.read(1).ravel().tolist()) <= {0, 1, 255}
