@@ -222,6 +222,8 @@ class SarPreprocessConfig:
     calibration_constant: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
     calibration_constants: Tuple[float, ...] = ()  # per band, resolved at run time for "dn"
     backscatter: str = "auto"  # SAR_BACKSCATTER, resolved per file: gamma0 is read as sigma0 (x cos 37 deg)
+    # per band, resolved per file: dB added to a cross-polarised band a model reads as co-polarised
+    band_offsets_db: Tuple[float, ...] = ()
     zero_is_nodata: bool = False  # resolved per file (engine.inputs.shift.zeros_are_missing): an exact 0 is a fill
     fill_is_nodata: bool = False  # resolved per file: values under SAR_FILL_BELOW are fills (SAR_FILL_VALUES)
     incidence_normalize: bool = False

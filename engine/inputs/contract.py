@@ -63,7 +63,7 @@ from .bands import (
     roles_of,
     unnamed_optical_warning,
 )
-from .levels import PolarisationBalance, polarisation_balance
+from .levels import PolarisationBalance, cross_read_as_co, polarisation_balance
 from .units import (
     TYPICAL_MEDIAN_DB,
     UnitsDecision,
@@ -303,7 +303,7 @@ def resolve_chain(
     found = detect_backscatter(path, bands, backscatter if decision.units != "dn" or calibration > 0 else "sigma0")
     decision.backscatter = found
     out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=(),
-                              backscatter=found.convention,
+                              backscatter=found.convention, band_offsets_db=(),
                               zero_is_nodata=shift.zeros_are_missing(path, bands, decision.units),
                               fill_is_nodata=bool(decision.stats.get("fills_missing")))
     note = None
@@ -430,6 +430,10 @@ def resolve_inputs(
         overrides.sar_backscatter,
     )
     warnings += [note] if note else []
+    if not (sar_units.units == "dn" and overrides.sar_calibration <= 0):  # uncalibrated: already matched in level
+        offsets, note = cross_read_as_co(sar_path, s_bands, model_roles(recipe.bands, "sar"))
+        sar_cfg = dataclasses.replace(sar_cfg, band_offsets_db=offsets)
+        warnings += [note] if note else []
     lines.append(sar_units.line(sar_path))
     relative, balance = sar_levels_of(sar_path, overrides.sar_levels, sar_units.units, overrides.sar_calibration)
     if balance is not None and balance.relative and overrides.sar_levels == "calibrated":

@@ -68,7 +68,9 @@ def first_band_db(resolved) -> Callable[[np.ndarray], np.ndarray]:
     """dB of the first SAR band the model reads, whatever the file's units (the threshold works in dB)."""
     from ..preprocess.sar import to_linear_power
 
-    one_band = dataclasses.replace(resolved.sar_cfg, calibration_constants=resolved.sar_cfg.calibration_constants[:1])
+    cfg = resolved.sar_cfg
+    one_band = dataclasses.replace(cfg, calibration_constants=cfg.calibration_constants[:1],
+                                   band_offsets_db=cfg.band_offsets_db[:1])
 
     def to_db(values: np.ndarray) -> np.ndarray:
         power = to_linear_power(np.asarray(values, np.float32)[None], one_band)[0]

@@ -323,3 +323,29 @@ def test_segmentation_maps_water_with_the_expert_the_water_map_uses(shared_data,
         strip_pair, strip_vv = a.read(1)[:, :30] == 3, b.read(1)[:, :30] == 3
     assert runs["pair"]["sar_only_pixels"] == 3600
     assert strip_pair.mean() < strip_vv.mean() - 0.05, (strip_pair.mean(), strip_vv.mean())
+
+
+def test_a_vh_only_raster_is_read_at_co_polarised_levels(shared_data, tmp_path):
+    # A VH band alone, read as the co-polarised band the teacher learnt, is ~7 dB too dark: 64 % of the real
+    # chip was called water (label: 51 %). Raised by CROSS_AS_CO_DB it is mapped as well as from VV, in any units.
+    chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    label = shared_data / "sen1floods11_s1" / "Nigeria_812045_LabelHand.tif"
+    with rasterio.open(chip) as src:
+        profile, vh = src.profile, src.read(2).astype(np.float64)
+    named = _write(tmp_path / "named.tif", profile, [vh], ["VH"])
+    by_file = _write(tmp_path / "S1A_IW_GRDH_VH_linear.tif", profile, [10 ** (vh / 10)])  # ASF-style: one file per band
+    read_as_vv = _write(tmp_path / "as_vv.tif", profile, [vh], ["VV"])  # what the product did before
+    results = {p.stem: water_probability(p, TEACHER, tmp_path / f"{p.stem}_w.tif", cfg=CPU)
+               for p in (named, by_file, read_as_vv)}
+    for name in ("named", "S1A_IW_GRDH_VH_linear"):
+        r = results[name]
+        warned = r["inputs"]["warnings"]
+        assert r["teacher"] == str(TEACHER) and any("band 1 (VH)" in w and "7 dB brighter" in w for w in warned)
+        assert 0.45 < r["water_fraction"] < 0.58, r["water_fraction"]  # its label: 50.7 % water
+        assert _iou(r["path"], label) > 0.85
+    assert abs(results["named"]["water_fraction"] - results["S1A_IW_GRDH_VH_linear"]["water_fraction"]) < 0.002
+    assert results["as_vv"]["water_fraction"] > 0.6 and _iou(results["as_vv"]["path"], label) < 0.8
+    # a model that learnt VH itself reads it as it is
+    from engine.inputs.levels import cross_read_as_co
+
+    assert cross_read_as_co(named, (1,), ("cross",)) == ((), None)
