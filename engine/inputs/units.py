@@ -279,6 +279,18 @@ def _metadata_units(text: str) -> Optional[str]:
     return None
 
 
+def _fill_zero_share(data: np.ma.MaskedArray, valid: int) -> float:
+    """Share of the ``valid`` sampled values that are 0 at pixels where no band holds backscatter: a fill.
+    A 0 beside another band's backscatter is a value under the noise floor
+    (:func:`engine.preprocess.sar.missing_as_nan`)."""
+    values = np.ma.filled(data, np.nan)  # (C, N)
+    zero = values == 0
+    if values.shape[0] > 1:
+        signal = np.isfinite(values) & (values != 0) & (values >= SAR_FILL_BELOW)
+        zero &= ~signal.any(axis=0)
+    return float(zero.sum() / max(valid, 1))
+
+
 def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") -> UnitsDecision:
     """Decide the units of a SAR raster's bands.
 
@@ -290,7 +302,8 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
     """
     if given not in SAR_UNITS:
         raise ValueError(f"SAR units must be one of {list(SAR_UNITS)}, got {given!r}")
-    values, dtype = sample_values(path, bands)
+    data, dtype = sample_pixels(path, bands)
+    values = [np.asarray(band.compressed()) for band in data]
     every = np.concatenate(values) if values else np.empty(0)
     below = np.unique(every[every < SAR_FILL_BELOW])
     fills = below.size <= SAR_FILL_VALUES  # a few constants (-9999) stand for missing data; many values are data
@@ -302,7 +315,7 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
                          f"under {SAR_FILL_BELOW:g})")
     negative = float((pooled < 0).mean())
     p50 = float(np.median(pooled))
-    stats = {"negative_share": negative, "median": p50, "zero_share": float((pooled == 0).mean()),
+    stats = {"negative_share": negative, "median": p50, "zero_share": _fill_zero_share(data, pooled.size),
              "fills_missing": fills, "fill_share": float((every < SAR_FILL_BELOW).mean()) if fills else 0.0,
              "fill_value": float(below.min()) if below.size else 0.0}
     if given != "auto":

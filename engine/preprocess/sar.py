@@ -133,13 +133,20 @@ def gamma0_to_sigma0_factor(convention: str) -> float:
 
 def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Raw SAR values that are fills, not backscatter, as NaN: anything under :data:`SAR_FILL_BELOW`
-    (-9999) where ``cfg.fill_is_nodata`` says so, and exact zeros where ``cfg.zero_is_nodata`` does."""
+    (-9999, -inf dB) where ``cfg.fill_is_nodata`` says so, and exact zeros where ``cfg.zero_is_nodata`` does.
+
+    A fill marks a pixel missing in every band. Where another band of the (C, H, W) pixel holds backscatter,
+    such a value is backscatter under the noise floor instead: thermal noise removal sets VH over calm water
+    to 0 (-inf in dB) while VV is there. It is kept, and reads as the darkest level.
+    """
     zeros = cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn")
     if not (cfg.fill_is_nodata or zeros):
         return x
     fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else np.zeros(x.shape, bool)
     if zeros:
         fill |= x == 0  # a no-data border, not the darkest water
+    if x.ndim == 3 and x.shape[0] > 1:
+        fill &= (fill | np.isnan(x)).all(axis=0, keepdims=True)
     return np.where(fill, np.float32(np.nan), x) if fill.any() else x
 
 
@@ -207,6 +214,7 @@ def sar_to_features(
     if not db_in:
         x = _sigma0_power(x, cfg)  # fills already NaN (above)
     else:
+        x = np.maximum(x, np.float32(10.0 * np.log10(cfg.db_floor)))  # under the noise floor (kept above), NaN kept
         if cfg.backscatter == "gamma0":
             x = x + np.float32(10.0 * np.log10(gamma0_to_sigma0_factor(cfg.backscatter)))
         offsets = _band_offsets_db(cfg, x.shape[0])

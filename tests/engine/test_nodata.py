@@ -99,6 +99,37 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
     assert not zeros_are_missing(plain, [1, 2], "db")  # 0 dB is a bright, real value
 
 
+def test_vh_under_the_noise_floor_beside_vv_is_dark_backscatter_not_missing(tmp_path):
+    # Thermal noise removal sets VH over calm water to 0 (-inf in dB) while VV is there. Read as a fill,
+    # the darkest 8 % of the real chip (its calmest water) became nodata: holes in the water map. A fill is
+    # missing in every band; beside another band's backscatter it is a value under the noise floor.
+    with rasterio.open(INDIA) as src:
+        profile, db, names = dict(src.profile, nodata=None), src.read().astype(np.float64), src.descriptions
+    dark = db[1] < np.nanpercentile(db[1], 8)
+    linear, in_db = 10 ** (db / 10), db.copy()
+    linear[1][dark], in_db[1][dark] = 0.0, -np.inf
+    linear[:, :, :30] = 0  # a no-data border, 0 in both bands: still missing
+    results = {}
+    for name, data in (("linear", linear), ("db", in_db)):
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data.astype("float32"))
+            dst.descriptions = names
+        results[name] = sar_only.water_probability(path, TEACHER, tmp_path / f"{name}_w.tif")
+    whole = _water(INDIA, tmp_path / "whole.tif")
+    for name in ("linear", "db"):
+        with rasterio.open(tmp_path / f"{name}_w.tif") as src:
+            p = src.read(1)
+        inside = np.isfinite(whole) & dark
+        if name == "linear":
+            assert np.isnan(p[:, :30]).all()
+            inside[:, :30] = False
+        assert np.isfinite(p[inside]).all() and (p[inside] >= 0.5).mean() > 0.95  # mapped, as water
+        assert ((p[:, 30:] >= 0.5) != (whole[:, 30:] >= 0.5)).mean() < 0.02
+    warned = [w for w in results["linear"]["inputs"]["warnings"] if "exactly 0" in w]
+    assert len(warned) == 1 and "5.9 % of its values" in warned[0], warned  # the border only: 30 of 512 columns
+
+
 @pytest.mark.parametrize("fill, dtype, scale, name", [(0, "uint16", 1.0, "rgb"), (-9999, "float32", 1e-4, "rgb"),
                                                      (65535, "uint16", 1.0, "rgb"), (-1000, "float32", 1.0, "rgb"),
                                                      (0, "uint8", 255 / 2500, "T33UUP_20170613T101031_TCI_10m")])
