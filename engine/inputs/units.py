@@ -63,6 +63,11 @@ UNSURE_MARGIN = 1.0  # score difference below which the choice is reported as un
 _DB_WORDS = re.compile(r"(^|[^a-z])(db|decibels?)([^a-z]|$)")
 _AMPLITUDE_WORDS = re.compile(r"(^|[^a-z])(amplitude|amp)([^a-z]|$)")
 _LANDSAT_C2_WORDS = re.compile(r"(^|[^a-z0-9])l[cote]0[4-9]_l2s[pr]_|(^|[^a-z0-9])sr_b[1-7]([^0-9]|$)", re.IGNORECASE)
+S2_ADD_OFFSET = -1000.0
+"""Sentinel-2's BOA_ADD_OFFSET (L2A) and RADIO_ADD_OFFSET (L1C) since processing baseline 04.00."""
+S2_OFFSET_BASELINE = 400
+"""The first processing baseline (04.00, 25 January 2022) whose values carry the offset."""
+_S2_BASELINE = re.compile(r"msil(?:1c|2a)_\d{8}t\d{6}_n(\d{4})_", re.IGNORECASE)
 _SENTINEL2_WORDS = re.compile(r"msil1c|msil2a|(^|[^a-z0-9])s2[ab]_", re.IGNORECASE)
 _POWER_WORDS = re.compile(r"(sigma0|sigma_0|gamma0|gamma_0|beta0|beta_0|intensity|linear|power)")
 
@@ -163,8 +168,11 @@ def metadata_text(path: PathLike, bands: Sequence[int]) -> str:
     return " ".join(parts).lower()
 
 
-def _s2_offset(path: PathLike, bands: Sequence[int]) -> float:
-    """Sentinel-2 L2A/L1C additive offset (processing baseline >= 04.00), when the file says it."""
+def _s2_offset(path: PathLike, bands: Sequence[int]) -> Tuple[float, str]:
+    """Sentinel-2 L2A/L1C additive offset (processing baseline >= 04.00) and where it was read: the file's
+    ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` tags, else the baseline of an ESA product name in the path (a band
+    file inside its ``.SAFE`` folder) or the band names. A date alone does not say: harmonised collections
+    (Earth Engine's ``S2_SR_HARMONIZED``, Earth Search's) have taken the offset off."""
     with rasterio.open(path) as src:
         tags = dict(src.tags())
         for b in bands:
@@ -172,10 +180,13 @@ def _s2_offset(path: PathLike, bands: Sequence[int]) -> float:
     for key, value in tags.items():
         if "ADD_OFFSET" in key.upper():
             try:
-                return float(value)
+                return float(value), f"offset {float(value):g} from the file's metadata ({key})"
             except ValueError:
                 continue
-    return 0.0
+    found = _S2_BASELINE.search(f"{Path(path).absolute()} {metadata_text(path, bands)}")
+    if found and S2_OFFSET_BASELINE <= int(found.group(1)) < 9999:  # N9999: no baseline (BigEarthNet's names)
+        return S2_ADD_OFFSET, f"offset {S2_ADD_OFFSET:g}: processing baseline N{found.group(1)} in the product name"
+    return 0.0, ""
 
 
 def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "auto") -> UnitsDecision:
@@ -196,7 +207,7 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
     values = [v[(v > OPTICAL_FILL_AT_MOST) & (v != OPTICAL_FILL_TOP)] for v in values]  # fills (-9999, 65535)
-    offset = _s2_offset(path, bands)
+    offset, offset_why = _s2_offset(path, bands)
     if given != "auto":
         return UnitsDecision("optical", given, "given", "", offset_dn=offset if given == "reflectance10000" else 0.0)
     pooled = np.concatenate(values) if values else np.empty(0)
@@ -221,11 +232,12 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
     if _SENTINEL2_WORDS.search(names) and p995 <= 16000:
         # a snow-covered Sentinel-2 scene has the median of digital numbers; its name says what it is
         why = f"{dtype.name}, a Sentinel-2 product name in the file or band names, 99.5 % <= {p995:.0f}"
+        why += f", {offset_why}" if offset else ""
         return UnitsDecision("optical", "reflectance10000", "metadata", why, offset_dn=offset, stats=stats)
     if offset or (p50 < 6000 and p995 <= 16000):
         why = f"{dtype.name}, median {p50:.0f}, 99.5 % <= {p995:.0f}"
         if offset:
-            why += f", offset {offset:g} from the file's metadata"
+            why += f", {offset_why}"
         return UnitsDecision("optical", "reflectance10000", "detected", why, offset_dn=offset, stats=stats)
     if p995 <= 16000 and p2 < BRIGHT_SCENE_DARK_END:
         # a bright scene (snow, sand, haze) in reflectance x 10000: a high median, but a dark end
