@@ -183,7 +183,11 @@ def _s2_offset(path: PathLike, bands: Sequence[int]) -> Tuple[float, str]:
                 return float(value), f"offset {float(value):g} from the file's metadata ({key})"
             except ValueError:
                 continue
-    found = _S2_BASELINE.search(f"{Path(path).absolute()} {metadata_text(path, bands)}")
+    text = f"{Path(path).absolute()} {metadata_text(path, bands)}"
+    if Path(path).suffix.lower() == ".vrt" and Path(path).is_file():  # its sources' paths: the band files in a .SAFE
+        with open(path, encoding="utf-8", errors="replace") as vrt:
+            text += vrt.read(1 << 20)
+    found = _S2_BASELINE.search(text)
     if found and S2_OFFSET_BASELINE <= int(found.group(1)) < 9999:  # N9999: no baseline (BigEarthNet's names)
         return S2_ADD_OFFSET, f"offset {S2_ADD_OFFSET:g}: processing baseline N{found.group(1)} in the product name"
     return 0.0, ""

@@ -545,6 +545,10 @@ def test_the_sentinel2_offset_is_read_from_the_product_name(real_pairs, tmp_path
     decision = detect_optical_units(inside, [1, 2, 3])
     assert decision.units == "reflectance10000" and decision.offset_dn == -1000 and "N0509" in decision.reason
     assert detect_optical_units(unnamed, [1, 2, 3]).offset_dn == 0  # a date alone does not say (harmonised)
+    from osgeo import gdal  # QGIS's Build Virtual Raster over the band files of the .SAFE: the sources say it
+
+    gdal.BuildVRT(str(tmp_path / "rgb.vrt"), [str(inside)] * 3, separate=True, bandList=[1])
+    assert detect_optical_units(tmp_path / "rgb.vrt", [1, 2, 3]).offset_dn == -1000
     assert detect_optical_units(placeholder, [1, 2, 3]).offset_dn == 0
     recipe = InputRecipe.of(read_metadata(MODELS / "sgcad_student.safetensors"))
     cfg = InferenceConfig(tile_size=256, overlap=32, backend="torch", device="cpu")
