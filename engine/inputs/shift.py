@@ -213,9 +213,11 @@ def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]], mi
         return None
     if missing:
         return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them; in "
-                f"{units} units no surface returns exactly nothing, so they are read as missing data (a Sentinel-1 "
-                "scene's no-data border is often stored as 0) and mapped as nodata. Set the raster's nodata value "
-                "to 0 to say so and silence this (gdal_translate -a_nodata 0).")
+                f"{units} units no surface returns exactly nothing, so where they cover an area in every band they "
+                "are read as missing data (a Sentinel-1 scene's no-data border is often stored as 0) and mapped as "
+                "nodata, while a 0 among backscatter (thermal noise removal over calm water) is read as the darkest "
+                "level. Set the raster's nodata value to 0 to say every 0 is missing and silence this "
+                "(gdal_translate -a_nodata 0).")
     return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them. In "
             f"{units} units 0 means no backscatter at all, so those pixels read as the darkest surface, open "
             "water; a Sentinel-1 scene's no-data border is often stored as 0. If 0 marks missing data, set the "

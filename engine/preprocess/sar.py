@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import numpy as np
+from scipy import ndimage
 
 from ..config import SAR_BACKSCATTER, SAR_FILL_BELOW, SarPreprocessConfig
 
@@ -135,9 +136,10 @@ def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Raw SAR values that are fills, not backscatter, as NaN: anything under :data:`SAR_FILL_BELOW`
     (-9999, -inf dB) where ``cfg.fill_is_nodata`` says so, and exact zeros where ``cfg.zero_is_nodata`` does.
 
-    A fill marks a pixel missing in every band. Where another band of the (C, H, W) pixel holds backscatter,
-    such a value is backscatter under the noise floor instead: thermal noise removal sets VH over calm water
-    to 0 (-inf in dB) while VV is there. It is kept, and reads as the darkest level.
+    A fill marks a pixel missing in every band, over an area. Where another band of the (C, H, W) pixel holds
+    backscatter, or where the pixels around it do (3 x 3), such a value is backscatter under the noise floor
+    instead: thermal noise removal sets VH over calm water to 0 (-inf in dB), speckled among small values,
+    while VV is there. It is kept, and reads as the darkest level.
     """
     zeros = cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn")
     if not (cfg.fill_is_nodata or zeros):
@@ -145,8 +147,12 @@ def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else np.zeros(x.shape, bool)
     if zeros:
         fill |= x == 0  # a no-data border, not the darkest water
-    if x.ndim == 3 and x.shape[0] > 1:
-        fill &= (fill | np.isnan(x)).all(axis=0, keepdims=True)
+    if not fill.any():
+        return x
+    if x.ndim == 3:
+        missing = (fill | np.isnan(x)).all(axis=0)
+        area = ndimage.maximum_filter(ndimage.minimum_filter(missing, size=3, mode="nearest"), size=3, mode="nearest")
+        fill &= (area & missing)[None]  # an opening: whole 3 x 3 areas and their edges, not lone values
     return np.where(fill, np.float32(np.nan), x) if fill.any() else x
 
 

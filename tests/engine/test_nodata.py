@@ -130,6 +130,29 @@ def test_vh_under_the_noise_floor_beside_vv_is_dark_backscatter_not_missing(tmp_
     assert len(warned) == 1 and "5.9 % of its values" in warned[0], warned  # the border only: 30 of 512 columns
 
 
+def test_a_one_band_file_tells_a_zero_border_from_zeros_under_the_noise_floor(tmp_path):
+    # One VH file (an ASF- or SNAP-style export): its no-data border is 0 over an area, while thermal noise
+    # removal leaves 0 speckled among small values over calm water. The border is missing; the others are
+    # read as the darkest level, so the calm water is mapped, not left as holes.
+    with rasterio.open(INDIA) as src:
+        profile, vh = dict(src.profile, count=1, nodata=None), 10 ** (src.read(2).astype(np.float64) / 10)
+    floor = (vh < 10 ** -2.4) & (np.random.default_rng(0).random(vh.shape) < 0.5)  # under -24 dB, half of them
+    zeroed = np.where(floor, 0.0, vh)
+    zeroed[:, :30] = 0
+    paths = {}
+    for name, data in (("zeroed", zeroed), ("plain", vh)):
+        paths[name] = tmp_path / f"{name}_VH.tif"
+        with rasterio.open(paths[name], "w", **profile) as dst:
+            dst.write(data[None].astype("float32"))
+            dst.descriptions = ("VH",)
+    p, q = _water(paths["zeroed"], tmp_path / "z.tif"), _water(paths["plain"], tmp_path / "p.tif")
+    assert np.isnan(p[:, :30]).all()  # the border: nodata
+    lone = floor & np.isfinite(q)
+    lone[:, :32] = False
+    assert floor.mean() > 0.05 and np.isfinite(p[lone]).mean() > 0.97  # mapped, not holes
+    assert ((p[:, 32:] >= 0.5) == (q[:, 32:] >= 0.5)).mean() > 0.97
+
+
 @pytest.mark.parametrize("fill, dtype, scale, name", [(0, "uint16", 1.0, "rgb"), (-9999, "float32", 1e-4, "rgb"),
                                                      (65535, "uint16", 1.0, "rgb"), (-1000, "float32", 1.0, "rgb"),
                                                      (0, "uint8", 255 / 2500, "T33UUP_20170613T101031_TCI_10m")])
