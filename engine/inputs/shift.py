@@ -198,10 +198,15 @@ def optical_zeros_are_missing(path: PathLike, bands: Sequence[int]) -> bool:
 
 
 def zeros_are_missing(path: PathLike, bands: Sequence[int], units: str) -> bool:
-    """Whether an exact 0 of this SAR file is a fill, read as missing data: in linear power, amplitude or
+    """Whether exact 0s of this SAR file covering an area are a fill, read as missing data
+    (:func:`engine.preprocess.sar.missing_as_nan` keeps a lone 0 among values): in linear power, amplitude or
     digital numbers stored in more than 8 bits no surface returns exactly nothing, while Sentinel-1 GRD
     borders and exports without a nodata value hold 0 (read as power, the darkest surface: open water).
-    An 8-bit picture may quantise dark water to 0, so there 0 stays a value (and is warned about)."""
+    An 8-bit picture may quantise dark water to 0, so there 0 stays a value (and is warned about). In float
+    dB, 0 dB is a bright value, but never exactly over an area: SNAP writes 0 where a dB band has no data."""
+    if units == "db":
+        with rasterio.open(path) as src:
+            return all(np.dtype(src.dtypes[b - 1]).kind == "f" for b in bands)
     return units in ("linear", "amplitude", "dn") and more_than_8_bits(path, bands)
 
 
@@ -209,8 +214,14 @@ def zero_fill_warning(path: str, units: str, raw: Optional[Dict[str, float]], mi
     """A warning when many linear / amplitude SAR values are exactly 0 without a nodata value (a fill);
     ``missing``: they are read as missing data (:func:`zeros_are_missing`)."""
     zeros = (raw or {}).get("zero_share", 0.0)
-    if units not in ("linear", "amplitude", "dn") or zeros < ZERO_FILL_SHARE:
+    if units not in ("linear", "amplitude", "dn", "db") or zeros < ZERO_FILL_SHARE or (units == "db" and not missing):
         return None
+    if missing and units == "db":
+        return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 dB and no nodata value marks them; "
+                "0 dB is bright backscatter but never exactly the same over an area, so where they cover one in "
+                "every band they are read as missing data (SNAP writes 0 where a dB band has no data) and mapped "
+                "as nodata. Set the raster's nodata value to 0 to say so and silence this "
+                "(gdal_translate -a_nodata 0).")
     if missing:
         return (f"SAR {path}: {100 * zeros:.1f} % of its values are exactly 0 and no nodata value marks them; in "
                 f"{units} units no surface returns exactly nothing, so where they cover an area in every band they "

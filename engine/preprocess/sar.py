@@ -134,14 +134,15 @@ def gamma0_to_sigma0_factor(convention: str) -> float:
 
 def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Raw SAR values that are fills, not backscatter, as NaN: anything under :data:`SAR_FILL_BELOW`
-    (-9999, -inf dB) where ``cfg.fill_is_nodata`` says so, and exact zeros where ``cfg.zero_is_nodata`` does.
+    (-9999, -inf dB) where ``cfg.fill_is_nodata`` says so, and exact zeros (0 dB in float dB) where
+    ``cfg.zero_is_nodata`` does.
 
     A fill marks a pixel missing in every band, over an area. Where another band of the (C, H, W) pixel holds
     backscatter, or where the pixels around it do (3 x 3), such a value is backscatter under the noise floor
     instead: thermal noise removal sets VH over calm water to 0 (-inf in dB), speckled among small values,
     while VV is there. It is kept, and reads as the darkest level.
     """
-    zeros = cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn")
+    zeros = cfg.zero_is_nodata and cfg.units in ("linear", "amplitude", "dn", "db")
     if not (cfg.fill_is_nodata or zeros):
         return x
     fill = x < np.float32(SAR_FILL_BELOW) if cfg.fill_is_nodata else np.zeros(x.shape, bool)

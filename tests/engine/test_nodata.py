@@ -96,7 +96,21 @@ def test_a_zero_border_in_linear_sar_is_missing_data_not_water(tmp_path):
     with rasterio.open(eight, "w", **dict(profile, dtype="uint8")) as dst:
         dst.write(np.clip(np.sqrt(linear) * 255, 0, 255).astype("uint8"))
     assert not zeros_are_missing(eight, [1, 2], "amplitude") and zeros_are_missing(plain, [1, 2], "linear")
-    assert not zeros_are_missing(plain, [1, 2], "db")  # 0 dB is a bright, real value
+    # in float dB, 0 dB is a bright value, but never exactly over an area: SNAP's no-data border is 0 dB
+    assert zeros_are_missing(plain, [1, 2], "db") and not zeros_are_missing(eight, [1, 2], "db")
+    db = np.where(linear > 0, 10 * np.log10(np.maximum(linear, 1e-10)), 0).astype("float32")
+    db[0, 100, 100] = 0.0  # a lone bright pixel at exactly 0 dB stays a value
+    snap = tmp_path / "subset_Sigma0_db.tif"
+    with rasterio.open(snap, "w", **profile) as dst:
+        dst.write(db)
+        dst.descriptions = ("Sigma0_VV_db", "Sigma0_VH_db")
+    result = sar_only.water_probability(snap, TEACHER, tmp_path / "snap.tif")
+    said = [w for w in result["inputs"]["warnings"] if "exactly 0 dB" in w]
+    assert len(said) == 1 and "SNAP" in said[0], result["inputs"]["warnings"]
+    with rasterio.open(tmp_path / "snap.tif") as src:
+        s = src.read(1)
+    assert np.isnan(s[:, :40]).all() and np.isfinite(s[100, 100])
+    np.testing.assert_allclose(s[:, 41:], q[:, 41:], atol=0.05)
 
 
 def test_vh_under_the_noise_floor_beside_vv_is_dark_backscatter_not_missing(tmp_path):
