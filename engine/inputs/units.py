@@ -168,11 +168,12 @@ def metadata_text(path: PathLike, bands: Sequence[int]) -> str:
     return " ".join(parts).lower()
 
 
-def _s2_offset(path: PathLike, bands: Sequence[int]) -> Tuple[float, str]:
+def _s2_offset(path: PathLike, bands: Sequence[int], names: str) -> Tuple[float, str]:
     """Sentinel-2 L2A/L1C additive offset (processing baseline >= 04.00) and where it was read: the file's
     ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` tags, else the baseline of an ESA product name in the path (a band
     file inside its ``.SAFE`` folder) or the band names. A date alone does not say: harmonised collections
-    (Earth Engine's ``S2_SR_HARMONIZED``, Earth Search's) have taken the offset off."""
+    (Earth Engine's ``S2_SR_HARMONIZED``, Earth Search's) have taken the offset off. ``names``: the file's
+    name and :func:`metadata_text`."""
     with rasterio.open(path) as src:
         tags = dict(src.tags())
         for b in bands:
@@ -183,7 +184,7 @@ def _s2_offset(path: PathLike, bands: Sequence[int]) -> Tuple[float, str]:
                 return float(value), f"offset {float(value):g} from the file's metadata ({key})"
             except ValueError:
                 continue
-    text = f"{Path(path).absolute()} {metadata_text(path, bands)}"
+    text = f"{Path(path).absolute()} {names}"
     if Path(path).suffix.lower() == ".vrt" and Path(path).is_file():  # its sources' paths: the band files in a .SAFE
         with open(path, encoding="utf-8", errors="replace") as vrt:
             text += vrt.read(1 << 20)
@@ -211,7 +212,8 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
     values = [v[(v > OPTICAL_FILL_AT_MOST) & (v != OPTICAL_FILL_TOP)] for v in values]  # fills (-9999, 65535)
-    offset, offset_why = _s2_offset(path, bands)
+    names = f"{Path(path).name} {metadata_text(path, bands)}"
+    offset, offset_why = _s2_offset(path, bands, names)
     if given != "auto":
         return UnitsDecision("optical", given, "given", "", offset_dn=offset if given == "reflectance10000" else 0.0)
     pooled = np.concatenate(values) if values else np.empty(0)
@@ -229,7 +231,6 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         return UnitsDecision("optical", "reflectance", "detected", why, stats=stats)
     if top <= 255.5:
         return UnitsDecision("optical", "uint8", "detected", f"{dtype.name}, all values <= {top:.0f}", stats=stats)
-    names = f"{Path(path).name} {metadata_text(path, bands)}"
     if _LANDSAT_C2_WORDS.search(names) and dtype.kind in "ui":
         why = f"{dtype.name}, a Landsat Collection 2 Level-2 product name in the file or band names"
         return UnitsDecision("optical", "landsat_c2", "metadata", why, stats=stats)

@@ -167,19 +167,19 @@ def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
 def _sigma0_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Linear sigma-nought power of raw values whose fills are already NaN (with the file's band offsets)."""
     power = _power(x, cfg)
-    factor = gamma0_to_sigma0_factor(cfg.backscatter)
-    power = power if factor == 1.0 else power * np.float32(factor)
-    offsets = _band_offsets_db(cfg, x.shape[0])
-    return power if offsets is None else power * np.power(np.float32(10.0), offsets / np.float32(10.0))
+    gain = _level_gain_db(cfg, x.shape[0])
+    return power if gain is None else power * np.power(np.float32(10.0), gain / np.float32(10.0))
 
 
-def _band_offsets_db(cfg: SarPreprocessConfig, bands: int) -> Optional[np.ndarray]:
-    """``cfg.band_offsets_db`` as a (C, 1, 1) array, or None when every band is read as it is."""
-    if not any(cfg.band_offsets_db):
-        return None
-    if len(cfg.band_offsets_db) != bands:
-        raise ValueError(f"SAR band offsets {list(cfg.band_offsets_db)} do not match the {bands} band(s) read")
-    return np.asarray(cfg.band_offsets_db, dtype=np.float32).reshape(-1, 1, 1)
+def _level_gain_db(cfg: SarPreprocessConfig, bands: int) -> Optional[np.ndarray]:
+    """What the file's levels need, per band, as a (C, 1, 1) dB array (None: nothing): gamma nought brought to
+    sigma nought, and ``cfg.band_offsets_db`` (a cross-polarised band read as co-polarised)."""
+    gain = np.full(bands, 10.0 * np.log10(gamma0_to_sigma0_factor(cfg.backscatter)), np.float32)
+    if any(cfg.band_offsets_db):
+        if len(cfg.band_offsets_db) != bands:
+            raise ValueError(f"SAR band offsets {list(cfg.band_offsets_db)} do not match the {bands} band(s) read")
+        gain += np.asarray(cfg.band_offsets_db, np.float32)
+    return gain.reshape(-1, 1, 1) if gain.any() else None
 
 
 def _power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
@@ -222,10 +222,8 @@ def sar_to_features(
         x = _sigma0_power(x, cfg)  # fills already NaN (above)
     else:
         x = np.maximum(x, np.float32(10.0 * np.log10(cfg.db_floor)))  # under the noise floor (kept above), NaN kept
-        if cfg.backscatter == "gamma0":
-            x = x + np.float32(10.0 * np.log10(gamma0_to_sigma0_factor(cfg.backscatter)))
-        offsets = _band_offsets_db(cfg, x.shape[0])
-        x = x if offsets is None else x + offsets
+        gain = _level_gain_db(cfg, x.shape[0])
+        x = x if gain is None else x + gain
     if cfg.incidence_normalize:
         if incidence is None:
             if cfg.incidence_angle_deg is None:
