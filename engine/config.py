@@ -536,6 +536,10 @@ class InferenceConfig:
     queue_size: int = 2  # batches buffered between reader, network and writer threads
     # logits averaged over 4 flips of each tile (engine.inference.flips): 4x the network's time
     flip_average: bool = False
+    # a SAR-only land-cover model run with a water teacher takes its class map's water from the teacher
+    # (engine.inference.products): more flood water found, more false water on dry land
+    # (docs/experiments/sar_only.md, "Water from the water expert"), so off unless asked
+    water_from_expert: bool = False
 
 
 @dataclass

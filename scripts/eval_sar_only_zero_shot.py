@@ -18,6 +18,7 @@ No optical image is read. Figures, next to classical baselines on the same pixel
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from eval_finetune_real import INFERENCE, iou, otsu_water, sar_db, water_labels 
 from eval_finetune_real import scenes as polygon_scenes  # noqa: E402
 from experiment_sar_only import REAL, lda_baseline, summarise  # noqa: E402
 
+from engine.commands.bundled import BUNDLED_TEACHER  # noqa: E402
 from engine.config import ClassSchema  # noqa: E402
 from engine.data.corine import patch_admissible_classes  # noqa: E402
 from engine.inference.pipeline import segment_scene  # noqa: E402
@@ -47,9 +49,14 @@ SCHEMA = ClassSchema()
 WATER = SCHEMA.water_class
 
 
+TEACHER: Optional[Path] = None  # the water expert segment runs beside the model (--teacher)
+WATER_FROM_EXPERT = False  # the class map's water from that expert (--water-from-expert)
+
+
 def classes(model: Path, sar: Path, out: Path, band: int = 1) -> Path:
     """The model's class map of ``sar`` (no optical image), as the product writes it."""
-    result = segment_scene(None, sar, model, out, cfg=INFERENCE, overwrite=True, sar_bands=[band])
+    cfg = dataclasses.replace(INFERENCE, water_from_expert=WATER_FROM_EXPERT)
+    result = segment_scene(None, sar, model, out, TEACHER, cfg=cfg, overwrite=True, sar_bands=[band])
     return Path(result["outputs"]["classes"])
 
 
@@ -126,8 +133,15 @@ def sample_row(model: Path, tmp: Path) -> Dict[str, Optional[float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--teacher", type=Path, default=BUNDLED_TEACHER,
+                        help="water expert beside the model, as segment runs it (default: the bundled one)")
+    parser.add_argument("--no-teacher", action="store_true", help="the model alone")
+    parser.add_argument("--water-from-expert", action="store_true", help="the class map's water from the teacher")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    global TEACHER, WATER_FROM_EXPERT
+    TEACHER = None if args.no_teacher else args.teacher
+    WATER_FROM_EXPERT = args.water_from_expert
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         out = {"model": str(args.model), "polygons": polygon_rows(args.model, tmp),

@@ -85,6 +85,11 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     add_units_args(parser)
     add_sar_levels_arg(parser)
     add_flip_average_arg(parser)
+    parser.add_argument(
+        "--water-from-expert",
+        action="store_true",
+        help="a SAR-only model's water class from the water teacher (more flood water, more false water on dry land)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
 
@@ -104,6 +109,7 @@ def inference_config(args: argparse.Namespace):
         threads=args.threads,
         precision=getattr(args, "precision", "auto"),
         flip_average=getattr(args, "flip_average", False),
+        water_from_expert=getattr(args, "water_from_expert", False),
     )
 
 

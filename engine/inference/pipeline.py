@@ -275,7 +275,9 @@ class SceneJob:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.cfg.water_threshold, self.cfg.non_water_threshold)
+        sar_only_model = len(self.o_bands) == 0
+        return Thresholds(self.cfg.water_threshold, self.cfg.non_water_threshold,
+                          water_from_expert=sar_only_model and self.cfg.water_from_expert)
 
     def reader(self) -> TileReader:
         return TileReader(
@@ -439,6 +441,9 @@ def prepare_job(
     overlap_warning = check_pair_overlap(optical_path, sar_path, full, cfg.tile_size) if optical_path else None
     if overlap_warning:
         progress.warning(overlap_warning)
+    unused = _water_from_expert_unused(cfg, o_bands, teacher_meta is not None)
+    if unused:
+        progress.warning(unused)
     region, keep, mask = full, None, None
     if aoi is not None:
         area = load_aoi(aoi, full)
@@ -460,8 +465,20 @@ def prepare_job(
     }
     return SceneJob(
         optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
-        cloud_mask, region, plan, keep, mask, keys, tags, [overlap_warning] if overlap_warning else [], expert,
+        cloud_mask, region, plan, keep, mask, keys, tags, [w for w in (overlap_warning, unused) if w], expert,
     )
+
+
+def _water_from_expert_unused(cfg: InferenceConfig, optical_bands: Sequence[int], teacher: bool) -> Optional[str]:
+    """Why ``cfg.water_from_expert`` does nothing in this run, or None when it applies."""
+    if not cfg.water_from_expert:
+        return None
+    if optical_bands:
+        return ("water from the expert applies to SAR-only models; this model reads optical bands and keeps "
+                "its own water class")
+    if not teacher:
+        return "water from the expert needs a water teacher (--teacher / TEACHER): the model's own water is kept"
+    return None
 
 
 def _pair_expert(teacher_path: PathLike, sar_path: PathLike, chosen: Optional[Sequence[int]], sar_units: str,

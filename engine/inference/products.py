@@ -7,7 +7,10 @@ Encodings (also written into each file's metadata):
   answer (no SAR, outside the AOI or the inputs).
 * confidence (float32, NaN nodata): the student's maximum class probability where optical and
   SAR are present; **negative** where the pixel is SAR-only, its magnitude being the
-  teacher's confidence ``max(p, 1 - p)``.
+  teacher's confidence ``max(p, 1 - p)``. A SAR-only land-cover model run with a water expert
+  takes its water/land decision from the expert (:attr:`Thresholds.water_from_expert`): its
+  confidence is then the expert's ``p`` on water and ``(1 - p) * q_k / (1 - q_water)`` on land
+  class ``k``, the model's share ``q`` of the land probability.
 * water probability (float32, NaN nodata): the teacher's water probability wherever SAR is.
 * gates (uint8, 3 bands, 255 nodata): 1) teacher confident water (p > water threshold),
   2) teacher confident non-water (p < non-water threshold), 3) teacher and student agree on
@@ -44,6 +47,9 @@ class Thresholds:
 
     water: float = DistillConfig.water_threshold
     non_water: float = DistillConfig.non_water_threshold
+    # the class map's water is the expert's (p >= 0.5) and its land the model's best land class:
+    # set for SAR-only land-cover models, whose water class is weaker than the calibrated expert's
+    water_from_expert: bool = False
 
 
 def cell_products(
@@ -78,6 +84,9 @@ def cell_products(
 
     p = cell.water
     teacher_water = p >= 0.5
+    model_water = classes == water_class  # the agreement gate compares the model's own answer
+    if thresholds.water_from_expert:
+        _expert_water_in(classes, confidence, cell.probs, p, teacher_water, both, water_class)
     classes[sar_only] = np.where(teacher_water[sar_only], water_class, SAR_ONLY_NON_WATER)
     confidence[sar_only] = -np.maximum(p, 1.0 - p)[sar_only]
     water = np.where(sar, p, np.nan).astype(np.float32)
@@ -86,8 +95,20 @@ def cell_products(
                                                                      non_water_threshold=thresholds.non_water))
     gates[0][sar] = m_water[sar]
     gates[1][sar] = m_non[sar]
-    student_water = classes == water_class
-    gates[2][both] = (student_water == teacher_water)[both]
+    gates[2][both] = (model_water == teacher_water)[both]
     out["water"] = water[None]
     out["gates"] = gates
     return out
+
+
+def _expert_water_in(
+    classes: np.ndarray, confidence: np.ndarray, probs: np.ndarray, p: np.ndarray, water: np.ndarray,
+    where: np.ndarray, water_class: int,
+) -> None:
+    """Water where the expert says so, else the model's most probable land class (in place, on ``where``)."""
+    land = probs.copy()
+    land[water_class] = -1.0
+    best_land = np.argmax(land, axis=0)
+    share = np.take_along_axis(probs, best_land[None], axis=0)[0] / np.maximum(1.0 - probs[water_class], 1e-6)
+    classes[where] = np.where(water, water_class, best_land).astype(np.uint8)[where]
+    confidence[where] = np.where(water, p, (1.0 - p) * np.minimum(share, 1.0))[where]

@@ -41,8 +41,9 @@ class Segment(EngineAlgorithm):
         "the SAR. On a SAR raster with VV and VH (and no SAR band chosen), the teacher's part comes from "
         "the VV + VH water expert, as in the water map. A SAR-only model (trained with `engine train-sar`) "
         "needs no optical raster: leave it "
-        "empty. Outputs (in the output folder): classes.tif, confidence.tif and, with a teacher, "
-        "water_probability.tif and gates.tif."
+        "empty; with the teacher it may take its water class from the teacher (advanced: more flood water "
+        "found, more false water on dry land). Outputs (in the output folder): classes.tif, confidence.tif "
+        "and, with a teacher, water_probability.tif and gates.tif."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -85,6 +86,8 @@ class Segment(EngineAlgorithm):
         self.add_units()
         self.add_sar_levels()
         self.add_flip_average()
+        self.add_flag("WATER_FROM_EXPERT", "SAR-only model: water class from the water teacher (more flood "
+                      "water found, more false water on dry land)", False)
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
@@ -174,6 +177,8 @@ class Segment(EngineAlgorithm):
             backend=BACKENDS[self.parameterAsEnum(parameters, "BACKEND", context)][0],
             threads=threads,
             flip_average=self.flip_average_value(parameters, context),
+            water_from_expert=bool(parameters.get("WATER_FROM_EXPERT"))
+            and self.parameterAsBoolean(parameters, "WATER_FROM_EXPERT", context),
         )
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         with self.stage(feedback, "Segmentation") as progress:
