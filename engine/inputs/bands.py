@@ -50,6 +50,20 @@ _POLARISATION_NAMES = {"vv": "co", "hh": "co", "co": "co", "vh": "cross", "hv": 
 # nm; a band whose centre lies in one of these is that colour (Sentinel-2, Landsat 4-9 centres fit)
 _WAVELENGTHS_NM = (("blue", 440.0, 510.0), ("green", 510.0, 590.0), ("red", 620.0, 700.0), ("nir", 760.0, 900.0))
 
+_BGRN = ("blue", "green", "red", "nir")
+# Vendors' multispectral files that name no band: the band order their product specifications give,
+# recognised by the file-naming convention and the band count. PlanetScope and SkySat analytic
+# ("..._3B_AnalyticMS_SR.tif", "..._ssc1_u0001_analytic.tif"): blue, green, red, NIR; PlanetScope
+# 8-band ("..._8b"): coastal blue, blue, green I, green, yellow, red, red edge, NIR. Maxar (WorldView,
+# GeoEye, QuickBird) multispectral ("18MAR01104512-M2AS-058338349010_01_P001.TIF"): blue, green, red,
+# NIR1; 8 bands: coastal, blue, green, yellow, red, red edge, NIR1, NIR2.
+_VENDOR_ORDERS = (
+    ("PlanetScope/SkySat analytic", re.compile(r"(?:_3b|_ssc\d[a-z0-9_]*)_analytic(?:ms)?(?![a-z])"),
+     {4: _BGRN, 8: ("coastal", "blue", "green_i", "green", "yellow", "red", "red_edge", "nir")}),
+    ("Maxar multispectral", re.compile(r"-m[1-3][a-z]{2}-\d{12}_\d{2}_p\d{3}"),
+     {4: _BGRN, 8: ("coastal", "blue", "green", "yellow", "red", "red_edge", "nir", "nir2")}),
+)
+
 
 @dataclass(frozen=True)
 class BandChoice:
@@ -214,12 +228,22 @@ def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
         (named_by, by_name),
         ("band names in the metadata", [_colour_from_text(str(t.get("BANDNAME", "")).lower(), numbers) for t in tags]),
         ("wavelengths in the metadata", [_colour_from_wavelength(t) for t in tags]),
+        # before the colour interpretation: a writer may tag a 4-band file RGB + alpha whatever it holds
+        _vendor_order(Path(path).name.lower(), len(descriptions)),
         ("colour interpretation", [_COLOUR_INTERP.get(c) for c in interp]),
     )
     for how, roles in sources:
         if all(r in roles for r in OPTICAL_ROLES):
             return roles, how
     return [None] * len(descriptions), ""
+
+
+def _vendor_order(name: str, count: int) -> Tuple[str, List[Optional[str]]]:
+    """(how, roles) from a vendor's file name and band count (:data:`_VENDOR_ORDERS`); no roles otherwise."""
+    for vendor, pattern, orders in _VENDOR_ORDERS:
+        if pattern.search(name) and count in orders:
+            return f"the {vendor} band order ({', '.join(orders[count])})", list(orders[count])
+    return "", [None] * count
 
 
 def model_roles(bands: BandMapping, modality: str) -> Optional[Tuple[str, ...]]:

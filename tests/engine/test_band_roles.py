@@ -196,3 +196,42 @@ def test_inputs_named_as_the_other_modality_are_refused_and_band_numbers_alone_a
         check_optical_not_sar(shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif")
     check_optical_not_sar(rgb)
     check_optical_not_sar(tmp_path / "sar_aligned.tif")  # SAR_b1 ... name no polarisation: nothing said
+
+
+def test_vendor_files_that_name_no_band_are_read_in_their_documented_order(bigearthnet, tmp_path):
+    """A real Sentinel-2 patch written as the vendors write their multispectral products, without band
+    names: PlanetScope 4-band (blue, green, red, NIR), PlanetScope 8-band and Maxar 8-band. Each maps as the
+    patch's RGB stack does; the same 4-band file under another name keeps bands 1-3 (blue, green, red read
+    as red, green, blue: a quite different map) and is warned."""
+    every, rgb, sar, names = bigearthnet
+    at = {n: names.index(n) for n in names}
+    bgrn = [at["B02"], at["B03"], at["B04"], at["B08"]]
+    files = {
+        "20170613_101031_1052_3B_AnalyticMS_SR_clip.tif": (bgrn, (3, 2, 1)),
+        "20170613_101031_1052_3B_AnalyticMS_SR_8b_clip.tif":
+            ([at[b] for b in ("B01", "B02", "B03", "B03", "B05", "B04", "B06", "B08")], (6, 4, 2)),
+        "17JUN13101031-M2AS-058338349010_01_P001.TIF":
+            ([at[b] for b in ("B01", "B02", "B03", "B05", "B04", "B06", "B08", "B8A")], (5, 3, 2)),
+    }
+    maps = {}
+    for name, (order, expected) in files.items():
+        path = _copy(every, tmp_path / name, order, descriptions=[""] * len(order))
+        resolved = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), path, sar)
+        assert resolved.bands.optical_bands == expected, name
+        assert not any("does not say which is red" in w for w in resolved.warnings)
+        assert any("band order" in line for line in resolved.lines)
+        maps[name] = _classes(segment_scene(path, sar, STUDENT, tmp_path / f"seg{len(maps)}", cfg=CPU))
+    maps["rgb"] = _classes(segment_scene(rgb, sar, STUDENT, tmp_path / "rgb", cfg=CPU))
+    for name in files:
+        assert np.array_equal(maps[name], maps["rgb"]), name
+    other = _copy(every, tmp_path / "scene.tif", bgrn, descriptions=[""] * 4)
+    resolved = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), other, sar)
+    assert resolved.bands.optical_bands == (1, 2, 3)
+    assert any("does not say which is red" in w for w in resolved.warnings)
+    swapped = _classes(segment_scene(other, sar, STUDENT, tmp_path / "other", cfg=CPU))
+    assert (swapped != maps["rgb"]).mean() > 0.2
+
+
+def _classes(result) -> np.ndarray:
+    with rasterio.open(result["outputs"]["classes"]) as src:
+        return src.read(1)
