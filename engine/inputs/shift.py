@@ -142,8 +142,9 @@ def optical_warnings(
             "nearly always has darker water, shadow or forest. If this is a Sentinel-2 product of processing "
             "baseline 04.00 or later (from January 2022), every value carries +1000 and the file does not say "
             "so: subtract 1000 (Raster Calculator), use a harmonised product, or keep the product's name with "
-            "its baseline (..._N0400_... or later) in the file or folder name, which is then read; the model reads "
-            "reflectance in a fixed range, so the offset brightens the whole map."
+            "its baseline (..._N0400_... or later) or ESA's band file name (T33UUP_20230615T101031_B04_10m) in "
+            "the file or folder name, which is then read; the model reads reflectance in a fixed range, so the "
+            "offset brightens the whole map."
         )
     if read_whole and 0 < valid < SMALL_CLIP_PIXELS:
         out.append(

@@ -68,6 +68,12 @@ S2_ADD_OFFSET = -1000.0
 S2_OFFSET_BASELINE = 400
 """The first processing baseline (04.00, 25 January 2022) whose values carry the offset."""
 _S2_BASELINE = re.compile(r"msil(?:1c|2a)_\d{8}t\d{6}_n(\d{4})_", re.IGNORECASE)
+# an ESA band file's own name (``T33UUP_20230615T101031_B04_10m.jp2``), as copied out of a .SAFE or served
+# by the Planetary Computer: ESA never harmonises, so one sensed from baseline 04.00 on carries the offset
+_S2_BAND_FILE = re.compile(r"(?<![a-z0-9])t\d{2}[a-z]{3}_(\d{8})t\d{6}_b(?:\d{2}|8a)(?:_\d{2}m)?(?![a-z0-9])",
+                           re.IGNORECASE)
+S2_OFFSET_FROM = "20220125"
+"""The day processing baseline 04.00 went into operation: every ESA product sensed since carries the offset."""
 _SENTINEL2_WORDS = re.compile(r"msil1c|msil2a|(^|[^a-z0-9])s2[ab]_", re.IGNORECASE)
 _POWER_WORDS = re.compile(r"(sigma0|sigma_0|gamma0|gamma_0|beta0|beta_0|intensity|linear|power)")
 
@@ -171,8 +177,9 @@ def metadata_text(path: PathLike, bands: Sequence[int]) -> str:
 def _s2_offset(path: PathLike, bands: Sequence[int], names: str) -> Tuple[float, str]:
     """Sentinel-2 L2A/L1C additive offset (processing baseline >= 04.00) and where it was read: the file's
     ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET`` tags, else the baseline of an ESA product name in the path (a band
-    file inside its ``.SAFE`` folder) or the band names. A date alone does not say: harmonised collections
-    (Earth Engine's ``S2_SR_HARMONIZED``, Earth Search's) have taken the offset off. ``names``: the file's
+    file inside its ``.SAFE`` folder) or the band names, else the sensing date of an ESA band file's own name.
+    A date alone in another name does not say: harmonised collections (Earth Engine's ``S2_SR_HARMONIZED``,
+    Earth Search's) have taken the offset off, and name their files otherwise. ``names``: the file's
     name and :func:`metadata_text`."""
     with rasterio.open(path) as src:
         tags = dict(src.tags())
@@ -189,8 +196,14 @@ def _s2_offset(path: PathLike, bands: Sequence[int], names: str) -> Tuple[float,
         with open(path, encoding="utf-8", errors="replace") as vrt:
             text += vrt.read(1 << 20)
     found = _S2_BASELINE.search(text)
-    if found and S2_OFFSET_BASELINE <= int(found.group(1)) < 9999:  # N9999: no baseline (BigEarthNet's names)
-        return S2_ADD_OFFSET, f"offset {S2_ADD_OFFSET:g}: processing baseline N{found.group(1)} in the product name"
+    if found:  # N9999: no baseline (BigEarthNet's names)
+        if S2_OFFSET_BASELINE <= int(found.group(1)) < 9999:
+            return S2_ADD_OFFSET, f"offset {S2_ADD_OFFSET:g}: processing baseline N{found.group(1)} in the product name"
+        return 0.0, ""
+    band_file = _S2_BAND_FILE.search(text)
+    if band_file and band_file.group(1) >= S2_OFFSET_FROM:  # older ones may be either: reprocessed or not
+        return S2_ADD_OFFSET, (f"offset {S2_ADD_OFFSET:g}: ESA band file {band_file.group(0)} sensed on or after "
+                               "25 January 2022 (processing baseline 04.00)")
     return 0.0, ""
 
 

@@ -545,6 +545,12 @@ def test_the_sentinel2_offset_is_read_from_the_product_name(real_pairs, tmp_path
     decision = detect_optical_units(inside, [1, 2, 3])
     assert decision.units == "reflectance10000" and decision.offset_dn == -1000 and "N0509" in decision.reason
     assert detect_optical_units(unnamed, [1, 2, 3]).offset_dn == 0  # a date alone does not say (harmonised)
+    # an ESA band file's own name (out of its .SAFE, or as the Planetary Computer serves it) sensed since
+    # baseline 04.00 says it; one sensed before may be either, and stays as it is
+    for name, offset in (("T33UUP_20230615T101031_B04_10m.tif", -1000), ("T33UUP_20210615T101031_B04_10m.tif", 0)):
+        band_file = _write(tmp_path / name, shifted[:1], optical, "uint16", 0, ["B04"])
+        decision = detect_optical_units(band_file, [1])
+        assert decision.offset_dn == offset and (not offset or "ESA band file" in decision.reason), decision
     from osgeo import gdal  # QGIS's Build Virtual Raster over the band files of the .SAFE: the sources say it
 
     gdal.BuildVRT(str(tmp_path / "rgb.vrt"), [str(inside)] * 3, separate=True, bandList=[1])
