@@ -30,7 +30,7 @@ from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, read_on_grid
 from ..raster.io import check_bands, iter_windows, read_bands_from
 from .optical import optical_steps, optical_to_features
-from .sar import sar_steps, sar_to_features
+from .sar import FILL_AREA_HALO, sar_steps, sar_to_features
 
 PreprocessConfig = Union[SarPreprocessConfig, OpticalPreprocessConfig]
 SAMPLE_BLOCK = 256
@@ -49,8 +49,12 @@ def features(arr: np.ndarray, cfg: PreprocessConfig, incidence: Optional[np.ndar
 
 
 def feature_halo(cfg: PreprocessConfig) -> int:
-    """Context pixels the feature chain needs around a window (Lee window radius)."""
-    return cfg.lee_window // 2 if isinstance(cfg, SarPreprocessConfig) and cfg.lee_filter else 0
+    """Context pixels the feature chain needs around a window: the Lee window's radius, and at least the
+    fill test's (:data:`engine.preprocess.sar.FILL_AREA_HALO`) where SAR fills are looked for."""
+    if not isinstance(cfg, SarPreprocessConfig):
+        return 0
+    lee = cfg.lee_window // 2 if cfg.lee_filter else 0
+    return max(lee, FILL_AREA_HALO) if cfg.zero_is_nodata or cfg.fill_is_nodata else lee
 
 
 def steps_of(cfg: PreprocessConfig) -> list:

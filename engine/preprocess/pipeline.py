@@ -53,7 +53,7 @@ class InputPreprocessor:
 
     @property
     def halo(self) -> int:
-        """Pixels of context needed on every side of a window (Lee window // 2, else 0)."""
+        """Pixels of context needed on every side of a window (:func:`.normalize.feature_halo`)."""
         return feature_halo(self.sar_cfg)
 
     def _crop(self, x: np.ndarray) -> np.ndarray:

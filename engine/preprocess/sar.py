@@ -132,6 +132,10 @@ def gamma0_to_sigma0_factor(convention: str) -> float:
     raise ValueError(f"SAR backscatter must be one of {list(SAR_BACKSCATTER)}, got {convention!r}")
 
 
+FILL_AREA_HALO = 2
+"""Context pixels the fill test's 3 x 3 opening needs: a fill strip cut by a window's edge stays a fill."""
+
+
 def missing_as_nan(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
     """Raw SAR values that are fills, not backscatter, as NaN: anything under :data:`SAR_FILL_BELOW`
     (-9999, -inf dB) where ``cfg.fill_is_nodata`` says so, and exact zeros (0 dB in float dB) where

@@ -232,3 +232,25 @@ def test_a_minus_9999_border_without_nodata_is_missing_data_not_water(tmp_path, 
         assert len(said) == (name == "minus9999"), result["inputs"]["warnings"]
     assert np.isnan(maps["minus9999"][:, :40]).all()
     np.testing.assert_allclose(maps["minus9999"], maps["declared"], atol=1e-5)
+
+
+def test_a_fill_strip_cut_by_a_window_edge_stays_a_fill_without_the_lee_filter(tmp_path):
+    # The fill test is an opening over 3 x 3 areas. Without the Lee filter's context a window cut through a
+    # 4-pixel zero strip left 2-pixel strips on each side, read as the darkest backscatter (water). The
+    # preprocessing now keeps the opening's context, so windows agree with the whole raster.
+    from engine.config import SarPreprocessConfig
+    from engine.preprocess.pipeline import InputPreprocessor
+
+    rng = np.random.default_rng(0)
+    power = rng.gamma(4.0, 0.05 / 4.0, (1, 40, 64)).astype(np.float32)
+    power[:, :, 30:34] = 0  # a fill strip, cut by the window edge at column 32
+    pre = InputPreprocessor(SarPreprocessConfig(units="linear", lee_filter=False, robust_normalize=False,
+                                                zero_is_nodata=True))
+    h = pre.halo
+    padded = np.pad(power, ((0, 0), (h, h), (h, h)), constant_values=np.nan)  # outside the raster: NaN
+    whole = pre.sar(padded)
+    left = pre.sar(padded[:, :, : 32 + 2 * h])
+    right = pre.sar(padded[:, :, 32:])
+    tiled = np.concatenate([left, right], axis=2)
+    assert h >= 2 and np.isnan(whole[:, :, 30:34]).all() and np.isfinite(whole[:, :, :30]).all()
+    assert np.array_equal(np.isnan(tiled), np.isnan(whole)) and np.allclose(tiled, whole, equal_nan=True)
