@@ -166,7 +166,8 @@ def _job_record(job: SceneJob, bounds: List[Tuple[int, int]], edge: int, extra: 
         "teacher": _file_id(job.teacher_path),
         "bands": [list(job.o_bands), list(job.s_bands)],
         "tiling": [cfg.tile_size, cfg.overlap, cfg.blend, cfg.backend],
-        "thresholds": [cfg.water_threshold, cfg.non_water_threshold],
+        "thresholds": [cfg.water_threshold, cfg.non_water_threshold]
+        + (["water_from_expert"] if job.thresholds.water_from_expert else []),  # default runs keep their id
         "grid": [job.region.width, job.region.height, list(job.region.transform)[:6], job.region.crs.to_string()],
         "keys": list(job.keys),
         "blocks": [list(b) for b in bounds],
