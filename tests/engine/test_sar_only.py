@@ -4,6 +4,7 @@ refine-up head, and the SAR-only land-cover model (train, water teacher, segment
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,7 +257,7 @@ def test_sar_only_water_from_the_expert_on_a_real_flood_chip(shared_data, tmp_pa
 
     chip = shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
     label = _band(shared_data / "sen1floods11_s1" / "Nigeria_812045_LabelHand.tif")
-    model = "resources/models/sgcad_student_sar_only.safetensors"
+    model = str(Path(__file__).resolve().parents[2] / "resources" / "models" / "sgcad_student_sar_only.safetensors")
     runs = {}
     for name, extra in (("own", []), ("expert", ["--water-from-expert"])):
         code = main(["segment", "--sar", str(chip), "--sar-bands", "1", "--model", model, "--out",
