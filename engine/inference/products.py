@@ -42,8 +42,9 @@ AoiMask = Callable[[int, int, int, int], Optional[np.ndarray]]
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Teacher confidence gates (METHOD.md, confidence gates); the rule is
-    :func:`engine.losses.distill.gate_masks`, the defaults those of :class:`DistillConfig`."""
+    """How the teacher's answer enters the products: its confidence gates (METHOD.md, confidence gates; the
+    rule is :func:`engine.losses.distill.gate_masks`, the defaults those of :class:`DistillConfig`), and
+    whether a SAR-only model's class map takes its water from it."""
 
     water: float = DistillConfig.water_threshold
     non_water: float = DistillConfig.non_water_threshold
