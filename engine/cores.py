@@ -20,6 +20,8 @@ def available_cores() -> int:
 
 def threads_for(requested: int = 0) -> int:
     """``requested`` when > 0, else every core this process may run on."""
+    if requested and requested < 0:
+        raise ValueError(f"threads must be 0 (every available core) or more, got {requested}")
     return int(requested) if requested and requested > 0 else available_cores()
 
 

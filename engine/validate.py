@@ -353,6 +353,7 @@ def overlap_pixels(path: PathLike, grid: Any) -> Tuple[int, int, Tuple[float, fl
     import rasterio
     from rasterio.warp import transform_bounds
 
+    check_georeferenced(path)  # else transform_bounds fails with "CRS is invalid: None", naming no file
     with rasterio.open(path) as src:
         box = tuple(transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21))
     left, bottom, right, top = grid.bounds
@@ -835,7 +836,7 @@ def describe_error(exc: BaseException) -> Tuple[str, int, bool]:
         return message, code, True
     if name == "SafetensorError":
         return f"a model file is corrupt or truncated ({exc}); copy or download it again", EXIT_USER, True
-    if isinstance(exc, ValueError):
+    if isinstance(exc, ValueError) or name == "ArgumentTypeError":  # the latter: an option checked after parsing
         return str(exc), EXIT_USER, True
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (

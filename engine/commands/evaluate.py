@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     check_distinct_outputs({"metrics file (--out)": args.out, "plot (--plot)": args.plot})
     schema = read_metadata(args.model).schema if args.model else ClassSchema()
     for target in targets:
+        if Path(target).is_dir():
+            raise ValueError(f"{target}: is a folder; give a file name")
         if Path(target).exists() and not args.overwrite:
             raise ValueError(f"{target} already exists; pass --overwrite to replace it")
         if not Path(target).parent.is_dir():

@@ -88,6 +88,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         choose_vector_layer,
     )
 
+    if not args.student and not args.teacher:
+        from .bundled import BUNDLED_STUDENT, BUNDLED_TEACHER
+
+        raise ValueError(f"no model to fine-tune: give --student (with --optical) and --teacher; the bundled ones are "
+                         f"{BUNDLED_STUDENT} and {BUNDLED_TEACHER}")
     if args.polygons is None and not args.teacher:
         raise ValueError("without --polygons only the teacher can adapt to the scene: give --teacher")
     apply_threads(args.threads)

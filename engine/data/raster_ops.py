@@ -17,6 +17,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from ..config import NormalizationRecord, OpticalPreprocessConfig, SarPreprocessConfig, save_json, to_dict
+from ..inputs.bands import check_not_complex
 from ..inputs.contract import resolve_chain
 from ..preprocess.normalize import apply_normalization, compute_normalization, feature_halo, features
 from ..progress import NULL_PROGRESS, Progress
@@ -180,6 +181,7 @@ def preprocess_raster(
         raise ValueError(f"{path}: band(s) {missing or bands} do not exist; the raster has {count} band(s)")
     for out in [out_path] + ([record_path] if record_path else []):
         check_output(out, overwrite)
+    check_not_complex(path, "SAR" if isinstance(cfg, SarPreprocessConfig) else "optical")
     # the file's units, decided as for every other run (cfg.units "auto": detected)
     calibration = getattr(cfg, "calibration_constant", 0.0)
     backscatter = getattr(cfg, "backscatter", "auto")  # SAR only
@@ -190,6 +192,10 @@ def preprocess_raster(
     normalise = cfg.robust_normalize
     if normalise and record is None:
         record = compute_normalization(path, bands, cfg, progress=progress.sub(0.0, 0.3))
+    flat = [b.band for b in record.bands if b.p_high <= b.p_low] if normalise else []
+    if flat:  # every pixel would come out 0: say so instead of writing a blank raster without a word
+        progress.warning(f"{path}: band(s) {flat} hold one value between their 2nd and 98th percentiles (a constant "
+                         "band, or too few pixels); normalised, they are 0 everywhere")
     incidence_band = cfg.incidence_band if getattr(cfg, "incidence_normalize", False) else None
     read_list = bands + ([incidence_band] if incidence_band else [])
     halo = feature_halo(cfg)

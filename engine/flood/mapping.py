@@ -316,6 +316,11 @@ def map_flood(
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             outputs = result.pop("outputs")
+            if truth is not None and not (result.get("scores") or {}).get("scored_pixels"):
+                warnings.append(f"the reference flood {truth} holds no pixel valued 0 (not flooded) or 1 (flooded) "
+                                "where both dates have data: nothing was scored. Give a raster of 0 and 1 over the "
+                                "same place")
+                progress.warning(warnings[-1])
             report = {
                 "after": str(after.sar),
                 "before": str(before.sar),

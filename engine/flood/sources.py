@@ -53,6 +53,9 @@ def db_source(
     check_sar_not_picture(path)
     chain = SarPreprocessConfig(lee_filter=False, to_db=True, robust_normalize=False)
     cfg, decision, note = resolve_chain(chain, path, (band,), units, calibration, backscatter=backscatter)
+    if cfg.zero_is_nodata and (decision.stats or {}).get("zero_share") == 1:
+        raise ValueError(f"SAR {path} band {band}: every value is exactly 0, read as missing data, so this date holds "
+                         "nothing to map; check the band choice and its nodata value")
     zeros = zero_fill_warning(path.name, decision.units, decision.stats, cfg.zero_is_nodata)
     fills = fill_value_warning(path.name, decision.stats)
     note = "; ".join(n for n in (note, zeros, fills) if n) or None

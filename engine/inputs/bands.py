@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
 
 from ..config import BandMapping
-from .levels import unnamed_co_cross
+from .levels import MIN_CO_CROSS_DB, band_medians_db, unnamed_co_cross
 from .names import band_names
 from .units import PathLike, polarisation_names, polarisations
 
@@ -384,3 +385,29 @@ def unnamed_optical_warning(path: PathLike, bands: BandMapping) -> Optional[str]
             f"bands {stored} are read as red, green, blue. If that is not their order (a Sentinel-2 stack's "
             "bands 1-3 are B1 coastal, B2 blue, B3 green: use 4, 3, 2), choose the bands: --optical-bands / "
             "OPTICAL_BANDS, or tick them in the dock")
+
+
+def unnamed_sar_warning(path: PathLike, bands: BandMapping) -> Optional[str]:
+    """A warning when the band a model reads as co-polarised, in a many-band SAR raster whose names do not
+    say which band is which, lies :data:`~engine.inputs.levels.MIN_CO_CROSS_DB` or more under another band
+    (median dB): it looks cross-polarised. Two unnamed bands (and an angle) are already ordered by their
+    levels (:func:`choose_bands`); uncalibrated numbers are not judged."""
+    wanted = model_roles(bands, "sar")
+    if not wanted or wanted[0] != "co":
+        return None
+    with rasterio.open(path) as src:
+        count = src.count
+    every = tuple(range(1, count + 1))
+    if count < 2 or any(polarisations(path, every)) or (count in (2, 3) and unnamed_co_cross(path) is not None):
+        return None
+    medians = band_medians_db(path, every)
+    read = bands.sar_bands[0]
+    if medians is None or not 1 <= read <= count:
+        return None
+    brightest = int(np.nanargmax(medians)) + 1
+    under = medians[brightest - 1] - medians[read - 1]
+    if not under >= MIN_CO_CROSS_DB:
+        return None
+    return (f"SAR raster {Path(path).name} has {count} bands whose names do not say which is co-polarised (VV or HH); "
+            f"band {read} is read as co-polarised, but it lies {under:.1f} dB under band {brightest} (medians), as a "
+            "cross-polarised band does. Choose the co-polarised band: --sar-bands / SAR_BANDS, or tick it in the dock")

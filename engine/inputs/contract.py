@@ -62,6 +62,7 @@ from .bands import (
     model_roles,
     roles_of,
     unnamed_optical_warning,
+    unnamed_sar_warning,
 )
 from .levels import PolarisationBalance, cross_read_as_co, polarisation_balance
 from .units import (
@@ -203,7 +204,8 @@ def _check_band_count(
              "sgcad:stackbands (Stack bands into one raster), which also names the bands, or python -m engine "
              "stack") if count == 1 else ""
     raise ValueError(
-        f"{what} raster {path.name} has {count} band(s): band {missing} does not exist; the model reads "
+        f"{what} raster {path.name} has {count} band(s): band {missing} does not exist"
+        f"{' (bands are numbered from 1)' if missing < 1 else ''}; the model reads "
         f"{len(bands)}{reads} from bands {', '.join(str(b) for b in bands)}. Give a raster with those bands, or "
         f"choose its bands ({flag}).{stack}"
     )
@@ -414,6 +416,8 @@ def resolve_inputs(
     stats: Dict[str, Any] = {}
     if not overrides.sar_bands:
         s_bands = _by_role(sar_path, recipe.bands, "sar", s_bands, lines)
+        note = unnamed_sar_warning(sar_path, recipe.bands) if s_bands == tuple(recipe.bands.sar_bands) else None
+        warnings += [note] if note else []
     if optical_path is not None and not overrides.optical_bands:
         o_bands = _by_role(optical_path, recipe.bands, "optical", o_bands, lines)
         same = o_bands == tuple(recipe.bands.optical_bands)
@@ -457,6 +461,8 @@ def resolve_inputs(
     )
     stats["sar"] = {"units": sar_units.units, "bands": _rounded(sar_stats)}
     sar_problem = shift.sar_only_problem(sar_stats, sar_path.name, sar_units.units, sar_units.stats)
+    if any(not b.get("n") for b in sar_stats):  # nothing valid (zeros read as missing): an empty map, optical or not
+        raise ValueError(sar_problem)
 
     optical_units, optical_cfg, optical_record = None, recipe.optical, None
     if optical_path is not None:

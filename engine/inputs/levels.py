@@ -184,6 +184,22 @@ def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrd
     return _order_by_levels(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, units, count)
 
 
+def band_medians_db(path: PathLike, bands: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """Median dB of each band of a calibrated SAR raster (db, linear or amplitude; detected), NaN where a
+    band has no valid pixel; None for uncalibrated numbers or when nothing is valid."""
+    try:
+        units = detect_sar_units(path, bands).units
+    except ValueError:  # no valid pixel: the input contract says so, naming the layer and band
+        return None
+    if units not in ("db", "linear", "amplitude"):
+        return None
+    data, _ = sample_pixels(path, bands)
+    db = _to_db(np.ma.filled(data.astype(np.float64), np.nan), units)
+    with np.errstate(all="ignore"):
+        medians = np.array([np.nanmedian(b) if np.isfinite(b).any() else np.nan for b in db])
+    return None if np.isnan(medians).all() else medians
+
+
 def _angle_band(data: np.ma.MaskedArray) -> Optional[int]:
     """The one band (1-based) of a three-band sample whose valid values all lie in :data:`ANGLE_RANGE_DEG`."""
     inside = []

@@ -88,7 +88,7 @@ def sar_only_problem(stats: List[Dict[str, Any]], path: str, units: str = "",
         if not b.get("n"):
             all_zero = (raw or {}).get("zero_share") == 1
             zeros = " (all its values are exactly 0, read as missing data)" if all_zero else ""
-            return (f"{name} has no valid pixel in the sampled area{zeros}: no water can be mapped from it; check the "
+            return (f"{name} has no valid pixel in the sampled area{zeros}: nothing can be mapped from it; check the "
                     "band choice and its nodata value")
         if _constant(b):
             return (f"{name} is constant ({b['max']:.4g} dB everywhere): no water can be mapped from it. If 0 (or "

@@ -131,9 +131,21 @@ def read_label_polygons(
         except ValueError:
             report["bad_values"].setdefault(str(value), []).append(fid)
             continue
-        geom.Transform(transform)
+        try:
+            failed = geom.Transform(transform) != 0  # an error code where GDAL's exceptions are off
+        except RuntimeError:
+            failed = True
+        if failed:
+            raise ValueError(
+                f"{vector_path}: feature {fid} cannot be brought from the layer's CRS "
+                f"({src_srs.GetName() or src_srs.ExportToProj4()}) into the raster's ({grid.crs.to_string()}): its "
+                "coordinates do not fit the CRS the layer declares (projected metres declared as degrees?). Set the "
+                "layer's true CRS (QGIS: Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again")
         by_class.setdefault(class_id, []).append(json.loads(geom.ExportToJson()))
     del ds  # closes the data source
+    if not report["features"]:
+        raise ValueError(f"{vector_path}: the layer holds no features; draw polygons (with a {class_field!r} "
+                         "field) over the scene, or choose another layer")
     if report["bad_values"]:
         shown = dict(list(report["bad_values"].items())[:10])
         raise ValueError(

@@ -46,6 +46,10 @@ def _check_prediction(path: Path, schema: ClassSchema) -> None:
             )
 
 
+MIN_SCORED_PIXELS = 100
+"""Fewer labelled pixels scored than this and the figures come with a warning."""
+
+
 def evaluate_rasters(
     prediction: PathLike,
     reference: PathLike,
@@ -120,6 +124,10 @@ def evaluate_rasters(
             f"{reference} and {prediction} share no labelled pixel: check that they overlap "
             "and that the reference holds class ids of the schema"
         )
+    if result["pixels"] < MIN_SCORED_PIXELS:  # a figure from a handful of pixels says nothing
+        progress.warning(f"only {result['pixels']} labelled pixel(s) of {reference} lie under {prediction} "
+                         f"({grid.width} x {grid.height} pixels): too few for the figures to mean anything; check "
+                         "that the prediction covers the reference")
     result.update(boundary.compute())
     named = thin_structure_classes(schema.names, schema.water_class)
     result.update(

@@ -647,3 +647,106 @@ def test_a_raster_with_too_few_bands_is_told_what_the_model_reads(scene, models,
     # the SAR itself (its band is named VV) given as the optical image is named as such
     code, _, err = cli(capsys, *segment_args(dict(scene, optical=scene["sar"]), models, tmp_path / "b"))
     assert code == 2 and "optical raster sar.tif holds radar bands (VV): that is SAR" in one_error_line(err)
+
+
+def _polygon_layer(path: Path, source: str, epsg: int, keep: bool = True) -> Path:
+    """``source``'s polygons (all, or none) written with ``epsg`` declared, whatever their coordinates are."""
+    from osgeo import ogr, osr
+
+    src = ogr.Open(source)
+    layer = src.GetLayer(0)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    out = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    dst = out.CreateLayer("labels", srs, ogr.wkbMultiPolygon)
+    dst.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
+    for feature in (layer if keep else []):
+        copy = ogr.Feature(dst.GetLayerDefn())
+        copy.SetField("class", feature.GetField("class_id"))
+        copy.SetGeometry(feature.GetGeometryRef().Clone())
+        dst.CreateFeature(copy)
+    out = src = None
+    return path
+
+
+def test_inputs_found_wrong_by_a_fuzzing_sweep_are_refused_or_warned_in_words(shared_data, scene, models, tmp_path,
+                                                                              capsys):
+    # before: an all-zero SAR beside an optical image gave exit 0 and an empty map; an optical image without
+    # georeferencing said "CRS is invalid: None"; metres declared as degrees were "internal error: RuntimeError";
+    # an empty layer was "none of the polygons lies on the imagery"
+    with rasterio.open(scene["sar"]) as src:
+        profile, sar = src.profile, src.read()
+    with rasterio.open(tmp_path / "zeros.tif", "w", **profile) as dst:
+        dst.write(np.zeros_like(sar))
+    code, _, err = cli(capsys, *segment_args(dict(scene, sar=str(tmp_path / "zeros.tif")), models, tmp_path / "s"))
+    line = one_error_line(err)
+    assert code == 2 and "zeros.tif" in line and "all its values are exactly 0" in line, line
+    assert not (tmp_path / "s").exists()
+    with rasterio.open(scene["optical"]) as src:
+        optical = src.read()
+        bare = {k: v for k, v in src.profile.items() if k not in ("crs", "transform")}
+    with rasterio.open(tmp_path / "bare.tif", "w", **bare) as dst:
+        dst.write(optical)
+    code, _, err = cli(capsys, *segment_args(dict(scene, optical=str(tmp_path / "bare.tif")), models, tmp_path / "s"))
+    line = one_error_line(err)
+    assert code == 2 and "bare.tif: no georeferencing" in line, line
+    classes = tmp_path / "classes.tif"
+    with rasterio.open(scene["label"]) as src:
+        with rasterio.open(classes, "w", **src.profile) as dst:
+            dst.write(src.read())
+    for name, epsg, keep, words in (("degrees.gpkg", 4326, True, "do not fit the CRS the layer declares"),
+                                    ("empty.gpkg", 32631, False, "the layer holds no features")):
+        layer = _polygon_layer(tmp_path / name, scene["label_vector"], epsg, keep)
+        code, _, err = cli(capsys, "evaluate", "--prediction", classes, "--reference", layer)
+        line = one_error_line(err)
+        assert code == 2 and name in line and words in line, line
+    # a scored area of one pixel is warned; a folder as the metrics file is refused before any work
+    with rasterio.open(classes) as src:
+        one = dict(src.profile, width=1, height=1)
+        with rasterio.open(tmp_path / "one.tif", "w", **one) as dst:
+            dst.write(src.read(window=((0, 1), (0, 1))))
+    code, _, err = cli(capsys, "evaluate", "--prediction", tmp_path / "one.tif", "--reference", scene["label"])
+    assert code == 0 and "only 1 labelled pixel(s)" in err, err
+    code, _, err = cli(capsys, "evaluate", "--prediction", classes, "--reference", scene["label"], "--out", tmp_path)
+    assert code == 2 and "is a folder; give a file name" in one_error_line(err)
+    # a flood's before date of zeros is named as such, not as a date of another place
+    code, _, err = cli(capsys, "flood", "--before", tmp_path / "zeros.tif", "--after", scene["sar"],
+                       "--method", "threshold", "--out", tmp_path / "f")
+    assert code == 2 and "every value is exactly 0" in one_error_line(err) and not (tmp_path / "f").exists()
+    # complex SAR is refused by preprocess as by every other reader; a constant band is warned
+    with rasterio.open(tmp_path / "slc.tif", "w", **dict(profile, dtype="complex64")) as dst:
+        dst.write(sar.astype(np.complex64))
+    code, _, err = cli(capsys, "preprocess", "--input", tmp_path / "slc.tif", "--output", tmp_path / "p.tif",
+                       "--modality", "sar")
+    assert code == 2 and "holds complex values" in one_error_line(err) and not (tmp_path / "p.tif").exists()
+    with rasterio.open(tmp_path / "flat.tif", "w", **profile) as dst:
+        dst.write(np.full_like(sar, 0.05))
+    code, _, err = cli(capsys, "preprocess", "--input", tmp_path / "flat.tif", "--output", tmp_path / "p.tif",
+                       "--modality", "sar")
+    assert code == 0 and "hold one value between their 2nd and 98th percentiles" in err, err
+    # options checked after parsing are user errors, not bugs
+    code, _, err = cli(capsys, "preprocess", "--input", scene["sar"], "--output", tmp_path / "q.tif",
+                       "--modality", "sar", "--bands", "0,x")
+    assert code == 2 and "expected comma-separated integers" in one_error_line(err)
+    code, _, err = cli(capsys, *segment_args(scene, models, tmp_path / "t", "--threads", -3))
+    assert code == 2 and "threads must be 0" in one_error_line(err)
+    code, _, err = cli(capsys, "finetune", "--optical", scene["optical"], "--sar", scene["sar"], "--polygons",
+                       scene["label_vector"], "--out", tmp_path / "ft")
+    assert code == 2 and "give --student (with --optical) and --teacher" in one_error_line(err)
+
+
+def test_unnamed_sar_bands_whose_first_looks_cross_polarised_are_warned(shared_data, tmp_path):
+    # four unnamed bands VH, VV, VH, VV of a real chip: the model's band 1 lies 7 dB under band 2, so the run
+    # says which band to choose; a band 1 that is the brightest (the Rotterdam sample's HH) is not warned
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+
+    with rasterio.open(shared_data / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif") as src:
+        profile, (vv, vh) = src.profile, src.read()
+    with rasterio.open(tmp_path / "four.tif", "w", **dict(profile, count=4)) as dst:
+        dst.write(np.stack([vh, vv, vh, vv]))
+    recipe = InputRecipe.of(read_metadata(ROOT / "resources" / "models" / "sgcad_teacher.safetensors"))
+    said = [w for w in resolve_inputs(recipe, None, tmp_path / "four.tif").warnings if "co-polarised" in w]
+    assert len(said) == 1 and "band 1 is read as co-polarised, but it lies 7." in said[0] and "band 2" in said[0]
+    rotterdam = ROOT / "resources" / "sample" / "rotterdam" / "sar_masked.tif"
+    assert not [w for w in resolve_inputs(recipe, None, rotterdam).warnings if "co-polarised" in w]
