@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..files import atomic_write_bytes
     from ..models.checkpoint import read_metadata
     from ..progress import ConsoleProgress
+    from ..raster.io import check_output
     from ..train.evaluate import evaluate_rasters
-    from ..validate import check_distinct_outputs, check_outputs_not_inputs, check_writable, labels_layer
+    from ..validate import check_distinct_outputs, check_outputs_not_inputs, labels_layer
 
     if args.boundary_tolerance < 0:
         raise ValueError(f"--boundary-tolerance must be 0 or more pixels, got {args.boundary_tolerance}")
@@ -56,14 +57,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     check_outputs_not_inputs(targets, {"prediction": args.prediction, "reference": args.reference, "model": args.model})
     check_distinct_outputs({"metrics file (--out)": args.out, "plot (--plot)": args.plot})
     schema = read_metadata(args.model).schema if args.model else ClassSchema()
-    for target in targets:
-        if Path(target).is_dir():
-            raise ValueError(f"{target}: is a folder; give a file name")
-        if Path(target).exists() and not args.overwrite:
-            raise ValueError(f"{target} already exists; pass --overwrite to replace it")
-        if not Path(target).parent.is_dir():
-            raise ValueError(f"{target}: output folder {Path(target).parent} does not exist")
-        check_writable(Path(target).parent, target=target)
+    for target in targets:  # a folder, an existing file without --overwrite, a missing or read-only folder
+        check_output(target, args.overwrite)
     layer = labels_layer(args.reference, args.layer)
     result = evaluate_rasters(
         args.prediction,

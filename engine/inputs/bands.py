@@ -387,11 +387,11 @@ def unnamed_optical_warning(path: PathLike, bands: BandMapping) -> Optional[str]
             "OPTICAL_BANDS, or tick them in the dock")
 
 
-def unnamed_sar_warning(path: PathLike, bands: BandMapping) -> Optional[str]:
+def unnamed_sar_warning(path: PathLike, bands: BandMapping, units: str) -> Optional[str]:
     """A warning when the band a model reads as co-polarised, in a many-band SAR raster whose names do not
     say which band is which, lies :data:`~engine.inputs.levels.MIN_CO_CROSS_DB` or more under another band
     (median dB): it looks cross-polarised. Two unnamed bands (and an angle) are already ordered by their
-    levels (:func:`choose_bands`); uncalibrated numbers are not judged."""
+    levels (:func:`choose_bands`); ``units``: the raster's, as decided (uncalibrated numbers are not judged)."""
     wanted = model_roles(bands, "sar")
     if not wanted or wanted[0] != "co":
         return None
@@ -400,7 +400,7 @@ def unnamed_sar_warning(path: PathLike, bands: BandMapping) -> Optional[str]:
     every = tuple(range(1, count + 1))
     if count < 2 or any(polarisations(path, every)) or (count in (2, 3) and unnamed_co_cross(path) is not None):
         return None
-    medians = band_medians_db(path, every)
+    medians = band_medians_db(path, every, units)
     read = bands.sar_bands[0]
     if medians is None or not 1 <= read <= count:
         return None

@@ -416,8 +416,7 @@ def resolve_inputs(
     stats: Dict[str, Any] = {}
     if not overrides.sar_bands:
         s_bands = _by_role(sar_path, recipe.bands, "sar", s_bands, lines)
-        note = unnamed_sar_warning(sar_path, recipe.bands) if s_bands == tuple(recipe.bands.sar_bands) else None
-        warnings += [note] if note else []
+    guessed_sar = not overrides.sar_bands and s_bands == tuple(recipe.bands.sar_bands)  # neither chosen nor named
     if optical_path is not None and not overrides.optical_bands:
         o_bands = _by_role(optical_path, recipe.bands, "optical", o_bands, lines)
         same = o_bands == tuple(recipe.bands.optical_bands)
@@ -433,6 +432,8 @@ def resolve_inputs(
         recipe.sar, sar_path, s_bands, overrides.sar_units, overrides.sar_calibration, recipe.stats.get("sar", {}),
         overrides.sar_backscatter,
     )
+    warnings += [note] if note else []
+    note = unnamed_sar_warning(sar_path, recipe.bands, sar_units.units) if guessed_sar else None
     warnings += [note] if note else []
     if not (sar_units.units == "dn" and overrides.sar_calibration <= 0):  # uncalibrated: already matched in level
         offsets, note = cross_read_as_co(sar_path, s_bands, model_roles(recipe.bands, "sar"))

@@ -184,13 +184,9 @@ def unnamed_co_cross(path: PathLike, units: str = "auto") -> Optional[CoCrossOrd
     return _order_by_levels(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, units, count)
 
 
-def band_medians_db(path: PathLike, bands: Tuple[int, ...]) -> Optional[np.ndarray]:
-    """Median dB of each band of a calibrated SAR raster (db, linear or amplitude; detected), NaN where a
-    band has no valid pixel; None for uncalibrated numbers or when nothing is valid."""
-    try:
-        units = detect_sar_units(path, bands).units
-    except ValueError:  # no valid pixel: the input contract says so, naming the layer and band
-        return None
+def band_medians_db(path: PathLike, bands: Tuple[int, ...], units: str) -> Optional[np.ndarray]:
+    """Median dB of each band of a calibrated SAR raster in ``units`` (db, linear or amplitude), NaN where a
+    band has no valid pixel; None for other units or when nothing is valid."""
     if units not in ("db", "linear", "amplitude"):
         return None
     data, _ = sample_pixels(path, bands)

@@ -69,7 +69,7 @@ def test_cli_writes_json_and_plot_and_refuses_overwrite(pair, tmp_path, capsys):
     assert printed["ok"] and printed["oa"] == json.loads(out.read_text())["oa"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert main(args) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "output exists; choose another name or pass overwrite=True (--overwrite)" in capsys.readouterr().err
 
 
 def test_bad_inputs_give_clear_errors(pair, tmp_path):

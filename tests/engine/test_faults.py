@@ -708,7 +708,7 @@ def test_inputs_found_wrong_by_a_fuzzing_sweep_are_refused_or_warned_in_words(sh
     code, _, err = cli(capsys, "evaluate", "--prediction", tmp_path / "one.tif", "--reference", scene["label"])
     assert code == 0 and "only 1 labelled pixel(s)" in err, err
     code, _, err = cli(capsys, "evaluate", "--prediction", classes, "--reference", scene["label"], "--out", tmp_path)
-    assert code == 2 and "is a folder; give a file name" in one_error_line(err)
+    assert code == 2 and "is a folder; give an output file name" in one_error_line(err)
     # a flood's before date of zeros is named as such, not as a date of another place
     code, _, err = cli(capsys, "flood", "--before", tmp_path / "zeros.tif", "--after", scene["sar"],
                        "--method", "threshold", "--out", tmp_path / "f")
