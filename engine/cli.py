@@ -20,6 +20,7 @@ import pkgutil
 import signal
 import sys
 import traceback
+import warnings
 from typing import Any, Dict, List, Optional
 
 from . import __version__
@@ -195,7 +196,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.print_help()
             return 0
         as_json = bool(getattr(args, "json", False))
-        result = args.func(args)
+        with warnings.catch_warnings():
+            if not debug:  # rasterio's two-line warning: every reader that needs a CRS says so with the remedy
+                warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+            result = args.func(args)
     except (KeyboardInterrupt, Terminated, Exception) as exc:
         if debug:
             traceback.print_exc()

@@ -248,6 +248,17 @@ def fill_value_warning(path: str, raw: Optional[Dict[str, float]]) -> Optional[s
             "silence this (gdal_translate -a_nodata).")
 
 
+def infinite_value_warning(path: str, raw: Optional[Dict[str, float]]) -> Optional[str]:
+    """A warning when SAR values are +inf: no backscatter is, so they are mapped as nodata, and they say the
+    processing that made the file went wrong somewhere."""
+    share = (raw or {}).get("posinf_share", 0.0)
+    if share <= 0:
+        return None
+    return (f"SAR {path}: {100 * share:.1f} % of its sampled values are +inf (an overflow or a division by zero "
+            "in the processing that made the file). No backscatter is infinite, so those pixels are read as "
+            "missing data and mapped as nodata; write them as nodata to silence this.")
+
+
 def sar_warnings(
     stats: List[Dict[str, float]],
     path: str,
@@ -264,7 +275,8 @@ def sar_warnings(
     ``raw`` holds the file's own values' statistics (``negative_share``, ``median``, ``zero_share``),
     which say whether values read as dB can be dB, and whether zeros fill missing data.
     """
-    out = [w for w in (zero_fill_warning(path, units, raw, zeros_missing), fill_value_warning(path, raw)) if w]
+    out = [w for w in (zero_fill_warning(path, units, raw, zeros_missing), fill_value_warning(path, raw),
+                       infinite_value_warning(path, raw)) if w]
     trained_bands = (trained or {}).get("bands", [])
     for i, b in enumerate(stats):
         name = f"SAR band {b['band']} of {path}"

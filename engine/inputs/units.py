@@ -321,6 +321,17 @@ def _fill_zero_share(data: np.ma.MaskedArray, valid: int) -> float:
     return float(zero.sum() / max(valid, 1))
 
 
+def _infinite_share(path: PathLike, data: np.ma.MaskedArray) -> Dict[str, float]:
+    """The share of the sampled values that are +inf: read as missing, like NaN, but nobody writes them on
+    purpose (an overflow, a division by zero), so they are worth a word. (-inf dB is a zero intensity:
+    :func:`engine.preprocess.sar.missing_as_nan` decides whether it is a fill or the darkest level.)"""
+    with rasterio.open(path) as src:
+        if src.nodata is not None and np.isposinf(src.nodata):  # declared: nothing to say
+            return {"posinf_share": 0.0}
+    raw = np.ma.getdata(data)
+    return {"posinf_share": float(np.isposinf(raw).sum() / max(raw.size, 1))}
+
+
 def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") -> UnitsDecision:
     """Decide the units of a SAR raster's bands.
 
@@ -347,7 +358,7 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
     p50 = float(np.median(pooled))
     stats = {"negative_share": negative, "median": p50, "zero_share": _fill_zero_share(data, pooled.size),
              "fills_missing": fills, "fill_share": float((every < SAR_FILL_BELOW).mean()) if fills else 0.0,
-             "fill_value": float(below.min()) if below.size else 0.0}
+             "fill_value": float(below.min()) if below.size else 0.0, **_infinite_share(path, data)}
     if given != "auto":
         return UnitsDecision("sar", given, "given", "", stats=stats)
     if negative > 0.05:
