@@ -274,6 +274,12 @@ class OpticalPreprocessConfig:
     high_percentile: float = 98.0
     sample_size: int = 1_000_000
 
+    def __post_init__(self) -> None:
+        # a scale of 0 writes zeros whatever the image holds; say so here, not as "a constant band" later
+        if not (self.scale == self.scale and abs(self.scale) not in (0.0, float("inf"))):
+            raise ValueError(f"optical scale {self.scale!r} must be a finite non-zero number (values are read as "
+                             "value x scale + offset; 1 keeps the units)")
+
 
 @dataclass
 class BandNormalization:

@@ -137,6 +137,23 @@ def mean_iou(metrics: Dict[str, Any], exclude: Sequence[int] = ()) -> Optional[f
     return _mean(v for c, v in enumerate(metrics["iou"]) if c not in set(exclude))
 
 
+def on_measured_classes(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """``metrics`` (:meth:`ConfusionMatrix.compute`) with the classes the reference does not hold unmeasured.
+
+    A sparse reference (held-out polygons) cannot measure a class it holds no pixel of: that
+    class's IoU would be 0.0 from false alarms alone, which are already errors of the classes
+    drawn there. Its IoU, UA, PA and F1 become None, ``miou``/``mf1`` average the measured
+    classes only (so two models scored on one reference average the same classes), and
+    ``unmeasured`` lists the class ids left out.
+    """
+    support = metrics["support"]
+    out = dict(metrics)
+    for key in ("iou", "precision", "recall", "f1"):
+        out[key] = [v if support[c] > 0 else None for c, v in enumerate(metrics[key])]
+    out.update(miou=_mean(out["iou"]), mf1=_mean(out["f1"]), unmeasured=[c for c, n in enumerate(support) if n == 0])
+    return out
+
+
 def binary_water_metrics(
     pred_water: Any, target: Any, water_class: int, ignore_index: int = IGNORE_INDEX
 ) -> ConfusionMatrix:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -46,6 +47,13 @@ STOPS = {
 """The line and exit status of a command-line run stopped by a signal."""
 
 TILE_MIN, TILE_MAX = 64, 8192
+
+#: An optical/SAR overlap narrower than one tile is warned about only below this share (%) of the output grid.
+MIN_OVERLAP_SHARE = 95.0
+
+#: An output grid is refused when it has more pixels than both of these: MAX_GRID_UPSAMPLING times the inputs'
+#: pixels over the same area (10 times finer per axis) and MAX_GRID_PIXELS (a 10000 x 10000 grid).
+MAX_GRID_UPSAMPLING, MAX_GRID_PIXELS = 100.0, 1e8
 
 #: Files a training run writes into its run folder (engine.train); inputs must not be among them.
 TRAINING_RUN_FILES = (
@@ -392,16 +400,20 @@ def check_pair_overlap(
     bottom = max(obox[1], sbox[1])
     top = min(obox[3], sbox[3])
     rx, ry = grid.res
-    both_w = int((min(right, grid.bounds[2]) - max(left, grid.bounds[0])) / rx + 1e-6) if right > left else 0
-    both_h = int((min(top, grid.bounds[3]) - max(bottom, grid.bounds[1])) / ry + 1e-6) if top > bottom else 0
+    span_w = (min(right, grid.bounds[2]) - max(left, grid.bounds[0])) / rx if right > left else 0.0
+    span_h = (min(top, grid.bounds[3]) - max(bottom, grid.bounds[1])) / ry if top > bottom else 0.0
+    both_w, both_h = int(span_w + 1e-6), int(span_h + 1e-6)
     crs = grid.crs.to_string()
     if min(ow, oh, sw, sh, both_w, both_h) < 1:
         raise SgcadError(
             f"{optical_path} and {sar_path} do not overlap ({labels[0]} extent {_fmt_box(obox)}, "
             f"{labels[1]} extent {_fmt_box(sbox)} in {crs}); choose rasters that cover the same area"
         )
-    if tile_size and (both_w < min(tile_size, grid.width) or both_h < min(tile_size, grid.height)):
-        share = 100.0 * both_w * both_h / max(grid.width * grid.height, 1)
+    # whole pixels to the nearest: footprints of one scene cut or reprojected apart differ by a fraction of a pixel
+    both_w, both_h = min(int(span_w + 0.5), grid.width), min(int(span_h + 0.5), grid.height)
+    share = 100.0 * both_w * both_h / max(grid.width * grid.height, 1)
+    narrow = both_w < min(tile_size or 0, grid.width) or both_h < min(tile_size or 0, grid.height)
+    if tile_size and narrow and share < MIN_OVERLAP_SHARE:  # a scene under a tile, nearly all overlapped: fine
         return (
             f"{optical_path} and {sar_path} overlap on only {both_w}x{both_h} pixels "
             f"({both_w * rx:g} x {both_h * ry:g} in {crs} units, {share:.1f} % of the {grid.width}x{grid.height}-pixel "
@@ -409,6 +421,36 @@ def check_pair_overlap(
             "(or SAR-only water/non-water with a teacher): check that these are the rasters you meant"
         )
     return None
+
+
+def check_grid_size(width: int, height: int, res: float, native_res: float, unit: str = "m") -> None:
+    """Refuse an output grid far finer than its inputs and large, before anything is allocated or written.
+
+    Args:
+        width, height: the output grid's size in pixels.
+        res: its pixel size (CRS units).
+        native_res: the finest input pixel size over the same area, in the same units.
+        unit: the CRS unit, for the message.
+
+    Raises:
+        SgcadError: more than ``MAX_GRID_UPSAMPLING`` times the inputs' pixels and more than
+            ``MAX_GRID_PIXELS``, with the numbers and the smallest pixel size accepted.
+    """
+    pixels = float(width) * float(height)
+    scale = res / native_res  # output pixel edge in input pixels
+    native = pixels * scale**2  # the inputs' pixels over the same area
+    limit = max(MAX_GRID_UPSAMPLING * native, MAX_GRID_PIXELS)
+    if pixels <= limit:
+        return
+    floor = res * math.sqrt(pixels / limit)
+    step = 10.0 ** (math.floor(math.log10(floor)) - 1)  # two significant digits, rounded up: the figure passes
+    floor = math.ceil(floor / step - 1e-9) * step
+    raise SgcadError(
+        f"output pixel size {res:g} {unit} (--resolution, RESOLUTION) would make a {width} x {height} grid "
+        f"({pixels:.2g} pixels) where the inputs have {native_res:.3g} {unit} pixels "
+        f"({width * scale:.0f} x {height * scale:.0f} over the same area); choose a pixel size of at least "
+        f"{floor:.2g} {unit}, or 0 for the inputs' own"
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -424,6 +466,13 @@ def check_tiling(tile_size: int, overlap: int) -> None:
             f"tile overlap {overlap} must be between 0 and {int(tile_size) // 2 - 1} pixels, below half the "
             f"tile size {tile_size} (--overlap, OVERLAP)"
         )
+
+
+def check_learning_rate(lr: float, option: str = "--lr, LR") -> None:
+    """A learning rate above 0 and finite: at 0 nothing is learnt, yet the run would look like a result."""
+    if not (math.isfinite(lr) and lr > 0):
+        raise SgcadError(f"learning rate {lr:g} must be more than 0 ({option}): at {lr:g} the networks cannot learn, "
+                         "and the run would report the starting model as a result")
 
 
 def check_model_file(path: PathLike, kind: Optional[str] = None, label: str = "model") -> Any:

@@ -717,11 +717,26 @@ def publish_on_completion(context: QgsProcessingContext, items: Sequence[ResultL
 
 
 # --------------------------------------------------------------------------- vectors
-def features_to_file(source, label: str, context, feedback=None, temp_dir: Optional[str] = None) -> str:
+#: Temporary copies of the user's layers -> how messages name them (the user's file or layer), see ``as_user_named``.
+_SHOWN_AS: Dict[str, str] = {}
+
+
+def as_user_named(text: str) -> str:
+    """``text`` with each temporary copy written by :func:`features_to_file` named as the user's own layer."""
+    for temp, shown in list(_SHOWN_AS.items()):
+        text = text.replace(f"'{temp}'", shown).replace(temp, shown)
+    return text
+
+
+def features_to_file(
+    source, label: str, context, feedback=None, temp_dir: Optional[str] = None, shown: Optional[str] = None
+) -> str:
     """Write every feature of a feature source (any provider, memory included) to a GeoPackage.
 
     The engine reads the first layer of a vector file, so a layer inside a multi-layer
-    GeoPackage, a memory layer or a database table is handed over as its own small file.
+    GeoPackage, a memory layer or a database table is handed over as its own small file, under
+    the source's layer name. Messages about the copy name ``shown`` instead (the user's file;
+    default the layer's name), through :func:`as_user_named`.
     """
     from qgis.core import QgsFeatureRequest, QgsVectorFileWriter
 
@@ -730,8 +745,10 @@ def features_to_file(source, label: str, context, feedback=None, temp_dir: Optio
     folder = Path(temp_dir or QgsProcessingUtils.tempFolder())
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"sgcad_{_safe(label)}_{uuid.uuid4().hex[:8]}.gpkg"
+    name = source.sourceName() or label
+    _SHOWN_AS[str(target)] = shown or f"'{name}'"
     options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName, options.layerName = "GPKG", _safe(label)
+    options.driverName, options.layerName = "GPKG", _safe(name)
     writer = QgsVectorFileWriter.create(
         str(target),
         source.fields(),

@@ -76,6 +76,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.plot:
         from ..train.report import plot_confusion
 
-        plot_confusion(result["matrix"], schema.names, Path(args.plot), title="prediction vs reference")
+        plot_confusion(result["matrix"], result["class_names"], Path(args.plot), title="prediction vs reference")
         result["plot"] = str(args.plot)
     return {"ok": True, **result}

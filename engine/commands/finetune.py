@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..validate import (
         FINETUNE_RUN_FILES,
         RunLock,
+        check_learning_rate,
         check_output_folder,
         check_outputs_not_inputs,
         choose_vector_layer,
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for name in ("steps", "batch_size", "crop_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_learning_rate(args.lr, "--lr")
     cfg = FinetuneConfig(
         steps=args.steps, teacher_steps=args.teacher_steps, train_encoders=args.train_encoders,
         update_teacher=not args.no_teacher_update, kd=args.kd, pseudo_labels=not args.no_pseudo_labels,
@@ -142,18 +144,29 @@ def _run_finetune(args: argparse.Namespace, cfg, overrides) -> Dict[str, Any]:
 
 
 def summary(result: Dict[str, Any]) -> Dict[str, Any]:
-    """The honest figures: held-out mIoU / water IoU of each network and of its linear baseline."""
-    def pick(metrics, water_index):
+    """The honest figures: held-out mIoU / water IoU of each network and of its linear baseline.
+
+    A figure the held-out polygons cannot give (no held-out water) is None with ``not_measured``
+    saying why; mIoU averages the classes the held-out polygons hold, the same for every column.
+    """
+    def pick(metrics, water_index, names):
         if not metrics:
             return None
-        return {"miou": metrics.get("miou"), "water_iou": metrics["iou"][water_index], "pixels": metrics.get("pixels")}
+        out = {"miou": metrics.get("miou"), "water_iou": metrics["iou"][water_index], "pixels": metrics.get("pixels")}
+        unmeasured = metrics.get("unmeasured") or []
+        if unmeasured:
+            out["miou_classes"] = [n for c, n in enumerate(names) if c not in unmeasured]
+        if out["water_iou"] is None:
+            out["not_measured"] = "water IoU: the held-out polygons hold no water"
+        return out
 
     baseline = result.get("baseline") or {}
     water = result.get("water_class", 3)
+    names, binary = result.get("classes") or [], ["not water", "water"]
     return {
         "measured": result.get("validation") is not None or result.get("teacher_validation") is not None,
-        "student": pick(result.get("validation"), water),
-        "student_baseline": pick(baseline.get("student"), water),
-        "teacher": pick(result.get("teacher_validation"), 1),
-        "teacher_baseline": pick(baseline.get("teacher"), 1),
+        "student": pick(result.get("validation"), water, names),
+        "student_baseline": pick(baseline.get("student"), water, names),
+        "teacher": pick(result.get("teacher_validation"), 1, binary),
+        "teacher_baseline": pick(baseline.get("teacher"), 1, binary),
     }

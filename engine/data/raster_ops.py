@@ -17,7 +17,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from ..config import NormalizationRecord, OpticalPreprocessConfig, SarPreprocessConfig, save_json, to_dict
-from ..inputs.bands import check_not_complex
+from ..inputs.bands import check_not_complex, check_sar_not_picture
 from ..inputs.contract import resolve_chain
 from ..preprocess.normalize import apply_normalization, compute_normalization, feature_halo, features
 from ..progress import NULL_PROGRESS, Progress
@@ -182,6 +182,8 @@ def preprocess_raster(
     for out in [out_path] + ([record_path] if record_path else []):
         check_output(out, overwrite)
     check_not_complex(path, "SAR" if isinstance(cfg, SarPreprocessConfig) else "optical")
+    if isinstance(cfg, SarPreprocessConfig):  # a picture read as amplitude numbers would pass unnoticed
+        check_sar_not_picture(path)
     # the file's units, decided as for every other run (cfg.units "auto": detected)
     calibration = getattr(cfg, "calibration_constant", 0.0)
     backscatter = getattr(cfg, "backscatter", "auto")  # SAR only

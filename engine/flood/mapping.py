@@ -61,6 +61,7 @@ from ..config import InferenceConfig
 from ..files import output_folder
 from ..inputs.contract import check_sar_levels, sar_levels_of
 from ..progress import NULL_PROGRESS, Progress
+from ..raster.ancillary import check_dem, check_local_incidence
 from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import check_output, iter_windows, open_writer, read_bands
 from ..validate import RunLock, check_output_folder, check_outputs_not_inputs, check_unlocked
@@ -251,7 +252,7 @@ def map_flood(
                 raise ValueError(f"the areas of interest in {aoi} do not overlap the after date {after.sar}")
             grid = full.window_grid(Window(x0, y0, x1 - x0, y1 - y0))
             zones = load_zones(aoi, grid, aoi_name_field)
-        warnings: List[str] = []
+        warnings: List[str] = _check_terrain(after, before, dem, grid, cfg)
         dates = {}
         for name, d in (("after", after), ("before", before)):
             sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name, d.backscatter)
@@ -364,6 +365,26 @@ def map_flood(
             "warnings": warnings,
             "seconds": round(time.perf_counter() - t0, 3),
         }
+
+
+def _check_terrain(after: FloodDate, before: FloodDate, dem: Optional[PathLike], grid: Grid,
+                   cfg: FloodConfig) -> List[str]:
+    """Refuse local incidence rasters and a DEM that are not of this place or hold something else
+    (:mod:`engine.raster.ancillary`); a warning where the DEM is given but no date uses it."""
+    scene = "after SAR" + (" within the areas of interest" if grid != grid_of(after.sar) else "")
+    for name, d in (("after", after), ("before", before)):
+        if d.geometry.local_incidence:
+            check_local_incidence(d.geometry.local_incidence, grid,
+                                  f"{name} local incidence raster (--{name}-local-incidence / "
+                                  f"{name.upper()}_LOCAL_INCIDENCE)", scene, cfg.shadow_deg, cfg.layover_deg)
+    if not dem:
+        return []
+    check_dem(dem, grid, "DEM (--dem / DEM)", scene)
+    if any(not d.geometry.local_incidence and d.geometry.look_azimuth is not None for d in (after, before)):
+        return []
+    return [f"the DEM {dem} is not used: shadow and layover come from a DEM only for a date with a look "
+            "direction (--after-look-azimuth / AFTER_LOOK_AZIMUTH, --before-look-azimuth / BEFORE_LOOK_AZIMUTH) "
+            "and no local incidence raster"]
 
 
 def _pair_warnings(after: FloodDate, before: FloodDate, dates: Dict[str, _DateWater], grid: Grid,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
@@ -17,8 +18,12 @@ from affine import Affine
 from rasterio.features import geometry_mask
 
 from ..raster.grid import Grid
+from ..validate import SgcadError
 
 AoiLike = Union[str, Path, Sequence[float]]
+
+#: A polygon AOI whose pixel window is at most this large is checked for covering a pixel centre (fast).
+_CENTRE_CHECK_PIXELS = 4_000_000
 
 
 @dataclass
@@ -81,7 +86,8 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
         grid: the model grid.
 
     Raises:
-        ValueError: unreadable file, no polygons, malformed box, or an AOI outside the grid.
+        ValueError: unreadable file, no polygon with an area, malformed or flat box, an AOI outside
+            the grid, or polygons that cover no pixel centre of it.
     """
     from osgeo import ogr, osr
 
@@ -100,7 +106,7 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
                 f"AOI {aoi!r}: the box coordinates must be numbers (or the file does not exist)"
             ) from None
         if not (minx < maxx and miny < maxy):
-            raise ValueError(f"AOI box {aoi!r}: needs minx < maxx and miny < maxy")
+            raise SgcadError(_empty_box(aoi, minx, miny, maxx, maxy))
         geom = ogr.CreateGeometryFromWkt(
             f"POLYGON(({minx} {miny},{maxx} {miny},{maxx} {maxy},{minx} {maxy},{minx} {miny}))"
         )
@@ -119,7 +125,28 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
             f"AOI {aoi!r} does not overlap the scene (grid extent {left:.1f}, {bottom:.1f}, "
             f"{right:.1f}, {top:.1f} in the grid CRS)"
         )
+    if not is_box and (x1 - x0) * (y1 - y0) <= _CENTRE_CHECK_PIXELS and not result.mask(grid, x0, y0, x1 - x0,
+                                                                                         y1 - y0).any():
+        rx, ry = grid.res
+        units = grid.crs.linear_units.lower()
+        unit = " m" if units in ("metre", "meter", "m") else f" {units}"
+        raise SgcadError(
+            f"AOI {aoi}: the area of interest covers no pixel centre of the {rx:.3g}{unit} grid (its polygons "
+            f"cover {geom.GetArea():.3g}{unit}², one pixel {rx * ry:.3g}{unit}²), so nothing would be mapped; "
+            "draw a larger area (at least one pixel) or leave the area of interest empty"
+        )
     return result
+
+
+def _empty_box(aoi: AoiLike, minx: float, miny: float, maxx: float, maxy: float) -> str:
+    """Why a box is refused: which side has no extent, with its numbers."""
+    flat = [f"zero width (x {minx:.12g} to {maxx:.12g})" if minx == maxx else "",
+            f"zero height (y {miny:.12g} to {maxy:.12g})" if miny == maxy else ""]
+    if any(flat):
+        problem = " and ".join(f for f in flat if f)
+        return (f"AOI box {aoi!r}: the area of interest has {problem}; draw a rectangle with an area, "
+                "or leave the area of interest empty for the whole scene")
+    return f"AOI box {aoi!r}: needs minx < maxx and miny < maxy (give minx,miny,maxx,maxy)"
 
 
 def _read_polygons(path: Path):
@@ -129,17 +156,56 @@ def _read_polygons(path: Path):
     if ds is None or ds.GetLayerCount() == 0:
         raise ValueError(f"AOI {path}: not a readable vector file (GeoPackage, Shapefile, GeoJSON ...)")
     layer = ds.GetLayer(0)
-    srs = layer.GetSpatialRef()
-    union = None
+    name, srs = layer.GetName(), layer.GetSpatialRef()
+    union, kinds, flat, feature, g = None, Counter(), 0, None, None
     for feature in layer:
         g = feature.GetGeometryRef()
-        if g is None or ogr.GT_Flatten(g.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+        kind = ogr.GT_Flatten(g.GetGeometryType()) if g is not None else None
+        if kind not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            kinds[ogr.GeometryTypeToName(kind).lower() if kind is not None else "empty geometry"] += 1
             continue
-        g = g.Clone()
+        g = _valid(g)
+        if g is None:  # a ring without area (too few points, all points on a line)
+            flat += 1
+            continue
         union = g if union is None else union.Union(g)
+    # release in order (geometry, feature, layer, data source): a traceback keeping this frame alive would
+    # otherwise let the garbage collector free the data source first and crash on the rest
+    g = feature = layer = None
+    ds = None
     if union is None:
-        raise ValueError(f"AOI {path}: layer {layer.GetName()!r} holds no polygons")
+        found = [f"{n} {kind}(s)" for kind, n in kinds.items()]
+        if flat:
+            found.append(f"{flat} polygon(s) without an area (invalid or degenerate rings)")
+        holds = ", ".join(found) if found else "no features"
+        raise SgcadError(
+            f"AOI {path}: layer {name!r} holds no polygon with an area ({holds}); "
+            "an area of interest needs polygons: draw or choose a polygon layer"
+        )
     if srs is None:
         raise ValueError(f"AOI {path}: the layer has no CRS; assign one (e.g. in QGIS) first")
     union.AssignSpatialReference(srs)
     return union
+
+
+def _valid(geometry):
+    """A polygon's valid form with an area (GEOS's make-valid, quietly), or None when it has none."""
+    from osgeo import gdal, ogr
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # GEOS would print a TopologyException for each bad ring
+    try:
+        g = geometry.Clone()
+        if not g.IsValid():
+            g = g.MakeValid()
+        if g is not None and ogr.GT_Flatten(g.GetGeometryType()) == ogr.wkbGeometryCollection:
+            parts = [g.GetGeometryRef(i).Clone() for i in range(g.GetGeometryCount())]
+            polygons = [q for q in parts if ogr.GT_Flatten(q.GetGeometryType()) in (ogr.wkbPolygon,
+                                                                                      ogr.wkbMultiPolygon)]
+            g = None
+            for q in polygons:
+                g = q if g is None else g.Union(q)
+    finally:
+        gdal.PopErrorHandler()
+    if g is None or g.IsEmpty() or g.GetArea() <= 0:
+        return None
+    return g

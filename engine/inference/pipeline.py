@@ -23,6 +23,7 @@ from ..cores import apply_threads, threads_for
 from ..files import output_folder
 from ..inputs.contract import InputOverrides, InputRecipe, optical_for, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
+from ..raster.ancillary import check_cloud_mask
 from ..raster.grid import Grid, default_grid, grid_of
 from ..validate import (
     RunLock,
@@ -441,6 +442,9 @@ def prepare_job(
     overlap_warning = check_pair_overlap(optical_path, sar_path, full, cfg.tile_size) if optical_path else None
     if overlap_warning:
         progress.warning(overlap_warning)
+    cloud_warning = check_cloud_mask(cloud_mask, full) if cloud_mask else None
+    if cloud_warning:
+        progress.warning(cloud_warning)
     unused = _water_from_expert_unused(cfg, o_bands, teacher_meta is not None)
     if unused:
         progress.warning(unused)
@@ -465,7 +469,8 @@ def prepare_job(
     }
     return SceneJob(
         optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
-        cloud_mask, region, plan, keep, mask, keys, tags, [w for w in (overlap_warning, unused) if w], expert,
+        cloud_mask, region, plan, keep, mask, keys, tags, [w for w in (overlap_warning, cloud_warning, unused) if w],
+        expert,
     )
 
 

@@ -66,6 +66,7 @@ from .bands import (
 )
 from .levels import PolarisationBalance, cross_read_as_co, polarisation_balance
 from .units import (
+    SAR_LABELS,
     TYPICAL_MEDIAN_DB,
     UnitsDecision,
     detect_optical_units,
@@ -309,6 +310,14 @@ def resolve_chain(
                               zero_is_nodata=shift.zeros_are_missing(path, bands, decision.units),
                               fill_is_nodata=bool(decision.stats.get("fills_missing")))
     note = None
+    likelier = decision.stats.get("likelier_units")
+    if likelier:
+        stats = decision.stats
+        note = (f"SAR {path.name} was given as {SAR_LABELS[decision.units]}, but its values look like "
+                f"{SAR_LABELS[likelier]}: read as given their median is {stats['median_db_as_given']:.1f} dB, read "
+                f"as {likelier} {stats['median_db_as_likelier']:.1f} dB, and their spread fits that reading better. "
+                "Read the wrong way, water is missed or land called water: if unsure, set the SAR units to auto "
+                "(SAR_UNITS / --sar-units).")
     if decision.units == "dn" and calibration <= 0:
         out.calibration_constants, targets = _dn_constants(path, bands, trained or {})
         note = (
@@ -414,6 +423,13 @@ def resolve_inputs(
     lines: List[str] = []
     warnings: List[str] = []
     stats: Dict[str, Any] = {}
+    for given, what, roles in ((overrides.optical_bands, "optical", _role_names(recipe.bands, "optical")),
+                               (overrides.sar_bands, "SAR", _role_names(recipe.bands, "sar"))):
+        repeated = sorted({int(b) for b in given if list(given).count(b) > 1})
+        if repeated:  # one band fed as two of the model's: its answers rest on information it does not have
+            warnings.append(f"{what} band(s) {repeated} chosen more than once ({list(given)}): the model reads each "
+                            f"of its {what} bands{' (' + ', '.join(roles) + ')' if roles else ''} as a different "
+                            "measurement, so its answers are unreliable; choose distinct bands")
     if not overrides.sar_bands:
         s_bands = _by_role(sar_path, recipe.bands, "sar", s_bands, lines)
     guessed_sar = not overrides.sar_bands and s_bands == tuple(recipe.bands.sar_bands)  # neither chosen nor named
@@ -486,6 +502,9 @@ def resolve_inputs(
         elif mode == "physical" and optical_record is not None:
             lines.append(_stretch_line(optical_record, own_stretch, optical_units.units))
         optical_stats = shift.band_stats(table, o_bands)
+        problem = shift.optical_problem(optical_stats, optical_path.name)
+        if problem:
+            raise ValueError(problem)
         with rasterio.open(optical_path) as src:
             read_whole = reads_every_pixel(src.width, src.height, optical_cfg.sample_size)
         warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed,

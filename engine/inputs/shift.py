@@ -90,11 +90,24 @@ def sar_only_problem(stats: List[Dict[str, Any]], path: str, units: str = "",
             zeros = " (all its values are exactly 0, read as missing data)" if all_zero else ""
             return (f"{name} has no valid pixel in the sampled area{zeros}: nothing can be mapped from it; check the "
                     "band choice and its nodata value")
+        if b["n"] < 2:
+            return f"{name} holds a single valid pixel: too little to map; give a larger raster"
         if _constant(b):
             return (f"{name} is constant ({b['max']:.4g} dB everywhere): no water can be mapped from it. If 0 (or "
                     "another value) marks missing data, set the raster's nodata value (Layer Properties > "
                     "Transparency, or gdal_translate -a_nodata); otherwise choose another SAR band or raster")
     return None
+
+
+def optical_problem(stats: List[Dict[str, Any]], path: str) -> Optional[str]:
+    """Why an optical image would tell the model nothing (every band empty or only zeros), or None. Such an
+    image is refused: the model would classify land cover from zeros, and say it used the optical image."""
+    empty = [b["band"] for b in stats if not b.get("n") or (_constant(b) and b["max"] == 0)]
+    if not stats or len(empty) < len(stats):
+        return None
+    return (f"optical raster {path}: its band(s) {empty} hold only zeros or no valid pixel in the sampled area, so "
+            "no optical information would reach the model. Check the band choice and the raster's nodata value, "
+            "or map from the SAR alone with a SAR-only model (the bundled sgcad_student_sar_only.safetensors)")
 
 
 def _top_of_atmosphere(stats: List[Dict[str, float]], roles: Sequence[str]) -> Optional[str]:

@@ -58,6 +58,9 @@ TYPICAL_MEDIAN_DB = {"co": -12.0, "cross": -19.0, None: -14.0}
 MEDIAN_SPREAD_DB = 5.0
 TYPICAL_RANGE_DB, RANGE_SPREAD_DB = 18.0, 7.0
 BRIGHT_SCENE_DARK_END = 5000.0  # 2nd percentile (file units) under which a bright uint16 scene is reflectance x 10000
+# an optical sample mostly under 0 with a median under this is dB backscatter (reflectance dips a little under 0
+# over dark water, after an offset: -0.01 in reflectance, -100 in reflectance x 10000 over a lake scene at most)
+OPTICAL_NEGATIVE_MEDIAN = -1.0
 UNSURE_MARGIN = 1.0  # score difference below which the choice is reported as unsure
 
 _DB_WORDS = re.compile(r"(^|[^a-z])(db|decibels?)([^a-z]|$)")
@@ -207,6 +210,20 @@ def _s2_offset(path: PathLike, bands: Sequence[int], names: str) -> Tuple[float,
     return 0.0, ""
 
 
+def _check_not_decibels(path: PathLike, bands: Sequence[int], values: List[np.ndarray]) -> None:
+    """Refuse optical bands whose values are mostly negative: SAR backscatter in dB given as the optical
+    image (surface reflectance dips under 0 only a little, over dark water, after an offset)."""
+    pooled = np.concatenate(values) if values else np.empty(0)
+    if pooled.size == 0:
+        return
+    negative, p50 = float((pooled < 0).mean()), float(np.median(pooled))
+    if negative > 0.5 and p50 < OPTICAL_NEGATIVE_MEDIAN:
+        raise ValueError(
+            f"optical raster {Path(path).name}: {100 * negative:.0f} % of the values of band(s) {list(bands)} are "
+            f"negative (median {p50:.3g}); no unit of reflectance is, but radar backscatter in dB is: that looks like "
+            "SAR, not an optical image. Choose the optical raster (are the optical and SAR inputs swapped?)")
+
+
 def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "auto") -> UnitsDecision:
     """Decide the units of an optical raster's bands.
 
@@ -225,6 +242,7 @@ def detect_optical_units(path: PathLike, bands: Sequence[int], given: str = "aut
         raise ValueError(f"optical units must be one of {list(OPTICAL_UNITS)}, got {given!r}")
     values, dtype = sample_values(path, bands)
     values = [v[(v > OPTICAL_FILL_AT_MOST) & (v != OPTICAL_FILL_TOP)] for v in values]  # fills (-9999, 65535)
+    _check_not_decibels(path, bands, values)
     names = f"{Path(path).name} {metadata_text(path, bands)}"
     offset, offset_why = _s2_offset(path, bands, names)
     if given != "auto":
@@ -299,6 +317,20 @@ def _plausibility(values_db: List[np.ndarray], pols: Sequence[Optional[str]]) ->
     return score / max(len(values_db), 1)
 
 
+def _power_or_amplitude(
+    path: PathLike, bands: Sequence[int], values: List[np.ndarray]
+) -> Tuple[float, float, Dict[str, float]]:
+    """How unlike typical backscatter non-negative values are read as power and as amplitude
+    (:func:`_plausibility`), and their median in dB each way."""
+    positive = [np.maximum(v, 1e-10) for v in values if v.size]
+    as_db = {"linear": [10.0 * np.log10(v) for v in positive], "amplitude": [20.0 * np.log10(v) for v in positive]}
+    pols = polarisations(path, bands)
+    if len(positive) == 2 and not any(pols):  # two unnamed bands: the brighter is co-polarised in either reading
+        pols = ["co", "cross"] if np.median(positive[0]) >= np.median(positive[1]) else ["cross", "co"]
+    medians = {u: float(np.median(np.concatenate(db))) for u, db in as_db.items()}
+    return _plausibility(as_db["linear"], pols), _plausibility(as_db["amplitude"], pols), medians
+
+
 def _metadata_units(text: str) -> Optional[str]:
     if _DB_WORDS.search(text):
         return "db"
@@ -359,6 +391,17 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
     stats = {"negative_share": negative, "median": p50, "zero_share": _fill_zero_share(data, pooled.size),
              "fills_missing": fills, "fill_share": float((every < SAR_FILL_BELOW).mean()) if fills else 0.0,
              "fill_value": float(below.min()) if below.size else 0.0, **_infinite_share(path, data)}
+    if given in ("linear", "amplitude", "dn") and negative > 0.05:
+        raise ValueError(
+            f"SAR {Path(path).name} was given as {SAR_LABELS[given]}, but {100 * negative:.0f} % of its values are "
+            f"negative (median {p50:.3g}); {SAR_LABELS[given]} never is, backscatter in dB mostly is. Set the SAR "
+            "units to db or auto (SAR_UNITS / --sar-units)")
+    if given in ("linear", "amplitude"):  # given, but judged too: read the other way, the 0 % water of a slip
+        s_power, s_amplitude, medians = _power_or_amplitude(path, bands, values)
+        scores = {"linear": s_power, "amplitude": s_amplitude}
+        other = "amplitude" if given == "linear" else "linear"
+        if scores[given] - scores[other] > UNSURE_MARGIN:  # as sure as a detection that is not called unsure
+            stats.update(likelier_units=other, median_db_as_given=medians[given], median_db_as_likelier=medians[other])
     if given != "auto":
         return UnitsDecision("sar", given, "given", "", stats=stats)
     if negative > 0.05:
@@ -373,15 +416,10 @@ def detect_sar_units(path: PathLike, bands: Sequence[int], given: str = "auto") 
             "sar", "dn", "detected",
             f"{dtype.name}, non-negative, median {p50:.3g}: not calibrated backscatter", stats=stats,
         )
-    positive = [np.maximum(v, 1e-10) for v in values if v.size]
-    as_power = [10.0 * np.log10(v) for v in positive]
-    as_amplitude = [20.0 * np.log10(v) for v in positive]
-    pols = polarisations(path, bands)
-    s_power, s_amplitude = _plausibility(as_power, pols), _plausibility(as_amplitude, pols)
+    s_power, s_amplitude, median_db = _power_or_amplitude(path, bands, values)
     units = "linear" if s_power <= s_amplitude else "amplitude"
-    median_db = float(np.median(np.concatenate(as_power if units == "linear" else as_amplitude)))
-    stats.update(power_score=s_power, amplitude_score=s_amplitude, median_db=median_db)
-    reason = f"non-negative; read as {SAR_LABELS[units].split(' (')[0]} the median is {median_db:.1f} dB"
+    stats.update(power_score=s_power, amplitude_score=s_amplitude, median_db=median_db[units])
+    reason = f"non-negative; read as {SAR_LABELS[units].split(' (')[0]} the median is {median_db[units]:.1f} dB"
     return UnitsDecision(
         "sar", units, "detected", reason, unsure=abs(s_power - s_amplitude) < UNSURE_MARGIN, stats=stats
     )

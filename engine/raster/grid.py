@@ -7,6 +7,7 @@ large scenes stream and every tile of a scene sees the same geometry.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
+from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
 from .ellipsoid import ellipsoid_of
@@ -162,7 +164,8 @@ def default_grid(
         min_size: smallest acceptable width and height in pixels (e.g. one patch).
 
     Raises:
-        ValueError: no georeferencing, no overlap, or an overlap smaller than ``min_size``.
+        ValueError: no georeferencing, no overlap, an overlap smaller than ``min_size``, or a
+            ``resolution`` that makes a grid far larger than the inputs (``validate.check_grid_size``).
     """
     if crs is not None:
         target = CRS.from_user_input(crs)
@@ -203,6 +206,12 @@ def default_grid(
             f"{res:g} m, smaller than the {min_size}x{min_size} needed (one patch); "
             "use a finer resolution or inputs that overlap more"
         )
+    if resolution:  # a mistyped pixel size would otherwise run for hours and fill the disk
+        from ..validate import check_grid_size
+
+        native = min(_resolution_in(optical_path, target), _resolution_in(sar_path, target))
+        unit = "m" if target.linear_units.lower() in ("metre", "meter", "m") else target.linear_units
+        check_grid_size(width, height, res, native, unit)
     return Grid(target.to_wkt(), Affine(res, 0.0, left, 0.0, -res, top), width, height)
 
 
@@ -278,18 +287,68 @@ def _same_lattice(a: Affine, b: Affine, tol: float = 1e-6) -> bool:
     return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
 
 
+#: Largest departure of a projected CRS's area scale from 1 over a grid for which its map-unit areas
+#: are reported as they are: UTM within its zone stays under 0.25 % and national grids under that, and
+#: their users expect the CRS's own areas. Beyond it (Web Mercator: +26 % at 27° of latitude, +100 % at
+#: 45°) the cells' areas are taken on the ellipsoid.
+PLANAR_AREA_TOLERANCE = 0.005
+
+
 def row_areas_m2(grid: Grid, row0: int, height: int) -> np.ndarray:
     """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of a north-up ``grid``; on a
-    geographic grid the exact area of the cell on the CRS's ellipsoid (:mod:`.ellipsoid`)."""
+    geographic grid the exact area of the cell on the CRS's ellipsoid (:mod:`.ellipsoid`); on a projected
+    grid whose CRS distorts areas by more than :data:`PLANAR_AREA_TOLERANCE` (Web Mercator) the mean
+    ellipsoidal area of the row's cells (:func:`projected_area_scale`)."""
     t = grid.transform
     crs = grid.crs
     if crs.is_projected:
         factor = _linear_factor(crs)
-        return np.full(height, abs(t.a * t.e - t.b * t.d) * factor * factor)
+        planar = abs(t.a * t.e - t.b * t.d) * factor * factor
+        scale = projected_area_scale(grid)
+        if scale is None:
+            return np.full(height, planar)
+        return planar * np.interp(row0 + np.arange(height) + 0.5, *scale)
     ellipsoid = ellipsoid_of(grid.crs_wkt)
     lat_top = t.f + t.e * (row0 + np.arange(height))
     band = np.abs(ellipsoid.equal_area_y(lat_top) - ellipsoid.equal_area_y(lat_top + t.e))
     return ellipsoid.semi_major_m * math.radians(abs(t.a)) * band
+
+
+@functools.lru_cache(maxsize=16)
+def projected_area_scale(grid: Grid) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(row centres, ellipsoidal / map-unit area of their cells) sampled over a projected ``grid``, or None
+    where the CRS keeps areas within :data:`PLANAR_AREA_TOLERANCE` everywhere on it.
+
+    Up to 257 rows x 9 columns of cells are taken to longitude and latitude on the CRS's own datum and
+    measured on its ellipsoid (:meth:`.Ellipsoid.equal_area_y`: exact for cells bounded by parallels and
+    meridians, as Mercator's are); a row's value is the mean of its columns and rows in between are
+    interpolated, so a scene of any size costs one transform of a few thousand points.
+    """
+    from osgeo import osr
+
+    rows = np.linspace(0.5, grid.height - 0.5, min(grid.height, 257))
+    cols = np.linspace(0.5, grid.width - 0.5, min(grid.width, 9))
+    c, r = np.meshgrid(cols, rows)
+    corners = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
+    xy = [grid.transform * (c + dc, r + dr) for dc, dr in corners]
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(grid.crs_wkt)
+    geographic = CRS.from_wkt(srs.CloneGeogCS().ExportToWkt())
+    xs = np.concatenate([np.ravel(x) for x, _ in xy])
+    ys = np.concatenate([np.ravel(y) for _, y in xy])
+    lon, lat = (np.asarray(v, np.float64).reshape(4, *c.shape) for v in transform_points(grid.crs, geographic, xs, ys))
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        return None  # cells off the projection's domain: nothing better than the map units
+    ellipsoid = ellipsoid_of(grid.crs_wkt)
+    # corners relative to the first (wrapped across the antimeridian): the shoelace then sums small numbers
+    x = np.radians((lon - lon[0] + 180.0) % 360.0 - 180.0) * ellipsoid.semi_major_m
+    y = ellipsoid.equal_area_y(lat) - ellipsoid.equal_area_y(lat[0])
+    area = 0.5 * np.abs(sum(x[k] * y[(k + 1) % 4] - x[(k + 1) % 4] * y[k] for k in range(4)))
+    t, factor = grid.transform, _linear_factor(grid.crs)
+    ratio = area.mean(axis=1) / (abs(t.a * t.e - t.b * t.d) * factor * factor)
+    if np.all(np.abs(ratio - 1.0) <= PLANAR_AREA_TOLERANCE):
+        return None
+    return rows, ratio
 
 
 def _linear_factor(crs) -> float:

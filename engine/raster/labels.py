@@ -19,6 +19,7 @@ from rasterio.windows import Window
 
 from ..config import ClassSchema
 from ..progress import NULL_PROGRESS, Progress
+from ..vector.geometry import quiet_gdal
 from .grid import Grid
 from .io import iter_windows, open_writer
 
@@ -73,17 +74,24 @@ def read_label_polygons(
     grid: Grid,
     schema: ClassSchema,
     layer: Optional[str] = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> Tuple[Dict[int, List[dict]], Dict[str, Any]]:
     """Read polygons, repair what OGR can, and group them by class id in the grid's CRS.
 
     Returns:
         ``({class_id: [GeoJSON geometry, ...]}, report)`` where the report counts features
-        read, repaired, and skipped (empty, null or not polygonal), with their feature ids.
+        read, repaired, and skipped (empty, null or not polygonal), with their feature ids and
+        classes; the skipped and repaired ones are also said in one warning
+        (:func:`skipped_message`).
 
     Raises:
-        ValueError: the field does not exist, or holds values that are not classes of the schema.
+        ValueError: the field does not exist, holds values that are not classes of the schema,
+            or the layer holds points or lines instead of polygons.
     """
     ds, lyr = _open_layer(vector_path, layer)
+    kind = _NON_POLYGON.get(ogr.GT_Flatten(lyr.GetGeomType()))
+    if kind:  # a point or line layer would otherwise be blamed on "no overlap" further on
+        raise ValueError(_non_polygon_message(vector_path, kind))
     defn = lyr.GetLayerDefn()
     fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
     if class_field not in fields:
@@ -103,29 +111,37 @@ def read_label_polygons(
         report["features"] += 1
         fid = feature.GetFID()
         geom = feature.GetGeometryRef()
+        value = feature.GetField(class_field)
         if geom is None or geom.IsEmpty():
-            report["skipped"].append({"fid": fid, "reason": "empty or no geometry"})
+            report["skipped"].append({"fid": fid, "class": value, "reason": "has no geometry"})
             continue
         geom = geom.Clone()
-        if not geom.IsValid():
-            geom = geom.MakeValid()
-            report["repaired"].append(fid)
+        shape = ogr.GT_Flatten(geom.GetGeometryType())
+        if shape in _NON_POLYGON:
+            report["skipped"].append({"fid": fid, "class": value, "reason": f"is a {geom.GetGeometryName().lower()}, "
+                                      "not a polygon", "kind": _NON_POLYGON[shape]})
+            continue
+        with quiet_gdal():  # GEOS's raw "Warning 1: Self-intersection ..." lines: the warning below says it
+            valid = geom.IsValid()
+            if not valid:
+                geom = geom.MakeValid()
+        if not valid:
             if geom is None or geom.IsEmpty():
-                report["skipped"].append({"fid": fid, "reason": "invalid and not repairable"})
+                report["skipped"].append({"fid": fid, "class": value, "reason": "is invalid and not repairable"})
                 continue
         if ogr.GT_Flatten(geom.GetGeometryType()) == ogr.wkbGeometryCollection:
             polys = [geom.GetGeometryRef(i).Clone() for i in range(geom.GetGeometryCount())]
             polys = [g for g in polys if ogr.GT_Flatten(g.GetGeometryType()) in (ogr.wkbPolygon, ogr.wkbMultiPolygon)]
             if not polys:
-                report["skipped"].append({"fid": fid, "reason": "no polygon after repair"})
+                report["skipped"].append({"fid": fid, "class": value, "reason": _NO_AREA})
                 continue
             geom = ogr.ForceToMultiPolygon(polys[0])
             for extra in polys[1:]:
                 geom = geom.Union(extra)
         if ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-            report["skipped"].append({"fid": fid, "reason": f"not a polygon ({geom.GetGeometryName()})"})
+            # make-valid turned it into a line or point: a polygon without area (too few points, flat)
+            report["skipped"].append({"fid": fid, "class": value, "reason": _NO_AREA})
             continue
-        value = feature.GetField(class_field)
         try:
             class_id = schema.id_of(value)
         except ValueError:
@@ -142,6 +158,8 @@ def read_label_polygons(
                 "coordinates do not fit the CRS the layer declares (projected metres declared as degrees?). Set the "
                 "layer's true CRS (QGIS: Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again")
         by_class.setdefault(class_id, []).append(json.loads(geom.ExportToJson()))
+        if not valid:
+            report["repaired"].append(fid)
     del ds  # closes the data source
     if not report["features"]:
         raise ValueError(f"{vector_path}: the layer holds no features; draw polygons (with a {class_field!r} "
@@ -152,9 +170,41 @@ def read_label_polygons(
             f"{vector_path}: field {class_field!r} holds values that are not classes of the schema "
             f"(value: feature ids) {shown}; use one of the ids {list(schema.ids)} or names {list(schema.names)}"
         )
+    kinds = {k.get("kind") for k in report["skipped"]}
+    if not by_class and len(report["skipped"]) == report["features"] and len(kinds) == 1 and None not in kinds:
+        raise ValueError(_non_polygon_message(vector_path, kinds.pop()))
     del report["bad_values"]
     report["per_class_features"] = {schema.names[c]: len(g) for c, g in sorted(by_class.items())}
+    message = skipped_message(vector_path, report)
+    if message:
+        progress.warning(message)
     return by_class, report
+
+
+_NON_POLYGON = {ogr.wkbPoint: "points", ogr.wkbMultiPoint: "points", ogr.wkbLineString: "lines",
+                ogr.wkbMultiLineString: "lines"}
+_NO_AREA = "is invalid and has no area (too few points, or an outline that folds onto itself)"
+
+
+def _non_polygon_message(vector_path: PathLike, kind: str) -> str:
+    return (f"{vector_path} holds {kind}; polygons are expected: draw polygons around the areas of each class "
+            f"(or buffer the {kind} into polygons)")
+
+
+def skipped_message(vector_path: PathLike, report: Dict[str, Any]) -> Optional[str]:
+    """One warning naming the features :func:`read_label_polygons` skipped or repaired; None when none."""
+    skipped, repaired = report.get("skipped") or [], report.get("repaired") or []
+    if not skipped and not repaired:
+        return None
+    parts = []
+    if skipped:
+        named = "; ".join(f"fid {k['fid']} ({k.get('class')}) {k['reason']}" for k in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        parts.append(f"{len(skipped)} of {report['features']} polygon(s) skipped: {named}{more}")
+    if repaired:
+        fids = ", ".join(str(f) for f in repaired[:10]) + (" ..." if len(repaired) > 10 else "")
+        parts.append(f"{len(repaired)} invalid polygon(s) (self-intersecting) repaired with make-valid: fid {fids}")
+    return f"{Path(vector_path).name}: " + "; ".join(parts)
 
 
 def rasterize_window(
@@ -208,7 +258,7 @@ def rasterize_labels_to_file(
     progress: Progress = NULL_PROGRESS,
 ) -> Dict[str, Any]:
     """Rasterise window by window into a GeoTIFF (uint8, nodata 255, colour table)."""
-    by_class, report = read_label_polygons(vector_path, class_field, grid, schema, layer)
+    by_class, report = read_label_polygons(vector_path, class_field, grid, schema, layer, progress)
     windows = [w for w, _ in iter_windows(grid.width, grid.height, block)]
     conflicts = labelled = 0
     with open_writer(out_path, grid, 1, "uint8", schema.ignore_index, overwrite, ["class"]) as dst:

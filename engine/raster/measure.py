@@ -6,8 +6,11 @@ the raster's CRS. On a projected CRS a map unit is the CRS's linear unit. On a g
 the CRS's ellipsoid, as QGIS measures them and as the flood report's pixel areas are
 (:mod:`.ellipsoid`): exact for edges along parallels and meridians, which is every edge of a
 polygon traced from a north-up grid, so a polygon layer's areas add up to the flood report's. A
-slanted edge's length mixes its east and north parts in quadrature. A CRS with no ground unit (an
-engineering CRS) is not measured.
+slanted edge's length mixes its east and north parts in quadrature. On a projected CRS that distorts
+areas (Web Mercator; :func:`.grid.projected_area_scale`) a polygon's map-unit area is scaled by the CRS's
+area scale at its centroid's row, and lengths by its square root (exact scale for a conformal CRS), so the
+polygons' areas add up to the reports' there too. A CRS with no ground unit (an engineering CRS) is not
+measured.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from osgeo import ogr, osr
 
 from .ellipsoid import ellipsoid_of
-from .grid import Grid
+from .grid import Grid, projected_area_scale
 
 
 class GroundMeasure:
@@ -40,6 +43,9 @@ class GroundMeasure:
         # the grid's centre: where a geographic grid's pixel area and degree length are taken
         self._centre = t * (grid.width / 2.0, grid.height / 2.0)
         self._pixel = (t.a, t.b, t.d, t.e)
+        # a distorting projection's ground / map area ratio by row (None: map units are ground units)
+        self._scale = projected_area_scale(grid) if self.unit_m is not None else None
+        self._inverse = ~t
 
     @property
     def measured(self) -> bool:
@@ -51,7 +57,9 @@ class GroundMeasure:
         """Area (m²) and perimeter (m, holes included) of a polygon or multipolygon whose map-unit
         ``area`` and ``perimeter`` are known; None when not measured."""
         if self.unit_m is not None:
-            return area * self.unit_m**2, perimeter * self.unit_m
+            centroid = geom.Centroid()
+            scale = self._area_scale(centroid.GetX(), centroid.GetY()) if not centroid.IsEmpty() else 1.0
+            return area * self.unit_m**2 * scale, perimeter * self.unit_m * math.sqrt(scale)
         if not self.geographic:
             return None, None
         area = perimeter = 0.0
@@ -66,7 +74,7 @@ class GroundMeasure:
     def pixel_area_m2(self) -> Optional[float]:
         """Ground area of one pixel (at the grid's centre on a geographic grid)."""
         if self.unit_m is not None:
-            return self._pixel_area_units * self.unit_m**2
+            return self._pixel_area_units * self.unit_m**2 * self._area_scale(*self._centre)
         if not self.geographic:
             return None
         x, y = self._centre
@@ -79,12 +87,19 @@ class GroundMeasure:
         the geometric mean of its east-west and north-south lengths (a tolerance is then
         approximate: exact north-south, off by the square root of cos(latitude) east-west)."""
         if self.unit_m is not None:
-            return self.unit_m
+            return self.unit_m * math.sqrt(self._area_scale(*self._centre))
         if not self.geographic:
             return None
         lat = self._centre[1]
         east = max(float(self.ellipsoid.parallel_radius(lat)), 1e-6 * self.ellipsoid.semi_major_m)
         return math.radians(1.0) * math.sqrt(east * float(self.ellipsoid.meridian_radius(lat)))
+
+    def _area_scale(self, x: float, y: float) -> float:
+        """Ground / map area ratio of a projected grid at map point (x, y): 1 where the CRS keeps areas."""
+        if self._scale is None:
+            return 1.0
+        row = (self._inverse * (x, y))[1]
+        return float(np.interp(row, *self._scale))
 
 
 def _polygons(geom: ogr.Geometry) -> Sequence[ogr.Geometry]:

@@ -52,12 +52,14 @@ from ..losses import (
     keep_undrawn_loss,
     loss_config_of,
 )
-from ..metrics import ConfusionMatrix
+from ..metrics import ConfusionMatrix, on_measured_classes
 from ..models.checkpoint import load_model, save_model
 from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of
+from ..raster.labels import skipped_message
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
+from ..validate import check_learning_rate
 from ..water.experts import choose_water_expert, companion_path
 from ..water.scene_cut import spread, with_scene_cut
 from .area_cache import IGNORE, CropSampler, Tile, build_cache, canvas_area
@@ -107,10 +109,12 @@ def _student_logits(model: torch.nn.Module, tile: Tile, device: torch.device) ->
 
 
 def _score(tiles: Sequence[Tile], predict: Callable[[Tile], np.ndarray], classes: int) -> Dict[str, Any]:
+    """Figures on the held-out polygons, over the classes they hold only: a class no held-out polygon
+    holds is unmeasured (None), never 0.0, and every model's mIoU averages the same classes."""
     cm = ConfusionMatrix(classes, IGNORE)
     for tile in tiles:
         cm.update(predict(tile), tile.label)
-    return cm.compute()
+    return on_measured_classes(cm.compute())
 
 
 def _binary(label: np.ndarray, water: int) -> np.ndarray:
@@ -387,6 +391,7 @@ def finetune_from_polygons(
         teacher figures, the polygon split, warnings and timings.
     """
     cfg = cfg or FinetuneConfig()
+    check_learning_rate(cfg.lr)
     if cfg.kd not in ("none", "labelled", "unlabelled"):
         raise ValueError(f"distillation must be none, labelled or unlabelled, got {cfg.kd!r}")
     if cfg.pseudo_label_layers not in PSEUDO_LABEL_LAYERS:
@@ -439,6 +444,9 @@ def finetune_from_polygons(
     start_student, kept = None, []  # kept: the undrawn classes whose starting answers stay targets
     if polygons is not None:
         polys, poly_report = read_polygons(polygons, class_field, grid, schema, layer)
+        skipped = skipped_message(polygons, poly_report)
+        if skipped:  # said with the other warnings (and kept in metrics.json)
+            warnings.append(skipped)
         if student is not None and cfg.keep_undrawn > 0:
             kept = [c for c in schema.ids if c not in {p.class_id for p in polys}]
         if kept:  # the map the user saw, class-prior correction included

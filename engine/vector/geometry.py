@@ -8,12 +8,13 @@ coordinates, with one affine transform applied to its WKB coordinates in numpy.
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from typing import Iterable, List, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from affine import Affine
-from osgeo import ogr
+from osgeo import gdal, ogr
 
 ogr.UseExceptions()
 
@@ -214,3 +215,35 @@ def without_small_holes(geom: ogr.Geometry, min_area: float) -> Tuple[ogr.Geomet
 def affine_transform(geom: ogr.Geometry, transform: Affine) -> ogr.Geometry:
     """``geom`` (2-D polygon or multipolygon in pixel coordinates) mapped by ``transform``."""
     return build_polygons(transform_rings(read_polygons(geom), transform))
+
+
+def polygon_parts(geom: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
+    """The polygonal parts of ``geom`` (e.g. of a make-valid result, a collection that may hold lines or points)
+    as one polygon or multipolygon; None when it has none."""
+    if geom is None:
+        return None
+    flat = ogr.GT_Flatten(geom.GetGeometryType())
+    if flat in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+        return geom
+    if flat != ogr.wkbGeometryCollection:
+        return None
+    multi = ogr.Geometry(ogr.wkbMultiPolygon)
+    for k in range(geom.GetGeometryCount()):
+        part = polygon_parts(geom.GetGeometryRef(k))
+        if part is None:
+            continue
+        for poly in ([part] if ogr.GT_Flatten(part.GetGeometryType()) == ogr.wkbPolygon else
+                     [part.GetGeometryRef(i) for i in range(part.GetGeometryCount())]):
+            multi.AddGeometry(poly)
+    return multi if multi.GetGeometryCount() else None
+
+
+@contextlib.contextmanager
+def quiet_gdal() -> Iterator[None]:
+    """Keep GDAL/GEOS's raw "Warning 1: Self-intersection ..." lines off stderr: the caller counts and says
+    what it repaired or skipped in its own words."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()

@@ -49,7 +49,15 @@ from ..raster.grid import Grid, grid_of, read_on_grid
 from ..raster.io import atomic_output, iter_windows, read_bands
 from ..raster.measure import GroundMeasure
 from .components import ClassComponents, label_classes, scan_components
-from .geometry import build_polygons, canonical_rings, drop_small_holes, transform_rings, union_pieces
+from .geometry import (
+    build_polygons,
+    canonical_rings,
+    drop_small_holes,
+    polygon_parts,
+    quiet_gdal,
+    transform_rings,
+    union_pieces,
+)
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -234,11 +242,13 @@ def vectorize_classes(
         ``path``, ``layer``, ``polygons`` written, ``per_class`` counts and areas, ``legend``
         (``(class id, colour, label)`` of each class written, colours from the raster's colour
         table), what was
-        ``dropped`` (min area, collapsed by simplification), ``holes_filled``, ``seconds`` and
-        memory figures (``peak_open_pieces``).
+        ``dropped`` (min area, collapsed by simplification), ``repaired`` (made valid after
+        simplification), ``largest_area_m2``, ``holes_filled``, ``seconds`` and memory figures
+        (``peak_open_pieces``). An empty layer and repairs are said as warnings.
 
     Raises:
-        ValueError: unreadable or non-georeferenced input, unknown class names, bad settings,
+        ValueError: unreadable or non-georeferenced input, a float class raster or an integer
+            confidence raster, unknown class names, bad settings,
             an existing output without ``overwrite``.
         Canceled: on cancel; no output is left.
     """
@@ -254,6 +264,7 @@ def vectorize_classes(
         raise ValueError(f"minimum area and simplification tolerance must be >= 0, got {min_area}, {simplify}")
     if block < 16:
         raise ValueError(f"block must be at least 16 pixels, got {block}")
+    _check_kinds(classes_path, band, confidence_path)
     grid = grid_of(classes_path)
     names = dict(names) if names else class_names_of(classes_path)
     keep = select_classes(classes, names, classes_path)
@@ -296,6 +307,7 @@ def vectorize_classes(
         components=comps.count,
         classes_kept=keep if keep is not None else "all",
         dropped={"below_min_area": dropped_small, "collapsed_by_simplification": stats.pop("collapsed")},
+        largest_area_m2=round(float(comps.pixels[1:].max(initial=0)) * pixel_area, 3),
         per_class=writer.per_class(),
         polygons=writer.written,
         legend=legend(writer.per_class(), class_colors_of(classes_path, band)),
@@ -304,8 +316,52 @@ def vectorize_classes(
         seconds=round(time.perf_counter() - t0, 3),
         block=block,
     )
+    for message in _empty_or_repaired(stats, classes_path, keep, min_area, simplify):
+        progress.warning(message)
     progress.report(1.0, "polygons written")
     return stats
+
+
+def _check_kinds(classes_path: Path, band: int, confidence_path: Optional[PathLike]) -> None:
+    """Refuse a class raster that holds no class ids (floats) and a confidence raster that holds integers."""
+    with rasterio.open(classes_path) as src:
+        if not 1 <= band <= src.count:
+            raise ValueError(f"{classes_path}: band {band} does not exist (the raster has {src.count} band(s))")
+        dtype = src.dtypes[band - 1]
+    if np.dtype(dtype).kind not in "ui":  # class ids are integers; floats would be truncated into classes
+        raise ValueError(f"{classes_path}: expected an integer class raster (class ids, e.g. classes.tif of "
+                         f"segment), got {dtype} in band {band}: a continuous raster is not a class map")
+    if confidence_path is not None:
+        with rasterio.open(confidence_path) as src:
+            dtype = src.dtypes[0]
+        if np.dtype(dtype).kind != "f":  # confidences are fractions; integers are class ids or counts
+            raise ValueError(f"{confidence_path}: expected a float confidence raster (confidence.tif of segment, "
+                             f"values -1..1), got {dtype}: an integer raster such as a class map is not a confidence")
+
+
+def _empty_or_repaired(stats: Dict[str, Any], path: Path, keep: Optional[List[int]], min_area: float,
+                       simplify: float) -> List[str]:
+    """Warnings for an empty layer (with why) and for polygons that simplification made invalid."""
+    out = []
+    if stats["polygons"] == 0:
+        dropped = stats["dropped"]
+        if stats["components"] == 0:
+            kept = "" if keep is None else f" of class(es) {keep}"
+            out.append(f"{path.name} holds no pixel{kept} outside nodata: the polygon layer is empty")
+        elif dropped["below_min_area"]:
+            out.append(f"all {dropped['below_min_area']} connected area(s) are smaller than the minimum area "
+                       f"{min_area:g} m² (the largest is {stats['largest_area_m2']:g} m²): the polygon layer is empty")
+        elif dropped["collapsed_by_simplification"]:
+            out.append(f"all {dropped['collapsed_by_simplification']} polygon(s) collapsed when simplified with a "
+                       f"tolerance of {simplify:g} m: the polygon layer is empty; choose a smaller tolerance")
+    elif stats["dropped"]["collapsed_by_simplification"]:
+        out.append(f"{stats['dropped']['collapsed_by_simplification']} polygon(s) collapsed when simplified with a "
+                   f"tolerance of {simplify:g} m and were left out")
+    if stats["repaired"]:
+        out.append(f"{stats['repaired']} polygon(s) became invalid (self-intersecting, holes outside their shell) "
+                   f"when simplified with a tolerance of {simplify:g} m and were repaired (make-valid); a smaller "
+                   "tolerance keeps outlines closer to the pixels")
+    return out
 
 
 def _trace_all(
@@ -326,16 +382,23 @@ def _trace_all(
     received = np.zeros(comps.pieces.shape, np.int32)
     open_pieces: Dict[int, List[bytes]] = {}
     peak_open = peak_bytes = open_bytes = 0
-    holes = collapsed = 0
+    holes = collapsed = repaired = 0
     windows = list(iter_windows(grid.width, grid.height, comps.block))
 
     def finish(root: int, geom: ogr.Geometry) -> None:
-        nonlocal holes, collapsed
+        nonlocal holes, collapsed, repaired
         rings, filled = drop_small_holes(canonical_rings(geom), min_pixels)
         holes += filled
         geom = build_polygons(transform_rings(rings, transform))
         if simplify > 0:
             geom = geom.SimplifyPreserveTopology(simplify) if preserve_topology else geom.Simplify(simplify)
+            with quiet_gdal():  # the repairs are counted and said once, as a warning
+                invalid = geom is not None and not geom.IsEmpty() and not geom.IsValid()
+                if invalid:
+                    # a coarse tolerance folds outlines over themselves (even GEOS's topology-preserving
+                    # simplifier lets holes leave their shell): repaired, not written invalid
+                    geom = polygon_parts(geom.MakeValid())
+                    repaired += 1
             if geom is None or geom.IsEmpty() or geom.GetArea() <= 0:
                 collapsed += 1
                 return
@@ -367,7 +430,7 @@ def _trace_all(
         progress.report((i + 1) / len(windows), f"polygons: block {i + 1}/{len(windows)}")
     if open_pieces:  # every piece of every component was traced: nothing may be left
         raise RuntimeError(f"{len(open_pieces)} component(s) were not completed")
-    return {"holes_filled": holes, "collapsed": collapsed, "peak_open_pieces": peak_open,
+    return {"holes_filled": holes, "collapsed": collapsed, "repaired": repaired, "peak_open_pieces": peak_open,
             "peak_open_piece_bytes": peak_bytes}
 
 

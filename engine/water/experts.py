@@ -114,6 +114,9 @@ def choose_water_expert(teacher_path: PathLike, sar_path: PathLike,
     names = [] if chosen else _names(sar_path)
     pair = chosen if len(chosen) == 2 else named_pair(names)
     how = "the two bands chosen" if chosen else "found by their names"
+    if len(chosen) == 2 and named_pair(_names(sar_path)) == chosen[::-1]:  # VH, VV by their names: the order is a slip
+        how = f"the two bands chosen, read as VV then VH as their names say: band {chosen[0]} is VH"
+        pair = chosen[::-1]
     unnamed = bool(names) and not any(names)
     if pair is None and unnamed and len(names) in (2, 3):  # a third band: an incidence angle, if any
         pair, how = _by_levels(sar_path, sar_units)

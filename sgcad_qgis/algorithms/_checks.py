@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
-from qgis.core import QgsCoordinateTransform, QgsMapLayer, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsMapLayer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsWkbTypes,
+)
 
 
 def engine_check(check: Callable, *args, **kwargs) -> Optional[str]:
@@ -69,7 +76,7 @@ def overlap(a: QgsMapLayer, b: Any, label_a: str, label_b: str, tile_size: Optio
     if a is None or b is None:
         return None
     for layer in (a, b):
-        problem = georeferenced(layer)
+        problem = georeferenced(layer) or polygon_source(layer, label_a if layer is a else label_b)
         if problem:
             return problem
     path_a, path_b = plain_file(a), plain_file(b)
@@ -89,6 +96,45 @@ def overlap(a: QgsMapLayer, b: Any, label_a: str, label_b: str, tile_size: Optio
             "that cover the same area."
         )
     return None
+
+
+def polygon_source(layer: Any, label: str) -> Optional[str]:
+    """Message when a vector layer or source holds no feature, or points or lines instead of polygons
+    (either would otherwise read as "does not overlap")."""
+    if isinstance(layer, QgsRasterLayer) or not hasattr(layer, "featureCount"):
+        return None
+    name = layer.name() if isinstance(layer, QgsMapLayer) else (getattr(layer, "sourceName", lambda: "")() or label)
+    if layer.featureCount() == 0:
+        return f"The {label} layer '{name}' holds no features; draw at least one polygon, or choose another layer."
+    kind = {QgsWkbTypes.PointGeometry: "points", QgsWkbTypes.LineGeometry: "lines"}.get(
+        QgsWkbTypes.geometryType(layer.wkbType()))
+    if kind:
+        return f"The {label} layer '{name}' holds {kind}; polygons are expected."
+    return None
+
+
+def output_grid(optical: Any, sar: Any, resolution: float, crs: Optional[str] = None, bounds=None) -> Optional[str]:
+    """The engine's message when a pixel size would make an output grid far larger than the inputs
+    (``engine.raster.grid.default_grid``); None when it fits or the layers are not plain files."""
+    sar_path = plain_file(sar)
+    optical_path = plain_file(optical) if optical is not None else sar_path
+    if not resolution or resolution <= 0 or not sar_path or not optical_path:
+        return None
+    from sgcad_qgis.engine.raster.grid import default_grid
+
+    return engine_check(default_grid, optical_path, sar_path, resolution=resolution, crs=crs, bounds=bounds)
+
+
+def area_of_interest(aoi: Optional[str], grid_raster: Any) -> Optional[str]:
+    """The engine's message when an area of interest (a polygon file or a box, as the engine takes it)
+    would be refused on the native grid of a raster layer (no polygon, flat box, no pixel covered)."""
+    grid_path = plain_file(grid_raster)
+    if not aoi or not grid_path:
+        return None
+    from sgcad_qgis.engine.inference.aoi import load_aoi
+    from sgcad_qgis.engine.raster.grid import grid_of
+
+    return engine_check(lambda: load_aoi(aoi, grid_of(grid_path)))
 
 
 def band_choice(
@@ -140,6 +186,8 @@ def model_bands(
     if meta is None or layer is None:
         return None
     stored = list(meta.bands.optical_bands if modality == "optical" else meta.bands.sar_bands)
+    if modality == "optical" and not stored:  # a SAR-only model: the engine leaves the image unread, with a note
+        return None
     if modality == "optical" and plain_file(layer):
         from sgcad_qgis.engine.inputs.bands import check_optical_not_paletted
 
@@ -214,6 +262,17 @@ def tiling(tile_size: Any, overlap_px: Any) -> Optional[str]:
     except (TypeError, ValueError):
         return None
     return engine_check(check_tiling, tile, over)
+
+
+def tiling_of(parameters: Dict[str, Any]) -> Optional[str]:
+    """:func:`tiling` of an algorithm's TILE_SIZE and OVERLAP, saying so when OVERLAP was left at its default."""
+    from sgcad_qgis.engine.config import InferenceConfig  # the defaults every segmenting algorithm shows
+
+    overlap = parameters.get("OVERLAP", InferenceConfig.overlap)
+    problem = tiling(parameters.get("TILE_SIZE", InferenceConfig.tile_size), overlap)
+    if problem and "OVERLAP" not in parameters:  # the user set only the tile: say whose overlap it is
+        return f"{problem} (OVERLAP was left at its default, {overlap}: set it too)"
+    return problem
 
 
 def folder_free(folder: str) -> Optional[str]:

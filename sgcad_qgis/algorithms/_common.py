@@ -80,12 +80,20 @@ def fault_message(exc: BaseException, feedback=None, label: str = "") -> str:
     from sgcad_qgis.engine.validate import describe_error
 
     message, _, expected = describe_error(exc)
+    message = layers.as_user_named(message)  # the user's layer, not the temporary copy the engine read
     if feedback is not None:
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         feedback.pushDebugInfo(trace)
         if not expected:
             message = message.replace("run again with --debug for the traceback", "the traceback is in the log")
     return f"{label}: {message}" if label else message
+
+
+def shown_as(value: Any) -> Optional[str]:
+    """How messages name a vector parameter's value: the file the user gave, else None (its layer name)."""
+    if isinstance(value, str) and Path(value.split("|", 1)[0]).is_file():
+        return value
+    return None
 
 
 def _translated(method: Callable) -> Callable:
@@ -355,7 +363,8 @@ class EngineAlgorithm(SgcadAlgorithm):
         """
         if parameters.get("AOI_LAYER") not in (None, ""):
             source = self.parameterAsSource(parameters, "AOI_LAYER", context)
-            return layers.features_to_file(source, "area of interest", context, feedback)
+            return layers.features_to_file(source, "area of interest", context, feedback,
+                                           shown=shown_as(parameters.get("AOI_LAYER")))
         if parameters.get("AOI_EXTENT") in (None, ""):
             return None
         crs = self.parameterAsExtentCrs(parameters, "AOI_EXTENT", context)
@@ -365,8 +374,7 @@ class EngineAlgorithm(SgcadAlgorithm):
         else:
             rect = self.parameterAsExtent(parameters, "AOI_EXTENT", context, grid_crs)
             suffix = ""
-        if rect.isEmpty():
-            return None
+        # a flat extent goes on too: the engine refuses it by name rather than mapping the whole scene
         return f"{rect.xMinimum()!r},{rect.yMinimum()!r},{rect.xMaximum()!r},{rect.yMaximum()!r}{suffix}"
 
     def output_path(self, parameters, name: str, context) -> str:
@@ -494,9 +502,7 @@ class EngineAlgorithm(SgcadAlgorithm):
             except (TypeError, ValueError):
                 return f"{label} ({name}) must be a number, got {value!r}."
             if name in ("TILE_SIZE", "OVERLAP") and "TILE_SIZE" in [d.name() for d in self.parameterDefinitions()]:
-                tile = number if name == "TILE_SIZE" else parameters.get("TILE_SIZE", 512)
-                overlap = number if name == "OVERLAP" else parameters.get("OVERLAP", 64)
-                problem = _checks.tiling(tile, overlap)
+                problem = _checks.tiling_of(dict(parameters, **{name: number}))
                 if problem:
                     return problem
             low, high = definition.minimum(), definition.maximum()
@@ -510,6 +516,9 @@ class EngineAlgorithm(SgcadAlgorithm):
             return f"{label} ({name}): expected band numbers such as 1,2,3, got {value!r}."
         if kind == "enum":
             options = definition.options()
+            if definition.usesStaticStrings():  # these take the option's name; QGIS's help speaks of numbers
+                names = ", ".join(options)
+                return f"{label} ({name}): {value!r} is not one of {names}; give the name, e.g. {options[0]}."
             return f"{label} ({name}): {value!r} is not one of {list(range(len(options)))} ({', '.join(options)})."
         return f"{label} ({name}): {value!r} is not a valid value."
 

@@ -107,16 +107,23 @@ class AlignPair(EngineAlgorithm):
             messages.append(
                 "Both rasters are in geographic coordinates: choose a projected CRS to use an extent."
             )
+        elif not (crs.isValid() and crs.isGeographic()):
+            resolution = self.parameterAsDouble(parameters, "RESOLUTION", context)
+            messages.append(_checks.output_grid(optical, sar, resolution, crs.toWkt() if crs.isValid() else None,
+                                                self._bounds(parameters, context)))
         return verdict(messages)
+
+    def _bounds(self, parameters, context):
+        """The EXTENT as (left, bottom, right, top) in the target CRS, or None."""
+        if parameters.get("EXTENT") in (None, ""):
+            return None
+        rect = self.parameterAsExtent(parameters, "EXTENT", context, self._target_crs(parameters, context))
+        return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from sgcad_qgis.engine.data.raster_ops import align_pair
 
-        target = self._target_crs(parameters, context)
-        bounds = None
-        if parameters.get("EXTENT") not in (None, ""):
-            rect = self.parameterAsExtent(parameters, "EXTENT", context, target)
-            bounds = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        bounds = self._bounds(parameters, context)
         crs = self.parameterAsCrs(parameters, "CRS", context)
         optical_out = self.output_path(parameters, "OUTPUT_OPTICAL", context)
         sar_out = self.output_path(parameters, "OUTPUT_SAR", context)

@@ -172,9 +172,10 @@ class Evaluate(EngineAlgorithm):
         json_path = self.parameterAsFileOutput(parameters, "OUTPUT_JSON", context)
         outputs = {"OUTPUT_HTML": html_path}
         with tempfile.TemporaryDirectory() as tmp:
+            names = result["class_names"]  # a water map is scored as not water / water, not in the schema
             figure = plot_confusion(
                 result["matrix"],
-                schema.names,
+                names,
                 Path(tmp) / "confusion.png",
                 "class map (columns) vs reference (rows)",
             )
@@ -183,8 +184,10 @@ class Evaluate(EngineAlgorithm):
                 "reference": result["reference"],
                 "labelled pixels evaluated": result["pixels"],
                 "labelled pixels without prediction": result["unpredicted_pixels"],
+                "scored as": result["scored_as"],
+                **({"notes": "; ".join(result["notes"])} if result["notes"] else {}),
             }
-            sections = [{"title": "Accuracy", "html": metrics_table(result, schema.names)}]
+            sections = [{"title": "Accuracy", "html": metrics_table(result, names)}]
             Path(html_path).parent.mkdir(parents=True, exist_ok=True)
             write_html_report(
                 Path(html_path),
@@ -203,7 +206,7 @@ class Evaluate(EngineAlgorithm):
         )
         for key, (engine_key, _) in NUMBERS.items():
             outputs[key] = result[engine_key]
-        outputs["PER_CLASS_IOU"] = json.dumps(dict(zip(schema.names, result["iou"])))
+        outputs["PER_CLASS_IOU"] = json.dumps(dict(zip(result["class_names"], result["iou"])))
         return outputs
 
 

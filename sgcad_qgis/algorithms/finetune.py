@@ -162,6 +162,10 @@ class FineTune(EngineAlgorithm):
         if schema is not None:
             field = self.parameterAsString(parameters, "CLASS_FIELD", context)
             messages.append(_checks.label_field(source, field, schema, "label polygons"))
+        from sgcad_qgis.engine.validate import check_learning_rate
+
+        messages.append(_checks.engine_check(check_learning_rate, self.parameterAsDouble(parameters, "LR", context),
+                                             "LR"))
         return verdict(messages)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -248,8 +252,10 @@ class FineTune(EngineAlgorithm):
         for net, base in (("student", "student_baseline"), ("teacher", "teacher_baseline")):
             if figures[net]:
                 key = "miou" if net == "student" else "water_iou"
+                water = pct(figures[net]["water_iou"]) if figures[net]["water_iou"] is not None else (
+                    "not measured (no held-out water polygon)")
                 feedback.pushInfo(
-                    f"Held-out {net}: {key} {pct(figures[net][key])}, water IoU {pct(figures[net]['water_iou'])}; "
+                    f"Held-out {net}: {key} {pct(figures[net][key])}, water IoU {water}; "
                     f"linear baseline on the same polygons: {key} {pct((figures[base] or {}).get(key))}"
                 )
         outputs = {

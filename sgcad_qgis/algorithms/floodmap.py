@@ -22,7 +22,7 @@ from qgis.core import (
 
 from .. import layers
 from . import _checks
-from ._common import SAR_BACKSCATTER_CHOICES, SAR_UNIT_CHOICES, EngineAlgorithm, verdict
+from ._common import SAR_BACKSCATTER_CHOICES, SAR_UNIT_CHOICES, EngineAlgorithm, shown_as, verdict
 
 METHODS = (("teacher", "SAR water expert (teacher network)"), ("threshold", "Scene-adaptive threshold (no network)"))
 OUTPUT_NAMES = ("flood_extent.tif", "flood_likelihood.tif", "exclusion.tif", "water_after.tif", "water_before.tif",
@@ -140,7 +140,7 @@ class FloodMap(EngineAlgorithm):
             source = self.parameterAsSource(parameters, "AOI_LAYER", context)
             messages.append(_checks.overlap(after, source, "after SAR raster", "areas to report"))
         if "TILE_SIZE" in parameters or "OVERLAP" in parameters:
-            messages.append(_checks.tiling(parameters.get("TILE_SIZE", 512), parameters.get("OVERLAP", 64)))
+            messages.append(_checks.tiling_of(parameters))
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         if folder and not folder.startswith(("TEMPORARY", "memory:")):
             written = [str(Path(folder) / n) for n in OUTPUT_NAMES]
@@ -189,7 +189,8 @@ class FloodMap(EngineAlgorithm):
         aoi, name_field = None, None
         if parameters.get("AOI_LAYER") not in (None, ""):
             source = self.parameterAsSource(parameters, "AOI_LAYER", context)
-            aoi = layers.features_to_file(source, "areas to report", context, feedback)
+            aoi = layers.features_to_file(source, "areas to report", context, feedback,
+                                          shown=shown_as(parameters.get("AOI_LAYER")))
             name_field = self.parameterAsString(parameters, "AOI_NAME_FIELD", context) or None
         device = self.log_device(feedback, self.device_value(parameters, context)) if method == "teacher" or \
             any_optical else "cpu"

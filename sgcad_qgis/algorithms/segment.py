@@ -16,7 +16,7 @@ from qgis.core import (
 
 from .. import layers
 from . import _checks
-from ._common import EngineAlgorithm, verdict
+from ._common import EngineAlgorithm, shown_as, verdict
 
 GRIDS = (("sar", "SAR raster's grid"), ("optical", "Optical raster's grid"))
 BACKENDS = (("auto", "Automatic"), ("torch", "PyTorch"), ("onnx", "ONNX Runtime"))
@@ -131,8 +131,15 @@ class Segment(EngineAlgorithm):
         if parameters.get("AOI_LAYER") not in (None, ""):
             source = self.parameterAsSource(parameters, "AOI_LAYER", context)
             messages.append(_checks.overlap(sar, source, "SAR raster", "area of interest"))
+            # a file given by path is read as the engine will (polygons, pixels covered), naming that file
+            messages.append(_checks.area_of_interest(shown_as(parameters.get("AOI_LAYER")), sar))
+        elif parameters.get("AOI_EXTENT") not in (None, "") and sar is not None:
+            messages.append(_checks.area_of_interest(self.aoi_value(parameters, context, None, sar.crs()), sar))
+        if parameters.get("RESOLUTION") not in (None, ""):
+            resolution = self.parameterAsDouble(parameters, "RESOLUTION", context)
+            messages.append(_checks.output_grid(optical, sar, resolution))
         messages.append(
-            _checks.tiling(parameters.get("TILE_SIZE", 512), parameters.get("OVERLAP", 64))
+            _checks.tiling_of(parameters)
             if "TILE_SIZE" in parameters or "OVERLAP" in parameters
             else None
         )

@@ -66,7 +66,7 @@ class WaterMap(EngineAlgorithm):
         if len(self.bands(parameters, "SAR_BANDS", context)) > 2:
             messages.append("Choose one SAR band (VV or HH) or two (VV, then VH), or none to go by band names.")
         if "TILE_SIZE" in parameters or "OVERLAP" in parameters:
-            messages.append(_checks.tiling(parameters.get("TILE_SIZE", 512), parameters.get("OVERLAP", 64)))
+            messages.append(_checks.tiling_of(parameters))
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         if folder and not folder.startswith(("TEMPORARY", "memory:")):
             written = [str(Path(folder) / n) for n in OUTPUT_NAMES]

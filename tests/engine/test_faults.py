@@ -28,6 +28,7 @@ import rasterio
 from engine import validate
 from engine.cli import main
 from engine.data.synthetic import generate_scene
+from engine.inputs.units import SAR_LABELS
 from engine.raster.io import atomic_output
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -776,3 +777,80 @@ def test_infinite_sar_values_are_mapped_as_nodata_and_warned(shared_data, tmp_pa
         assert water.mask[:128].all() and (water.mask[136:] == missing[136:]).all()
     assert len(said["inf.tif"]) == 1 and "25.0 % of its sampled values are +inf" in said["inf.tif"][0]
     assert said["declared.tif"] == []
+
+
+def test_inputs_found_wrong_through_processing_are_refused_before_any_work(shared_data, tmp_path, capsys):
+    # a Processing sweep found these running to exit 0 (or failing with the wrong reason): SAR given as the
+    # optical image (96 % "farmland"), an all-zero optical image (a full land-cover map "from optical"),
+    # dB declared linear ("constant (-60 dB everywhere)"), a picture preprocessed as SAR, scale 0
+    rotterdam = ROOT / "resources" / "sample" / "rotterdam"
+    chip = shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+    sar = rotterdam / "sar_masked.tif"
+    code, _, err = cli(capsys, "segment", "--optical", sar, "--sar", sar, "--out", tmp_path / "a")
+    line = one_error_line(err)
+    assert code == 2 and "optical raster sar_masked.tif: 98 % of the values" in line and "swapped" in line, line
+    with rasterio.open(rotterdam / "rgb_unmasked.tif") as src:
+        profile, rgb = src.profile, src.read()
+    with rasterio.open(tmp_path / "zeros_rgb.tif", "w", **profile) as dst:
+        dst.write(np.zeros_like(rgb))
+    black = tmp_path / "zeros_rgb.tif"
+    code, _, err = cli(capsys, "segment", "--optical", black, "--sar", sar, "--out", tmp_path / "b")
+    line = one_error_line(err)
+    assert code == 2 and "band(s) [1, 2, 3] hold only zeros" in line and "SAR-only model" in line, line
+    code, _, err = cli(capsys, "water", "--sar", chip, "--sar-units", "linear", "--out", tmp_path / "c")
+    line = one_error_line(err)
+    assert code == 2 and "100 % of its values are negative" in line and "to db or auto" in line, line
+    picture = rotterdam / "rgb_unmasked.tif"
+    code, _, err = cli(capsys, "preprocess", "--input", picture, "--output", tmp_path / "d.tif", "--modality", "sar")
+    assert code == 2 and "red, green, blue (GDAL colour interpretation)" in one_error_line(err)
+    code, _, err = cli(capsys, "preprocess", "--input", picture, "--output", tmp_path / "e.tif",
+                       "--modality", "optical", "--scale", 0)
+    assert code == 2 and "optical scale 0.0 must be a finite non-zero number" in one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zeros_rgb.tif"]  # nothing written by any of them
+    with rasterio.open(chip) as src:
+        one = dict(src.profile, width=1, height=1)
+        with rasterio.open(tmp_path / "one.tif", "w", **one) as dst:
+            dst.write(src.read(window=((256, 257), (256, 257))))
+    code, _, err = cli(capsys, "water", "--sar", tmp_path / "one.tif", "--out", tmp_path / "f")
+    assert code == 2 and "holds a single valid pixel" in one_error_line(err)
+
+
+def test_band_slips_are_read_as_meant_or_warned(shared_data):
+    # VV and VH named but chosen as 2,1: read as VV then VH (the map was 37 % water instead of 50 %); one band
+    # chosen three times as red, green and blue is warned
+    from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+    from engine.water.experts import choose_water_expert
+
+    teacher = ROOT / "resources" / "models" / "sgcad_teacher.safetensors"
+    chip = shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+    choice = choose_water_expert(teacher, chip, (2, 1))
+    assert choice.dual_pol and choice.sar_bands == (1, 2) and "band 2 is VH" in choice.reason
+    assert choose_water_expert(teacher, chip, (1, 2)).sar_bands == (1, 2)
+    rotterdam = ROOT / "resources" / "sample" / "rotterdam"
+    recipe = InputRecipe.of(read_metadata(ROOT / "resources" / "models" / "sgcad_student.safetensors"))
+    said = resolve_inputs(recipe, rotterdam / "rgb_unmasked.tif", rotterdam / "sar_masked.tif",
+                          InputOverrides(optical_bands=(1, 1, 1))).warnings
+    assert [w for w in said if "optical band(s) [1] chosen more than once ([1, 1, 1])" in w], said
+
+
+def test_amplitude_and_power_are_told_apart_and_a_wrong_given_unit_is_warned(shared_data, tmp_path):
+    # a real VV + VH chip as unnamed amplitude: detected as power before (0 % water); given as power, the map
+    # was 0 % water without a word
+    from engine.config import SarPreprocessConfig
+    from engine.inputs.contract import resolve_chain
+    from engine.inputs.units import detect_sar_units
+
+    with rasterio.open(shared_data / "sen1floods11_s1" / "India_900498_S1Hand.tif") as src:
+        profile, db = src.profile, src.read()
+    files = {}
+    for units, power in (("amplitude", 20.0), ("linear", 10.0)):
+        files[units] = tmp_path / f"{units}.tif"
+        with rasterio.open(files[units], "w", **profile) as dst:  # no band names: the levels must decide
+            dst.write(np.power(10.0, db / power).astype(np.float32))
+    for units, path in files.items():
+        assert detect_sar_units(path, [1, 2]).units == units
+        other = "linear" if units == "amplitude" else "amplitude"
+        assert resolve_chain(SarPreprocessConfig(), path, [1, 2], units)[2] is None
+        note = resolve_chain(SarPreprocessConfig(), path, [1, 2], other)[2]
+        assert note and f"but its values look like {SAR_LABELS[units]}" in note and "set the SAR units" in note

@@ -200,9 +200,13 @@ def test_domain_shift_warnings_say_what_is_wrong_with_numbers(tmp_path):
     constant[1] = 117
     text = " ".join(_warnings(_write(tmp_path / "const.tif", constant, optical, "uint8"), sar))
     assert "optical band 2" in text and "is constant" in text and "0.4588" in text  # 117 / 255
-    zeros = _write(tmp_path / "zero.tif", np.zeros_like(rgb), optical, "uint8")
-    text = " ".join(_warnings(zeros, sar))
+    one_black = rgb.copy()
+    one_black[0] = 0
+    text = " ".join(_warnings(_write(tmp_path / "red0.tif", one_black, optical, "uint8"), sar))
     assert "holds only zeros" in text and "optical band 1" in text
+    zeros = _write(tmp_path / "zero.tif", np.zeros_like(rgb), optical, "uint8")
+    with pytest.raises(ValueError, match=r"band\(s\) \[1, 2, 3\] hold only zeros"):  # every band: nothing to read
+        _warnings(zeros, sar)
     with rasterio.open(sar) as src:
         amplitude = np.sqrt(src.read(1))[None]
     amp = _write(tmp_path / "amp.tif", amplitude, sar, "float32", float("nan"))

@@ -201,8 +201,10 @@ def test_deps_folder_is_in_the_qgis_profile_per_python_version(tmp_path, monkeyp
     assert deps_dir() == tmp_path / "shared" / tag
 
 
-def test_missing_torch_is_reported_plainly_and_html_safe(monkeypatch):
+def test_missing_torch_is_reported_plainly_and_html_safe(monkeypatch, tmp_path):
     from sgcad_qgis import environment
+
+    monkeypatch.setenv("SGCAD_CACHE_DIR", str(tmp_path))  # no precision measured here yet, whatever this machine ran
 
     real = environment.import_module
 

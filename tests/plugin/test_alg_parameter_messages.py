@@ -1,0 +1,44 @@
+"""Parameter messages a Processing sweep found wrong or misleading: each now names what to give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
+
+ROOT = Path(__file__).resolve().parents[2]
+CHIP = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "India_900498_S1Hand.tif"
+ROTTERDAM = ROOT / "resources" / "sample" / "rotterdam"
+
+
+def _refusal(alg: str, params: dict) -> str:
+    import processing
+
+    with pytest.raises(QgsProcessingException) as info:
+        processing.run(f"sgcad:{alg}", params, feedback=QgsProcessingFeedback())
+    return str(info.value).strip().splitlines()[-1]
+
+
+def test_option_names_numbers_and_default_overlaps_are_said_as_they_are(sgcad_provider, tmp_path):
+    # before: "'2' is not one of [0, 1, 2, 3, 4] (auto, linear, db, amplitude, dn)", which these options refuse
+    message = _refusal("watermap", {"SAR": str(CHIP), "SAR_UNITS": "2", "OUTPUT_FOLDER": str(tmp_path / "a")})
+    assert "'2' is not one of auto, linear, db, amplitude, dn; give the name, e.g. auto." in message, message
+    # before: "tile overlap 64 must be ..." for a user who only set the tile size
+    message = _refusal("watermap", {"SAR": str(CHIP), "TILE_SIZE": 65, "OUTPUT_FOLDER": str(tmp_path / "b")})
+    assert "OVERLAP was left at its default, 64: set it too" in message, message
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_sar_only_model_leaves_a_given_optical_image_unread_instead_of_asking_for_0_bands(sgcad_provider):
+    from sgcad_qgis.engine.models.checkpoint import read_metadata
+
+    from sgcad_qgis.algorithms import _checks
+
+    sar_only = read_metadata(ROOT / "resources" / "models" / "sgcad_student_sar_only.safetensors")
+    optical = QgsRasterLayer(str(ROTTERDAM / "rgb_unmasked.tif"), "rgb")
+    assert optical.isValid()
+    assert _checks.model_bands(sar_only, optical, [], "optical", "optical raster") is None
+    student = read_metadata(ROOT / "resources" / "models" / "sgcad_student.safetensors")
+    message = _checks.model_bands(student, optical, [1, 2], "optical", "optical raster")
+    assert "but 3 band(s) are expected" in message  # a model that reads optical still checks the count
