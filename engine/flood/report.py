@@ -9,9 +9,11 @@ segment``); polygons may overlap, each counts its own pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -91,6 +93,7 @@ def load_zones(path: PathLike, grid: Grid, name_field: Optional[str] = None) -> 
     transform = None if srs.IsSame(target) else osr.CoordinateTransformation(srs, target)
     inv = ~grid.transform
     zones: List[Zone] = []
+    fids: List[int] = []
     for feature in layer:
         geom = feature.GetGeometryRef()
         if geom is None or ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
@@ -105,9 +108,12 @@ def load_zones(path: PathLike, grid: Grid, name_field: Optional[str] = None) -> 
         value = feature.GetField(chosen) if chosen else None
         name = str(value) if value not in (None, "") else f"polygon {feature.GetFID()}"
         zones.append(Zone(name, json.loads(geom.ExportToJson()), (x0, y0, x1, y1)))
+        fids.append(feature.GetFID())
     if not zones:
         raise ValueError(f"areas of interest {path}: layer {layer.GetName()!r} holds no polygons")
-    return zones
+    counts = Counter(z.name for z in zones)  # two areas both called "A" could not be told apart in the report
+    return [dataclasses.replace(z, name=f"{z.name} (polygon {fid})") if counts[z.name] > 1 else z
+            for z, fid in zip(zones, fids)]
 
 
 class AreaCounter:

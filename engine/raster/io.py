@@ -52,6 +52,16 @@ def iter_windows(width: int, height: int, block: int, halo: int = 0) -> Iterator
             yield Window(col, row, w, h), Window(col - halo, row - halo, w + 2 * halo, h + 2 * halo)
 
 
+WATER_MAP_NAMES = ("not water", "water")
+"""The classes of a water map (``engine water`` / ``sgcad:watermap``'s ``water.tif``: 0 not water, 1 water)."""
+
+
+def is_water_map(src: Any) -> bool:
+    """Whether an open raster is a water map: one band described "water" and no class names (a class map
+    of ``segment`` carries its ``class_names`` tag)."""
+    return (src.descriptions[0] or "").strip().lower() == "water" and "class_names" not in src.tags()
+
+
 def check_bands(src: Any, bands: Sequence[int], path: PathLike) -> None:
     """Raise ``ValueError`` naming the file when a requested 1-based band does not exist."""
     if len(bands) == 0:

@@ -17,7 +17,7 @@ from ..config import ClassSchema
 from ..metrics import BoundaryFScore, ConfusionMatrix, thin_structure_classes
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of, read_on_grid
-from ..raster.io import iter_windows, read_bands
+from ..raster.io import WATER_MAP_NAMES, is_water_map, iter_windows, read_bands
 
 PathLike = Union[str, Path]
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc"}
@@ -37,15 +37,6 @@ def is_raster(path: PathLike) -> bool:
 
 SAR_ONLY_NON_WATER = 254
 """Class-map value of segment's SAR-only "not water" pixels (engine.inference.products; not imported: no torch)."""
-WATER_MAP_NAMES = ("not water", "water")
-"""The classes of a water map (watermap's ``water.tif``: 0 not water, 1 water)."""
-
-
-def _is_water_map(src: rasterio.io.DatasetReader) -> bool:
-    # watermap writes one band described "water" and no class names; a class map carries its class_names
-    return (src.descriptions[0] or "").strip().lower() == "water" and "class_names" not in src.tags()
-
-
 def _check_prediction(path: Path, schema: ClassSchema) -> bool:
     """Refuse what cannot be a class map; True when ``path`` is a water map (0/1) rather than a class map."""
     if not path.is_file():
@@ -56,7 +47,7 @@ def _check_prediction(path: Path, schema: ClassSchema) -> bool:
                 f"{path}: expected a single-band integer class raster (values {list(schema.ids)}), "
                 f"got {src.count} band(s) of {src.dtypes[0]}"
             )
-        return _is_water_map(src)
+        return is_water_map(src)
 
 
 MIN_SCORED_PIXELS = 100
@@ -105,7 +96,7 @@ def evaluate_rasters(
     ref_water_map = False
     if raster_ref:
         with rasterio.open(reference) as src:
-            ref_water_map = _is_water_map(src)
+            ref_water_map = is_water_map(src)
     # a water map (prediction or reference) only says water / not water: both sides fold onto that
     binary = water_map or ref_water_map
     names = WATER_MAP_NAMES if binary else tuple(schema.names)

@@ -46,7 +46,7 @@ from rasterio.windows import Window
 
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import Grid, grid_of, read_on_grid
-from ..raster.io import atomic_output, iter_windows, read_bands
+from ..raster.io import WATER_MAP_NAMES, atomic_output, is_water_map, iter_windows, read_bands
 from ..raster.measure import GroundMeasure
 from .components import ClassComponents, label_classes, scan_components
 from .geometry import (
@@ -78,10 +78,12 @@ TRANSACTION = 5000  # features per GeoPackage transaction
 
 
 def class_names_of(path: PathLike) -> Dict[int, str]:
-    """Class names stored in a class raster: the ``class_names`` JSON tag that SGCAD writes,
-    else GDAL category names; empty when there are none."""
+    """Class names stored in a class raster: the ``class_names`` JSON tag that SGCAD writes, a water map's
+    two (:func:`~engine.raster.io.is_water_map`), else GDAL category names; empty when there are none."""
     with rasterio.open(path) as src:
         tag = src.tags().get("class_names")
+        if is_water_map(src):
+            return dict(enumerate(WATER_MAP_NAMES))
     if tag:
         try:
             return {int(k): str(v) for k, v in json.loads(tag).items()}

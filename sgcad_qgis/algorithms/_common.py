@@ -464,7 +464,37 @@ class EngineAlgorithm(SgcadAlgorithm):
             if definition.checkValueIsAcceptable(value, context):
                 continue
             return False, self._parameter_message(definition, value, parameters)
+        problem = self._extension_problem(parameters)
+        if problem:
+            return False, problem
         return self._folder_problems(parameters, context)
+
+    def _extension_problem(self, parameters) -> Optional[str]:
+        """An output file named with an extension other than what it is written as (a GeoTIFF named
+        ``.png``, an HTML report named ``.tif``): refused, since other programs open files by their names."""
+        import re
+
+        from qgis.core import QgsProcessingOutputLayerDefinition
+
+        for definition in self.destinationParameterDefinitions():
+            kind = definition.type()
+            if kind not in ("rasterDestination", "fileDestination"):
+                continue
+            value = parameters.get(definition.name())
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                value = value.sink.staticValue()
+            if not isinstance(value, str):  # an expression (Modeler) is only known when the model runs
+                continue
+            path = value
+            suffix = Path(path).suffix.lower().lstrip(".")
+            if not suffix or path.startswith(("TEMPORARY_OUTPUT", "memory:")):
+                continue  # QGIS adds the default extension to a name without one
+            written = ("tif", "tiff") if kind == "rasterDestination" else tuple(
+                dict.fromkeys(e.lower() for e in re.findall(r"\*\.(\w+)", definition.fileFilter() or "")))
+            if written and suffix not in written:
+                return (f"{definition.description()} ({definition.name()}): {Path(path).name} ends in .{suffix}, but "
+                        f"this output is written as .{written[0]}; name it {Path(path).stem}.{written[0]}")
+        return None
 
     def _folder_problems(self, parameters, context) -> Tuple[bool, str]:
         """Output folders: not a file, not held by another run, and no input named like a file they receive

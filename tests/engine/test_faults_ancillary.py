@@ -154,3 +154,28 @@ def test_web_mercator_areas_are_ground_areas(tmp_path):
     # a CRS that keeps areas (UTM) keeps its own units
     utm = Grid(CRS.from_epsg(32631).to_wkt(), Affine(20, 0, 600000, 0, -20, 4800000), 100, 100)
     assert (row_areas_m2(utm, 0, 100) == 400.0).all()
+
+
+def test_areas_of_interest_with_the_same_name_are_told_apart_in_the_report(tmp_path):
+    # before: two areas both reported as "A", one of them all nodata, with nothing to say which was which
+    from osgeo import osr
+
+    from engine.flood.report import load_zones
+
+    grid = grid_of(AFTER)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(grid.crs_wkt)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "areas.gpkg"))
+    layer = ds.CreateLayer("areas", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    left, top = grid.transform.c, grid.transform.f
+    for k, name in enumerate(("A", "B", "A")):
+        x0, y0 = left + 400 * (k + 1), top - 400 * (k + 1)
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("name", name)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x0} {y0},{x0 + 300} {y0},{x0 + 300} {y0 - 300},{x0} {y0 - 300},{x0} {y0}))"))
+        layer.CreateFeature(feature)
+    ds = None
+    assert [z.name for z in load_zones(tmp_path / "areas.gpkg", grid, "name")] == ["A (polygon 1)", "B",
+                                                                                   "A (polygon 3)"]

@@ -262,3 +262,13 @@ def _schema():
     from engine.config import ClassSchema
 
     return ClassSchema()
+
+
+def test_a_vectorized_water_map_names_its_two_classes(tmp_path):
+    # before: "class 0" / "class 1"
+    water = _water_map(tmp_path, (_india_label() == 1).astype(np.uint8))
+    result = vectorize_classes(water, tmp_path / "w.gpkg")
+    ds = ogr.Open(str(tmp_path / "w.gpkg"))
+    names = {f.GetField("class_name") for f in ds.GetLayer(0)}
+    ds = None
+    assert result["polygons"] > 0 and names == {"not water", "water"}

@@ -42,3 +42,22 @@ def test_a_sar_only_model_leaves_a_given_optical_image_unread_instead_of_asking_
     student = read_metadata(ROOT / "resources" / "models" / "sgcad_student.safetensors")
     message = _checks.model_bands(student, optical, [1, 2], "optical", "optical raster")
     assert "but 3 band(s) are expected" in message  # a model that reads optical still checks the count
+
+
+def test_a_raster_output_named_as_another_format_is_refused_before_writing(sgcad_provider, tmp_path):
+    # before: a GeoTIFF written as labels.png
+    message = _refusal("rasterizelabels", {"INPUT": str(ROTTERDAM / "labels_digitised.gpkg"), "CLASS_FIELD": "class",
+                                           "REFERENCE": str(ROTTERDAM / "sar_masked.tif"),
+                                           "OUTPUT": str(tmp_path / "labels.png")})
+    assert "labels.png ends in .png, but this output is written as .tif; name it labels.tif" in message, message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_output_named_as_another_format_is_refused_before_writing(sgcad_provider, tmp_path):
+    # before: JSON metrics written as metrics.tif
+    message = _refusal("evaluate", {"PREDICTION": str(ROTTERDAM / "rgb_unmasked.tif"),
+                                    "REFERENCE_VECTOR": str(ROTTERDAM / "labels_digitised.gpkg"),
+                                    "OUTPUT_HTML": str(tmp_path / "report.html"),
+                                    "OUTPUT_JSON": str(tmp_path / "metrics.tif")})
+    assert "metrics.tif ends in .tif, but this output is written as .json; name it metrics.json" in message, message
+    assert list(tmp_path.iterdir()) == []
