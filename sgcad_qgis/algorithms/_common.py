@@ -464,18 +464,20 @@ class EngineAlgorithm(SgcadAlgorithm):
             if definition.checkValueIsAcceptable(value, context):
                 continue
             return False, self._parameter_message(definition, value, parameters)
-        problem = self._extension_problem(parameters)
+        problem = self._extension_problem(parameters, context)
         if problem:
             return False, problem
         return self._folder_problems(parameters, context)
 
-    def _extension_problem(self, parameters) -> Optional[str]:
+    def _extension_problem(self, parameters, context) -> Optional[str]:
         """An output file named with an extension other than what it is written as (a GeoTIFF named
-        ``.png``, an HTML report named ``.tif``): refused, since other programs open files by their names."""
+        ``.png``, an HTML report named ``.tif``): refused, since other programs open files by their names.
+        An output named as one of the inputs is left to the check that says so (it would replace it)."""
         import re
 
         from qgis.core import QgsProcessingOutputLayerDefinition
 
+        inputs = {str(Path(p).resolve()) for p in self.input_files(parameters, context).values()}
         for definition in self.destinationParameterDefinitions():
             kind = definition.type()
             if kind not in ("rasterDestination", "fileDestination"):
@@ -487,7 +489,7 @@ class EngineAlgorithm(SgcadAlgorithm):
                 continue
             path = value
             suffix = Path(path).suffix.lower().lstrip(".")
-            if not suffix or path.startswith(("TEMPORARY_OUTPUT", "memory:")):
+            if not suffix or path.startswith(("TEMPORARY_OUTPUT", "memory:")) or str(Path(path).resolve()) in inputs:
                 continue  # QGIS adds the default extension to a name without one
             written = ("tif", "tiff") if kind == "rasterDestination" else tuple(
                 dict.fromkeys(e.lower() for e in re.findall(r"\*\.(\w+)", definition.fileFilter() or "")))
