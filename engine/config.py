@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
@@ -276,7 +277,7 @@ class OpticalPreprocessConfig:
 
     def __post_init__(self) -> None:
         # a scale of 0 writes zeros whatever the image holds; say so here, not as "a constant band" later
-        if not (self.scale == self.scale and abs(self.scale) not in (0.0, float("inf"))):
+        if not math.isfinite(self.scale) or self.scale == 0:
             raise ValueError(f"optical scale {self.scale!r} must be a finite non-zero number (values are read as "
                              "value x scale + offset; 1 keeps the units)")
 

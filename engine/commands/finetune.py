@@ -83,7 +83,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..validate import (
         FINETUNE_RUN_FILES,
         RunLock,
-        check_learning_rate,
         check_output_folder,
         check_outputs_not_inputs,
         choose_vector_layer,
@@ -105,7 +104,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for name in ("steps", "batch_size", "crop_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    check_learning_rate(args.lr, "--lr")
     cfg = FinetuneConfig(
         steps=args.steps, teacher_steps=args.teacher_steps, train_encoders=args.train_encoders,
         update_teacher=not args.no_teacher_update, kd=args.kd, pseudo_labels=not args.no_pseudo_labels,

@@ -190,22 +190,13 @@ def _read_polygons(path: Path):
 
 def _valid(geometry):
     """A polygon's valid form with an area (GEOS's make-valid, quietly), or None when it has none."""
-    from osgeo import gdal, ogr
+    from ..vector.geometry import polygon_parts, quiet_gdal
 
-    gdal.PushErrorHandler("CPLQuietErrorHandler")  # GEOS would print a TopologyException for each bad ring
-    try:
+    with quiet_gdal():  # GEOS would print a TopologyException for each bad ring
         g = geometry.Clone()
         if not g.IsValid():
             g = g.MakeValid()
-        if g is not None and ogr.GT_Flatten(g.GetGeometryType()) == ogr.wkbGeometryCollection:
-            parts = [g.GetGeometryRef(i).Clone() for i in range(g.GetGeometryCount())]
-            polygons = [q for q in parts if ogr.GT_Flatten(q.GetGeometryType()) in (ogr.wkbPolygon,
-                                                                                      ogr.wkbMultiPolygon)]
-            g = None
-            for q in polygons:
-                g = q if g is None else g.Union(q)
-    finally:
-        gdal.PopErrorHandler()
+    g = polygon_parts(g)
     if g is None or g.IsEmpty() or g.GetArea() <= 0:
         return None
     return g

@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from ..config import ClassSchema
 from ..progress import NULL_PROGRESS, Progress
-from ..vector.geometry import quiet_gdal
+from ..vector.geometry import polygon_parts, quiet_gdal
 from .grid import Grid
 from .io import iter_windows, open_writer
 
@@ -129,17 +129,8 @@ def read_label_polygons(
             if geom is None or geom.IsEmpty():
                 report["skipped"].append({"fid": fid, "class": value, "reason": "is invalid and not repairable"})
                 continue
-        if ogr.GT_Flatten(geom.GetGeometryType()) == ogr.wkbGeometryCollection:
-            polys = [geom.GetGeometryRef(i).Clone() for i in range(geom.GetGeometryCount())]
-            polys = [g for g in polys if ogr.GT_Flatten(g.GetGeometryType()) in (ogr.wkbPolygon, ogr.wkbMultiPolygon)]
-            if not polys:
-                report["skipped"].append({"fid": fid, "class": value, "reason": _NO_AREA})
-                continue
-            geom = ogr.ForceToMultiPolygon(polys[0])
-            for extra in polys[1:]:
-                geom = geom.Union(extra)
-        if ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-            # make-valid turned it into a line or point: a polygon without area (too few points, flat)
+        geom = polygon_parts(geom)
+        if geom is None:  # make-valid left lines or points: a polygon without area (too few points, flat)
             report["skipped"].append({"fid": fid, "class": value, "reason": _NO_AREA})
             continue
         try:

@@ -477,7 +477,7 @@ class EngineAlgorithm(SgcadAlgorithm):
 
         from qgis.core import QgsProcessingOutputLayerDefinition
 
-        inputs = {str(Path(p).resolve()) for p in self.input_files(parameters, context).values()}
+        inputs = None  # read only for a name that does not fit, which is rare
         for definition in self.destinationParameterDefinitions():
             kind = definition.type()
             if kind not in ("rasterDestination", "fileDestination"):
@@ -489,11 +489,15 @@ class EngineAlgorithm(SgcadAlgorithm):
                 continue
             path = value
             suffix = Path(path).suffix.lower().lstrip(".")
-            if not suffix or path.startswith(("TEMPORARY_OUTPUT", "memory:")) or str(Path(path).resolve()) in inputs:
+            if not suffix or path.startswith(("TEMPORARY_OUTPUT", "memory:")):
                 continue  # QGIS adds the default extension to a name without one
             written = ("tif", "tiff") if kind == "rasterDestination" else tuple(
                 dict.fromkeys(e.lower() for e in re.findall(r"\*\.(\w+)", definition.fileFilter() or "")))
             if written and suffix not in written:
+                if inputs is None:
+                    inputs = {str(Path(p).resolve()) for p in self.input_files(parameters, context).values()}
+                if str(Path(path).resolve()) in inputs:
+                    continue
                 return (f"{definition.description()} ({definition.name()}): {Path(path).name} ends in .{suffix}, but "
                         f"this output is written as .{written[0]}; name it {Path(path).stem}.{written[0]}")
         return None
