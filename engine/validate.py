@@ -206,12 +206,18 @@ def check_output_folder(folder: PathLike) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SgcadError(f"{folder}: exists and is a file, not a folder; choose an output folder")
-    for parent in folder.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise SgcadError(f"{folder}: {parent} is a file, not a folder; choose another output folder")
-            break
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        raise SgcadError(f"{folder}: {blocker} is a file, not a folder; choose another output folder")
     return folder
+
+
+def _file_in_the_way(path: PathLike) -> Optional[Path]:
+    """The nearest existing parent of ``path`` when it is a file (so nothing can be made under it), else None."""
+    for parent in Path(str(path)).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def check_writable(folder: PathLike, what: str = "output folder", target: Optional[PathLike] = None) -> None:
@@ -832,6 +838,9 @@ def describe_os_error(exc: BaseException, path: Optional[PathLike] = None, writi
                 "Choose an output folder you can write to, or change its permissions"
             )
         return f"{where}: permission denied, cannot be read; check the file's permissions"
+    blocker = _file_in_the_way(path) if path is not None else None
+    if blocker is not None:  # ENOTDIR, or GDAL's own "not found" for a path through a file
+        return f"{where}: {blocker} is a file, not a folder; choose another path"
     if code in (errno.ENOENT, errno.ENOTDIR) or any(k in lowered for k in _MISSING):
         return f"{where}: file or folder not found; check the path"
     if code == errno.EISDIR:

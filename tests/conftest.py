@@ -7,6 +7,7 @@ is the vendored sub-package ``sgcad_qgis.engine``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -43,6 +44,9 @@ def shared_data() -> Path:
 
 def pytest_sessionfinish(session, exitstatus):
     _exit_status["value"] = int(exitstatus)
+    # Garbage collection after the tests can free Qt wrappers whose C++ objects QGIS already deleted,
+    # and segfault in the summary (seen after a few plugin test files run alone); the process ends next.
+    gc.disable()
 
 
 @pytest.hookimpl(trylast=True)

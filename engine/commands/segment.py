@@ -58,7 +58,8 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     parser.add_argument(
         "--aoi", help="polygon file, or box 'minx,miny,maxx,maxy[,CRS]' (grid CRS by default)"
     )
-    parser.add_argument("--cloud-mask", help="raster whose non-zero pixels mark the optical input missing")
+    parser.add_argument("--cloud-mask", help="raster marking the optical input missing: 0/1 (non-zero is cloud), "
+                        "or a cloud probability (0-1) or percentage (0-100), cloud from 50 %%")
     parser.add_argument(
         "--grid", choices=("sar", "optical"), default="sar", help="output grid (default: sar)"
     )

@@ -23,8 +23,8 @@ from ..cores import apply_threads, threads_for
 from ..files import output_folder
 from ..inputs.contract import InputOverrides, InputRecipe, optical_for, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
-from ..raster.ancillary import check_cloud_mask
-from ..raster.grid import Grid, default_grid, grid_of
+from ..raster.ancillary import CloudMaskReading, check_cloud_mask
+from ..raster.grid import Grid, check_output_size, default_grid, grid_of
 from ..validate import (
     RunLock,
     SgcadError,
@@ -54,16 +54,18 @@ GRIDS = ("sar", "optical")
 
 
 def scene_grid(
-    optical_path: PathLike, sar_path: PathLike, grid: str = "sar", resolution: Optional[float] = None
+    optical_path: PathLike, sar_path: PathLike, grid: str = "sar", resolution: Optional[float] = None,
+    check_size: bool = True,
 ) -> Grid:
     """The model grid: the SAR's (default) or the optical's native grid, or both footprints'
-    intersection at ``resolution`` when one is given."""
+    intersection at ``resolution`` when one is given (its size checked unless ``check_size`` is False:
+    a run with an area of interest checks the area it maps)."""
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     if optical_path is None and grid == "optical":
         raise ValueError("the output grid cannot be the optical image's: this run reads no optical image")
     if resolution:
-        return default_grid(optical_path or sar_path, sar_path, resolution=resolution)
+        return default_grid(optical_path or sar_path, sar_path, resolution=resolution, check_size=check_size)
     return grid_of(sar_path if grid == "sar" else optical_path)
 
 
@@ -232,6 +234,7 @@ def segment_scene(
         },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
         "sar_only_pixels": stats.sar_only_pixels,
+        "sar_pixels": stats.sar_pixels,
         "sar_without_optical_pixels": stats.sar_without_optical_pixels,
         "inputs": _with_warnings(job.resolved.summary(), job.warnings + ([gaps] if gaps else [])),
         "memory": {"peak_blend_pixels": stats.peak_live_cells, "peak_pending_blocks": stats.peak_live_blocks},
@@ -273,6 +276,7 @@ class SceneJob:
     tags: Dict[str, str]
     warnings: List[str]
     expert: Optional[ExpertChoice] = None  # the VV + VH water expert, when it maps this SAR's water
+    cloud_cut: float = 0.5  # cloud where the mask is at least this (raster.ancillary.check_cloud_mask)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -284,7 +288,7 @@ class SceneJob:
         return TileReader(
             self.optical_path, self.sar_path, self.region, self.o_bands, self.s_bands,
             self.resolved.preprocessor, self.teacher_pre, self.cloud_mask,
-            self.expert.sar_bands if self.expert is not None else (),
+            self.expert.sar_bands if self.expert is not None else (), self.cloud_cut,
         )
 
     def make_backend(
@@ -438,11 +442,12 @@ def prepare_job(
         if (teacher_pre.sar_cfg, teacher_pre.sar_record) == (pre.sar_cfg, pre.sar_record):
             teacher_pre = None  # the same SAR values feed both networks: read them once
 
-    full = scene_grid(optical_path, sar_path, grid, resolution)
+    full = scene_grid(optical_path, sar_path, grid, resolution, check_size=aoi is None)
     overlap_warning = check_pair_overlap(optical_path, sar_path, full, cfg.tile_size) if optical_path else None
     if overlap_warning:
         progress.warning(overlap_warning)
-    cloud_warning = check_cloud_mask(cloud_mask, full) if cloud_mask else None
+    cloud = check_cloud_mask(cloud_mask, full) if cloud_mask else CloudMaskReading()
+    cloud_warning = cloud.warning
     if cloud_warning:
         progress.warning(cloud_warning)
     unused = _water_from_expert_unused(cfg, o_bands, teacher_meta is not None)
@@ -455,6 +460,8 @@ def prepare_job(
         region = full.window_grid(Window(x0, y0, x1 - x0, y1 - y0))
         keep = lambda a, b, c, d: area.intersects(region, a, b, c, d)  # noqa: E731
         mask = None if area.is_box else (lambda a, b, w, h: area.mask(region, a, b, w, h))
+        if resolution:  # a fine pixel size is refused for the area mapped, not for the whole scene
+            check_output_size(region, optical_path or sar_path, sar_path)
     plan = plan_tiles(region.width, region.height, cfg.tile_size, cfg.overlap, keep)
     if not plan.tiles:
         raise ValueError(f"no tile of the {region.width}x{region.height} grid touches the AOI {aoi!r}")
@@ -470,7 +477,7 @@ def prepare_job(
     return SceneJob(
         optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
         cloud_mask, region, plan, keep, mask, keys, tags, [w for w in (overlap_warning, cloud_warning, unused) if w],
-        expert,
+        expert, cloud.cut,
     )
 
 

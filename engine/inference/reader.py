@@ -46,9 +46,11 @@ class TileReader:
         optical_bands, sar_bands: 1-based bands feeding the networks.
         preprocessor: the student's preprocessing (from the resolved inputs).
         teacher_preprocessor: the teacher's, when it differs from the student's SAR chain.
-        cloud_mask: optional raster; non-zero pixels mark the optical input as missing.
+        cloud_mask: optional raster; pixels at least ``cloud_cut`` mark the optical input as missing.
         teacher_sar_bands: 1-based SAR bands the teacher reads when they are not the student's
             (the VV + VH water expert beside a VV student: ``sar_bands`` then come first).
+        cloud_cut: the cloud mask's value from which a pixel is cloud (0.5: any non-zero whole number, or a
+            probability from 50 %; :func:`engine.raster.ancillary.check_cloud_mask` decides it).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class TileReader:
         teacher_preprocessor: Optional[InputPreprocessor] = None,
         cloud_mask: Optional[PathLike] = None,
         teacher_sar_bands: Sequence[int] = (),
+        cloud_cut: float = 0.5,
     ) -> None:
         chains = [preprocessor] + ([teacher_preprocessor] if teacher_preprocessor is not None else [])
         read, channels = list(sar_bands), None
@@ -70,7 +73,8 @@ class TileReader:
                 raise ValueError("a teacher reading other SAR bands than the student needs its own preprocessor")
             read += [b for b in teacher_sar_bands if b not in read]
             channels = [tuple(range(len(sar_bands))), tuple(read.index(b) for b in teacher_sar_bands)]
-        self.pair = PairReader(optical_path, sar_path, grid, optical_bands, read, chains, cloud_mask, channels)
+        self.pair = PairReader(optical_path, sar_path, grid, optical_bands, read, chains, cloud_mask, channels,
+                               cloud_cut)
         self.has_teacher_chain = teacher_preprocessor is not None
 
     def read_region(self, x0: int, y0: int, width: int, height: int, fill: bool = True) -> Tuple:

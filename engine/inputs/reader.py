@@ -40,10 +40,11 @@ class PairReader:
         optical_bands, sar_bands: 1-based bands, in the networks' order.
         preprocessors: one per network fed from these files (student first); the optical
             array comes from the first.
-        cloud_mask: raster whose non-zero pixels mark the optical input as missing.
+        cloud_mask: raster whose pixels at least ``cloud_cut`` mark the optical input as missing.
         sar_channels: per preprocessor, the positions in ``sar_bands`` it reads (default: all of
             them), when the networks read different SAR bands (a VV student beside the VV + VH
             water expert: ``[(0,), (0, 1)]``); the bands are read once.
+        cloud_cut: 0.5 (any non-zero whole number; a probability from 50 %), or 50 for a percentage.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class PairReader:
         preprocessors: Sequence[InputPreprocessor],
         cloud_mask: Optional[PathLike] = None,
         sar_channels: Optional[Sequence[Sequence[int]]] = None,
+        cloud_cut: float = 0.5,
     ) -> None:
         if not preprocessors:
             raise ValueError("PairReader needs at least one preprocessor")
@@ -68,6 +70,7 @@ class PairReader:
         self.optical_bands, self.sar_bands = list(optical_bands), list(sar_bands)
         self.preprocessors = list(preprocessors)
         self.cloud_mask = Path(cloud_mask) if cloud_mask else None
+        self.cloud_cut = float(cloud_cut)
         self.halo = max(p.halo for p in self.preprocessors)
         cfg = self.preprocessors[0].sar_cfg
         self.incidence_band = cfg.incidence_band if cfg.incidence_normalize else None
@@ -85,7 +88,7 @@ class PairReader:
             opt_raw = read_on_grid(self.optical_path, self.optical_bands, self.grid, win)
             if self.cloud_mask is not None:
                 cloud = read_on_grid(self.cloud_mask, [1], self.grid, win, resampling="nearest")[0]
-                opt_raw[:, np.isfinite(cloud) & (cloud != 0)] = np.nan
+                opt_raw[:, np.isfinite(cloud) & (cloud >= self.cloud_cut)] = np.nan
             optical = self._crop(self.preprocessors[0].optical(opt_raw), self.preprocessors[0])
         sar = []
         for pre, channels in zip(self.preprocessors, self.sar_channels):

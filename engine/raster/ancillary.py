@@ -144,17 +144,32 @@ def check_dem(path: PathLike, grid: Grid, what: str, scene: str) -> None:
         )
 
 
-def check_cloud_mask(path: PathLike, grid: Grid, what: str = "cloud mask (--cloud-mask / CLOUD_MASK)",
-                     scene: str = "scene") -> Optional[str]:
-    """Refuse a cloud mask that does not overlap the scene or is not a mask; say what a usable one implies.
+#: A cloud probability marks cloud from 50 % on, the middle of the 0.4-0.5 that cloud-probability products
+#: suggest for their masks: a mask that read every non-zero probability as cloud dropped clear optical too.
+CLOUD_PROBABILITY_CUT = 0.5
+#: Whole numbers up to this, more than two of them, are class codes (Sentinel-2 SCL 0-11, Fmask 0-4), not a mask.
+CLASS_CODE_MAX = 11
 
-    A cloud mask marks the optical input missing wherever its first band is non-zero: 0 / 1 (or 0 / 255),
-    a cloud probability (0–1) or a percentage (0–100). Negative values or values above 255 are
+
+@dataclass(frozen=True)
+class CloudMaskReading:
+    """How a cloud mask is read: cloud where its first band is at least ``cut``, and what to tell the user."""
+
+    cut: float = CLOUD_PROBABILITY_CUT  # 0.5: any whole number but 0, or a probability (0-1) from 50 %
+    warning: Optional[str] = None
+
+
+def check_cloud_mask(path: PathLike, grid: Grid, what: str = "cloud mask (--cloud-mask / CLOUD_MASK)",
+                     scene: str = "scene") -> CloudMaskReading:
+    """Refuse a cloud mask that does not overlap the scene or is not a mask; decide how to read it.
+
+    A 0 / 1 (or 0 / 255) mask is cloud wherever it is non-zero; a cloud probability (fractions of 0-1) or a
+    percentage (0-100, whole numbers or not) is cloud from 50 % on. Negative values or values above 255 are
     something else (SAR in dB, reflectance, heights).
 
     Returns:
-        a warning (extra bands not read, a probability read as "any cloud", a mask that is cloud
-        nearly everywhere), or None.
+        the cut and a warning (extra bands not read, a probability or percentage read from 50 %, class
+        codes read as "any non-zero", a mask that is cloud nearly everywhere), or no warning.
 
     Raises:
         SgcadError: no overlap, or values that no cloud mask holds.
@@ -162,7 +177,7 @@ def check_cloud_mask(path: PathLike, grid: Grid, what: str = "cloud mask (--clou
     check_overlap(path, grid, what, scene)
     values = sample_values(path, grid)
     if values is None:
-        return f"{what} {path} holds no valid pixel over the {scene}: it masks nothing"
+        return CloudMaskReading(warning=f"{what} {path} holds no valid pixel over the {scene}: it masks nothing")
     bands = f", {values.bands} bands" if values.bands > 1 else ""
     if values.minimum < 0 or values.maximum > 255:
         raise SgcadError(
@@ -173,12 +188,27 @@ def check_cloud_mask(path: PathLike, grid: Grid, what: str = "cloud mask (--clou
     notes = []
     if values.bands > 1:
         notes.append(f"only its first band of {values.bands} is read")
-    cloudy = float(np.mean(values.sample != 0))
-    if not values.integer:
-        notes.append(f"it holds fractional values ({values.text()}, a probability?) and every non-zero pixel "
-                     "counts as cloud")
+    distinct = np.unique(values.sample)
+    cut = CLOUD_PROBABILITY_CUT
+    if not values.integer and values.maximum <= 1:
+        notes.append(f"it holds fractions ({values.text()}), read as a cloud probability: cloud from "
+                     f"{cut:g} on")
+    elif values.maximum <= 100 and (not values.integer or (distinct.size > 2 and values.maximum > CLASS_CODE_MAX)):
+        cut = 100 * CLOUD_PROBABILITY_CUT
+        notes.append(f"it holds {values.text()}, read as a cloud percentage: cloud from {cut:g} % on")
+    elif values.integer and distinct.size > 2 and values.maximum <= CLASS_CODE_MAX:
+        notes.append(f"it holds the whole numbers {', '.join(f'{v:g}' for v in distinct[:12])}, like class codes "
+                     "(Sentinel-2 SCL, Fmask), and every non-zero code counts as cloud; give a 0/1 mask of the cloud "
+                     "classes instead (e.g. SCL 3, 8, 9, 10 with the raster calculator)")
+    elif values.integer and distinct.size > 2:  # up to 255: a scaled probability, or a picture
+        notes.append(f"it holds {distinct.size} different whole numbers up to {values.maximum:g} and every non-zero "
+                     "pixel counts as cloud; if it is a probability scaled to 255, give a 0/1 mask instead")
+    elif not values.integer:  # fractions above 100: no known scale
+        notes.append(f"it holds fractional values ({values.text()}) and every pixel from {cut:g} on counts as cloud")
+    cloudy = float(np.mean(values.sample >= cut))
     if cloudy >= 0.95:
         notes.append("the optical image is not used there: the map is SAR-only water / non-water")
     if not notes:
-        return None
-    return f"{what} {path} marks {100 * cloudy:.0f} % of the {scene} as cloud; " + "; ".join(notes)
+        return CloudMaskReading(cut)
+    return CloudMaskReading(cut, f"{what} {path} marks {100 * cloudy:.0f} % of the {scene} as cloud; "
+                                 + "; ".join(notes))

@@ -146,6 +146,7 @@ def default_grid(
     crs: Optional[Union[str, CRS]] = None,
     bounds: Optional[Bounds] = None,
     min_size: int = 1,
+    check_size: bool = True,
 ) -> Grid:
     """The common grid of an optical and a SAR raster.
 
@@ -162,10 +163,12 @@ def default_grid(
         crs: target CRS (anything ``rasterio.crs.CRS.from_user_input`` accepts).
         bounds: (left, bottom, right, top) in the target CRS to restrict the extent.
         min_size: smallest acceptable width and height in pixels (e.g. one patch).
+        check_size: refuse a ``resolution`` that makes the grid far larger than the inputs.
 
     Raises:
         ValueError: no georeferencing, no overlap, an overlap smaller than ``min_size``, or a
-            ``resolution`` that makes a grid far larger than the inputs (``validate.check_grid_size``).
+            ``resolution`` that makes a grid far larger than the inputs (``validate.check_grid_size``),
+            unless ``check_size`` is False (a run that maps a small area of it checks that area instead).
     """
     if crs is not None:
         target = CRS.from_user_input(crs)
@@ -206,13 +209,28 @@ def default_grid(
             f"{res:g} m, smaller than the {min_size}x{min_size} needed (one patch); "
             "use a finer resolution or inputs that overlap more"
         )
-    if resolution:  # a mistyped pixel size would otherwise run for hours and fill the disk
-        from ..validate import check_grid_size
+    result = Grid(target.to_wkt(), Affine(res, 0.0, left, 0.0, -res, top), width, height)
+    if resolution and check_size:  # a mistyped pixel size would otherwise run for hours and fill the disk
+        check_output_size(result, optical_path, sar_path)
+    return result
 
-        native = min(_resolution_in(optical_path, target), _resolution_in(sar_path, target))
-        unit = "m" if target.linear_units.lower() in ("metre", "meter", "m") else target.linear_units
-        check_grid_size(width, height, res, native, unit)
-    return Grid(target.to_wkt(), Affine(res, 0.0, left, 0.0, -res, top), width, height)
+
+def check_output_size(grid: Grid, optical_path: PathLike, sar_path: PathLike) -> None:
+    """Refuse ``grid`` (or the part of it a run maps) when it is far finer than its inputs and large.
+
+    Args:
+        grid: the output grid, or the window of it that will be mapped (an area of interest).
+        optical_path, sar_path: the inputs whose finest pixel size is the reference.
+
+    Raises:
+        SgcadError: see :func:`engine.validate.check_grid_size`.
+    """
+    from ..validate import check_grid_size
+
+    target = grid.crs
+    native = min(_resolution_in(optical_path, target), _resolution_in(sar_path, target))
+    unit = "m" if target.linear_units.lower() in ("metre", "meter", "m") else target.linear_units
+    check_grid_size(grid.width, grid.height, abs(grid.transform.a), native, unit)
 
 
 def read_on_grid(

@@ -158,7 +158,7 @@ def check_output(path: PathLike, overwrite: bool = False) -> Path:
         ValueError: the output exists (without ``overwrite``), is a folder, or its folder is missing.
         engine.validate.FaultError: the folder cannot be written to (read-only, permission, full).
     """
-    from ..validate import check_writable
+    from ..validate import check_output_folder, check_writable
 
     path = Path(path)
     if path.is_dir():
@@ -166,6 +166,7 @@ def check_output(path: PathLike, overwrite: bool = False) -> Path:
     if path.exists() and not overwrite:
         raise ValueError(f"{path}: output exists; choose another name or pass overwrite=True (--overwrite)")
     if not path.parent.is_dir():
+        check_output_folder(path.parent)  # names a file standing where a folder should be
         raise ValueError(f"{path}: output folder {path.parent} does not exist")
     check_writable(path.parent, target=path)
     return path

@@ -38,7 +38,7 @@ import torch
 from rasterio.windows import Window
 
 from .. import __version__
-from ..config import PSEUDO_LABEL_LAYERS, DistillConfig, FinetuneConfig, ModelMetadata, to_dict
+from ..config import PSEUDO_LABEL_LAYERS, ClassSchema, DistillConfig, FinetuneConfig, ModelMetadata, to_dict
 from ..files import atomic_write_bytes
 from ..inputs.contract import InputOverrides, InputRecipe, resolve_for, resolve_inputs, takes_optical
 from ..inputs.reader import PairReader
@@ -76,7 +76,7 @@ from .label_free import (
     write_water_change_raster,
 )
 from .loop import resolve_device, train_mode
-from .polygon_split import read_polygons, split_polygons
+from .polygon_split import PolygonSplit, read_polygons, split_polygons
 
 PathLike = Union[str, Path]
 
@@ -106,6 +106,21 @@ def _student_logits(model: torch.nn.Module, tile: Tile, device: torch.device) ->
     model.eval()
     o, s = (torch.from_numpy(a[None]).to(device) for a in (tile.optical, tile.sar))
     return model(o, s).float()
+
+
+def _held_out_without_pixels(split: PolygonSplit, val_tiles: Sequence[Tile], schema: ClassSchema) -> Optional[str]:
+    """Why a class held out for validation is unmeasured after all: its held-out polygons cover no valid
+    pixel (nodata in the imagery there), or None."""
+    held = sorted({p.class_id for p in split.val})
+    labels = np.concatenate([t.label.ravel() for t in val_tiles] + [np.empty(0, np.int64)])
+    counts = np.bincount(labels[labels != IGNORE], minlength=schema.num_classes)
+    blank = [c for c in held if counts[c] == 0]
+    if not blank:
+        return None
+    names = ", ".join(f"{schema.names[c]} ({sum(p.class_id == c for p in split.val)} polygon(s))" for c in blank)
+    return (f"the held-out polygons of {names} cover no valid pixel of the imagery (nodata there), so "
+            f"{'that class is' if len(blank) == 1 else 'those classes are'} unmeasured; draw them where both "
+            "rasters hold data")
 
 
 def _score(tiles: Sequence[Tile], predict: Callable[[Tile], np.ndarray], classes: int) -> Dict[str, Any]:
@@ -492,6 +507,10 @@ def finetune_from_polygons(
     train_tiles = [t for t in tiles if t.split == "canvas"]
     water = schema.water_class
     val_tiles = [t for t in tiles if t.split == "val"]
+    blank = _held_out_without_pixels(split, val_tiles, schema)
+    if blank:
+        warnings.append(blank)
+        progress.warning(blank)
     t_read = time.perf_counter()
     result: Dict[str, Any] = {"split": split.summary(schema), "polygons": poly_report, "warnings": warnings,
                               "water_class": water, "classes": list(schema.names), "crop_size": cfg.crop_size,

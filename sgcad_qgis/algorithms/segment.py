@@ -75,7 +75,8 @@ class Segment(EngineAlgorithm):
         )
         self.add_advanced(
             QgsProcessingParameterRasterLayer(
-                "CLOUD_MASK", self.tr("Cloud mask (non-zero = optical missing)"), optional=True
+                "CLOUD_MASK", self.tr("Cloud mask (0/1, or a cloud probability or percentage: cloud from 50 %)"),
+                optional=True
             )
         )
         self.add_advanced(
@@ -135,7 +136,8 @@ class Segment(EngineAlgorithm):
             messages.append(_checks.area_of_interest(shown_as(parameters.get("AOI_LAYER")), sar))
         elif parameters.get("AOI_EXTENT") not in (None, "") and sar is not None:
             messages.append(_checks.area_of_interest(self.aoi_value(parameters, context, None, sar.crs()), sar))
-        if parameters.get("RESOLUTION") not in (None, ""):
+        aoi_given = parameters.get("AOI_LAYER") not in (None, "") or parameters.get("AOI_EXTENT") not in (None, "")
+        if parameters.get("RESOLUTION") not in (None, "") and not aoi_given:  # with an AOI the engine checks its area
             resolution = self.parameterAsDouble(parameters, "RESOLUTION", context)
             messages.append(_checks.output_grid(optical, sar, resolution))
         messages.append(

@@ -107,10 +107,37 @@ def test_cloud_masks_of_another_place_or_of_sar_values_are_refused(tmp_path):
     half = np.zeros((g.height, g.width))
     half[:, : g.width // 2] = 1
     assert _job(tmp_path, _like(sar, tmp_path / "half.tif", half)).warnings == []
-    prob = _like(sar, tmp_path / "prob.tif", np.full((g.height, g.width), 0.3))
-    (warning,) = _job(tmp_path, prob).warnings
-    assert "marks 100 % of the scene as cloud" in warning and "fractional values" in warning
-    assert "SAR-only water / non-water" in warning
+    everywhere = _like(sar, tmp_path / "all.tif", np.ones((g.height, g.width)))
+    (warning,) = _job(tmp_path, everywhere).warnings
+    assert "marks 100 % of the scene as cloud" in warning and "SAR-only water / non-water" in warning
+
+
+def test_cloud_probabilities_and_percentages_are_cloud_from_half_and_class_codes_are_said(tmp_path):
+    """Before: every non-zero probability was cloud, so a 3 % cloud probability dropped the optical image."""
+    from engine.inference.pipeline import segment_scene
+
+    sar = ROTTERDAM / "sar_masked.tif"
+    g = grid_of(sar)
+    columns = np.broadcast_to(np.arange(g.width) >= g.width // 4, (g.height, g.width))  # 3/4 of the scene
+    cases = {  # values on the clear quarter and the cloudy rest -> the cut, and words of the warning
+        "probability": (0.03, 0.9, 0.5, "read as a cloud probability: cloud from 0.5 on"),
+        "percentage": (3, 90, 50, "read as a cloud percentage: cloud from 50 % on"),
+    }
+    for name, (clear, cloudy, cut, words) in cases.items():
+        values = np.where(columns, cloudy, clear)
+        values[0, :3] = np.array([0, 0.2, 0.4]) * 2 * cut  # a few more levels, as any probability has
+        mask = _like(sar, tmp_path / f"{name}.tif", values)
+        job = _job(tmp_path, mask)
+        (warning,) = job.warnings
+        assert job.cloud_cut == cut and words in warning and "marks 75 % of the scene as cloud" in warning, warning
+        result = segment_scene(ROTTERDAM / "rgb_unmasked.tif", sar, STUDENT, tmp_path / f"seg_{name}",
+                               cfg=InferenceConfig(device="cpu", threads=1), cloud_mask=mask)
+        share = result["sar_without_optical_pixels"] / result["sar_pixels"]
+        assert share == pytest.approx(0.75, abs=0.01), (name, share)  # the clear quarter keeps its optical image
+    codes = _like(sar, tmp_path / "scl.tif", np.indices((g.height, g.width))[1] % 12)  # Sentinel-2 SCL's 0-11
+    job = _job(tmp_path, codes)
+    assert job.cloud_cut == 0.5 and "like class codes (Sentinel-2 SCL, Fmask)" in job.warnings[0]
+    assert "SCL 3, 8, 9, 10" in job.warnings[0]
 
 
 def test_web_mercator_areas_are_ground_areas(tmp_path):

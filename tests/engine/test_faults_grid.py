@@ -100,6 +100,25 @@ def test_segment_and_align_refuse_a_tiny_resolution_before_writing_anything(caps
     nothing_in(out)
 
 
+def test_a_fine_pixel_size_is_judged_on_the_area_of_interest_not_the_whole_scene(capsys, tmp_path):
+    """0.05 m is refused over the whole 900 m scene (see above), but a 6 m box at 0.05 m is about 120 x 120 pixels."""
+    box = "592700,5749600,592706,5749606"
+    out = tmp_path / "small"
+    code, _, err = cli(capsys, "segment", "--optical", OPTICAL, "--sar", SAR, "--model", STUDENT, "--out", out,
+                       "--resolution", 0.05, "--aoi", box, "--device", "cpu", "--threads", 1, "--quiet")
+    assert code == 0, err
+    with rasterio.open(out / "classes.tif") as classes:
+        assert 120 <= classes.width <= 121 and 120 <= classes.height <= 121  # the box edges fall inside pixels
+        assert classes.res == pytest.approx((0.05, 0.05))
+    out = tmp_path / "whole"  # an area of interest as large as the scene is refused as the scene is
+    code, _, err = cli(capsys, "segment", "--optical", OPTICAL, "--sar", SAR, "--model", STUDENT, "--out", out,
+                       "--resolution", 0.05, "--aoi", "592000,5749000,594000,5751000", "--device", "cpu",
+                       "--threads", 1, "--quiet")
+    line = error_line(err)
+    assert code == 2 and "at least 0.09 m" in line
+    nothing_in(out)
+
+
 # --------------------------------------------------------------------------- areas of interest (A8, A23, B4)
 def test_an_aoi_polygon_covering_no_pixel_centre_is_refused(tmp_path):
     grid = grid_of(SAR)

@@ -272,3 +272,26 @@ def test_a_vectorized_water_map_names_its_two_classes(tmp_path):
     names = {f.GetField("class_name") for f in ds.GetLayer(0)}
     ds = None
     assert result["polygons"] > 0 and names == {"not water", "water"}
+
+
+def test_a_file_standing_where_an_output_folder_should_be_is_named(tmp_path):
+    """Before: "file or folder not found" (QGIS creating the folder), or "output folder does not exist"."""
+    import errno
+
+    from engine.raster.io import check_output
+    from engine.validate import SgcadError, check_output_folder, describe_os_error
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a user's file")
+    wanted = blocker / "maps" / "classes.tif"
+    expected = f"{blocker} is a file, not a folder"
+    with pytest.raises(ValueError, match=expected):
+        check_output(wanted)
+    with pytest.raises(SgcadError, match=expected):
+        check_output_folder(wanted.parent)
+    line = describe_os_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(wanted.parent)))
+    assert expected in line and "choose another path" in line, line
+    missing = tmp_path / "nowhere" / "maps"  # a folder that is simply missing is still said so
+    assert "file or folder not found" in describe_os_error(FileNotFoundError(errno.ENOENT, "No such file",
+                                                                             str(missing)))
+    assert blocker.read_text() == "a user's file"

@@ -452,3 +452,29 @@ def test_a_teacher_that_calls_the_drawn_land_water_teaches_the_student_no_water_
     for limit, water_gates in ((FinetuneConfig().teacher_contradiction, False), (1.0, True)):
         with rasterio.open(tmp_path / f"ft{limit}" / "gates.tif") as src:
             assert (src.read(1) == 1).any() == water_gates  # with the rule the student learns no water from the expert
+
+
+def test_held_out_polygons_over_nodata_are_said_to_leave_their_class_unmeasured(tmp_path):
+    sar = ROOT.parent / "shared" / "data" / "sen1floods11_s1" / "Nigeria_812045_S1Hand.tif"
+    polygons = LABELS / "sen1floods11_Nigeria_812045_train.gpkg"
+    cfg = FinetuneConfig(teacher_steps=2, eval_every=2, crop_size=64)
+    grid = grid_of(sar)
+    found, _ = read_polygons(polygons, "class", grid, ClassSchema())
+    split = split_polygons(found, gap=cfg.val_margin, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    water = ClassSchema().water_class
+    held_water = [p for p in split.val if p.class_id == water]
+    assert held_water  # the split this test relies on: a held-out water group
+    with rasterio.open(sar) as src:
+        data, profile = src.read().astype("float32"), src.profile
+    for p in held_water:  # the held-out water polygons lie in a hole of the SAR
+        c0, r0, c1, r1 = p.box
+        data[:, r0:r1, c0:c1] = np.nan
+    holed = tmp_path / "holed.tif"
+    with rasterio.open(holed, "w", **dict(profile, dtype="float32", nodata=float("nan"))) as dst:
+        dst.write(data)
+    result = finetune_from_polygons(None, holed, polygons, "class", None, tmp_path / "ft",
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=cfg)
+    said = [w for w in result["warnings"] if "cover no valid pixel" in w]
+    assert len(said) == 1 and said[0].startswith(f"the held-out polygons of water ({len(held_water)} polygon(s))")
+    assert "that class is unmeasured" in said[0]
+    assert result.get("teacher_validation") is None  # no water held out with data: no figure, not 0

@@ -61,3 +61,20 @@ def test_a_report_output_named_as_another_format_is_refused_before_writing(sgcad
                                     "OUTPUT_JSON": str(tmp_path / "metrics.tif")})
     assert "metrics.tif ends in .tif, but this output is written as .json; name it metrics.json" in message, message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fine_resolution_is_judged_on_the_area_of_interest(sgcad_provider, tmp_path):
+    import processing
+
+    params = {"OPTICAL": str(ROTTERDAM / "rgb_unmasked.tif"), "SAR": str(ROTTERDAM / "sar_masked.tif"),
+              "MODEL": str(ROOT / "resources" / "models" / "sgcad_student.safetensors"), "TEACHER": "",
+              "RESOLUTION": 0.05, "DEVICE": 1, "THREADS": 1}
+    # before: refused for the whole 900 m scene although the area of interest is 6 m wide
+    result = processing.run("sgcad:segment", dict(params, AOI_EXTENT="592700,592706,5749600,5749606 [EPSG:32631]",
+                                                  OUTPUT_FOLDER=str(tmp_path / "small")),
+                            feedback=QgsProcessingFeedback())
+    classes = QgsRasterLayer(result["CLASSES"], "classes")
+    assert classes.isValid() and 120 <= classes.width() <= 121 and classes.rasterUnitsPerPixelX() == pytest.approx(0.05)
+    message = _refusal("segment", dict(params, OUTPUT_FOLDER=str(tmp_path / "whole")))
+    assert "choose a pixel size of at least 0.09 m" in message, message
+    assert not (tmp_path / "whole").exists()
