@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -350,10 +351,14 @@ def check_georeferenced(path: PathLike) -> None:
     """Raise ``SgcadError`` when a raster has no CRS or no geotransform."""
     import rasterio
     from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
 
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: file not found")
-    with rasterio.open(path) as src:
+    with warnings.catch_warnings():  # rasterio's own warning says less than the refusal below
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        src = rasterio.open(path)
+    with src:
         if src.crs is None or src.transform == Affine.identity():
             raise SgcadError(no_georeferencing(path, len(src.gcps[0])))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -18,6 +19,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
@@ -100,7 +102,9 @@ def _open_georeferenced(path: PathLike):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
-    src = rasterio.open(path)
+    with warnings.catch_warnings():  # rasterio's own warning says less than the refusal below
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        src = rasterio.open(path)
     if src.crs is None or src.transform == Affine.identity():
         from ..validate import no_georeferencing
 

@@ -75,17 +75,17 @@ SAR_UNIT_CHOICES = (
 def fault_message(exc: BaseException, feedback=None, label: str = "") -> str:
     """One line for any exception, worded as the command line words it (``engine.validate``).
 
-    The traceback goes to the log (``pushDebugInfo``), never into the message.
+    The traceback of a bug goes to the log (``pushDebugInfo``), never into the message; an expected error
+    (a wrong input, with its remedy) gets none, as on the command line without ``--debug``.
     """
     from sgcad_qgis.engine.validate import describe_error
 
     message, _, expected = describe_error(exc)
     message = layers.as_user_named(message)  # the user's layer, not the temporary copy the engine read
-    if feedback is not None:
+    if feedback is not None and not expected:
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         feedback.pushDebugInfo(trace)
-        if not expected:
-            message = message.replace("run again with --debug for the traceback", "the traceback is in the log")
+        message = message.replace("run again with --debug for the traceback", "the traceback is in the log")
     return f"{label}: {message}" if label else message
 
 

@@ -74,8 +74,9 @@ class AdaptWater(EngineAlgorithm):
         sar = self.parameterAsRasterLayer(parameters, "SAR", context)
         teacher, problem = _checks.model_file(self.parameterAsFile(parameters, "TEACHER", context), "teacher",
                                               "teacher model")
-        return verdict([problem, _checks.model_bands(teacher, sar, self.bands(parameters, "SAR_BANDS", context),
-                                                     "sar", "SAR raster", "teacher model")])
+        bands = _checks.model_bands(teacher, sar, self.bands(parameters, "SAR_BANDS", context), "sar", "SAR raster",
+                                    "teacher model")
+        return verdict([_checks.georeferenced(sar), problem, bands])
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from sgcad_qgis.engine.config import FinetuneConfig

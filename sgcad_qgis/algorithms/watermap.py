@@ -61,7 +61,8 @@ class WaterMap(EngineAlgorithm):
             return ok, message
         sar = self.parameterAsRasterLayer(parameters, "SAR", context)
         teacher_path = self.parameterAsFile(parameters, "TEACHER", context)
-        messages = [_checks.model_file(teacher_path, "teacher", "teacher model")[1] if teacher_path else
+        messages = [_checks.georeferenced(sar),
+                    _checks.model_file(teacher_path, "teacher", "teacher model")[1] if teacher_path else
                     "The water map needs the SAR water teacher model (TEACHER)."]
         if len(self.bands(parameters, "SAR_BANDS", context)) > 2:
             messages.append("Choose one SAR band (VV or HH) or two (VV, then VH), or none to go by band names.")

@@ -146,6 +146,10 @@ def test_georeferencing_and_overlap_say_what_is_wrong_like_the_cli(scene, untrai
         dst.write(data)
     message = _refusal("segment", _params(scene, untrained_models, tmp_path / "a", SAR=str(bare)))
     assert message == no_georeferencing(bare) and "overlap" not in message
+    for alg in ("watermap", "adaptwater"):  # before: refused only after reading the SAR, with a traceback logged
+        feedback = RecordingFeedback()
+        message = _refusal(alg, {"SAR": str(bare), "OUTPUT_FOLDER": str(tmp_path / alg)}, feedback)
+        assert message == no_georeferencing(bare) and not feedback.infos and not feedback.debug, (alg, message)
 
     far = _shifted(scene["sar"], tmp_path / "far.tif", 50000)
     message = _refusal("segment", _params(scene, untrained_models, tmp_path / "b", SAR=str(far)))
@@ -242,8 +246,10 @@ def test_read_only_and_corrupt_files_give_the_cli_sentence(scene, untrained_mode
     data = Path(scene["optical"]).read_bytes()
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(data[: len(data) // 3])
-    message = _refusal("segment", _params(scene, untrained_models, tmp_path / "t", OPTICAL=str(truncated)))
+    feedback = RecordingFeedback()
+    message = _refusal("segment", _params(scene, untrained_models, tmp_path / "t", OPTICAL=str(truncated)), feedback)
     assert str(truncated) in message and "re-create, re-download or re-export it" in message
+    assert not any("Traceback" in d for d in feedback.debug)  # a user's input error: the line, no traceback
     text = tmp_path / "text.tif"
     text.write_text("not a raster")
     message = _refusal("segment", _params(scene, untrained_models, tmp_path / "u", OPTICAL=str(text)))
