@@ -719,6 +719,7 @@ def publish_on_completion(context: QgsProcessingContext, items: Sequence[ResultL
 # --------------------------------------------------------------------------- vectors
 #: Temporary copies of the user's layers -> how messages name them (the user's file or layer), see ``as_user_named``.
 _SHOWN_AS: Dict[str, str] = {}
+_SHOWN_AS_KEPT = 256
 
 
 def as_user_named(text: str) -> str:
@@ -747,6 +748,8 @@ def features_to_file(
     target = folder / f"sgcad_{_safe(label)}_{uuid.uuid4().hex[:8]}.gpkg"
     name = source.sourceName() or label
     _SHOWN_AS[str(target)] = shown or f"'{name}'"
+    while len(_SHOWN_AS) > _SHOWN_AS_KEPT:  # a long QGIS session: forget the oldest runs' copies
+        del _SHOWN_AS[next(iter(_SHOWN_AS))]
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName, options.layerName = "GPKG", _safe(name)
     writer = QgsVectorFileWriter.create(
