@@ -372,9 +372,12 @@ def overlap_pixels(path: PathLike, grid: Any) -> Tuple[int, int, Tuple[float, fl
     import rasterio
     from rasterio.warp import transform_bounds
 
+    from .raster.grid import footprint_bounds
+
     check_georeferenced(path)  # else transform_bounds fails with "CRS is invalid: None", naming no file
     with rasterio.open(path) as src:
-        box = tuple(transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21))
+        box = tuple(transform_bounds(src.crs, grid.crs, *footprint_bounds(src.transform, src.width, src.height),
+                                     densify_pts=21))
     left, bottom, right, top = grid.bounds
     x0, y0, x1, y1 = max(box[0], left), max(box[1], bottom), min(box[2], right), min(box[3], top)
     rx, ry = grid.res

@@ -24,7 +24,7 @@ from ..files import output_folder
 from ..inputs.contract import InputOverrides, InputRecipe, optical_for, resolve_for, resolve_inputs
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.ancillary import CloudMaskReading, check_cloud_mask
-from ..raster.grid import Grid, check_output_size, default_grid, grid_of
+from ..raster.grid import Grid, check_output_size, default_grid, grid_of, north_up
 from ..validate import (
     RunLock,
     SgcadError,
@@ -66,7 +66,7 @@ def scene_grid(
         raise ValueError("the output grid cannot be the optical image's: this run reads no optical image")
     if resolution:
         return default_grid(optical_path or sar_path, sar_path, resolution=resolution, check_size=check_size)
-    return grid_of(sar_path if grid == "sar" else optical_path)
+    return north_up(grid_of(sar_path if grid == "sar" else optical_path))
 
 
 @contextlib.contextmanager

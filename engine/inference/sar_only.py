@@ -29,7 +29,7 @@ from ..inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from ..inputs.reader import PairReader
 from ..preprocess.nodata import fill_sar_nodata
 from ..progress import NULL_PROGRESS, Progress
-from ..raster.grid import Grid, grid_of
+from ..raster.grid import Grid, grid_of, north_up
 from ..raster.io import open_writer
 from ..water.scene_cut import spread, with_scene_cut
 from .assembler import BlockAssembler
@@ -125,7 +125,7 @@ def water_probability(
     if resolved.sar_only_problem:  # the SAR is all this map has: nothing to map is an error, not a warning
         raise ValueError(resolved.sar_only_problem)
     resolved.report(progress)
-    grid = grid or grid_of(sar_path)
+    grid = grid or north_up(grid_of(sar_path))
     reader = PairReader(None, sar_path, grid, (), resolved.bands.sar_bands, [resolved.preprocessor])
     plan = plan_tiles(grid.width, grid.height, cfg.tile_size, cfg.overlap)
     acc = BlendAccumulator(plan, 1, with_water=False, kind=cfg.blend)

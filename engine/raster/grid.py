@@ -61,11 +61,8 @@ class Grid:
 
     @property
     def bounds(self) -> Bounds:
-        """(left, bottom, right, top) in the grid CRS."""
-        t = self.transform
-        xs = (t.c, t.c + t.a * self.width)
-        ys = (t.f, t.f + t.e * self.height)
-        return min(xs), min(ys), max(xs), max(ys)
+        """(left, bottom, right, top) in the grid CRS: the box around its four corners (rotated or flipped too)."""
+        return footprint_bounds(self.transform, self.width, self.height)
 
     def window_grid(self, window: Window) -> Grid:
         """The grid of a window of this grid (the window may reach outside it)."""
@@ -96,6 +93,27 @@ class Grid:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> Grid:
         return cls(data["crs_wkt"], Affine(*data["transform"][:6]), int(data["width"]), int(data["height"]))
+
+
+def footprint_bounds(transform: Affine, width: int, height: int) -> Bounds:
+    """(left, bottom, right, top) around the four corners of a raster. rasterio's ``bounds`` keeps a south-up
+    raster's bottom above its top, which made rasters that share a footprint "not overlap"."""
+    xs, ys = zip(*(transform * (col, row) for col in (0, width) for row in (0, height)))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def north_up(grid: Grid) -> Grid:
+    """``grid`` with flipped axes (south-up, east-left) turned north-up on the same pixels; a rotated grid as it is.
+
+    The networks learnt north-up images (the radar's look direction, shadows): a south-up SAR raster read as
+    stored changed a third of a SAR-only map. A flipped raster is read onto this grid exactly, without resampling
+    (:func:`read_on_grid`).
+    """
+    t = grid.transform
+    if t.b or t.d or (t.a > 0 and t.e < 0):
+        return grid
+    left, _, _, top = grid.bounds
+    return Grid(grid.crs_wkt, Affine(abs(t.a), 0.0, left, 0.0, -abs(t.e), top), grid.width, grid.height)
 
 
 def _open_georeferenced(path: PathLike):
@@ -132,14 +150,17 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
 
 def _footprint(path: PathLike, crs: CRS) -> Bounds:
     with _open_georeferenced(path) as src:
-        return tuple(transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+        return tuple(transform_bounds(src.crs, crs, *footprint_bounds(src.transform, src.width, src.height),
+                                      densify_pts=21))
 
 
 def _resolution_in(path: PathLike, crs: CRS) -> float:
     with _open_georeferenced(path) as src:
-        if src.crs == crs:
-            return float((abs(src.transform.a) + abs(src.transform.e)) / 2)
-        t, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds)
+        t = src.transform
+        if src.crs == crs:  # a rotated pixel's size is the root of its area (a alone is size x cos(angle))
+            return float(math.sqrt(abs(t.determinant)) if t.b or t.d else (abs(t.a) + abs(t.e)) / 2)
+        t, _, _ = calculate_default_transform(src.crs, crs, src.width, src.height,
+                                              *footprint_bounds(t, src.width, src.height))
         return float((abs(t.a) + abs(t.e)) / 2)
 
 
@@ -183,7 +204,8 @@ def default_grid(
             if opt.crs.is_projected:
                 target = opt.crs
             else:
-                lon0, lat0, lon1, lat1 = transform_bounds(opt.crs, "EPSG:4326", *opt.bounds)
+                lon0, lat0, lon1, lat1 = transform_bounds(opt.crs, "EPSG:4326",
+                                                          *footprint_bounds(opt.transform, opt.width, opt.height))
                 target = utm_crs_for((lon0 + lon1) / 2, (lat0 + lat1) / 2)
     res = float(resolution) if resolution else _resolution_in(sar_path, target)
     if res <= 0:
@@ -265,10 +287,11 @@ def read_on_grid(
     sub = grid.window_grid(window)
     with _open_georeferenced(path) as src:
         check_bands(src, bands, path)
-        if src.crs == grid.crs and _same_lattice(src.transform, grid.transform):
-            col = int(round((sub.transform.c - src.transform.c) / src.transform.a))
-            row = int(round((sub.transform.f - src.transform.f) / src.transform.e))
-            return read_bands_from(src, bands, Window(col, row, sub.width, sub.height))
+        lattice = _lattice_window(src.transform, sub) if src.crs == grid.crs else None
+        if lattice is not None:  # the same pixels: read them, flipped where the axes run the other way
+            source_window, flip_x, flip_y = lattice
+            data = read_bands_from(src, bands, source_window)
+            return np.ascontiguousarray(data[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1])
         return _warp_window(src, bands, sub, _RESAMPLING[resampling])
 
 
@@ -299,14 +322,27 @@ def _warp_window(src, bands: Sequence[int], sub: Grid, resampling: Resampling) -
     return out
 
 
-def _same_lattice(a: Affine, b: Affine, tol: float = 1e-6) -> bool:
-    """Same pixel size and orientation, origins an integer number of pixels apart."""
-    if a.b != 0 or a.d != 0 or b.b != 0 or b.d != 0:
-        return False
-    if abs(a.a - b.a) > tol * abs(a.a) or abs(a.e - b.e) > tol * abs(a.e):
-        return False
-    dx, dy = (b.c - a.c) / a.a, (b.f - a.f) / a.e
-    return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
+def _lattice_window(source: Affine, sub: Grid, tol: float = 1e-6) -> Optional[Tuple[Window, bool, bool]]:
+    """The source window holding ``sub``'s pixels when both share one pixel lattice, and whether its columns and
+    rows run the other way (a south-up or east-left source under a north-up grid); None when they do not.
+
+    A rotated lattice must match as it is (the same transform up to whole pixels).
+    """
+    target = sub.transform
+    size = max(abs(source.a), abs(source.b), abs(source.d), abs(source.e))
+    if source.b or source.d or target.b or target.d:
+        if any(abs(x - y) > tol * size for x, y in zip(source[:2] + source[3:5], target[:2] + target[3:5])):
+            return None
+        flip_x = flip_y = False
+    else:
+        if abs(abs(source.a) - abs(target.a)) > tol * size or abs(abs(source.e) - abs(target.e)) > tol * size:
+            return None
+        flip_x, flip_y = (source.a > 0) != (target.a > 0), (source.e > 0) != (target.e > 0)
+    # the corner of sub that is the source window's first pixel corner
+    col, row = ~source * target * (sub.width if flip_x else 0, sub.height if flip_y else 0)
+    if abs(col - round(col)) >= 1e-3 or abs(row - round(row)) >= 1e-3:
+        return None
+    return Window(int(round(col)), int(round(row)), sub.width, sub.height), flip_x, flip_y
 
 
 #: Largest departure of a projected CRS's area scale from 1 over a grid for which its map-unit areas
@@ -317,7 +353,7 @@ PLANAR_AREA_TOLERANCE = 0.005
 
 
 def row_areas_m2(grid: Grid, row0: int, height: int) -> np.ndarray:
-    """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of a north-up ``grid``; on a
+    """Area (m²) of one pixel of each row ``row0 .. row0 + height - 1`` of ``grid``; on a
     geographic grid the exact area of the cell on the CRS's ellipsoid (:mod:`.ellipsoid`); on a projected
     grid whose CRS distorts areas by more than :data:`PLANAR_AREA_TOLERANCE` (Web Mercator) the mean
     ellipsoidal area of the row's cells (:func:`projected_area_scale`)."""
@@ -331,6 +367,11 @@ def row_areas_m2(grid: Grid, row0: int, height: int) -> np.ndarray:
             return np.full(height, planar)
         return planar * np.interp(row0 + np.arange(height) + 0.5, *scale)
     ellipsoid = ellipsoid_of(grid.crs_wkt)
+    if t.b or t.d:  # a rotated cell: its area in square degrees times the ellipsoid's m² per square degree there
+        lat = np.array([(t * (grid.width / 2, row + 0.5))[1] for row in row0 + np.arange(height)])
+        step = 1e-3
+        per_degree = np.abs(ellipsoid.equal_area_y(lat + step) - ellipsoid.equal_area_y(lat - step)) / (2 * step)
+        return ellipsoid.semi_major_m * math.radians(1.0) * per_degree * abs(t.determinant)
     lat_top = t.f + t.e * (row0 + np.arange(height))
     band = np.abs(ellipsoid.equal_area_y(lat_top) - ellipsoid.equal_area_y(lat_top + t.e))
     return ellipsoid.semi_major_m * math.radians(abs(t.a)) * band

@@ -56,7 +56,7 @@ from ..metrics import ConfusionMatrix, on_measured_classes
 from ..models.checkpoint import load_model, save_model
 from ..models.prior import remove_prior_correction
 from ..progress import NULL_PROGRESS, Progress
-from ..raster.grid import grid_of
+from ..raster.grid import grid_of, north_up
 from ..raster.labels import skipped_message
 from ..validate import FINETUNE_RUN_FILES as OUTPUTS
 from ..validate import check_learning_rate
@@ -453,7 +453,7 @@ def finetune_from_polygons(
     chains = [resolved.preprocessor]
     if teacher is not None and student is not None:
         chains.append(resolve_for(resolved, InputRecipe.of(t_meta)))
-    grid = grid_of(sar)
+    grid = north_up(grid_of(sar))
     reader = PairReader(optical, sar, grid, resolved.bands.optical_bands, resolved.bands.sar_bands, chains)
 
     start_student, kept = None, []  # kept: the undrawn classes whose starting answers stay targets
