@@ -21,11 +21,12 @@ import signal
 import sys
 import traceback
 import warnings
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
 
 from . import __version__
 from .progress import end_progress_line, inside_import, record_stop_signal, stop_signal
-from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, STOPS, SgcadError, describe_error
+from .validate import EXIT_INTERRUPTED, EXIT_TERMINATED, STOPS, SgcadError, describe_error, gdal_name_problem
 
 
 class UserError(SgcadError):
@@ -176,6 +177,14 @@ def _fail(message: str, code: int, as_json: bool) -> int:
     return code
 
 
+def _string_values(options: dict) -> Iterator[str]:
+    """Every string an option holds (lists of paths included)."""
+    for value in options.values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, Path)):
+                yield str(item)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SGCAD_DEBUG", "") not in ("", "0")
@@ -196,6 +205,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.print_help()
             return 0
         as_json = bool(getattr(args, "json", False))
+        for value in _string_values(vars(args)):
+            problem = gdal_name_problem(value)
+            if problem:
+                raise SgcadError(problem)
         with warnings.catch_warnings():
             if not debug:  # rasterio's two-line warning: every reader that needs a CRS says so with the remedy
                 warnings.filterwarnings("ignore", message="Dataset has no geotransform")

@@ -207,6 +207,9 @@ def check_output_folder(folder: PathLike) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SgcadError(f"{folder}: exists and is a file, not a folder; choose an output folder")
+    if folder.is_symlink() and not folder.exists():
+        raise SgcadError(f"{folder}: a link to {os.readlink(folder)}, which does not exist; create that folder or "
+                         "choose another output folder")
     blocker = _file_in_the_way(folder)
     if blocker is not None:
         raise SgcadError(f"{folder}: {blocker} is a file, not a folder; choose another output folder")
@@ -337,9 +340,9 @@ def no_georeferencing(path: PathLike, control_points: int = 0) -> str:
         return (
             f"{path}: placed by {control_points} ground control points only, with no map grid (as a raw "
             "Sentinel-1 GRD or SLC measurement file is): warp it onto a map grid first (QGIS: Raster > "
-            "Projections > Warp (Reproject); GDAL: gdalwarp -t_srs EPSG:<code> -r bilinear). For Sentinel-1, a "
-            "calibrated, terrain-corrected product (sigma0 or gamma0 from SNAP, pyroSAR or a processing service) "
-            "gives the water expert the levels it learnt"
+            "Projections > Warp (Reproject); GDAL: gdalwarp -t_srs EPSG:<code> -r bilinear). For a Sentinel-1 SAR "
+            "raster, a calibrated, terrain-corrected product (sigma0 or gamma0 from SNAP, pyroSAR or a processing "
+            "service) gives the water expert the levels it learnt"
         )
     return (
         f"{path}: no georeferencing (CRS and geotransform are required; "
@@ -347,8 +350,47 @@ def no_georeferencing(path: PathLike, control_points: int = 0) -> str:
     )
 
 
+def subdatasets_problem(path: PathLike, subdatasets: Sequence[str]) -> str:
+    """The sentence for a container (NetCDF, HDF) whose rasters are subdatasets, not bands of the file."""
+    shown = ", ".join(subdatasets[:4]) + (f" and {len(subdatasets) - 4} more" if len(subdatasets) > 4 else "")
+    return (
+        f"{path}: holds no raster band of its own but {len(subdatasets)} subdataset(s) ({shown}); extract the "
+        f"ones to map into one GeoTIFF first (gdal_translate '{subdatasets[0]}' vv.tif, then python -m engine "
+        "stack or sgcad:stackbands for several)"
+    )
+
+
+def gdal_name_problem(value: str) -> Optional[str]:
+    """The sentence for a GDAL virtual path (/vsizip/...) or subdataset name (NETCDF:"f.nc":var) given as a
+    file, which the commands cannot check, lock or write beside; None for anything else."""
+    # DRIVER:"file":name or DRIVER:/file:name (a CRS such as EPSG:32631 has no quote or path after its colon)
+    if not (value.startswith("/vsi") or re.match(r'^[A-Za-z][A-Za-z0-9_]+:([A-Za-z0-9_]+:)*("|/|[A-Za-z]:\\)', value)):
+        return None
+    return (
+        f"{value}: a GDAL virtual path or subdataset name; the commands read plain raster files: extract it "
+        f"first (gdal_translate '{value}' extracted.tif) and give that file"
+    )
+
+
+def local_crs_problem(path: PathLike, crs: Any) -> Optional[str]:
+    """The sentence for a raster whose CRS is a local (engineering) one, or None.
+
+    Such a CRS is not placed on the Earth: areas on the ellipsoid, UTM zones and the other inputs' CRSs cannot be
+    related to it (its areas came out 10^10 times too large, and an input in any other CRS failed in PROJ).
+    """
+    if crs is None or crs.is_geographic or crs.is_projected:
+        return None
+    wkt = crs.to_wkt()
+    name = wkt.split('"')[1] if '"' in wkt else "unnamed"
+    return (
+        f"{path}: its CRS ('{name}') is a local (engineering) CRS, not placed on the Earth, so ground areas and "
+        "the other inputs cannot be related to it; assign the raster's real CRS first (QGIS: Raster > "
+        "Projections > Assign Projection; GDAL: gdal_edit.py -a_srs EPSG:<code>)"
+    )
+
+
 def check_georeferenced(path: PathLike) -> None:
-    """Raise ``SgcadError`` when a raster has no CRS or no geotransform."""
+    """Raise ``SgcadError`` when a raster has no CRS or no geotransform, or a local CRS."""
     import rasterio
     from affine import Affine
     from rasterio.errors import NotGeoreferencedWarning
@@ -361,6 +403,9 @@ def check_georeferenced(path: PathLike) -> None:
     with src:
         if src.crs is None or src.transform == Affine.identity():
             raise SgcadError(no_georeferencing(path, len(src.gcps[0])))
+        local = local_crs_problem(path, src.crs)
+        if local:
+            raise SgcadError(local)
 
 
 def _fmt_box(box: Sequence[float]) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Dict
 
 from ..cli import add_json_flag, int_list
 from ..config import ClassSchema, OpticalPreprocessConfig, PatchConfig, SarPreprocessConfig, from_dict
+from ..files import output_folder
 from ..progress import ConsoleProgress
 from ..validate import (
     RunLock,
@@ -79,11 +80,11 @@ def run_align(args) -> Dict[str, Any]:
     out = check_output_folder(args.out)
     check_outputs_not_inputs([out / "optical_aligned.tif", out / "sar_aligned.tif"],
                              {"optical": args.optical, "SAR": args.sar})
-    out.mkdir(parents=True, exist_ok=True)
-    return align_pair(args.optical, args.sar, out / "optical_aligned.tif", out / "sar_aligned.tif",
-                      optical_bands=int_list(args.optical_bands) or None, sar_bands=int_list(args.sar_bands) or None,
-                      resolution=args.resolution, crs=args.crs, bounds=bounds,
-                      overwrite=args.overwrite, progress=_progress(args))
+    with output_folder(out):  # a refused pair leaves no empty folder behind
+        return align_pair(args.optical, args.sar, out / "optical_aligned.tif", out / "sar_aligned.tif",
+                          optical_bands=int_list(args.optical_bands) or None,
+                          sar_bands=int_list(args.sar_bands) or None, resolution=args.resolution, crs=args.crs,
+                          bounds=bounds, overwrite=args.overwrite, progress=_progress(args))
 
 
 def run_rasterize(args) -> Dict[str, Any]:

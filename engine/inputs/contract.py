@@ -51,6 +51,7 @@ from ..preprocess.normalize import (
 from ..preprocess.optical import conversion_for
 from ..preprocess.pipeline import InputPreprocessor
 from ..progress import NULL_PROGRESS, Progress
+from ..validate import subdatasets_problem
 from . import shift
 from .backscatter import detect_backscatter
 from .bands import (
@@ -195,9 +196,11 @@ def _check_band_count(
 ) -> None:
     """Refuse bands the raster lacks, saying what the model reads (before any sampling names a band number)."""
     with rasterio.open(path) as src:
-        count = src.count
+        count, subdatasets = src.count, src.subdatasets
     if all(1 <= b <= count for b in bands):
         return
+    if count == 0 and subdatasets:
+        raise ValueError(subdatasets_problem(path, subdatasets))
     reads = f" ({', '.join(roles)})" if roles else ""
     missing = next(b for b in bands if not 1 <= b <= count)
     # products that come one band per file (Sentinel-2 JP2s, ASF's VV and VH files) are stacked first

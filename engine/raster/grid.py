@@ -123,12 +123,16 @@ def _open_georeferenced(path: PathLike):
     with warnings.catch_warnings():  # rasterio's own warning says less than the refusal below
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = rasterio.open(path)
-    if src.crs is None or src.transform == Affine.identity():
-        from ..validate import no_georeferencing
+    from ..validate import SgcadError, local_crs_problem, no_georeferencing
 
+    if src.crs is None or src.transform == Affine.identity():
         control_points = len(src.gcps[0])
         src.close()
         raise ValueError(no_georeferencing(path, control_points))
+    local = local_crs_problem(path, src.crs)
+    if local:
+        src.close()
+        raise SgcadError(local)
     return src
 
 

@@ -66,6 +66,10 @@ def check_bands(src: Any, bands: Sequence[int], path: PathLike) -> None:
     """Raise ``ValueError`` naming the file when a requested 1-based band does not exist."""
     if len(bands) == 0:
         raise ValueError(f"{path}: no bands requested")
+    if src.count == 0 and src.subdatasets:
+        from ..validate import subdatasets_problem
+
+        raise ValueError(subdatasets_problem(path, src.subdatasets))
     for b in bands:
         if not isinstance(b, (int, np.integer)) or not 1 <= int(b) <= src.count:
             raise ValueError(

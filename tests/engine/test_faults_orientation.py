@@ -1,4 +1,5 @@
-"""Rasters stored south-up, east-left or with a rotated geotransform are mapped as their north-up originals.
+"""Rasters stored south-up, east-left or with a rotated geotransform are mapped as their north-up originals;
+a raster in a local (engineering) CRS is refused.
 
 From the second bad-input sweep: a south-up pair was refused as "do not overlap" while printing two equal
 extents, a south-up SAR reached the networks upside down (a SAR-only map changed on a third of its pixels),
@@ -115,3 +116,41 @@ def test_evaluate_scores_every_pixel_of_a_rotated_pair(tmp_path):
                             paths["reference", how]) for how in ("original", "rotated")}
     assert scores["rotated"]["pixels"] == scores["original"]["pixels"] == grid.width * grid.height
     assert scores["rotated"]["oa"] == pytest.approx(scores["original"]["oa"])
+
+
+def test_a_local_engineering_crs_is_refused_with_the_remedy(tmp_path, capsys):
+    # before: water areas 10^10 times too large (exit 0), or a raw PROJ message cut mid-WKT (exit 3)
+    local = tmp_path / "site grid.tif"
+    with rasterio.open(ROTTERDAM / "sar_masked.tif") as src:
+        profile, data = src.profile, src.read()
+    wkt = 'LOCAL_CS["Site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    with rasterio.open(local, "w", **dict(profile, crs=rasterio.crs.CRS.from_wkt(wkt))) as dst:
+        dst.write(data)
+    for args in (("water", "--sar", local), ("segment", "--optical", ROTTERDAM / "rgb_unmasked.tif", "--sar", local)):
+        out = tmp_path / args[0]
+        code = main([str(a) for a in args] + ["--out", str(out), "--device", "cpu"])
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and line.startswith(f"error: {local}: its CRS ('Site grid') is a local (engineering) CRS")
+        assert "gdal_edit.py -a_srs EPSG:<code>" in line and not out.exists()
+
+
+def test_gdal_dataset_names_and_netcdf_subdatasets_say_to_extract_them(tmp_path, capsys):
+    # before: "optical input /vsizip/... does not exist", and "has 0 band(s) ... choose --sar-bands"
+    from osgeo import gdal
+
+    netcdf = tmp_path / "pair.nc"
+    gdal.Translate(str(netcdf), str(NIGERIA), format="netCDF")
+    code = main(["water", "--sar", str(netcdf), "--out", str(tmp_path / "a"), "--device", "cpu"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and f"{netcdf}: holds no raster band of its own but 2 subdataset(s)" in line, line
+    assert "gdal_translate 'netcdf:" in line and not (tmp_path / "a").exists()
+    for name in (f'NETCDF:"{netcdf}":Band1', f"/vsizip/{tmp_path}/pair.zip/rgb.tif"):
+        code = main(["segment", "--optical", name, "--sar", str(ROTTERDAM / "sar_masked.tif"), "--out",
+                     str(tmp_path / "b")])
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and line == (f"error: {name}: a GDAL virtual path or subdataset name; the commands read "
+                                      f"plain raster files: extract it first (gdal_translate '{name}' extracted.tif) "
+                                      "and give that file"), line
+    pair = [str(ROTTERDAM / "rgb_unmasked.tif"), "--sar", str(ROTTERDAM / "sar_masked.tif")]
+    assert main(["segment", "--optical", *pair, "--out", str(tmp_path / "c"), "--aoi",
+                 "592700,5749600,592800,5749700,EPSG:32631", "--device", "cpu", "--quiet"]) == 0  # a CRS is no dataset

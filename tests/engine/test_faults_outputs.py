@@ -295,3 +295,24 @@ def test_a_file_standing_where_an_output_folder_should_be_is_named(tmp_path):
     assert "file or folder not found" in describe_os_error(FileNotFoundError(errno.ENOENT, "No such file",
                                                                              str(missing)))
     assert blocker.read_text() == "a user's file"
+
+
+def test_a_dangling_link_as_output_folder_names_its_target_and_align_leaves_no_empty_folder(tmp_path, capsys):
+    from engine.cli import main
+
+    root = Path(__file__).resolve().parents[2] / "resources" / "sample" / "rotterdam"
+    link = tmp_path / "maps"
+    link.symlink_to(tmp_path / "gone")
+    code = main(["water", "--sar", str(root / "sar_masked.tif"), "--out", str(link)])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and line == (f"error: {link}: a link to {tmp_path / 'gone'}, which does not exist; create that "
+                                  "folder or choose another output folder"), line  # before: "input/output error"
+    bare = tmp_path / "bare.tif"  # no georeferencing: align refuses it
+    with rasterio.open(root / "sar_masked.tif") as src:
+        profile, data = src.profile, src.read()
+    profile.pop("crs")
+    with rasterio.open(bare, "w", **dict(profile, transform=rasterio.Affine(1, 0, 0, 0, 1, 0))) as dst:
+        dst.write(data)
+    assert main(["align", "--optical", str(bare), "--sar", str(root / "sar_masked.tif"),
+                 "--out", str(tmp_path / "aligned" / "pair")]) == 2
+    assert not (tmp_path / "aligned").exists()  # before: an empty folder was left
