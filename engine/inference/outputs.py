@@ -126,7 +126,8 @@ class OutputSet:
         self.paths = output_paths(out_dir, keys)
         existing = [str(p) for p in self.paths.values() if p.exists()]
         if existing and not overwrite:
-            raise ValueError(f"output(s) already exist: {existing}; pass overwrite=True (--overwrite)")
+            shown = existing[0] if len(existing) == 1 else f"{existing[0]} (and {len(existing) - 1} more outputs)"
+            raise ValueError(f"{shown}: output exists; choose another name or pass overwrite=True (--overwrite)")
         self.keys, self.grid, self.schema = list(keys), grid, schema
         self.block, self.compress, self.overviews = block, compress, overviews
         self.tags = dict(tags or {})

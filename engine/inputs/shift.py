@@ -267,7 +267,8 @@ def infinite_value_warning(path: str, raw: Optional[Dict[str, float]]) -> Option
     share = (raw or {}).get("posinf_share", 0.0)
     if share <= 0:
         return None
-    return (f"SAR {path}: {100 * share:.1f} % of its sampled values are +inf (an overflow or a division by zero "
+    shown = f"{100 * share:.1f} %" if share >= 0.001 else "under 0.1 %"  # a few pixels are not "0.0 %"
+    return (f"SAR {path}: {shown} of its sampled values are +inf (an overflow or a division by zero "
             "in the processing that made the file). No backscatter is infinite, so those pixels are read as "
             "missing data and mapped as nodata; write them as nodata to silence this.")
 

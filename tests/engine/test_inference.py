@@ -338,7 +338,7 @@ def test_cancel_and_errors_leave_no_file_and_outputs_are_not_overwritten(scene, 
 
     first = _segment(scene, scene["optical_path"], scene["sar_path"], out)
     stamp = Path(first["outputs"]["classes"]).stat().st_mtime_ns
-    with pytest.raises(ValueError, match="already exist"):
+    with pytest.raises(ValueError, match="output exists; choose another name"):
         _segment(scene, scene["optical_path"], scene["sar_path"], out)
     assert Path(first["outputs"]["classes"]).stat().st_mtime_ns == stamp
     again = _segment(scene, scene["optical_path"], scene["sar_path"], out, overwrite=True)

@@ -116,7 +116,7 @@ def test_cli_segments_the_spacenet6_pair_and_keeps_the_sar_footprint(shared_data
     assert ((water[footprint] >= 0) & (water[footprint] <= 1)).all()
 
     again = _cli(*args, cache=tmp_path / "cache")
-    assert again.returncode == 2 and "already exist" in again.stderr
+    assert again.returncode == 2 and "output exists; choose another name or pass overwrite=True" in again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["ok"] is False
 
 
