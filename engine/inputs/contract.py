@@ -327,7 +327,8 @@ def resolve_chain(
             f"SAR {path.name} is not calibrated (amplitude digital numbers, no calibration constant): its "
             f"level was matched to median(s) of {', '.join(f'{t:.1f}' for t in targets)} dB, so absolute "
             "backscatter is an estimate; give the product's calibration constant (--sar-calibration / "
-            "SAR_CALIBRATION) for calibrated values."
+            "SAR_CALIBRATION) for calibrated values. If the file holds dB or power stored as integers whose scale "
+            "and offset were lost on the way (dB x 100, say), restore them first (gdal_edit.py -scale S -offset O)."
         )
     return out, decision, note
 
