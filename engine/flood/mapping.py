@@ -244,15 +244,15 @@ def map_flood(
     with output_folder(out):  # a refused or failed run leaves no empty folder behind
         full = grid_of(after.sar)
         grid, zones = full, []
+        zone_warnings: List[str] = []
         if aoi is not None:
-            zones = load_zones(aoi, full, aoi_name_field)
+            zones, zone_warnings = _zones_seen(load_zones(aoi, full, aoi_name_field), aoi, after.sar)
             x0, y0 = min(z.window[0] for z in zones), min(z.window[1] for z in zones)
             x1, y1 = max(z.window[2] for z in zones), max(z.window[3] for z in zones)
-            if x1 <= x0 or y1 <= y0:
-                raise ValueError(f"the areas of interest in {aoi} do not overlap the after date {after.sar}")
             grid = full.window_grid(Window(x0, y0, x1 - x0, y1 - y0))
-            zones = load_zones(aoi, grid, aoi_name_field)
-        warnings: List[str] = _check_terrain(after, before, dem, grid, cfg)
+            seen = {z.name for z in zones}
+            zones = [z for z in load_zones(aoi, grid, aoi_name_field) if z.name in seen]
+        warnings: List[str] = zone_warnings + _check_terrain(after, before, dem, grid, cfg)
         dates = {}
         for name, d in (("after", after), ("before", before)):
             sar = db_source(d.sar, bands_of(d.bands, d.sar), grid, d.units, d.calibration, name, d.backscatter)
@@ -456,6 +456,28 @@ def _share_thresholds(dates: Dict[str, _DateWater], uses_student: Dict[str, bool
     return notes
 
 
+#: A zone whose area lies outside the after date by more than this is said to be partly unmapped.
+ZONE_OUTSIDE_WARNING = 0.01
+
+
+def _zones_seen(zones: List[Any], aoi: PathLike, after_sar: PathLike) -> Tuple[List[Any], List[str]]:
+    """The zones that meet the after date, and warnings naming those outside it, wholly or in part (their figures
+    would read as a dry or unflooded area; a zone wholly outside also widened the map to the scene's edge)."""
+    seen = [z for z in zones if z.outside_share < 0.999]
+    if not seen:
+        raise ValueError(f"the areas of interest in {aoi} do not overlap the after date {after_sar}")
+    warnings = []
+    gone = [z.name for z in zones if z.outside_share >= 0.999]
+    if gone:
+        warnings.append(f"{len(gone)} area(s) of interest lie outside the after date {after_sar} and are not mapped: "
+                        f"{', '.join(gone[:10])}{' ...' if len(gone) > 10 else ''}")
+    for z in seen:
+        if z.outside_share > ZONE_OUTSIDE_WARNING:
+            warnings.append(f"area of interest {z.name}: {100 * z.outside_share:.0f} % of it lies outside the after "
+                            "date; its figures cover the part inside only (outside_scene_share in the report)")
+    return seen, warnings
+
+
 def _check_request(after, before, out_dir, cfg, teacher_path, given, student_path, aoi, dem, truth, uses_student,
                    vectorize, overwrite) -> None:
     """Every check that needs no pixel: files, models, outputs, the lock."""
@@ -612,7 +634,8 @@ def _combine(after, before, dates, grid, cfg, out, zones, dem, truth, overwrite,
     result: Dict[str, Any] = {
         "outputs": {k: str(v) for k, v in paths.items()},
         "totals": summarise(counter.totals),
-        "areas": [{"name": z.name, **summarise(z.totals)} for z in zones],
+        "areas": [{"name": z.name, **summarise(z.totals), "outside_scene_share": round(z.outside_share, 4)}
+                  for z in zones],
     }
     if truth is not None:
         result["scores"] = flood_scores(*confusion)

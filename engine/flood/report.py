@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from ..files import atomic_write_bytes
 from ..raster.grid import Grid, row_areas_m2
+from ..vector.geometry import area_polygons, quiet_gdal
 
 PathLike = Union[str, Path]
 
@@ -55,6 +56,7 @@ class Zone:
     shape: Dict[str, Any]  # GeoJSON geometry
     window: Tuple[int, int, int, int]  # x0, y0, x1, y1 on the grid (clipped)
     totals: np.ndarray = field(default_factory=lambda: np.zeros(256))
+    outside_share: float = 0.0  # of its area, outside the grid: its figures cover the part inside
 
 
 def load_zones(path: PathLike, grid: Grid, name_field: Optional[str] = None) -> List[Zone]:
@@ -94,20 +96,35 @@ def load_zones(path: PathLike, grid: Grid, name_field: Optional[str] = None) -> 
     inv = ~grid.transform
     zones: List[Zone] = []
     fids: List[int] = []
+    footprint = ogr.CreateGeometryFromWkt("POLYGON((" + ",".join(
+        f"{x} {y}" for x, y in (grid.transform * corner for corner in
+                                ((0, 0), (grid.width, 0), (grid.width, grid.height), (0, grid.height), (0, 0))))
+        + "))")
     for feature in layer:
-        geom = feature.GetGeometryRef()
-        if geom is None or ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+        geom = area_polygons(feature.GetGeometryRef())  # arcs made straight, the polygons of a collection kept
+        if geom is None:
             continue
-        geom = geom.Clone()
         if transform is not None:
-            geom.Transform(transform)
+            try:
+                failed = geom.Transform(transform) != 0
+            except RuntimeError:
+                failed = True
+            if failed:
+                raise ValueError(
+                    f"areas of interest {path}: feature {feature.GetFID()} cannot be brought from the layer's CRS "
+                    f"({srs.GetName() or srs.ExportToProj4()}) into the after date's: its coordinates do not fit the "
+                    "CRS the layer declares (projected metres declared as degrees?). Set the layer's true CRS (QGIS: "
+                    "Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again")
+        with quiet_gdal():
+            inside = geom.Intersection(footprint)
+        outside = 1.0 - (inside.GetArea() / geom.GetArea() if inside is not None else 0.0)
         minx, maxx, miny, maxy = geom.GetEnvelope()
         cols, rows = zip(*(inv * (x, y) for x in (minx, maxx) for y in (miny, maxy)))
         x0, x1 = max(int(math.floor(min(cols))), 0), min(int(math.ceil(max(cols))), grid.width)
         y0, y1 = max(int(math.floor(min(rows))), 0), min(int(math.ceil(max(rows))), grid.height)
         value = feature.GetField(chosen) if chosen else None
         name = str(value) if value not in (None, "") else f"polygon {feature.GetFID()}"
-        zones.append(Zone(name, json.loads(geom.ExportToJson()), (x0, y0, x1, y1)))
+        zones.append(Zone(name, json.loads(geom.ExportToJson()), (x0, y0, x1, y1), outside_share=max(outside, 0.0)))
         fids.append(feature.GetFID())
     if not zones:
         raise ValueError(f"areas of interest {path}: layer {layer.GetName()!r} holds no polygons")

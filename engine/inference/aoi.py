@@ -19,6 +19,7 @@ from rasterio.features import geometry_mask
 
 from ..raster.grid import Grid
 from ..validate import SgcadError
+from ..vector.geometry import area_polygons, linear, union_all
 
 AoiLike = Union[str, Path, Sequence[float]]
 
@@ -96,6 +97,9 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
         geom, source = _read_polygons(Path(aoi)), None
         is_box = False
     else:
+        if isinstance(aoi, Path) or (isinstance(aoi, str) and "," not in aoi):  # a file name, not a box
+            raise FileNotFoundError(f"AOI {aoi}: file not found; give an existing polygon file or a box "
+                                    "'minx,miny,maxx,maxy[,CRS]'")
         parts = [p.strip() for p in aoi.split(",")] if isinstance(aoi, str) else list(aoi)
         if len(parts) not in (4, 5):
             raise ValueError(f"AOI {aoi!r}: expected a polygon file or a box 'minx,miny,maxx,maxy[,CRS]'")
@@ -116,7 +120,16 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
         source = geom.GetSpatialReference()
     if source is not None and not source.IsSame(target):
         source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        geom.Transform(osr.CoordinateTransformation(source, target))
+        try:
+            failed = geom.Transform(osr.CoordinateTransformation(source, target)) != 0
+        except RuntimeError:
+            failed = True
+        if failed:  # as label polygons say it (engine.raster.labels)
+            raise SgcadError(
+                f"AOI {aoi}: cannot be brought from its CRS ({source.GetName() or source.ExportToProj4()}) into the "
+                f"grid's: its coordinates do not fit the CRS it declares (projected metres declared as degrees?). "
+                "Set its true CRS (QGIS: Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again"
+            )
     result = Aoi(geom, grid, is_box)
     x0, y0, x1, y1 = result.pixel_window()
     if x1 <= x0 or y1 <= y0 or not result.intersects(grid, 0, 0, grid.width, grid.height):
@@ -157,18 +170,19 @@ def _read_polygons(path: Path):
         raise ValueError(f"AOI {path}: not a readable vector file (GeoPackage, Shapefile, GeoJSON ...)")
     layer = ds.GetLayer(0)
     name, srs = layer.GetName(), layer.GetSpatialRef()
-    union, kinds, flat, feature, g = None, Counter(), 0, None, None
+    parts, kinds, flat, feature, g = [], Counter(), 0, None, None
     for feature in layer:
         g = feature.GetGeometryRef()
-        kind = ogr.GT_Flatten(g.GetGeometryType()) if g is not None else None
-        if kind not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+        kind = ogr.GT_Flatten(linear(g).GetGeometryType()) if g is not None else None
+        if kind not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
             kinds[ogr.GeometryTypeToName(kind).lower() if kind is not None else "empty geometry"] += 1
             continue
-        g = _valid(g)
+        g = area_polygons(g)
         if g is None:  # a ring without area (too few points, all points on a line)
             flat += 1
             continue
-        union = g if union is None else union.Union(g)
+        parts.append(g)
+    union = union_all(parts)
     # release in order (geometry, feature, layer, data source): a traceback keeping this frame alive would
     # otherwise let the garbage collector free the data source first and crash on the rest
     g = feature = layer = None
@@ -186,17 +200,3 @@ def _read_polygons(path: Path):
         raise ValueError(f"AOI {path}: the layer has no CRS; assign one (e.g. in QGIS) first")
     union.AssignSpatialReference(srs)
     return union
-
-
-def _valid(geometry):
-    """A polygon's valid form with an area (GEOS's make-valid, quietly), or None when it has none."""
-    from ..vector.geometry import polygon_parts, quiet_gdal
-
-    with quiet_gdal():  # GEOS would print a TopologyException for each bad ring
-        g = geometry.Clone()
-        if not g.IsValid():
-            g = g.MakeValid()
-    g = polygon_parts(g)
-    if g is None or g.IsEmpty() or g.GetArea() <= 0:
-        return None
-    return g

@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from ..config import ClassSchema
 from ..progress import NULL_PROGRESS, Progress
-from ..vector.geometry import polygon_parts, quiet_gdal
+from ..vector.geometry import linear, polygon_parts, quiet_gdal, union_all
 from .grid import Grid
 from .io import iter_windows, open_writer
 
@@ -106,6 +106,7 @@ def read_label_polygons(
     transform = osr.CoordinateTransformation(src_srs, dst_srs)
 
     by_class: Dict[int, List[dict]] = {}
+    shapes: Dict[int, List[ogr.Geometry]] = {}  # the same polygons, to measure where classes overlap
     report: Dict[str, Any] = {"features": 0, "repaired": [], "skipped": [], "bad_values": {}}
     for feature in lyr:
         report["features"] += 1
@@ -115,7 +116,7 @@ def read_label_polygons(
         if geom is None or geom.IsEmpty():
             report["skipped"].append({"fid": fid, "class": value, "reason": "has no geometry"})
             continue
-        geom = geom.Clone()
+        geom = linear(geom.Clone())  # QGIS digitises arcs; GEOS measures none
         shape = ogr.GT_Flatten(geom.GetGeometryType())
         if shape in _NON_POLYGON:
             report["skipped"].append({"fid": fid, "class": value, "reason": f"is a {geom.GetGeometryName().lower()}, "
@@ -149,6 +150,7 @@ def read_label_polygons(
                 "coordinates do not fit the CRS the layer declares (projected metres declared as degrees?). Set the "
                 "layer's true CRS (QGIS: Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again")
         by_class.setdefault(class_id, []).append(json.loads(geom.ExportToJson()))
+        shapes.setdefault(class_id, []).append(geom)
         if not valid:
             report["repaired"].append(fid)
     del ds  # closes the data source
@@ -166,6 +168,7 @@ def read_label_polygons(
         raise ValueError(_non_polygon_message(vector_path, kinds.pop()))
     del report["bad_values"]
     report["per_class_features"] = {schema.names[c]: len(g) for c, g in sorted(by_class.items())}
+    report["overlap_lost"] = _overlap_losses(shapes, schema)
     message = skipped_message(vector_path, report)
     if message:
         progress.warning(message)
@@ -182,12 +185,42 @@ def _non_polygon_message(vector_path: PathLike, kind: str) -> str:
             f"(or buffer the {kind} into polygons)")
 
 
+#: A class whose drawn area overlaps other classes' polygons on this share or more is said (its pixels there are
+#: unlabelled): a background polygon drawn under the others once left none of their pixels labelled, silently.
+CLASS_OVERLAP_WARNING = 0.01
+
+
+def _overlap_losses(shapes: Dict[int, List[ogr.Geometry]], schema: ClassSchema) -> Dict[str, float]:
+    """Per class, the share of its drawn area that polygons of other classes overlap (left unlabelled)."""
+    unions = {c: union_all(g) for c, g in shapes.items()}
+    unions = {c: u for c, u in unions.items() if u is not None and u.GetArea() > 0}
+    if len(unions) < 2:
+        return {}
+    lost = {}
+    with quiet_gdal():
+        for c, own in unions.items():
+            others = union_all([u for k, u in unions.items() if k != c])
+            share = own.Intersection(others).GetArea() / own.GetArea() if others is not None else 0.0
+            if share > 0:
+                lost[schema.names[c]] = round(min(share, 1.0), 4)
+    return lost
+
+
 def skipped_message(vector_path: PathLike, report: Dict[str, Any]) -> Optional[str]:
-    """One warning naming the features :func:`read_label_polygons` skipped or repaired; None when none."""
+    """One warning naming the features :func:`read_label_polygons` skipped or repaired, the polygons that lie off
+    the imagery and the share where classes overlap; None when there is nothing to say."""
     skipped, repaired = report.get("skipped") or [], report.get("repaired") or []
-    if not skipped and not repaired:
+    outside = report.get("outside_imagery") or 0
+    lost = {name: share for name, share in (report.get("overlap_lost") or {}).items() if share >= CLASS_OVERLAP_WARNING}
+    if not skipped and not repaired and not outside and not lost:
         return None
     parts = []
+    if outside:
+        parts.append(f"{outside} of {report['features']} polygon(s) lie off the imagery and are not used")
+    if lost:
+        shares = ", ".join(f"{name} {100 * share:.0f} %" for name, share in sorted(lost.items(), key=lambda kv: -kv[1]))
+        parts.append(f"polygons of different classes overlap, and overlaps are left unlabelled; drawn area lost: "
+                     f"{shares} (a large polygon drawn under smaller ones of other classes? cut them out of it)")
     if skipped:
         named = "; ".join(f"fid {k['fid']} ({k.get('class')}) {k['reason']}" for k in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""

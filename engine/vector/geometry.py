@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
@@ -236,6 +236,46 @@ def polygon_parts(geom: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
                      [part.GetGeometryRef(i) for i in range(part.GetGeometryCount())]):
             multi.AddGeometry(poly)
     return multi if multi.GetGeometryCount() else None
+
+
+def linear(geom: ogr.Geometry) -> ogr.Geometry:
+    """``geom`` with its arcs (CurvePolygon, MultiSurface, CompoundCurve) cut into straight segments, which every
+    reader here measures; QGIS digitises curves and GEOS knows none (they read as "no area")."""
+    return geom.GetLinearGeometry() if geom.HasCurveGeometry() else geom
+
+
+def area_polygons(geom: Optional[ogr.Geometry]) -> Optional[ogr.Geometry]:
+    """A feature's polygonal area, the way every polygon reader takes it: arcs made straight, an invalid ring
+    repaired (GEOS's make-valid, quietly), the polygons of a collection kept; None when no area is left."""
+    if geom is None or geom.IsEmpty():
+        return None
+    with quiet_gdal():  # GEOS would print a TopologyException for each bad ring
+        g = linear(geom.Clone())
+        if not g.IsValid():
+            g = g.MakeValid()
+    g = polygon_parts(g)
+    if g is None or g.IsEmpty() or g.GetArea() <= 0:
+        return None
+    return g
+
+
+def union_all(parts: Sequence[ogr.Geometry]) -> Optional[ogr.Geometry]:
+    """The union of many polygons at once (GEOS's cascaded union): merging them one by one took time growing
+    with the square of their number (10,000 polygons: over 5 minutes)."""
+    multi = ogr.Geometry(ogr.wkbMultiPolygon)
+    for part in parts:
+        flat = ogr.GT_Flatten(part.GetGeometryType())
+        pieces = [part] if flat == ogr.wkbPolygon else [part.GetGeometryRef(i) for i in range(part.GetGeometryCount())]
+        for piece in pieces:
+            if piece.Is3D() or piece.IsMeasured():  # heights and measures say nothing of an area
+                piece = piece.Clone()
+                piece.Set3D(False)
+                piece.SetMeasured(False)
+            multi.AddGeometry(piece)
+    if multi.GetGeometryCount() == 0:
+        return None
+    with quiet_gdal():
+        return multi.UnionCascaded()
 
 
 @contextlib.contextmanager

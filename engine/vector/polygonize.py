@@ -200,6 +200,24 @@ class _Tracer:
         return out
 
 
+def _check_other_layers(out_path: Path, layer_name: str) -> None:
+    """Refuse to replace a GeoPackage that holds other layers than the one written: the output is written whole
+    and renamed over the file, so ``overwrite`` deleted a project's label and AOI layers with it."""
+    if not out_path.is_file():
+        return
+    from osgeo import ogr
+
+    ds = ogr.Open(str(out_path))
+    others = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())] if ds is not None else []
+    ds = None
+    others = [name for name in others if name != layer_name]
+    if others:
+        raise ValueError(
+            f"{out_path}: holds other layers ({', '.join(others[:8])}{' ...' if len(others) > 8 else ''}) that writing "
+            "the polygons there would delete, --overwrite or not; write them to another GeoPackage"
+        )
+
+
 def vectorize_classes(
     classes_path: PathLike,
     out_path: PathLike,
@@ -267,6 +285,7 @@ def vectorize_classes(
     if block < 16:
         raise ValueError(f"block must be at least 16 pixels, got {block}")
     _check_kinds(classes_path, band, confidence_path)
+    _check_other_layers(Path(out_path), layer_name)
     grid = grid_of(classes_path)
     names = dict(names) if names else class_names_of(classes_path)
     keep = select_classes(classes, names, classes_path)
