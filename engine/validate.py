@@ -367,8 +367,9 @@ def gdal_name_problem(value: str) -> Optional[str]:
     if not (value.startswith("/vsi") or re.match(r'^[A-Za-z][A-Za-z0-9_]+:([A-Za-z0-9_]+:)*("|/|[A-Za-z]:\\)', value)):
         return None
     return (
-        f"{value}: a GDAL virtual path or subdataset name; the commands read plain raster files: extract it "
-        f"first (gdal_translate '{value}' extracted.tif) and give that file"
+        f"{value}: a GDAL virtual path or subdataset name; the commands read plain files: extract it first "
+        f"(unzip; gdal_translate '{value}' extracted.tif for a raster, ogr2ogr extracted.gpkg '{value}' for "
+        "polygons) and give that file"
     )
 
 
@@ -557,13 +558,15 @@ def vector_layers(path: PathLike) -> List[Tuple[str, bool]]:
     """(name, has geometry) of every layer of a vector file."""
     from osgeo import gdal, ogr
 
+    from .raster.labels import unzip_hint
+
     with _gdal_exceptions(gdal):
         try:
             ds = ogr.Open(str(path))
         except RuntimeError as exc:
-            raise SgcadError(f"{path}: not a vector file GDAL/OGR can read ({exc})") from None
+            raise SgcadError(f"{path}: not a vector file GDAL/OGR can read ({exc}){unzip_hint(path)}") from None
     if ds is None:
-        raise SgcadError(f"{path}: not a vector file GDAL/OGR can read")
+        raise SgcadError(f"{path}: not a vector file GDAL/OGR can read{unzip_hint(path)}")
     out = []
     for i in range(ds.GetLayerCount()):
         lyr = ds.GetLayer(i)

@@ -111,6 +111,8 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
             ) from None
         if not (minx < maxx and miny < maxy):
             raise SgcadError(_empty_box(aoi, minx, miny, maxx, maxy))
+        if len(parts) == 4:
+            _check_not_xmin_xmax_order(aoi, (minx, miny, maxx, maxy), grid)
         geom = ogr.CreateGeometryFromWkt(
             f"POLYGON(({minx} {miny},{maxx} {miny},{maxx} {maxy},{minx} {maxy},{minx} {miny}))"
         )
@@ -149,6 +151,22 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
             "draw a larger area (at least one pixel) or leave the area of interest empty"
         )
     return result
+
+
+def _check_not_xmin_xmax_order(aoi: AoiLike, box: Tuple[float, float, float, float], grid: Grid) -> None:
+    """Refuse a box typed in QGIS's extent order (xmin, xmax, ymin, ymax): read as minx, miny, maxx, maxy it is
+    a box hundreds of times larger that still covers the scene, so it mapped far more than asked, silently."""
+    a, b, c, d = box
+    left, bottom, right, top = grid.bounds
+    if not (a < b and c < d and a < right and b > left and c < top and d > bottom):
+        return  # the other order makes no box on the scene
+    if (c - a) * (d - b) <= 100 * (b - a) * (d - c):
+        return
+    raise SgcadError(
+        f"AOI {aoi}: read as minx,miny,maxx,maxy it is {c - a:.6g} x {d - b:.6g} grid units, while the scene is "
+        f"{right - left:.6g} x {top - bottom:.6g}; it looks like QGIS's xmin,xmax,ymin,ymax order: give "
+        f"'{a:.10g},{c:.10g},{b:.10g},{d:.10g}'"
+    )
 
 
 def _empty_box(aoi: AoiLike, minx: float, miny: float, maxx: float, maxy: float) -> str:

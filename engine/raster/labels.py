@@ -36,7 +36,7 @@ def _open_layer(vector_path: PathLike, layer: Optional[str]):
     try:
         ds = ogr.Open(str(path))
     except RuntimeError as exc:
-        raise ValueError(f"{path}: not a vector file OGR can read ({exc})") from exc
+        raise ValueError(f"{path}: not a vector file OGR can read ({exc}){unzip_hint(path)}") from exc
     if ds is None or ds.GetLayerCount() == 0:
         raise ValueError(f"{path}: no vector layer in it")
     lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
@@ -98,7 +98,9 @@ def read_label_polygons(
         raise ValueError(f"{vector_path}: no field {class_field!r}; fields: {fields}")
     src_srs = lyr.GetSpatialRef()
     if src_srs is None:
-        raise ValueError(f"{vector_path}: the layer has no coordinate reference system")
+        raise ValueError(f"{vector_path}: the layer has no coordinate reference system; assign the one its "
+                         "coordinates are in (QGIS: Layer Properties > Source > Assigned CRS; ogr2ogr -a_srs "
+                         "EPSG:<code>; a Shapefile needs its .prj file beside it)")
     dst_srs = osr.SpatialReference()
     dst_srs.ImportFromWkt(grid.crs.to_wkt())
     for srs in (src_srs, dst_srs):
@@ -107,12 +109,15 @@ def read_label_polygons(
 
     by_class: Dict[int, List[dict]] = {}
     shapes: Dict[int, List[ogr.Geometry]] = {}  # the same polygons, to measure where classes overlap
+    codes: set = set()  # class values given as numbers
     report: Dict[str, Any] = {"features": 0, "repaired": [], "skipped": [], "bad_values": {}}
     for feature in lyr:
         report["features"] += 1
         fid = feature.GetFID()
         geom = feature.GetGeometryRef()
         value = feature.GetField(class_field)
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+            codes.add(int(float(value)))
         if geom is None or geom.IsEmpty():
             report["skipped"].append({"fid": fid, "class": value, "reason": "has no geometry"})
             continue
@@ -137,7 +142,7 @@ def read_label_polygons(
         try:
             class_id = schema.id_of(value)
         except ValueError:
-            report["bad_values"].setdefault(str(value), []).append(fid)
+            report["bad_values"].setdefault("NULL" if value is None else str(value), []).append(fid)
             continue
         try:
             failed = geom.Transform(transform) != 0  # an error code where GDAL's exceptions are off
@@ -162,6 +167,7 @@ def read_label_polygons(
         raise ValueError(
             f"{vector_path}: field {class_field!r} holds values that are not classes of the schema "
             f"(value: feature ids) {shown}; use one of the ids {list(schema.ids)} or names {list(schema.names)}"
+            f"{'; ' + _id_key(schema) if codes else ''}"
         )
     kinds = {k.get("kind") for k in report["skipped"]}
     if not by_class and len(report["skipped"]) == report["features"] and len(kinds) == 1 and None not in kinds:
@@ -172,7 +178,39 @@ def read_label_polygons(
     message = skipped_message(vector_path, report)
     if message:
         progress.warning(message)
+    if codes and min(codes) > 0:  # 1..6 read as ids 1..6 shifts every class by one, silently
+        report["codes_from"] = min(codes)
+        progress.warning(f"{Path(vector_path).name}: field {class_field!r} holds class codes {sorted(codes)}, read "
+                         f"as the schema's ids; none is 0. {_id_key(schema)}: if yours count from 1, subtract 1, or "
+                         "give class names instead")
     return by_class, report
+
+
+def _id_key(schema: ClassSchema) -> str:
+    """``ids count from 0: 0 farmland, 1 city, ...``."""
+    return "ids count from 0: " + ", ".join(f"{i} {n}" for i, n in zip(schema.ids, schema.names))
+
+
+def unzip_hint(path: PathLike) -> str:
+    """A remedy for a zip archive given as a vector file ('' for anything else)."""
+    return "; it is a zip archive: unzip it and give the .shp or .gpkg inside" if str(path).lower().endswith(
+        ".zip") else ""
+
+
+def no_overlap_note(by_class: Dict[int, List[dict]], grid: Grid) -> str:
+    """The polygons' extent beside the grid's, in the grid's CRS, and what usually causes them to miss it."""
+    xs, ys = [], []
+    for geometries in by_class.values():
+        for geometry in geometries:
+            envelope = ogr.CreateGeometryFromJson(json.dumps(geometry)).GetEnvelope()
+            xs += envelope[:2]
+            ys += envelope[2:]
+    if not xs:
+        return ""
+    left, bottom, right, top = grid.bounds
+    return (f" (polygons over x {min(xs):.6g}..{max(xs):.6g}, y {min(ys):.6g}..{max(ys):.6g}; the raster over x "
+            f"{left:.6g}..{right:.6g}, y {bottom:.6g}..{top:.6g} in {grid.crs.to_string()}: another place, latitude "
+            "and longitude swapped, or a wrong CRS declared?)")
 
 
 _NON_POLYGON = {ogr.wkbPoint: "points", ogr.wkbMultiPoint: "points", ogr.wkbLineString: "lines",
@@ -266,7 +304,8 @@ def rasterize_labels(
     report["conflict_pixels"] = conflicts
     report["labelled_pixels"] = int((label != schema.ignore_index).sum())
     if report["labelled_pixels"] == 0:
-        raise ValueError(f"{vector_path}: no polygon covers a pixel centre of the grid (no overlap?)")
+        raise ValueError(f"{vector_path}: no polygon covers a pixel centre of the grid"
+                         f"{no_overlap_note(by_class, grid) or ' (no overlap?)'}")
     return label, report
 
 
@@ -295,6 +334,7 @@ def rasterize_labels_to_file(
             dst.write(label[None], window=window)
             progress.report((k + 1) / len(windows), "rasterising labels")
         if labelled == 0:
-            raise ValueError(f"{vector_path}: no polygon covers a pixel centre of the grid (no overlap?)")
+            raise ValueError(f"{vector_path}: no polygon covers a pixel centre of the grid"
+                             f"{no_overlap_note(by_class, grid) or ' (no overlap?)'}")
     report.update(conflict_pixels=conflicts, labelled_pixels=labelled, path=str(out_path))
     return report

@@ -81,7 +81,7 @@ def read_polygons(
         ValueError: bad field or values (from :func:`engine.raster.labels.read_label_polygons`),
             or no polygon on the imagery.
     """
-    from ..raster.labels import read_label_polygons
+    from ..raster.labels import no_overlap_note, read_label_polygons
 
     by_class, report = read_label_polygons(path, class_field, grid, schema, layer)
     polygons: List[Polygon] = []
@@ -94,7 +94,8 @@ def read_polygons(
                 continue
             polygons.append(Polygon(len(polygons), class_id, geometry, box))
     if not polygons:
-        raise ValueError(f"{path}: none of the polygons lies on the imagery; draw them over the scene")
+        raise ValueError(f"{path}: none of the polygons lies on the imagery{no_overlap_note(by_class, grid)}; draw "
+                         "them over the scene")
     report["outside_imagery"] = outside
     return polygons, report
 

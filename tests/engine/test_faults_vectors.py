@@ -154,3 +154,43 @@ def test_vectorize_never_deletes_other_layers_of_a_geopackage(tmp_path, capsys):
     assert code == 2 and "holds other layers (my labels, aoi) that writing the polygons there would delete" in line
     ds = ogr.Open(str(project))
     assert sorted(ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())) == ["aoi", "my labels"]
+
+
+def test_label_values_and_places_that_do_not_fit_say_why(tmp_path):
+    from engine.progress import CallbackProgress
+    from engine.train.polygon_split import read_polygons
+
+    grid = grid_of(SAR)
+    said = []
+    progress = CallbackProgress(lambda *_: None, warning=said.append)
+    # codes counted from 1 without a 6: before, every class was shifted by one without a word
+    ones = layer_file(tmp_path / "codes.gpkg", [(box(100, 100, 90), "1"), (box(400, 400, 90), "4")])
+    read_label_polygons(ones, "class", grid, ClassSchema(), progress=progress)
+    assert "holds class codes [1, 4], read as the schema's ids; none is 0. ids count from 0: 0 farmland" in said[-1]
+    nulls = layer_file(tmp_path / "null.gpkg", [(box(100, 100, 90), None), (box(400, 400, 90), "7")])
+    with pytest.raises(ValueError) as info:
+        read_label_polygons(nulls, "class", grid, ClassSchema())
+    assert "'NULL': [1]" in str(info.value) and "ids count from 0: 0 farmland" in str(info.value)
+    # latitude and longitude swapped: the message shows both extents (before: "no overlap?")
+    swapped = layer_file(tmp_path / "swapped.gpkg", [("POLYGON((51.89 4.35,51.89 4.36,51.90 4.36,51.90 4.35,"
+                                                      "51.89 4.35))", "water")], epsg=4326)
+    with pytest.raises(ValueError) as info:
+        read_polygons(swapped, "class", grid, ClassSchema())
+    assert "none of the polygons lies on the imagery (polygons over x" in str(info.value)
+    assert "the raster over x 592318..593218" in str(info.value) and "latitude and longitude swapped" in str(info.value)
+    zipped = tmp_path / "labels.zip"
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
+    from engine.validate import vector_layers
+
+    with pytest.raises(SgcadError, match="it is a zip archive: unzip it and give the .shp or .gpkg inside"):
+        vector_layers(zipped)
+
+
+def test_an_aoi_box_in_qgis_extent_order_is_refused_with_the_right_order():
+    grid = grid_of(SAR)
+    with pytest.raises(SgcadError) as info:  # before: mapped 18,310 pixels instead of 7,324
+        load_aoi("592542.85,592992.8,5749427.2,5749877.2", grid)
+    assert "looks like QGIS's xmin,xmax,ymin,ymax order: give '592542.85,5749427.2,592992.8,5749877.2'" in str(
+        info.value)
+    assert load_aoi("592542.85,5749427.2,592992.8,5749877.2", grid).pixel_window() == (50, 49, 150, 151)
+    assert load_aoi("500000,5700000,700000,5800000", grid).pixel_window() == (0, 0, 200, 200)  # a large box is fine
