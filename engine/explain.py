@@ -68,7 +68,8 @@ def _schema_of(classes_path: Path) -> ClassSchema:
         return ClassSchema()
 
 
-def _labels_reader(labels: PathLike, class_field: Optional[str], layer: Optional[str], grid, schema):
+def _labels_reader(labels: PathLike, class_field: Optional[str], layer: Optional[str], grid, schema,
+                   progress: Progress = NULL_PROGRESS):
     from .raster.grid import read_on_grid
     from .train.evaluate import is_raster
 
@@ -83,7 +84,7 @@ def _labels_reader(labels: PathLike, class_field: Optional[str], layer: Optional
     from .raster.labels import class_field_of, rasterize_window, read_label_polygons
 
     class_field = class_field_of(labels, class_field, layer)
-    by_class, _ = read_label_polygons(labels, class_field, grid, schema, layer=layer)
+    by_class, _ = read_label_polygons(labels, class_field, grid, schema, layer=layer, progress=progress)
     return lambda window: rasterize_window(by_class, grid, window, schema.ignore_index)[0].astype(np.int64)
 
 
@@ -139,7 +140,7 @@ def measure(
         region_kind = "aoi"
     width, height = x1 - x0, y1 - y0
     region = grid.window_grid(Window(x0, y0, width, height))
-    read_labels = _labels_reader(labels, class_field, layer, grid, schema) if labels else None
+    read_labels = _labels_reader(labels, class_field, layer, grid, schema, progress) if labels else None
 
     pixels = np.zeros(k + 1, np.int64)  # last: SAR-only non-water
     conf_sum = np.zeros(k, np.float64)

@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from ..explain import explain_run
+    from ..progress import ConsoleProgress
     from ..validate import labels_layer
 
     if args.window is not None and len(args.window) != 4:
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         low_confidence=args.low_confidence,
         write=not args.no_write,
         overwrite=args.overwrite,
+        progress=ConsoleProgress(quiet=True),  # warnings only (polygons skipped, repaired or overlapping)
     )
     out: Dict[str, Any] = {"ok": True, "text": result["text"]}
     for key in ("json", "report"):

@@ -194,3 +194,16 @@ def test_an_aoi_box_in_qgis_extent_order_is_refused_with_the_right_order():
         info.value)
     assert load_aoi("592542.85,5749427.2,592992.8,5749877.2", grid).pixel_window() == (50, 49, 150, 151)
     assert load_aoi("500000,5700000,700000,5800000", grid).pixel_window() == (0, 0, 200, 200)  # a large box is fine
+
+
+def test_explain_says_what_it_made_of_the_label_polygons(tmp_path, capsys):
+    # before: explain --labels never said which polygons it skipped, repaired or lost to overlaps
+    run = tmp_path / "seg"
+    assert main(["segment", "--optical", str(ROTTERDAM / "rgb_unmasked.tif"), "--sar", str(SAR), "--out", str(run),
+                 "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    labels = layer_file(tmp_path / "labels.gpkg", [(box(100, 100, 90), "water"), (box(130, 130, 90), "city"),
+                                                   ("POINT(592400 5750000)", "road")])
+    assert main(["explain", "--run", str(run), "--no-write", "--labels", str(labels)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: labels.gpkg: polygons of different classes overlap" in err and "1 of 3 polygon(s) skipped" in err
