@@ -554,6 +554,18 @@ def check_model_file(path: PathLike, kind: Optional[str] = None, label: str = "m
 
 
 # --------------------------------------------------------------------------- vector layers
+def check_single_layer(path: PathLike, what: str) -> None:
+    """Refuse a vector file whose first layer is not its only spatial one: readers that take the first layer would
+    otherwise say the file "holds no polygons" when the user meant another of its layers."""
+    layers = vector_layers(path)
+    spatial = [name for name, geometry in layers if geometry]
+    if len(spatial) > 1 or (spatial and layers[0][0] != spatial[0]):
+        raise SgcadError(
+            f"{path} holds layers {[name for name, _ in layers]}; the {what} must come from a file with one polygon "
+            "layer: save the layer you mean to its own file (or choose it in Processing)"
+        )
+
+
 def vector_layers(path: PathLike) -> List[Tuple[str, bool]]:
     """(name, has geometry) of every layer of a vector file."""
     from osgeo import gdal, ogr

@@ -70,9 +70,12 @@ def load_zones(path: PathLike, grid: Grid, name_field: Optional[str] = None) -> 
     """
     from osgeo import ogr, osr
 
+    from ..validate import check_single_layer
+
     ds = ogr.Open(str(path))
     if ds is None or ds.GetLayerCount() == 0:
         raise ValueError(f"areas of interest {path}: not a readable vector file (GeoPackage, Shapefile, GeoJSON ...)")
+    check_single_layer(path, "areas of interest")
     layer = ds.GetLayer(0)
     defn = layer.GetLayerDefn()
     fields = [defn.GetFieldDefn(i) for i in range(defn.GetFieldCount())]

@@ -31,9 +31,9 @@ from ..validate import (
     check_output_folder,
     check_outputs_not_inputs,
     check_pair_overlap,
+    check_single_layer,
     check_tiling,
     check_unlocked,
-    vector_layers,
     verify_geotiff,
 )
 from ..water.experts import ExpertChoice, choose_water_expert
@@ -526,13 +526,7 @@ def _check_request(
     written = list(written if written is not None else output_paths(out_dir, keys).values())
     check_outputs_not_inputs(written + [p.with_name(p.name + ".aux.xml") for p in written], inputs)
     if aoi_file:
-        layers = vector_layers(aoi_file)
-        spatial = [name for name, geometry in layers if geometry]
-        if len(spatial) > 1 or (spatial and layers[0][0] != spatial[0]):
-            raise SgcadError(
-                f"{aoi_file} holds layers {[name for name, _ in layers]}; the area of interest is read from a file "
-                f"with one polygon layer: save the layer you mean to its own file (or choose it in Processing)"
-            )
+        check_single_layer(aoi_file, "area of interest")
     if lock_check:
         check_unlocked(out_dir)
 

@@ -207,3 +207,20 @@ def test_explain_says_what_it_made_of_the_label_polygons(tmp_path, capsys):
     assert main(["explain", "--run", str(run), "--no-write", "--labels", str(labels)]) == 0
     err = capsys.readouterr().err
     assert "warning: labels.gpkg: polygons of different classes overlap" in err and "1 of 3 polygon(s) skipped" in err
+
+
+def test_flood_and_explain_refuse_an_aoi_file_of_several_layers_naming_them(tmp_path):
+    # before: they read the first layer ("roads") and said it held no polygons
+    from engine.explain import explain_run
+    from engine.flood.report import load_zones
+
+    two = layer_file(tmp_path / "two.gpkg", [("LINESTRING(592400 5750000, 592500 5749900)", "a")], name="roads",
+                     extra=[("zones", box(100, 100, 90))])
+    with pytest.raises(SgcadError, match=r"holds layers \['roads', 'zones'\]; the areas of interest must come from "
+                                         "a file with one polygon layer"):
+        load_zones(two, grid_of(SAR))
+    run = tmp_path / "seg"
+    assert main(["segment", "--optical", str(ROTTERDAM / "rgb_unmasked.tif"), "--sar", str(SAR), "--out", str(run),
+                 "--device", "cpu", "--quiet"]) == 0
+    with pytest.raises(SgcadError, match="the area of interest must come from a file with one polygon layer"):
+        explain_run(run, aoi=str(two), write=False)
