@@ -101,8 +101,13 @@ def run_rasterize(args) -> Dict[str, Any]:
 
 def run_patches(args) -> Dict[str, Any]:
     from ..data.patches import build_manifest, save_manifest
+    from ..train.evaluate import is_raster
 
     cfg = PatchConfig(tile_size=args.tile_size, patch_size=args.patch_size, seed=args.seed)
+    if Path(args.label).is_file() and not is_raster(args.label):  # was "corrupt ... re-download it"
+        raise ValueError(f"{args.label}: a vector file, but --label takes a label raster; rasterize the polygons onto "
+                         "the imagery's grid first (python -m engine rasterize --vector ... --grid SAR.tif --output "
+                         "labels.tif, or sgcad:rasterizelabels)")
     out = check_output_folder(args.out)
     manifest_path = out / "manifest.json"
     sources = {"label": Path(args.label)}

@@ -224,3 +224,10 @@ def test_flood_and_explain_refuse_an_aoi_file_of_several_layers_naming_them(tmp_
                  "--device", "cpu", "--quiet"]) == 0
     with pytest.raises(SgcadError, match="the area of interest must come from a file with one polygon layer"):
         explain_run(run, aoi=str(two), write=False)
+
+
+def test_patches_given_label_polygons_says_to_rasterize_them(tmp_path, capsys):
+    code = main(["patches", "--label", str(ROTTERDAM / "labels_digitised.gpkg"), "--out", str(tmp_path / "p")])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "a vector file, but --label takes a label raster; rasterize the polygons" in line, line
+    assert not (tmp_path / "p").exists()  # before: "corrupt, truncated ... re-download it"
