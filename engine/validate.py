@@ -33,7 +33,6 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -391,22 +390,11 @@ def local_crs_problem(path: PathLike, crs: Any) -> Optional[str]:
 
 
 def check_georeferenced(path: PathLike) -> None:
-    """Raise ``SgcadError`` when a raster has no CRS or no geotransform, or a local CRS."""
-    import rasterio
-    from affine import Affine
-    from rasterio.errors import NotGeoreferencedWarning
+    """Raise ``SgcadError`` when a raster has no CRS or no geotransform, or a local CRS (the grid module's
+    opener decides, as every reader meets it)."""
+    from .raster.grid import open_georeferenced
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: file not found")
-    with warnings.catch_warnings():  # rasterio's own warning says less than the refusal below
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        src = rasterio.open(path)
-    with src:
-        if src.crs is None or src.transform == Affine.identity():
-            raise SgcadError(no_georeferencing(path, len(src.gcps[0])))
-        local = local_crs_problem(path, src.crs)
-        if local:
-            raise SgcadError(local)
+    open_georeferenced(path).close()
 
 
 def _fmt_box(box: Sequence[float]) -> str:
@@ -566,11 +554,15 @@ def check_single_layer(path: PathLike, what: str) -> None:
         )
 
 
+def unzip_hint(path: PathLike) -> str:
+    """A remedy for a zip archive given as a vector file ('' for anything else)."""
+    return "; it is a zip archive: unzip it and give the .shp or .gpkg inside" if str(path).lower().endswith(
+        ".zip") else ""
+
+
 def vector_layers(path: PathLike) -> List[Tuple[str, bool]]:
     """(name, has geometry) of every layer of a vector file."""
     from osgeo import gdal, ogr
-
-    from .raster.labels import unzip_hint
 
     with _gdal_exceptions(gdal):
         try:

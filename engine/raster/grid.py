@@ -116,7 +116,9 @@ def north_up(grid: Grid) -> Grid:
     return Grid(grid.crs_wkt, Affine(abs(t.a), 0.0, left, 0.0, -abs(t.e), top), grid.width, grid.height)
 
 
-def _open_georeferenced(path: PathLike):
+def open_georeferenced(path: PathLike):
+    """The raster opened with rasterio, refused (``SgcadError``, a ``ValueError``) without a CRS and a geotransform,
+    or with a local CRS; ``FileNotFoundError`` when it is missing."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
@@ -128,7 +130,7 @@ def _open_georeferenced(path: PathLike):
     if src.crs is None or src.transform == Affine.identity():
         control_points = len(src.gcps[0])
         src.close()
-        raise ValueError(no_georeferencing(path, control_points))
+        raise SgcadError(no_georeferencing(path, control_points))
     local = local_crs_problem(path, src.crs)
     if local:
         src.close()
@@ -142,7 +144,7 @@ def grid_of(path: PathLike) -> Grid:
     Raises:
         ValueError: when the raster has no CRS or no geotransform.
     """
-    with _open_georeferenced(path) as src:
+    with open_georeferenced(path) as src:
         return Grid(src.crs.to_wkt(), src.transform, src.width, src.height)
 
 
@@ -153,13 +155,13 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
 
 
 def _footprint(path: PathLike, crs: CRS) -> Bounds:
-    with _open_georeferenced(path) as src:
+    with open_georeferenced(path) as src:
         return tuple(transform_bounds(src.crs, crs, *footprint_bounds(src.transform, src.width, src.height),
                                       densify_pts=21))
 
 
 def _resolution_in(path: PathLike, crs: CRS) -> float:
-    with _open_georeferenced(path) as src:
+    with open_georeferenced(path) as src:
         t = src.transform
         if src.crs == crs:  # a rotated pixel's size is the root of its area (a alone is size x cos(angle))
             return float(math.sqrt(abs(t.determinant)) if t.b or t.d else (abs(t.a) + abs(t.e)) / 2)
@@ -204,7 +206,7 @@ def default_grid(
         if not target.is_projected:
             raise ValueError(f"target CRS {target.to_string()} is not projected; give a metric CRS")
     else:
-        with _open_georeferenced(optical_path) as opt:
+        with open_georeferenced(optical_path) as opt:
             if opt.crs.is_projected:
                 target = opt.crs
             else:
@@ -225,7 +227,7 @@ def default_grid(
             + f" (optical extent {a}, SAR extent {b} in {target.to_string()})"
         )
     left, top = box[0], box[3]
-    with _open_georeferenced(sar_path) as sar:
+    with open_georeferenced(sar_path) as sar:
         snap = sar.crs == target and abs(abs(sar.transform.a) - res) < 1e-9 * res
         if snap:  # align to the SAR pixel lattice
             ox, oy = sar.transform.c, sar.transform.f
@@ -289,7 +291,7 @@ def read_on_grid(
         raise ValueError(f"resampling must be one of {sorted(_RESAMPLING)}, got {resampling!r}")
     window = window or Window(0, 0, grid.width, grid.height)
     sub = grid.window_grid(window)
-    with _open_georeferenced(path) as src:
+    with open_georeferenced(path) as src:
         check_bands(src, bands, path)
         lattice = _lattice_window(src.transform, sub) if src.crs == grid.crs else None
         if lattice is not None:  # the same pixels: read them, flipped where the axes run the other way

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 
 from ..config import ClassSchema
 from ..progress import NULL_PROGRESS, Progress
+from ..validate import unzip_hint
 from ..vector.geometry import linear, polygon_parts, quiet_gdal, union_all
 from .grid import Grid
 from .io import iter_windows, open_writer
@@ -189,12 +190,6 @@ def read_label_polygons(
 def _id_key(schema: ClassSchema) -> str:
     """``ids count from 0: 0 farmland, 1 city, ...``."""
     return "ids count from 0: " + ", ".join(f"{i} {n}" for i, n in zip(schema.ids, schema.names))
-
-
-def unzip_hint(path: PathLike) -> str:
-    """A remedy for a zip archive given as a vector file ('' for anything else)."""
-    return "; it is a zip archive: unzip it and give the .shp or .gpkg inside" if str(path).lower().endswith(
-        ".zip") else ""
 
 
 def no_overlap_note(by_class: Dict[int, List[dict]], grid: Grid) -> str:
