@@ -143,7 +143,7 @@ def check_sar_not_picture(path: PathLike, with_optical: bool = False) -> None:
         names = band_names(src)
         context = " ".join([Path(path).name, *names, *(str(v) for v in src.tags().values())]).lower()
     # band numbers alone (SAR_b2 ... as earlier releases named aligned bands) say nothing without a sensor
-    named = how and how != "colour interpretation" and (
+    named = how and how != "colour interpretation" and _BY_COUNT not in how and (
         _SENSOR.search(context) or any(_COLOUR_WORDS.search(n.lower()) for n in names) or "metadata" in how)
     if named:  # red, green and blue named: optical bands
         said = [names[roles.index(r)] or r for r in OPTICAL_ROLES]
@@ -232,11 +232,37 @@ def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
         # before the colour interpretation: a writer may tag a 4-band file RGB + alpha whatever it holds
         _vendor_order(Path(path).name.lower(), len(descriptions)),
         ("colour interpretation", [_COLOUR_INTERP.get(c) for c in interp]),
+        _sentinel2_stack(descriptions, context),
     )
     for how, roles in sources:
         if all(r in roles for r in OPTICAL_ROLES):
             return roles, how
     return [None] * len(descriptions), ""
+
+
+# Sentinel-2 stacks in band order (B1 ... B12 with B8A; L1C adds B10): by far the most common rasters of
+# 12 or 13 bands, and the order every Sentinel-2 chip collection (Sen1Floods11, BigEarthNet, EuroSAT) keeps
+_S2_STACK_ORDERS = {
+    12: ("coastal", "blue", "green", "red", "red_edge", "red_edge", "red_edge", "nir", "nir_narrow", "water_vapour",
+         "swir", "swir"),
+    13: ("coastal", "blue", "green", "red", "red_edge", "red_edge", "red_edge", "nir", "nir_narrow", "water_vapour",
+         "cirrus", "swir", "swir"),
+}
+_BY_COUNT = "bands that name none"  # a guess from the count: never evidence that a SAR input is optical
+_GENERIC_NAME = re.compile(r"(?:band[ _-]?\d*|bands|layer[ _-]?\d*)?")
+
+
+def _sentinel2_stack(descriptions: Sequence[str], context: str) -> Tuple[str, List[Optional[str]]]:
+    """(how, roles) for a 12- or 13-band raster that names no band and no other sensor: a Sentinel-2 stack in
+    band order, whose bands 4, 3, 2 are red, green, blue; no roles otherwise."""
+    count = len(descriptions)
+    if count not in _S2_STACK_ORDERS or _TM_SENSOR.search(context) or not all(
+            _GENERIC_NAME.fullmatch(d.strip()) for d in descriptions):
+        return "", [None] * count
+    how = (f"{count} {_BY_COUNT}, read as a Sentinel-2 stack in band order (B1-B12 with B8A"
+           f"{', B10' if count == 13 else ''}); if it is another stack, choose the bands: --optical-bands / "
+           "OPTICAL_BANDS, or tick them in the dock")
+    return how, list(_S2_STACK_ORDERS[count])
 
 
 def _vendor_order(name: str, count: int) -> Tuple[str, List[Optional[str]]]:

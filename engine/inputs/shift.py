@@ -36,6 +36,10 @@ DB_MEDIAN_POSSIBLE = (-60.0, 40.0)  # a median outside, read as dB, is no radar'
 # (2nd percentiles, docs/experiments/zero_shot_real.md, "8-bit pictures of snow": 0.010-0.021 on three
 # L2A chips, about 0.08-0.09 on their hazy copies and on a real L1C chip); above 0.25 it is snow or cloud
 TOA_BLUE_DARK_END = (0.045, 0.25)
+# every visible band's median at least this: a scene mostly of snow or cloud, whose dark end is forest and
+# shadow lit by blue skylight (a real snowy L2A chip: dark end blue 0.18, green 0.14, red 0.13; medians
+# 0.64-0.72), so neither the haze nor the +1000 offset can be read from it
+SNOW_OR_CLOUD_MEDIAN = 0.4
 DISPLAY_TOP = 254.5 / 255  # an 8-bit value of 255, as the reflectance-like feature the chain makes of it
 ZERO_FILL_SHARE = 0.01  # warn when this share of linear / amplitude SAR values is exactly 0 (fill, not data)
 
@@ -136,6 +140,8 @@ def optical_warnings(
     ``roles``: the model's name for each band (``red``, ``green``, ``blue`` ...), in ``stats``' order.
     """
     out = []
+    medians = [b["p50"] for b in stats if b.get("n")]
+    fixed_reflectance = fixed_reflectance and not (medians and min(medians) >= SNOW_OR_CLOUD_MEDIAN)
     toa = _top_of_atmosphere(stats, roles) if fixed_reflectance else None
     if toa:
         out.append(

@@ -112,7 +112,7 @@ class RasterBandPicker(QWidget):
             return []
         choice = role_bands(layer, self.model_bands, "sar" if self.prefer_sar else "optical")
         self.bands.setToolTip(TICK_TIP if choice is None else (
-            f"Ticked by the layer's band names ({choice.how}): bands {', '.join(map(str, choice.bands))} are "
+            f"Ticked from what the layer's file says ({choice.how}): bands {', '.join(map(str, choice.bands))} are "
             f"read as {', '.join(choice.roles)}. " + TICK_TIP))
         return list(choice.bands) if choice else list(range(1, min(self.default_bands, layer.bandCount()) + 1))
 

@@ -12,7 +12,13 @@ from rasterio.enums import ColorInterp
 
 from engine.config import BandMapping, InferenceConfig
 from engine.inference.pipeline import segment_scene
-from engine.inputs.bands import choose_bands, model_bands_in, optical_roles, training_bands
+from engine.inputs.bands import (
+    check_sar_not_picture,
+    choose_bands,
+    model_bands_in,
+    optical_roles,
+    training_bands,
+)
 from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from engine.models.checkpoint import read_metadata
 from engine.raster.stack import stack_bands
@@ -84,13 +90,31 @@ def test_training_and_distillation_read_the_bands_segmentation_reads(bigearthnet
     assert (unnamed.optical_bands, unnamed.optical_names) == ((1, 2, 3), ("optical_b1", "optical_b2", "optical_b3"))
 
 
-def test_an_unnamed_many_band_raster_keeps_the_model_bands_and_is_warned(bigearthnet, tmp_path):
+def test_an_unnamed_sentinel2_stack_is_read_in_band_order_and_other_unnamed_stacks_are_warned(bigearthnet, tmp_path):
+    """12 or 13 unnamed bands are a Sentinel-2 stack in band order (its bands 4, 3, 2 are red, green, blue), said in
+    the run's log; any other unnamed count, or names that are not colours, keep the model's bands 1, 2, 3 and warn."""
     every, _, sar, names = bigearthnet
+    recipe = InputRecipe.of(read_metadata(STUDENT))
     unnamed = _copy(every, tmp_path / "unnamed.tif", range(len(names)), descriptions=[""] * len(names))
-    resolved = resolve_inputs(InputRecipe.of(read_metadata(STUDENT)), unnamed, sar)
-    assert resolved.bands.optical_bands == (1, 2, 3)
-    warning = [w for w in resolved.warnings if "does not say which is red" in w]
-    assert warning and "4, 3, 2" in warning[0] and "--optical-bands" in warning[0]
+    resolved = resolve_inputs(recipe, unnamed, sar)
+    assert resolved.bands.optical_bands == (4, 3, 2)
+    line = [x for x in resolved.lines if "Sentinel-2 stack in band order" in x]
+    assert line and "--optical-bands" in line[0] and not [w for w in resolved.warnings if "does not say" in w]
+    for name, order, descriptions in (("ten", range(10), [""] * 10),
+                                      ("dates", range(12), [f"2020-01-{d:02d}" for d in range(1, 13)])):
+        other = _copy(every, tmp_path / f"{name}.tif", order, descriptions=descriptions)
+        resolved = resolve_inputs(recipe, other, sar)
+        assert resolved.bands.optical_bands == (1, 2, 3), name
+        warning = [w for w in resolved.warnings if "does not say which is red" in w]
+        assert warning and "4, 3, 2" in warning[0] and "--optical-bands" in warning[0], name
+    # the count is a guess for an optical input, never evidence that a SAR input is optical (a 12-date VV stack)
+    with rasterio.open(sar) as src:
+        profile, vv = src.profile, src.read(1)
+    profile.update(count=12, dtype="float32")
+    stack = tmp_path / "sentinel1_vv_12_dates.tif"
+    with rasterio.open(stack, "w", **profile) as dst:
+        dst.write(np.repeat(vv[None].astype("float32"), 12, axis=0))
+    check_sar_not_picture(stack, with_optical=True)
 
 
 def test_a_sar_raster_with_vh_first_gives_the_teacher_its_vv(shared_data, tmp_path):
