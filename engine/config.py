@@ -467,6 +467,12 @@ class FinetuneConfig:
     # labels of four Sentinel-1 scenes: mean water IoU 93.3 against 92.2 with "all"; 3.4x faster);
     # drawn water polygons always train every layer
     pseudo_label_layers: str = "head"
+    # the label-free adaptation is not kept when it takes this share or more of the zero-shot expert's water to
+    # land: no pseudo-label calls that water land (the veto above), so such a change is the classifier's
+    # extrapolation. On a chip of wind-roughened water, which the VV + VH pair finds through VH and the VV
+    # pseudo-labels cannot see, it took 62 % away (water IoU 66.3 -> 26.3); on 23 other real scenes 0-22 %
+    # (docs/experiments/zero_shot_real.md, "The removal gate"); 1 disables
+    pseudo_label_max_removed: float = 0.25
     # weight of the term keeping the starting student's confident answers of classes no polygon holds,
     # on unlabelled pixels (engine.losses.keep); without it they vanished from the map: a Sentinel-2
     # chip with water and farmland drawn kept 0.1 % of its 16.3 % city, village, forest and road, and

@@ -69,6 +69,7 @@ from .label_free import (
     change_message,
     map_change,
     pseudo_label_params,
+    removed_share,
     water_edge_blocks,
     water_expert_for,
     with_pseudo_labels,
@@ -535,12 +536,14 @@ def finetune_from_polygons(
         progress.info(f"relative SAR levels: the water expert's cut moves to this scene's ({cut:.2f})")
 
     # -- the teacher: water vs the rest on the training polygons, or on automatic pseudo-labels
-    teacher_tiles, zero_shot, water_change = tiles, None, None
+    teacher_tiles, zero_shot, water_change, zero_shot_state = tiles, None, None, None
     teacher_params = teacher.parameters() if teacher is not None else None
     if teacher is not None and cfg.update_teacher and (binary[1] == 0 or polygons is None) and cfg.pseudo_labels:
         teacher.to(dev)
         start = {id(t): _predict(teacher, t, True, dev) for t in train_tiles}  # the map the user saw
         zero_shot = [start[id(t)] > 0.5 for t in train_tiles] if polygons is None else None
+        if polygons is None:  # kept if the adaptation takes the zero-shot water away
+            zero_shot_state = copy.deepcopy(teacher.state_dict())
         teacher_tiles, result["pseudo_labels"] = with_pseudo_labels(
             tiles, resolved, schema, out_dir, progress, lambda t: start[id(t)], cfg.pseudo_label_veto, scene_threshold)
         del start
@@ -596,6 +599,21 @@ def finetune_from_polygons(
             water_change = change_codes(train_tiles, zero_shot)
             result["pseudo_labels"]["change"] = map_change(water_change)
             progress.info(change_message(result["pseudo_labels"]["change"]))
+            removed = removed_share(result["pseudo_labels"]["change"])
+            if zero_shot_state is not None and removed >= cfg.pseudo_label_max_removed:
+                teacher.load_state_dict(zero_shot_state)  # with this scene's cut, where relative levels set one
+                for tile in tiles:
+                    tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
+                teacher_done = result["scene_cut"] is not None
+                result["pseudo_labels"]["kept_zero_shot"] = True
+                kept = "keeps only this scene's cut" if teacher_done else "is kept as it was"
+                warnings.append(
+                    f"the adaptation took {removed:.0%} of the water the zero-shot expert maps to land, where no "
+                    "pseudo-label said land (they leave out what the expert calls water): it is not kept, and the "
+                    f"water expert {kept}. Water its pseudo-labels cannot see (wind-roughened water, bright in VV "
+                    "and dark in VH) does this; water_change.tif shows what it would have changed. Draw water and "
+                    "land polygons to fine-tune it instead")
+                progress.warning(warnings[-1])
         result["teacher_on_drawn_land"] = _teacher_on_drawn_land(train_tiles, water)
         share = result["teacher_on_drawn_land"]["share"]
         if student is not None and cfg.kd == "unlabelled" and share is not None and share > cfg.teacher_contradiction:

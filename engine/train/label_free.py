@@ -166,6 +166,12 @@ def map_change(codes: Sequence[np.ndarray]) -> Dict[str, Any]:
             "changed": round(share["water to land"] + share["land to water"], 4)}
 
 
+def removed_share(change: Dict[str, Any]) -> float:
+    """The share of the zero-shot map's water that the adapted map calls land (0 where it had none)."""
+    before, lost = change.get("water_before"), change.get("water_to_land")
+    return float(lost / before) if before and lost is not None else 0.0
+
+
 def change_message(change: Dict[str, Any]) -> str:
     if change["water_after"] is None:
         return "the adapted water expert read no valid pixel"

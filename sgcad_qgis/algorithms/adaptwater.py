@@ -33,7 +33,9 @@ class AdaptWater(EngineAlgorithm):
         "without labels; docs/finetune.md reports it on labelled real scenes (it gained on some and lost up "
         "to 4 points on others). The run reports how much of the scene changed answer, and loads where as a layer "
         "(orange: water before, land after; red: the reverse): check those places before relying on the "
-        "adapted expert."
+        "adapted expert. An adaptation that takes a quarter or more of the zero-shot water to land, where no "
+        "automatic label said land (wind-roughened water the co-polarised labels cannot see), is not kept: "
+        "the run warns and the expert stays as it was."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802

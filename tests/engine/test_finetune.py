@@ -264,6 +264,36 @@ def test_label_free_adaptation_drops_pseudo_non_water_the_expert_calls_water(tmp
     assert len(read_metadata(result["teacher"]).input_stats["sar"]["bands"]) == 1
 
 
+def test_label_free_adaptation_that_takes_the_expert_s_water_away_is_not_kept(tmp_path):
+    """Wind-roughened water (a real chip's water made as bright as its land in VV, VH kept): the VV + VH pair maps it
+    through VH, the VV pseudo-labels cannot see it, and the adapted classifier took it away (a real STAC Overflow chip:
+    water IoU 66.3 -> 26.3). No pseudo-label says land there, so the zero-shot expert is kept and the user told."""
+    folder = ROOT.parent / "shared" / "data" / "sen1floods11_s1"
+    label = folder / "Nigeria_812045_LabelHand.tif"
+    with rasterio.open(folder / "Nigeria_812045_S1Hand.tif") as src, rasterio.open(label) as lab:
+        profile, bands, truth = src.profile, src.read(), lab.read(1)
+        bands[0][truth == 1] += float(np.nanmedian(bands[0][truth == 0]) - np.nanmedian(bands[0][truth == 1]))
+        windy = tmp_path / "windy.tif"
+        with rasterio.open(windy, "w", **profile) as dst:
+            dst.write(bands)
+            dst.descriptions = src.descriptions
+    said = []
+    result = finetune_from_polygons(None, windy, None, "class", None, tmp_path / "adapt",
+                                    teacher_path=MODELS / "sgcad_teacher.safetensors", cfg=FinetuneConfig(),
+                                    progress=CallbackProgress(warning=said.append))
+    pseudo = result["pseudo_labels"]
+    removed = pseudo["change"]["water_to_land"] / pseudo["change"]["water_before"]
+    assert removed >= FinetuneConfig.pseudo_label_max_removed and pseudo["kept_zero_shot"], pseudo["change"]
+    assert result["teacher"] is None and not (tmp_path / "adapt" / "teacher.safetensors").exists()
+    assert any("is not kept" in w and "wind-roughened" in w for w in said) and result["warnings"]
+    assert (tmp_path / "adapt" / "water_change.tif").exists()  # what it would have changed
+    # the same pipeline keeps an adaptation that moves little (the real chip: 2.5 % of its water)
+    plain = finetune_from_polygons(None, folder / "Nigeria_812045_S1Hand.tif", None, "class", None,
+                                   tmp_path / "plain", teacher_path=MODELS / "sgcad_teacher.safetensors",
+                                   cfg=FinetuneConfig())
+    assert plain["teacher"] and not plain["pseudo_labels"].get("kept_zero_shot")
+
+
 def test_label_free_adaptation_refuses_a_scene_without_a_trustworthy_threshold(tmp_path):
     # airborne X-band Rotterdam read as calibrated: no threshold can be trusted, so no pseudo-label is
     # made, the water expert is not touched, and the user is told why and what to do instead
