@@ -40,6 +40,7 @@ def scene_options(
     dense_crops: float = 0.0,
     water_shapes: float = 0.0,
     polarisations: Optional[Sequence[str]] = None,
+    noise_kept: float = 0.0,
 ) -> Dict[str, Any]:
     """The generator options of scene ``seed`` under a set's priors (the flags of this script)."""
     rng = np.random.default_rng(seed)
@@ -59,6 +60,9 @@ def scene_options(
     shapes = np.random.default_rng([seed, 11])  # and its own again
     if water_shapes and shapes.random() < water_shapes:
         options["water_shapes"] = round(float(shapes.uniform(0.2, 1.0)), 3)
+    floor = np.random.default_rng([seed, 13])  # and its own again
+    if noise_kept and floor.random() < noise_kept:  # a product without noise removal: NESZ of IW, -27 to -21 dB
+        options["noise_kept_db"] = round(float(floor.uniform(-27.0, -21.0)), 2)
     return options
 
 
@@ -79,6 +83,8 @@ def main() -> None:
                         help="largest darkening of dense crop parcels towards forest (drawn per scene in 0-this)")
     parser.add_argument("--water-shapes", type=float, default=0.0,
                         help="share of scenes with wide rivers, canals, harbour basins and ponds (density in 0.2-1)")
+    parser.add_argument("--noise-kept", type=float, default=0.0,
+                        help="share of scenes whose thermal noise is left in (a floor at -27 to -21 dB)")
     parser.add_argument("--polarisations", default="",
                         help="the SAR bands of every scene, e.g. VV,VH (the VV + VH water expert's set, with "
                              "--s1-share 1); default: drawn per sensor")
@@ -90,7 +96,7 @@ def main() -> None:
         folder = out / f"scene{k:03d}"
         seed = args.seed + k
         options = scene_options(seed, args.max_confusers, args.snow, args.s1_share, args.green_water, args.dense_crops,
-                                args.water_shapes, pols)
+                                args.water_shapes, pols, args.noise_kept)
         if not (folder / "label.tif").is_file():
             generate_scene(folder, size=args.size, seed=seed, write_vector=False, overwrite=True, **options)
         summary.append({"scene": folder.name, "seed": seed, **options})

@@ -191,6 +191,9 @@ class SyntheticScene:
             2 % of the area; lower for more water).
         calibration_db: offset added to the whole SAR in dB (a calibration error).
         noise_floor: add the sensor's thermal noise (noise-equivalent sigma0) to the SAR.
+        noise_kept_db: thermal noise left in at this noise-equivalent sigma0 (dB), mean and
+            fluctuation, instead of removed: a floor under dark surfaces, as in products made
+            without noise removal (water in VH near -22 to -25 dB instead of -30); None: removed.
         optical_units: ``"uint8"`` (reflectance x 255), ``"reflectance10000"`` (uint16) or
             ``"reflectance"`` (float32, 0-1).
         supersample: ground samples per pixel side; None: more for coarser pixels (1 at 2 m,
@@ -227,6 +230,7 @@ class SyntheticScene:
         lake_threshold: float = 2.1,
         calibration_db: float = 0.0,
         noise_floor: bool = True,
+        noise_kept_db: Optional[float] = None,
         optical_units: str = "uint8",
         supersample: Optional[int] = None,
         green_water: float = 0.0,
@@ -263,6 +267,7 @@ class SyntheticScene:
         self.incidence = tuple(float(a) for a in (incidence or spec.incidence))
         self.wind, self.sar_confusers, self.lake_threshold = float(wind), float(sar_confusers), float(lake_threshold)
         self.calibration_db, self.noise_floor, self.optical_units = float(calibration_db), noise_floor, optical_units
+        self.noise_kept_db = None if noise_kept_db is None else float(noise_kept_db)
         self.scale = self.res / UNIT_M  # structure units per pixel
         self.sub = int(supersample or (1 if self.scale <= 1.5 else 2 if self.scale <= 3.5 else 3))
         self.sar_resolution = 2 * self.res if sar_resolution is None else float(sar_resolution)
@@ -345,7 +350,8 @@ class SyntheticScene:
                 "resolution": self.res, "sar_resolution": self.sar_resolution, "incidence": list(self.incidence),
                 "wind": self.wind, "sar_confusers": self.sar_confusers, "snow": self.snow,
                 "lake_threshold": self.lake_threshold, "calibration_db": self.calibration_db,
-                "noise_floor": bool(self.noise_floor), "optical_units": self.optical_units,
+                "noise_floor": bool(self.noise_floor), "noise_kept_db": self.noise_kept_db,
+                "optical_units": self.optical_units,
                 "supersample": self.sub, "clouds": bool(self.clouds), "confusers": bool(self.confusers),
                 "misregistration": list(self.shift), "green_water": self.green_water,
                 "dense_crops": self.dense_crops, "water_shapes": self.water_shapes}
@@ -631,7 +637,10 @@ class SyntheticScene:
         for p in range(len(self.pols)):
             speckle = psf(self._noise(41 + 2 * p, big, lambda r, s: r.gamma(shape, 1.0 / shape, s)))
             sigma = psf(mean[p]) * speckle
-            if self.noise_floor:  # thermal noise, removed on average but not its fluctuation
+            if self.noise_kept_db is not None:  # thermal noise not removed: a floor at this NESZ under all
+                thermal = psf(self._noise(42 + 2 * p, big, lambda r, s: r.gamma(shape, 1.0 / shape, s)))
+                sigma = sigma + 10 ** (self.noise_kept_db / 10) * thermal
+            elif self.noise_floor:  # thermal noise, removed on average but not its fluctuation
                 thermal = psf(self._noise(42 + 2 * p, big, lambda r, s: r.gamma(shape, 1.0 / shape, s)))
                 sigma = np.maximum(sigma + nesz * (thermal - 1.0), NOISE_FLOOR_CUT * nesz)
             out[p] = sigma * 10 ** (self.calibration_db / 10)
@@ -760,7 +769,7 @@ def generate_scene(
         progress: progress and cancellation.
         **options: the other keyword arguments of :class:`SyntheticScene`: ``sensor``,
             ``polarisations``, ``sar_resolution``, ``incidence``, ``wind``, ``sar_confusers``,
-            ``snow``, ``lake_threshold``, ``calibration_db``, ``noise_floor``,
+            ``snow``, ``lake_threshold``, ``calibration_db``, ``noise_floor``, ``noise_kept_db``,
             ``optical_units``, ``supersample`` (e.g. from :func:`random_scene_options`).
 
     Returns:

@@ -344,6 +344,25 @@ def test_training_sets_give_water_shapes_to_a_share_of_scenes_and_keep_the_other
     assert drawn == [scene_options(seed, **flags) for seed in range(2000, 2200)]
 
 
+def test_thermal_noise_left_in_raises_dark_water_to_a_floor():
+    """Products without noise removal (Sen1Floods11 Bolivia, TerraMesh chips: darkest 1 % of VH at -23 to -27 dB)
+    put water in VH at the NESZ; removed, the synthetic VH water sits near -28 dB and its darkest 1 % far below."""
+    kw = dict(seed=2, sensor="s1", polarisations=("VV", "VH"), lake_threshold=1.0, wind=0.0, incidence=(37.0, 37.0))
+    removed = SyntheticScene(256, **kw).render(FULL)
+    kept = SyntheticScene(256, noise_kept_db=-22.0, **kw).render(FULL)
+    water = _interior(removed["label"], WATER)
+    vh_removed, vh_kept = _db(removed["sar"][1]), _db(kept["sar"][1])
+    assert np.median(vh_removed[water]) < -26 and np.percentile(vh_removed, 1) < -32
+    assert -23.5 < np.median(vh_kept[water]) < -20 and np.percentile(vh_kept, 1) > -28
+    farmland = removed["label"] == FARMLAND  # co-polarised land, 8-10 dB above the floor, barely moves
+    assert abs(np.median(_db(kept["sar"][0])[farmland]) - np.median(_db(removed["sar"][0])[farmland])) < 1.0
+    flags = dict(max_confusers=0.25, snow=0.03, s1_share=1.0)
+    drawn = [scene_options(seed, noise_kept=0.5, **flags) for seed in range(2000, 2100)]
+    floors = [o.pop("noise_kept_db") for o in drawn if "noise_kept_db" in o]
+    assert 0.35 < len(floors) / len(drawn) < 0.65 and -27 <= min(floors) and max(floors) <= -21
+    assert drawn == [scene_options(seed, **flags) for seed in range(2000, 2100)]  # the other draws keep their values
+
+
 def test_optical_units_hold_the_same_reflectance():
     tiles = {u: SyntheticScene(192, seed=3, optical_units=u).render(Window(0, 0, 192, 192))["optical"]
              for u in ("uint8", "reflectance10000", "reflectance")}
