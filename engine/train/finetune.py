@@ -600,7 +600,8 @@ def finetune_from_polygons(
             result["pseudo_labels"]["change"] = map_change(water_change)
             progress.info(change_message(result["pseudo_labels"]["change"]))
             removed = removed_share(result["pseudo_labels"]["change"])
-            if zero_shot_state is not None and removed >= cfg.pseudo_label_max_removed:
+            gate = cfg.pseudo_label_max_removed
+            if zero_shot_state is not None and gate < 1 and removed >= gate:
                 teacher.load_state_dict(zero_shot_state)  # with this scene's cut, where relative levels set one
                 for tile in tiles:
                     tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
