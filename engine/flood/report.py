@@ -25,7 +25,7 @@ from rasterio.windows import Window
 
 from ..files import atomic_write_bytes
 from ..raster.grid import Grid, row_areas_m2
-from ..vector.geometry import area_polygons, quiet_gdal
+from ..vector.geometry import area_polygons, quiet_gdal, to_crs
 
 PathLike = Union[str, Path]
 
@@ -108,16 +108,8 @@ def load_zones(path: PathLike, grid: Grid, name_field: Optional[str] = None) -> 
         if geom is None:
             continue
         if transform is not None:
-            try:
-                failed = geom.Transform(transform) != 0
-            except RuntimeError:
-                failed = True
-            if failed:
-                raise ValueError(
-                    f"areas of interest {path}: feature {feature.GetFID()} cannot be brought from the layer's CRS "
-                    f"({srs.GetName() or srs.ExportToProj4()}) into the after date's: its coordinates do not fit the "
-                    "CRS the layer declares (projected metres declared as degrees?). Set the layer's true CRS (QGIS: "
-                    "Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again")
+            to_crs(geom, transform, f"areas of interest {path}: feature {feature.GetFID()} cannot be brought into the "
+                   "after date's CRS", srs)
         with quiet_gdal():
             inside = geom.Intersection(footprint)
         outside = 1.0 - (inside.GetArea() / geom.GetArea() if inside is not None else 0.0)

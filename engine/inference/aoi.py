@@ -19,7 +19,7 @@ from rasterio.features import geometry_mask
 
 from ..raster.grid import Grid
 from ..validate import SgcadError
-from ..vector.geometry import area_polygons, linear, union_all
+from ..vector.geometry import area_polygons, linear, to_crs, union_all
 
 AoiLike = Union[str, Path, Sequence[float]]
 
@@ -122,16 +122,8 @@ def load_aoi(aoi: AoiLike, grid: Grid) -> Aoi:
         source = geom.GetSpatialReference()
     if source is not None and not source.IsSame(target):
         source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        try:
-            failed = geom.Transform(osr.CoordinateTransformation(source, target)) != 0
-        except RuntimeError:
-            failed = True
-        if failed:  # as label polygons say it (engine.raster.labels)
-            raise SgcadError(
-                f"AOI {aoi}: cannot be brought from its CRS ({source.GetName() or source.ExportToProj4()}) into the "
-                f"grid's: its coordinates do not fit the CRS it declares (projected metres declared as degrees?). "
-                "Set its true CRS (QGIS: Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again"
-            )
+        to_crs(geom, osr.CoordinateTransformation(source, target), f"AOI {aoi}: cannot be brought into the grid's CRS",
+               source)
     result = Aoi(geom, grid, is_box)
     x0, y0, x1, y1 = result.pixel_window()
     if x1 <= x0 or y1 <= y0 or not result.intersects(grid, 0, 0, grid.width, grid.height):

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from ..config import ClassSchema
 from ..progress import NULL_PROGRESS, Progress
 from ..validate import unzip_hint
-from ..vector.geometry import linear, polygon_parts, quiet_gdal, union_all
+from ..vector.geometry import linear, polygon_parts, quiet_gdal, to_crs, union_all
 from .grid import Grid
 from .io import iter_windows, open_writer
 
@@ -145,16 +145,8 @@ def read_label_polygons(
         except ValueError:
             report["bad_values"].setdefault("NULL" if value is None else str(value), []).append(fid)
             continue
-        try:
-            failed = geom.Transform(transform) != 0  # an error code where GDAL's exceptions are off
-        except RuntimeError:
-            failed = True
-        if failed:
-            raise ValueError(
-                f"{vector_path}: feature {fid} cannot be brought from the layer's CRS "
-                f"({src_srs.GetName() or src_srs.ExportToProj4()}) into the raster's ({grid.crs.to_string()}): its "
-                "coordinates do not fit the CRS the layer declares (projected metres declared as degrees?). Set the "
-                "layer's true CRS (QGIS: Layer Properties > Source > Assigned CRS, or ogr2ogr -a_srs) and run again")
+        to_crs(geom, transform, f"{vector_path}: feature {fid} cannot be brought into the raster's CRS "
+               f"({grid.crs.to_string()})", src_srs)
         by_class.setdefault(class_id, []).append(json.loads(geom.ExportToJson()))
         shapes.setdefault(class_id, []).append(geom)
         if not valid:

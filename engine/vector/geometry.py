@@ -278,6 +278,28 @@ def union_all(parts: Sequence[ogr.Geometry]) -> Optional[ogr.Geometry]:
         return multi.UnionCascaded()
 
 
+def to_crs(geom: ogr.Geometry, transform, what: str, srs) -> None:
+    """Transform ``geom`` in place, or refuse it (``SgcadError``) with the remedy: PROJ fails on coordinates that do
+    not fit the CRS their layer declares (an error code where GDAL's exceptions are off, an exception where on).
+
+    Args:
+        what: the feature and where it was to go (``"labels.gpkg: feature 3 cannot be brought into the raster's
+            CRS (EPSG:32631)"``), which the sentence continues.
+        srs: the layer's ``osr.SpatialReference``, named in the sentence.
+    """
+    try:
+        done = geom.Transform(transform) == 0
+    except RuntimeError:
+        done = False
+    if not done:
+        from ..validate import SgcadError
+
+        raise SgcadError(
+            f"{what}: its coordinates do not fit the CRS the layer declares ({srs.GetName() or srs.ExportToProj4()}; "
+            "projected metres declared as degrees?). Set the layer's true CRS (QGIS: Layer Properties > Source > "
+            "Assigned CRS, or ogr2ogr -a_srs) and run again")
+
+
 @contextlib.contextmanager
 def quiet_gdal() -> Iterator[None]:
     """Keep GDAL/GEOS's raw "Warning 1: Self-intersection ..." lines off stderr: the caller counts and says

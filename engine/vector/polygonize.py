@@ -205,12 +205,12 @@ def _check_other_layers(out_path: Path, layer_name: str) -> None:
     and renamed over the file, so ``overwrite`` deleted a project's label and AOI layers with it."""
     if not out_path.is_file():
         return
-    from osgeo import ogr
+    from ..validate import SgcadError, vector_layers
 
-    ds = ogr.Open(str(out_path))
-    others = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())] if ds is not None else []
-    ds = None
-    others = [name for name in others if name != layer_name]
+    try:
+        others = [name for name, _ in vector_layers(out_path) if name != layer_name]
+    except SgcadError:  # not a vector file: nothing of the user's to lose but the file, which overwrite replaces
+        others = []
     if others:
         raise ValueError(
             f"{out_path}: holds other layers ({', '.join(others[:8])}{' ...' if len(others) > 8 else ''}) that writing "

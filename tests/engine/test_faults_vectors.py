@@ -98,9 +98,14 @@ def test_overlapping_classes_and_polygons_off_the_imagery_are_said(tmp_path):
 def test_an_aoi_with_a_wrong_crs_or_no_file_says_so(tmp_path):
     grid = grid_of(SAR)
     utm_as_degrees = layer_file(tmp_path / "utm_as_4326.gpkg", [(box(100, 100, 90), "a")], epsg=4326)
-    with pytest.raises(SgcadError, match=r"cannot be brought from its CRS \(WGS 84\) into the grid's: its "
-                                         r"coordinates do not fit the CRS it declares"):
+    with pytest.raises(SgcadError, match=r"cannot be brought into the grid's CRS: its coordinates do not fit the CRS "
+                                         r"the layer declares \(WGS 84; projected metres declared as degrees\?\)"):
         load_aoi(str(utm_as_degrees), grid)  # before: internal error: RuntimeError: Invalid coordinate
+    from engine.flood.report import load_zones
+
+    with pytest.raises(SgcadError, match=r"feature 1 cannot be brought into the after date's CRS: its coordinates do "
+                                         r"not fit the CRS the layer declares \(WGS 84"):
+        load_zones(utm_as_degrees, grid)  # flood zones: the same sentence
     with pytest.raises(FileNotFoundError, match="file not found; give an existing polygon file or a box"):
         load_aoi(str(tmp_path / "missing.gpkg"), grid)  # before: "expected a polygon file or a box"
 
