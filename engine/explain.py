@@ -133,11 +133,8 @@ def measure(
         region_kind = "window"
     elif aoi is not None:
         from .inference.aoi import load_aoi
-        from .validate import check_single_layer
 
-        if isinstance(aoi, (str, Path)) and Path(aoi).is_file():
-            check_single_layer(aoi, "area of interest")
-        area = load_aoi(aoi, grid)
+        area = load_aoi(aoi, grid)  # refuses a file of several layers, as segment and flood do
         x0, y0, x1, y1 = area.pixel_window()
         inside_mask = None if area.is_box else area
         region_kind = "aoi"

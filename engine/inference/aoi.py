@@ -18,7 +18,7 @@ from affine import Affine
 from rasterio.features import geometry_mask
 
 from ..raster.grid import Grid
-from ..validate import SgcadError
+from ..validate import SgcadError, check_single_layer
 from ..vector.geometry import area_polygons, linear, to_crs, union_all
 
 AoiLike = Union[str, Path, Sequence[float]]
@@ -178,6 +178,8 @@ def _read_polygons(path: Path):
     ds = ogr.Open(str(path))
     if ds is None or ds.GetLayerCount() == 0:
         raise ValueError(f"AOI {path}: not a readable vector file (GeoPackage, Shapefile, GeoJSON ...)")
+    if ds.GetLayerCount() > 1:  # the first layer is read: refuse a file where the user may mean another
+        check_single_layer(path, "area of interest")
     layer = ds.GetLayer(0)
     name, srs = layer.GetName(), layer.GetSpatialRef()
     parts, kinds, flat, feature, g = [], Counter(), 0, None, None

@@ -224,6 +224,8 @@ def test_flood_and_explain_refuse_an_aoi_file_of_several_layers_naming_them(tmp_
     with pytest.raises(SgcadError, match=r"holds layers \['roads', 'zones'\]; the areas of interest must come from "
                                          "a file with one polygon layer"):
         load_zones(two, grid_of(SAR))
+    with pytest.raises(SgcadError, match="the area of interest must come from a file with one polygon layer"):
+        load_aoi(str(two), grid_of(SAR))  # the reader itself, whoever calls it
     run = tmp_path / "seg"
     assert main(["segment", "--optical", str(ROTTERDAM / "rgb_unmasked.tif"), "--sar", str(SAR), "--out", str(run),
                  "--device", "cpu", "--quiet"]) == 0
