@@ -553,6 +553,11 @@ class InferenceConfig:
     # (engine.inference.products): more flood water found, more false water on dry land
     # (docs/experiments/sar_only.md, "Water from the water expert"), so off unless asked
     water_from_expert: bool = False
+    # where the optical's NIR band reads reflectance above this, the student's water stands only where the SAR
+    # water expert also says water (engine.inference.spectral): open water reflects under ~0.05 of NIR, turbid
+    # water up to ~0.1-0.15. On a real snowy pair the student's water fell from 4.5 to 0.4 % of the scene
+    # (docs/experiments/zero_shot_real.md, "Snow"); 0 disables
+    water_max_nir: float = 0.15
 
 
 @dataclass

@@ -91,6 +91,11 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
         action="store_true",
         help="a SAR-only model's water class from the water teacher (more flood water, more false water on dry land)",
     )
+    parser.add_argument(
+        "--water-max-nir", type=float, default=None, metavar="REFLECTANCE",
+        help="where the optical's NIR band reads reflectance above this, the student's water needs the water "
+        "teacher's agreement (default 0.15; 0: no check)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)
 
@@ -111,7 +116,15 @@ def inference_config(args: argparse.Namespace):
         precision=getattr(args, "precision", "auto"),
         flip_average=getattr(args, "flip_average", False),
         water_from_expert=getattr(args, "water_from_expert", False),
+        water_max_nir=InferenceConfig.water_max_nir if getattr(args, "water_max_nir", None) is None
+        else _in_unit_range(args.water_max_nir, "--water-max-nir"),
     )
+
+
+def _in_unit_range(value: float, flag: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{flag} is a reflectance between 0 and 1 (0: no check), got {value:g}")
+    return value
 
 
 def shard_options(args: argparse.Namespace) -> Dict[str, Any]:

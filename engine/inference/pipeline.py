@@ -46,6 +46,7 @@ from .precision import decide as decide_precision
 from .precision import weights_key as precision_key
 from .products import SAR_VALID, Thresholds
 from .reader import TileReader
+from .spectral import NirEvidence, nir_evidence
 from .streaming import stream_segmentation
 from .tiling import plan_tiles
 
@@ -234,6 +235,8 @@ def segment_scene(
         },
         "class_pixels": {names.get(k, str(k)): v for k, v in stats.class_pixels.items()},
         "sar_only_pixels": stats.sar_only_pixels,
+        "water_nir_check": {"band": job.nir.band if job.nir else None, "limit": job.nir.limit if job.nir else None,
+                            "reason": job.nir_line},
         "sar_pixels": stats.sar_pixels,
         "sar_without_optical_pixels": stats.sar_without_optical_pixels,
         "inputs": _with_warnings(job.resolved.summary(), job.warnings + ([gaps] if gaps else [])),
@@ -277,6 +280,8 @@ class SceneJob:
     warnings: List[str]
     expert: Optional[ExpertChoice] = None  # the VV + VH water expert, when it maps this SAR's water
     cloud_cut: float = 0.5  # cloud where the mask is at least this (raster.ancillary.check_cloud_mask)
+    nir: Optional[NirEvidence] = None  # the optical's NIR band, when it checks the student's water (.spectral)
+    nir_line: str = ""  # which NIR check the run makes, and why (or why none)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -288,7 +293,7 @@ class SceneJob:
         return TileReader(
             self.optical_path, self.sar_path, self.region, self.o_bands, self.s_bands,
             self.resolved.preprocessor, self.teacher_pre, self.cloud_mask,
-            self.expert.sar_bands if self.expert is not None else (), self.cloud_cut,
+            self.expert.sar_bands if self.expert is not None else (), self.cloud_cut, self.nir,
         )
 
     def make_backend(
@@ -462,6 +467,9 @@ def prepare_job(
         mask = None if area.is_box else (lambda a, b, w, h: area.mask(region, a, b, w, h))
         if resolution:  # a fine pixel size is refused for the area mapped, not for the whole scene
             check_output_size(region, optical_path or sar_path, sar_path)
+    nir, nir_line = nir_evidence(optical_path, resolved.optical_cfg, cfg.water_max_nir, teacher_meta is not None)
+    if nir_line:
+        progress.info(nir_line)
     plan = plan_tiles(region.width, region.height, cfg.tile_size, cfg.overlap, keep)
     if not plan.tiles:
         raise ValueError(f"no tile of the {region.width}x{region.height} grid touches the AOI {aoi!r}")
@@ -477,7 +485,7 @@ def prepare_job(
     return SceneJob(
         optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
         cloud_mask, region, plan, keep, mask, keys, tags, [w for w in (overlap_warning, cloud_warning, unused) if w],
-        expert, cloud.cut,
+        expert, cloud.cut, nir, nir_line,
     )
 
 

@@ -4,7 +4,9 @@ Encodings (also written into each file's metadata):
 
 * class map (uint8): class ids of the schema; :data:`SAR_ONLY_NON_WATER` (254) where only SAR
   is available and the teacher says "not water"; :data:`NODATA_U8` (255) where there is no
-  answer (no SAR, outside the AOI or the inputs).
+  answer (no SAR, outside the AOI or the inputs). The student's water where the optical's NIR
+  rules out open water (flag :data:`NIR_NOT_WATER`) and the teacher says land becomes its most
+  probable land class, with that class's probability as confidence (:mod:`.spectral`).
 * confidence (float32, NaN nodata): the student's maximum class probability where optical and
   SAR are present; **negative** where the pixel is SAR-only, its magnitude being the
   teacher's confidence ``max(p, 1 - p)``. A SAR-only land-cover model run with a water expert
@@ -32,6 +34,8 @@ OPTICAL_VALID = 1
 """Flag bit: every optical band is present and not masked as cloud."""
 SAR_VALID = 2
 """Flag bit: every SAR band is present."""
+NIR_NOT_WATER = 4
+"""Flag bit: the optical's NIR reflectance is above what open water reflects (:mod:`.spectral`)."""
 NODATA_U8 = 255
 SAR_ONLY_NON_WATER = 254
 """Class-map value for SAR-only pixels the teacher calls non-water (land class unknown)."""
@@ -88,6 +92,10 @@ def cell_products(
     model_water = classes == water_class  # the agreement gate compares the model's own answer
     if thresholds.water_from_expert:
         _expert_water_in(classes, confidence, cell.probs, p, teacher_water, both, water_class)
+    # water the NIR band rules out stands only where the SAR expert agrees (:mod:`.spectral`)
+    nir_land = both & model_water & ~teacher_water & ((cell.flags & NIR_NOT_WATER) > 0)
+    if nir_land.any():
+        _best_land_in(classes, confidence, cell.probs, nir_land, water_class)
     classes[sar_only] = np.where(teacher_water[sar_only], water_class, SAR_ONLY_NON_WATER)
     confidence[sar_only] = -np.maximum(p, 1.0 - p)[sar_only]
     water = np.where(sar, p, np.nan).astype(np.float32)
@@ -102,14 +110,26 @@ def cell_products(
     return out
 
 
+def _best_land(probs: np.ndarray, water_class: int) -> np.ndarray:
+    land = probs.copy()
+    land[water_class] = -1.0
+    return np.argmax(land, axis=0)
+
+
+def _best_land_in(classes: np.ndarray, confidence: np.ndarray, probs: np.ndarray, where: np.ndarray,
+                  water_class: int) -> None:
+    """The model's most probable land class and its probability on ``where`` (in place)."""
+    best_land = _best_land(probs, water_class)
+    classes[where] = best_land.astype(np.uint8)[where]
+    confidence[where] = np.take_along_axis(probs, best_land[None], axis=0)[0][where]
+
+
 def _expert_water_in(
     classes: np.ndarray, confidence: np.ndarray, probs: np.ndarray, p: np.ndarray, water: np.ndarray,
     where: np.ndarray, water_class: int,
 ) -> None:
     """Water where the expert says so, else the model's most probable land class (in place, on ``where``)."""
-    land = probs.copy()
-    land[water_class] = -1.0
-    best_land = np.argmax(land, axis=0)
+    best_land = _best_land(probs, water_class)
     share = np.take_along_axis(probs, best_land[None], axis=0)[0] / np.maximum(1.0 - probs[water_class], 1e-6)
     classes[where] = np.where(water, water_class, best_land).astype(np.uint8)[where]
     confidence[where] = np.where(water, p, (1.0 - p) * np.minimum(share, 1.0))[where]

@@ -19,7 +19,8 @@ from ..inputs.reader import PairReader
 from ..preprocess.nodata import fill_sar_nodata
 from ..preprocess.pipeline import InputPreprocessor
 from ..raster.grid import Grid
-from .products import OPTICAL_VALID, SAR_VALID
+from .products import NIR_NOT_WATER, OPTICAL_VALID, SAR_VALID
+from .spectral import NirEvidence
 from .tiling import Tile
 
 PathLike = Union[str, Path]
@@ -51,6 +52,7 @@ class TileReader:
             (the VV + VH water expert beside a VV student: ``sar_bands`` then come first).
         cloud_cut: the cloud mask's value from which a pixel is cloud (0.5: any non-zero whole number, or a
             probability from 50 %; :func:`engine.raster.ancillary.check_cloud_mask` decides it).
+        nir: the optical's NIR band and limit, flagging pixels no open water is (:mod:`.spectral`).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class TileReader:
         cloud_mask: Optional[PathLike] = None,
         teacher_sar_bands: Sequence[int] = (),
         cloud_cut: float = 0.5,
+        nir: Optional[NirEvidence] = None,
     ) -> None:
         chains = [preprocessor] + ([teacher_preprocessor] if teacher_preprocessor is not None else [])
         read, channels = list(sar_bands), None
@@ -76,6 +79,7 @@ class TileReader:
         self.pair = PairReader(optical_path, sar_path, grid, optical_bands, read, chains, cloud_mask, channels,
                                cloud_cut)
         self.has_teacher_chain = teacher_preprocessor is not None
+        self.grid, self.optical_path, self.nir = grid, optical_path, nir
 
     def read_region(self, x0: int, y0: int, width: int, height: int, fill: bool = True) -> Tuple:
         """(optical, sar, teacher_sar or None, flags) of a grid region, preprocessed.
@@ -90,6 +94,9 @@ class TileReader:
         finite_o, finite_s = np.isfinite(optical), np.isfinite(sar)
         flags = np.where(finite_o.all(axis=0), OPTICAL_VALID, 0).astype(np.uint8)
         flags |= np.where(finite_s.all(axis=0), SAR_VALID, 0).astype(np.uint8)
+        if self.nir is not None:
+            flags |= np.where(self.nir.not_water(self.optical_path, self.grid, x0, y0, width, height),
+                              NIR_NOT_WATER, 0).astype(np.uint8)
         # one pass per array (np.nan_to_num makes three: NaN, +inf, -inf)
         optical[~finite_o] = 0.0
         if fill:

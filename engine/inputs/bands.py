@@ -38,7 +38,10 @@ SAR_ROLES = ("co", "cross")
 """What the first and second SAR band of a model are when their names do not say."""
 
 _S2_L8_NUMBERS = {"2": "blue", "3": "green", "4": "red", "8": "nir"}
-"""Sentinel-2 and Landsat 8/9 band numbers (the usual reading of a name such as B4)."""
+"""Sentinel-2 band numbers (the usual reading of a name such as B4); Landsat 8/9 share the colours."""
+_OLI_NUMBERS = {"2": "blue", "3": "green", "4": "red", "5": "nir"}
+"""Landsat 8 and 9 (OLI) band numbers: their B8 is the panchromatic band, their NIR is B5."""
+_OLI_SENSOR = re.compile(r"(?<![a-z0-9])lc0?[89](?![0-9])|landsat[ _-]?[89](?![0-9])")
 _TM_NUMBERS = {"1": "blue", "2": "green", "3": "red", "4": "nir"}
 """Landsat 4, 5 and 7 (TM, ETM+) band numbers."""
 _TM_SENSOR = re.compile(r"(?<![a-z0-9])(?:lt0?[45]|le0?7)(?![0-9])|landsat[ _-]?[457](?![0-9])")
@@ -221,7 +224,8 @@ def optical_roles(path: PathLike) -> Tuple[List[Optional[str]], str]:
         tags = [src.tags(b) for b in range(1, src.count + 1)]
         interp = list(src.colorinterp)
         context = " ".join([Path(path).name.lower(), *descriptions, *(str(v).lower() for v in src.tags().values())])
-    numbers = _TM_NUMBERS if _TM_SENSOR.search(context) else _S2_L8_NUMBERS
+    numbers = (_TM_NUMBERS if _TM_SENSOR.search(context) else _OLI_NUMBERS if _OLI_SENSOR.search(context)
+               else _S2_L8_NUMBERS)
     by_name = [_colour_from_text(d, numbers) for d in descriptions]
     if _counting(descriptions) and not _SENSOR.search(context):
         by_name = [None] * len(descriptions)  # "B1" ... "B4" on bands 1 ... 4 may only count them

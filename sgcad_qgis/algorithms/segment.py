@@ -89,6 +89,10 @@ class Segment(EngineAlgorithm):
         self.add_flip_average()
         self.add_flag("WATER_FROM_EXPERT", "SAR-only model: water class from the water teacher (more flood "
                       "water found, more false water on dry land)", False)
+        from sgcad_qgis.engine.config import InferenceConfig
+
+        self.add_number("WATER_MAX_NIR", "Student water needs the water teacher where the optical's NIR reflectance "
+                        "is above (0 = no check)", InferenceConfig.water_max_nir, 0.0, 1.0, integer=False)
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
@@ -188,6 +192,8 @@ class Segment(EngineAlgorithm):
             flip_average=self.flip_average_value(parameters, context),
             water_from_expert=bool(parameters.get("WATER_FROM_EXPERT"))
             and self.parameterAsBoolean(parameters, "WATER_FROM_EXPERT", context),
+            water_max_nir=self.parameterAsDouble(parameters, "WATER_MAX_NIR", context)
+            if parameters.get("WATER_MAX_NIR") is not None else InferenceConfig.water_max_nir,
         )
         folder = self.output_folder(parameters, "OUTPUT_FOLDER", context)
         with self.stage(feedback, "Segmentation") as progress:

@@ -110,8 +110,9 @@ def test_a_real_snowy_pair_gets_its_bands_no_false_warning_and_a_forest(tmp_path
     """The project's one real snowy pair (resources/sample/snow_hudson_bay: January, peatland under snow, frozen
     river, conifer forest; 12 unnamed Sentinel-2 bands, unnamed VV + VH). Its bands 4, 3, 2 are read without
     being chosen, neither the haze nor the +1000-offset warning fires on snow, and the map keeps the forest.
-    Measured: 4.5 % water at the forest's edges (the issue's bar for snow is 2 %: not met), 12.7 % forest,
-    74 % farmland (open land); read as bands 1, 2, 3 it had no forest at all."""
+    Measured without a water teacher: 4.5 % water at the forest's edges, 12.7 % forest, 74 % farmland (open
+    land); read as bands 1, 2, 3 it had no forest at all. With the teacher, the NIR check takes the water to
+    0.4 % (test_nir_water_check.py)."""
     snow = ROOT / "resources" / "sample" / "snow_hudson_bay" / "609U_541L_3_0"
     result = segment_scene(Path(f"{snow}_S2L2A.tif"), Path(f"{snow}_S1RTC.tif"), STUDENT, tmp_path / "seg",
                            cfg=InferenceConfig(backend="torch"))

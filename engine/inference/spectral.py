@@ -1,0 +1,71 @@
+"""Optical evidence against open water: the near-infrared band.
+
+Open water absorbs near-infrared light: clear water reflects under about 0.05 of it, turbid water up
+to about 0.1-0.15, while snow, vegetation and bare ground reflect 0.2-0.9. The student reads red, green
+and blue only, and a dark bluish optical pixel can look like water to it. On a real snowy pair (Hudson
+Bay Lowlands, January) it called 4.5 % of the scene water at the edges of snow-laden forest, where NIR
+reads 0.14-0.38 and the SAR water expert says land (docs/experiments/zero_shot_real.md, "Snow").
+
+So where the optical raster says which band is NIR and its values convert to reflectance, a pixel whose
+NIR is above :attr:`engine.config.InferenceConfig.water_max_nir` is flagged
+(:data:`engine.inference.products.NIR_NOT_WATER`), and there the class map keeps the student's water
+only when the SAR expert agrees (:func:`engine.inference.products.cell_products`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..inputs.bands import optical_roles
+from ..preprocess.optical import optical_to_features
+from ..raster.grid import Grid, read_on_grid
+
+PathLike = Union[str, Path]
+REFLECTANCE_UNITS = ("reflectance10000", "reflectance", "landsat_c2", "custom")
+"""Optical units whose conversion gives reflectance (8-bit pictures and other digital numbers do not)."""
+
+
+@dataclass(frozen=True)
+class NirEvidence:
+    """Which band of the optical raster is NIR, how its values become reflectance, and the limit."""
+
+    band: int
+    optical_cfg: object  # the resolved OpticalPreprocessConfig of the optical raster
+    limit: float
+
+    def not_water(self, optical_path: PathLike, grid: Grid, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """bool (h, w): NIR reflectance above the limit (False where the band has no value)."""
+        raw = read_on_grid(optical_path, [self.band], grid, Window(x0, y0, width, height))
+        reflectance = optical_to_features(raw, self.optical_cfg)[0]
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(reflectance, nan=-1.0) > self.limit
+
+
+def nir_band(optical_path: PathLike) -> Optional[int]:
+    """The optical raster's NIR band (1-based) when its names, wavelengths, vendor order or Sentinel-2
+    band count say which it is and only one band is NIR; None otherwise."""
+    roles, _ = optical_roles(optical_path)
+    bands = [i + 1 for i, role in enumerate(roles) if role == "nir"]
+    return bands[0] if len(bands) == 1 else None
+
+
+def nir_evidence(optical_path: Optional[PathLike], optical_cfg, limit: float,
+                 with_expert: bool) -> Tuple[Optional[NirEvidence], str]:
+    """The NIR check of a segmentation, or None, and a line for the log saying which and why."""
+    if not limit or optical_path is None or not with_expert:
+        return None, ""
+    band = nir_band(optical_path)
+    if band is None:
+        return None, ("the optical raster names no single NIR band: the student's water is not checked against "
+                      "near-infrared reflectance")
+    if optical_cfg.units not in REFLECTANCE_UNITS:
+        return None, (f"the optical NIR band {band} is in {optical_cfg.units} units, not reflectance: the student's "
+                      "water is not checked against it (give --optical-units / OPTICAL_UNITS if it is reflectance)")
+    return NirEvidence(band, optical_cfg, float(limit)), (
+        f"optical band {band} is NIR: where its reflectance is above {limit:g} (no open water reflects that much), "
+        "the student's water stands only where the SAR water expert also says water")
