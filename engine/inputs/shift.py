@@ -141,7 +141,17 @@ def optical_warnings(
     """
     out = []
     medians = [b["p50"] for b in stats if b.get("n")]
-    fixed_reflectance = fixed_reflectance and not (medians and min(medians) >= SNOW_OR_CLOUD_MEDIAN)
+    snow_or_cloud = fixed_reflectance and bool(medians) and min(medians) >= SNOW_OR_CLOUD_MEDIAN
+    fixed_reflectance = fixed_reflectance and not snow_or_cloud
+    if snow_or_cloud:
+        out.append(
+            f"optical {path} is bright in every visible band (medians {', '.join(f'{m:.2f}' for m in medians)} "
+            "reflectance): a scene mostly of snow or cloud. Under snow the SAR water expert reads frozen ground "
+            "and wet snow as water (46 % of the project's real snowy sample): its water probability and the "
+            "answers where the optical is missing are not to be trusted there. The class map's water is checked "
+            "against the optical's NIR band when it has one in reflectance (the run says which). Mark cloud with "
+            "a cloud mask (--cloud-mask / CLOUD_MASK)."
+        )
     toa = _top_of_atmosphere(stats, roles) if fixed_reflectance else None
     if toa:
         out.append(
