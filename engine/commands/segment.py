@@ -93,8 +93,8 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     )
     parser.add_argument(
         "--water-max-nir", type=float, default=None, metavar="REFLECTANCE",
-        help="where the optical's NIR band reads reflectance above this, the student's water needs the water "
-        "teacher's agreement (default 0.15; 0: no check)",
+        help="the most NIR reflectance open water has: above it the student's water needs the water teacher's "
+        "agreement, at or under it the teacher's water joins the map (default 0.15; 0: NIR not read)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(parser)

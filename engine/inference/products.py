@@ -4,9 +4,12 @@ Encodings (also written into each file's metadata):
 
 * class map (uint8): class ids of the schema; :data:`SAR_ONLY_NON_WATER` (254) where only SAR
   is available and the teacher says "not water"; :data:`NODATA_U8` (255) where there is no
-  answer (no SAR, outside the AOI or the inputs). The student's water where the optical's NIR
-  rules out open water (flag :data:`NIR_NOT_WATER`) and the teacher says land becomes its most
-  probable land class, with that class's probability as confidence (:mod:`.spectral`).
+  answer (no SAR, outside the AOI or the inputs). Where the optical's NIR band is read
+  (:mod:`.spectral`), it says whether open water is possible and the teacher whether it is there:
+  the student's water where NIR rules it out (flag :data:`NIR_NOT_WATER`) and the teacher says
+  land becomes the student's most probable land class (confidence: that class's probability);
+  the student's land where NIR allows water (:data:`NIR_WATER_POSSIBLE`) and the teacher says
+  water becomes water (confidence: the teacher's ``p``).
 * confidence (float32, NaN nodata): the student's maximum class probability where optical and
   SAR are present; **negative** where the pixel is SAR-only, its magnitude being the
   teacher's confidence ``max(p, 1 - p)``. A SAR-only land-cover model run with a water expert
@@ -36,6 +39,8 @@ SAR_VALID = 2
 """Flag bit: every SAR band is present."""
 NIR_NOT_WATER = 4
 """Flag bit: the optical's NIR reflectance is above what open water reflects (:mod:`.spectral`)."""
+NIR_WATER_POSSIBLE = 8
+"""Flag bit: the optical's NIR reflectance was read and is low enough for open water (:mod:`.spectral`)."""
 NODATA_U8 = 255
 SAR_ONLY_NON_WATER = 254
 """Class-map value for SAR-only pixels the teacher calls non-water (land class unknown)."""
@@ -92,10 +97,13 @@ def cell_products(
     model_water = classes == water_class  # the agreement gate compares the model's own answer
     if thresholds.water_from_expert:
         _expert_water_in(classes, confidence, cell.probs, p, teacher_water, both, water_class)
-    # water the NIR band rules out stands only where the SAR expert agrees (:mod:`.spectral`)
+    # the NIR band says whether open water is possible, the SAR expert whether it is there (:mod:`.spectral`)
     nir_land = both & model_water & ~teacher_water & ((cell.flags & NIR_NOT_WATER) > 0)
     if nir_land.any():
         _best_land_in(classes, confidence, cell.probs, nir_land, water_class)
+    nir_water = both & ~model_water & teacher_water & ((cell.flags & NIR_WATER_POSSIBLE) > 0)
+    classes[nir_water] = water_class
+    confidence[nir_water] = p[nir_water]
     classes[sar_only] = np.where(teacher_water[sar_only], water_class, SAR_ONLY_NON_WATER)
     confidence[sar_only] = -np.maximum(p, 1.0 - p)[sar_only]
     water = np.where(sar, p, np.nan).astype(np.float32)

@@ -19,7 +19,7 @@ from ..inputs.reader import PairReader
 from ..preprocess.nodata import fill_sar_nodata
 from ..preprocess.pipeline import InputPreprocessor
 from ..raster.grid import Grid
-from .products import NIR_NOT_WATER, OPTICAL_VALID, SAR_VALID
+from .products import OPTICAL_VALID, SAR_VALID
 from .spectral import NirEvidence
 from .tiling import Tile
 
@@ -95,8 +95,7 @@ class TileReader:
         flags = np.where(finite_o.all(axis=0), OPTICAL_VALID, 0).astype(np.uint8)
         flags |= np.where(finite_s.all(axis=0), SAR_VALID, 0).astype(np.uint8)
         if self.nir is not None:
-            flags |= np.where(self.nir.not_water(self.optical_path, self.grid, x0, y0, width, height),
-                              NIR_NOT_WATER, 0).astype(np.uint8)
+            flags |= self.nir.flags(self.optical_path, self.grid, x0, y0, width, height)
         # one pass per array (np.nan_to_num makes three: NaN, +inf, -inf)
         optical[~finite_o] = 0.0
         if fill:

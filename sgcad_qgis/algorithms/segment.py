@@ -91,8 +91,9 @@ class Segment(EngineAlgorithm):
                       "water found, more false water on dry land)", False)
         from sgcad_qgis.engine.config import InferenceConfig
 
-        self.add_number("WATER_MAX_NIR", "Student water needs the water teacher where the optical's NIR reflectance "
-                        "is above (0 = no check)", InferenceConfig.water_max_nir, 0.0, 1.0, integer=False)
+        self.add_number("WATER_MAX_NIR", "Most NIR reflectance of open water: above it water needs the water "
+                        "teacher, under it the teacher's water joins the map (0 = NIR not read)",
+                        InferenceConfig.water_max_nir, 0.0, 1.0, integer=False)
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Class map")))
