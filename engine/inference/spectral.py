@@ -66,9 +66,12 @@ def nir_band(optical_path: PathLike) -> Optional[int]:
 def nir_evidence(optical_path: Optional[PathLike], optical_cfg, limit: float,
                  with_expert: bool) -> Tuple[Optional[NirEvidence], str]:
     """The NIR check of a segmentation, or None, and a line for the log saying which and why."""
-    if not limit or optical_path is None or not with_expert:
+    if not limit or optical_path is None:
         return None, ""
     band = nir_band(optical_path)
+    if not with_expert:
+        return None, ("" if band is None else f"optical band {band} is NIR, but without a water teacher (--teacher / "
+                      "TEACHER) the class map's water is not read with it")
     if band is None:
         return None, ("the optical raster names no single NIR band: the student's water is not checked against "
                       "near-infrared reflectance")

@@ -62,7 +62,8 @@ def test_the_nir_band_is_the_one_the_raster_names_and_only_reflectance_is_read(s
     assert nir_band(landsat) == 5
     evidence, line = nir_evidence(f"{SNOW}_S2L2A.tif", OpticalPreprocessConfig(units="uint8"), 0.15, True)
     assert evidence is None and "uint8 units" in line
-    assert nir_evidence(f"{SNOW}_S2L2A.tif", OpticalPreprocessConfig(units="reflectance10000"), 0.15, False)[0] is None
+    evidence, line = nir_evidence(f"{SNOW}_S2L2A.tif", OpticalPreprocessConfig(units="reflectance10000"), 0.15, False)
+    assert evidence is None and "without a water teacher" in line
 
 
 @pytest.mark.parametrize("limit", [0.15, 0.0])
