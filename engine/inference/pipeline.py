@@ -237,6 +237,7 @@ def segment_scene(
         "sar_only_pixels": stats.sar_only_pixels,
         "water_nir_check": {"band": job.nir.band if job.nir else None, "limit": job.nir.limit if job.nir else None,
                             "reason": job.nir_line},
+        "snow_or_cloud": {"reason": job.resolved.optical_snow_or_cloud, "water_needs_expert": job.water_needs_expert},
         "sar_pixels": stats.sar_pixels,
         "sar_without_optical_pixels": stats.sar_without_optical_pixels,
         "inputs": _with_warnings(job.resolved.summary(), job.warnings + ([gaps] if gaps else [])),
@@ -287,7 +288,13 @@ class SceneJob:
     def thresholds(self) -> Thresholds:
         sar_only_model = len(self.o_bands) == 0
         return Thresholds(self.cfg.water_threshold, self.cfg.non_water_threshold,
-                          water_from_expert=sar_only_model and self.cfg.water_from_expert)
+                          water_from_expert=sar_only_model and self.cfg.water_from_expert,
+                          water_needs_expert=self.water_needs_expert)
+
+    @property
+    def water_needs_expert(self) -> bool:
+        """A scene mostly of snow or cloud, mapped with a water expert: the class map's water needs it too."""
+        return bool(self.resolved.optical_snow_or_cloud and self.o_bands and "water" in self.keys)
 
     def reader(self) -> TileReader:
         return TileReader(
@@ -470,6 +477,9 @@ def prepare_job(
     nir, nir_line = nir_evidence(optical_path, resolved.optical_cfg, cfg.water_max_nir, teacher_meta is not None)
     if nir_line:
         progress.info(nir_line)
+    if resolved.optical_snow_or_cloud and o_bands and teacher_meta is not None:
+        progress.info(f"the optical is mostly snow or cloud ({resolved.optical_snow_or_cloud}): the class map's water "
+                      "stands only where the SAR water expert also says water")
     plan = plan_tiles(region.width, region.height, cfg.tile_size, cfg.overlap, keep)
     if not plan.tiles:
         raise ValueError(f"no tile of the {region.width}x{region.height} grid touches the AOI {aoi!r}")

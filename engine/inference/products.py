@@ -60,6 +60,9 @@ class Thresholds:
     # the class map's water is the expert's (p >= 0.5) and its land the model's best land class:
     # set for SAR-only land-cover models, whose water class is weaker than the calibrated expert's
     water_from_expert: bool = False
+    # the class map's water only where the expert also says water: a scene mostly of snow or cloud, where the
+    # student reads bright optical it never learnt (engine.inputs.shift.snow_or_cloud)
+    water_needs_expert: bool = False
 
 
 def cell_products(
@@ -98,7 +101,8 @@ def cell_products(
     if thresholds.water_from_expert:
         _expert_water_in(classes, confidence, cell.probs, p, teacher_water, both, water_class)
     # the NIR band says whether open water is possible, the SAR expert whether it is there (:mod:`.spectral`)
-    nir_land = both & model_water & ~teacher_water & ((cell.flags & NIR_NOT_WATER) > 0)
+    ruled_out = thresholds.water_needs_expert | ((cell.flags & NIR_NOT_WATER) > 0)
+    nir_land = both & model_water & ~teacher_water & ruled_out
     if nir_land.any():
         _best_land_in(classes, confidence, cell.probs, nir_land, water_class)
     nir_water = both & ~model_water & teacher_water & ((cell.flags & NIR_WATER_POSSIBLE) > 0)

@@ -149,6 +149,7 @@ class ResolvedInputs:
     lines: List[str] = field(default_factory=list)
     sar_relative_levels: bool = False  # the water teacher's cut then comes from the scene
     sar_only_problem: Optional[str] = None  # why a map from this SAR alone would say nothing (it is refused)
+    optical_snow_or_cloud: str = ""  # why the optical scene is mostly snow or cloud (shift.snow_or_cloud), or ""
 
     @property
     def preprocessor(self) -> InputPreprocessor:
@@ -485,7 +486,7 @@ def resolve_inputs(
     if any(not b.get("n") for b in sar_stats):  # nothing valid (zeros read as missing): an empty map, optical or not
         raise ValueError(sar_problem)
 
-    optical_units, optical_cfg, optical_record = None, recipe.optical, None
+    optical_units, optical_cfg, optical_record, bright = None, recipe.optical, None, ""
     if optical_path is not None:
         optical_cfg, optical_units, _ = resolve_chain(recipe.optical, optical_path, o_bands, overrides.optical_units)
         lines.append(optical_units.line(optical_path))
@@ -514,6 +515,7 @@ def resolve_inputs(
         warnings += shift.optical_warnings(optical_stats, optical_path.name, read_whole and own_stretch, fixed,
                                            optical_units.units, roles)
         stats["optical"] = {"units": optical_units.units, "bands": _rounded(optical_stats)}
+        bright = shift.snow_or_cloud(optical_stats, optical_units.units, fixed)
     return ResolvedInputs(
         optical_path,
         sar_path,
@@ -529,6 +531,7 @@ def resolve_inputs(
         lines,
         relative,
         sar_problem,
+        bright,
     )
 
 

@@ -125,6 +125,20 @@ def _top_of_atmosphere(stats: List[Dict[str, float]], roles: Sequence[str]) -> O
     return None
 
 
+def snow_or_cloud(stats: List[Dict[str, float]], units: str, fixed_reflectance: bool) -> str:
+    """Why the optical scene is mostly snow or cloud, or "" when it is not known to be: reflectance whose every
+    visible band's median is at least :data:`SNOW_OR_CLOUD_MEDIAN`, or an 8-bit picture whose every band's median
+    is 255 (more than half of it clipped white). An unsaturated picture's brightness is a display choice: never."""
+    medians = [b["p50"] for b in stats if b.get("n")]
+    if not medians:
+        return ""
+    if fixed_reflectance and min(medians) >= SNOW_OR_CLOUD_MEDIAN:
+        return f"every visible band's median is at least {SNOW_OR_CLOUD_MEDIAN:g} reflectance"
+    if units == "uint8" and min(medians) >= DISPLAY_TOP:
+        return "more than half of every band is 255, white"
+    return ""
+
+
 def optical_warnings(
     stats: List[Dict[str, float]], path: str, read_whole: bool = False, fixed_reflectance: bool = False,
     units: str = "", roles: Sequence[str] = (),
@@ -141,9 +155,9 @@ def optical_warnings(
     """
     out = []
     medians = [b["p50"] for b in stats if b.get("n")]
-    snow_or_cloud = fixed_reflectance and bool(medians) and min(medians) >= SNOW_OR_CLOUD_MEDIAN
-    fixed_reflectance = fixed_reflectance and not snow_or_cloud
-    if snow_or_cloud:
+    bright = fixed_reflectance and bool(snow_or_cloud(stats, units, fixed_reflectance))
+    fixed_reflectance = fixed_reflectance and not bright
+    if bright:
         out.append(
             f"optical {path} is bright in every visible band (medians {', '.join(f'{m:.2f}' for m in medians)} "
             "reflectance): a scene mostly of snow or cloud. Under snow the SAR water expert reads frozen ground "
