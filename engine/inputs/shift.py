@@ -162,9 +162,9 @@ def optical_warnings(
             f"optical {path} is bright in every visible band (medians {', '.join(f'{m:.2f}' for m in medians)} "
             "reflectance): a scene mostly of snow or cloud. Under snow the SAR water expert reads frozen ground "
             "and wet snow as water (46 % of the project's real snowy sample): its water probability and the "
-            "answers where the optical is missing are not to be trusted there. The class map's water is checked "
-            "against the optical's NIR band when it has one in reflectance (the run says which). Mark cloud with "
-            "a cloud mask (--cloud-mask / CLOUD_MASK)."
+            "answers where the optical is missing are not to be trusted there. With a water teacher the class map's "
+            "water stands only where the teacher and the student both say water, and where a NIR band allows it. "
+            "Mark cloud with a cloud mask (--cloud-mask / CLOUD_MASK)."
         )
     toa = _top_of_atmosphere(stats, roles) if fixed_reflectance else None
     if toa:
