@@ -167,7 +167,9 @@ def _job_record(job: SceneJob, bounds: List[Tuple[int, int]], edge: int, extra: 
         "bands": [list(job.o_bands), list(job.s_bands)],
         "tiling": [cfg.tile_size, cfg.overlap, cfg.blend, cfg.backend],
         "thresholds": [cfg.water_threshold, cfg.non_water_threshold]
-        + (["water_from_expert"] if job.thresholds.water_from_expert else []),  # default runs keep their id
+        + (["water_from_expert"] if job.thresholds.water_from_expert else [])  # default runs keep their id
+        + ([f"nir {job.nir.band} {job.nir.limit:g}"] if job.nir else [])  # what the class map's water reads
+        + (["water_needs_expert"] if job.water_needs_expert else []),
         "grid": [job.region.width, job.region.height, list(job.region.transform)[:6], job.region.crs.to_string()],
         "keys": list(job.keys),
         "blocks": [list(b) for b in bounds],
