@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,12 +50,28 @@ def pytest_sessionfinish(session, exitstatus):
     gc.disable()
 
 
+def _release_temporary_folders(config, keep: int = 3) -> None:
+    """What pytest does at exit, which os._exit skips: release this session's temporary folder and remove all but
+    the last ``keep`` unlocked ones (about 1 GB per full run; they piled up to fill a disk)."""
+    base = getattr(getattr(config, "_tmp_path_factory", None), "_basetemp", None)
+    if base is None or config.option.basetemp:  # a folder the user chose is theirs
+        return
+    base = Path(base)
+    (base / ".lock").unlink(missing_ok=True)
+    runs = sorted((p for p in base.parent.glob("pytest-*") if p.name[len("pytest-"):].isdigit()),
+                  key=lambda p: int(p.name[len("pytest-"):]))
+    for old in runs[:-keep]:
+        if not (old / ".lock").exists():  # another session still running holds its lock
+            shutil.rmtree(old, ignore_errors=True)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """Exit with pytest's own status before GDAL/QGIS teardown can segfault (PLATFORM notes)."""
     status = _exit_status["value"]
     if status is None:
         return
+    _release_temporary_folders(config)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
