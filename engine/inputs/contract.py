@@ -66,6 +66,7 @@ from .bands import (
     unnamed_sar_warning,
 )
 from .levels import PolarisationBalance, cross_read_as_co, polarisation_balance
+from .season import winter_warning
 from .units import (
     SAR_LABELS,
     TYPICAL_MEDIAN_DB,
@@ -482,6 +483,8 @@ def resolve_inputs(
         fixed=recipe.sar.normalization == "fixed", raw=sar_units.stats, zeros_missing=sar_cfg.zero_is_nodata,
     )
     stats["sar"] = {"units": sar_units.units, "bands": _rounded(sar_stats)}
+    winter = winter_warning(sar_path)
+    warnings += [winter] if winter else []
     sar_problem = shift.sar_only_problem(sar_stats, sar_path.name, sar_units.units, sar_units.stats)
     if any(not b.get("n") for b in sar_stats):  # nothing valid (zeros read as missing): an empty map, optical or not
         raise ValueError(sar_problem)

@@ -6,6 +6,7 @@ there; in a scene mostly of snow or cloud every water pixel needs the expert. Me
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,22 @@ def test_on_a_real_coast_the_expert_water_that_nir_allows_joins_the_map(tmp_path
         truth = cover[cover > 0] == 1
         scores[limit] = float((called & truth).sum() / (called | truth).sum())
     assert scores[0.15] >= scores[0.0] + 0.02 and scores[0.15] > 0.50, scores
+
+
+def test_a_sentinel1_scene_dated_to_a_high_latitude_winter_is_warned_about(shared_data, tmp_path):
+    """Frozen ground and wet snow look like water to the SAR expert (46 % of the snowy pair); a Sentinel-1 name
+    dates the scene, the raster gives its latitude. The Camargue (43.5 degrees north, December) and BigEarthNet
+    (June) names do not raise it."""
+    from engine.inputs.contract import InputRecipe, resolve_inputs
+    from engine.models.checkpoint import read_metadata
+
+    recipe = InputRecipe.of(read_metadata(MODELS / "sgcad_teacher.safetensors"))
+    said = {}
+    for month in ("01", "07"):
+        renamed = tmp_path / f"S1A_IW_GRDH_1SDV_2020{month}11T232323_2020{month}11T232348_030767_038703_1A2B.tif"
+        shutil.copy(f"{SNOW}_S1RTC.tif", renamed)
+        said[month] = [w for w in resolve_inputs(recipe, None, renamed).warnings if "in winter" in w]
+    assert said["07"] == [] and "54.8 degrees north" in said["01"][0], said
+    for other in (*(shared_data / "sentinel1_camargue").glob("*20171210*.tif"),
+                  next((shared_data / "bigearthnet").rglob("*87_48_VV.tif"))):
+        assert not [w for w in resolve_inputs(recipe, None, other).warnings if "in winter" in w], other
