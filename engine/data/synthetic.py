@@ -637,12 +637,12 @@ class SyntheticScene:
         for p in range(len(self.pols)):
             speckle = psf(self._noise(41 + 2 * p, big, lambda r, s: r.gamma(shape, 1.0 / shape, s)))
             sigma = psf(mean[p]) * speckle
-            if self.noise_kept_db is not None:  # thermal noise not removed: a floor at this NESZ under all
+            kept = self.noise_kept_db is not None
+            if kept or self.noise_floor:
                 thermal = psf(self._noise(42 + 2 * p, big, lambda r, s: r.gamma(shape, 1.0 / shape, s)))
-                sigma = sigma + 10 ** (self.noise_kept_db / 10) * thermal
-            elif self.noise_floor:  # thermal noise, removed on average but not its fluctuation
-                thermal = psf(self._noise(42 + 2 * p, big, lambda r, s: r.gamma(shape, 1.0 / shape, s)))
-                sigma = np.maximum(sigma + nesz * (thermal - 1.0), NOISE_FLOOR_CUT * nesz)
+                # left in: a floor at that NESZ under everything; removed: on average, not its fluctuation
+                sigma = (sigma + 10 ** (self.noise_kept_db / 10) * thermal if kept
+                         else np.maximum(sigma + nesz * (thermal - 1.0), NOISE_FLOOR_CUT * nesz))
             out[p] = sigma * 10 ** (self.calibration_db / 10)
         return out
 

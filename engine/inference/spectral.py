@@ -27,6 +27,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from rasterio.windows import Window
 
+from ..config import OpticalPreprocessConfig
 from ..inputs.bands import optical_roles
 from ..preprocess.optical import optical_to_features
 from ..raster.grid import Grid, read_on_grid
@@ -42,7 +43,7 @@ class NirEvidence:
     """Which band of the optical raster is NIR, how its values become reflectance, and the limit."""
 
     band: int
-    optical_cfg: object  # the resolved OpticalPreprocessConfig of the optical raster
+    optical_cfg: OpticalPreprocessConfig  # the optical raster's, as resolved for this run
     limit: float
 
     def flags(self, optical_path: PathLike, grid: Grid, x0: int, y0: int, width: int, height: int) -> np.ndarray:
@@ -63,7 +64,7 @@ def nir_band(optical_path: PathLike) -> Optional[int]:
     return bands[0] if len(bands) == 1 else None
 
 
-def nir_evidence(optical_path: Optional[PathLike], optical_cfg, limit: float,
+def nir_evidence(optical_path: Optional[PathLike], optical_cfg: OpticalPreprocessConfig, limit: float,
                  with_expert: bool) -> Tuple[Optional[NirEvidence], str]:
     """The NIR check of a segmentation, or None, and a line for the log saying which and why."""
     if not limit or optical_path is None:
