@@ -225,6 +225,10 @@ class SarPreprocessConfig:
     backscatter: str = "auto"  # SAR_BACKSCATTER, resolved per file: gamma0 is read as sigma0 (x cos 37 deg)
     # per band, resolved per file: dB added to a cross-polarised band a model reads as co-polarised
     band_offsets_db: Tuple[float, ...] = ()
+    # 1-based position, among the model's SAR bands, of a cross-polarised band it learnt with the thermal noise
+    # removed: each file's own noise floor is estimated and taken off that band (engine.inputs.noise_floor); 0: none
+    noise_floor_band: int = 0
+    noise_floors_db: Tuple[float, ...] = ()  # per band, resolved per file: the floor taken off (0.0: nothing)
     zero_is_nodata: bool = False  # resolved per file (engine.inputs.shift.zeros_are_missing): an exact 0 is a fill
     fill_is_nodata: bool = False  # resolved per file: values under SAR_FILL_BELOW are fills (SAR_FILL_VALUES)
     incidence_normalize: bool = False

@@ -66,6 +66,7 @@ from .bands import (
     unnamed_sar_warning,
 )
 from .levels import PolarisationBalance, cross_read_as_co, polarisation_balance
+from .noise_floor import estimate_noise_floors
 from .season import winter_warning
 from .units import (
     SAR_LABELS,
@@ -311,7 +312,7 @@ def resolve_chain(
     found = detect_backscatter(path, bands, backscatter if decision.units != "dn" or calibration > 0 else "sigma0")
     decision.backscatter = found
     out = dataclasses.replace(cfg, units=decision.units, calibration_constant=calibration, calibration_constants=(),
-                              backscatter=found.convention, band_offsets_db=(),
+                              backscatter=found.convention, band_offsets_db=(), noise_floors_db=(),
                               zero_is_nodata=shift.zeros_are_missing(path, bands, decision.units),
                               fill_is_nodata=bool(decision.stats.get("fills_missing")))
     note = None
@@ -473,7 +474,11 @@ def resolve_inputs(
         # the scene's split is there whether or not it holds water: dry pasture chips got 57-61 %
         lines.append(f"SAR levels of {sar_path.name}: relative ({why}); the water teacher's cut comes from this "
                      "scene, which it splits in two even without open water: check the water map of a dry scene")
-    table, _ = sample_features(sar_path, s_bands, sar_cfg, progress=progress.sub(0.0, 0.5), seed=seed)
+    if sar_cfg.noise_floor_band and not relative:  # a floor in dB needs calibrated levels
+        floors, line = estimate_noise_floors(sar_path, s_bands, sar_cfg, progress.sub(0.0, 0.1), seed)
+        sar_cfg = dataclasses.replace(sar_cfg, noise_floors_db=floors)
+        lines += [line] if line else []
+    table, _ = sample_features(sar_path, s_bands, sar_cfg, progress=progress.sub(0.1, 0.5), seed=seed)
     sar_record = _record(recipe.sar.normalization, recipe.sar_record, table, sar_cfg, s_bands, sar_path, "SAR")
     sar_stats = shift.band_stats(table, s_bands)
     if sar_record is not None:

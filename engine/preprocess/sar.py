@@ -169,10 +169,29 @@ def to_linear_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
 
 
 def _sigma0_power(x: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
-    """Linear sigma-nought power of raw values whose fills are already NaN (with the file's band offsets)."""
+    """Linear sigma-nought power of raw values whose fills are already NaN (with the file's band offsets and
+    noise floors)."""
     power = _power(x, cfg)
     gain = _level_gain_db(cfg, x.shape[0])
-    return power if gain is None else power * np.power(np.float32(10.0), gain / np.float32(10.0))
+    power = power if gain is None else power * np.power(np.float32(10.0), gain / np.float32(10.0))
+    return _without_noise_floor(power, cfg)
+
+
+NOISE_FLOOR_KEEP_DB = 24.0
+"""What is left of power at or under a noise floor taken off: the floor minus this many dB (as the generator's noise
+removal leaves it), so the darkest pixels stay ordered and finite instead of zero or negative."""
+
+
+def _without_noise_floor(power: np.ndarray, cfg: SarPreprocessConfig) -> np.ndarray:
+    """Power minus ``cfg.noise_floors_db`` per band (0.0: nothing), as thermal-noise removal does."""
+    floors = cfg.noise_floors_db
+    if not any(floors):
+        return power
+    if len(floors) != power.shape[0]:
+        raise ValueError(f"SAR noise floors {list(floors)} do not match the {power.shape[0]} band(s) read")
+    noise = np.asarray([10.0 ** (f / 10.0) if f else 0.0 for f in floors], np.float32).reshape(-1, 1, 1)
+    kept = noise * np.float32(10.0 ** (-NOISE_FLOOR_KEEP_DB / 10.0))
+    return np.maximum(power - noise, kept)  # NaN stays NaN
 
 
 def _level_gain_db(cfg: SarPreprocessConfig, bands: int) -> Optional[np.ndarray]:

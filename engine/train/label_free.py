@@ -70,7 +70,7 @@ def first_band_db(resolved) -> Callable[[np.ndarray], np.ndarray]:
 
     cfg = resolved.sar_cfg
     one_band = dataclasses.replace(cfg, calibration_constants=cfg.calibration_constants[:1],
-                                   band_offsets_db=cfg.band_offsets_db[:1])
+                                   band_offsets_db=cfg.band_offsets_db[:1], noise_floors_db=cfg.noise_floors_db[:1])
 
     def to_db(values: np.ndarray) -> np.ndarray:
         power = to_linear_power(np.asarray(values, np.float32)[None], one_band)[0]

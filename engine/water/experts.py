@@ -151,9 +151,11 @@ def choose_for_dates(teacher_path: PathLike, dates: Dict[str, Tuple[PathLike, Se
 
 def _chain(preprocess: Any) -> Any:
     """A model's SAR preprocessing without the units and backscatter of the file it last read (an adapted
-    teacher stores them; every run resolves those of its own file)."""
+    teacher stores them; every run resolves those of its own file), nor the noise floor of a cross-polarised
+    band (the co-polarised network never reads that band)."""
     return dataclasses.replace(preprocess, units="auto", calibration_constant=0.0, calibration_constants=(),
-                               backscatter="auto", zero_is_nodata=False, fill_is_nodata=False)
+                               backscatter="auto", zero_is_nodata=False, fill_is_nodata=False,
+                               noise_floor_band=0, noise_floors_db=())
 
 
 def load_water_expert(choice: ExpertChoice, teacher_path: PathLike) -> Tuple[nn.Module, ModelMetadata]:

@@ -95,7 +95,9 @@ def test_a_real_snowy_scene_keeps_its_snow_out_of_the_water_class(tmp_path):
             pred = src.read(1)
         water, forest = float((pred == WATER).mean()), float((pred == FOREST).mean())
         assert result["snow_or_cloud"]["water_needs_expert"], (name, result["snow_or_cloud"])
-        assert water < 0.02 and forest > 0.07, (name, water, forest)
+        # the bar is 2 %; measured 0.0 / 0.0 / 0.01 %. With VH's noise floor taken off under snow the expert
+        # agreed more often: 0.59 / 0.59 / 1.98 % (so a snow scene keeps the floor, engine.inference.pipeline)
+        assert water < 0.005 and forest > 0.07, (name, water, forest)
         if name != "tci":
             assert [w for w in result["inputs"]["warnings"] if "mostly of snow or cloud" in w], result["inputs"]
         if name == "12 bands":
