@@ -27,8 +27,9 @@ class WaterMap(EngineAlgorithm):
         "Maps open water on one SAR image with the SAR water expert, without any drawn polygon and without "
         "a before date (for the flood itself, use the flood map from two dates). A raster whose bands are "
         "named VV and VH (Sentinel-1), or whose two unnamed bands' levels say which is which, is mapped by the "
-        "VV + VH water expert, which also sees water that wind makes bright in VV; one band chosen, or a "
-        "single-band raster, is mapped by the VV teacher. Outputs: "
+        "VV + VH water expert, which also sees water that wind makes bright in VV; it reads VH with the image's "
+        "own thermal-noise floor taken off (some products keep it, and calm water then sits at the floor; the log "
+        "names a floor it finds). One band chosen, or a single-band raster, is mapped by the VV teacher. Outputs: "
         "the water probability, a water layer (probability at or above the threshold) and a report with the "
         "model that mapped the image, the water share and area in km², and any warning about the input."
     )
