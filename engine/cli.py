@@ -90,6 +90,18 @@ def add_sar_levels_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_noise_floor_arg(parser: argparse.ArgumentParser) -> None:
+    """``--sar-noise-floor`` for commands whose water map may come from the VV + VH water expert."""
+    from .config import SAR_NOISE_FLOOR
+
+    parser.add_argument(
+        "--sar-noise-floor", choices=SAR_NOISE_FLOOR, default="auto",
+        help="the VV + VH water expert learnt noise-removed VH: auto takes each file's VH noise floor (its darkest "
+             "1 %%) off calibrated levels; off reads VH as it is (a noise-removed product, or a scene whose darkest "
+             "VH is dry land: desert, frozen ground)",
+    )
+
+
 def add_flip_average_arg(parser: argparse.ArgumentParser) -> None:
     """``--flip-average`` for commands that run the networks over a scene."""
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, add_sar_levels_arg, add_units_args, int_list
+from ..cli import add_json_flag, add_noise_floor_arg, add_sar_levels_arg, add_units_args, int_list
 from ..cores import apply_threads
 
 
@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_units_args(parser)
     add_sar_levels_arg(parser)
+    add_noise_floor_arg(parser)
     add_json_flag(parser)
     parser.set_defaults(func=run)
 
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         val_fraction=args.val_fraction, seed=args.seed,
     )
     overrides = InputOverrides(tuple(args.optical_bands or ()), tuple(args.sar_bands or ()), args.optical_units,
-                               args.sar_units, args.sar_calibration, args.sar_levels, args.sar_backscatter)
+                               args.sar_units, args.sar_calibration, args.sar_levels, args.sar_backscatter,
+                               args.sar_noise_floor)
     out = check_output_folder(args.out)  # the checks every interface shares (engine.validate)
     check_outputs_not_inputs([out / name for name in FINETUNE_RUN_FILES], {
         "optical": args.optical, "SAR": args.sar, "polygons": args.polygons, "student": args.student,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_json_flag, add_sar_levels_arg, add_streaming_args, int_list, streaming_config
+from ..cli import (
+    add_json_flag,
+    add_noise_floor_arg,
+    add_sar_levels_arg,
+    add_streaming_args,
+    int_list,
+    streaming_config,
+)
 from .bundled import BUNDLED_TEACHER, bundled
 
 
@@ -53,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{date}-incidence", type=float, default=39.0,
                             help=f"with --dem: incidence angle of the {date} date on the ellipsoid (degrees, 39)")
     add_sar_levels_arg(parser)
+    add_noise_floor_arg(parser)
     parser.add_argument("--dem", help="elevation raster in metres for shadow/layover (with the look azimuths)")
     parser.add_argument("--water-threshold", type=float, default=0.5,
                         help="water where the probability reaches this (teacher, student; 0.5)")
@@ -100,7 +108,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         get = lambda key: getattr(args, f"{name}_{key}")  # noqa: E731
         return FloodDate(
             sar=getattr(args, name), bands=tuple(get("bands")), units=get("units"), calibration=get("calibration"),
-            levels=args.sar_levels, backscatter=get("backscatter"), optical=get("optical"),
+            levels=args.sar_levels, backscatter=get("backscatter"), noise_floor=args.sar_noise_floor,
+            optical=get("optical"),
             geometry=Geometry(get("local_incidence"), get("look_azimuth"), get("incidence")),
         )
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_flip_average_arg, add_json_flag, add_sar_levels_arg, add_units_args, int_list
+from ..cli import (
+    add_flip_average_arg,
+    add_json_flag,
+    add_noise_floor_arg,
+    add_sar_levels_arg,
+    add_units_args,
+    int_list,
+)
 from .bundled import BUNDLED_STUDENT, bundled, segment_teacher
 
 
@@ -85,6 +92,7 @@ def add_segment_args(parser: argparse.ArgumentParser, inputs_required: bool = Tr
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_units_args(parser)
     add_sar_levels_arg(parser)
+    add_noise_floor_arg(parser)
     add_flip_average_arg(parser)
     parser.add_argument(
         "--water-from-expert",
@@ -176,6 +184,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
         sar_backscatter=args.sar_backscatter,
+        sar_noise_floor=args.sar_noise_floor,
         sar_levels=args.sar_levels,
     )
     inputs = (args.optical, args.sar, args.model, args.out)

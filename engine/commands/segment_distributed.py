@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         sar_units=args.sar_units,
         sar_calibration=args.sar_calibration,
         sar_backscatter=args.sar_backscatter,
+        sar_noise_floor=args.sar_noise_floor,
         sar_levels=args.sar_levels,
         **shard_options(args),
     )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from ..cli import add_sar_levels_arg, add_streaming_args, add_units_args, int_list, streaming_config
+from ..cli import (
+    add_noise_floor_arg,
+    add_sar_levels_arg,
+    add_streaming_args,
+    add_units_args,
+    int_list,
+    streaming_config,
+)
 from .bundled import BUNDLED_TEACHER, bundled
 
 
@@ -26,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="1-based SAR bands (default: by band names; one band: the VV teacher; two: VV, VH)")
     add_units_args(parser)
     add_sar_levels_arg(parser)
+    add_noise_floor_arg(parser)
     parser.add_argument("--water-threshold", type=float, default=0.5,
                         help="water where the probability reaches this (0.5)")
     add_streaming_args(parser)
@@ -42,6 +50,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     result = map_water_date(
         args.sar, args.out, args.teacher, inference, sar_bands=tuple(args.sar_bands), sar_units=args.sar_units,
         sar_calibration=args.sar_calibration, sar_levels=args.sar_levels, sar_backscatter=args.sar_backscatter,
+        sar_noise_floor=args.sar_noise_floor,
         water_threshold=args.water_threshold,
         overwrite=args.overwrite, progress=ConsoleProgress(quiet=args.quiet),
     )

@@ -59,7 +59,7 @@ from rasterio.windows import Window
 from .. import __version__
 from ..config import InferenceConfig
 from ..files import output_folder
-from ..inputs.contract import check_sar_levels, sar_levels_of
+from ..inputs.contract import check_sar_levels, check_sar_noise_floor, sar_levels_of
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.ancillary import check_dem, check_local_incidence
 from ..raster.grid import Grid, grid_of, read_on_grid
@@ -104,6 +104,7 @@ class FloodDate:
     calibration: float = 0.0
     levels: str = "auto"  # calibrated or relative SAR levels (config.SAR_LEVELS): the teacher's water cut
     backscatter: str = "auto"  # sigma or gamma nought (config.SAR_BACKSCATTER; auto: named by the file)
+    noise_floor: str = "auto"  # config.SAR_NOISE_FLOOR: the VV + VH expert's VH floor taken off (off: kept)
     optical: Optional[PathLike] = None
     optical_bands: Tuple[int, ...] = ()
     optical_units: str = "auto"
@@ -296,7 +297,8 @@ def map_flood(
                         res = water_probability(
                             d.sar, model, tmp / f"water_{name}.tif", grid, inference, sar_bands=bands,
                             sar_units=water.sar.units.units, sar_calibration=d.calibration, sar_levels=d.levels,
-                            sar_backscatter=d.backscatter, teacher=teacher or loaded[model], progress=sub,
+                            sar_backscatter=d.backscatter, sar_noise_floor=d.noise_floor,
+                            teacher=teacher or loaded[model], progress=sub,
                         )
                         water.prob_path = Path(res["path"])
                         water.info.update(method="teacher", teacher=Path(model).name if model else "",
@@ -498,6 +500,7 @@ def _check_request(after, before, out_dir, cfg, teacher_path, given, student_pat
         if d.geometry.look_azimuth is not None and not dem and not d.geometry.local_incidence:
             raise ValueError(f"a look direction was given for the {name} date but no DEM (--dem) to apply it to")
         check_sar_levels(d.levels, f" of the {name} date")
+        check_sar_noise_floor(d.noise_floor)
     from ..models.checkpoint import read_metadata
 
     for path, kind in ((teacher_path, "teacher"), (student_path, "student")):
@@ -531,6 +534,7 @@ def _student_water(d: FloodDate, name: str, student_path, teacher_path, grid: Gr
         aoi=box, progress=progress.sub(0.0, 0.9), optical_bands=d.optical_bands or None,
         sar_bands=d.bands or None, grid="sar", optical_units=d.optical_units, sar_units=d.units,
         sar_calibration=d.calibration, sar_levels=d.levels, sar_backscatter=d.backscatter,
+        sar_noise_floor=d.noise_floor,
     )
     schema = read_metadata(student_path).schema
     others = max(schema.num_classes - 1, 1)

@@ -111,6 +111,7 @@ def segment_scene(
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
     sar_backscatter: str = "auto",
+    sar_noise_floor: str = "auto",
 ) -> Dict[str, Any]:
     """Segment a scene with a student (and optional teacher) checkpoint.
 
@@ -140,6 +141,8 @@ def segment_scene(
         sar_levels: calibrated or relative SAR levels (``config.SAR_LEVELS``); on relative levels
             the teacher's water cut comes from the scene (:mod:`engine.water.scene_cut`).
         sar_backscatter: sigma or gamma nought (``config.SAR_BACKSCATTER``; ``"auto"``: named by the file).
+        sar_noise_floor: ``config.SAR_NOISE_FLOOR``: the VV + VH water expert's VH read with its floor taken
+            off (``"auto"``) or as it is (``"off"``).
 
     Returns:
         written paths and run figures (tiles, timings, throughput, device, class pixels).
@@ -157,6 +160,7 @@ def segment_scene(
         optical_bands=optical_bands, sar_bands=sar_bands, cloud_mask=cloud_mask, grid=grid,
         resolution=resolution, backend=backend, optical_units=optical_units, sar_units=sar_units,
         sar_calibration=sar_calibration, sar_levels=sar_levels, sar_backscatter=sar_backscatter,
+        sar_noise_floor=sar_noise_floor,
     )
     meta, region, plan = job.meta, job.region, job.plan
     # a second run into this folder is refused, naming this one; a failed or cancelled run leaves
@@ -409,6 +413,7 @@ def prepare_job(
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
     sar_backscatter: str = "auto",
+    sar_noise_floor: str = "auto",
     output_keys: Optional[Callable[[List[str]], List[Path]]] = None,
     lock_check: bool = True,
 ) -> SceneJob:
@@ -436,7 +441,7 @@ def prepare_job(
     if teacher_meta is not None and teacher_meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {teacher_meta.kind} checkpoint; --teacher needs a teacher")
     overrides = InputOverrides(tuple(optical_bands or ()), tuple(sar_bands or ()), optical_units, sar_units,
-                               sar_calibration, sar_levels, sar_backscatter)
+                               sar_calibration, sar_levels, sar_backscatter, sar_noise_floor)
     resolved = resolve_inputs(InputRecipe.of(meta), optical_path, sar_path, overrides, progress.sub(0.0, 0.03))
     resolved.report(progress)
     pre = resolved.preprocessor
@@ -453,9 +458,11 @@ def prepare_job(
             pair_recipe.sar = dataclasses.replace(pair_recipe.sar, noise_floor_band=0)
             progress.info("the optical is mostly snow or cloud: the VV + VH water expert reads VH with its noise floor "
                           "kept (the darkest VH of a snow scene is frozen ground, not calm water)")
-        teacher_pre = resolve_inputs(pair_recipe, None, sar_path,
-                                     dataclasses.replace(overrides, optical_bands=(), sar_bands=expert.sar_bands)
-                                     ).preprocessor
+        pair_inputs = resolve_inputs(pair_recipe, None, sar_path,
+                                     dataclasses.replace(overrides, optical_bands=(), sar_bands=expert.sar_bands))
+        if pair_inputs.noise_floor_line:  # the student's reading says the rest; this is the expert's own
+            progress.info(pair_inputs.noise_floor_line)
+        teacher_pre = pair_inputs.preprocessor
     elif teacher_meta is not None:
         teacher_pre = resolve_for(resolved, InputRecipe.of(teacher_meta))
         if (teacher_pre.sar_cfg, teacher_pre.sar_record) == (pre.sar_cfg, pre.sar_record):

@@ -61,6 +61,7 @@ def water_probability(
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
     sar_backscatter: str = "auto",
+    sar_noise_floor: str = "auto",
     teacher: Optional[Tuple[torch.nn.Module, ModelMetadata]] = None,
     band_name: str = "water_probability",
     overwrite: bool = False,
@@ -81,6 +82,8 @@ def water_probability(
         sar_levels: calibrated or relative levels (``config.SAR_LEVELS``); on relative levels the
             water cut comes from the scene (:mod:`engine.water.scene_cut`).
         sar_backscatter: sigma or gamma nought (``config.SAR_BACKSCATTER``; ``"auto"``: named by the file).
+        sar_noise_floor: ``config.SAR_NOISE_FLOOR``: the VV + VH expert's VH read with its floor taken off
+            (``"auto"``) or as it is (``"off"``).
         teacher: an already loaded ``(network, metadata)`` of ``teacher_path`` (saves loading
             it twice for two dates).
         band_name: band description of the output.
@@ -120,7 +123,8 @@ def water_probability(
     if meta.kind != "teacher":
         raise ValueError(f"{teacher_path} is a {meta.kind} checkpoint; the SAR-only water map needs a teacher")
     overrides = InputOverrides(sar_bands=tuple(sar_bands or ()), sar_units=sar_units, sar_calibration=sar_calibration,
-                               sar_levels=sar_levels, sar_backscatter=sar_backscatter)
+                               sar_levels=sar_levels, sar_backscatter=sar_backscatter,
+                               sar_noise_floor=sar_noise_floor)
     resolved = resolve_inputs(InputRecipe.of(meta), None, sar_path, overrides, progress.sub(0.0, 0.03))
     if resolved.sar_only_problem:  # the SAR is all this map has: nothing to map is an error, not a warning
         raise ValueError(resolved.sar_only_problem)

@@ -169,7 +169,8 @@ def _job_record(job: SceneJob, bounds: List[Tuple[int, int]], edge: int, extra: 
         "thresholds": [cfg.water_threshold, cfg.non_water_threshold]
         + (["water_from_expert"] if job.thresholds.water_from_expert else [])  # default runs keep their id
         + ([f"nir {job.nir.band} {job.nir.limit:g}"] if job.nir else [])  # what the class map's water reads
-        + (["water_needs_expert"] if job.water_needs_expert else []),
+        + (["water_needs_expert"] if job.water_needs_expert else [])
+        + _noise_floor_id(job),  # the expert's VH floor, taken off or kept, changes its water
         "grid": [job.region.width, job.region.height, list(job.region.transform)[:6], job.region.crs.to_string()],
         "keys": list(job.keys),
         "blocks": [list(b) for b in bounds],
@@ -178,6 +179,12 @@ def _job_record(job: SceneJob, bounds: List[Tuple[int, int]], edge: int, extra: 
     }
     record["id"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return record
+
+
+def _noise_floor_id(job: SceneJob) -> List[str]:
+    """The VH noise floor the water expert reads this SAR with ([] when none is taken off: default ids stay)."""
+    floors = getattr(getattr(job.teacher_pre, "sar_cfg", None), "noise_floors_db", ())
+    return [f"noise floors {list(floors)}"] if any(floors) else []
 
 
 def _block_dir(out_dir: Path, index: int) -> Path:
@@ -258,8 +265,8 @@ def segment_sharded(
             one job: blocks are dealt round-robin across scenes).
         backend: a ready backend (tests; a multi-scene job reuses one), else the checkpoints'.
         **options: ``optical_bands``, ``sar_bands``, ``cloud_mask``, ``grid``, ``resolution``,
-            ``optical_units``, ``sar_units``, ``sar_calibration``, ``sar_levels``, ``sar_backscatter`` as in
-            ``segment_scene``.
+            ``optical_units``, ``sar_units``, ``sar_calibration``, ``sar_levels``, ``sar_backscatter``,
+            ``sar_noise_floor`` as in ``segment_scene``.
 
     Returns:
         this shard's figures, the block layout and, when the mosaic is complete, its outputs.

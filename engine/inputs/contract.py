@@ -33,6 +33,7 @@ import rasterio
 from ..config import (
     PHYSICAL_OPTICAL_UNITS,
     SAR_LEVELS,
+    SAR_NOISE_FLOOR,
     BandMapping,
     ModelMetadata,
     NormalizationRecord,
@@ -108,6 +109,7 @@ class InputOverrides:
     sar_calibration: float = 0.0  # units "dn": power = DN**2 / constant; 0 = not given
     sar_levels: str = "auto"  # one of config.SAR_LEVELS
     sar_backscatter: str = "auto"  # one of config.SAR_BACKSCATTER: sigma or gamma nought (auto: named by the file)
+    sar_noise_floor: str = "auto"  # one of config.SAR_NOISE_FLOOR: a model's VH floor taken off (off: never)
 
 
 @dataclass
@@ -152,6 +154,7 @@ class ResolvedInputs:
     sar_relative_levels: bool = False  # the water teacher's cut then comes from the scene
     sar_only_problem: Optional[str] = None  # why a map from this SAR alone would say nothing (it is refused)
     optical_snow_or_cloud: str = ""  # why the optical scene is mostly snow or cloud (shift.snow_or_cloud), or ""
+    noise_floor_line: str = ""  # what was done with a VH noise floor, when the model asks for one to come off
 
     @property
     def preprocessor(self) -> InputPreprocessor:
@@ -474,10 +477,15 @@ def resolve_inputs(
         # the scene's split is there whether or not it holds water: dry pasture chips got 57-61 %
         lines.append(f"SAR levels of {sar_path.name}: relative ({why}); the water teacher's cut comes from this "
                      "scene, which it splits in two even without open water: check the water map of a dry scene")
-    if sar_cfg.noise_floor_band and not relative:  # a floor in dB needs calibrated levels
-        floors, line = estimate_noise_floors(sar_path, s_bands, sar_cfg, progress.sub(0.0, 0.1), seed)
+    check_sar_noise_floor(overrides.sar_noise_floor)
+    floor_line = ""
+    if sar_cfg.noise_floor_band and overrides.sar_noise_floor == "off":
+        floor_line = (f"SAR {sar_path.name}: the cross-polarised band is read with any noise floor kept, as asked "
+                      "(--sar-noise-floor off / SAR_NOISE_FLOOR)")
+    elif sar_cfg.noise_floor_band and not relative:  # a floor in dB needs calibrated levels
+        floors, floor_line = estimate_noise_floors(sar_path, s_bands, sar_cfg, progress.sub(0.0, 0.1), seed)
         sar_cfg = dataclasses.replace(sar_cfg, noise_floors_db=floors)
-        lines += [line] if line else []
+    lines += [floor_line] if floor_line else []
     table, _ = sample_features(sar_path, s_bands, sar_cfg, progress=progress.sub(0.1, 0.5), seed=seed)
     sar_record = _record(recipe.sar.normalization, recipe.sar_record, table, sar_cfg, s_bands, sar_path, "SAR")
     sar_stats = shift.band_stats(table, s_bands)
@@ -540,6 +548,7 @@ def resolve_inputs(
         relative,
         sar_problem,
         bright,
+        floor_line,
     )
 
 
@@ -548,6 +557,12 @@ def check_sar_levels(levels: str, whose: str = "") -> None:
     date", say, for the message)."""
     if levels not in SAR_LEVELS:
         raise ValueError(f"SAR levels{whose} must be one of {list(SAR_LEVELS)}, got {levels!r}")
+
+
+def check_sar_noise_floor(noise_floor: str) -> None:
+    """Refuse a noise-floor choice that is not one of ``config.SAR_NOISE_FLOOR``."""
+    if noise_floor not in SAR_NOISE_FLOOR:
+        raise ValueError(f"SAR noise floor must be one of {list(SAR_NOISE_FLOOR)}, got {noise_floor!r}")
 
 
 def relative_sar_levels(

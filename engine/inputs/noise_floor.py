@@ -8,7 +8,8 @@ reach -37 to -47 dB. The VV + VH water expert learnt noise-removed VH (water nea
 such water. So that model (``SarPreprocessConfig.noise_floor_band``) reads the band with the floor
 estimated here taken off, as noise removal would (:func:`engine.preprocess.sar._without_noise_floor`).
 
-The estimate is the band's darkest 1 % in sigma-nought dB. On a noise-removed band it is far under
+The estimate is the band's darkest 1 % in sigma-nought dB, at most Sentinel-1's specified noise level (-22 dB):
+a darker end brighter than that is land. On a noise-removed band it is far under
 any water or land and taking it off changes nothing that matters; on a band with a floor it removes
 part of the noise. Measured on 22 real chips: 16 held-out with water, two training halves, four dry
 (docs/experiments/zero_shot_real.md, "The VH noise floor in the product"). Only calibrated levels get
@@ -32,6 +33,9 @@ PathLike = Union[str, Path]
 
 NOISE_FLOOR_PERCENTILE = 1.0
 """The floor estimate: this percentile of the sampled band, in sigma-nought dB."""
+NOISE_FLOOR_MAX_DB = -22.0
+"""The highest floor taken off: Sentinel-1's specified noise-equivalent sigma nought (at most -22 dB). A darker end
+brighter than that is land (a dry Sen1Floods11 Ghana chip's is -19.3 dB), not noise, so no more comes off it."""
 FLOOR_REPORTED_ABOVE_DB = -30.0
 """A floor over this is named in the run's log (a band without a floor reaches far lower: -37 to -47 dB)."""
 
@@ -57,10 +61,13 @@ def estimate_noise_floors(
     values = values[np.isfinite(values)]
     if values.size == 0:
         return (), ""
-    floor = round(float(np.percentile(values, NOISE_FLOOR_PERCENTILE)), 2)
+    darkest = round(float(np.percentile(values, NOISE_FLOOR_PERCENTILE)), 2)
+    floor = min(darkest, NOISE_FLOOR_MAX_DB)
     floors = tuple(floor if i == position - 1 else 0.0 for i in range(len(bands)))
     line = ""
     if floor > FLOOR_REPORTED_ABOVE_DB:
-        line = (f"SAR {Path(path).name} band {bands[position - 1]} (cross-polarised): a noise floor at {floor:.1f} dB "
-                "(its darkest 1 %), taken off before the VV + VH water expert reads it, as thermal-noise removal does")
+        at = f"{floor:.1f} dB (its darkest 1 %)" if floor == darkest else (
+            f"{floor:.1f} dB, Sentinel-1's highest (its darkest 1 %, {darkest:.1f} dB, is land)")
+        line = (f"SAR {Path(path).name} band {bands[position - 1]} (cross-polarised): a noise floor at {at}, taken "
+                "off before the VV + VH water expert reads it, as thermal-noise removal does")
     return floors, line

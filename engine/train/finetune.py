@@ -68,6 +68,7 @@ from .label_free import (
     change_codes,
     change_message,
     map_change,
+    own_water_removed,
     pseudo_label_params,
     removed_share,
     water_edge_blocks,
@@ -600,20 +601,28 @@ def finetune_from_polygons(
             result["pseudo_labels"]["change"] = map_change(water_change)
             progress.info(change_message(result["pseudo_labels"]["change"]))
             removed = removed_share(result["pseudo_labels"]["change"])
-            gate = cfg.pseudo_label_max_removed
-            if zero_shot_state is not None and gate < 1 and removed >= gate:
+            own = own_water_removed([t.label for t in teacher_tiles if t.split == "canvas"], zero_shot,
+                                    [t.teacher_water for t in train_tiles], water)
+            result["pseudo_labels"]["change"]["own_water_to_land"] = round(own, 4)
+            gate, own_gate = cfg.pseudo_label_max_removed, cfg.pseudo_label_max_own_removed
+            wide = gate < 1 and removed >= gate
+            if zero_shot_state is not None and (wide or (own_gate < 1 and own >= own_gate)):
                 teacher.load_state_dict(zero_shot_state)  # with this scene's cut, where relative levels set one
                 for tile in tiles:
                     tile.teacher_water = _predict(teacher, tile, True, dev).astype(np.float32)
                 teacher_done = result["scene_cut"] is not None
                 result["pseudo_labels"]["kept_zero_shot"] = True
                 kept = "keeps only this scene's cut" if teacher_done else "is kept as it was"
+                why = (f"took {removed:.0%} of the water the zero-shot expert maps to land, where no pseudo-label "
+                       "said land (they leave out what the expert calls water)" if wide else
+                       f"took {own:.1%} of the water its own pseudo-labels call water (and the zero-shot expert "
+                       "too) to land")
                 warnings.append(
-                    f"the adaptation took {removed:.0%} of the water the zero-shot expert maps to land, where no "
-                    "pseudo-label said land (they leave out what the expert calls water): it is not kept, and the "
-                    f"water expert {kept}. Water its pseudo-labels cannot see (wind-roughened water, bright in VV "
-                    "and dark in VH) does this; water_change.tif shows what it would have changed. Draw water and "
-                    "land polygons to fine-tune it instead")
+                    f"the adaptation {why}: it is not kept, and the water expert {kept}. "
+                    + ("Water its pseudo-labels cannot see (wind-roughened water, bright in VV and dark in VH) "
+                       "does this; " if wide else "")
+                    + "water_change.tif shows what it would have changed. Draw water and land polygons to fine-tune "
+                    "it instead")
                 progress.warning(warnings[-1])
         result["teacher_on_drawn_land"] = _teacher_on_drawn_land(train_tiles, water)
         share = result["teacher_on_drawn_land"]["share"]

@@ -172,6 +172,20 @@ def removed_share(change: Dict[str, Any]) -> float:
     return float(lost / before) if before and lost is not None else 0.0
 
 
+def own_water_removed(labels: Sequence[np.ndarray], before: Sequence[np.ndarray], after: Sequence[np.ndarray],
+                      water: int) -> float:
+    """Of the pixels the pseudo-labels call water and the zero-shot map (``before``, water True) calls water, the
+    share the adapted answers (``after``, probabilities) call land: the adaptation contradicting its own labels."""
+    mine = lost = 0
+    for label, was, now in zip(labels, before, after):
+        if label.shape != was.shape or now.shape != was.shape:
+            raise ValueError(f"pseudo-labels {label.shape} and water maps {was.shape}, {now.shape} do not match")
+        own = (label == water) & was
+        mine += int(own.sum())
+        lost += int((own & ~(now > 0.5)).sum())  # NaN (no SAR) is not > 0.5, but no pseudo-label lies there
+    return lost / mine if mine else 0.0
+
+
 def change_message(change: Dict[str, Any]) -> str:
     if change["water_after"] is None:
         return "the adapted water expert read no valid pixel"

@@ -23,7 +23,7 @@ import rasterio
 
 from ..config import InferenceConfig
 from ..files import output_folder
-from ..inputs.contract import check_sar_levels
+from ..inputs.contract import check_sar_levels, check_sar_noise_floor
 from ..progress import NULL_PROGRESS, Progress
 from ..raster.grid import grid_of, row_areas_m2
 from ..raster.io import check_output, iter_windows, open_writer
@@ -46,6 +46,7 @@ def map_water_date(
     sar_calibration: float = 0.0,
     sar_levels: str = "auto",
     sar_backscatter: str = "auto",
+    sar_noise_floor: str = "auto",
     water_threshold: float = 0.5,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
@@ -57,7 +58,8 @@ def map_water_date(
         out_dir: receives ``water_probability.tif``, ``water.tif`` and ``water_report.json``.
         teacher_path: the water teacher (its VV + VH companion beside it is used where it applies).
         cfg: tiles, device, threads, flip averaging.
-        sar_bands, sar_units, sar_calibration, sar_levels, sar_backscatter: user overrides (none: as detected).
+        sar_bands, sar_units, sar_calibration, sar_levels, sar_backscatter, sar_noise_floor: user overrides
+            (auto: as detected).
         water_threshold: water where the probability reaches this (0.5).
         overwrite: replace the outputs of an earlier run.
         progress: reporting and cancellation.
@@ -78,6 +80,7 @@ def map_water_date(
         if not path or not Path(path).exists():
             raise FileNotFoundError(f"{what} input {path} does not exist")
     check_sar_levels(sar_levels, "")
+    check_sar_noise_floor(sar_noise_floor)
     out = check_output_folder(out_dir)
     finals = {name: out / name for name in (PROBABILITY, WATER, REPORT)}
     check_outputs_not_inputs(finals.values(), {"SAR": sar, "teacher": teacher_path})
@@ -91,6 +94,7 @@ def map_water_date(
                 res = water_probability(sar, teacher_path, tmp / PROBABILITY, cfg=cfg or InferenceConfig(),
                                         sar_bands=sar_bands, sar_units=sar_units, sar_calibration=sar_calibration,
                                         sar_levels=sar_levels, sar_backscatter=sar_backscatter,
+                                        sar_noise_floor=sar_noise_floor,
                                         progress=progress.sub(0.0, 0.9))
                 counts = _write_water(tmp / PROBABILITY, tmp / WATER, water_threshold, progress.sub(0.9, 1.0))
                 report = {

@@ -51,6 +51,12 @@ SAR_BACKSCATTER_CHOICES = (
     ("sigma0", "Sigma nought (ESA GRD calibration, Google Earth Engine)"),
     ("gamma0", "Terrain-flattened gamma nought (RTC: OPERA, ASF HyP3, SNAP): read as sigma0 × cos 37°"),
 )
+SAR_NOISE_FLOOR_CHOICES = (
+    ("auto", "Each file's VH noise floor (its darkest 1 %) taken off calibrated levels before the VV + VH water "
+             "expert reads it, as thermal-noise removal does"),
+    ("off", "VH read as it is: a noise-removed product, or a scene whose darkest VH is dry land (desert, frozen "
+            "ground)"),
+)
 SAR_LEVEL_CHOICES = (
     ("auto", "Calibrated, except DN without a calibration constant and co-/cross-polarised bands too close "
              "for calibrated backscatter"),
@@ -251,6 +257,13 @@ class EngineAlgorithm(SgcadAlgorithm):
 
     def sar_levels_value(self, parameters, context) -> str:
         return self.parameterAsEnumString(parameters, "SAR_LEVELS", context) or "auto"
+
+    def add_sar_noise_floor(self) -> None:
+        """SAR_NOISE_FLOOR: whether the VV + VH water expert reads VH with the file's noise floor taken off."""
+        self.add_choice("SAR_NOISE_FLOOR", "Noise floor of the SAR's VH band", SAR_NOISE_FLOOR_CHOICES, "auto")
+
+    def sar_noise_floor_value(self, parameters, context) -> str:
+        return self.parameterAsEnumString(parameters, "SAR_NOISE_FLOOR", context) or "auto"
 
     def add_flip_average(self) -> None:
         """FLIP_AVERAGE: the networks' logits averaged over 4 flips of each tile (engine.inference.flips)."""

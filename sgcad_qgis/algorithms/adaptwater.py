@@ -34,8 +34,9 @@ class AdaptWater(EngineAlgorithm):
         "to 4 points on others). The run reports how much of the scene changed answer, and loads where as a layer "
         "(orange: water before, land after; red: the reverse): check those places before relying on the "
         "adapted expert. An adaptation that takes a quarter or more of the zero-shot water to land, where no "
-        "automatic label said land (wind-roughened water the co-polarised labels cannot see), is not kept: "
-        "the run warns and the expert stays as it was."
+        "automatic label said land (wind-roughened water the co-polarised labels cannot see), or 5 % or more "
+        "of the water its own automatic labels call water, is not kept: the run warns and the expert stays as "
+        "it was."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -48,6 +49,7 @@ class AdaptWater(EngineAlgorithm):
         self.add_pseudo_label_layers()
         self.add_units(optical=False)
         self.add_sar_levels()
+        self.add_sar_noise_floor()
         self.add_device_parameter()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Run folder")))
@@ -92,7 +94,8 @@ class AdaptWater(EngineAlgorithm):
         units = self.units_values(parameters, context)
         overrides = InputOverrides((), self.bands(parameters, "SAR_BANDS", context), "auto",
                                    units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
-                                   self.sar_levels_value(parameters, context), units.get("sar_backscatter", "auto"))
+                                   self.sar_levels_value(parameters, context), units.get("sar_backscatter", "auto"),
+                                   self.sar_noise_floor_value(parameters, context))
         cfg = FinetuneConfig(teacher_steps=self.parameterAsInt(parameters, "TEACHER_STEPS", context),
                              pseudo_label_layers=self.pseudo_label_layers_value(parameters, context))
         with self.stage(feedback, "Adapting the water expert") as progress:

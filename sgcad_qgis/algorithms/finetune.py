@@ -104,6 +104,7 @@ class FineTune(EngineAlgorithm):
         self.add_number("SEED", "Random seed", d.seed, 0, 2**31 - 1)
         self.add_units()
         self.add_sar_levels()
+        self.add_sar_noise_floor()
         self.add_device_parameter()
         self.add_threads_and_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Run folder")))
@@ -201,6 +202,7 @@ class FineTune(EngineAlgorithm):
             self.bands(parameters, "OPTICAL_BANDS", context), self.bands(parameters, "SAR_BANDS", context),
             units.get("optical_units", "auto"), units.get("sar_units", "auto"), units.get("sar_calibration", 0.0),
             self.sar_levels_value(parameters, context), units.get("sar_backscatter", "auto"),
+            self.sar_noise_floor_value(parameters, context),
         )
         area = self._area(parameters, context, feedback, sar)
         sar_encoder = self.parameterAsFile(parameters, "SAR_ENCODER", context) or None

@@ -83,6 +83,7 @@ class FloodMap(EngineAlgorithm):
             self.add_number(f"{key}_INCIDENCE", f"Incidence angle of the {date} date with a DEM (degrees)", 39.0,
                             0.0, 90.0, integer=False)
         self.add_sar_levels()
+        self.add_sar_noise_floor()
         self.add_advanced(QgsProcessingParameterRasterLayer("DEM", self.tr("DEM (metres) for shadow/layover"),
                                                             optional=True))
         self.add_number("WATER_THRESHOLD", "Water probability threshold", 0.5, 0.01, 0.99, integer=False)
@@ -175,6 +176,7 @@ class FloodMap(EngineAlgorithm):
                 units=self.parameterAsEnumString(parameters, f"{key}_UNITS", context) or "auto",
                 backscatter=self.parameterAsEnumString(parameters, f"{key}_BACKSCATTER", context) or "auto",
                 levels=self.sar_levels_value(parameters, context),
+                noise_floor=self.sar_noise_floor_value(parameters, context),
                 optical=optional_raster(f"{key}_OPTICAL", f"{date} optical image"),
                 geometry=Geometry(
                     optional_raster(f"{key}_LOCAL_INCIDENCE", f"{date} local incidence raster"),

@@ -86,6 +86,7 @@ class Segment(EngineAlgorithm):
         )
         self.add_units()
         self.add_sar_levels()
+        self.add_sar_noise_floor()
         self.add_flip_average()
         self.add_flag("WATER_FROM_EXPERT", "SAR-only model: water class from the water teacher (more flood "
                       "water found, more false water on dry land)", False)
@@ -214,6 +215,7 @@ class Segment(EngineAlgorithm):
                 grid=GRIDS[self.parameterAsEnum(parameters, "GRID", context)][0],
                 resolution=self.parameterAsDouble(parameters, "RESOLUTION", context) or None,
                 sar_levels=self.sar_levels_value(parameters, context),
+                sar_noise_floor=self.sar_noise_floor_value(parameters, context),
                 **self.units_values(parameters, context),
             )
         timings = result.get("timings", {})

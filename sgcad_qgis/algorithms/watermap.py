@@ -29,7 +29,8 @@ class WaterMap(EngineAlgorithm):
         "named VV and VH (Sentinel-1), or whose two unnamed bands' levels say which is which, is mapped by the "
         "VV + VH water expert, which also sees water that wind makes bright in VV; it reads VH with the image's "
         "own thermal-noise floor taken off (some products keep it, and calm water then sits at the floor; the log "
-        "names a floor it finds). One band chosen, or a single-band raster, is mapped by the VV teacher. Outputs: "
+        "names a floor it finds; Noise floor of the SAR's VH band = off keeps it). One band chosen, or a "
+        "single-band raster, is mapped by the VV teacher. Outputs: "
         "the water probability, a water layer (probability at or above the threshold) and a report with the "
         "model that mapped the image, the water share and area in km², and any warning about the input."
     )
@@ -42,6 +43,7 @@ class WaterMap(EngineAlgorithm):
         self.add_number("WATER_THRESHOLD", "Water probability threshold", 0.5, 0.01, 0.99, integer=False)
         self.add_units(optical=False)
         self.add_sar_levels()
+        self.add_sar_noise_floor()
         self.add_device_parameter()
         self.add_number("TILE_SIZE", "Tile size (pixels)", 512, 64, 8192)
         self.add_number("OVERLAP", "Tile overlap (pixels)", 64, 0, 2048)
@@ -100,6 +102,7 @@ class WaterMap(EngineAlgorithm):
                 sar_calibration=units.get("sar_calibration", 0.0),
                 sar_levels=self.sar_levels_value(parameters, context),
                 sar_backscatter=units.get("sar_backscatter", "auto"),
+                sar_noise_floor=self.sar_noise_floor_value(parameters, context),
                 water_threshold=self.parameterAsDouble(parameters, "WATER_THRESHOLD", context),
                 overwrite=self.overwrite(parameters, context), progress=progress,
             )

@@ -7,7 +7,6 @@ floor unchanged (docs/experiments/zero_shot_real.md, "The VH noise floor in the 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from engine.config import InferenceConfig, SarPreprocessConfig
 from engine.inference.sar_only import water_probability
 from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs
 from engine.inputs.noise_floor import estimate_noise_floors
-from engine.models.checkpoint import load_model, read_metadata, save_model
+from engine.models.checkpoint import read_metadata
 from engine.preprocess.sar import to_linear_power
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +57,20 @@ def test_the_floor_is_estimated_where_the_model_asks_and_named_where_there_is_on
     assert estimate_noise_floors(f"{COAST}_S1RTC.tif", (1, 2), unasked) == ((), "")
 
 
+def test_a_darkest_end_brighter_than_any_sentinel1_noise_is_land_and_only_the_highest_floor_comes_off(tmp_path):
+    """A dry Sen1Floods11 chip (Ghana_97059) has its darkest 1 % of VH at -19.3 dB: land, not noise."""
+    rng = np.random.default_rng(0)
+    db = np.stack([rng.normal(-8.0, 2.0, (64, 64)), rng.normal(-14.0, 2.0, (64, 64))]).astype(np.float32)
+    path = tmp_path / "dry_S1Hand.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32") as dst:
+        dst.write(db)
+        dst.descriptions = ("VV", "VH")
+    cfg = SarPreprocessConfig(units="db", noise_floor_band=2)
+    floors, line = estimate_noise_floors(path, (1, 2), cfg)
+    assert floors == (0.0, -22.0), floors
+    assert "Sentinel-1's highest" in line and "is land" in line, line
+
+
 def _water_iou(prob_path: Path) -> float:
     with rasterio.open(prob_path) as p, rasterio.open(f"{COAST}_LULC.tif") as c:
         water, cover = p.read(1) >= 0.5, c.read(1)
@@ -67,17 +80,17 @@ def _water_iou(prob_path: Path) -> float:
 
 def test_the_pair_finds_the_water_of_a_real_coast_at_its_noise_floor(tmp_path):
     """TerraMesh 282D (coastal Brazil, Sentinel-1 RTC with a VH floor at -26.3 dB) against the source's land-cover
-    water: the bundled pair with the floor taken off, and a copy of its companion that reads VH as it is."""
+    water: the bundled pair with the floor taken off (the default), and with it kept as a user may ask."""
     with_floor = water_probability(Path(f"{COAST}_S1RTC.tif"), MODELS / "sgcad_teacher.safetensors",
                                    tmp_path / "floor_off.tif", cfg=CPU)
     assert with_floor["teacher"].endswith("sgcad_teacher_vvvh.safetensors")
-    as_is = tmp_path / "as_is"
-    as_is.mkdir()
-    shutil.copy(MODELS / "sgcad_teacher.safetensors", as_is)
-    net, meta = load_model(MODELS / "sgcad_teacher_vvvh.safetensors", "teacher")
-    meta.sar_preprocess = dataclasses.replace(meta.sar_preprocess, noise_floor_band=0)
-    save_model(as_is / "sgcad_teacher_vvvh.safetensors", net, meta)
-    plain = water_probability(Path(f"{COAST}_S1RTC.tif"), as_is / "sgcad_teacher.safetensors",
-                              tmp_path / "as_is.tif", cfg=CPU)
-    scores = _water_iou(Path(with_floor["path"])), _water_iou(Path(plain["path"]))
+    kept = water_probability(Path(f"{COAST}_S1RTC.tif"), MODELS / "sgcad_teacher.safetensors",
+                             tmp_path / "as_is.tif", cfg=CPU, sar_noise_floor="off")
+    assert [line for line in kept["inputs"]["lines"] if "noise floor kept, as asked" in line], kept["inputs"]
+    assert not [line for line in kept["inputs"]["lines"] if "taken off" in line], kept["inputs"]
+    scores = _water_iou(Path(with_floor["path"])), _water_iou(Path(kept["path"]))
     assert scores[0] > 0.75 and scores[0] > scores[1] + 0.2, scores  # measured: 83.2 against 54.0
+    with pytest.raises(ValueError, match="noise floor must be one of"):
+        water_probability(Path(f"{COAST}_S1RTC.tif"), MODELS / "sgcad_teacher.safetensors", tmp_path / "bad.tif",
+                          cfg=CPU, sar_noise_floor="none")
+    assert not (tmp_path / "bad.tif").exists()
