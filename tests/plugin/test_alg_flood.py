@@ -60,19 +60,15 @@ def run(alg: str, params: dict, context=None, feedback=None) -> dict:
 
 
 class TextRecorder(QgsProcessingFeedback):
+    """Records the steps (progress texts) and the log lines (infos) a run reports."""
+
     def __init__(self):
         super().__init__()
-        self.texts = []
+        self.texts, self.infos = [], []
 
     def setProgressText(self, text):  # noqa: N802 - QGIS API
         self.texts.append(text)
         super().setProgressText(text)
-
-
-class InfoRecorder(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos = []
 
     def pushInfo(self, info):  # noqa: N802 - QGIS API
         self.infos.append(info)
@@ -328,7 +324,7 @@ def test_watermap_takes_the_vh_noise_floor_off_unless_told(tmp_path, sgcad_provi
     coast = str(ROOT / "tests" / "data" / "terramesh_coast" / "282D_485L_3_3_S1RTC.tif")
     shares = {}
     for floor in ("auto", "off"):
-        feedback = InfoRecorder()
+        feedback = TextRecorder()
         result = run("sgcad:watermap", {"SAR": coast, "DEVICE": 1, "SAR_NOISE_FLOOR": floor,
                                         "OUTPUT_FOLDER": str(tmp_path / floor)}, feedback=feedback)
         shares[floor] = result["WATER_SHARE"]
