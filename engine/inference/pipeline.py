@@ -287,6 +287,7 @@ class SceneJob:
     cloud_cut: float = 0.5  # cloud where the mask is at least this (raster.ancillary.check_cloud_mask)
     nir: Optional[NirEvidence] = None  # the optical's NIR band, when it checks the student's water (.spectral)
     nir_line: str = ""  # which NIR check the run makes, and why (or why none)
+    choices: Tuple[str, ...] = ()  # the input readings the user chose instead of "auto" (units, levels, ...)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -509,8 +510,16 @@ def prepare_job(
     return SceneJob(
         optical_path, sar_path, model_path, teacher_path, cfg, meta, resolved, teacher_pre, o_bands, s_bands,
         cloud_mask, region, plan, keep, mask, keys, tags, [w for w in (overlap_warning, cloud_warning, unused) if w],
-        expert, cloud.cut, nir, nir_line,
+        expert, cloud.cut, nir, nir_line, _user_choices(overrides),
     )
+
+
+def _user_choices(overrides: InputOverrides) -> Tuple[str, ...]:
+    """The readings a user set instead of "auto": the same files read another way give other answers."""
+    given = (("optical_units", overrides.optical_units), ("sar_units", overrides.sar_units),
+             ("sar_calibration", overrides.sar_calibration), ("sar_levels", overrides.sar_levels),
+             ("sar_backscatter", overrides.sar_backscatter), ("sar_noise_floor", overrides.sar_noise_floor))
+    return tuple(f"{name} {value}" for name, value in given if value not in ("auto", 0.0))
 
 
 def _water_from_expert_unused(cfg: InferenceConfig, optical_bands: Sequence[int], teacher: bool) -> Optional[str]:

@@ -175,6 +175,7 @@ def _job_record(job: SceneJob, bounds: List[Tuple[int, int]], edge: int, extra: 
         "keys": list(job.keys),
         "blocks": [list(b) for b in bounds],
         "block_edge": edge,
+        **({"choices": list(job.choices)} if job.choices else {}),  # default runs keep their id
         **extra,
     }
     record["id"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]

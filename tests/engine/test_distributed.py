@@ -376,6 +376,10 @@ def test_shards_give_the_single_run_outputs_and_a_restart_skips_finished_blocks(
         segment_sharded(scene["optical"], scene["sar"], scene["model"], out,
                         cfg=InferenceConfig(tile_size=64, overlap=8), backend=_context_backend(),
                         shards=2, shard=0, block_rows=96)
+    # the same files read another way (units, levels, backscatter, noise floor) are another job, not a restart
+    with pytest.raises(Exception, match="another segmentation"):
+        segment_sharded(scene["optical"], scene["sar"], scene["model"], out, cfg=cfg, backend=_context_backend(),
+                        shards=2, shard=0, block_rows=96, sar_backscatter="gamma0")
 
 
 def _segment_args(scene, out):
