@@ -3,8 +3,8 @@
     .venv/bin/python scripts/bench_noise_floor.py [--tiles 16] [--repeats 3]
 
 The real coastal Sentinel-1 VV + VH chip of tests/data/terramesh_coast (224 px, a VH floor at -27 dB) is tiled
-into a square scene, and the bundled VV + VH water expert maps it with its companion as published (the floor
-estimated and taken off) and with a copy that reads VH as it is, interleaved. Prints the median time of each,
+into a square scene, and the bundled VV + VH water expert maps it with the floor estimated and taken off and
+with VH read as it is (``sar_noise_floor="off"``), interleaved. Prints the median time of each,
 the time the input resolution takes (the floor is one more sampling pass there) and their ratios (the
 machine's load moves both alike).
 """
@@ -12,8 +12,6 @@ machine's load moves both alike).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import shutil
 import statistics
 import sys
 import tempfile
@@ -28,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from engine.config import InferenceConfig  # noqa: E402
 from engine.inference.sar_only import water_probability  # noqa: E402
-from engine.inputs.contract import InputRecipe, resolve_inputs  # noqa: E402
-from engine.models.checkpoint import load_model, read_metadata, save_model  # noqa: E402
+from engine.inputs.contract import InputOverrides, InputRecipe, resolve_inputs  # noqa: E402
+from engine.models.checkpoint import read_metadata  # noqa: E402
 
 CHIP = ROOT / "tests" / "data" / "terramesh_coast" / "282D_485L_3_3_S1RTC.tif"
 MODELS = ROOT / "resources" / "models"
@@ -46,16 +44,6 @@ def tiled(tiles: int, folder: Path) -> Path:
     return out
 
 
-def floor_kept(folder: Path) -> Path:
-    """The bundled teacher beside a copy of its companion that reads VH as it is."""
-    folder.mkdir()
-    shutil.copy(MODELS / "sgcad_teacher.safetensors", folder)
-    net, meta = load_model(MODELS / "sgcad_teacher_vvvh.safetensors", "teacher")
-    meta.sar_preprocess = dataclasses.replace(meta.sar_preprocess, noise_floor_band=0)
-    save_model(folder / "sgcad_teacher_vvvh.safetensors", net, meta)
-    return folder / "sgcad_teacher.safetensors"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=16, help="copies of the 224 px chip along each side (16)")
@@ -64,20 +52,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sar = tiled(args.tiles, folder)
-        teachers = {"floor off": MODELS / "sgcad_teacher.safetensors", "floor kept": floor_kept(folder / "kept")}
-        times = {name: [] for name in teachers}
-        resolving = {name: [] for name in teachers}
+        readings = {"floor off": "auto", "floor kept": "off"}  # the floor taken off, or VH read as it is
+        recipe = InputRecipe.of(read_metadata(MODELS / "sgcad_teacher_vvvh.safetensors"))
+        times = {name: [] for name in readings}
+        resolving = {name: [] for name in readings}
         for _ in range(args.repeats):
-            for name, teacher in teachers.items():
-                recipe = InputRecipe.of(read_metadata(teacher.with_name("sgcad_teacher_vvvh.safetensors")))
+            for name, floor in readings.items():
                 start = time.perf_counter()
-                resolve_inputs(recipe, None, sar)
+                resolve_inputs(recipe, None, sar, InputOverrides(sar_noise_floor=floor))
                 resolving[name].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                water_probability(sar, teacher, folder / f"{name}.tif", cfg=InferenceConfig(), overwrite=True)
+                water_probability(sar, MODELS / "sgcad_teacher.safetensors", folder / f"{name}.tif",
+                                  cfg=InferenceConfig(), sar_noise_floor=floor, overwrite=True)
                 times[name].append(time.perf_counter() - start)
         side = 224 * args.tiles
-        for name in teachers:
+        for name in readings:
             print(f"{side} x {side} px, {name}: water map median {statistics.median(times[name]):.2f} s, input "
                   f"resolution {statistics.median(resolving[name]):.2f} s")
         ratio = statistics.median(times["floor off"]) / statistics.median(times["floor kept"])

@@ -453,15 +453,16 @@ def prepare_job(
     if expert is not None:  # the pair reads VV and VH, through its own resolution of this SAR's bands
         progress.info(expert.reason)
         pair_recipe = InputRecipe.of(read_metadata(expert.path))
-        if resolved.optical_snow_or_cloud and pair_recipe.sar.noise_floor_band:
+        pair_overrides = dataclasses.replace(overrides, optical_bands=(), sar_bands=expert.sar_bands)
+        snow = bool(resolved.optical_snow_or_cloud and pair_recipe.sar.noise_floor_band)
+        if snow:
             # under snow the darkest VH is frozen ground, not calm water at a noise floor: taking that off made
             # the expert call 68 % of the real snowy pair water (47 % with it kept), and its class map 0.6-2.0 %
-            pair_recipe.sar = dataclasses.replace(pair_recipe.sar, noise_floor_band=0)
+            pair_overrides = dataclasses.replace(pair_overrides, sar_noise_floor="off")
             progress.info("the optical is mostly snow or cloud: the VV + VH water expert reads VH with its noise floor "
                           "kept (the darkest VH of a snow scene is frozen ground, not calm water)")
-        pair_inputs = resolve_inputs(pair_recipe, None, sar_path,
-                                     dataclasses.replace(overrides, optical_bands=(), sar_bands=expert.sar_bands))
-        if pair_inputs.noise_floor_line:  # the student's reading says the rest; this is the expert's own
+        pair_inputs = resolve_inputs(pair_recipe, None, sar_path, pair_overrides)
+        if pair_inputs.noise_floor_line and not snow:  # the student's reading says the rest; this is the expert's
             progress.info(pair_inputs.noise_floor_line)
         teacher_pre = pair_inputs.preprocessor
     elif teacher_meta is not None:

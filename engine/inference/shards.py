@@ -184,7 +184,7 @@ def _job_record(job: SceneJob, bounds: List[Tuple[int, int]], edge: int, extra: 
 
 def _noise_floor_id(job: SceneJob) -> List[str]:
     """The VH noise floor the water expert reads this SAR with ([] when none is taken off: default ids stay)."""
-    floors = getattr(getattr(job.teacher_pre, "sar_cfg", None), "noise_floors_db", ())
+    floors = job.teacher_pre.sar_cfg.noise_floors_db if job.teacher_pre is not None else ()
     return [f"noise floors {list(floors)}"] if any(floors) else []
 
 
